@@ -1,0 +1,40 @@
+# PipeLens — `make help` lists the targets. Every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck pytest bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,server,openai,fastapi]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install PipeLens with every extra
+
+run: $(STAMP) ## Run the demo pipeline and print its step tree
+	$(BIN)/python -m pipelens demo
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy (strict) on both packages
+	$(BIN)/mypy
+
+pytest: $(STAMP) ## Only the test suite (pass ARGS=... to pytest)
+	$(BIN)/pytest $(ARGS)
+
+test: lint typecheck pytest ## Everything CI runs: lint, types, the whole test suite
+
+bench: $(STAMP) ## Print the overhead benchmark's figures
+	$(BIN)/python -m benchmarks.overhead
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/output

@@ -1,0 +1,68 @@
+"""PipeLens: see every step of your multi-step Python program.
+
+Add ``@pipelens.step`` to plain functions; the outermost one called starts a run, and every step
+called inside nests under it — across asyncio tasks, threads and generators — with its timing,
+inputs, result, records and error. ``pipelens.configure(...)`` says where runs go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pipelens import _propagation
+from pipelens._config import configure
+from pipelens._decorator import span, step
+from pipelens._errors import ConfigurationError, PipelensError, TransportError
+from pipelens._llm_track import LLMTrack
+from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
+from pipelens._step import Run, Step, current_run, current_step, record
+from pipelens._transport import (
+    BatchingTransport,
+    FileTransport,
+    MemoryTransport,
+    Transport,
+    flush,
+    read_event_file,
+    shutdown,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BatchingTransport",
+    "ConfigurationError",
+    "FileTransport",
+    "LLMTrack",
+    "MemoryTransport",
+    "NestedStepMeta",
+    "PipelensError",
+    "Pipeline",
+    "PipelineMeta",
+    "Run",
+    "Step",
+    "StepMeta",
+    "TimeMeta",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "configure",
+    "current_run",
+    "current_step",
+    "flush",
+    "read_event_file",
+    "record",
+    "shutdown",
+    "span",
+    "step",
+    "with_step",
+]
+
+# Users see ``pipelens.Step``, not ``pipelens._step.Step`` (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("pipelens._"):
+        with contextlib.suppress(AttributeError, TypeError):  # wrapt proxies, builtins
+            _obj.__module__ = "pipelens"
+del _name, _obj
+
+_propagation.install()

@@ -1,0 +1,152 @@
+"""Process-wide settings, read on the hot path as plain attributes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pipelens._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pipelens._transport import Transport
+
+#: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
+#: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    r"api[._ -]?key",
+    r"passw(or)?d",
+    r"secret",
+    r"token$",
+    r"authori[sz]ation",
+    r"^auth$",
+    r"credential",
+    r"private[._ -]?key",
+    r"access[._ -]?key",
+    r"cookie",
+    r"session[._ -]?(id|key)?$",
+    r"\bjwt\b",
+)
+
+#: Values that look like credentials wherever they appear (OpenAI/Anthropic, GitHub, AWS, bearer).
+SECRET_VALUE_PATTERN = (
+    r"sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|"  # noqa: S105 - finds secrets
+    r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}"
+)
+
+
+class Settings:
+    """The current configuration; one instance, mutated only by :func:`configure`."""
+
+    __slots__ = (
+        "capture_args",
+        "capture_result",
+        "enabled",
+        "exit_timeout",
+        "max_records",
+        "max_value_bytes",
+        "propagate_threads",
+        "redact",
+        "redact_key_re",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.capture_args = True
+        self.capture_result = True
+        self.redact = True
+        self.redact_key_re = _compile_keys(DEFAULT_REDACT_KEYS)
+        self.max_value_bytes = 32 * 1024
+        self.max_records = 1000
+        self.propagate_threads = True
+        self.exit_timeout = 2.0
+        self.transport: Transport | None = None
+
+
+def _compile_keys(patterns: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+settings = Settings()
+
+
+def configure(
+    *,
+    transport: Transport | Any | None = ...,
+    file: str | None = None,
+    enabled: bool | None = None,
+    capture_args: bool | None = None,
+    capture_result: bool | None = None,
+    redact: bool | None = None,
+    redact_keys: Iterable[str] | None = None,
+    max_value_bytes: int | None = None,
+    max_records: int | None = None,
+    propagate_threads: bool | None = None,
+    exit_timeout: float | None = None,
+) -> None:
+    """Change how PipeLens captures and where it sends runs. Unnamed options keep their value.
+
+    Args:
+        transport: where events go (a :class:`~pipelens.Transport`); ``None`` keeps them in-process.
+        file: shorthand for ``transport=FileTransport(file)``.
+        enabled: ``False`` turns every ``@step`` into a plain call.
+        capture_args: record each step's bound arguments (default on).
+        capture_result: record each step's return value (default on).
+        redact: replace values under secret-looking keys with ``[REDACTED]`` (default on).
+        redact_keys: regular expressions of key names to redact, replacing the defaults.
+        max_value_bytes: the JSON size above which a captured value is truncated (default 32 KiB).
+        max_records: how many records one step keeps (default 1000); later ones are dropped.
+        propagate_threads: nest steps started in worker threads under the submitting step.
+        exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
+    """
+    from pipelens import _propagation
+    from pipelens._transport import FileTransport, Transport, set_transport
+
+    if file is not None:
+        if transport is not ...:
+            raise ConfigurationError("configure(): give either transport= or file=, not both")
+        transport = FileTransport(file)
+    if transport is not ...:
+        if transport is not None and not isinstance(transport, Transport):
+            raise ConfigurationError(
+                f"configure(transport=...): {transport!r} has no send/flush/close methods; "
+                "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
+            )
+        set_transport(transport)
+    for name, value in (
+        ("max_value_bytes", max_value_bytes),
+        ("max_records", max_records),
+    ):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigurationError(f"configure({name}={value!r}): expected a positive integer")
+    if exit_timeout is not None and not exit_timeout >= 0:
+        raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
+    if enabled is not None:
+        settings.enabled = bool(enabled)
+    if capture_args is not None:
+        settings.capture_args = bool(capture_args)
+    if capture_result is not None:
+        settings.capture_result = bool(capture_result)
+    if redact is not None:
+        settings.redact = bool(redact)
+    if redact_keys is not None:
+        keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
+        try:
+            settings.redact_key_re = _compile_keys(keys)
+        except re.error as exc:
+            raise ConfigurationError(
+                f"configure(redact_keys=...): {exc.pattern!r} is not a regular expression: {exc}"
+            ) from None
+    if max_value_bytes is not None:
+        settings.max_value_bytes = max_value_bytes
+    if max_records is not None:
+        settings.max_records = max_records
+    if exit_timeout is not None:
+        settings.exit_timeout = float(exit_timeout)
+    if propagate_threads is not None:
+        settings.propagate_threads = bool(propagate_threads)
+        if propagate_threads:
+            _propagation.install()
+        else:
+            _propagation.uninstall()

@@ -1,0 +1,412 @@
+"""``@step`` and ``span()``: turn calls and blocks into steps of the current run.
+
+One :mod:`wrapt` wrapper serves plain functions, methods, classmethods and staticmethods; the
+kind of callable (sync, coroutine, generator, async generator) is decided once, at decoration.
+Generators are resumed with their step made current around every resume, and the context
+variable is set and reset within one resume, so no token ever crosses a ``yield`` (that is what
+raises ``ValueError: ... was created in a different Context`` in other tools).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import msgspec
+import wrapt
+
+from pipelens import _internal
+from pipelens._capture import REDACTED, capture, is_secret_key
+from pipelens._config import settings
+from pipelens._step import Step, _current, new_child, open_step, sanitize_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SELF_NAMES = frozenset({"self", "cls", "mcs", "metacls"})
+
+
+class _Spec:
+    """What a decorated function needs at call time, computed once at decoration."""
+
+    __slots__ = (
+        "capture_args",
+        "capture_result",
+        "drop_first",
+        "kind",
+        "name",
+        "names",
+        "secret_names",
+        "struct",
+        "varargs",
+    )
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str, capture_args: bool, capture_result: bool, kind: str
+    ) -> None:
+        self.name = sanitize_name(name)
+        self.capture_args = capture_args
+        self.capture_result = capture_result
+        self.kind = kind
+        names: list[str] = []
+        self.varargs = "args"
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        for p in params:
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                names.append(p.name)
+            elif p.kind is p.VAR_POSITIONAL:
+                self.varargs = p.name
+        # A function defined in a class body sees ``self``/``cls`` as its first parameter, but
+        # wrapt passes that object as ``instance`` and leaves it out of ``args``.
+        self.drop_first = bool(names) and names[0] in _SELF_NAMES
+        if self.drop_first:
+            names = names[1:]
+        self.names = tuple(names)
+        keyword_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        self.secret_names = frozenset(n for n in (*names, *keyword_names) if is_secret_key(n))
+        # Binding arguments through a msgspec Struct happens in C and encodes fast; fields left
+        # UNSET (defaults not passed) are omitted, as inspect's bind() would.
+        self.struct: type[msgspec.Struct] | None = None
+        if not self.secret_names:
+            try:
+                self.struct = msgspec.defstruct(
+                    "inputs",
+                    [(n, Any, msgspec.UNSET) for n in (*names, *keyword_names)],
+                    omit_defaults=True,
+                )
+            except Exception:  # a parameter name msgspec cannot take: use the dict path
+                self.struct = None
+
+    def inputs(self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """JSON text of the bound arguments, or ``None`` when arguments are not captured."""
+        if not settings.capture_args:
+            return None
+        if self.drop_first and instance is None and args:
+            args = args[1:]  # called as a plain function with the object first
+        struct = self.struct
+        if struct is not None:
+            try:
+                return capture(struct(*args, **kwargs))
+            except TypeError:
+                pass  # extra positionals or **kwargs: bind by hand below
+        names = self.names
+        bound = dict(zip(names, args, strict=False))
+        if len(args) > len(names):
+            bound[self.varargs] = args[len(names) :]
+        if kwargs:
+            bound.update(kwargs)
+        for name in self.secret_names.intersection(bound):
+            bound[name] = REDACTED
+        return capture(bound)
+
+
+def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
+    name, kind, capture_args, capture_result = (
+        spec.name,
+        spec.kind,
+        spec.capture_args,
+        spec.capture_result,
+    )
+    get, set_, reset = _current.get, _current.set, _current.reset
+
+    def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
+        if not settings.enabled:
+            return wrapped(*args, **kwargs)
+        try:
+            inputs = spec.inputs(instance, args, kwargs) if capture_args else None
+            parent = get()
+            if parent is None:
+                step = open_step(name, inputs, kind=kind)
+            else:
+                step = new_child(parent, name, inputs, kind)
+                if not parent.run._quiet:
+                    step._announce()
+        except Exception as exc:
+            _internal.internal_error("step.open", exc)
+            return wrapped(*args, **kwargs)
+        token = set_(step)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            reset(token)
+            step._fail(exc)
+            raise
+        reset(token)
+        step._succeed(result, capture_result)
+        return result
+
+    return wrapper
+
+
+def _open(
+    spec: _Spec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Step | None:
+    try:
+        inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
+        return open_step(spec.name, inputs, kind=spec.kind)
+    except Exception as exc:
+        _internal.internal_error("step.open", exc)
+        return None
+
+
+def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
+    async def call(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
+        step = _open(spec, instance, args, kwargs)
+        if step is None:
+            return await wrapped(*args, **kwargs)
+        token = _current.set(step)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _current.reset(token)
+            step._fail(exc)
+            raise
+        _current.reset(token)
+        step._succeed(result, spec.capture_result)
+        return result
+
+    def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
+        if not settings.enabled:
+            return wrapped(*args, **kwargs)
+        return call(wrapped, instance, args, kwargs)
+
+    return wrapper
+
+
+class _GeneratorClosed(GeneratorExit):
+    """Why a generator step was cancelled: its consumer stopped before the end."""
+
+
+_CLOSED_MESSAGE = "the consumer closed the generator before it was exhausted"
+
+
+def _traced_generator(
+    spec: _Spec, parent: Step | None, inputs: str | None, gen: Generator[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    try:
+        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+    except Exception as exc:
+        _internal.internal_error("step.open", exc)
+        return (yield from gen)
+    send_value: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = _current.set(step)
+        try:
+            if thrown is None:
+                item = gen.send(send_value)
+            else:
+                item, thrown = gen.throw(thrown), None
+        except StopIteration as stop:
+            _current.reset(token)
+            step._succeed(stop.value, spec.capture_result)
+            return stop.value
+        except BaseException as exc:
+            _current.reset(token)
+            step._fail(exc)
+            raise
+        _current.reset(token)
+        try:
+            send_value = yield item
+        except GeneratorExit:
+            token = _current.set(step)
+            try:
+                gen.close()
+            finally:
+                _current.reset(token)
+                step._fail(_GeneratorClosed(_CLOSED_MESSAGE))
+            raise
+        except BaseException as exc:
+            thrown, send_value = exc, None
+
+
+async def _traced_async_generator(
+    spec: _Spec, parent: Step | None, inputs: str | None, agen: AsyncGenerator[Any, Any]
+) -> AsyncGenerator[Any, Any]:
+    try:
+        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+    except Exception as exc:
+        _internal.internal_error("step.open", exc)
+        async for item in agen:
+            yield item
+        return
+    send_value: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = _current.set(step)
+        try:
+            if thrown is None:
+                item = await agen.asend(send_value)
+            else:
+                item, thrown = await agen.athrow(thrown), None
+        except StopAsyncIteration:
+            _current.reset(token)
+            step._succeed(None, spec.capture_result)
+            return
+        except BaseException as exc:
+            _current.reset(token)
+            step._fail(exc)
+            raise
+        _current.reset(token)
+        try:
+            send_value = yield item
+        except GeneratorExit:
+            token = _current.set(step)
+            try:
+                await agen.aclose()
+            finally:
+                _current.reset(token)
+                step._fail(_GeneratorClosed(_CLOSED_MESSAGE))
+            raise
+        except BaseException as exc:
+            thrown, send_value = exc, None
+
+
+def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
+    traced: Callable[..., Any] = _traced_async_generator if is_async else _traced_generator
+
+    def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
+        gen = wrapped(*args, **kwargs)
+        if not settings.enabled:
+            return gen
+        try:
+            # The parent is the step current where the generator is *created*; its own step
+            # opens at the first resume, so a generator never iterated leaves no open step.
+            inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
+            return traced(spec, _current.get(), inputs, gen)
+        except Exception as exc:
+            _internal.internal_error("step.generator", exc)
+            return gen
+
+    return wrapper
+
+
+def _unwrap_kind(fn: Any) -> Any:
+    # classmethod/staticmethod objects hide the function whose kind we need.
+    return getattr(fn, "__func__", fn)
+
+
+def _decorate(fn: F, name: str | None, capture_args: bool, capture_result: bool, kind: str) -> F:
+    target = _unwrap_kind(fn)
+    if not callable(target):
+        raise TypeError(f"@step can only decorate a callable, not {fn!r}")
+    default_name = str(getattr(target, "__name__", "step"))
+    spec = _Spec(target, name or default_name, capture_args, capture_result, kind)
+    if inspect.isasyncgenfunction(target):
+        wrapper = _generator_wrapper(spec, is_async=True)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _generator_wrapper(spec, is_async=False)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _async_wrapper(spec)
+    else:
+        wrapper = _sync_wrapper(spec)
+    decorated: F = wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[assignment]
+    return decorated
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    name: str | None = None,
+    /,
+    *,
+    capture_args: bool = True,
+    capture_result: bool = True,
+    kind: str = "step",
+) -> Callable[[F], F]: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    capture_args: bool = True,
+    capture_result: bool = True,
+    kind: str = "step",
+) -> Callable[[F], F]: ...
+def step(
+    fn_or_name: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    capture_args: bool = True,
+    capture_result: bool = True,
+    kind: str = "step",
+) -> Any:
+    """Make every call of the decorated function a step of the current run.
+
+    Use it bare (``@step``), with a name (``@step("rerank")``) or with options
+    (``@step(name="rerank", capture_args=False)``). The outermost step called while no run is
+    open starts a run named after it. Works on functions, coroutines, generators, async
+    generators, methods, classmethods and staticmethods.
+
+    Args:
+        name: the step's name (default: the function's ``__name__``); a ``.`` becomes ``_``.
+        capture_args: record the bound arguments as the step's inputs.
+        capture_result: record the return value as the step's result.
+        kind: a label for the dashboard (``llm`` marks LLM calls).
+    """
+    if isinstance(fn_or_name, str) or fn_or_name is None:
+        chosen = fn_or_name if fn_or_name is not None else name
+
+        def decorator(fn: F) -> F:
+            return _decorate(fn, chosen, capture_args, capture_result, kind)
+
+        return decorator
+    return _decorate(fn_or_name, name, capture_args, capture_result, kind)
+
+
+class span:  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
+    """A block as a step: ``with span("load") as s:`` or ``async with span("load"):``.
+
+    The step ends when the block does: ``completed``, or ``failed``/``cancelled`` with the error
+    when an exception leaves the block (the exception propagates unchanged). Use one ``span``
+    object per block.
+    """
+
+    __slots__ = ("_step", "_token", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = sanitize_name(name)
+        self._step: Step | None = None
+
+    def __enter__(self) -> Step | None:
+        if not settings.enabled:
+            return None
+        try:
+            step = self._step = open_step(self.name)
+        except Exception as exc:
+            _internal.internal_error("span.open", exc)
+            return None
+        self._token = _current.set(step)
+        return step
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        step = self._step
+        if step is None:
+            return
+        self._step = None
+        _current.reset(self._token)
+        if exc is None:
+            step._succeed(None, False)
+        else:
+            step._fail(exc)
+
+    async def __aenter__(self) -> Step | None:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

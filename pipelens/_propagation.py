@@ -1,0 +1,65 @@
+"""Carry the current step into worker threads, so their steps nest under the submitting step.
+
+Patched, only while ``configure(propagate_threads=True)`` (the default):
+
+* ``ThreadPoolExecutor.submit`` (and so ``map``, ``loop.run_in_executor``, ``asyncio.to_thread``)
+  runs each task in a copy of the submitter's context;
+* ``threading.Thread.start`` hands the starter's context to the new thread.
+
+Nothing is copied when no step is open, and the executor's own long-lived worker threads never
+inherit a context (their tasks would otherwise nest under whichever step started the pool).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import thread as _cf_thread
+from contextvars import copy_context
+from typing import Any
+
+from pipelens._step import _current
+
+_original_submit = ThreadPoolExecutor.submit
+_original_start = threading.Thread.start
+_original_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+_CONTEXT_ATTR = "_pipelens_context"
+
+
+def _submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+    if _current.get() is None:
+        return _original_submit(self, fn, *args, **kwargs)
+    return _original_submit(self, copy_context().run, fn, *args, **kwargs)
+
+
+def _start(self: threading.Thread) -> None:
+    if _current.get() is not None and getattr(self, "_target", None) is not _cf_thread._worker:
+        self.__dict__[_CONTEXT_ATTR] = copy_context()
+    _original_start(self)
+
+
+def _bootstrap_inner(self: threading.Thread) -> None:
+    context = self.__dict__.pop(_CONTEXT_ATTR, None)
+    if context is None:
+        _original_bootstrap(self)
+    else:
+        context.run(_original_bootstrap, self)
+
+
+def install() -> None:
+    """Patch the thread entry points (idempotent)."""
+    ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
+    threading.Thread.start = _start  # type: ignore[method-assign]
+    setattr(threading.Thread, "_bootstrap_inner", _bootstrap_inner)  # noqa: B010 - private, untyped
+
+
+def uninstall() -> None:
+    """Restore the original thread entry points (idempotent)."""
+    ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+    threading.Thread.start = _original_start  # type: ignore[method-assign]
+    setattr(threading.Thread, "_bootstrap_inner", _original_bootstrap)  # noqa: B010 - private, untyped
+
+
+def installed() -> bool:
+    """Whether the patches are in place."""
+    return ThreadPoolExecutor.submit is _submit

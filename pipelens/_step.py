@@ -1,0 +1,534 @@
+"""Steps and runs: the in-process tree, its context variable, and the events it emits.
+
+The current step lives in one :class:`contextvars.ContextVar`; a step's run is ``step.run``.
+Opening a step with no current step opens a run whose root is that step. Everything on the path
+of a ``@step`` call is here, kept flat and allocation-light because it runs on every call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+import traceback
+import uuid
+from asyncio import CancelledError
+from collections.abc import Callable, Generator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from pipelens import _internal
+from pipelens._capture import capture, capture_record, scrub_event, short_repr
+from pipelens._config import settings
+from pipelens._views import StepViews
+from pipelens.events import (
+    ErrorInfo,
+    Event,
+    FinalStatus,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepFinished,
+    StepStarted,
+)
+
+if TYPE_CHECKING:
+    from pipelens._listeners import Listeners
+    from pipelens._transport import Transport
+
+_current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
+
+#: Step ids: a random 63-bit start per process, then a counter (cheap, unique within a run).
+_ids = itertools.count(random.getrandbits(63))
+_perf_ns = time.perf_counter_ns
+#: One clock read per step boundary: wall time is the monotonic clock plus a fixed offset, so a
+#: step's start and end can never disagree with its duration.
+_WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
+_MAX_MESSAGE = 2000
+_MAX_TRACEBACK = 16_000
+
+#: Exceptions that end a step as ``cancelled`` rather than ``failed``.
+_CANCELLING = (CancelledError, KeyboardInterrupt, GeneratorExit)
+
+
+def _reseed_ids() -> None:  # pragma: no cover - runs in forked children
+    global _ids
+    _ids = itertools.count(random.getrandbits(63))
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def sanitize_name(name: str) -> str:
+    """A step name as it appears in keys: a ``.`` inside a name would fake a level."""
+    return name.replace(".", "_") if "." in name else name
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The type, message and traceback of ``exc``, bounded in size."""
+    cls = type(exc)
+    type_name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    try:
+        message = str(exc)
+    except Exception:
+        message = short_repr(exc)
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception:
+        tb = None
+    if tb is not None and len(tb) > _MAX_TRACEBACK:
+        tb = "...[truncated]\n" + tb[-_MAX_TRACEBACK:]
+    return ErrorInfo(type=type_name, message=message[:_MAX_MESSAGE], traceback=tb)
+
+
+class Run:
+    """One execution of a pipeline: a root step, its tree, and where its events go.
+
+    Runs are not kept anywhere once finished; hold the object (``pipelens.current_run()`` or
+    ``with Pipeline(...).run() as run``) to read it afterwards.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_listeners",
+        "_quiet",
+        "_scrub_inline",
+        "_send_starts",
+        "_transport",
+        "dropped_events",
+        "id",
+        "pipeline",
+        "root",
+        "step_count",
+    )
+
+    def __init__(
+        self,
+        pipeline: str,
+        run_id: str | None = None,
+        transport: Transport | None = None,
+        listeners: Listeners | None = None,
+        *,
+        send_starts: bool = True,
+    ) -> None:
+        self.id = run_id if run_id is not None else str(uuid.uuid4())
+        self.pipeline = pipeline
+        self._send_starts = send_starts
+        self.step_count = 0
+        self.dropped_events = 0
+        self.root: Step
+        self._connect(transport, listeners)
+
+    def _connect(self, transport: Transport | None, listeners: Listeners | None) -> None:
+        self._transport = transport
+        self._listeners = listeners
+        # Our batching transports scrub secrets on their own thread; any other one is handed
+        # events already scrubbed.
+        self._scrub_inline = not getattr(transport, "scrubs_events", False)
+        self._quiet = transport is None and listeners is None
+
+    @property
+    def transport(self) -> Transport | None:
+        """Where this run's events go (``None``: nowhere)."""
+        return self._transport
+
+    def __repr__(self) -> str:
+        return f"<Run {self.pipeline!r} {self.id} {self.status}>"
+
+    @property
+    def status(self) -> Status:
+        """The root step's status."""
+        return self.root.status
+
+    @property
+    def start_ns(self) -> int:
+        """Wall-clock start in nanoseconds since the epoch."""
+        return self.root.start_ns
+
+    @property
+    def end_ns(self) -> int | None:
+        """Wall-clock end, or ``None`` while running."""
+        return self.root.end_ns
+
+    @property
+    def duration_ns(self) -> int | None:
+        """Monotonic duration, or ``None`` while running."""
+        return self.root.duration_ns
+
+    def steps(self) -> list[Step]:
+        """Every step of the run, depth first, the root first."""
+        return list(self.root.walk())
+
+    def step(self, key: str) -> Step:
+        """The step with this key; ``KeyError`` names the keys there are when it is missing."""
+        for s in self.root.walk():
+            if s.key == key:
+                return s
+        keys = [s.key for s in self.root.walk()]
+        raise KeyError(f"no step {key!r} in run {self.id}; keys: {keys}")
+
+    def _emit(self, event: Event) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            if self._scrub_inline:
+                event = scrub_event(event)
+            if transport.send(event) is False:
+                self.dropped_events += 1
+        except Exception as exc:
+            _internal.internal_error("transport.send", exc)
+
+    def _finished(self) -> None:
+        root = self.root
+        assert root.end_ns is not None
+        assert root.duration_ns is not None
+        self._emit(
+            RunFinished(
+                run_id=self.id,
+                pipeline=self.pipeline,
+                start_ns=root.start_ns,
+                end_ns=root.end_ns,
+                duration_ns=root.duration_ns,
+                status=root.status,  # type: ignore[arg-type]
+                error=root.error,
+                step_count=self.step_count,
+                dropped_events=self.dropped_events,
+            )
+        )
+
+
+class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
+    """One step of a run. Created by ``@step``, ``span()``, or the seed-style ``st.step()``.
+
+    Attributes:
+        name: the step's own name; ``key`` is the dotted path (``root.child___1``).
+        status: ``running``, ``completed``, ``failed`` or ``cancelled``.
+        inputs: JSON text of the bound arguments (``None`` when not captured).
+        result: the returned value itself; ``result_json`` is what was sent.
+        records: the values passed to ``record()``, by key.
+        error: the :class:`~pipelens.events.ErrorInfo` of a failed or cancelled step.
+    """
+
+    # A msgspec Struct is built in C: on every @step call that is several times faster than a
+    # Python __init__ with as many attributes. Equality is identity (eq=False).
+    name: str
+    key: str
+    parent: Step | None
+    run: Run
+    inputs: str | None
+    kind: str
+    _n: int
+    _t0: int
+    start_ns: int
+    status: Status = "running"
+    end_ns: int | None = None
+    duration_ns: int | None = None
+    result: Any = None
+    result_json: str | None = None
+    error: ErrorInfo | None = None
+    # Containers are created on first use: most steps have no children and no records.
+    _children: list[Step] | None = None
+    _counters: dict[str, itertools.count[int]] | None = None
+    _records: dict[str, Any] | None = None
+    _records_json: dict[str, str] | None = None
+
+    @property
+    def id(self) -> str:
+        """The step's id (unique within its run, and across processes in practice)."""
+        return f"{self._n:016x}"
+
+    @property
+    def parent_id(self) -> str | None:
+        """The parent step's id (``None`` for a run's root)."""
+        parent = self.parent
+        return None if parent is None else f"{parent._n:016x}"
+
+    @property
+    def _pipelens_key(self) -> str:
+        return self.key
+
+    def __repr__(self) -> str:
+        return f"<Step {self.key!r} {self.status}>"
+
+    __str__ = __repr__
+
+    @property
+    def children(self) -> list[Step]:
+        """The child steps, in the order they started."""
+        children = self._children
+        return [] if children is None else children
+
+    @property
+    def records(self) -> dict[str, Any]:
+        """The values recorded on this step, by key (the dict itself: the seed mutated it)."""
+        records = self._records
+        if records is None:
+            records = self._records = {}
+        return records
+
+    @property
+    def records_json(self) -> str | None:
+        """The records as one JSON object text (``None`` when there are none)."""
+        parts = self._records_json
+        if not parts:
+            return None
+        return "{" + ",".join(f"{capture(k)}:{v}" for k, v in parts.items()) + "}"
+
+    def walk(self) -> Generator[Step, None, None]:
+        """This step and every descendant, depth first, in start order."""
+        stack = [self]
+        while stack:
+            step = stack.pop()
+            yield step
+            if step._children:
+                stack.extend(reversed(step._children))
+
+    def record(self, key: str, value: Any) -> _Chain:
+        """Record ``value`` under ``key`` on this step (also awaitable, as in the seed)."""
+        try:
+            records = self.records
+            if key not in records and len(records) >= settings.max_records:
+                _internal.warn_once(
+                    "record.max_records",
+                    f"step {self.key!r} has {len(records)} records, the max_records limit; "
+                    "later records are dropped (raise it with pipelens.configure(max_records=...))",
+                )
+                return _Chain(self)
+            records[key] = value
+            parts = self._records_json
+            if parts is None:
+                parts = self._records_json = {}
+            parts[key] = capture_record(key, value)
+            listeners = self.run._listeners
+            if listeners is not None:
+                listeners.emit("step-record", self.key, key, value, self.meta())
+        except Exception as exc:
+            _internal.internal_error("record", exc)
+        return _Chain(self)
+
+    def _announce(self) -> None:
+        """Emit the step's start (and its run's, for a root); only called for non-quiet runs."""
+        run = self.run
+        if run._send_starts and run._transport is not None:
+            if self.parent is None:
+                run._emit(RunStarted(run_id=run.id, pipeline=run.pipeline, start_ns=self.start_ns))
+            run._emit(
+                StepStarted(
+                    run_id=run.id,
+                    step_id=self.id,
+                    parent_id=self.parent_id,
+                    key=self.key,
+                    name=self.name,
+                    kind=self.kind,
+                    start_ns=self.start_ns,
+                    inputs=self.inputs,
+                )
+            )
+        listeners = run._listeners
+        if listeners is not None:
+            listeners.emit("step-start", self.key, self.meta())
+
+    def _end(self, status: FinalStatus, exc: BaseException | None = None) -> None:
+        duration = _perf_ns() - self._t0
+        self.duration_ns = duration
+        self.end_ns = self.start_ns + duration
+        self.status = status
+        if exc is not None:
+            self.error = error_info(exc)
+        run = self.run
+        if run._quiet:
+            return
+        if run._transport is not None:
+            run._emit(
+                StepFinished(
+                    run_id=run.id,
+                    step_id=self.id,
+                    parent_id=self.parent_id,
+                    key=self.key,
+                    name=self.name,
+                    kind=self.kind,
+                    start_ns=self.start_ns,
+                    end_ns=self.end_ns,
+                    duration_ns=duration,
+                    status=status,
+                    error=self.error,
+                    result=self.result_json,
+                    records=self.records_json,
+                    inputs=None if run._send_starts else self.inputs,
+                )
+            )
+        listeners = run._listeners
+        if listeners is not None:
+            meta = self.meta()
+            if exc is None:
+                listeners.emit("step-success", self.key, self.result, meta)
+            else:
+                listeners.emit("step-error", self.key, exc, meta)
+            listeners.emit("step-complete", self.key, meta)
+        if self.parent is None:
+            run._finished()
+
+    def _succeed(self, result: Any, capture_result: bool) -> None:
+        try:
+            self.result = result
+            if capture_result and settings.capture_result:
+                self.result_json = capture(result)
+            if self.run._quiet:  # the common in-process case, kept to a few stores
+                duration = _perf_ns() - self._t0
+                self.duration_ns = duration
+                self.end_ns = self.start_ns + duration
+                self.status = "completed"
+            else:
+                self._end("completed")
+        except Exception as exc:
+            _internal.internal_error("step.finish", exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        try:
+            self._end("cancelled" if isinstance(exc, _CANCELLING) else "failed", exc)
+        except Exception as internal:
+            _internal.internal_error("step.fail", internal)
+
+    def meta(self) -> Any:
+        """The seed's ``StepMeta`` view of this step."""
+        return self.get_step_meta()
+
+
+class _Chain:
+    """What ``record()`` returns: awaitable (the seed's ``await st.record(...)``) and chainable."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Step) -> None:
+        self.step = step
+
+    def __await__(self) -> Generator[Any, None, Step]:
+        yield from ()
+        return self.step
+
+    def record(self, key: str, value: Any) -> _Chain:
+        return self.step.record(key, value)
+
+
+def open_step(
+    name: str,
+    inputs: str | None = None,
+    *,
+    parent: Step | None = None,
+    kind: str = "step",
+) -> Step:
+    """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
+    if parent is None:
+        parent = _current.get()
+    if parent is None:
+        run = Run(name, transport=settings.transport)
+        t0 = _perf_ns()
+        step = run.root = Step(
+            name, name, None, run, inputs, kind, next(_ids), t0, t0 + _WALL_OFFSET_NS
+        )
+        run.step_count = 1
+    else:
+        step = new_child(parent, name, inputs, kind)
+    if not step.run._quiet:
+        step._announce()
+    return step
+
+
+def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
+    """A running child of ``parent`` with the next free key among its siblings."""
+    counters = parent._counters
+    if counters is None:
+        counters = parent._counters = {}
+    counter = counters.get(name)
+    if counter is None:
+        counter = counters.setdefault(name, itertools.count())
+    n = next(counter)  # atomic under the GIL: concurrent siblings never share a key
+    run = parent.run
+    t0 = _perf_ns()
+    step = Step(
+        name,
+        f"{parent.key}.{name}" if n == 0 else f"{parent.key}.{name}___{n}",
+        parent,
+        run,
+        inputs,
+        kind,
+        next(_ids),
+        t0,
+        t0 + _WALL_OFFSET_NS,
+    )
+    siblings = parent._children
+    if siblings is None:
+        siblings = parent._children = []
+    siblings.append(step)
+    run.step_count += 1
+    return step
+
+
+def open_run(
+    pipeline: str,
+    run_id: str | None = None,
+    transport: Transport | None = None,
+    listeners: Listeners | None = None,
+    *,
+    send_starts: bool = True,
+) -> Step:
+    """Open a new run explicitly (the seed's ``Pipeline``), returning its root step."""
+    run = Run(
+        pipeline,
+        run_id,
+        transport if transport is not None else settings.transport,
+        listeners,
+        send_starts=send_starts,
+    )
+    t0 = _perf_ns()
+    step = run.root = Step(
+        pipeline, pipeline, None, run, None, "step", next(_ids), t0, t0 + _WALL_OFFSET_NS
+    )
+    run.step_count = 1
+    if not run._quiet:
+        step._announce()
+    return step
+
+
+def current_step() -> Step | None:
+    """The step open in this context (thread, task, or generator resume), or ``None``."""
+    return _current.get()
+
+
+def current_run() -> Run | None:
+    """The run of the current step, or ``None`` outside any run."""
+    step = _current.get()
+    return None if step is None else step.run
+
+
+def record(key: str, value: Any) -> None:
+    """Record ``value`` under ``key`` on the current step. Outside a step it does nothing."""
+    step = _current.get()
+    if step is None:
+        _internal.warn_once(
+            "record.outside",
+            f"pipelens.record({key!r}, ...) was called outside any step and is ignored; "
+            "call it inside a function decorated with @pipelens.step",
+        )
+        return
+    step.record(key, value)
+
+
+def call_in_step(step: Step, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` with ``step`` current, ending it with the outcome (sync callables)."""
+    token = _current.set(step)
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        _current.reset(token)
+        step._fail(exc)
+        raise
+    _current.reset(token)
+    step._succeed(result, True)
+    return result

@@ -1,0 +1,127 @@
+"""The wire contract: versioned events a client sends and the server decodes.
+
+A batch is ``Batch(v=1, events=[...])`` encoded as msgpack (``application/msgpack``) or JSON.
+Each event is tagged by its ``type`` field. Times are integers in nanoseconds since the Unix epoch
+and durations are nanoseconds. Captured values (``inputs``, ``result``, ``records``) travel as JSON
+*text* so that the server can store them in ``jsonb`` without decoding them.
+
+Convergence rules the server follows (so that events may arrive in any order, or twice):
+
+* a step is identified by ``(run_id, key)``; ``step_id`` is unique too;
+* ``StepFinished`` carries everything ``StepStarted`` does except ``inputs``: a lost or late start
+  never reopens a finished step, and a finish alone is a complete row;
+* ``RunFinished`` likewise carries the run's ``pipeline`` and ``start_ns``.
+
+Adding an optional field is backwards compatible; anything else bumps :data:`VERSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import msgspec
+
+#: The version of the batch format this module describes.
+VERSION = 1
+
+Status: TypeAlias = Literal["running", "completed", "failed", "cancelled"]
+FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What went wrong in a step: the exception's type and message, and its traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class _Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, tag_field="type"):
+    run_id: str
+
+
+class RunStarted(_Event, kw_only=True, frozen=True, tag="run.started"):
+    """A run began: its pipeline name and wall-clock start."""
+
+    pipeline: str
+    start_ns: int
+    attributes: dict[str, str] = {}
+
+
+class RunFinished(_Event, kw_only=True, frozen=True, tag="run.finished"):
+    """A run ended (its root step ended). ``dropped_events`` counts events lost on the way."""
+
+    pipeline: str
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+    status: FinalStatus
+    error: ErrorInfo | None = None
+    step_count: int = 0
+    dropped_events: int = 0
+
+
+class StepStarted(_Event, kw_only=True, frozen=True, tag="step.started"):
+    """A step began. ``inputs`` is JSON text of its bound arguments, when captured."""
+
+    step_id: str
+    parent_id: str | None = None
+    key: str
+    name: str
+    kind: str = "step"
+    start_ns: int
+    inputs: str | None = None
+
+
+class StepFinished(_Event, kw_only=True, frozen=True, tag="step.finished"):
+    """A step ended: status, timing, result, records (a JSON object text) and error."""
+
+    step_id: str
+    parent_id: str | None = None
+    key: str
+    name: str
+    kind: str = "step"
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+    status: FinalStatus
+    error: ErrorInfo | None = None
+    result: str | None = None
+    records: str | None = None
+    inputs: str | None = None
+
+
+Event: TypeAlias = RunStarted | RunFinished | StepStarted | StepFinished
+
+
+class Batch(msgspec.Struct, kw_only=True, frozen=True):
+    """What one request (or one line of a file transport) carries."""
+
+    v: int = VERSION
+    events: list[Event]
+
+
+def encode_msgpack(batch: Batch) -> bytes:
+    """The msgpack body of ``batch``."""
+    return _msgpack_encoder.encode(batch)
+
+
+def encode_json(batch: Batch) -> bytes:
+    """The JSON body of ``batch``."""
+    return _json_encoder.encode(batch)
+
+
+def decode_msgpack(data: bytes) -> Batch:
+    """Decode and validate a msgpack batch; errors name the path (``$.events[3].start_ns``)."""
+    return _msgpack_decoder.decode(data)
+
+
+def decode_json(data: bytes | str) -> Batch:
+    """Decode and validate a JSON batch; errors name the path (``$.events[3].start_ns``)."""
+    return _json_decoder.decode(data)
+
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+_msgpack_decoder = msgspec.msgpack.Decoder(Batch)
+_json_decoder = msgspec.json.Decoder(Batch)
