@@ -131,6 +131,6 @@ class StepViews:
 
     def tree_text(self) -> str:
         """The subtree as indented text: key, status and duration of each step."""
-        from pipelens._visual import tree_text  # noqa: PLC0415
+        from pipelens._visual import tree_text
 
         return tree_text(self._self())
