@@ -1,0 +1,330 @@
+"""The contenders of ``benchmarks.overhead``: what each one calls, and how it is timed.
+
+Each contender takes a :class:`Plan` and returns the seconds per call of every timed repeat. It
+runs alone in a worker process (``python -m benchmarks.overhead --worker KEY``), so it imports
+what it measures itself: the bare contenders never import PipeLens or OpenTelemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+RUN_SIZE = 100  # calls per run: a new run every 100 calls, as real pipelines do
+BIG_RUN_SIZE = 10_000  # shows whether a step's cost grows with the size of its run
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: ``repeat`` timed repeats of ``number`` calls (plus one warm-up)."""
+
+    number: int
+    repeat: int
+    run_size: int = RUN_SIZE
+
+
+# --- the traced work: small enough that the instrumentation is what gets measured -----------
+
+
+def work(x: int, y: int) -> int:
+    return x + y
+
+
+async def awork(x: int, y: int) -> int:
+    return x + y
+
+
+def middle(x: int, y: int) -> int:
+    return work(x, y)
+
+
+def outer(x: int, y: int) -> int:
+    return middle(x, y)
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+
+def _time_sync(
+    run: Callable[[int], object],
+    plan: Plan,
+    *,
+    finish: Callable[[], object] | None = None,
+    after: Callable[[], None] | None = None,
+) -> list[float]:
+    """Seconds per call of each repeat; ``run(n)`` makes ``n`` calls inside one run.
+
+    ``finish`` is timed too (a transport's flush: its background work is part of the cost);
+    ``after`` is not (checks and clean-up). The first repeat warms up and is dropped.
+    """
+    runs = plan.number // plan.run_size
+    times: list[float] = []
+    for i in range(plan.repeat + 1):
+        # Garbage collection stays on while timing: steps form reference cycles, and collecting
+        # them is a cost users pay too. Collecting before each repeat keeps repeats comparable.
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            run(plan.run_size)
+        if finish is not None:
+            finish()
+        elapsed = time.perf_counter() - t0
+        if after is not None:
+            after()
+        if i:
+            times.append(elapsed / (runs * plan.run_size))
+    return times
+
+
+def _time_async(run: Callable[[int], Awaitable[object]], plan: Plan) -> list[float]:
+    """Like :func:`_time_sync` for ``async`` work, awaited inside one running event loop."""
+
+    async def main() -> list[float]:
+        runs = plan.number // plan.run_size
+        times: list[float] = []
+        for i in range(plan.repeat + 1):
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                await run(plan.run_size)
+            elapsed = time.perf_counter() - t0
+            if i:
+                times.append(elapsed / (runs * plan.run_size))
+        return times
+
+    return asyncio.run(main())
+
+
+# --- contenders: each returns seconds per call for every repeat ----------------------------
+
+
+def _bare(plan: Plan) -> list[float]:
+    def run(n: int) -> None:
+        for i in range(n):
+            work(i, i)
+
+    return _time_sync(run, plan)
+
+
+def _bare_async(plan: Plan) -> list[float]:
+    async def run(n: int) -> None:
+        for i in range(n):
+            await awork(i, i)
+
+    return _time_async(run, plan)
+
+
+def _bare_nested(plan: Plan) -> list[float]:
+    def run(n: int) -> None:
+        for i in range(n):
+            outer(i, i)
+
+    return _time_sync(run, plan)
+
+
+def _step_sync(plan: Plan) -> list[float]:
+    import pipelens
+
+    traced = pipelens.step(work)
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            traced(i, i)
+
+    return _time_sync(run, plan)
+
+
+def _step_big_run(plan: Plan) -> list[float]:
+    number = max(plan.number // BIG_RUN_SIZE, 1) * BIG_RUN_SIZE
+    return _step_sync(replace(plan, number=number, run_size=BIG_RUN_SIZE))
+
+
+def _step_file(plan: Plan) -> list[float]:
+    import pipelens
+
+    traced = pipelens.step(work)
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            traced(i, i)
+
+    runs = plan.number // plan.run_size
+    # Per run: RunStarted, the root's StepStarted/StepFinished, RunFinished; 2 per child step.
+    expected = runs * 4 + runs * plan.run_size * 2
+    with tempfile.TemporaryDirectory(prefix="pipelens-bench-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        transport = pipelens.FileTransport(path)
+        pipelens.configure(transport=transport)
+
+        def check_and_truncate() -> None:
+            # Proof that the full event path ran: every event reached the file, none was dropped.
+            written = sum(len(batch.events) for batch in pipelens.read_event_file(path))
+            if written != expected or transport.dropped:
+                raise RuntimeError(
+                    f"FileTransport wrote {written} events of {expected} "
+                    f"({transport.dropped} dropped)"
+                )
+            path.write_bytes(b"")
+
+        times = _time_sync(run, plan, finish=transport.flush, after=check_and_truncate)
+        pipelens.configure(transport=None)
+    return times
+
+
+def _step_async(plan: Plan) -> list[float]:
+    import pipelens
+
+    traced = pipelens.step(awork)
+
+    @pipelens.step
+    async def run(n: int) -> None:
+        for i in range(n):
+            await traced(i, i)
+
+    return _time_async(run, plan)
+
+
+def _step_nested(plan: Plan) -> list[float]:
+    import pipelens
+
+    inner_step = pipelens.step(work)
+
+    @pipelens.step
+    def middle_step(x: int, y: int) -> int:
+        return inner_step(x, y)
+
+    @pipelens.step
+    def outer_step(x: int, y: int) -> int:
+        return middle_step(x, y)
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            outer_step(i, i)
+
+    return _time_sync(run, plan)
+
+
+def _span(plan: Plan) -> list[float]:
+    import pipelens
+
+    span = pipelens.span
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            with span("work"):
+                work(i, i)
+
+    return _time_sync(run, plan)
+
+
+def _otel(plan: Plan) -> list[float]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    start = provider.get_tracer("benchmarks.overhead").start_as_current_span
+
+    # The same shape as the steps: a parent span per 100 calls, one child span per call.
+    def run(n: int) -> None:
+        with start("run"):
+            for i in range(n):
+                with start("work") as span:
+                    span.set_attribute("result", work(i, i))
+
+    times = _time_sync(run, plan, finish=provider.force_flush)
+    provider.shutdown()
+    return times
+
+
+def _rss_bytes() -> int:
+    """The resident set size now (Linux ``/proc``; elsewhere the peak, the best there is)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_growth(runs: int) -> dict[str, float]:
+    """RSS growth over ``runs`` runs of 100 steps each, with default settings (no transport)."""
+    import pipelens
+
+    traced = pipelens.step(work)
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            traced(i, i)
+
+    for _ in range(100):  # warm-up: imports, caches and allocator arenas settle first
+        run(RUN_SIZE)
+    gc.collect()
+    before = peak = _rss_bytes()
+    t0 = time.perf_counter()
+    for i in range(runs):
+        run(RUN_SIZE)
+        if i % 100 == 0:
+            peak = max(peak, _rss_bytes())
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    after = _rss_bytes()
+    return {
+        "runs": runs,
+        "steps": runs * RUN_SIZE,
+        "seconds": seconds,
+        "growth_mb": (after - before) / MB,
+        "peak_growth_mb": (max(peak, after) - before) / MB,
+    }
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row of the table; ``twin`` is the bare contender its overhead is measured against."""
+
+    key: str
+    label: str
+    twin: str | None
+    measure: Callable[[Plan], list[float]]
+
+
+BASELINE = "otel"
+CONTENDERS = (
+    Contender("bare", "bare call", None, _bare),
+    Contender("bare_async", "bare await", None, _bare_async),
+    Contender("bare_nested", "bare 3-deep call", None, _bare_nested),
+    Contender("step", "@step sync", "bare", _step_sync),
+    Contender("step_big_run", "@step sync, 10,000-step runs", "bare", _step_big_run),
+    Contender("step_file", "@step sync + FileTransport", "bare", _step_file),
+    Contender("step_async", "@step async", "bare_async", _step_async),
+    Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
+    Contender("span", "pipelens.span", "bare", _span),
+    Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
+)
+MEMORY_LABEL = "memory"

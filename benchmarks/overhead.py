@@ -1,0 +1,172 @@
+"""Per-call cost of the tracing core, against a bare call and an OpenTelemetry SDK span.
+
+Run ``python -m benchmarks.overhead`` (``--quick`` for a smoke run whose figures mean nothing).
+Each contender runs in its own subprocess, so none inherits another's heap, threads or warm
+caches. Steps are measured where users call them: as children inside an open run, a new run
+every 100 calls (the run's own root step is part of the cost). The table shows the minimum and
+median of the repeats in µs per call, the overhead over the contender's bare twin, and the ratio
+to an OpenTelemetry SDK span, the baseline users know. A last subprocess makes 1,000,000 steps
+over 10,000 runs and reports how much the process's RSS grew.
+
+The targets are printed as information, never as an exit status: timings belong here, and a
+noisy machine must not fail anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks._contenders import (
+    BASELINE,
+    CONTENDERS,
+    MEMORY_LABEL,
+    RUN_SIZE,
+    Plan,
+    memory_growth,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMORY_RUNS = 10_000
+TARGET_OVERHEAD_US = 3.0
+TARGET_RSS_MB = 30.0
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def _spawn(args: list[str]) -> Any:
+    """Run one worker subprocess and return the JSON it printed on its last line."""
+    command = [sys.executable, "-m", "benchmarks.overhead", *args]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise SystemExit(f"benchmark worker {' '.join(args)} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _machine() -> list[str]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    versions = ", ".join(
+        f"{name} {_version(name)}" for name in ("pipelens", "msgspec", "wrapt", "opentelemetry-sdk")
+    )
+    return [
+        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load}",
+        f"python:   {platform.python_implementation()} {platform.python_version()} "
+        f"on {platform.platform(terse=True)}",
+        f"versions: {versions}",
+    ]
+
+
+def _report(
+    plan: Plan, times: dict[str, list[float]], memory: dict[str, float], quick: bool
+) -> str:
+    best = {key: min(values) * 1e6 for key, values in times.items()}
+    lines = [
+        "PipeLens tracing overhead: µs per call, each contender in its own process",
+        f"(min/median of {plan.repeat} {TIMES} {plan.number:,} calls, "
+        f"a new run every {RUN_SIZE} calls)",
+        *_machine(),
+        "",
+        f"{'contender':<34}{'min µs':>9}{'median µs':>11}{'overhead µs':>13}  "
+        f"{'over':<18}{TIMES + ' vs OTel span':>14}",
+    ]
+    labels = {c.key: c.label for c in CONTENDERS}
+    for c in CONTENDERS:
+        median = statistics.median(times[c.key]) * 1e6
+        overhead = f"{best[c.key] - best[c.twin]:+.2f}" if c.twin else "—"
+        lines.append(
+            f"{c.label:<34}{best[c.key]:>9.2f}{median:>11.2f}{overhead:>13}  "
+            f"{labels[c.twin] if c.twin else '':<18}{best[c.key] / best[BASELINE]:>13.2f}{TIMES}"
+        )
+    step_overhead = best["step"] - best["bare"]
+    lines += [
+        "",
+        f"{MEMORY_LABEL}: {memory['steps']:,.0f} @step calls over {memory['runs']:,.0f} runs "
+        f"(default settings, no transport) in {memory['seconds']:.1f} s: RSS "
+        f"{memory['growth_mb']:+.1f} MB after gc.collect() "
+        f"(peak {memory['peak_growth_mb']:+.1f} MB)",
+        "",
+        "targets (information, never an exit status"
+        + ("; --quick figures mean nothing):" if quick else "):"),
+        f"  @step sync overhead <= {TARGET_OVERHEAD_US:g} µs over a bare call: "
+        f"{'met' if step_overhead <= TARGET_OVERHEAD_US else 'missed'} ({step_overhead:.2f} µs)",
+        f"  RSS growth < {TARGET_RSS_MB:g} MB for {memory['steps']:,.0f} steps: "
+        f"{'met' if memory['growth_mb'] < TARGET_RSS_MB else 'missed'} "
+        f"({memory['growth_mb']:.1f} MB)",
+    ]
+    return "\n".join(lines)
+
+
+def _worker(key: str, plan: Plan, memory_runs: int) -> Any:
+    if key == MEMORY_LABEL:
+        return memory_growth(memory_runs)
+    for c in CONTENDERS:
+        if c.key == key:
+            return {"times": c.measure(plan)}
+    raise SystemExit(f"unknown worker {key!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure every contender, each in its own subprocess, and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--number", type=int, help="calls per repeat (default 20000)")
+    parser.add_argument("--repeat", type=int, help="timed repeats per contender (default 5)")
+    parser.add_argument("--memory-runs", type=int, help=f"runs of {RUN_SIZE} steps (10000)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    number = args.number if args.number is not None else (200 if quick else 20_000)
+    repeat = args.repeat if args.repeat is not None else (1 if quick else 5)
+    memory_runs = (
+        args.memory_runs if args.memory_runs is not None else (10 if quick else MEMORY_RUNS)
+    )
+    for name, value in (("--number", number), ("--repeat", repeat), ("--memory-runs", memory_runs)):
+        if value < 1:
+            parser.error(f"{name} {value}: expected a positive integer")
+    # Whole runs only: round the calls per repeat up to a multiple of the run size.
+    plan = Plan(number=-(-number // RUN_SIZE) * RUN_SIZE, repeat=repeat)
+
+    if args.worker:
+        print(json.dumps(_worker(args.worker, plan, memory_runs)))
+        return 0
+
+    common = ["--number", str(plan.number), "--repeat", str(repeat)]
+    times: dict[str, list[float]] = {}
+    for c in CONTENDERS:
+        print(f"measuring {c.label} ...", file=sys.stderr, flush=True)
+        times[c.key] = _spawn(["--worker", c.key, *common])["times"]
+    print(f"measuring {MEMORY_LABEL} ...", file=sys.stderr, flush=True)
+    memory = _spawn(["--worker", MEMORY_LABEL, "--memory-runs", str(memory_runs)])
+    print(_report(plan, times, memory, args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
