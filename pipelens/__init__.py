@@ -12,8 +12,13 @@ import contextlib
 from pipelens import _propagation
 from pipelens._config import configure
 from pipelens._decorator import span, step
+from pipelens._delivery import TransportStats
 from pipelens._errors import ConfigurationError, PipelensError, TransportError
-from pipelens._llm_track import LLMTrack
+from pipelens._http import HttpTransport, transport_stats
+
+# The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
+from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
+from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
 from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
 from pipelens._step import Run, Step, current_run, current_step, record
 from pipelens._transport import (
@@ -25,6 +30,7 @@ from pipelens._transport import (
     read_event_file,
     shutdown,
 )
+from pipelens._views import StepGanttArg
 
 __version__ = "0.1.0.dev0"
 
@@ -32,18 +38,23 @@ __all__ = [
     "BatchingTransport",
     "ConfigurationError",
     "FileTransport",
+    "HttpTransport",
     "LLMTrack",
+    "LLMUsage",
     "MemoryTransport",
     "NestedStepMeta",
+    "OpenAICompatibleChatCompletionResponse",
     "PipelensError",
     "Pipeline",
     "PipelineMeta",
     "Run",
     "Step",
+    "StepGanttArg",
     "StepMeta",
     "TimeMeta",
     "Transport",
     "TransportError",
+    "TransportStats",
     "__version__",
     "configure",
     "current_run",
@@ -54,6 +65,7 @@ __all__ = [
     "shutdown",
     "span",
     "step",
+    "transport_stats",
     "with_step",
 ]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,8 @@ class Settings:
     """The current configuration; one instance, mutated only by :func:`configure`."""
 
     __slots__ = (
+        "_transport",
+        "_transport_chosen",
         "capture_args",
         "capture_result",
         "enabled",
@@ -48,7 +52,6 @@ class Settings:
         "propagate_threads",
         "redact",
         "redact_key_re",
-        "transport",
     )
 
     def __init__(self) -> None:
@@ -61,7 +64,45 @@ class Settings:
         self.max_records = 1000
         self.propagate_threads = True
         self.exit_timeout = 2.0
-        self.transport: Transport | None = None
+        self._transport: Transport | None = None
+        self._transport_chosen = False  # by configure(), or from the environment on first use
+
+    @property
+    def transport(self) -> Transport | None:
+        """Where new runs send events; ``PIPELENS_URL`` is read the first time this is asked."""
+        if not self._transport_chosen:
+            _transport_from_env(self)
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Transport | None) -> None:
+        self._transport = value
+        self._transport_chosen = True
+
+
+_env_lock = threading.Lock()
+
+
+def _transport_from_env(target: Settings) -> None:
+    """``PIPELENS_URL`` (and ``PIPELENS_TOKEN``) choose an HttpTransport; unset, nothing is sent.
+
+    Runs on the user's code path (when the first run starts), so a bad value is logged, not raised.
+    """
+    with _env_lock:
+        if target._transport_chosen:
+            return
+        transport = None
+        url = os.environ.get("PIPELENS_URL", "").strip()
+        if url:
+            from pipelens import _internal
+            from pipelens._http import HttpTransport
+
+            try:
+                transport = HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
+            except Exception as exc:
+                _internal.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
+        target._transport = transport
+        target._transport_chosen = True
 
 
 def _compile_keys(patterns: Iterable[str]) -> re.Pattern[str]:
@@ -74,7 +115,9 @@ settings = Settings()
 def configure(
     *,
     transport: Transport | Any | None = ...,
-    file: str | None = None,
+    file: str | os.PathLike[str] | None = None,
+    url: str | None = None,
+    token: str | None = None,
     enabled: bool | None = None,
     capture_args: bool | None = None,
     capture_result: bool | None = None,
@@ -90,6 +133,10 @@ def configure(
     Args:
         transport: where events go (a :class:`~pipelens.Transport`); ``None`` keeps them in-process.
         file: shorthand for ``transport=FileTransport(file)``.
+        url: a PipeLens server to send runs to: shorthand for ``transport=HttpTransport(url,
+            token)``. With none of transport/file/url ever given, ``PIPELENS_URL`` and
+            ``PIPELENS_TOKEN`` are read when the first run starts; unset, nothing is sent.
+        token: the server's bearer token (default ``PIPELENS_TOKEN``); goes with ``url``.
         enabled: ``False`` turns every ``@step`` into a plain call.
         capture_args: record each step's bound arguments (default on).
         capture_result: record each step's return value (default on).
@@ -103,9 +150,62 @@ def configure(
     from pipelens import _propagation
     from pipelens._transport import FileTransport, Transport, set_transport
 
+    # Every argument is checked before anything changes: a bad call leaves the settings as is.
+    flags: tuple[tuple[str, object], ...] = (
+        ("enabled", enabled),
+        ("capture_args", capture_args),
+        ("capture_result", capture_result),
+        ("redact", redact),
+        ("propagate_threads", propagate_threads),
+    )
+    for name, flag in flags:
+        if flag is not None and not isinstance(flag, bool):
+            raise ConfigurationError(f"configure({name}={flag!r}): expected True or False")
+    for name, value in (
+        ("max_value_bytes", max_value_bytes),
+        ("max_records", max_records),
+    ):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ConfigurationError(f"configure({name}={value!r}): expected a positive integer")
+    if exit_timeout is not None and (
+        not isinstance(exit_timeout, int | float)
+        or isinstance(exit_timeout, bool)
+        or not exit_timeout >= 0
+    ):
+        raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
+    key_re = None
+    if redact_keys is not None:
+        keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
+        wrong = [k for k in keys if not isinstance(k, str)]
+        if wrong:
+            raise ConfigurationError(
+                f"configure(redact_keys=...): {wrong[0]!r} is not a string; "
+                "give regular expressions of key names, such as ['api_key', 'password']"
+            )
+        try:
+            key_re = _compile_keys(keys)
+        except re.error as exc:
+            raise ConfigurationError(
+                f"configure(redact_keys=...): {exc.pattern!r} is not a regular expression: {exc}"
+            ) from None
+    if token is not None and url is None:
+        raise ConfigurationError(
+            "configure(token=...): the token goes with url=...; pass both "
+            "(or set PIPELENS_URL and PIPELENS_TOKEN)"
+        )
+    if url is not None:
+        if transport is not ... or file is not None:
+            raise ConfigurationError("configure(): give one of transport=, file= or url=")
+        from pipelens._http import HttpTransport
+
+        transport = HttpTransport(url, token=token or os.environ.get("PIPELENS_TOKEN") or None)
     if file is not None:
         if transport is not ...:
             raise ConfigurationError("configure(): give either transport= or file=, not both")
+        if not isinstance(file, str | os.PathLike):
+            raise ConfigurationError(f"configure(file={file!r}): expected a path (str or Path)")
         transport = FileTransport(file)
     if transport is not ...:
         if transport is not None and not isinstance(transport, Transport):
@@ -113,15 +213,8 @@ def configure(
                 f"configure(transport=...): {transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
             )
+        settings._transport_chosen = True  # the environment no longer counts
         set_transport(transport)
-    for name, value in (
-        ("max_value_bytes", max_value_bytes),
-        ("max_records", max_records),
-    ):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigurationError(f"configure({name}={value!r}): expected a positive integer")
-    if exit_timeout is not None and not exit_timeout >= 0:
-        raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
     if enabled is not None:
         settings.enabled = bool(enabled)
     if capture_args is not None:
@@ -130,14 +223,8 @@ def configure(
         settings.capture_result = bool(capture_result)
     if redact is not None:
         settings.redact = bool(redact)
-    if redact_keys is not None:
-        keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
-        try:
-            settings.redact_key_re = _compile_keys(keys)
-        except re.error as exc:
-            raise ConfigurationError(
-                f"configure(redact_keys=...): {exc.pattern!r} is not a regular expression: {exc}"
-            ) from None
+    if key_re is not None:
+        settings.redact_key_re = key_re
     if max_value_bytes is not None:
         settings.max_value_bytes = max_value_bytes
     if max_records is not None:

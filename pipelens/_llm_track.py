@@ -1,18 +1,30 @@
-"""The seed's ``LLMTrack``: record an OpenAI-compatible chat response on a step, sum usage."""
+"""The seed's ``LLMTrack``: record an OpenAI-compatible chat response on a step, sum its usage.
+
+A response is recorded under ``__LLM_RESPONSE_<id>`` as a plain dict of the seed's fields (``id``,
+``object``, ``created``, ``model``, ``choices``, ``usage``, ``system_fingerprint``). It may be a
+dict, an ``openai`` ``ChatCompletion`` (any pydantic model), an
+:class:`OpenAICompatibleChatCompletionResponse`, or any object with those attributes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pipelens import _internal
+from pipelens._capture import short_repr
 from pipelens._step import Step
+
+if TYPE_CHECKING:
+    from pipelens._seed import Pipeline
 
 LLM_RESPONSE_RECORD_KEY_PREFIX = "__LLM_RESPONSE_"
 _FIELDS = ("id", "object", "created", "model", "choices", "usage", "system_fingerprint")
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class LLMUsage(msgspec.Struct, kw_only=True):
     """Token counts, summed per model by :meth:`LLMTrack.get_total_usage`."""
 
     prompt_tokens: int = 0
@@ -20,31 +32,82 @@ class Usage(msgspec.Struct, kw_only=True):
     total_tokens: int = 0
 
 
-def _as_dict(response: Any) -> dict[str, Any]:
-    if isinstance(response, dict):
-        return response
-    dump = getattr(response, "model_dump", None)  # openai's pydantic objects
+Usage = LLMUsage
+
+
+class OpenAICompatibleChatCompletionResponse(msgspec.Struct, kw_only=True):
+    """The seed's response model: build one by keywords, as its tests did (not validated)."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int = 0
+    model: str = ""
+    choices: list[Any] = []
+    usage: Any = None
+    system_fingerprint: str | None = None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as dicts, lists and scalars (pydantic models and Structs are dumped)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value, enc_hook=short_repr)
+    dump = getattr(value, "model_dump", None)  # pydantic v2 (openai's types)
     if callable(dump):
-        out: dict[str, Any] = dump()
-        return out
-    return {f: getattr(response, f, None) for f in _FIELDS}
+        try:
+            return dump(mode="json")
+        except TypeError:  # a model_dump() without pydantic v2's mode argument
+            return _plain(dump())
+    return short_repr(value)
+
+
+def _fields(response: Any) -> dict[str, Any]:
+    """The seed's fields of ``response``, as plain data."""
+    if isinstance(response, dict):
+        return {f: _plain(response.get(f)) for f in _FIELDS}
+    return {f: _plain(getattr(response, f, None)) for f in _FIELDS}
+
+
+def _as_step(step: Step | Pipeline) -> Step:
+    # The seed's Pipeline was a Step; ours hands over the root step of its current/last run.
+    return step if isinstance(step, Step) else step.root
+
+
+class _Done:
+    """What ``LLMTrack.track`` returns: awaiting it gives ``None``, as the seed's coroutine did."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
 
 
 class LLMTrack:
     """Track OpenAI-compatible chat completions on steps, as the seed's extension did."""
 
     @staticmethod
-    def track(step: Step, response: Any) -> Any:
-        """Record ``response`` on ``step`` as ``__LLM_RESPONSE_<id>`` (awaitable, like the seed)."""
-        data = _as_dict(response)
-        sanitized = {f: data.get(f) for f in _FIELDS}
-        return step.record(f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{sanitized.get('id')}", sanitized)
+    def track(step: Step | Pipeline, response: Any) -> Any:
+        """Record ``response`` on ``step`` as ``__LLM_RESPONSE_<id>``; awaitable, like the seed.
+
+        Never raises into the caller: a response it cannot read is logged once and skipped.
+        """
+        try:
+            data = _fields(response)
+            _as_step(step).record(f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{data['id']}", data)
+        except Exception as exc:
+            _internal.internal_error("LLMTrack.track", exc)
+        return _Done()
 
     @staticmethod
-    def get_total_usage(step: Step) -> dict[str, Usage]:
-        """Token usage by model over ``step`` and its substeps."""
-        totals: dict[str, Usage] = {}
-        for s in step.walk():
+    def get_total_usage(step: Step | Pipeline) -> dict[str, LLMUsage]:
+        """Token usage by model over ``step`` and its substeps (a model with no usage: zeros)."""
+        totals: dict[str, LLMUsage] = {}
+        for s in _as_step(step).walk():
             for key, value in list(s.records.items()):
                 if not key.startswith(LLM_RESPONSE_RECORD_KEY_PREFIX) or not isinstance(
                     value, dict
@@ -53,11 +116,16 @@ class LLMTrack:
                 model = value.get("model")
                 if not model:
                     continue
-                total = totals.setdefault(model, Usage())
-                usage = value.get("usage") or {}
+                total = totals.setdefault(str(model), LLMUsage())
+                usage = value.get("usage")
                 if not isinstance(usage, dict):
-                    usage = _as_dict(usage)
-                total.prompt_tokens += usage.get("prompt_tokens") or 0
-                total.completion_tokens += usage.get("completion_tokens") or 0
-                total.total_tokens += usage.get("total_tokens") or 0
+                    continue
+                total.prompt_tokens += _count(usage, "prompt_tokens")
+                total.completion_tokens += _count(usage, "completion_tokens")
+                total.total_tokens += _count(usage, "total_tokens")
         return totals
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

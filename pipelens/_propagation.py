@@ -6,8 +6,9 @@ Patched, only while ``configure(propagate_threads=True)`` (the default):
   runs each task in a copy of the submitter's context;
 * ``threading.Thread.start`` hands the starter's context to the new thread.
 
-Nothing is copied when no step is open, and the executor's own long-lived worker threads never
-inherit a context (their tasks would otherwise nest under whichever step started the pool).
+Nothing is copied when no step is open, and long-lived service threads (the executor's own
+workers, a transport's writer) never inherit a context: their later work would otherwise nest
+under whichever step started them, and keep that step's run alive.
 """
 
 from __future__ import annotations
@@ -32,8 +33,22 @@ def _submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> 
     return _original_submit(self, copy_context().run, fn, *args, **kwargs)
 
 
+def _outlives_steps(thread: threading.Thread) -> bool:
+    """Threads that serve whoever comes later: a pool's workers, and our own service threads
+    (a transport's writer, the HTTP sender: methods of PipeLens objects).
+
+    Handing them the starter's context would nest later work under a stale step and keep that
+    step's whole run alive as long as the thread lives.
+    """
+    target = getattr(thread, "_target", None)
+    if target is _cf_thread._worker:
+        return True
+    function = getattr(target, "__func__", None)  # a bound method
+    return str(getattr(function, "__module__", "")).startswith("pipelens.")
+
+
 def _start(self: threading.Thread) -> None:
-    if _current.get() is not None and getattr(self, "_target", None) is not _cf_thread._worker:
+    if _current.get() is not None and not _outlives_steps(self):
         self.__dict__[_CONTEXT_ATTR] = copy_context()
     _original_start(self)
 

@@ -1,212 +1,65 @@
-"""The seed's explicit API on top of the context-variable core.
+"""The seed's ``Pipeline`` on top of the context-variable core.
 
-``Pipeline``, ``await pipeline.track(fn)``, ``await st.step(name, fn)``, ``await st.record(k, v)``,
-``with_step(name)``, listeners and the ``output_*`` views behave as in the seed's Python library,
-so its examples run with only the import line changed. Every step opened here is also the current
-step, so ``@step`` functions called inside nest under it.
+``Pipeline``, ``await pipeline.track(fn)``, ``with pipeline.run():``, listeners and the
+``output_*`` views behave as in the seed's Python library (``st.step`` and ``with_step`` live in
+:mod:`pipelens._seed_steps`), so its examples run with only the import line changed. A run's root
+step is the current step inside it, so ``@step`` functions called there nest under it.
+
+Where we differ on purpose: each run of a pipeline is a new :class:`~pipelens.Run` with its own
+id (the seed re-ran one step object under one id), and a ``with_step`` function called without a
+trailing ``Step`` nests under the current step instead of raising ``TypeError``.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import msgspec
-import wrapt
-
-from pipelens._capture import short_repr
-from pipelens._decorator import _Spec
+from pipelens._capture import capture_record
+from pipelens._config import settings
 from pipelens._errors import ConfigurationError, PipelensError
 from pipelens._listeners import Listeners
-from pipelens._step import Run, Step, _current, open_run, open_step, sanitize_name
+from pipelens._seed_steps import run_child, with_step
+from pipelens._step import Run, Step, _current, open_run, sanitize_name
 from pipelens._transport import Transport
+from pipelens._views import (
+    NestedStepMeta,
+    PipelineMeta,
+    StepMeta,
+    TimeMeta,
+    output_flattened,
+    output_nested,
+    output_pipeline_meta,
+    pipeline_meta,
+)
 
-F = TypeVar("F", bound=Callable[..., Any])
 AutoSave = Literal["real_time", "finish", "off"]
+_AUTO_SAVE = ("real_time", "finish", "off")
+_OPTIONS = ("run_id", "auto_save", "transport")
 
-
-class _Meta(msgspec.Struct, kw_only=True):
-    def model_dump(self) -> dict[str, Any]:
-        """Plain ``dict`` form, as the seed's pydantic models gave."""
-        out: dict[str, Any] = msgspec.to_builtins(self, enc_hook=short_repr)
-        return out
-
-
-class TimeMeta(_Meta, kw_only=True):
-    """Epoch milliseconds, as in the seed (``endTs``/``timeUsageMs`` are ``None`` while running)."""
-
-    startTs: int  # noqa: N815 - the seed's field names
-    endTs: int | None = None  # noqa: N815
-    timeUsageMs: int | None = None  # noqa: N815
-
-
-class StepMeta(_Meta, kw_only=True):
-    """The seed's view of one step."""
-
-    name: str
-    key: str
-    time: TimeMeta
-    records: dict[str, Any] = {}
-    result: Any = None
-    error: str | None = None
-
-
-class NestedStepMeta(StepMeta, kw_only=True):
-    """A step with its substeps, as ``output_nested()`` returns it."""
-
-    substeps: list[NestedStepMeta] = []
-
-
-class PipelineMeta(StepMeta, kw_only=True):
-    """A run as the seed reported it: the root's meta plus the flattened steps."""
-
-    logVersion: int = 1  # noqa: N815
-    runId: str  # noqa: N815
-    steps: list[StepMeta] = []
-
-
-def time_meta(step: Step) -> TimeMeta:
-    start = step.start_ns // 1_000_000
-    if step.end_ns is None or step.duration_ns is None:
-        return TimeMeta(startTs=start)
-    return TimeMeta(
-        startTs=start, endTs=step.end_ns // 1_000_000, timeUsageMs=step.duration_ns // 1_000_000
-    )
-
-
-def step_meta(step: Step) -> StepMeta:
-    """The seed's ``StepMeta`` of ``step``."""
-    return StepMeta(
-        name=step.name,
-        key=step.key,
-        time=time_meta(step),
-        records=dict(step.records),
-        result=step.result,
-        error=None if step.error is None else step.error.message,
-    )
-
-
-def output_nested(step: Step) -> NestedStepMeta:
-    """``step`` and its descendants as nested metas."""
-    meta = step_meta(step)
-    return NestedStepMeta(
-        name=meta.name,
-        key=meta.key,
-        time=meta.time,
-        records=meta.records,
-        result=meta.result,
-        error=meta.error,
-        substeps=[output_nested(child) for child in list(step.children)],
-    )
-
-
-def output_flattened(step: Step) -> list[StepMeta]:
-    """``step`` and its descendants, depth first, as flat metas."""
-    return [step_meta(s) for s in step.walk()]
-
-
-def output_pipeline_meta(run: Run) -> PipelineMeta:
-    """The seed's ``PipelineMeta`` of a run (``logVersion: 1``)."""
-    meta = step_meta(run.root)
-    return PipelineMeta(
-        name=meta.name,
-        key=meta.key,
-        time=meta.time,
-        records=meta.records,
-        result=meta.result,
-        error=meta.error,
-        runId=run.id,
-        steps=output_flattened(run.root),
-    )
-
-
-async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
-    """The seed's ``await st.step(name, fn)``: ``fn(child)`` as a child step of ``parent``."""
-    child = open_step(sanitize_name(name), parent=parent)
-    token = _current.set(child)
-    try:
-        result = fn(child)
-        if inspect.isawaitable(result):
-            result = await result
-    except BaseException as exc:
-        _current.reset(token)
-        child._fail(exc)
-        raise
-    _current.reset(token)
-    child._succeed(result, True)
-    return result
-
-
-def with_step(name: str) -> Callable[[F], F]:
-    """The seed's decorator: run the function as a step named ``name``.
-
-    When the last positional argument is a :class:`Step`, the new step is its child and replaces
-    it in the call (the seed's form). Without one, the step nests under the current step, like
-    ``@step(name)``.
-    """
-    from pipelens._decorator import step as step_decorator
-
-    step_name = sanitize_name(name)
-
-    def decorator(fn: F) -> F:
-        plain = step_decorator(step_name)(fn)
-        spec = _Spec(getattr(fn, "__func__", fn), step_name, True, True, "step")
-        is_async = inspect.iscoroutinefunction(getattr(fn, "__func__", fn))
-
-        def open_child(
-            instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[Step, tuple[Any, ...]]:
-            child = open_step(step_name, spec.inputs(instance, args[:-1], kwargs), parent=args[-1])
-            return child, (*args[:-1], child)
-
-        async def call_async(
-            wrapped: Any, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            child, args = open_child(instance, args, kwargs)
-            token = _current.set(child)
-            try:
-                result = await wrapped(*args, **kwargs)
-            except BaseException as exc:
-                _current.reset(token)
-                child._fail(exc)
-                raise
-            _current.reset(token)
-            child._succeed(result, True)
-            return result
-
-        def wrapper(
-            wrapped: Any, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            if not (args and isinstance(args[-1], Step)):
-                return (
-                    plain(*args, **kwargs)
-                    if instance is None
-                    else plain.__get__(instance)(*args, **kwargs)
-                )
-            if is_async:
-                return call_async(wrapped, instance, args, kwargs)
-            child, args = open_child(instance, args, kwargs)
-            token = _current.set(child)
-            try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                _current.reset(token)
-                child._fail(exc)
-                raise
-            _current.reset(token)
-            child._succeed(result, True)
-            return result
-
-        decorated: F = wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[assignment]
-        return decorated
-
-    return decorator
+__all__ = [
+    "NestedStepMeta",
+    "Pipeline",
+    "PipelineMeta",
+    "RunScope",
+    "StepMeta",
+    "TimeMeta",
+    "run_child",
+    "with_step",
+]
 
 
 class RunScope:
-    """``with pipeline.run() as run:`` / ``async with``: one explicit run of a pipeline."""
+    """``with pipeline.run() as run:`` / ``async with``: one explicit run of a pipeline.
+
+    The run's root step is the current step inside the block; it ends with the block, failed
+    when an exception leaves it (the exception passes through unchanged).
+    """
 
     __slots__ = ("_pipeline", "_root", "_run_id", "_token")
 
@@ -216,8 +69,12 @@ class RunScope:
         self._root: Step | None = None
 
     def __enter__(self) -> Run:
-        pipeline = self._pipeline
-        root = self._root = pipeline._open(self._run_id)
+        if self._root is not None:
+            raise PipelensError(
+                f"this run of pipeline {self._pipeline.name!r} is already open; "
+                "call pipeline.run() again for another run"
+            )
+        root = self._root = self._pipeline._open(self._run_id)
         self._token = _current.set(root)
         return root.run
 
@@ -231,7 +88,10 @@ class RunScope:
         if root is None:
             return
         self._root = None
-        _current.reset(self._token)
+        try:
+            _current.reset(self._token)
+        except ValueError:  # exited in another context than it was entered in
+            _current.set(None)
         if exc is None:
             root._succeed(root.result, True)
         else:
@@ -247,126 +107,284 @@ class RunScope:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+        await self._pipeline._listeners.drain()
+
+
+class _Ready:
+    """What ``Pipeline.record`` returns before any run: awaitable and chainable like
+    ``st.record(...)``."""
+
+    __slots__ = ("pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def __await__(self) -> Generator[Any, None, Pipeline]:
+        yield from ()
+        return self.pipeline
+
+    def record(self, key: str, value: Any) -> Any:
+        return self.pipeline.record(key, value)
+
+
+def _option(options: Mapping[str, Any], keyword: Any, name: str, where: str) -> Any:
+    if name in options and keyword is not None:
+        raise ConfigurationError(
+            f"{where}: {name} is given both in options and as a keyword; give it once"
+        )
+    return keyword if keyword is not None else options.get(name)
 
 
 class Pipeline:
     """A named pipeline whose runs are opened explicitly (the seed's style).
 
     ``Pipeline(name, options)`` takes the seed's options dict (``run_id``, ``auto_save``,
-    ``transport``) or the same as keywords. ``auto_save='off'`` sends nothing, ``'finish'`` sends
-    only finished steps, ``'real_time'`` (the default when a transport is given) sends starts too.
-    Without a transport, runs go to the one set by :func:`pipelens.configure`.
+    ``transport``) or the same as keywords. ``run_id`` names the first run; later runs get new
+    ids (or the one passed to :meth:`run`). ``auto_save='off'`` sends nothing, ``'finish'`` sends
+    only finished steps, ``'real_time'`` (the default) sends starts too. Without a transport, runs
+    go to the one set by :func:`pipelens.configure` (no configuration: nowhere).
+
+    The seed's Pipeline was itself the root step; here the step methods (``record``, ``on``,
+    ``get_key``, ``output_nested``, the charts, ...) act on the root step of the run in progress
+    in the caller's context, else of the last run.
     """
 
     def __init__(
         self,
         name: str,
-        options: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
         auto_save: AutoSave | None = None,
         transport: Transport | None = None,
     ) -> None:
-        opts = dict(options or {})
-        unknown = set(opts) - {"run_id", "auto_save", "transport"}
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"Pipeline(name={name!r}): expected a non-empty str")
+        where = f"Pipeline({name!r})"
+        if options is None:
+            options = {}
+        elif not isinstance(options, Mapping):
+            raise ConfigurationError(
+                f"{where}: options must be a dict such as {{'run_id': 'r1'}}, not {options!r}"
+            )
+        unknown = sorted(str(k) for k in options if k not in _OPTIONS)
         if unknown:
             raise ConfigurationError(
-                f"Pipeline({name!r}, options): unknown option(s) {sorted(unknown)}; "
-                "expected run_id, auto_save, transport"
+                f"{where}: unknown option(s) {unknown}; expected {', '.join(_OPTIONS)}"
+            )
+        chosen_id = _option(options, run_id, "run_id", where)
+        if chosen_id is not None and (not isinstance(chosen_id, str) or not chosen_id):
+            raise ConfigurationError(f"{where}: run_id={chosen_id!r}; expected a non-empty str")
+        explicit_save = _option(options, auto_save, "auto_save", where)
+        chosen_save = "real_time" if explicit_save is None else explicit_save
+        if chosen_save not in _AUTO_SAVE:
+            raise ConfigurationError(
+                f"{where}: auto_save={chosen_save!r}; expected 'real_time', 'finish' or 'off'"
+            )
+        chosen_transport = _option(options, transport, "transport", where)
+        if chosen_transport is not None and not isinstance(chosen_transport, Transport):
+            raise ConfigurationError(
+                f"{where}: transport={chosen_transport!r} has no send/flush/close methods; "
+                "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
+            )
+        if (
+            explicit_save in ("real_time", "finish")
+            and (chosen_transport or settings.transport) is None
+        ):
+            raise ConfigurationError(
+                f"{where}: auto_save={chosen_save!r} needs a transport; pass transport=... "
+                "or call pipelens.configure(...) first"
             )
         self.name = sanitize_name(name)
-        self.run_id: str | None = run_id if run_id is not None else opts.get("run_id")
-        self.transport: Transport | None = (
-            transport if transport is not None else opts.get("transport")
-        )
-        chosen = auto_save if auto_save is not None else opts.get("auto_save")
-        if chosen not in (None, "real_time", "finish", "off"):
-            raise ConfigurationError(
-                f"Pipeline({name!r}): auto_save={chosen!r}; expected 'real_time', 'finish' or 'off'"
-            )
-        if chosen in ("real_time", "finish") and self.transport is None:
-            raise ConfigurationError(
-                f"Pipeline({name!r}): auto_save={chosen!r} needs a transport; "
-                "pass transport=... or configure one with pipelens.configure()"
-            )
-        self.auto_save: AutoSave = chosen or "real_time"
+        self.auto_save: AutoSave = chosen_save  # type: ignore[assignment] # checked above
+        self.transport: Transport | None = chosen_transport
+        self._first_run_id: str | None = chosen_id
         self._listeners = Listeners()
+        self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
         self._last_run: Run | None = None
-        self._runs_opened = 0
+        self._created_ms = time.time_ns() // 1_000_000
+        self._pending_records: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r}>"
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def run(self, run_id: str | None = None) -> RunScope:
+        """Open a run: ``with pipeline.run() as run:`` or ``async with``; gives the :class:`Run`.
+
+        Args:
+            run_id: the run's id (default: the constructor's ``run_id`` for the first run, else a
+                new UUID).
+        """
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ConfigurationError(f"{self!r}.run(run_id={run_id!r}): expected a non-empty str")
+        return RunScope(self, run_id)
+
+    async def track(self, fn: Callable[[Step], Awaitable[Any] | Any]) -> Any:
+        """Run ``fn(root_step)`` as one run of this pipeline and return its result.
+
+        Async listeners have all run when it returns.
+        """
+        if not callable(fn):
+            raise TypeError(f"{self!r}.track(fn): fn must be callable, not {fn!r}")
+        async with self.run() as run:
+            result = fn(run.root)
+            if inspect.isawaitable(result):
+                result = await result
+            run.root.result = result
+        return result
+
+    def _open(self, run_id: str | None) -> Step:
+        if run_id is None and self._last_run is None:
+            run_id = self._first_run_id  # the constructor's id names the first run only
+        transport = self.transport
+        if self.auto_save == "off":
+            transport = _DISCARD
+        root = open_run(
+            self.name, run_id, transport, self._listeners, send_starts=self.auto_save != "finish"
+        )
+        run = self._last_run = root.run
+        self._runs.add(run)
+        pending, self._pending_records = self._pending_records, {}
+        for key, value in pending.items():  # recorded on the pipeline before it ran
+            root.records[key] = value
+            if root._records_json is None:
+                root._records_json = {}
+            root._records_json[key] = capture_record(key, value)
+        return root
+
+    def _run(self) -> Run | None:
+        """The run of this pipeline open in the caller's context, else the last one."""
+        current = _current.get()
+        if current is not None and current.run in self._runs:
+            return current.run
+        return self._last_run
+
+    def _not_run_yet(self) -> str:
+        return (
+            f"pipeline {self.name!r} has not run yet; call 'await pipeline.track(fn)' or use "
+            "'with pipeline.run():' first"
+        )
+
+    @property
+    def root(self) -> Step:
+        """The root step of the run in progress here, else of the last run."""
+        run = self._run()
+        if run is None:
+            raise PipelensError(self._not_run_yet())
+        return run.root
+
+    @property
+    def last_run(self) -> Run:
+        """The run opened most recently."""
+        if self._last_run is None:
+            raise PipelensError(self._not_run_yet())
+        return self._last_run
+
+    def get_run_id(self) -> str:
+        """The id of the run in progress here, else of the last run, else of the next run."""
+        run = self._run()
+        if run is not None:
+            return run.id
+        if self._first_run_id is None:
+            self._first_run_id = str(uuid.uuid4())
+        return self._first_run_id
+
+    @property
+    def run_id(self) -> str:
+        """Same as :meth:`get_run_id`."""
+        return self.get_run_id()
+
+    # -- the seed's step methods, on the root step ----------------------------------------------
 
     def on(self, event: str, listener: Callable[..., Any]) -> Pipeline:
         """Call ``listener`` on every step event of this pipeline's runs (see the seed's events)."""
         self._listeners.add(event, listener)
         return self
 
-    def _open(self, run_id: str | None) -> Step:
-        if run_id is None and self._runs_opened == 0:
-            run_id = self.run_id  # the constructor's id names the first run only
-        self._runs_opened += 1
-        transport = self.transport
-        if self.auto_save == "off":
-            transport = _Discard()
-        root = open_run(
-            self.name, run_id, transport, self._listeners, send_starts=self.auto_save != "finish"
+    def record(self, key: str, value: Any) -> Any:
+        """Record on the root step (before the first run: on the next run's root step)."""
+        run = self._run()
+        if run is not None:
+            return run.root.record(key, value)
+        self._pending_records[key] = value
+        self._listeners.emit("step-record", self.name, key, value, self.get_step_meta())
+        return _Ready(self)
+
+    def log(self, key: str, value: Any) -> Any:
+        """Deprecated in the seed: ``record``."""
+        return self.record(key, value)
+
+    def get_name(self) -> str:
+        """The pipeline's name (its root step's name)."""
+        return self.name
+
+    def get_key(self) -> str:
+        """The root step's key: the pipeline's name."""
+        return self.name
+
+    def get_records(self) -> dict[str, Any]:
+        """The root step's records."""
+        run = self._run()
+        return self._pending_records if run is None else run.root.records
+
+    def get_step_meta(self) -> StepMeta:
+        """The root step's meta (before any run: a not-yet-started step)."""
+        run = self._run()
+        if run is not None:
+            return run.root.get_step_meta()
+        return StepMeta(
+            name=self.name,
+            key=self.name,
+            time=TimeMeta(startTs=self._created_ms),
+            records=dict(self._pending_records),
         )
-        self._last_run = root.run
-        return root
 
-    def run(self, run_id: str | None = None) -> RunScope:
-        """Open a run (``with pipeline.run() as run:`` or ``async with``); yields the Run."""
-        return RunScope(self, run_id)
+    def get_time_meta(self) -> TimeMeta:
+        """The root step's times."""
+        return self.get_step_meta().time
 
-    async def track(self, fn: Callable[[Step], Awaitable[Any] | Any]) -> Any:
-        """Run ``fn(root_step)`` as one run of this pipeline and return its result."""
-        async with self.run() as run:
-            result = fn(run.root)
-            if inspect.isawaitable(result):
-                result = await result
-            run.root.result = result
-            return result
-
-    @property
-    def last_run(self) -> Run:
-        """The run opened most recently."""
-        if self._last_run is None:
-            raise PipelensError(
-                f"pipeline {self.name!r} has not run yet; call track(fn) or use "
-                "'with pipeline.run():' first"
-            )
-        return self._last_run
-
-    def get_run_id(self) -> str:
-        """The id of the last run (or the id the next run will take)."""
-        if self._last_run is not None:
-            return self._last_run.id
-        if self.run_id is None:
-            import uuid
-
-            self.run_id = str(uuid.uuid4())
-        return self.run_id
+    get_time = get_time_meta
 
     def output_nested(self) -> NestedStepMeta:
-        return output_nested(self.last_run.root)
+        """The run's steps, nested (the seed's ``NestedStepMeta``)."""
+        run = self._run()
+        if run is not None:
+            return output_nested(run.root)
+        meta = self.get_step_meta()
+        return NestedStepMeta(name=meta.name, key=meta.key, time=meta.time, records=meta.records)
+
+    output_hierarchy = output_nested
 
     def output_flattened(self) -> list[StepMeta]:
-        return output_flattened(self.last_run.root)
+        """The run's steps, depth first, the root first."""
+        run = self._run()
+        return [self.get_step_meta()] if run is None else output_flattened(run.root)
 
     def output_pipeline_meta(self) -> PipelineMeta:
-        return output_pipeline_meta(self.last_run)
+        """The run as the seed reported it (``logVersion: 1``, ``runId``, flattened ``steps``)."""
+        run = self._run()
+        if run is not None:
+            return output_pipeline_meta(run)
+        meta = self.get_step_meta()
+        return pipeline_meta(meta, self.get_run_id(), [meta])
 
     def __getattr__(self, name: str) -> Any:
-        # Everything else a seed user called on the pipeline (its root step): get_key(),
-        # get_records(), gantt_quickchart(), ... is the last run's root step's.
+        # The rest of the seed's step surface (st.step(), the chart calls, gantt_svg(), ...) is
+        # the root step's.
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.last_run.root, name)
+        run = self._run()
+        if run is None:  # an AttributeError, so that hasattr() and friends keep working
+            raise AttributeError(f"{name!r} is the root step's, and {self._not_run_yet()}")
+        return getattr(run.root, name)
 
 
 class _Discard:
     """The transport of ``auto_save='off'``: nothing leaves the process."""
+
+    scrubs_events = True  # nothing to scrub: nothing is kept
 
     def send(self, event: Any) -> bool:
         return True
@@ -376,3 +394,6 @@ class _Discard:
 
     def close(self, timeout: float | None = None) -> None:
         return None
+
+
+_DISCARD = _Discard()

@@ -12,7 +12,6 @@ import os
 import random
 import time
 import traceback
-import uuid
 from asyncio import CancelledError
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
@@ -60,6 +59,20 @@ def _reseed_ids() -> None:  # pragma: no cover - runs in forked children
 
 
 os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_run_id() -> str:
+    """A random UUID4 string, without ``uuid.uuid4()``'s ~2.7 µs (a root step pays it per call).
+
+    ``random`` reseeds itself in a forked child, so parent and child never share ids.
+    """
+    n = (
+        random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
+        | (0x4000 << 64)
+        | (0x8000 << 48)
+    )
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def sanitize_name(name: str) -> str:
@@ -116,7 +129,7 @@ class Run:
         *,
         send_starts: bool = True,
     ) -> None:
-        self.id = run_id if run_id is not None else str(uuid.uuid4())
+        self.id = run_id if run_id is not None else new_run_id()
         self.pipeline = pipeline
         self._send_starts = send_starts
         self.step_count = 0
@@ -306,7 +319,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
                 parts = self._records_json = {}
             parts[key] = capture_record(key, value)
             listeners = self.run._listeners
-            if listeners is not None:
+            if listeners:  # empty Listeners are falsy: build no meta for nobody
                 listeners.emit("step-record", self.key, key, value, self.meta())
         except Exception as exc:
             _internal.internal_error("record", exc)
@@ -331,7 +344,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
                 )
             )
         listeners = run._listeners
-        if listeners is not None:
+        if listeners:  # empty Listeners are falsy: build no meta for nobody
             listeners.emit("step-start", self.key, self.meta())
 
     def _end(self, status: FinalStatus, exc: BaseException | None = None) -> None:
@@ -364,7 +377,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
                 )
             )
         listeners = run._listeners
-        if listeners is not None:
+        if listeners:  # empty Listeners are falsy: build no meta for nobody
             meta = self.meta()
             if exc is None:
                 listeners.emit("step-success", self.key, self.result, meta)

@@ -1,9 +1,14 @@
-"""Where events go: the ``Transport`` protocol, in-memory and file transports, flush and exit.
+"""Where events go: the ``Transport`` protocol, the in-memory and batching transports, flush and
+exit (the file transport, built on the batching one, is in :mod:`pipelens._file_transport`).
 
 A transport's ``send`` is called on the user's code path, so it only appends to a bounded queue;
-a background daemon thread (one per process: a forked child starts its own) writes batches.
-At interpreter exit every live transport is flushed within ``configure(exit_timeout=...)``
-seconds in total, and whatever is still pending then is abandoned: an exit never hangs.
+it never blocks on I/O and never raises. One background daemon thread per transport and process
+(a forked child starts its own and forgets the parent's queue) scrubs and writes batches, and is
+the only thread that writes while it is alive: ``flush`` waits for it with a deadline instead of
+writing itself, so a write that hangs delays a flush by its timeout at most. At interpreter exit
+every live transport is flushed within ``configure(exit_timeout=...)`` seconds in total (a
+``multiprocessing`` worker, which skips ``atexit``, flushes when it ends); whatever is still
+pending then is abandoned, so an exit never hangs because of PipeLens.
 """
 
 from __future__ import annotations
@@ -14,17 +19,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
-
-import msgspec
+from typing import Protocol, runtime_checkable
 
 from pipelens import _internal
 from pipelens._capture import scrub_event
 from pipelens._config import settings
-from pipelens._errors import ConfigurationError, TransportError
-from pipelens.events import Batch, Event, decode_json, decode_msgpack, encode_json, encode_msgpack
+from pipelens._errors import ConfigurationError
+from pipelens.events import Batch, Event, RunFinished
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 
@@ -69,13 +70,27 @@ class MemoryTransport:
         return Batch(events=list(self.events))
 
 
+def check_options(owner: str, max_queue: object, max_batch: object, interval: object) -> None:
+    """Refuse a batching option that cannot work, naming it: ``owner(max_queue=0): ...``."""
+    for name, value in (("max_queue", max_queue), ("max_batch", max_batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"{owner}({name}={value!r}): expected a positive integer")
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0:
+        raise ConfigurationError(f"{owner}(interval={interval!r}): expected seconds > 0")
+
+
 class BatchingTransport:
     """A bounded queue drained in batches by one background thread; subclasses write batches.
 
     Args:
-        max_queue: events held before new ones are dropped (and counted in ``dropped``).
-        max_batch: events written at once.
-        interval: seconds between writes when the queue is not full.
+        max_queue: events held before new ones are dropped (and counted in ``dropped``). A
+            run's ``RunFinished``, which carries its drop count, may use a small reserve above it.
+        max_batch: events written at once; a full batch wakes the thread early.
+        interval: seconds between writes when fewer than ``max_batch`` events are waiting.
+
+    Attributes:
+        sent: events written. dropped: events refused by ``send`` (queue full, or closed).
+        failed_batches: batches lost because scrubbing, encoding or ``write`` raised.
     """
 
     #: Secrets are scrubbed on the background thread, off the user's code path.
@@ -84,167 +99,155 @@ class BatchingTransport:
     def __init__(
         self, *, max_queue: int = 100_000, max_batch: int = 1000, interval: float = 0.5
     ) -> None:
-        for name, value in (("max_queue", max_queue), ("max_batch", max_batch)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigurationError(
-                    f"{type(self).__name__}({name}={value!r}): expected a positive integer"
-                )
-        if not interval > 0:
-            raise ConfigurationError(
-                f"{type(self).__name__}(interval={interval!r}): expected seconds > 0"
-            )
+        check_options(type(self).__name__, max_queue, max_batch, interval)
         self.max_queue = max_queue
         self.max_batch = max_batch
-        self.interval = interval
+        self.interval = float(interval)
+        self._hard_limit = max_queue + max(1, max_queue // 100)
         self.sent = 0
         self.dropped = 0
         self.failed_batches = 0
         self._queue: collections.deque[Event] = collections.deque()
         self._closed = False
+        self._warned: set[str] = set()
         self._reset_after_fork()
         _live.add(self)
+        import multiprocessing.util  # here, not at import: most programs never use it
+
+        # A multiprocessing worker ends with os._exit() after its finalizers, skipping atexit.
+        multiprocessing.util.register_after_fork(self, _flush_when_worker_ends)
+        if multiprocessing.parent_process() is not None:  # created inside a (spawned) worker
+            _flush_when_worker_ends(self)
 
     def _reset_after_fork(self) -> None:
-        # A forked child inherits the parent's queue (the parent sends those events) and maybe
+        # A forked child inherits the parent's queue (the parent writes those events) and maybe
         # locks held by the parent's thread, which does not exist here: start afresh.
         self._queue.clear()
+        self._lock = threading.Lock()  # guards the counters below and thread start
+        self._progress = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._write_lock = threading.Lock()
-        self._thread_lock = threading.Lock()
+        self._taken = 0  # events taken off the queue by a writer
+        self._done = 0  # events taken and then written or lost
+        self._started = False
         self._thread: threading.Thread | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} queued={len(self._queue)} sent={self.sent} "
+            f"dropped={self.dropped} failed_batches={self.failed_batches}>"
+        )
+
     def send(self, event: Event) -> bool:
+        """Queue ``event``; ``False`` (and counted in ``dropped``) when the queue is full."""
         queue = self._queue
-        if self._closed or len(queue) >= self.max_queue:
-            if not self._closed:
-                _internal.warn_once(
-                    f"queue-full {id(self)}",
-                    f"{type(self).__name__}: {self.max_queue} events are waiting to be written; "
-                    "new events are dropped and counted until it catches up",
-                )
-            self.dropped += 1
-            return False
+        if len(queue) >= self.max_queue or self._closed:
+            return self._overflow(event)
         queue.append(event)
-        if self._thread is None:
+        if not self._started:
             self._start_thread()
-        elif len(queue) >= self.max_batch:
+        elif len(queue) >= self.max_batch and not self._wake.is_set():
             self._wake.set()
         return True
 
+    def _overflow(self, event: Event) -> bool:
+        if not self._closed and type(event) is RunFinished and len(self._queue) < self._hard_limit:
+            self._queue.append(event)
+            return True
+        with self._lock:
+            self.dropped += 1
+        if not self._closed:
+            self._warn_once(
+                "full",
+                f"{self!r}: {self.max_queue} events are waiting to be written; new events are "
+                "dropped and counted until it catches up",
+            )
+        return False
+
+    def _warn_once(self, what: str, message: str, exc: BaseException | None = None) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            _internal.logger.warning("pipelens: %s", message, exc_info=exc)
+
     def _start_thread(self) -> None:
-        with self._thread_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"pipelens-{type(self).__name__}", daemon=True
-                )
-                self._thread.start()
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            thread = threading.Thread(
+                target=self._run, name=f"pipelens-{type(self).__name__}", daemon=True
+            )
+            try:
+                thread.start()
+            except Exception as exc:  # no threads left, or the interpreter is shutting down
+                self._warn_once("thread", f"{self!r}: cannot start its thread; flush() writes", exc)
+                return
+            self._thread = thread
 
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
-            self._drain(deadline=None)
+            try:
+                self._drain(None)
+            except Exception as exc:  # a bug of ours; the thread must outlive it
+                self._warn_once("thread-error", f"{self!r}: error in its thread", exc)
 
     def _drain(self, deadline: float | None) -> bool:
-        """Write queued events until the queue is empty (True) or ``deadline`` passes (False)."""
+        """Write queued events until none is left (True) or ``deadline`` passes (False)."""
         queue = self._queue
-        with self._write_lock:
-            while queue:
-                if deadline is not None and time.monotonic() > deadline:
-                    return False
-                batch: list[Event] = []
-                try:
-                    while queue and len(batch) < self.max_batch:
-                        batch.append(queue.popleft())
-                except IndexError:  # another thread emptied it; nothing lost
-                    pass
-                if not batch:
-                    break
-                try:
-                    self.write(Batch(events=[scrub_event(e) for e in batch]))
-                    self.sent += len(batch)
-                except Exception as exc:
-                    self.failed_batches += 1
-                    _internal.internal_error(f"{type(self).__name__}.write", exc)
-        return True
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                return not queue
+            with self._lock:
+                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                self._taken += len(batch)
+            if not batch:
+                return True
+            try:
+                self.write(Batch(events=[scrub_event(e) for e in batch]))
+                self.sent += len(batch)
+            except Exception as exc:
+                # The disk is full, the directory gone, the server down: lose this batch, count
+                # it, and carry on with the next one.
+                self.failed_batches += 1
+                self._warn_once("write", f"{self!r}: a batch could not be written", exc)
+            finally:
+                with self._lock:
+                    self._done += len(batch)
+                    self._progress.notify_all()
 
     def write(self, batch: Batch) -> None:
-        """Write one batch (runs on the background thread, or in ``flush``)."""
+        """Write one batch (on the background thread, or in ``flush`` when it has none)."""
         raise NotImplementedError
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything queued now; ``False`` when ``timeout`` seconds were not enough."""
+        """Write every event queued now; ``False`` when ``timeout`` seconds were not enough."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:  # _start_thread holds it until the thread runs
+            thread = self._thread
+            target = self._taken + len(self._queue)
+        if thread is None or thread is threading.current_thread():
+            return self._drain(deadline)
+        self._wake.set()
+        with self._progress:
+            while self._done < target:
+                if not thread.is_alive():  # closed, or killed at shutdown: write here
+                    break
+                wait = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
+                if wait <= 0:
+                    return False
+                self._progress.wait(wait)
+            else:
+                return True
         return self._drain(deadline)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the background thread; later events are dropped."""
+        """Flush, then stop the background thread; later events are dropped and counted."""
+        if self._closed:
+            return
         self.flush(timeout)
         self._closed = True
         self._wake.set()
-
-
-FileFormat = Literal["jsonl", "msgpack"]
-
-
-class FileTransport(BatchingTransport):
-    """Appends batches to a file: JSON lines (one :class:`~pipelens.events.Batch` per line) or
-    msgpack frames (each a 4-byte big-endian length, then the batch). Read it back with
-    :func:`read_event_file`; the server's import takes the same files.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], *, format: FileFormat | None = None, **options: float
-    ) -> None:
-        self.path = Path(path)
-        if format is None:
-            format = "msgpack" if self.path.suffix in (".msgpack", ".mpk") else "jsonl"
-        if format not in ("jsonl", "msgpack"):
-            raise ConfigurationError(
-                f"FileTransport(format={format!r}): expected 'jsonl' or 'msgpack'"
-            )
-        self.format: FileFormat = format
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch()
-        except OSError as exc:
-            raise TransportError(
-                f"FileTransport: cannot write to {str(self.path)!r}: {exc.strerror}"
-            ) from None
-        super().__init__(**options)  # type: ignore[arg-type]
-
-    def write(self, batch: Batch) -> None:
-        if self.format == "jsonl":
-            data = encode_json(batch) + b"\n"
-        else:
-            body = encode_msgpack(batch)
-            data = len(body).to_bytes(4, "big") + body
-        # One write per batch on an O_APPEND file keeps batches whole even across processes.
-        with self.path.open("ab") as f:
-            f.write(data)
-
-
-def read_event_file(path: str | os.PathLike[str]) -> Iterator[Batch]:
-    """The batches of a :class:`FileTransport` file, in order.
-
-    Raises:
-        msgspec.ValidationError / msgspec.DecodeError: a batch is malformed (the message names
-            the field's path); batches before it have been yielded.
-    """
-    data = Path(path).read_bytes()
-    if data[:1] in (b"{", b"\n", b" ", b""):
-        for line in data.splitlines():
-            if line.strip():
-                yield decode_json(line)
-        return
-    offset = 0
-    while offset < len(data):
-        size = int.from_bytes(data[offset : offset + 4], "big")
-        frame = data[offset + 4 : offset + 4 + size]
-        if len(frame) != size:
-            raise msgspec.DecodeError(f"truncated msgpack frame at byte {offset} of {str(path)!r}")
-        yield decode_msgpack(frame)
-        offset += 4 + size
 
 
 def set_transport(transport: Transport | None) -> None:
@@ -272,7 +275,10 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush and close every transport and stop sending; ``False`` if time ran out."""
+    """Flush and close every transport; new runs send nothing. ``False`` if time ran out.
+
+    ``configure(transport=...)`` or ``configure(file=...)`` afterwards starts sending again.
+    """
     done = flush(timeout)
     for transport in list(_live):
         try:
@@ -285,7 +291,27 @@ def shutdown(timeout: float | None = None) -> bool:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    flush(settings.exit_timeout)
+    try:
+        flush(settings.exit_timeout)
+    except Exception:  # never turn an exit into a traceback; internal_error logged it
+        return
+
+
+def _flush_when_worker_ends(transport: BatchingTransport) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(
+        transport, _flush_ref, args=(weakref.ref(transport),), exitpriority=10
+    )
+
+
+def _flush_ref(ref: weakref.ref[BatchingTransport]) -> None:
+    transport = ref()
+    if transport is not None:
+        try:
+            transport.flush(settings.exit_timeout)
+        except Exception:  # never turn a worker's exit into a traceback
+            return
 
 
 def _after_fork_in_child() -> None:
@@ -295,3 +321,19 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# FileTransport builds on BatchingTransport above; callers import it from here.
+from pipelens._file_transport import FileFormat, FileTransport, read_event_file  # noqa: E402
+
+__all__ = [
+    "BatchingTransport",
+    "FileFormat",
+    "FileTransport",
+    "MemoryTransport",
+    "Transport",
+    "flush",
+    "read_event_file",
+    "set_transport",
+    "shutdown",
+]

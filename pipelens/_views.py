@@ -1,21 +1,194 @@
-"""The read side of a step that the seed's users call on ``st`` and on a pipeline.
+"""The seed's read side of a step: its meta records, ``output_*`` views and chart calls.
 
-Kept apart from :mod:`pipelens._step` (the hot path); every method here runs on request only.
+Kept apart from :mod:`pipelens._step` (the hot path): everything here runs on request only. The
+records are the seed's (``TimeMeta``, ``StepMeta``, ``NestedStepMeta``, ``PipelineMeta``), with
+its camelCase field names, as msgspec Structs that also offer pydantic's ``model_dump()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import msgspec
+
+from pipelens._capture import short_repr
 
 if TYPE_CHECKING:
-    from pipelens._seed import NestedStepMeta, StepMeta, TimeMeta
-    from pipelens._step import Step
+    from pipelens._step import Run, Step
+
+T = TypeVar("T")
+_json = msgspec.json.Encoder(enc_hook=short_repr)
+_MAX_DEPTH = 64
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON-like builtins; a step becomes ``"<step key>"``, anything else that does
+    not convert (or nests too deep, or refers to itself) a short ``repr``."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, _Meta):
+        return value.model_dump()
+    if isinstance(value, StepViews):  # a Step: a msgspec Struct that refers to its parent
+        return f"<step {value._self().key}>"
+    if depth > _MAX_DEPTH:
+        return short_repr(value)
+    if isinstance(value, dict):
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, depth + 1) for v in value]
+    try:
+        return msgspec.to_builtins(value, enc_hook=short_repr)
+    except Exception:  # a cycle, an unsupported key, a raising __repr__ ...
+        return short_repr(value)
+
+
+class _Meta(msgspec.Struct, kw_only=True):
+    def model_dump(self) -> dict[str, Any]:
+        """Plain ``dict`` form, as the seed's pydantic models gave (``None`` fields included)."""
+        return {name: _plain(getattr(self, name)) for name in self.__struct_fields__}
+
+    def model_dump_json(self) -> str:
+        """JSON text of :meth:`model_dump`."""
+        return _json.encode(self.model_dump()).decode()
+
+
+class TimeMeta(_Meta, kw_only=True):
+    """Epoch milliseconds, as in the seed (``endTs``/``timeUsageMs`` are ``None`` while running)."""
+
+    startTs: int  # noqa: N815 - the seed's field names
+    endTs: int | None = None  # noqa: N815
+    timeUsageMs: int | None = None  # noqa: N815
+
+
+class StepMeta(_Meta, kw_only=True):
+    """The seed's view of one step: ``error`` is the exception's message."""
+
+    name: str
+    key: str
+    time: TimeMeta
+    records: dict[str, Any] = {}
+    result: Any = None
+    error: str | None = None
+
+
+class NestedStepMeta(StepMeta, kw_only=True):
+    """A step with its substeps, as ``output_nested()`` returns it."""
+
+    substeps: list[NestedStepMeta] = []
+
+
+class PipelineMeta(StepMeta, kw_only=True):
+    """A run as the seed reported it: the root's meta, ``logVersion: 1``, the run id and every
+    step flattened (the root first)."""
+
+    logVersion: int = 1  # noqa: N815
+    runId: str  # noqa: N815
+    steps: list[StepMeta] = []
+
+    @property
+    def run_id(self) -> str:
+        """``runId`` under the name the seed's Python library gave it."""
+        return self.runId
+
+    @property
+    def log_version(self) -> int:
+        """``logVersion`` under the name the seed's Python library gave it."""
+        return self.logVersion
+
+
+class StepGanttArg(msgspec.Struct, kw_only=True):
+    """The seed's chart options. ``min_width`` sets the chart's width in pixels; ``min_height``
+    is accepted and ignored (the rows decide the height); ``filter`` is a key regex or key list."""
+
+    unit: str | None = None
+    min_height: int | None = None
+    min_width: int | None = None
+    filter: str | list[str] | None = None
+
+
+def time_meta(step: Step) -> TimeMeta:
+    """The seed's ``TimeMeta`` of ``step``; ``timeUsageMs`` is ``endTs - startTs`` as there."""
+    start = step.start_ns // 1_000_000
+    if step.end_ns is None:
+        return TimeMeta(startTs=start)
+    end = step.end_ns // 1_000_000
+    return TimeMeta(startTs=start, endTs=end, timeUsageMs=end - start)
+
+
+def step_meta(step: Step) -> StepMeta:
+    """The seed's ``StepMeta`` of ``step`` (a copy: later records do not change it)."""
+    error = step.error
+    return StepMeta(
+        name=step.name,
+        key=step.key,
+        time=time_meta(step),
+        records=dict(step.records),
+        result=step.result,
+        error=None if error is None else error.message,
+    )
+
+
+def output_nested(step: Step) -> NestedStepMeta:
+    """``step`` and its descendants as nested metas, children in start order."""
+    meta = step_meta(step)
+    return NestedStepMeta(
+        name=meta.name,
+        key=meta.key,
+        time=meta.time,
+        records=meta.records,
+        result=meta.result,
+        error=meta.error,
+        substeps=[output_nested(child) for child in list(step.children)],
+    )
+
+
+def output_flattened(step: Step) -> list[StepMeta]:
+    """``step`` and its descendants, depth first, as flat metas."""
+    return [step_meta(s) for s in step.walk()]
+
+
+def pipeline_meta(root: StepMeta, run_id: str, steps: list[StepMeta]) -> PipelineMeta:
+    """A ``PipelineMeta`` from the root's meta, the run id and the flattened steps."""
+    return PipelineMeta(
+        name=root.name,
+        key=root.key,
+        time=root.time,
+        records=root.records,
+        result=root.result,
+        error=root.error,
+        runId=run_id,
+        steps=steps,
+    )
+
+
+def output_pipeline_meta(run: Run) -> PipelineMeta:
+    """The seed's ``PipelineMeta`` of a run."""
+    steps = output_flattened(run.root)
+    return pipeline_meta(steps[0], run.id, steps)
+
+
+def _chart_options(args: Any) -> dict[str, Any]:
+    """Our chart options from the seed's ``StepGanttArg`` (or a dict with the same keys)."""
+    if args is None:
+        return {}
+    get: Callable[[str], Any] = (
+        args.get if isinstance(args, Mapping) else lambda name: getattr(args, name, None)
+    )
+    options: dict[str, Any] = {}
+    if get("unit"):
+        options["unit"] = get("unit")
+    if get("min_width"):
+        options["width"] = get("min_width")
+    chosen = get("filter")
+    if chosen:
+        options["filter"] = chosen if isinstance(chosen, str) else list(chosen)
+    return options
 
 
 class AwaitableStr(str):
-    """A ``str`` that may also be awaited: the seed documented ``await`` on sync chart calls."""
+    """A ``str`` that may also be awaited: the seed's README awaits a sync chart call."""
 
     __slots__ = ()
 
@@ -34,9 +207,13 @@ class StepViews:
 
     # -- the seed's explicit API ---------------------------------------------------------------
 
+    @overload
+    async def step(self, name: str, fn: Callable[[Step], Awaitable[T]]) -> T: ...
+    @overload
+    async def step(self, name: str, fn: Callable[[Step], T]) -> T: ...
     async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
         """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
-        from pipelens._seed import run_child
+        from pipelens._seed_steps import run_child
 
         return await run_child(self._self(), name, fn)
 
@@ -48,8 +225,10 @@ class StepViews:
         listeners = run._listeners
         if listeners is None:
             listeners = Listeners()
+            listeners.add(event, listener)  # validate before connecting anything
             run._connect(run.transport, listeners)
-        listeners.add(event, listener)
+        else:
+            listeners.add(event, listener)
         return self._self()
 
     def log(self, key: str, value: Any) -> Any:
@@ -57,38 +236,35 @@ class StepViews:
         return self._self().record(key, value)
 
     def get_name(self) -> str:
+        """The step's name."""
         return self._self().name
 
     def get_key(self) -> str:
+        """The step's dotted key."""
         return self._self().key
 
     def get_records(self) -> dict[str, Any]:
+        """The records, by key (the live dict, as in the seed)."""
         return self._self().records
 
     def get_step_meta(self) -> StepMeta:
-        from pipelens._seed import step_meta
-
+        """The seed's ``StepMeta`` of this step."""
         return step_meta(self._self())
 
     def get_time_meta(self) -> TimeMeta:
-        from pipelens._seed import time_meta
-
+        """The seed's ``TimeMeta`` of this step (epoch milliseconds)."""
         return time_meta(self._self())
 
     get_time = get_time_meta
 
     def output_nested(self) -> NestedStepMeta:
         """This step and its substeps, nested (the seed's ``NestedStepMeta``)."""
-        from pipelens._seed import output_nested
-
         return output_nested(self._self())
 
     output_hierarchy = output_nested
 
     def output_flattened(self) -> list[StepMeta]:
         """This step and every descendant, depth first (the seed's ``StepMeta`` list)."""
-        from pipelens._seed import output_flattened
-
         return output_flattened(self._self())
 
     # -- local charts, no network ----------------------------------------------------------------
@@ -117,13 +293,17 @@ class StepViews:
 
         return execution_graph_dot(self._self())
 
-    async def gantt_quickchart(self, args: Any = None) -> BytesIO:
+    async def gantt_quickchart(
+        self, args: StepGanttArg | Mapping[str, Any] | None = None
+    ) -> BytesIO:
         """The seed's chart call, drawn locally: a buffer holding the SVG Gantt chart."""
-        return BytesIO(self.gantt_svg().encode())
+        return BytesIO(self.gantt_svg(**_chart_options(args)).encode())
 
-    def gantt_google_chart_html(self, args: Any = None) -> AwaitableStr:
+    def gantt_google_chart_html(
+        self, args: StepGanttArg | Mapping[str, Any] | None = None
+    ) -> AwaitableStr:
         """The seed's chart page, drawn locally: the Gantt HTML page (awaitable too)."""
-        return AwaitableStr(self.gantt_html())
+        return AwaitableStr(self.gantt_html(**_chart_options(args)))
 
     def execution_graph_quickchart(self) -> str:
         """The seed's graph call, drawn locally: the execution graph as DOT text."""

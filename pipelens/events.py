@@ -12,12 +12,13 @@ Convergence rules the server follows (so that events may arrive in any order, or
   never reopens a finished step, and a finish alone is a complete row;
 * ``RunFinished`` likewise carries the run's ``pipeline`` and ``start_ns``.
 
-Adding an optional field is backwards compatible; anything else bumps :data:`VERSION`.
+Decoding ignores unknown fields, so adding an optional field is backwards compatible;
+anything else bumps :data:`VERSION`. Times, durations and counts must be ``>= 0``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
@@ -26,6 +27,8 @@ VERSION = 1
 
 Status: TypeAlias = Literal["running", "completed", "failed", "cancelled"]
 FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
+#: Times, durations and counts: a negative one is a bug on the sending side, refused at decode.
+NonNegative: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -44,7 +47,7 @@ class RunStarted(_Event, kw_only=True, frozen=True, tag="run.started"):
     """A run began: its pipeline name and wall-clock start."""
 
     pipeline: str
-    start_ns: int
+    start_ns: NonNegative
     attributes: dict[str, str] = {}
 
 
@@ -52,13 +55,13 @@ class RunFinished(_Event, kw_only=True, frozen=True, tag="run.finished"):
     """A run ended (its root step ended). ``dropped_events`` counts events lost on the way."""
 
     pipeline: str
-    start_ns: int
-    end_ns: int
-    duration_ns: int
+    start_ns: NonNegative
+    end_ns: NonNegative
+    duration_ns: NonNegative
     status: FinalStatus
     error: ErrorInfo | None = None
-    step_count: int = 0
-    dropped_events: int = 0
+    step_count: NonNegative = 0
+    dropped_events: NonNegative = 0
 
 
 class StepStarted(_Event, kw_only=True, frozen=True, tag="step.started"):
@@ -69,7 +72,7 @@ class StepStarted(_Event, kw_only=True, frozen=True, tag="step.started"):
     key: str
     name: str
     kind: str = "step"
-    start_ns: int
+    start_ns: NonNegative
     inputs: str | None = None
 
 
@@ -81,9 +84,9 @@ class StepFinished(_Event, kw_only=True, frozen=True, tag="step.finished"):
     key: str
     name: str
     kind: str = "step"
-    start_ns: int
-    end_ns: int
-    duration_ns: int
+    start_ns: NonNegative
+    end_ns: NonNegative
+    duration_ns: NonNegative
     status: FinalStatus
     error: ErrorInfo | None = None
     result: str | None = None

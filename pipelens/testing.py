@@ -7,7 +7,8 @@
     def test_pipeline():
         with capture_runs() as captured:
             my_pipeline("q")
-        assert [s.key for s in captured.steps()] == ["my_pipeline", "my_pipeline.retrieve"]
+        # steps() lists finished steps in the order they finished: children first
+        assert [s.key for s in captured.steps()] == ["my_pipeline.retrieve", "my_pipeline"]
 
 The pytest fixture ``pipelens_events`` (registered by ``pytest -p pipelens.testing`` or by
 importing it in a ``conftest.py``) does the same for one test.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from pipelens._config import settings
 from pipelens._transport import MemoryTransport
@@ -34,6 +34,7 @@ class CapturedEvents(MemoryTransport):
         return [e for e in self.events if isinstance(e, RunFinished)]
 
     def runs_started(self) -> list[RunStarted]:
+        """Started runs, in the order they started."""
         return [e for e in self.events if isinstance(e, RunStarted)]
 
     def steps(self, run_id: str | None = None) -> list[StepFinished]:
@@ -42,8 +43,9 @@ class CapturedEvents(MemoryTransport):
             e for e in self.events if isinstance(e, StepFinished) and run_id in (None, e.run_id)
         ]
 
-    def steps_started(self) -> list[StepStarted]:
-        return [e for e in self.events if isinstance(e, StepStarted)]
+    def steps_started(self, run_id: str | None = None) -> list[StepStarted]:
+        """Started steps (of one run when ``run_id`` is given), in the order they started."""
+        return [e for e in self.events if isinstance(e, StepStarted) and run_id in (None, e.run_id)]
 
     def step(self, key: str) -> StepFinished:
         """The finished step with ``key``; ``KeyError`` lists the keys there are."""
@@ -55,7 +57,10 @@ class CapturedEvents(MemoryTransport):
 
 @contextmanager
 def capture_runs() -> Iterator[CapturedEvents]:
-    """Send every run started inside the block to a fresh in-memory transport."""
+    """Send every run started inside the block to a fresh in-memory transport.
+
+    The previous default transport is restored (not closed) when the block ends.
+    """
     previous = settings.transport
     captured = CapturedEvents()
     settings.transport = captured
@@ -72,7 +77,7 @@ except ImportError:  # pragma: no cover - pytest is optional for users
 else:
 
     @pytest.fixture
-    def pipelens_events() -> Iterator[Any]:
+    def pipelens_events() -> Iterator[CapturedEvents]:
         """Every PipeLens event emitted during the test, in a :class:`CapturedEvents`."""
         with capture_runs() as captured:
             yield captured

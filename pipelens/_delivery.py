@@ -1,0 +1,389 @@
+"""Getting encoded batches to the server: an outbox, a sender thread, retries and the disk spool.
+
+The transport's batching thread hands over msgpack bodies with :meth:`Delivery.put`, which never
+waits for the network: a body goes into a bounded in-memory outbox, or to the spool when the
+outbox is full (the server is down or slower than the program). One sender thread per process
+posts the outbox in order over a keep-alive connection, backing off exponentially with jitter
+after a failure (or as long as ``Retry-After`` says), and replays spooled bodies when the
+outbox is empty. A batch that keeps failing is moved to the spool after ``max_attempts`` tries
+so that it cannot hold up the ones behind it. ``wait`` is the flush: it returns when the outbox
+is empty, or at its deadline moves what is left to the spool, so nothing queued is lost at exit.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import logging
+import random
+import threading
+import time
+
+import msgspec
+
+from pipelens import _internal
+from pipelens._endpoint import CLOSED_EARLY, Endpoint, Response
+from pipelens._spool import Claim, Spool
+
+#: How often the spool directory is looked at again for batches other processes left there.
+RESCAN_SECONDS = 60.0
+#: The longest ``Retry-After`` obeyed as given.
+MAX_RETRY_AFTER = 600.0
+
+
+class TransportStats(msgspec.Struct, kw_only=True, frozen=True):
+    """Counters of one transport's events since it was created (or since ``fork``).
+
+    Attributes:
+        sent: events the server accepted (``replayed`` ones included).
+        retried: events sent again after an attempt failed.
+        spooled: events written to the disk spool to be sent later.
+        replayed: events sent from the spool (also by a process other than the one that wrote them).
+        dropped: events lost: the queue or the spool was full, or the spool could not be written.
+        rejected: events the server refused with a 4xx status other than 408 and 429.
+        pending: events waiting in memory right now.
+    """
+
+    sent: int = 0
+    retried: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    pending: int = 0
+
+
+class _Item:
+    """One request body and how often it was tried; ``claim`` when it came from the spool."""
+
+    __slots__ = ("attempts", "body", "claim", "events")
+
+    def __init__(self, body: bytes, events: int, claim: Claim | None = None) -> None:
+        self.body = body
+        self.events = events
+        self.attempts = 0
+        self.claim = claim
+
+
+class Delivery:
+    """Posts request bodies from a bounded outbox on one background thread.
+
+    Args:
+        endpoint: the connection to post to.
+        spool: where bodies go when they cannot be held in memory; ``None`` drops them instead.
+        max_buffer_bytes: request bodies held in memory before new ones go to the spool.
+        max_attempts: tries of one batch before it moves to the spool.
+        backoff: seconds before the first retry; doubled after each failure, with jitter.
+        max_backoff: the longest wait between tries (a ``Retry-After`` may ask for longer).
+        owner: how log messages name the transport.
+        debug: log every request's outcome at INFO instead of DEBUG.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        spool: Spool | None,
+        *,
+        max_buffer_bytes: int,
+        max_attempts: int,
+        backoff: float,
+        max_backoff: float,
+        owner: str,
+        debug: bool = False,
+    ) -> None:
+        self.endpoint = endpoint
+        self.spool = spool
+        self.max_buffer_bytes = max_buffer_bytes
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.owner = owner
+        self._log_level = logging.INFO if debug else logging.DEBUG
+        self._warned: set[str] = set()
+        self.reset()
+        # A spool left by an earlier process is replayed as soon as this one starts.
+        if spool is not None and spool.pending():
+            self._start()
+
+    def reset(self) -> None:
+        """Start empty, with new locks and no thread (at creation and in a forked child, where
+        the parent's outbox is the parent's to send and its thread and locks do not exist).
+        """
+        self._cond = threading.Condition(threading.Lock())
+        self._outbox: collections.deque[_Item] = collections.deque()
+        self._outbox_bytes = 0
+        self._outbox_events = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failures = 0  # consecutive failed attempts; drives the backoff
+        self._retry_at = 0.0  # monotonic time before which nothing is sent
+        self._backlog: collections.deque[str] = collections.deque()  # spooled names to replay
+        self._rescan_at = 0.0
+        self._spool_tries: dict[str, int] = {}
+        self._own_spooled: set[str] = set()  # spooled by this process, not yet replayed
+        self.sent = self.retried = self.spooled = self.replayed = 0
+        self.dropped = self.rejected = 0
+        self.endpoint.forget()
+
+    # -- the batching thread's side -------------------------------------------------------------
+
+    def put(self, body: bytes, events: int) -> None:
+        """Queue one request body; to the spool instead when the outbox is full."""
+        with self._cond:
+            if self._stopping:
+                self.dropped += events
+                full = False
+            else:
+                full = bool(self._outbox) and (
+                    self._outbox_bytes + len(body) > self.max_buffer_bytes
+                )
+                if not full:
+                    self._outbox.append(_Item(body, events))
+                    self._outbox_bytes += len(body)
+                    self._outbox_events += events
+                    self._cond.notify_all()
+        if full:
+            self._to_spool([_Item(body, events)], "the server is not keeping up")
+        if self._thread is None:
+            self._start()
+
+    def wait(self, deadline: float | None) -> bool:
+        """Wait until every body queued, and every body this process spooled, is delivered
+        (``True``) or ``deadline`` (monotonic) comes.
+
+        At the deadline, or as soon as the next try is due only after it, the bodies still
+        queued go to the spool (or stay queued without one) and the result is ``False``.
+        """
+        with self._cond:
+            while self._outbox or self._own_spooled:
+                now = time.monotonic()
+                if deadline is not None and (now >= deadline or self._retry_at > deadline):
+                    break
+                self._cond.wait(None if deadline is None else deadline - now)
+            else:
+                return True
+            if self.spool is None or not self._outbox:
+                return False
+            # The body in flight goes too: if it does get through, the server's idempotency
+            # makes its replay a no-op.
+            left = list(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = self._outbox_events = 0
+        self._to_spool(left, "a flush ran out of time")
+        return False
+
+    def stop(self) -> None:
+        """Stop the sender after its current request; what is left is dropped and counted."""
+        with self._cond:
+            self._stopping = True
+            self.dropped += self._outbox_events
+            self._outbox.clear()
+            self._outbox_bytes = self._outbox_events = 0
+            self._cond.notify_all()
+
+    def stats(self, queued: int = 0, dropped: int = 0) -> TransportStats:
+        """The counters now; ``queued``/``dropped`` add the transport's own queue's."""
+        with self._cond:
+            return TransportStats(
+                sent=self.sent,
+                retried=self.retried,
+                spooled=self.spooled,
+                replayed=self.replayed,
+                dropped=self.dropped + dropped,
+                rejected=self.rejected,
+                pending=self._outbox_events + queued,
+            )
+
+    def _to_spool(self, items: list[_Item], why: str) -> None:
+        spool = self.spool
+        for item in items:
+            written = None
+            if spool is not None:
+                try:
+                    written = spool.write(item.body, item.events)
+                except OSError as exc:
+                    self._warn("spool-error", f"cannot write to {spool!r}: {exc}")
+            with self._cond:
+                if written is not None:
+                    self._own_spooled.add(written)
+                    self.spooled += item.events
+                    self._rescan_at = 0.0  # replay it once the server is back
+                    self._cond.notify_all()
+                else:
+                    self.dropped += item.events
+            if written is None:
+                self._warn(
+                    "dropped",
+                    f"{self.owner}: events were dropped ({why}, and "
+                    + ("no spool is configured" if spool is None else f"{spool!r} is full")
+                    + "); pipelens.transport_stats() counts them",
+                )
+
+    # -- the sender thread ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._stopping:
+                return
+            thread = threading.Thread(target=self._run, name="pipelens-http-sender", daemon=True)
+            self._thread = thread
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the interpreter is shutting down; flush() spools
+            self._warn("thread", f"{self.owner}: cannot start its sender thread: {exc}")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._next()
+                if item is None:
+                    self.endpoint.close()
+                    return
+                self._settle(item, self._attempt(item))
+            except Exception as exc:  # a bug of ours; the thread must outlive it
+                self._warn("thread-error", f"{self.owner}: error in its sender thread: {exc!r}")
+                time.sleep(self.backoff)
+
+    def _next(self) -> _Item | None:
+        """The next body to send once it is due: the outbox first, then the spool."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return None
+                    now = time.monotonic()
+                    if now < self._retry_at:
+                        self._cond.wait(self._retry_at - now)
+                    elif self._outbox:
+                        return self._outbox[0]
+                    elif self.spool is not None and (self._backlog or now >= self._rescan_at):
+                        break
+                    else:
+                        timeout = None if self.spool is None else self._rescan_at - now
+                        self._cond.wait(timeout)
+            item = self._from_spool()
+            if item is not None:
+                return item
+
+    def _from_spool(self) -> _Item | None:
+        spool = self.spool
+        assert spool is not None
+        if not self._backlog:
+            self._rescan_at = time.monotonic() + RESCAN_SECONDS
+            tries = self._spool_tries
+            given_up = {name for name, n in tries.items() if n >= self.max_attempts}
+            with self._cond:
+                before = set(self._own_spooled)
+            names = spool.pending()
+            self._backlog.extend(name for name in names if name not in given_up)
+            with self._cond:  # what another process replayed (or claimed) is its business now
+                self._own_spooled -= (before - set(names)) | given_up
+                self._cond.notify_all()
+        while self._backlog:
+            claim = spool.claim(self._backlog.popleft())
+            if claim is not None:
+                return _Item(claim.body, claim.events, claim)
+        return None
+
+    def _attempt(self, item: _Item) -> Response | BaseException:
+        for stale_retry in (False, True):
+            if item.attempts:
+                with self._cond:
+                    self.retried += item.events
+            item.attempts += 1
+            try:
+                return self.endpoint.post(item.body)
+            except CLOSED_EARLY as exc:
+                # Closed before answering a reused connection: most often the server had dropped
+                # it while idle, so resend at once on a new one (it may have been a crash mid-
+                # request too; the server's idempotency makes a resend safe either way).
+                if stale_retry or not self.endpoint.reused:
+                    return exc
+            except (OSError, http.client.HTTPException) as exc:
+                return exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle(self, item: _Item, outcome: Response | BaseException) -> None:
+        claim = item.claim
+        spool = self.spool
+        verdict = "retry" if isinstance(outcome, BaseException) else outcome.verdict
+        self._log(item, outcome)
+        done = False  # with this spooled body, in this process
+        if claim is not None and spool is not None:
+            if verdict == "retry":
+                tries = self._spool_tries[claim.name] = self._spool_tries.get(claim.name, 0) + 1
+                spool.release(claim)
+                done = tries >= self.max_attempts  # kept on disk for the next process
+            else:
+                spool.remove(claim)
+                self._spool_tries.pop(claim.name, None)
+                done = True
+        give_up: list[_Item] = []
+        with self._cond:
+            if done and claim is not None:
+                self._own_spooled.discard(claim.name)
+            queued = claim is None and item in self._outbox  # not moved to the spool by a flush
+            if verdict == "delivered":
+                self.sent += item.events
+                if claim is not None:
+                    self.replayed += item.events
+                if self._failures:  # the server is back: look for spooled batches
+                    self._rescan_at = 0.0
+                self._failures = 0
+                self._retry_at = 0.0
+            elif verdict == "rejected":
+                self.rejected += item.events
+            else:
+                self._failures += 1
+                self._retry_at = time.monotonic() + self._delay(outcome)
+                if claim is not None:
+                    self._rescan_at = 0.0  # the released file is tried again after the wait
+            if queued and (verdict != "retry" or item.attempts >= self.max_attempts):
+                self._outbox.remove(item)
+                self._outbox_bytes -= len(item.body)
+                self._outbox_events -= item.events
+                if verdict == "retry":
+                    give_up.append(item)
+            self._cond.notify_all()
+        if give_up:
+            self._to_spool(give_up, f"it failed {self.max_attempts} times")
+        if verdict == "rejected":
+            assert isinstance(outcome, Response)
+            detail = outcome.body[:300].decode("utf-8", "replace")
+            self._warn(
+                f"rejected-{outcome.status}",
+                f"{self.owner}: the server refused a batch of {item.events} events with HTTP "
+                f"{outcome.status} (not retried; further refusals are counted in "
+                f"pipelens.transport_stats().rejected): {detail}",
+            )
+
+    def _delay(self, outcome: Response | BaseException) -> float:
+        if isinstance(outcome, Response) and outcome.retry_after is not None:
+            # Honoured, up to a bound: a misconfigured proxy must not silence us for a day.
+            return min(outcome.retry_after, max(self.max_backoff, MAX_RETRY_AFTER))
+        ceiling = min(self.max_backoff, self.backoff * 2 ** min(self._failures - 1, 30))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _log(self, item: _Item, outcome: Response | BaseException) -> None:
+        logger = _internal.logger
+        if logger.isEnabledFor(self._log_level):
+            what = (
+                f"{type(outcome).__name__}: {outcome}"
+                if isinstance(outcome, BaseException)
+                else f"HTTP {outcome.status}"
+            )
+            source = "spooled batch" if item.claim else "batch"
+            logger.log(
+                self._log_level,
+                "pipelens: %s: %s of %d events, try %d: %s",
+                self.owner,
+                source,
+                item.events,
+                item.attempts,
+                what,
+            )
+
+    def _warn(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            _internal.logger.warning("pipelens: %s", message)

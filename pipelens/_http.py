@@ -1,0 +1,250 @@
+"""``HttpTransport``: runs to a PipeLens server over HTTP, off the user's code path.
+
+``send`` only appends to the bounded queue of :class:`~pipelens.BatchingTransport`. Its thread
+scrubs and batches events (by count and time) and :meth:`HttpTransport.write` cuts each batch
+into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
+(:mod:`pipelens._delivery`) posts them to ``{url}/api/v1/events``. Two threads rather than one so
+that a slow or dead server never stops the queue from draining into memory or the disk spool,
+which is what keeps ``send`` from dropping events during an outage.
+
+Both threads belong to the process that started them: after ``fork`` the child starts its own,
+with its own connection, and leaves the parent's pending events to the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipelens._config import settings
+from pipelens._delivery import Delivery, TransportStats
+from pipelens._endpoint import Endpoint
+from pipelens._errors import ConfigurationError
+from pipelens._spool import Spool, default_spool_dir
+from pipelens._transport import BatchingTransport, Transport
+from pipelens.events import Batch, Event, encode_msgpack
+
+_MiB = 1024 * 1024
+
+_instances: weakref.WeakSet[HttpTransport] = weakref.WeakSet()
+
+
+class HttpTransportOptions(msgspec.Struct, kw_only=True):
+    """The seed's options object: ``HttpTransport(HttpTransportOptions(base_url=...))``.
+
+    Attributes:
+        base_url: the server's URL (``http://localhost:3000``).
+        batch_logs: ``True`` sends every ``flush_interval_seconds``; ``False`` (the seed's
+            real-time mode) sends within a tenth of a second.
+        flush_interval_seconds: seconds between sends in batch mode.
+        max_batch_size: events per request at most.
+        debug: log every request's outcome at INFO on the ``pipelens`` logger.
+        max_retries: retries of one batch before it moves to the disk spool.
+        token: sent as ``Authorization: Bearer <token>`` (not in the seed: it had no auth).
+    """
+
+    base_url: str
+    batch_logs: bool = False
+    flush_interval_seconds: float = 3.0
+    max_batch_size: int = 100
+    debug: bool = False
+    max_retries: int = 3
+    token: str | None = None
+
+
+class HttpTransport(BatchingTransport):
+    """Sends events to a PipeLens server: batched msgpack over keep-alive HTTP, retried with
+    backoff, spooled to disk while the server is unreachable and replayed when it is back.
+
+    Args:
+        url: the server's base URL, or the seed's :class:`HttpTransportOptions`.
+        token: sent as ``Authorization: Bearer <token>``.
+        timeout: seconds one connect, send or receive may block (the sender's, never the user's).
+        max_batch_bytes: largest request body; bigger batches are split.
+        max_buffer_bytes: request bodies held in memory before new ones go to the spool.
+        max_attempts: tries of one batch before it moves to the spool.
+        backoff: seconds before the first retry, doubled after each failure (with jitter) up to
+            ``max_backoff``; a ``Retry-After`` from the server wins.
+        spool: ``False`` keeps nothing on disk (events that do not fit in memory are dropped).
+        spool_dir: the spool directory; default ``<user cache dir>/pipelens/spool/<url>``
+            (the root can be moved with ``PIPELENS_SPOOL_DIR``). Batches found there are replayed
+            when the transport starts.
+        max_spool_bytes: the spool's size limit; beyond it events are dropped and counted.
+        max_queue, max_batch, interval: see :class:`~pipelens.BatchingTransport`.
+        debug: log every request's outcome at INFO.
+
+    Raises:
+        ConfigurationError: an option is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        url: str | HttpTransportOptions,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        max_batch_bytes: int = 4 * _MiB,
+        max_buffer_bytes: int = 64 * _MiB,
+        max_attempts: int = 10,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        spool: bool = True,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = 512 * _MiB,
+        max_queue: int = 100_000,
+        max_batch: int = 1000,
+        interval: float = 0.5,
+        debug: bool = False,
+    ) -> None:
+        if isinstance(url, HttpTransportOptions):
+            options = url
+            url = options.base_url
+            token = token if token is not None else options.token
+            interval = options.flush_interval_seconds if options.batch_logs else 0.1
+            max_batch = options.max_batch_size
+            max_attempts = options.max_retries + 1
+            debug = debug or options.debug
+        _check_positive(
+            timeout=timeout, backoff=backoff, max_backoff=max_backoff, interval=interval
+        )
+        _check_counts(
+            max_batch_bytes=max_batch_bytes,
+            max_buffer_bytes=max_buffer_bytes,
+            max_attempts=max_attempts,
+            max_spool_bytes=max_spool_bytes,
+        )
+        if token is not None and (not isinstance(token, str) or not token.isprintable()):
+            raise ConfigurationError(
+                "HttpTransport(token=...): expected a string of printable characters "
+                "(the bearer token the server was started with)"
+            )
+        from pipelens import __version__
+
+        endpoint = Endpoint(url, token or None, float(timeout), f"pipelens-python/{__version__}")
+        self.url = endpoint.url
+        self.max_batch_bytes = max_batch_bytes
+        directory: Path | None = None
+        if spool:
+            try:
+                directory = (
+                    Path(spool_dir) if spool_dir is not None else default_spool_dir(endpoint.url)
+                )
+            except TypeError:
+                raise ConfigurationError(
+                    f"HttpTransport(spool_dir={spool_dir!r}): expected a directory path"
+                ) from None
+        self.spool_dir = directory
+        super().__init__(max_queue=max_queue, max_batch=max_batch, interval=interval)
+        self._delivery = Delivery(
+            endpoint,
+            None
+            if directory is None
+            else Spool(directory, max_bytes=max_spool_bytes, stale_after=max(60.0, 3 * timeout)),
+            max_buffer_bytes=max_buffer_bytes,
+            max_attempts=max_attempts,
+            backoff=float(backoff),
+            max_backoff=float(max_backoff),
+            owner=repr(self),
+            debug=debug,
+        )
+        _instances.add(self)
+
+    def __repr__(self) -> str:
+        return f"<HttpTransport {self.url!r}>"
+
+    def write(self, batch: Batch) -> None:
+        """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""
+        for body, count in self._bodies(batch.events):
+            self._delivery.put(body, count)
+
+    def _bodies(self, events: list[Event]) -> Iterator[tuple[bytes, int]]:
+        body = encode_msgpack(Batch(events=events))
+        if len(body) <= self.max_batch_bytes or len(events) < 2:
+            yield body, len(events)
+            return
+        half = len(events) // 2
+        yield from self._bodies(events[:half])
+        yield from self._bodies(events[half:])
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send every event queued now; ``False`` when ``timeout`` seconds were not enough.
+
+        Whatever is not sent at the deadline is moved to the disk spool (unless ``spool=False``)
+        and replayed later, by this process or the next one sending to the same server.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handed_over = super().flush(timeout)
+        return self._delivery.wait(deadline) and handed_over
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within ``timeout`` seconds, then stop both threads; later events are dropped."""
+        if self._closed:
+            return
+        super().close(timeout)
+        self._delivery.stop()
+
+    def stats(self) -> TransportStats:
+        """Counters of this transport's events (sent, retried, spooled, dropped, ...)."""
+        return self._delivery.stats(queued=len(self._queue), dropped=self.dropped)
+
+    async def flush_events(self) -> None:
+        """The seed's ``await transport.flush_events()``: send what is queued (up to 5 s)."""
+        await asyncio.to_thread(self.flush, _SEED_TIMEOUT)
+
+    async def flush_and_stop(self, timeout: float = 5.0) -> None:
+        """The seed's ``await transport.flush_and_stop()``: flush, then close, without blocking
+        the event loop; what is not sent within ``timeout`` seconds goes to the spool.
+        """
+        await asyncio.to_thread(self.close, timeout)
+
+
+_SEED_TIMEOUT = 5.0
+
+
+def transport_stats(transport: Transport | None = None) -> TransportStats:
+    """Counters of ``transport`` (default: the one ``configure()`` set); zeros when there is none.
+
+    A transport without a ``stats()`` method reports what it counts (``sent``, ``dropped``).
+    """
+    if transport is None:
+        transport = settings.transport
+    if transport is None:
+        return TransportStats()
+    stats = getattr(transport, "stats", None)
+    if callable(stats):
+        result = stats()
+        if isinstance(result, TransportStats):
+            return result
+    return TransportStats(
+        sent=int(getattr(transport, "sent", 0)), dropped=int(getattr(transport, "dropped", 0))
+    )
+
+
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigurationError(f"HttpTransport({name}={value!r}): expected seconds > 0")
+
+
+def _check_counts(**values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(
+                f"HttpTransport({name}={value!r}): expected a positive integer"
+            )
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_instances):
+        transport._delivery.reset()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
