@@ -13,7 +13,7 @@ import random
 import time
 import traceback
 from asyncio import CancelledError
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -531,17 +531,3 @@ def record(key: str, value: Any) -> None:
         )
         return
     step.record(key, value)
-
-
-def call_in_step(step: Step, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` with ``step`` current, ending it with the outcome (sync callables)."""
-    token = _current.set(step)
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        _current.reset(token)
-        step._fail(exc)
-        raise
-    _current.reset(token)
-    step._succeed(result, True)
-    return result
