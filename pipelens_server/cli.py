@@ -1,12 +1,100 @@
-"""``pipelens serve``: placeholder until the server lands."""
+"""``pipelens serve``: run the server with uvicorn.
+
+uvicorn turns SIGTERM and SIGINT into a graceful shutdown, which runs the app's lifespan exit:
+the pool closes and the embedded PostgreSQL, when this process started it, stops.
+"""
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from pipelens_server._logging import configure_logging
+from pipelens_server._settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipelens serve",
+        description="Start the PipeLens server. With no database URL it runs an embedded "
+        "PostgreSQL in the data directory.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (env PORT, default 3000)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (env PIPELENS_DATABASE_URL); default: the embedded PostgreSQL",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the embedded PostgreSQL lives (env PIPELENS_DATA_DIR; default: the user's "
+        "data directory)",
+    )
+    parser.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer <token>' on every /api request (env PIPELENS_TOKEN)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without a token",
+    )
+    parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (16 MiB)")
+    return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    """Start the server (not implemented yet)."""
-    print("pipelens serve: the server is not built yet", file=sys.stderr)
-    return 2
+    """Parse ``argv``, check the settings are safe, and serve until SIGTERM or SIGINT."""
+    args = _parser().parse_args(list(argv))
+    try:
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+            token=args.token,
+            insecure=args.insecure or None,
+            max_body_bytes=args.max_body_bytes,
+        )
+    except ValueError as exc:
+        print(f"pipelens serve: {exc}", file=sys.stderr)
+        return 2
+    if problem := settings.exposure_problem():
+        print(f"pipelens serve: {problem}", file=sys.stderr)
+        return 2
+
+    import uvicorn  # the server's heaviest import, only once the arguments are known good
+
+    from pipelens_server.app import create_app
+
+    configure_logging()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        ws="none",
+        server_header=False,
+        access_log=False,
+        log_config=None,  # configure_logging routes uvicorn's loggers already
+    )
+    server = uvicorn.Server(config)
+    # After its graceful shutdown uvicorn re-raises the signal it caught: make that a clean exit
+    # (status 0) instead of a death by SIGTERM or a KeyboardInterrupt traceback.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # A failed start-up (say, an unreachable database) leaves ``started`` False.
+    return 0 if server.started else 1
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)

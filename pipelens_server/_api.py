@@ -1,0 +1,81 @@
+"""The JSON API: ``POST /api/v1/events``, the run list and detail, and the health probes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
+from pipelens_server._decode import batch_rows, check_media_type, decode_batch
+from pipelens_server._errors import DatabaseUnavailableError
+from pipelens_server._ingest import store
+from pipelens_server._read import RunDetail, RunList, StatusFilter, get_run, list_runs
+
+
+class Accepted(msgspec.Struct, kw_only=True, frozen=True):
+    """The answer to an ingest request: how many events, runs and steps it carried."""
+
+    accepted: int
+    runs: int
+    steps: int
+
+
+class Health(msgspec.Struct, kw_only=True, frozen=True):
+    """The answer of the health probes."""
+
+    status: str
+
+
+@post("/v1/events", status_code=202)
+async def post_events(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Accepted:
+    """Store a batch of wire events; answer only once it is committed."""
+    content_type = request.headers.get("content-type")
+    check_media_type(content_type)  # 415 before reading the body
+    async with limiter.slot():
+        body = await request.body()
+        batch = decode_batch(body, content_type)
+        rows = batch_rows(batch)
+        await store(pool, rows, timeout=settings.pool_timeout_s)
+    return Accepted(accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps))
+
+
+@get("/v1/runs")
+async def get_runs(
+    pool: PoolDep,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+    pipeline: FromQuery[str | None] = None,
+    status: FromQuery[StatusFilter | None] = None,
+) -> RunList:
+    """Runs, newest first; ``pipeline`` and ``status`` filter them."""
+    return await list_runs(pool, limit=limit, pipeline=pipeline, status=status)
+
+
+@get("/v1/runs/{run_id:str}")
+async def get_run_detail(pool: PoolDep, run_id: FromPath[str]) -> RunDetail:
+    """One run with all its steps; 404 when unknown."""
+    return await get_run(pool, run_id)
+
+
+@get("/healthz")
+async def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@get("/readyz")
+async def readyz(pool: PoolDep, settings: SettingsDep) -> Health:
+    """The database answers."""
+    try:
+        async with pool.connection(timeout=settings.pool_timeout_s) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:
+        raise DatabaseUnavailableError(f"the database does not answer: {exc}") from exc
+    return Health(status="ready")

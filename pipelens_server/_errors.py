@@ -1,0 +1,89 @@
+"""The server's exceptions; ``app.py`` maps each to its HTTP answer in one place.
+
+The whole tree::
+
+    ServerError                   anything the server raises on purpose (``status_code`` says how
+    │                             it is answered over HTTP)
+    ├── InvalidBatchError              400: a body that does not decode or validate (names the path)
+    ├── UnauthorizedError              401: a missing or wrong bearer token
+    ├── RunNotFoundError               404: no run with that id
+    ├── UnsupportedMediaTypeError      415: a content type the endpoint does not read
+    ├── OverloadedError                429: the database is not keeping up; retry after a while
+    ├── DatabaseUnavailableError       503: PostgreSQL cannot be reached
+    ├── EmbeddedPostgresError     the embedded PostgreSQL could not be set up, started or stopped
+    └── MigrationError            the schema could not be brought up to date
+"""
+
+from __future__ import annotations
+
+import re
+
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+class ServerError(Exception):
+    """Base class of every error the server raises on purpose."""
+
+    status_code = 500
+
+
+class InvalidBatchError(ServerError):
+    """The request body does not decode or validate; ``path`` points at the bad field."""
+
+    status_code = 400
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        if path is None and (match := _PATH.search(message)):
+            path = match.group(1)
+        super().__init__(message)
+        self.path = path
+
+
+class UnauthorizedError(ServerError):
+    """The request lacks the bearer token the server was started with."""
+
+    status_code = 401
+
+
+class RunNotFoundError(ServerError):
+    """No run has the requested id."""
+
+    status_code = 404
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with run_id {run_id!r}")
+        self.run_id = run_id
+
+
+class UnsupportedMediaTypeError(ServerError):
+    """The body's content type is not one the endpoint reads."""
+
+    status_code = 415
+
+
+class OverloadedError(ServerError):
+    """The database cannot take more work right now; the client should retry later."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DatabaseUnavailableError(ServerError):
+    """PostgreSQL cannot be reached (at start-up, or a query found it gone)."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EmbeddedPostgresError(ServerError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""
+
+
+class MigrationError(ServerError):
+    """A migration failed or an applied migration's file changed since it ran."""

@@ -1,0 +1,238 @@
+"""Run and step rows, and the one rule that merges the pieces of a row.
+
+Events arrive in any order and may arrive twice, so every event becomes a *partial* row (``None``
+for what it does not know) and partial rows are merged — first within a batch, here in Python,
+then with the stored row, in SQL (``ON CONFLICT DO UPDATE``). Both apply the same rule:
+
+* the piece with the higher status rank wins (``running`` < ``completed`` < ``cancelled`` <
+  ``failed``; a run piece known only from a step event ranks below ``running``): every column takes
+  the winner's value, or the other piece's when the winner has none. A finished step therefore
+  never goes back to running, and a finish's records replace the partial records a late start
+  carried;
+* on a tie the piece already held wins, filling its gaps from the newcomer;
+* start times take the earliest value either piece has.
+
+Any permutation and duplication of a run's events thus converges to the same rows (the property
+test in ``tests/pipelens_server/test_server_convergence.py`` checks it through the HTTP API).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0001).
+STATUS_RANK = {"running": 0, "completed": 1, "cancelled": 2, "failed": 3}
+
+Row = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table that receives merged rows through a staging table."""
+
+    name: str
+    stage: str
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]  # (name, SQL type) in row order
+    least: frozenset[str] = field(default_factory=frozenset)
+    status_index: int = field(init=False)
+    least_indexes: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = self.column_names
+        object.__setattr__(self, "status_index", names.index("status"))
+        object.__setattr__(self, "least_indexes", tuple(names.index(n) for n in sorted(self.least)))
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in row order."""
+        return [name for name, _ in self.columns]
+
+    def create_stage_sql(self) -> str:
+        """The session's staging table (emptied at every commit)."""
+        cols = ", ".join(f"{name} {type_}" for name, type_ in self.columns)
+        return f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({cols}) ON COMMIT DELETE ROWS"
+
+    def copy_sql(self) -> str:
+        """``COPY`` into the staging table."""
+        return f"COPY {self.stage} ({', '.join(self.column_names)}) FROM STDIN"
+
+    def merge_assignments(self, target: str = "t") -> dict[str, str]:
+        """SQL for each non-key column's merged value (``target`` is the stored row)."""
+        win = f"pipelens_status_rank(excluded.status) > pipelens_status_rank({target}.status)"
+        merged = {}
+        for name in self.column_names:
+            if name in self.key:
+                continue
+            if name in self.least:
+                merged[name] = f"LEAST({target}.{name}, excluded.{name})"
+            else:
+                merged[name] = (
+                    f"CASE WHEN {win} THEN COALESCE(excluded.{name}, {target}.{name}) "
+                    f"ELSE COALESCE({target}.{name}, excluded.{name}) END"
+                )
+        return merged
+
+
+RUNS = Table(
+    name="runs",
+    stage="pipelens_stage_runs",
+    key=("run_id",),
+    columns=(
+        ("run_id", "text"),
+        ("pipeline", "text"),
+        ("status", "text"),
+        ("start_ns", "bigint"),
+        ("end_ns", "bigint"),
+        ("duration_ns", "bigint"),
+        ("error_type", "text"),
+        ("error_message", "text"),
+        ("error_traceback", "text"),
+        ("step_count", "integer"),
+        ("dropped_events", "bigint"),
+        ("attributes", "jsonb"),
+    ),
+    least=frozenset({"start_ns"}),
+)
+
+STEPS = Table(
+    name="steps",
+    stage="pipelens_stage_steps",
+    key=("run_id", "key"),
+    columns=(
+        ("run_id", "text"),
+        ("key", "text"),
+        ("step_id", "text"),
+        ("parent_id", "text"),
+        ("name", "text"),
+        ("kind", "text"),
+        ("status", "text"),
+        ("start_ns", "bigint"),
+        ("end_ns", "bigint"),
+        ("duration_ns", "bigint"),
+        ("inputs", "jsonb"),
+        ("result", "jsonb"),
+        ("records", "jsonb"),
+        ("error_type", "text"),
+        ("error_message", "text"),
+        ("error_traceback", "text"),
+    ),
+    least=frozenset({"start_ns"}),
+)
+
+
+def run_row(
+    *,
+    run_id: str,
+    pipeline: str | None = None,
+    status: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    duration_ns: int | None = None,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    error_traceback: str | None = None,
+    step_count: int | None = None,
+    dropped_events: int | None = None,
+    attributes: str | None = None,
+) -> Row:
+    """A partial run row in ``RUNS.columns`` order (``attributes`` is JSON text)."""
+    return [
+        run_id,
+        pipeline,
+        status,
+        start_ns,
+        end_ns,
+        duration_ns,
+        error_type,
+        error_message,
+        error_traceback,
+        step_count,
+        dropped_events,
+        attributes,
+    ]
+
+
+def step_row(
+    *,
+    run_id: str,
+    key: str,
+    step_id: str,
+    parent_id: str | None,
+    name: str,
+    kind: str,
+    status: str,
+    start_ns: int | None,
+    end_ns: int | None = None,
+    duration_ns: int | None = None,
+    inputs: str | None = None,
+    result: str | None = None,
+    records: str | None = None,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    error_traceback: str | None = None,
+) -> Row:
+    """A partial step row in ``STEPS.columns`` order (``inputs``/``result``/``records`` are JSON
+    text)."""
+    return [
+        run_id,
+        key,
+        step_id,
+        parent_id,
+        name,
+        kind,
+        status,
+        start_ns,
+        end_ns,
+        duration_ns,
+        inputs,
+        result,
+        records,
+        error_type,
+        error_message,
+        error_traceback,
+    ]
+
+
+def _rank(status: str | None) -> int:
+    return -1 if status is None else STATUS_RANK.get(status, -1)
+
+
+def merge(table: Table, held: Row, new: Row) -> Row:
+    """Merge two partial rows of the same key by the module's rule."""
+    status = table.status_index
+    first, second = (new, held) if _rank(new[status]) > _rank(held[status]) else (held, new)
+    merged = [a if a is not None else b for a, b in zip(first, second, strict=True)]
+    for i in table.least_indexes:
+        if held[i] is not None and new[i] is not None:
+            merged[i] = min(held[i], new[i])
+    return merged
+
+
+class Rows:
+    """One batch's partial rows, merged per key as they are added."""
+
+    __slots__ = ("events", "runs", "steps")
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Row] = {}
+        self.steps: dict[tuple[str, str], Row] = {}
+        self.events = 0
+
+    def add_run(self, row: Row) -> None:
+        """Add a partial run row."""
+        run_id = row[0]
+        held = self.runs.get(run_id)
+        self.runs[run_id] = row if held is None else merge(RUNS, held, row)
+
+    def add_step(self, row: Row) -> None:
+        """Add a partial step row; its run gets a (placeholder) row too."""
+        key = (row[0], row[1])
+        held = self.steps.get(key)
+        self.steps[key] = row if held is None else merge(STEPS, held, row)
+        if row[0] not in self.runs:
+            self.runs[row[0]] = run_row(run_id=row[0])
+
+    def __len__(self) -> int:
+        return len(self.runs) + len(self.steps)

@@ -1,0 +1,291 @@
+"""The seed's JSON ingest endpoints (``/api/ingestion/...``): its libraries report here unchanged.
+
+Shapes and status codes follow ``shared/seed/PROTOCOL.md``: camelCase keys, times in epoch
+milliseconds (stored as nanoseconds), ``null`` (Python) and a missing field (TypeScript) mean the
+same. A seed step has no ids: its ``key`` serves as its step id and the key's dotted prefix as its
+parent's. Every endpoint turns its body into partial rows and goes through the same merge and
+store as ``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request, post
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
+from pipelens_server._decode import clean_json_text
+from pipelens_server._errors import InvalidBatchError
+from pipelens_server._ingest import IngestLimiter, store
+from pipelens_server._rows import Rows, run_row, step_row
+from pipelens_server._settings import Settings
+
+_NS_PER_MS = 1_000_000
+_MAX_MS = (2**63 - 1) // _NS_PER_MS
+_NULL = b"null"
+
+Body = TypeVar("Body")
+Result = TypeVar("Result")
+
+
+class TimeMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    """``{startTs, endTs?, timeUsageMs?}`` in epoch milliseconds."""
+
+    start_ts: int | float | None = None
+    end_ts: int | float | None = None
+    time_usage_ms: int | float | None = None
+
+
+class StepMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    """A seed step. ``records`` and ``result`` are kept as raw JSON."""
+
+    name: str | None = None
+    key: str | None = None
+    time: TimeMeta | None = None
+    records: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: str | None = None
+
+
+class PipelineMeta(StepMeta, kw_only=True, rename="camel"):
+    """A seed run: its own step plus ``runId`` and the flattened ``steps``."""
+
+    log_version: int | None = None
+    run_id: str | None = None
+    steps: list[StepMeta] | None = None
+
+
+RunStatus = Literal["completed", "failed", "running"]
+
+
+class PipelineFinish(msgspec.Struct, kw_only=True, rename="camel"):
+    """Body of ``/pipeline/finish``."""
+
+    pipeline_meta: PipelineMeta
+    status: RunStatus | None = None
+
+
+class StepBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """Body of ``/step/start`` and ``/step/finish``."""
+
+    run_id: str | None = None
+    step: StepMeta
+
+
+class PipelineOp(msgspec.Struct, kw_only=True, rename="camel", tag_field="type", tag="pipeline"):
+    """A pipeline item of a ``/batch`` array."""
+
+    operation: Literal["start", "finish"]
+    meta: PipelineMeta
+    status: RunStatus | None = None
+
+
+class StepOp(msgspec.Struct, kw_only=True, rename="camel", tag_field="type", tag="step"):
+    """A step item of a ``/batch`` array."""
+
+    operation: Literal["start", "finish"]
+    run_id: str | None = None
+    step: StepMeta
+
+
+class Success(msgspec.Struct, kw_only=True, frozen=True):
+    """The seed's success answer."""
+
+    success: bool = True
+    run_id: str | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="runId")
+
+
+_pipeline_decoder = msgspec.json.Decoder(PipelineMeta)
+_finish_decoder = msgspec.json.Decoder(PipelineFinish)
+_step_decoder = msgspec.json.Decoder(StepBody)
+_batch_decoder = msgspec.json.Decoder(list[PipelineOp | StepOp])
+
+
+def _decode(decoder: msgspec.json.Decoder[Body], body: bytes) -> Body:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidBatchError(f"invalid body: {exc}") from None
+
+
+def _ns(ms: float | None, path: str) -> int | None:
+    if ms is None:
+        return None
+    if not 0 <= ms <= _MAX_MS:
+        raise InvalidBatchError(
+            f"invalid body: {ms} is not a time in epoch milliseconds - at `{path}`"
+        )
+    return round(ms * _NS_PER_MS)
+
+
+def _json(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
+    if raw is msgspec.UNSET:
+        return None
+    text = bytes(raw)
+    return None if text == _NULL else clean_json_text(text.decode())
+
+
+def _required(value: str | None, path: str) -> str:
+    if not value:
+        raise InvalidBatchError(f"invalid body: a non-empty string is required - at `{path}`")
+    return value.replace("\x00", "\ufffd")
+
+
+def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
+    key = _required(step.key, f"{path}.key")
+    time = step.time or TimeMeta()
+    start_ns = _ns(time.start_ts, f"{path}.time.startTs")
+    end_ns = _ns(time.end_ts, f"{path}.time.endTs")
+    duration_ns = _ns(time.time_usage_ms, f"{path}.time.timeUsageMs")
+    if duration_ns is None and start_ns is not None and end_ns is not None:
+        duration_ns = end_ns - start_ns
+    # The seed's rule: an error means failed, an end without one completed, no end running.
+    status = "failed" if step.error else "completed" if end_ns is not None else "running"
+    parent_key = key.rpartition(".")[0]
+    rows.add_step(
+        step_row(
+            run_id=run_id,
+            key=key,
+            step_id=key,
+            parent_id=parent_key or None,
+            name=step.name.replace("\x00", "\ufffd") if step.name else key.rpartition(".")[2],
+            kind="step",
+            status=status,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            duration_ns=duration_ns,
+            result=_json(step.result),
+            records=_json(step.records),
+            error_message=step.error.replace("\x00", "\ufffd") if step.error else None,
+        )
+    )
+
+
+def _add_pipeline(
+    rows: Rows, meta: PipelineMeta, status: str | None, finished: bool, path: str
+) -> str:
+    run_id = _required(meta.run_id, f"{path}.runId")
+    pipeline = _required(meta.name, f"{path}.name")
+    time = meta.time or TimeMeta()
+    steps = meta.steps or []
+    rows.add_run(
+        run_row(
+            run_id=run_id,
+            pipeline=pipeline,
+            status=status or ("failed" if meta.error else "completed" if finished else "running"),
+            start_ns=_ns(time.start_ts, f"{path}.time.startTs"),
+            end_ns=_ns(time.end_ts, f"{path}.time.endTs") if finished else None,
+            duration_ns=_ns(time.time_usage_ms, f"{path}.time.timeUsageMs") if finished else None,
+            error_message=meta.error.replace("\x00", "\ufffd") if meta.error else None,
+            step_count=len(steps) if finished and steps else None,
+        )
+    )
+    for i, step in enumerate(steps):
+        _add_step(rows, run_id, step, f"{path}.steps[{i}]")
+    return run_id
+
+
+async def _ingest(
+    request: Request[Any, Any, Any],
+    pool: AsyncConnectionPool[Any],
+    limiter: IngestLimiter,
+    settings: Settings,
+    decoder: msgspec.json.Decoder[Body],
+    to_rows: Callable[[Rows, Body], Result],
+) -> Result:
+    """Decode the body, turn it into rows and store them: the path every seed endpoint shares."""
+    async with limiter.slot():
+        body = _decode(decoder, await request.body())
+        rows = Rows()
+        result = to_rows(rows, body)
+        await store(pool, rows, timeout=settings.pool_timeout_s)
+    return result
+
+
+@post("/ingestion/pipeline/start", status_code=201)
+async def pipeline_start(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed run started (its steps, if any, come along)."""
+
+    def to_rows(rows: Rows, meta: PipelineMeta) -> str:
+        return _add_pipeline(rows, meta, None, finished=False, path="$")
+
+    run_id = await _ingest(request, pool, limiter, settings, _pipeline_decoder, to_rows)
+    return Success(run_id=run_id)
+
+
+@post("/ingestion/pipeline/finish", status_code=200)
+async def pipeline_finish(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed run ended: the run and every step in ``pipelineMeta.steps`` are upserted."""
+
+    def to_rows(rows: Rows, body: PipelineFinish) -> None:
+        finished = body.status != "running"
+        _add_pipeline(rows, body.pipeline_meta, body.status, finished, path="$.pipelineMeta")
+
+    await _ingest(request, pool, limiter, settings, _finish_decoder, to_rows)
+    return Success()
+
+
+def _step_to_rows(rows: Rows, body: StepBody) -> None:
+    _add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
+
+
+@post("/ingestion/step/start", status_code=201)
+async def step_start(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed step started; the body may already carry its end (a late start never reopens it)."""
+    await _ingest(request, pool, limiter, settings, _step_decoder, _step_to_rows)
+    return Success()
+
+
+@post("/ingestion/step/finish", status_code=200)
+async def step_finish(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed step ended."""
+    await _ingest(request, pool, limiter, settings, _step_decoder, _step_to_rows)
+    return Success()
+
+
+@post("/ingestion/batch", status_code=200)
+async def batch(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """The seed's batched mode: an array of pipeline and step operations, stored together."""
+
+    def to_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
+        for i, item in enumerate(items):
+            if isinstance(item, PipelineOp):
+                finished = item.operation == "finish" and item.status != "running"
+                _add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
+            else:
+                run_id = _required(item.run_id, f"$[{i}].runId")
+                _add_step(rows, run_id, item.step, f"$[{i}].step")
+
+    await _ingest(request, pool, limiter, settings, _batch_decoder, to_rows)
+    return Success()
+
+
+route_handlers = [pipeline_start, pipeline_finish, step_start, step_finish, batch]

