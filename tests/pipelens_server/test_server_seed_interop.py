@@ -74,12 +74,15 @@ def test_seed_library_reports_a_run_with_every_step(
 ) -> None:
     """Each step the seed's library ran is stored with its status, result and records."""
     run_id = f"seed-{mode}"
+    # The seed's own ``pipelens`` must be the one imported, never ours through PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [seed_python, str(CLIENT), server_url, run_id, mode],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     detail = httpx.get(f"{server_url}/api/v1/runs/{run_id}").json()
