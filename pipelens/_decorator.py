@@ -23,7 +23,7 @@ import wrapt
 from pipelens import _internal
 from pipelens._capture import capture
 from pipelens._config import settings
-from pipelens._step import Step, _current, new_child, open_step, sanitize_name
+from pipelens._step import Step, _current, await_in_step, new_child, open_step, sanitize_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,16 +175,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         step = _open(spec, instance, args, kwargs)
         if step is None:
             return await wrapped(*args, **kwargs)
-        token = _current.set(step)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _current.reset(token)
-            step._fail(exc)
-            raise
-        _current.reset(token)
-        step._succeed(result, spec.capture_result)
-        return result
+        return await await_in_step(step, wrapped(*args, **kwargs), spec.capture_result)
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
         if not settings.enabled:

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
+import msgspec
+
 from pipelens._capture import capture_record
 from pipelens._config import settings
 from pipelens._errors import ConfigurationError, PipelensError
@@ -352,8 +354,7 @@ class Pipeline:
         run = self._run()
         if run is not None:
             return output_nested(run.root)
-        meta = self.get_step_meta()
-        return NestedStepMeta(name=meta.name, key=meta.key, time=meta.time, records=meta.records)
+        return NestedStepMeta(**msgspec.structs.asdict(self.get_step_meta()))
 
     output_hierarchy = output_nested
 

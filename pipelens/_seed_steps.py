@@ -15,7 +15,7 @@ import wrapt
 
 from pipelens import _internal
 from pipelens._decorator import _async_wrapper, _Spec, _sync_wrapper
-from pipelens._step import Step, _current, open_step, sanitize_name
+from pipelens._step import Step, await_in_step, call_in_step, open_step, sanitize_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,24 +31,17 @@ async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
     step_name = _check_name(name, f"st.step({name!r}, fn)")
     if not callable(fn):
         raise TypeError(f"st.step({name!r}, fn): fn must be callable, not {fn!r}")
+
+    async def body(step: Step) -> Any:
+        result = fn(step)  # a sync fn runs here too, with the child current
+        return (await result) if inspect.isawaitable(result) else result
+
     try:
         child = open_step(step_name, parent=parent)
     except Exception as exc:
         _internal.internal_error("st.step open", exc)
-        result = fn(parent)
-        return (await result) if inspect.isawaitable(result) else result
-    token = _current.set(child)
-    try:
-        result = fn(child)
-        if inspect.isawaitable(result):
-            result = await result
-    except BaseException as exc:
-        _current.reset(token)
-        child._fail(exc)
-        raise
-    _current.reset(token)
-    child._succeed(result, True)
-    return result
+        return await body(parent)
+    return await await_in_step(child, body(child))
 
 
 def _step_parameter(fn: Callable[..., Any], spec: _Spec) -> str | None:
@@ -120,20 +113,6 @@ def with_step(name: str) -> Callable[[F], F]:
                 return child, (*args, child), kwargs
             return child, args, {**kwargs, keyword: child}
 
-        async def call_async(
-            child: Step, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            token = _current.set(child)
-            try:
-                result = await wrapped(*args, **kwargs)
-            except BaseException as exc:
-                _current.reset(token)
-                child._fail(exc)
-                raise
-            _current.reset(token)
-            child._succeed(result, True)
-            return result
-
         def wrapper(
             wrapped: Any, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
@@ -144,17 +123,8 @@ def with_step(name: str) -> Callable[[F], F]:
             if child is None:
                 return nested(wrapped, instance, args, kwargs)
             if is_async:
-                return call_async(child, wrapped, call_args, call_kwargs)
-            token = _current.set(child)
-            try:
-                result = wrapped(*call_args, **call_kwargs)
-            except BaseException as exc:
-                _current.reset(token)
-                child._fail(exc)
-                raise
-            _current.reset(token)
-            child._succeed(result, True)
-            return result
+                return await_in_step(child, wrapped(*call_args, **call_kwargs))
+            return call_in_step(child, wrapped, call_args, call_kwargs)
 
         decorated: F = wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[assignment]
         return decorated

@@ -13,7 +13,7 @@ import random
 import time
 import traceback
 from asyncio import CancelledError
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -531,3 +531,36 @@ def record(key: str, value: Any) -> None:
         )
         return
     step.record(key, value)
+
+
+def call_in_step(
+    step: Step, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``fn(*args, **kwargs)`` with ``step`` current, ending the step with the outcome.
+
+    ``@step``'s sync wrapper inlines the same lines: it runs on every call.
+    """
+    token = _current.set(step)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _current.reset(token)
+        step._fail(exc)
+        raise
+    _current.reset(token)
+    step._succeed(result, True)
+    return result
+
+
+async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: bool = True) -> Any:
+    """Await ``awaitable`` with ``step`` current, ending the step with the outcome."""
+    token = _current.set(step)
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        _current.reset(token)
+        step._fail(exc)
+        raise
+    _current.reset(token)
+    step._succeed(result, capture_result)
+    return result

@@ -132,16 +132,8 @@ def step_meta(step: Step) -> StepMeta:
 
 def output_nested(step: Step) -> NestedStepMeta:
     """``step`` and its descendants as nested metas, children in start order."""
-    meta = step_meta(step)
-    return NestedStepMeta(
-        name=meta.name,
-        key=meta.key,
-        time=meta.time,
-        records=meta.records,
-        result=meta.result,
-        error=meta.error,
-        substeps=[output_nested(child) for child in list(step.children)],
-    )
+    substeps = [output_nested(child) for child in list(step.children)]
+    return NestedStepMeta(**msgspec.structs.asdict(step_meta(step)), substeps=substeps)
 
 
 def output_flattened(step: Step) -> list[StepMeta]:
@@ -151,16 +143,7 @@ def output_flattened(step: Step) -> list[StepMeta]:
 
 def pipeline_meta(root: StepMeta, run_id: str, steps: list[StepMeta]) -> PipelineMeta:
     """A ``PipelineMeta`` from the root's meta, the run id and the flattened steps."""
-    return PipelineMeta(
-        name=root.name,
-        key=root.key,
-        time=root.time,
-        records=root.records,
-        result=root.result,
-        error=root.error,
-        runId=run_id,
-        steps=steps,
-    )
+    return PipelineMeta(**msgspec.structs.asdict(root), runId=run_id, steps=steps)
 
 
 def output_pipeline_meta(run: Run) -> PipelineMeta:
