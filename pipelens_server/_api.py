@@ -11,8 +11,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
 from pipelens_server._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._errors import DatabaseUnavailableError
-from pipelens_server._ingest import store
+from pipelens_server._ingest import ingest
 from pipelens_server._read import RunDetail, RunList, StatusFilter, get_run, list_runs
+from pipelens_server._rows import Rows
 
 
 class Accepted(msgspec.Struct, kw_only=True, frozen=True):
@@ -39,12 +40,15 @@ async def post_events(
     """Store a batch of wire events; answer only once it is committed."""
     content_type = request.headers.get("content-type")
     check_media_type(content_type)  # 415 before reading the body
-    async with limiter.slot():
-        body = await request.body()
+
+    def to_rows(body: bytes) -> tuple[Rows, Accepted]:
         batch = decode_batch(body, content_type)
         rows = batch_rows(batch)
-        await store(pool, rows, timeout=settings.pool_timeout_s)
-    return Accepted(accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps))
+        return rows, Accepted(
+            accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps)
+        )
+
+    return await ingest(request, pool, limiter, settings, to_rows)
 
 
 @get("/v1/runs")

@@ -97,12 +97,12 @@ def batch_rows(batch: Batch) -> Rows:
             error_type, error_message, error_traceback = _error(event.error)
             rows.add_step(
                 step_row(
-                    run_id=_text(event.run_id),
-                    key=_text(event.key),
-                    step_id=_text(event.step_id),
+                    run_id=without_nul(event.run_id),
+                    key=without_nul(event.key),
+                    step_id=without_nul(event.step_id),
                     parent_id=_opt_text(event.parent_id),
-                    name=_text(event.name),
-                    kind=_text(event.kind),
+                    name=without_nul(event.name),
+                    kind=without_nul(event.kind),
                     status=event.status,
                     start_ns=_bigint(event.start_ns, i, "start_ns"),
                     end_ns=_bigint(event.end_ns, i, "end_ns"),
@@ -118,12 +118,12 @@ def batch_rows(batch: Batch) -> Rows:
         elif isinstance(event, StepStarted):
             rows.add_step(
                 step_row(
-                    run_id=_text(event.run_id),
-                    key=_text(event.key),
-                    step_id=_text(event.step_id),
+                    run_id=without_nul(event.run_id),
+                    key=without_nul(event.key),
+                    step_id=without_nul(event.step_id),
                     parent_id=_opt_text(event.parent_id),
-                    name=_text(event.name),
-                    kind=_text(event.kind),
+                    name=without_nul(event.name),
+                    kind=without_nul(event.kind),
                     status="running",
                     start_ns=_bigint(event.start_ns, i, "start_ns"),
                     inputs=_json(event.inputs, i, "inputs"),
@@ -133,8 +133,8 @@ def batch_rows(batch: Batch) -> Rows:
             error_type, error_message, error_traceback = _error(event.error)
             rows.add_run(
                 run_row(
-                    run_id=_text(event.run_id),
-                    pipeline=_text(event.pipeline),
+                    run_id=without_nul(event.run_id),
+                    pipeline=without_nul(event.pipeline),
                     status=event.status,
                     start_ns=_bigint(event.start_ns, i, "start_ns"),
                     end_ns=_bigint(event.end_ns, i, "end_ns"),
@@ -152,8 +152,8 @@ def batch_rows(batch: Batch) -> Rows:
                 attributes = clean_json_text(msgspec.json.encode(event.attributes).decode())
             rows.add_run(
                 run_row(
-                    run_id=_text(event.run_id),
-                    pipeline=_text(event.pipeline),
+                    run_id=without_nul(event.run_id),
+                    pipeline=without_nul(event.pipeline),
                     status="running",
                     start_ns=_bigint(event.start_ns, i, "start_ns"),
                     attributes=attributes,
@@ -171,18 +171,19 @@ def _bigint(value: int, index: int, field: str, limit: int = _MAX_BIGINT) -> int
     return value
 
 
-def _text(value: str) -> str:
+def without_nul(value: str) -> str:
+    """``value`` with NUL characters (which PostgreSQL text cannot hold) replaced by U+FFFD."""
     return value.replace(_NUL, "\ufffd") if _NUL in value else value
 
 
 def _opt_text(value: str | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else without_nul(value)
 
 
 def _error(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
     if error is None:
         return None, None, None
-    return _text(error.type), _text(error.message), _opt_text(error.traceback)
+    return without_nul(error.type), without_nul(error.message), _opt_text(error.traceback)
 
 
 def _json(value: str | None, index: int, field: str) -> str | None:
@@ -190,30 +191,28 @@ def _json(value: str | None, index: int, field: str) -> str | None:
     if value is None:
         return None
     try:
-        decoded = msgspec.json.decode(value)
+        msgspec.json.decode(value)
     except msgspec.DecodeError as exc:
         raise InvalidBatchError(
             f"invalid batch: {field} must be JSON text ({exc}) - at `$.events[{index}].{field}`"
         ) from None
-    if _ESCAPED_NUL in value:
-        return msgspec.json.encode(_without_nul(decoded)).decode()
-    return value
+    return clean_json_text(value)
 
 
 def clean_json_text(value: str) -> str:
     """JSON text with every NUL character inside its strings replaced by U+FFFD."""
     if _ESCAPED_NUL not in value:
         return value
-    return msgspec.json.encode(_without_nul(msgspec.json.decode(value))).decode()
+    return msgspec.json.encode(_json_without_nul(msgspec.json.decode(value))).decode()
 
 
-def _without_nul(value: Any) -> Any:
+def _json_without_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return _text(value)
+        return without_nul(value)
     if isinstance(value, list):
-        return [_without_nul(item) for item in value]
+        return [_json_without_nul(item) for item in value]
     if isinstance(value, dict):
-        return {_text(k): _without_nul(v) for k, v in value.items()}
+        return {without_nul(k): _json_without_nul(v) for k, v in value.items()}
     return value
 
 

@@ -9,20 +9,23 @@ All SQL here is built from the module's constants, never from input.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
+from litestar import Request
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import OverloadedError
 from pipelens_server._rows import RUNS, STEPS, Row, Rows, Table
+from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.ingest")
 
 _ATTEMPTS = 3
+Result = TypeVar("Result")
 
 
 def _upsert_sql(table: Table, select: str, extra: dict[str, str], stamp: str = "") -> str:
@@ -99,6 +102,21 @@ class IngestLimiter:
             yield
         finally:
             self.inflight -= 1
+
+
+async def ingest(
+    request: Request[Any, Any, Any],
+    pool: AsyncConnectionPool[Any],
+    limiter: IngestLimiter,
+    settings: Settings,
+    to_rows: Callable[[bytes], tuple[Rows, Result]],
+) -> Result:
+    """The path every ingest endpoint shares: take a slot, read the body, turn it into rows
+    (raising a 400 before anything is written) and store them in one transaction."""
+    async with limiter.slot():
+        rows, result = to_rows(await request.body())
+        await store(pool, rows, timeout=settings.pool_timeout_s)
+    return result
 
 
 async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -> None:

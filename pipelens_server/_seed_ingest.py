@@ -17,9 +17,9 @@ from litestar import Request, post
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
-from pipelens_server._decode import clean_json_text
+from pipelens_server._decode import clean_json_text, without_nul
 from pipelens_server._errors import InvalidBatchError
-from pipelens_server._ingest import IngestLimiter, store
+from pipelens_server._ingest import IngestLimiter, ingest
 from pipelens_server._rows import Rows, run_row, step_row
 from pipelens_server._settings import Settings
 
@@ -131,7 +131,7 @@ def _json(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
 def _required(value: str | None, path: str) -> str:
     if not value:
         raise InvalidBatchError(f"invalid body: a non-empty string is required - at `{path}`")
-    return value.replace("\x00", "\ufffd")
+    return without_nul(value)
 
 
 def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
@@ -151,7 +151,7 @@ def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
             key=key,
             step_id=key,
             parent_id=parent_key or None,
-            name=step.name.replace("\x00", "\ufffd") if step.name else key.rpartition(".")[2],
+            name=without_nul(step.name) if step.name else key.rpartition(".")[2],
             kind="step",
             status=status,
             start_ns=start_ns,
@@ -159,7 +159,7 @@ def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
             duration_ns=duration_ns,
             result=_json(step.result),
             records=_json(step.records),
-            error_message=step.error.replace("\x00", "\ufffd") if step.error else None,
+            error_message=without_nul(step.error) if step.error else None,
         )
     )
 
@@ -179,7 +179,7 @@ def _add_pipeline(
             start_ns=_ns(time.start_ts, f"{path}.time.startTs"),
             end_ns=_ns(time.end_ts, f"{path}.time.endTs") if finished else None,
             duration_ns=_ns(time.time_usage_ms, f"{path}.time.timeUsageMs") if finished else None,
-            error_message=meta.error.replace("\x00", "\ufffd") if meta.error else None,
+            error_message=without_nul(meta.error) if meta.error else None,
             step_count=len(steps) if finished and steps else None,
         )
     )
@@ -194,15 +194,16 @@ async def _ingest(
     limiter: IngestLimiter,
     settings: Settings,
     decoder: msgspec.json.Decoder[Body],
-    to_rows: Callable[[Rows, Body], Result],
+    add_rows: Callable[[Rows, Body], Result],
 ) -> Result:
-    """Decode the body, turn it into rows and store them: the path every seed endpoint shares."""
-    async with limiter.slot():
-        body = _decode(decoder, await request.body())
+    """Decode the body with ``decoder`` and let ``add_rows`` turn it into rows, then store them."""
+
+    def to_rows(body: bytes) -> tuple[Rows, Result]:
+        decoded = _decode(decoder, body)
         rows = Rows()
-        result = to_rows(rows, body)
-        await store(pool, rows, timeout=settings.pool_timeout_s)
-    return result
+        return rows, add_rows(rows, decoded)
+
+    return await ingest(request, pool, limiter, settings, to_rows)
 
 
 @post("/ingestion/pipeline/start", status_code=201)
@@ -242,28 +243,20 @@ def _step_to_rows(rows: Rows, body: StepBody) -> None:
     _add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
 
 
-@post("/ingestion/step/start", status_code=201)
-async def step_start(
+async def _step_event(
     request: Request[Any, Any, Any],
     pool: PoolDep,
     limiter: LimiterDep,
     settings: SettingsDep,
 ) -> Success:
-    """A seed step started; the body may already carry its end (a late start never reopens it)."""
+    """A seed step started or ended. The rows say which: a start's body may already carry the
+    step's end, and a late start never reopens a finished step."""
     await _ingest(request, pool, limiter, settings, _step_decoder, _step_to_rows)
     return Success()
 
 
-@post("/ingestion/step/finish", status_code=200)
-async def step_finish(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Success:
-    """A seed step ended."""
-    await _ingest(request, pool, limiter, settings, _step_decoder, _step_to_rows)
-    return Success()
+step_start = post("/ingestion/step/start", status_code=201, name="seed_step_start")(_step_event)
+step_finish = post("/ingestion/step/finish", status_code=200, name="seed_step_finish")(_step_event)
 
 
 @post("/ingestion/batch", status_code=200)

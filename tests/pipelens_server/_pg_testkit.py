@@ -4,15 +4,19 @@ a real uvicorn server in a thread."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import msgspec
 import psycopg
 import uvicorn
@@ -146,3 +150,40 @@ def live_server(app: Litestar) -> Iterator[str]:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Run ``pipelens serve`` (without the test's PIPELENS_* environment) on ``port`` (a free
+    one by default) until the block ends; yield the process once it is ready, with its URL."""
+    port = free_port() if port is None else port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            _wait_ready(process, url, log)
+            yield process, url
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(30)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            raise AssertionError(f"serve did not become ready: {log.read().decode()}")
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)

@@ -4,18 +4,15 @@ across a server that starts late or is killed mid-send."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
-from _pg_testkit import free_port
+from _pg_testkit import free_port, serve
 
 import pipelens
 
@@ -52,38 +49,9 @@ def _expected_steps() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _serve(port: int, database_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``pipelens serve`` on ``port`` (without the test's PIPELENS_* environment) until the
-    block ends; yield it once it is ready."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
-    args = ["--port", str(port), "--database-url", database_url, "--token", TOKEN]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipelens", "serve", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            _wait_ready(process, f"http://127.0.0.1:{port}", log)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(30)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise AssertionError(f"serve did not become ready: {log.read().decode()}")
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    """``pipelens serve`` with the token, on ``port`` and ``database_url``, once ready."""
+    with serve("--database-url", database_url, "--token", TOKEN, port=port) as (process, _):
+        yield process
 
 
 @pytest.fixture

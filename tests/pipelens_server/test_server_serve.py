@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
-from _pg_testkit import MSGPACK, data_dir, free_port, live_server, msgpack_body, run_events
+from _pg_testkit import MSGPACK, data_dir, live_server, msgpack_body, run_events, serve
 
 from pipelens_server import EmbeddedPostgres, Settings, create_app
 from pipelens_server.cli import main
-
-
-@contextlib.contextmanager
-def _serve(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Run ``pipelens serve`` (without the test's PIPELENS_* environment) until the block ends;
-    yield it once it is ready, with its URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            _wait_ready(process, url, log)
-            yield process, url
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(30)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise AssertionError(f"serve did not become ready: {log.read().decode()}")
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
@@ -80,7 +38,7 @@ def test_real_server_ingests_and_reads_over_http(database_url: str) -> None:
 
 def test_serve_with_a_database_url_stops_cleanly_on_sigterm(database_url: str) -> None:
     """``pipelens serve --database-url`` serves, and exits 0 on SIGTERM."""
-    with _serve("--database-url", database_url) as (process, url):
+    with serve("--database-url", database_url) as (process, url):
         assert _ingest_and_read(url, "r1") == "completed"
         assert _stop(process) == 0
 
@@ -111,7 +69,7 @@ def _postmaster_pid(directory: Path) -> int | None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_embedded_stops_postgres_on_signal(embedded_dir: Path, sig: int) -> None:
     """With no database URL, serve runs PostgreSQL in the data dir and stops it on a signal."""
-    with _serve("--data-dir", str(embedded_dir)) as (process, url):
+    with serve("--data-dir", str(embedded_dir)) as (process, url):
         assert _postmaster_pid(embedded_dir) is not None
         assert _ingest_and_read(url, f"r-{sig}") == "completed"
         assert _stop(process, sig) == 0
@@ -121,13 +79,13 @@ def test_serve_embedded_stops_postgres_on_signal(embedded_dir: Path, sig: int) -
 def test_serve_takes_over_postgres_orphaned_by_a_killed_server(embedded_dir: Path) -> None:
     """A server killed with SIGKILL leaves PostgreSQL running; the next start adopts that
     postmaster (same pid, data intact) and stops it on SIGTERM."""
-    with _serve("--data-dir", str(embedded_dir)) as (first, url):
+    with serve("--data-dir", str(embedded_dir)) as (first, url):
         assert _ingest_and_read(url, "before-kill") == "completed"
         orphan = _postmaster_pid(embedded_dir)
         first.kill()
     assert orphan is not None
     assert _postmaster_pid(embedded_dir) == orphan
-    with _serve("--data-dir", str(embedded_dir)) as (second, url):
+    with serve("--data-dir", str(embedded_dir)) as (second, url):
         assert _postmaster_pid(embedded_dir) == orphan
         assert httpx.get(f"{url}/api/v1/runs/before-kill").status_code == 200
         assert _stop(second) == 0
