@@ -62,6 +62,9 @@ class RunFinished(_Event, kw_only=True, frozen=True, tag="run.finished"):
     error: ErrorInfo | None = None
     step_count: NonNegative = 0
     dropped_events: NonNegative = 0
+    #: JSON text: LLM usage of the whole run by model,
+    #: ``{model: {calls, input_tokens, output_tokens, cached_tokens, reasoning_tokens}}``.
+    llm_usage: str | None = None
 
 
 class StepStarted(_Event, kw_only=True, frozen=True, tag="step.started"):
@@ -92,6 +95,9 @@ class StepFinished(_Event, kw_only=True, frozen=True, tag="step.finished"):
     result: str | None = None
     records: str | None = None
     inputs: str | None = None
+    #: JSON text of the LLM call a ``kind="llm"`` step made (see ``pipelens.llm_call``):
+    #: provider, operation, model, request parameters, messages, output, usage, latency, ...
+    llm: str | None = None
 
 
 Event: TypeAlias = RunStarted | RunFinished | StepStarted | StepFinished
