@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck pytest bench clean
+.PHONY: help install run demo test lint typecheck pytest bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install PipeLens with every extra
 
-run: $(STAMP) ## Run the demo pipeline and print its step tree
+run: $(STAMP) ## Start the server (embedded PostgreSQL) on :3000 and send it a demo run
+	$(BIN)/pipelens serve --demo
+
+demo: $(STAMP) ## Run the demo pipeline in-process and print its step tree (no server)
 	$(BIN)/python -m pipelens demo
 
 lint: $(STAMP) ## ruff lint and format check

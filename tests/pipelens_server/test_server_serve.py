@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,22 @@ def test_serve_takes_over_postgres_orphaned_by_a_killed_server(embedded_dir: Pat
         assert httpx.get(f"{url}/api/v1/runs/before-kill").status_code == 200
         assert _stop(second) == 0
     assert _postmaster_pid(embedded_dir) is None
+
+
+def test_serve_demo_sends_a_run_visible_in_the_api(database_url: str) -> None:
+    """``pipelens serve --demo`` (what ``make run`` runs) shows the demo run at /api/v1/runs."""
+    with serve("--database-url", database_url, "--demo") as (_, url):
+        deadline = time.monotonic() + 60
+        runs: list[dict[str, str]] = []
+        while time.monotonic() < deadline:
+            runs = httpx.get(f"{url}/api/v1/runs", params={"pipeline": "rag_demo"}).json()["runs"]
+            if runs and runs[0]["status"] == "completed":
+                break
+            time.sleep(0.2)
+        assert [(r["pipeline"], r["status"]) for r in runs] == [("rag_demo", "completed")]
+        detail = httpx.get(f"{url}/api/v1/runs/{runs[0]['run_id']}").json()
+    keys = {step["key"] for step in detail["steps"]}
+    # threads, asyncio tasks and a generator all nested under the step that started them
+    assert {"rag_demo.answer.score___2", "rag_demo.answer.rerank.fetch_detail___2"} <= keys
+    assert "rag_demo.answer.compose.stream_tokens" in keys
+    assert detail["run"]["step_count"] == len(keys)
