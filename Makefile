@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install PipeLens with every extra
 
 run: $(STAMP) ## Start the server (embedded PostgreSQL) on :3000 and send it a demo run
-	$(BIN)/pipelens serve --demo
+	$(BIN)/pipelens demo --serve
 
 demo: $(STAMP) ## Run the demo pipeline in-process and print its step tree (no server)
 	$(BIN)/python -m pipelens demo

@@ -4,10 +4,16 @@ the server (the ``server`` extra)."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 
 from pipelens._demo import run_demo
+from pipelens._http import HttpTransport
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,15 +32,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_main(argv[1:])
     parser = argparse.ArgumentParser(prog="pipelens", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run a demo pipeline and print its step tree")
+    demo = commands.add_parser(
+        "demo",
+        help="run a demo pipeline and print its step tree",
+        description="Run the demo pipeline in-process and print its tree; with --serve, start "
+        "`pipelens serve` (further arguments go to it) and send it the demo run instead.",
+    )
+    demo.add_argument("--serve", action="store_true", help="start the server and send it the run")
+    demo.add_argument("--port", type=int, default=3000, help="the server's port (3000)")
     commands.add_parser("serve", help="start the dashboard server (see: pipelens serve --help)")
-    args = parser.parse_args(argv)
+    args, serve_args = parser.parse_known_args(argv)
+    if args.command == "demo" and args.serve:
+        return _serve_with_demo(args.port, serve_args)
+    if serve_args:
+        parser.error(f"unrecognized arguments: {' '.join(serve_args)}")
     if args.command == "demo":
         run = run_demo()
         print(run.root.result)
         print(run.root.tree_text())
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _serve_with_demo(port: int, serve_args: list[str]) -> int:
+    """Start ``pipelens serve`` as a child process, send it the demo run once it is ready, then
+    keep serving until the server exits (Ctrl-C stops it cleanly)."""
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and command, the user's args
+        [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *serve_args]
+    )
+    try:
+        if not _wait_ready(server, url):
+            print(f"pipelens demo: the server at {url} did not start", file=sys.stderr)
+            return server.wait() or 1
+        transport = HttpTransport(url, os.environ.get("PIPELENS_TOKEN"))
+        run = run_demo(transport)
+        transport.close(10)
+        print(f"pipelens: demo run sent; see {url}/api/v1/runs/{run.id}", flush=True)
+        print(run.root.tree_text(), flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        server.send_signal(signal.SIGINT)
+        return server.wait()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+
+
+def _wait_ready(server: subprocess.Popen[bytes], url: str, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 if __name__ == "__main__":

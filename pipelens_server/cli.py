@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings
@@ -47,11 +44,6 @@ def _parser() -> argparse.ArgumentParser:
         help="allow listening on a non-loopback address without a token",
     )
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (16 MiB)")
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="once the server is up, send it one run of the demo pipeline (what `make run` does)",
-    )
     return parser
 
 
@@ -91,8 +83,6 @@ def main(argv: Sequence[str]) -> int:
         log_config=None,  # configure_logging routes uvicorn's loggers already
     )
     server = uvicorn.Server(config)
-    if args.demo:
-        threading.Thread(target=_send_demo, args=(server, settings), daemon=True).start()
     # After its graceful shutdown uvicorn re-raises the signal it caught: make that a clean exit
     # (status 0) instead of a death by SIGTERM or a KeyboardInterrupt traceback.
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -108,22 +98,3 @@ def main(argv: Sequence[str]) -> int:
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
-
-
-def _send_demo(server: Any, settings: Settings) -> None:
-    """Wait for the server to listen, send it the demo run, and say where to look."""
-    from pipelens import HttpTransport
-    from pipelens._demo import run_demo
-
-    while not server.started:
-        if server.should_exit:
-            return
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{settings.port}"
-    transport = HttpTransport(url, settings.token)
-    run = run_demo(transport)
-    transport.close(10)
-    print(
-        f"pipelens: demo run {run.id} sent; see {url}/api/v1/runs/{run.id}\n{run.root.tree_text()}",
-        flush=True,
-    )
