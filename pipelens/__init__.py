@@ -21,6 +21,7 @@ from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_R
 from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
 from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
 from pipelens._step import Run, Step, current_run, current_step, record
+from pipelens._structlog import StructlogProcessor, structlog_processor
 from pipelens._transport import (
     BatchingTransport,
     FileTransport,
@@ -51,6 +52,7 @@ __all__ = [
     "Step",
     "StepGanttArg",
     "StepMeta",
+    "StructlogProcessor",
     "TimeMeta",
     "Transport",
     "TransportError",
@@ -65,6 +67,7 @@ __all__ = [
     "shutdown",
     "span",
     "step",
+    "structlog_processor",
     "transport_stats",
     "with_step",
 ]

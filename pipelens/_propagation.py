@@ -43,6 +43,8 @@ def _outlives_steps(thread: threading.Thread) -> bool:
     target = getattr(thread, "_target", None)
     if target is _cf_thread._worker:
         return True
+    if type(thread).__module__.startswith("anyio."):  # to_thread's workers (Starlette, FastAPI)
+        return True
     function = getattr(target, "__func__", None)  # a bound method
     return str(getattr(function, "__module__", "")).startswith("pipelens.")
 
