@@ -261,6 +261,66 @@ def _otel(plan: Plan) -> list[float]:
     return times
 
 
+#: An OpenAI call costs far more than a step: fewer calls keep the run short.
+OPENAI_CALL_SHARE = 20
+_CHAT_REPLY = (
+    b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06",'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},'
+    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,'
+    b'"total_tokens":16}}'
+)
+
+
+def _openai(plan: Plan, *, patched: bool) -> list[float]:
+    """``chat.completions.create`` on the real client over an in-process transport (no network).
+
+    The unpatched call is the twin: the difference is what ``auto_patch`` adds per call.
+    """
+    import httpx2
+    import openai
+
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, content=_CHAT_REPLY, headers={"content-type": "application/json"}
+        )
+
+    client = openai.OpenAI(
+        api_key="sk-bench",
+        base_url="http://stub.invalid/v1",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
+    )
+    create = client.chat.completions.create
+    messages = [{"role": "user", "content": "hi"}]
+    plan = replace(plan, number=max(plan.number // OPENAI_CALL_SHARE, plan.run_size))
+    if not patched:
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+
+        return _time_sync(run, plan)
+
+    import pipelens
+
+    pipelens.auto_patch(openai)
+
+    @pipelens.step
+    def traced_run(n: int) -> None:
+        for _ in range(n):
+            create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+
+    return _time_sync(traced_run, plan)
+
+
+def _openai_bare(plan: Plan) -> list[float]:
+    return _openai(plan, patched=False)
+
+
+def _openai_patched(plan: Plan) -> list[float]:
+    return _openai(plan, patched=True)
+
+
 def _rss_bytes() -> int:
     """The resident set size now (Linux ``/proc``; elsewhere the peak, the best there is)."""
     try:
@@ -326,5 +386,7 @@ CONTENDERS = (
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
+    Contender("openai", "openai call (stub)", None, _openai_bare),
+    Contender("openai_patched", "openai call + auto_patch", "openai", _openai_patched),
 )
 MEMORY_LABEL = "memory"

@@ -15,10 +15,12 @@ from pipelens._decorator import span, step
 from pipelens._delivery import TransportStats
 from pipelens._errors import ConfigurationError, PipelensError, TransportError
 from pipelens._http import HttpTransport, transport_stats
+from pipelens._llm import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall, llm_call
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
 from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
+from pipelens._patch import auto_patch, unpatch
 from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
 from pipelens._step import Run, Step, current_run, current_step, record
 from pipelens._structlog import StructlogProcessor, structlog_processor
@@ -40,9 +42,12 @@ __all__ = [
     "ConfigurationError",
     "FileTransport",
     "HttpTransport",
+    "LLMCall",
+    "LLMOutput",
     "LLMTrack",
     "LLMUsage",
     "MemoryTransport",
+    "ModelUsage",
     "NestedStepMeta",
     "OpenAICompatibleChatCompletionResponse",
     "PipelensError",
@@ -54,14 +59,18 @@ __all__ = [
     "StepMeta",
     "StructlogProcessor",
     "TimeMeta",
+    "TokenUsage",
+    "ToolCall",
     "Transport",
     "TransportError",
     "TransportStats",
     "__version__",
+    "auto_patch",
     "configure",
     "current_run",
     "current_step",
     "flush",
+    "llm_call",
     "read_event_file",
     "record",
     "shutdown",
@@ -69,6 +78,7 @@ __all__ = [
     "step",
     "structlog_processor",
     "transport_stats",
+    "unpatch",
     "with_step",
 ]
 

@@ -183,5 +183,5 @@ def scrub_event(event: Event) -> Event:
 
 _CAPTURED_FIELDS: dict[type, tuple[str, ...]] = {
     StepStarted: ("inputs",),
-    StepFinished: ("inputs", "result", "records"),
+    StepFinished: ("inputs", "result", "records", "llm"),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipelens._errors import ConfigurationError
@@ -47,8 +47,10 @@ class Settings:
         "capture_result",
         "enabled",
         "exit_timeout",
+        "llm_stream_usage",
         "max_records",
         "max_value_bytes",
+        "prices",
         "propagate_threads",
         "redact",
         "redact_key_re",
@@ -64,6 +66,8 @@ class Settings:
         self.max_records = 1000
         self.propagate_threads = True
         self.exit_timeout = 2.0
+        self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
+        self.llm_stream_usage = False
         self._transport: Transport | None = None
         self._transport_chosen = False  # by configure(), or from the environment on first use
 
@@ -127,6 +131,8 @@ def configure(
     max_records: int | None = None,
     propagate_threads: bool | None = None,
     exit_timeout: float | None = None,
+    prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    llm_stream_usage: bool | None = None,
 ) -> None:
     """Change how PipeLens captures and where it sends runs. Unnamed options keep their value.
 
@@ -146,6 +152,11 @@ def configure(
         max_records: how many records one step keeps (default 1000); later ones are dropped.
         propagate_threads: nest steps started in worker threads under the submitting step.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
+        prices: LLM prices over the shipped table: ``{model: {"input": USD, "cached_input": USD,
+            "output": USD}}`` per million tokens, or the path of a JSON file of that shape
+            (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
+        llm_stream_usage: ask OpenAI for token usage on streamed chat calls
+            (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
     """
     from pipelens import _propagation
     from pipelens._transport import FileTransport, Transport, set_transport
@@ -157,6 +168,7 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
+        ("llm_stream_usage", llm_stream_usage),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
@@ -190,6 +202,11 @@ def configure(
             raise ConfigurationError(
                 f"configure(redact_keys=...): {exc.pattern!r} is not a regular expression: {exc}"
             ) from None
+    price_table = None
+    if prices is not None:
+        from pipelens._prices import load_prices
+
+        price_table = load_prices(prices)
     if token is not None and url is None:
         raise ConfigurationError(
             "configure(token=...): the token goes with url=...; pass both "
@@ -231,6 +248,10 @@ def configure(
         settings.max_records = max_records
     if exit_timeout is not None:
         settings.exit_timeout = float(exit_timeout)
+    if price_table is not None:
+        settings.prices = price_table or None
+    if llm_stream_usage is not None:
+        settings.llm_stream_usage = llm_stream_usage
     if propagate_threads is not None:
         settings.propagate_threads = bool(propagate_threads)
         if propagate_threads:

@@ -1,5 +1,8 @@
 """The seed's ``LLMTrack``: record an OpenAI-compatible chat response on a step, sum its usage.
 
+Its records and the LLM steps of ``auto_patch``/``llm_call`` are summed alike, so
+``get_total_usage`` and ``run.llm_usage()`` agree on the tokens.
+
 A response is recorded under ``__LLM_RESPONSE_<id>`` as a plain dict of the seed's fields (``id``,
 ``object``, ``created``, ``model``, ``choices``, ``usage``, ``system_fingerprint``). It may be a
 dict, an ``openai`` ``ChatCompletion`` (any pydantic model), an
@@ -98,7 +101,10 @@ class LLMTrack:
         """
         try:
             data = _fields(response)
-            _as_step(step).record(f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{data['id']}", data)
+            target = _as_step(step)
+            target.record(f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{data['id']}", data)
+            # The record counts in run.llm_usage() and RunFinished.llm_usage like an LLM step.
+            target.run._has_llm = True
         except Exception as exc:
             _internal.internal_error("LLMTrack.track", exc)
         return _Done()
@@ -108,6 +114,18 @@ class LLMTrack:
         """Token usage by model over ``step`` and its substeps (a model with no usage: zeros)."""
         totals: dict[str, LLMUsage] = {}
         for s in _as_step(step).walk():
+            call = s.llm
+            if call is not None:  # an auto-patched or llm_call() call counts too
+                total = totals.setdefault(call.model, LLMUsage())
+                if call.usage is not None:
+                    u = call.usage
+                    total.prompt_tokens += u.input_tokens
+                    total.completion_tokens += u.output_tokens
+                    total.total_tokens += (
+                        u.total_tokens
+                        if u.total_tokens is not None
+                        else u.input_tokens + u.output_tokens
+                    )
             for key, value in list(s.records.items()):
                 if not key.startswith(LLM_RESPONSE_RECORD_KEY_PREFIX) or not isinstance(
                     value, dict

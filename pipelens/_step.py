@@ -36,6 +36,7 @@ from pipelens.events import (
 
 if TYPE_CHECKING:
     from pipelens._listeners import Listeners
+    from pipelens._llm import ModelUsage
     from pipelens._transport import Transport
 
 _current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
@@ -108,6 +109,7 @@ class Run:
 
     __slots__ = (
         "__weakref__",
+        "_has_llm",
         "_listeners",
         "_quiet",
         "_scrub_inline",
@@ -134,6 +136,7 @@ class Run:
         self._send_starts = send_starts
         self.step_count = 0
         self.dropped_events = 0
+        self._has_llm = False  # an LLM call was recorded: RunFinished carries the usage
         self.root: Step
         self._connect(transport, listeners)
 
@@ -212,8 +215,18 @@ class Run:
                 error=root.error,
                 step_count=self.step_count,
                 dropped_events=self.dropped_events,
+                llm_usage=self._llm_usage_json() if self._has_llm else None,
             )
         )
+
+    def _llm_usage_json(self) -> str | None:
+        from pipelens._llm import usage_json
+
+        return usage_json(self.root)
+
+    def llm_usage(self) -> dict[str, ModelUsage]:
+        """LLM calls, tokens and cost of the whole run, by model."""
+        return self.root.llm_usage()
 
 
 class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
@@ -226,6 +239,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         result: the returned value itself; ``result_json`` is what was sent.
         records: the values passed to ``record()``, by key.
         error: the :class:`~pipelens.events.ErrorInfo` of a failed or cancelled step.
+        llm: the :class:`~pipelens.LLMCall` of a ``kind="llm"`` step, else ``None``.
     """
 
     # A msgspec Struct is built in C: on every @step call that is several times faster than a
@@ -250,6 +264,9 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     _counters: dict[str, itertools.count[int]] | None = None
     _records: dict[str, Any] | None = None
     _records_json: dict[str, str] | None = None
+    #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step (typed loosely: msgspec resolves
+    #: a Struct's annotations, and ``_llm`` imports this module).
+    llm: Any = None
 
     @property
     def id(self) -> str:
@@ -292,6 +309,12 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         if not parts:
             return None
         return "{" + ",".join(f"{capture(k)}:{v}" for k, v in parts.items()) + "}"
+
+    def llm_usage(self) -> dict[str, ModelUsage]:
+        """LLM calls, tokens and cost of this step and its descendants, by model."""
+        from pipelens._llm import usage_by_model
+
+        return usage_by_model(self)
 
     def walk(self) -> Generator[Step, None, None]:
         """This step and every descendant, depth first, in start order."""
@@ -374,6 +397,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
                     result=self.result_json,
                     records=self.records_json,
                     inputs=None if run._send_starts else self.inputs,
+                    llm=None if self.llm is None else self.llm.to_json(),
                 )
             )
         listeners = run._listeners

@@ -1,0 +1,312 @@
+"""Patching LLM client libraries: generic, lazy, idempotent and undoable.
+
+``auto_patch(openai)`` replaces each endpoint method on its *class* (so clients made before and
+after are covered) by a wrapper that opens a ``kind="llm"`` step, calls the original with the
+caller's arguments, and returns exactly what the original returned. A streamed result is the same
+stream object, its iterator swapped for one that watches the chunks go by; the step ends when the
+stream is exhausted, closed or garbage-collected. ``unpatch(openai)`` puts the originals back.
+
+What to patch and what to read is the provider module's business (``_openai``): this module
+knows nothing of any provider's types.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import threading
+import types
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from pipelens import _internal
+from pipelens._config import settings
+from pipelens._errors import ConfigurationError
+from pipelens._llm import LLMCall, close_llm_step, open_llm_step
+from pipelens._step import Step, _current, _perf_ns
+
+#: Library name → the provider module that knows it.
+_PROVIDERS = {"openai": "pipelens._openai"}
+
+_lock = threading.Lock()
+#: Library name → the (class, attribute, original) triples it replaced.
+_patched: dict[str, list[tuple[type, str, Any]]] = {}
+
+
+def _library_name(library: types.ModuleType | str) -> str:
+    name = library if isinstance(library, str) else getattr(library, "__name__", None)
+    if name not in _PROVIDERS:
+        raise ConfigurationError(
+            f"auto_patch({library!r}): PipeLens patches {sorted(_PROVIDERS)}; "
+            "record other clients with pipelens.llm_call(...)"
+        )
+    return name
+
+
+def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
+    """Trace every call of the given LLM libraries (default: every supported one installed).
+
+    Idempotent; returns the names of the libraries patched now or before.
+
+    Raises:
+        ConfigurationError: for a library PipeLens does not support, or one not installed.
+    """
+    names = [_library_name(lib) for lib in libraries]
+    if not libraries:
+        names = [n for n in _PROVIDERS if importlib.util.find_spec(n) is not None]
+    for name in names:
+        with _lock:
+            if name in _patched:
+                continue
+            provider = importlib.import_module(_PROVIDERS[name])
+            replaced: list[tuple[type, str, Any]] = []
+            try:
+                for cls, attr, operation in provider.endpoints():
+                    original = cls.__dict__[attr]
+                    wrapper = _make_wrapper(original, provider, operation)
+                    setattr(cls, attr, wrapper)
+                    replaced.append((cls, attr, original))
+            except BaseException:
+                for cls, attr, original in replaced:  # all or nothing
+                    setattr(cls, attr, original)
+                raise
+            if not replaced:
+                raise ConfigurationError(
+                    f"auto_patch({name!r}): {name} is not installed; pip install 'pipelens[{name}]'"
+                )
+            _patched[name] = replaced
+    return names
+
+
+def unpatch(*libraries: types.ModuleType | str) -> None:
+    """Restore the original methods (default: of every patched library)."""
+    names = [_library_name(lib) for lib in libraries] if libraries else list(_patched)
+    with _lock:
+        for name in names:
+            for cls, attr, original in _patched.pop(name, []):
+                setattr(cls, attr, original)
+
+
+def is_patched(library: types.ModuleType | str) -> bool:
+    """Whether ``library`` is patched now."""
+    return _library_name(library) in _patched
+
+
+def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -> Any:
+    name = f"{provider.PROVIDER}_{operation}"
+
+    def start(kwargs: dict[str, Any]) -> tuple[Step, LLMCall, dict[str, Any], _Watch | None]:
+        call = provider.request_call(operation, kwargs)
+        send = kwargs
+        watch = None
+        if call.stream:
+            swallow = False
+            if operation == "chat" and settings.llm_stream_usage:
+                with_usage = provider.with_stream_usage(kwargs)
+                if with_usage is not None:
+                    send, swallow = with_usage, True
+            assembler = (
+                provider.ChatStream(swallow) if operation == "chat" else provider.ResponsesStream()
+            )
+            watch = _Watch(assembler)
+        step = open_llm_step(call, name)
+        return step, call, send, watch
+
+    def finish(step: Step, call: LLMCall, result: Any, watch: _Watch | None, mode: Any) -> None:
+        """Read ``result``; a stream is handed to ``watch``, which ends the step later."""
+        try:
+            if mode is not None:
+                provider.read_raw(call, result, mode)
+            elif watch is not None and isinstance(result, provider.stream_types()):
+                watch.attach(step, call, result)
+                return
+            else:
+                provider.read_response(call, result)
+        except Exception:
+            if step.status == "running":  # a PipeLens bug: the call succeeded, so does its step
+                close_llm_step(step)
+            raise
+        output = call.output
+        close_llm_step(step, None, None if output is None else output.text)
+
+    def fail(step: Step, call: LLMCall, exc: BaseException) -> None:
+        try:
+            provider.read_error(call, exc)
+        finally:
+            close_llm_step(step, exc)
+
+    if _is_async(original):
+
+        @functools.wraps(original)
+        async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not settings.enabled:
+                return await original(self, *args, **kwargs)
+            try:
+                step, call, send, watch = start(kwargs)
+            except Exception as exc:
+                _internal.internal_error("auto_patch.start", exc)
+                return await original(self, *args, **kwargs)
+            token = _current.set(step)
+            try:
+                result = await original(self, *args, **send)
+            except BaseException as exc:
+                _current.reset(token)
+                _contained(fail, step, call, exc)
+                raise
+            _current.reset(token)
+            _contained(finish, step, call, result, watch, provider.raw_mode(kwargs))
+            return result
+
+        return async_create
+
+    @functools.wraps(original)
+    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not settings.enabled:
+            return original(self, *args, **kwargs)
+        try:
+            step, call, send, watch = start(kwargs)
+        except Exception as exc:
+            _internal.internal_error("auto_patch.start", exc)
+            return original(self, *args, **kwargs)
+        token = _current.set(step)
+        try:
+            result = original(self, *args, **send)
+        except BaseException as exc:
+            _current.reset(token)
+            _contained(fail, step, call, exc)
+            raise
+        _current.reset(token)
+        _contained(finish, step, call, result, watch, provider.raw_mode(kwargs))
+        return result
+
+    return create
+
+
+def _is_async(fn: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(inspect.unwrap(fn))
+
+
+def _contained(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        _internal.internal_error("auto_patch", exc)
+
+
+class _Watch:
+    """Watches a stream's items on their way to the caller and ends the step with the stream."""
+
+    __slots__ = ("__weakref__", "assembler", "call", "chunks", "ended", "first_ns", "step")
+
+    def __init__(self, assembler: Any) -> None:
+        self.assembler = assembler
+        self.chunks = 0
+        self.first_ns: int | None = None
+        self.ended = False
+
+    def attach(self, step: Step, call: LLMCall, stream: Any) -> None:
+        """Swap ``stream``'s iterator and ``close`` for watched ones; the object stays the same."""
+        self.step = step
+        self.call = call
+        headers = getattr(getattr(stream, "response", None), "headers", None)
+        if headers is not None:
+            call.request_id = headers.get("x-request-id")
+        inner = stream._iterator
+        close = stream.close
+        if hasattr(inner, "__anext__"):
+            stream._iterator = self._aiterate(inner)
+
+            async def aclose() -> None:
+                try:
+                    await close()
+                finally:
+                    self.end(True)
+
+            stream.close = aclose
+        else:
+            stream._iterator = self._iterate(inner)
+
+            def sclose() -> None:
+                try:
+                    close()
+                finally:
+                    self.end(True)
+
+            stream.close = sclose
+        # A stream dropped half-read ends its step when it is collected.
+        weakref.finalize(stream, self.end, True)
+
+    def item(self, item: Any) -> bool:
+        """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
+        try:
+            deliver, content = self.assembler.feed(self.call, item)
+            if deliver:
+                self.chunks += 1
+            if content and self.first_ns is None:
+                self.first_ns = _perf_ns()
+            return bool(deliver)
+        except Exception as exc:
+            _internal.internal_error("auto_patch.stream", exc)
+            return True
+
+    def end(self, early: bool, exc: BaseException | None = None) -> None:
+        """End the step once: exhausted, closed early, abandoned, or failed with ``exc``."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            call, step = self.call, self.step
+            now = _perf_ns()
+            call.latency_ns = now - step._t0
+            call.chunks = self.chunks
+            call.stream_closed_early = early and exc is None
+            if self.first_ns is not None:
+                call.time_to_first_token_ns = self.first_ns - step._t0
+                usage = call.usage
+                if usage is not None and usage.output_tokens and now > self.first_ns:
+                    call.tokens_per_second = round(
+                        usage.output_tokens / ((now - self.first_ns) / 1e9), 3
+                    )
+            self.assembler.finish(call)
+            output = call.output
+            close_llm_step(step, exc, None if output is None else output.text)
+        except Exception as internal:
+            _internal.internal_error("auto_patch.stream_end", internal)
+
+    def _iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+        try:
+            for item in inner:
+                if self.item(item):
+                    yield item
+        except GeneratorExit:
+            self.end(True)
+            raise
+        except BaseException as exc:
+            self.end(False, exc)
+            raise
+        finally:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+        self.end(False)
+
+    async def _aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in inner:
+                if self.item(item):
+                    yield item
+        except GeneratorExit:
+            self.end(True)
+            raise
+        except BaseException as exc:
+            self.end(False, exc)
+            raise
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self.end(False)

@@ -1,0 +1,248 @@
+"""A local HTTP server speaking enough of the OpenAI API for the real ``openai`` client.
+
+``/v1/chat/completions`` (plain and SSE-streamed, with a usage chunk when the request's
+``stream_options.include_usage`` asks for it, tool calls when ``tools`` are given),
+``/v1/responses`` (plain and streamed) and ``/v1/embeddings``. The model name picks a failure:
+``error-429`` and ``error-500`` answer with that status, ``slow`` waits before answering (for
+client timeouts), ``filtered`` starts a stream with an empty-``choices`` chunk (as Azure's
+content filter does). Every request body is kept in ``requests``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TEXT_PARTS = ("Hello", ", ", "world", "!")
+TEXT = "".join(TEXT_PARTS)
+TOOL_ARGS_PARTS = ('{"city": ', '"Paris"}')
+SLOW_SECONDS = 0.6
+USAGE = {
+    "prompt_tokens": 12,
+    "completion_tokens": 4,
+    "total_tokens": 16,
+    "prompt_tokens_details": {"cached_tokens": 2},
+    "completion_tokens_details": {"reasoning_tokens": 1},
+}
+
+
+def _chat_body(model: str, tools: bool) -> dict[str, Any]:
+    if tools:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": "".join(TOOL_ARGS_PARTS)},
+                }
+            ],
+        }
+    else:
+        message = {"role": "assistant", "content": TEXT}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": f"{model}-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if tools else "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": USAGE,
+    }
+
+
+def _chunk(model: str, choices: list[Any], usage: Any = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": f"{model}-2024-08-06",
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def _chat_chunks(model: str, tools: bool, usage: bool) -> list[dict[str, Any]]:
+    chunks = []
+    if model == "filtered":
+        chunks.append(_chunk(model, []))
+    chunks.append(_chunk(model, [{"index": 0, "delta": {"role": "assistant"}}]))
+    if tools:
+        for i, part in enumerate(TOOL_ARGS_PARTS):
+            call: dict[str, Any] = {"index": 0, "function": {"arguments": part}}
+            if i == 0:
+                call.update(id="call_1", type="function")
+                call["function"]["name"] = "weather"
+            chunks.append(_chunk(model, [{"index": 0, "delta": {"tool_calls": [call]}}]))
+    else:
+        chunks.extend(
+            _chunk(model, [{"index": 0, "delta": {"content": part}}]) for part in TEXT_PARTS
+        )
+    finish = "tool_calls" if tools else "stop"
+    chunks.append(_chunk(model, [{"index": 0, "delta": {}, "finish_reason": finish}]))
+    if usage:
+        chunks.append(_chunk(model, [], USAGE))
+    return chunks
+
+
+def _response_body(model: str) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": f"{model}-2024-08-06",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": TEXT, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 20,
+            "output_tokens": 5,
+            "total_tokens": 25,
+            "input_tokens_details": {"cached_tokens": 10},
+            "output_tokens_details": {"reasoning_tokens": 3},
+        },
+    }
+
+
+def _response_events(model: str) -> list[dict[str, Any]]:
+    body = _response_body(model)
+    created = {**body, "status": "in_progress", "output": [], "usage": None}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": created, "sequence_number": 0}
+    ]
+    events.extend(
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": part,
+            "logprobs": [],
+            "sequence_number": i + 1,
+        }
+        for i, part in enumerate(TEXT_PARTS)
+    )
+    events.append({"type": "response.completed", "response": body, "sequence_number": 9})
+    return events
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StubServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+    def _send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-request-id", f"req_{self.server.count}")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_sse(self, events: list[dict[str, Any]], named: bool) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("x-request-id", f"req_{self.server.count}")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for event in events:
+                head = f"event: {event['type']}\n" if named else ""
+                self.wfile.write(f"{head}data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+            if not named:
+                self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client closed a stream halfway: what the tests of that do
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        with self.server.lock:
+            self.server.count += 1
+            self.server.requests.append((self.path, body))
+        model = str(body.get("model", ""))
+        if model == "error-429":
+            error = {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}
+            self._send_json(429, {"error": error})
+            return
+        if model == "error-500":
+            self._send_json(500, {"error": {"message": "boom", "type": "server_error"}})
+            return
+        if model == "slow":
+            time.sleep(SLOW_SECONDS)
+        stream = body.get("stream") is True
+        path = self.path.split("?")[0]
+        if path.endswith("/chat/completions"):  # Azure adds /deployments/<model> before it
+            tools = bool(body.get("tools"))
+            if stream:
+                usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                self._send_sse(_chat_chunks(model, tools, usage), named=False)
+            else:
+                self._send_json(200, _chat_body(model, tools))
+        elif path.endswith("/responses"):
+            if stream:
+                self._send_sse(_response_events(model), named=True)
+            else:
+                self._send_json(200, _response_body(model))
+        elif path.endswith("/embeddings"):
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = [
+                {"object": "embedding", "index": i, "embedding": [0.5, 0.25, 0.125]}
+                for i in range(len(inputs))
+            ]
+            usage = {"prompt_tokens": 6, "total_tokens": 6}
+            self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
+        else:
+            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+
+
+class StubServer(ThreadingHTTPServer):
+    """The stub, serving on a free port of 127.0.0.1 from a daemon thread."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.count = 0
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The ``base_url`` to give ``openai.OpenAI``."""
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def __enter__(self) -> StubServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)
