@@ -9,15 +9,33 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib.util
 import inspect
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import pipelens
 
 README = Path(__file__).parents[1] / "README.md"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _PROMISE = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
+
+
+@pytest.fixture(scope="module")
+def openai_stub() -> Iterator[Any]:
+    """The local OpenAI stub server of the LLM tests (tests/pipelens/_openai_stub.py)."""
+    path = Path(__file__).parent / "pipelens" / "_openai_stub.py"
+    spec = importlib.util.spec_from_file_location("_readme_openai_stub", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.StubServer() as server:
+        yield server
 
 
 def python_blocks() -> list[str]:
@@ -45,16 +63,28 @@ def _block_count() -> int:
 
 @pytest.mark.parametrize("index", range(_block_count()))
 def test_readme_example_prints_what_it_promises(
-    index: int, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    index: int,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    openai_stub: Any,
 ) -> None:
-    """The block runs, and its promised lines are printed, in order."""
+    """The block runs, and its promised lines are printed, in order (OpenAI calls go to the
+    local stub server through the environment, as a user's would go to the API)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-test")
     block = python_blocks()[index]
     code = compile(block, f"{README}[python block {index}]", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     outcome = eval(code, {"__name__": f"readme_block_{index}"})
     if inspect.iscoroutine(outcome):
         asyncio.run(outcome)
-    printed = capsys.readouterr().out.splitlines()
+    try:
+        printed = capsys.readouterr().out.splitlines()
+    finally:
+        import openai  # an example may have patched it: leave the next test a clean client
+
+        pipelens.unpatch(openai)
     expected = promises(block)
     found = iter(printed)  # a subsequence: other prints may come in between
     assert expected == [line for line in expected if any(line == out.rstrip() for out in found)], (
