@@ -36,8 +36,9 @@ pytest: $(STAMP) ## Only the test suite (pass ARGS=... to pytest)
 
 test: lint typecheck pytest ## Everything CI runs: lint, types, the whole test suite
 
-bench: $(STAMP) ## Print the overhead benchmark's figures
+bench: $(STAMP) ## Print the overhead and ingest benchmarks' figures
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.ingest
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/output

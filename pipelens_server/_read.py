@@ -39,6 +39,8 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     dropped_events: int | None
     attributes: msgspec.Raw | None
     updated_at: str
+    #: LLM usage by model: ``{model: {calls, input_tokens, output_tokens, ...}}``.
+    llm_usage: msgspec.Raw | None
 
 
 class StepOut(msgspec.Struct, kw_only=True, frozen=True):
@@ -57,6 +59,8 @@ class StepOut(msgspec.Struct, kw_only=True, frozen=True):
     result: msgspec.Raw | None
     records: msgspec.Raw | None
     error: ErrorOut | None
+    #: The LLM call of a ``kind="llm"`` step (provider, model, messages, output, usage, ...).
+    llm: msgspec.Raw | None
 
 
 class RunList(msgspec.Struct, kw_only=True, frozen=True):
@@ -75,11 +79,11 @@ class RunDetail(msgspec.Struct, kw_only=True, frozen=True):
 _RUN_COLUMNS = sql.SQL(
     "run_id, pipeline, status, start_ns, end_ns, duration_ns, error_type, error_message, "
     "error_traceback, step_count, dropped_events, attributes::text, "
-    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text"""
 )
 _STEP_COLUMNS = sql.SQL(
     "key, step_id, parent_id, name, kind, status, start_ns, end_ns, duration_ns, inputs::text, "
-    "result::text, records::text, error_type, error_message, error_traceback"
+    "result::text, records::text, error_type, error_message, error_traceback, llm::text"
 )
 
 
@@ -106,6 +110,7 @@ def _run(row: tuple[Any, ...]) -> RunOut:
         dropped_events=row[10],
         attributes=_raw(row[11]),
         updated_at=row[12],
+        llm_usage=_raw(row[13]),
     )
 
 
@@ -124,6 +129,7 @@ def _step(row: tuple[Any, ...]) -> StepOut:
         result=_raw(row[10]),
         records=_raw(row[11]),
         error=_error(row[12], row[13], row[14]),
+        llm=_raw(row[15]),
     )
 
 

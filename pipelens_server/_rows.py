@@ -92,6 +92,7 @@ RUNS = Table(
         ("step_count", "integer"),
         ("dropped_events", "bigint"),
         ("attributes", "jsonb"),
+        ("llm_usage", "jsonb"),  # migration 0002
     ),
     least=frozenset({"start_ns"}),
 )
@@ -117,6 +118,7 @@ STEPS = Table(
         ("error_type", "text"),
         ("error_message", "text"),
         ("error_traceback", "text"),
+        ("llm", "jsonb"),  # migration 0002
     ),
     least=frozenset({"start_ns"}),
 )
@@ -136,8 +138,10 @@ def run_row(
     step_count: int | None = None,
     dropped_events: int | None = None,
     attributes: str | None = None,
+    llm_usage: str | None = None,
 ) -> Row:
-    """A partial run row in ``RUNS.columns`` order (``attributes`` is JSON text)."""
+    """A partial run row in ``RUNS.columns`` order (``attributes`` and ``llm_usage`` are JSON
+    text)."""
     return [
         run_id,
         pipeline,
@@ -151,6 +155,7 @@ def run_row(
         step_count,
         dropped_events,
         attributes,
+        llm_usage,
     ]
 
 
@@ -172,9 +177,10 @@ def step_row(
     error_type: str | None = None,
     error_message: str | None = None,
     error_traceback: str | None = None,
+    llm: str | None = None,
 ) -> Row:
-    """A partial step row in ``STEPS.columns`` order (``inputs``/``result``/``records`` are JSON
-    text)."""
+    """A partial step row in ``STEPS.columns`` order (``inputs``/``result``/``records``/``llm``
+    are JSON text)."""
     return [
         run_id,
         key,
@@ -192,18 +198,19 @@ def step_row(
         error_type,
         error_message,
         error_traceback,
+        llm,
     ]
-
-
-def _rank(status: str | None) -> int:
-    return -1 if status is None else STATUS_RANK.get(status, -1)
 
 
 def merge(table: Table, held: Row, new: Row) -> Row:
     """Merge two partial rows of the same key by the module's rule."""
     status = table.status_index
-    first, second = (new, held) if _rank(new[status]) > _rank(held[status]) else (held, new)
-    merged = [a if a is not None else b for a, b in zip(first, second, strict=True)]
+    rank = STATUS_RANK.get  # a missing status (``None``) ranks -1, below running
+    if rank(new[status], -1) > rank(held[status], -1):
+        first, second = new, held
+    else:
+        first, second = held, new
+    merged = [b if a is None else a for a, b in zip(first, second, strict=True)]
     for i in table.least_indexes:
         if held[i] is not None and new[i] is not None:
             merged[i] = min(held[i], new[i])
@@ -230,7 +237,10 @@ class Rows:
         """Add a partial step row; its run gets a (placeholder) row too."""
         key = (row[0], row[1])
         held = self.steps.get(key)
-        self.steps[key] = row if held is None else merge(STEPS, held, row)
+        if held is not None:  # its run has a row already
+            self.steps[key] = merge(STEPS, held, row)
+            return
+        self.steps[key] = row
         if row[0] not in self.runs:
             self.runs[row[0]] = run_row(run_id=row[0])
 

@@ -44,3 +44,39 @@ def test_bad_count_is_refused_with_its_option_named() -> None:
     proc = _run("--number", "0")
     assert proc.returncode == 2
     assert "--number 0: expected a positive integer" in proc.stderr
+
+
+def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
+    """``benchmarks.ingest --quick`` exits 0 and prints the end-to-end, latency, COPY and target
+    lines, with every step of the end-to-end run stored."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^  1 producers: 200 steps in [\d.]+ s = [\d,]+ steps/s", out, re.M), out
+    assert re.search(r"^    CPU µs per step: producers [\d.]+, server [\d.]+", out, re.M), out
+    assert re.search(r"3 sequential requests of 1,000 events .*: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+    assert re.search(r"^raw COPY baseline .*: [\d,]+ step rows in [\d.]+ s", out, re.M), out
+    assert re.search(r"end to end >= 50,000 steps/s: (met|missed) \(", out), out
+
+
+def test_ingest_bad_count_is_refused_with_its_option_named() -> None:
+    """A non-positive producer count exits 2 with a message naming the option and the value."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest", "--producers", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, "--producers 0: expected a positive integer" in proc.stderr) == (
+        2,
+        True,
+    )

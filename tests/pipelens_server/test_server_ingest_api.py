@@ -45,6 +45,7 @@ def test_msgpack_batch_is_stored_and_counted(client: Client, database_url: str) 
         "step_count": 3,
         "dropped_events": 0,
         "attributes": {"env": "test"},
+        "llm_usage": None,
     }
     assert [s["key"] for s in rows["steps"]] == ["answer", "answer.rerank", "answer.retrieve"]
     retrieve = rows["steps"][2]
@@ -66,6 +67,7 @@ def test_msgpack_batch_is_stored_and_counted(client: Client, database_url: str) 
         "error_type": None,
         "error_message": None,
         "error_traceback": None,
+        "llm": None,
     }
     assert rows["pipelines"] == [{"name": "rag"}]
 

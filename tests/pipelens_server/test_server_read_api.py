@@ -78,6 +78,7 @@ def test_run_detail_has_the_run_and_every_step_with_keys(client: Client) -> None
         "step_count": 3,
         "dropped_events": 0,
         "attributes": {"env": "test"},
+        "llm_usage": None,
     }
     assert [s["key"] for s in body["steps"]] == ["answer", "answer.retrieve", "answer.rerank"]
     retrieve = body["steps"][1]
@@ -95,6 +96,7 @@ def test_run_detail_has_the_run_and_every_step_with_keys(client: Client) -> None
         "result": ["d1", "d2"],
         "records": {"n_docs": 2},
         "error": None,
+        "llm": None,
     }
 
 

@@ -73,6 +73,7 @@ EXPECTED_RUN = {
     "step_count": 2,
     "dropped_events": None,
     "attributes": None,
+    "llm_usage": None,
 }
 EXPECTED_STEPS = [
     {
@@ -92,6 +93,7 @@ EXPECTED_STEPS = [
         "error_type": None,
         "error_message": None,
         "error_traceback": None,
+        "llm": None,
     },
     {
         "key": "demo.child",
@@ -110,6 +112,7 @@ EXPECTED_STEPS = [
         "error_type": None,
         "error_message": None,
         "error_traceback": None,
+        "llm": None,
     },
 ]
 

@@ -1,0 +1,377 @@
+"""Ingest throughput of the server on its embedded PostgreSQL, end to end and per request.
+
+Run ``python -m benchmarks.ingest`` (``--quick`` for a smoke run whose figures mean nothing).
+It starts an embedded PostgreSQL in a temporary directory and ``pipelens serve`` on a free port
+against it, then measures, in one run:
+
+* **end to end**: N producer processes (2 and 4 by default) each make runs of 100 steps with
+  ``@pipelens.step`` and ``pipelens.flush()`` through ``pipelens.HttpTransport`` with its default
+  settings; the figure is the steps stored per second, timed from the moment every producer is
+  told to start until every finished step is visible in the database (process start-up is not
+  counted; producing the events is);
+* **per request**: one ``httpx`` client posts realistic 1,000-event msgpack batches (events of
+  the same runs, as ``HttpTransport`` sends them) to ``POST /api/v1/events`` one after the other:
+  p50/p99 latency; then a fifth as many 5,000-event requests, what ``HttpTransport`` sends under
+  load (its ``max_batch``);
+* **baseline**: raw ``COPY`` of the same step rows with psycopg into a scratch table shaped like
+  ``steps`` (no indexes, one transaction) — the most the database can take without merging.
+
+The target is printed as information, never as an exit status: a noisy machine must not fail
+anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks._ingest_server import Server, empty_tables, finished_steps, running_server
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_PER_RUN = 100
+EVENTS_PER_REQUEST = 1000  # a realistic request
+TRANSPORT_BATCH = 5000  # HttpTransport's default max_batch: its requests under load
+TARGET_STEPS_PER_S = 50_000
+_STORE_TIMEOUT_S = 600
+
+
+# --- what a producer does ---------------------------------------------------------------------
+
+
+def _pipeline_steps() -> Any:
+    """The traced program: a root step calling a child step 99 times (100 steps a run)."""
+    import pipelens
+
+    @pipelens.step
+    def work(i: int) -> int:
+        return i + 1
+
+    @pipelens.step
+    def pipeline(n: int) -> int:
+        return sum(work(i) for i in range(n - 1))
+
+    return pipeline
+
+
+def _produce(url: str, runs: int, max_batch: int | None) -> dict[str, Any]:
+    """Producer worker: wait for "go" on stdin, make ``runs`` runs, flush, report on stdout."""
+    import pipelens
+
+    # The defaults users get, unless --max-batch says otherwise.
+    options = {} if max_batch is None else {"max_batch": max_batch}
+    transport = pipelens.HttpTransport(url, **options)
+    pipelens.configure(transport=transport)
+    pipeline = _pipeline_steps()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_at_start = usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    for _ in range(runs):
+        pipeline(STEPS_PER_RUN)
+    produced = time.perf_counter() - start
+    flushed = pipelens.flush(_STORE_TIMEOUT_S)
+    stats = transport.stats()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_start,
+        "produce_s": produced,
+        "flush_s": time.perf_counter() - start,
+        "flushed": flushed,
+        "sent": stats.sent,
+        "retried": stats.retried,
+        "spooled": stats.spooled,
+        "dropped": stats.dropped,
+    }
+
+
+# --- the three measurements -------------------------------------------------------------------
+
+
+def end_to_end(
+    server: Server, producers: int, runs: int, max_batch: int | None = None
+) -> dict[str, Any]:
+    """Steps per second from ``producers`` processes until every step is in the database."""
+    url, conninfo = server.url, server.conninfo
+    empty_tables(conninfo)
+    spool = tempfile.mkdtemp(prefix="pipelens-bench-spool-")
+    env = {**os.environ, "PIPELENS_SPOOL_DIR": spool}
+    command = [sys.executable, "-m", "benchmarks.ingest", "--worker", url, "--runs", str(runs)]
+    if max_batch is not None:
+        command += ["--max-batch", str(max_batch)]
+    procs = [
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(producers)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit(f"a producer did not start (exit {proc.wait()})")
+        expected = producers * runs * STEPS_PER_RUN
+        cpu_before = server.cpu_seconds()
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        # A producer prints its report once pipelens.flush() returned, i.e. once the server
+        # answered that everything was committed; the database is then asked, once (polling it
+        # all along would take CPU from what is measured), and again until every step is there.
+        reports = []
+        for proc in procs:
+            assert proc.stdout is not None
+            reports.append(json.loads(proc.stdout.readline()))
+        deadline = time.monotonic() + _STORE_TIMEOUT_S
+        while (stored := finished_steps(conninfo)) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        cpu_after = server.cpu_seconds()
+        for proc in procs:
+            proc.communicate(timeout=_STORE_TIMEOUT_S)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(spool, ignore_errors=True)
+    return {
+        "producers": producers,
+        "steps": expected,
+        "stored": stored,
+        "seconds": elapsed,
+        "steps_per_s": stored / elapsed,
+        "produce_s": max(r["produce_s"] for r in reports),
+        "flush_s": max(r["flush_s"] for r in reports),
+        "spooled": sum(r["spooled"] for r in reports),
+        "dropped": sum(r["dropped"] for r in reports),
+        "retried": sum(r["retried"] for r in reports),
+        "cpu_producers": sum(r["cpu_s"] for r in reports),
+        "cpu_server": cpu_after[0] - cpu_before[0],
+        "cpu_postgres": cpu_after[1] - cpu_before[1],
+    }
+
+
+def realistic_events(runs: int) -> list[Any]:
+    """The events ``@pipelens.step`` makes for ``runs`` runs of 100 steps, in emit order."""
+    import pipelens
+    from pipelens import MemoryTransport
+
+    memory = MemoryTransport()
+    pipelens.configure(transport=memory)
+    pipeline = _pipeline_steps()
+    for _ in range(runs):
+        pipeline(STEPS_PER_RUN)
+    pipelens.configure(transport=None)
+    return memory.events
+
+
+def request_latency(url: str, events: list[Any], size: int) -> dict[str, Any]:
+    """Post ``events`` in ``size``-event msgpack requests, one after the other; time each."""
+    import httpx
+
+    from pipelens.events import Batch, encode_msgpack
+
+    bodies = [
+        encode_msgpack(Batch(events=events[i : i + size])) for i in range(0, len(events), size)
+    ]
+    times = []
+    headers = {"content-type": "application/msgpack"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        for body in bodies:
+            start = time.perf_counter()
+            response = client.post("/api/v1/events", content=body)
+            times.append(time.perf_counter() - start)
+            if response.status_code != 202:
+                raise SystemExit(f"ingest answered {response.status_code}: {response.text}")
+    times.sort()
+    return {
+        "requests": len(times),
+        "bytes": statistics.mean(len(b) for b in bodies),
+        "p50_ms": _percentile(times, 50) * 1e3,
+        "p99_ms": _percentile(times, 99) * 1e3,
+        "size": size,
+        "events_per_s": len(times) * size / sum(times),
+    }
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> float:
+    index = min(len(sorted_values) - 1, round(pct / 100 * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def raw_copy(conninfo: str, events: list[Any]) -> dict[str, Any]:
+    """``COPY`` the step rows of ``events`` into a scratch table like ``steps``, in one go."""
+    import psycopg
+
+    from pipelens.events import Batch
+    from pipelens_server._decode import batch_rows
+    from pipelens_server._rows import STEPS
+
+    rows = list(batch_rows(Batch(events=events)).steps.values())
+    columns = ", ".join(STEPS.column_names)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy_steps")
+        conn.execute("CREATE TABLE bench_copy_steps (LIKE steps INCLUDING DEFAULTS)")
+        conn.commit()
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY bench_copy_steps ({columns}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - start
+        conn.execute("DROP TABLE bench_copy_steps")
+    return {"rows": len(rows), "seconds": elapsed, "rows_per_s": len(rows) / elapsed}
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _machine(conninfo: str) -> list[str]:
+    import psycopg
+
+    from benchmarks.overhead import _cpu_model
+
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    versions = ", ".join(
+        f"{name} {_version(name)}" for name in ("pipelens", "litestar", "uvicorn", "psycopg")
+    )
+    return [
+        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load}",
+        f"python:   {platform.python_implementation()} {platform.python_version()} "
+        f"on {platform.platform(terse=True)}",
+        f"versions: {versions}; PostgreSQL {row[0] if row else '?'} (embedded)",
+    ]
+
+
+def _report(
+    machine: list[str],
+    flows: list[dict[str, Any]],
+    latency: list[dict[str, Any]],
+    copy: dict[str, Any],
+    quick: bool,
+) -> str:
+    lines = [
+        "PipeLens ingest: pipelens serve on the embedded PostgreSQL",
+        *machine,
+        "",
+        f"end to end through HttpTransport (runs of {STEPS_PER_RUN} @pipelens.step steps, "
+        "timed until every step is visible in the database):",
+    ]
+    for f in flows:
+        lines.append(
+            f"  {f['producers']} producers: {f['stored']:,} steps in {f['seconds']:.2f} s = "
+            f"{f['steps_per_s']:,.0f} steps/s (producing took {f['produce_s']:.2f} s, "
+            f"flushing ended at {f['flush_s']:.2f} s; "
+            f"retried {f['retried']}, spooled {f['spooled']}, dropped {f['dropped']})"
+        )
+        per_step = 1e6 / f["stored"]
+        lines.append(
+            f"    CPU µs per step: producers {f['cpu_producers'] * per_step:.1f}, server "
+            f"{f['cpu_server'] * per_step:.1f}, PostgreSQL {f['cpu_postgres'] * per_step:.1f}"
+        )
+    lines += [
+        "",
+        *(
+            f"POST /api/v1/events, {lat['requests']} sequential requests of {lat['size']:,} "
+            f"events ({lat['bytes'] / 1024:.0f} KiB msgpack): p50 {lat['p50_ms']:.1f} ms, "
+            f"p99 {lat['p99_ms']:.1f} ms, {lat['events_per_s']:,.0f} events/s"
+            for lat in latency
+        ),
+        f"raw COPY baseline (psycopg write_row, one transaction, no indexes): "
+        f"{copy['rows']:,} step rows in {copy['seconds']:.3f} s = {copy['rows_per_s']:,.0f} rows/s",
+        "",
+        "targets (information, never an exit status"
+        + ("; --quick figures mean nothing):" if quick else "):"),
+    ]
+    best = max(f["steps_per_s"] for f in flows)
+    lines.append(
+        f"  end to end >= {TARGET_STEPS_PER_S:,} steps/s: "
+        f"{'met' if best >= TARGET_STEPS_PER_S else 'missed'} ({best:,.0f} steps/s at best)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the server, measure, print the report."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--producers", help="comma-separated producer process counts (default 2,4)")
+    parser.add_argument("--runs", type=int, help="runs of 100 steps per producer (default 500)")
+    parser.add_argument("--requests", type=int, help="timed 1,000-event requests (default 100)")
+    parser.add_argument(
+        "--max-batch", type=int, help="HttpTransport(max_batch=...) of the producers (its default)"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # a producer posting to this URL
+    args = parser.parse_args(argv)
+    quick = args.quick
+    runs = args.runs if args.runs is not None else (2 if quick else 500)
+    requests = args.requests if args.requests is not None else (3 if quick else 100)
+    try:
+        producers = [int(n) for n in (args.producers or ("1" if quick else "2,4")).split(",")]
+    except ValueError:
+        parser.error(f"--producers {args.producers}: expected counts like 2,4")
+    checks = [("--runs", runs), ("--requests", requests), *(("--producers", n) for n in producers)]
+    if args.max_batch is not None:
+        checks.append(("--max-batch", args.max_batch))
+    for name, value in checks:
+        if value < 1:
+            parser.error(f"{name} {value}: expected a positive integer")
+
+    if args.worker:
+        print(json.dumps(_produce(args.worker, runs, args.max_batch)), flush=True)
+        return 0
+
+    directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-"))
+    try:
+        with running_server(directory) as server:
+            url, conninfo = server.url, server.conninfo
+            machine = _machine(conninfo)
+            flows = []
+            for n in producers:
+                print(f"measuring {n} producers ...", file=sys.stderr, flush=True)
+                flows.append(end_to_end(server, n, runs, args.max_batch))
+            print("measuring request latency ...", file=sys.stderr, flush=True)
+            # Runs of 202 events: enough whole runs for the requests, new run ids throughout.
+            latency: list[dict[str, Any]] = []
+            copied: list[Any] = []
+            sizes = ((EVENTS_PER_REQUEST, requests), (TRANSPORT_BATCH, -(-requests // 5)))
+            for size, count in sizes:
+                events = realistic_events(-(-count * size // 202))[: count * size]
+                latency.append(request_latency(url, events, size))
+                copied = copied or events
+            print("measuring raw COPY ...", file=sys.stderr, flush=True)
+            copy = raw_copy(conninfo, copied)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(_report(machine, flows, latency, copy, quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

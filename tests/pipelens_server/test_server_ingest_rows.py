@@ -1,0 +1,141 @@
+"""The fast path from step events to rows: built positionally, it must give exactly the rows the
+keyword builders describe, and still refuse or clean every field the slow path did."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from _pg_testkit import JSON, T0, json_with, read_rows, run_events
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from pipelens.events import Batch, ErrorInfo, StepFinished, StepStarted, encode_msgpack
+from pipelens_server._decode import batch_rows
+from pipelens_server._rows import STEPS, merge, step_row
+
+Client = TestClient[Litestar]
+EMPTY: dict[str, list[object]] = {"runs": [], "steps": [], "pipelines": []}
+
+FINISHED = StepFinished(
+    run_id="r1",
+    step_id="s1",
+    parent_id="p1",
+    key="root.child",
+    name="child",
+    kind="llm",
+    start_ns=T0,
+    end_ns=T0 + 5,
+    duration_ns=5,
+    status="failed",
+    error=ErrorInfo(type="E", message="m", traceback="tb"),
+    result='"r"',
+    records='{"n":1}',
+    inputs='{"x":1}',
+    llm='{"model":"m"}',
+)
+STARTED = StepStarted(
+    run_id="r1",
+    step_id="s1",
+    parent_id="p1",
+    key="root.child",
+    name="child",
+    kind="llm",
+    start_ns=T0 - 1,
+    inputs='{"x":2}',
+)
+
+
+def test_finished_step_row_has_every_field_in_column_order() -> None:
+    """A ``StepFinished`` with every field set gives the row ``step_row`` builds from them."""
+    rows = batch_rows(Batch(events=[FINISHED]))
+    expected = step_row(
+        run_id="r1",
+        key="root.child",
+        step_id="s1",
+        parent_id="p1",
+        name="child",
+        kind="llm",
+        status="failed",
+        start_ns=T0,
+        end_ns=T0 + 5,
+        duration_ns=5,
+        inputs='{"x":1}',
+        result='"r"',
+        records='{"n":1}',
+        error_type="E",
+        error_message="m",
+        error_traceback="tb",
+        llm='{"model":"m"}',
+    )
+    assert rows.steps == {("r1", "root.child"): expected}
+    assert len(expected) == len(STEPS.columns)
+
+
+def test_started_step_row_has_every_field_in_column_order() -> None:
+    """A ``StepStarted`` gives the running row ``step_row`` builds from its fields."""
+    rows = batch_rows(Batch(events=[STARTED]))
+    expected = step_row(
+        run_id="r1",
+        key="root.child",
+        step_id="s1",
+        parent_id="p1",
+        name="child",
+        kind="llm",
+        status="running",
+        start_ns=T0 - 1,
+        inputs='{"x":2}',
+    )
+    assert rows.steps == {("r1", "root.child"): expected}
+
+
+@pytest.mark.parametrize("order", ["start first", "finish first"])
+def test_start_and_finish_in_one_batch_merge_by_the_rule(order: str) -> None:
+    """Start and finish of a step in one batch give ``merge`` of their rows, in either order:
+    the finish's values, the earliest start time."""
+    events = [STARTED, FINISHED] if order == "start first" else [FINISHED, STARTED]
+    (row,) = batch_rows(Batch(events=events)).steps.values()
+    started = batch_rows(Batch(events=[STARTED])).steps[("r1", "root.child")]
+    finished = batch_rows(Batch(events=[FINISHED])).steps[("r1", "root.child")]
+    assert row == merge(STEPS, started, finished)
+    assert (row[6], row[7], row[10]) == ("failed", T0 - 1, '{"x":1}')
+
+
+@pytest.mark.parametrize(
+    ("index", "field"),
+    [(1, "start_ns"), (3, "start_ns"), (3, "end_ns"), (3, "duration_ns")],
+)
+def test_step_time_beyond_bigint_is_refused(
+    client: Client, database_url: str, index: int, field: str
+) -> None:
+    """A step start/finish time beyond PostgreSQL's bigint is a 400 naming the field."""
+    body = json_with(run_events("r1"), index, **{field: 2**63})
+    response = client.post("/api/v1/events", content=body, headers=JSON)
+    assert (response.status_code, response.json()["path"]) == (400, f"$.events[{index}].{field}")
+    assert read_rows(database_url) == EMPTY
+
+
+@pytest.mark.parametrize("field", ["run_id", "key", "step_id", "parent_id", "name", "kind"])
+@pytest.mark.parametrize("event", [STARTED, FINISHED], ids=["started", "finished"])
+def test_nul_in_any_step_text_becomes_a_replacement_character(
+    event: StepStarted | StepFinished, field: str
+) -> None:
+    """NUL in any text field of a step event is replaced by U+FFFD, the others left alone."""
+    dirty = msgspec.structs.replace(event, **{field: f"a\x00{getattr(event, field)}"})
+    (row,) = batch_rows(Batch(events=[dirty])).steps.values()
+    (clean,) = batch_rows(Batch(events=[event])).steps.values()
+    position = STEPS.column_names.index(field)
+    assert row[position] == f"a\ufffd{clean[position]}"
+    assert row[:position] + row[position + 1 :] == clean[:position] + clean[position + 1 :]
+
+
+def test_nul_step_texts_are_stored(client: Client, database_url: str) -> None:
+    """A step whose key and name hold NUL is stored with U+FFFD instead of failing the batch."""
+    step = msgspec.structs.replace(FINISHED, key="k\x00", name="n\x00")
+    response = client.post(
+        "/api/v1/events",
+        content=encode_msgpack(Batch(events=[step])),
+        headers={"content-type": "application/msgpack"},
+    )
+    assert response.status_code == 202, response.text
+    (stored,) = read_rows(database_url)["steps"]
+    assert (stored["key"], stored["name"]) == ("k\ufffd", "n\ufffd")
