@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server import _api, _seed_ingest
+from pipelens_server import _api, _pages, _seed_ingest
 from pipelens_server._auth import require_token
 from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
 from pipelens_server._errors import (
@@ -25,6 +25,7 @@ from pipelens_server._errors import (
 )
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings
+from pipelens_server._templating import template_config
 
 log = structlog.get_logger("pipelens_server.app")
 
@@ -118,7 +119,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[require_token],
     )
     return Litestar(
-        route_handlers=[api, _api.healthz, _api.readyz],
+        route_handlers=[api, _api.healthz, _api.readyz, *_pages.route_handlers()],
+        template_config=template_config(),
         lifespan=[database_lifespan],
         state=State({"settings": settings}),
         dependencies={

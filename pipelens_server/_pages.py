@@ -1,0 +1,238 @@
+"""The dashboard's pages: overview, runs of a pipeline, a run with its Gantt chart, a step.
+
+Every page is a real URL whose filters live in the query string; htmx asks the same URLs for a
+fragment (see ``_templating.render``). Live parts poll every 2 s; a poll of a run that has ended
+is answered with 286, which tells htmx to stop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
+
+import structlog
+from litestar import Request, Response, Router, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+from pipelens_server import _gantt, _login
+from pipelens_server._db import PoolDep, SettingsDep
+from pipelens_server._errors import ServerError
+from pipelens_server._pages_read import (
+    Cursor,
+    pipeline_summaries,
+    run_with_steps,
+    runs_page,
+    step_detail,
+)
+from pipelens_server._settings import Settings
+from pipelens_server._templating import (
+    format_time,
+    is_htmx,
+    render,
+    static_dir,
+    zone_name,
+    zone_of,
+)
+
+log = structlog.get_logger("pipelens_server.pages")
+
+RangePreset = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all"]
+StatusChoice = Literal["", "running", "completed", "failed", "cancelled"]
+
+#: Time range presets: query value, label, seconds (``None``: no lower bound).
+RANGES: list[tuple[str, str, int | None]] = [
+    ("5m", "last 5 minutes", 5 * 60),
+    ("15m", "last 15 minutes", 15 * 60),
+    ("1h", "last hour", 3600),
+    ("6h", "last 6 hours", 6 * 3600),
+    ("24h", "last 24 hours", 24 * 3600),
+    ("7d", "last 7 days", 7 * 86400),
+    ("30d", "last 30 days", 30 * 86400),
+    ("all", "all time", None),
+]
+STATUSES = ["running", "completed", "failed", "cancelled"]
+PAGE_SIZE = 50
+#: htmx's "stop polling" answer.
+STOP_POLLING = 286
+
+RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
+
+
+def _since_ns(preset: str, now_ns: int) -> int:
+    seconds = next(s for value, _, s in RANGES if value == preset)
+    return 0 if seconds is None else now_ns - seconds * 1_000_000_000
+
+
+def _url(path: str, **params: str | None) -> str:
+    """``path`` with the query parameters that have a value."""
+    query = urlencode({k: v for k, v in params.items() if v})
+    return f"{path}?{query}" if query else path
+
+
+def _parse_cursor(after: str | None) -> Cursor | None:
+    if not after:
+        return None
+    start, sep, run_id = after.partition(":")
+    if not sep or not start.isdigit():
+        raise HTTPException(
+            status_code=400,
+            detail=f"after={after!r} is not a page cursor (start_ns:run_id): use the page's links",
+        )
+    return int(start), run_id
+
+
+def _base(request: Request[Any, Any, Any], title: str) -> dict[str, Any]:
+    zone = zone_of(request)
+    settings: Settings = request.app.state.settings
+    return {
+        "title": title,
+        "zone": zone_name(zone),
+        "tz": zone,
+        "fmt": format_time,
+        "can_log_out": settings.token is not None,
+    }
+
+
+@get("/")
+async def overview(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    settings: SettingsDep,
+    range_: RangeParam = "24h",
+) -> Response[str]:
+    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
+    now_ns = time.time_ns()
+    pipelines = await pipeline_summaries(pool, _since_ns(range_, now_ns))
+    context = _base(request, "Pipelines") | {
+        "pipelines": pipelines,
+        "range": range_,
+        "ranges": RANGES,
+        "server_url": str(request.base_url).rstrip("/"),
+        "needs_token": settings.token is not None,
+        "runs_url": lambda name: _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
+    }
+    return render(request, "overview.html", context)
+
+
+@get("/pipelines/{name:str}/runs")
+async def pipeline_runs(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    name: FromPath[str],
+    range_: RangeParam = "24h",
+    status: FromQuery[StatusChoice] = "",
+    after: FromQuery[str | None] = None,
+    q: FromQuery[str] = "",
+) -> Response[str]:
+    """A pipeline's runs, newest first: status, time range and run id (prefix) filters, keyset
+    pages, live."""
+    now_ns = time.time_ns()
+    runs, next_cursor = await runs_page(
+        pool,
+        pipeline=name,
+        since_ns=_since_ns(range_, now_ns),
+        status=status or None,
+        after=_parse_cursor(after),
+        limit=PAGE_SIZE,
+        run_id_prefix=q.strip(),
+    )
+    path = f"/pipelines/{quote(name, safe='')}/runs"
+    context = _base(request, f"Runs of {name}") | {
+        "pipeline": name,
+        "runs": runs,
+        "range": range_,
+        "ranges": RANGES,
+        "status": status,
+        "statuses": STATUSES,
+        "path": path,
+        "q": q,
+        "self_url": _url(path, range=range_, status=status, q=q, after=after),
+        "newest_url": _url(path, range=range_, status=status, q=q) if after else None,
+        "next_url": (
+            _url(path, range=range_, status=status, q=q, after=f"{next_cursor[0]}:{next_cursor[1]}")
+            if next_cursor
+            else None
+        ),
+        "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
+    }
+    return render(request, "runs.html", context, fragments=("runs_table",))
+
+
+@get("/runs/{run_id:str}")
+async def run_page(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    run_id: FromPath[str],
+    step: FromQuery[str | None] = None,
+) -> Response[str]:
+    """A run: Gantt chart, step tree and (with ``step``) a step's panel; live while running.
+
+    htmx asks for one part: ``run_live`` (the polled chart and tree: 286 once the run ended) or
+    ``step_panel`` (a step chosen, or the polled panel of a running step: 286 once it ended).
+    """
+    path = f"/runs/{quote(run_id, safe='')}"
+    target = request.headers.get("hx-target") if is_htmx(request) else None
+    if target == "step_panel":
+        detail = await step_detail(pool, run_id, step) if step else None
+        context = _base(request, f"Run {run_id}") | {"step": detail, "step_key": step, "path": path}
+        done = detail is None or detail.status != "running"
+        return render(
+            request,
+            "run.html",
+            context,
+            block="step_panel",
+            status_code=STOP_POLLING if done else 200,
+        )
+    run, steps = await run_with_steps(pool, run_id)
+    # A poll redraws the chart and the tree only: the step panel keeps itself up to date.
+    detail = await step_detail(pool, run_id, step) if step and target != "run_live" else None
+    context = _base(request, f"Run {run_id}") | {
+        "run": run,
+        "chart": _gantt.layout(run, steps, time.time_ns(), zone_of(request)),
+        "path": path,
+        "self_url": _url(path, step=step),
+        "step": detail,
+        "step_key": step,
+        "pipeline_url": (
+            f"/pipelines/{quote(run.pipeline, safe='')}/runs" if run.pipeline else None
+        ),
+    }
+    ended = target == "run_live" and run.status != "running"
+    return render(
+        request,
+        "run.html",
+        context,
+        fragments=("run_live",),
+        status_code=STOP_POLLING if ended else 200,
+    )
+
+
+def _page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    """The pages' errors as a page (the API answers JSON): the message names what is wrong."""
+    status_code = exc.status_code if isinstance(exc, ServerError | HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    if status_code >= 500:
+        log.error("page failed", path=request.url.path, error=str(exc))
+    context = _base(request, f"Error {status_code}") | {
+        "status_code": status_code,
+        "detail": detail,
+    }
+    return render(request, "error.html", context, status_code=status_code)
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    """The pages (behind the login when a token is set), the login form and the static files."""
+    pages = Router(
+        "/",
+        route_handlers=[overview, pipeline_runs, run_page],
+        before_request=_login.require_session,
+        exception_handlers={ServerError: _page_error, HTTPException: _page_error},
+        include_in_schema=False,
+    )
+    static = create_static_files_router(path="/static", directories=[static_dir()])
+    return [pages, static, *_login.route_handlers]
