@@ -6,7 +6,8 @@ outbox is full (the server is down or slower than the program). One sender threa
 posts the outbox in order over a keep-alive connection, backing off exponentially with jitter
 after a failure (or as long as ``Retry-After`` says), and replays spooled bodies when the
 outbox is empty. A batch that keeps failing is moved to the spool after ``max_attempts`` tries
-so that it cannot hold up the ones behind it. ``wait`` is the flush: it returns when the outbox
+so that it cannot hold up the ones behind it; spooled bodies are retried (with the same backoff)
+until delivered or rejected. ``wait`` is the flush: it returns when the outbox
 is empty, or at its deadline moves what is left to the spool, so nothing queued is lost at exit.
 """
 
@@ -119,7 +120,6 @@ class Delivery:
         self._retry_at = 0.0  # monotonic time before which nothing is sent
         self._backlog: collections.deque[str] = collections.deque()  # spooled names to replay
         self._rescan_at = 0.0
-        self._spool_tries: dict[str, int] = {}
         self._own_spooled: set[str] = set()  # spooled by this process, not yet replayed
         self.sent = self.retried = self.spooled = self.replayed = 0
         self.dropped = self.rejected = 0
@@ -157,6 +157,8 @@ class Delivery:
         with self._cond:
             while self._outbox or self._own_spooled:
                 now = time.monotonic()
+                if self._stopping:  # stopped: what is spooled waits on disk for a later sender
+                    break
                 if deadline is not None and (now >= deadline or self._retry_at > deadline):
                     break
                 self._cond.wait(None if deadline is None else deadline - now)
@@ -270,14 +272,12 @@ class Delivery:
         assert spool is not None
         if not self._backlog:
             self._rescan_at = time.monotonic() + RESCAN_SECONDS
-            tries = self._spool_tries
-            given_up = {name for name, n in tries.items() if n >= self.max_attempts}
             with self._cond:
                 before = set(self._own_spooled)
             names = spool.pending()
-            self._backlog.extend(name for name in names if name not in given_up)
+            self._backlog.extend(names)
             with self._cond:  # what another process replayed (or claimed) is its business now
-                self._own_spooled -= (before - set(names)) | given_up
+                self._own_spooled -= before - set(names)
                 self._cond.notify_all()
         while self._backlog:
             claim = spool.claim(self._backlog.popleft())
@@ -308,15 +308,14 @@ class Delivery:
         spool = self.spool
         verdict = "retry" if isinstance(outcome, BaseException) else outcome.verdict
         self._log(item, outcome)
-        done = False  # with this spooled body, in this process
+        done = False  # with this spooled body: only once delivered or rejected
         if claim is not None and spool is not None:
             if verdict == "retry":
-                tries = self._spool_tries[claim.name] = self._spool_tries.get(claim.name, 0) + 1
+                # Released, and due again after the backoff: an outage longer than any number of
+                # tries still ends in delivery by this process, and flush() waits for it.
                 spool.release(claim)
-                done = tries >= self.max_attempts  # kept on disk for the next process
             else:
                 spool.remove(claim)
-                self._spool_tries.pop(claim.name, None)
                 done = True
         give_up: list[_Item] = []
         with self._cond:

@@ -248,6 +248,7 @@ class BatchingTransport:
         self.flush(timeout)
         self._closed = True
         self._wake.set()
+        _live.discard(self)  # nothing left to flush: pipelens.flush() need not wait for it
 
 
 def set_transport(transport: Transport | None) -> None:

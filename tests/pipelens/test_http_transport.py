@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,6 +197,36 @@ def test_server_down_then_up_every_event_arrives_once(
     assert transport.flush(10)
     assert Counter(expected) == arrived(server)
     assert len(expected) == transport.stats().sent
+
+
+def test_an_outage_longer_than_every_retry_is_still_delivered_by_this_process(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """A spooled batch whose replays all failed stays due: this process sends it once the
+    server is back, and flush waits for it (it is not left for some later process)."""
+    server.stop()
+    transport = make_transport(server.url, interval=0.02, max_attempts=2)
+    expected = run_pipeline(transport, children=5)
+    # The batch failed twice in memory and went to the spool; a second later (backoff at most
+    # 0.1 s) its replays have failed far more than max_attempts times too.
+    assert wait_until(lambda: transport.stats().spooled > 0)
+    time.sleep(1.0)
+    server.start()
+    assert transport.flush(10)
+    assert Counter(expected) == arrived(server)
+
+
+def test_a_closed_transport_does_not_hold_up_flush(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """Closing hands a dead server's batches to the spool for later; pipelens.flush() no
+    longer waits for them."""
+    server.stop()
+    dead = make_transport(server.url, interval=0.02)
+    run_pipeline(dead)
+    assert wait_until(lambda: dead.stats().retried > 0)
+    dead.close(0)
+    assert pipelens.flush(5) is True
 
 
 def test_server_restart_between_batches_loses_nothing(
