@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server import _api, _pages, _seed_ingest
+from pipelens_server import _api, _pages, _pages_admin, _pages_llm, _pages_stats, _seed_ingest
 from pipelens_server._auth import require_token
 from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
 from pipelens_server._errors import (
@@ -119,7 +119,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[require_token],
     )
     return Litestar(
-        route_handlers=[api, _api.healthz, _api.readyz, *_pages.route_handlers()],
+        route_handlers=[
+            api,
+            _api.healthz,
+            _api.readyz,
+            *_pages.route_handlers(),
+            *_pages_stats.route_handlers(),
+            *_pages_llm.route_handlers(),
+            *_pages_admin.route_handlers(),
+        ],
         template_config=template_config(),
         lifespan=[database_lifespan],
         state=State({"settings": settings}),
