@@ -10,7 +10,6 @@ raises ``ValueError: ... was created in a different Context`` in other tools).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
@@ -23,7 +22,15 @@ import wrapt
 from pipelens import _internal
 from pipelens._capture import capture
 from pipelens._config import settings
-from pipelens._step import Step, _current, await_in_step, new_child, open_step, sanitize_name
+from pipelens._step import (
+    Step,
+    StepScope,
+    _current,
+    await_in_step,
+    new_child,
+    open_step,
+    sanitize_name,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -393,7 +400,7 @@ def step(
     return _decorate(fn_or_name, name, capture_args, capture_result, kind)
 
 
-class span:  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
+class span(StepScope):  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
     """A block as a step: ``with span("load") as s:`` or ``async with span("load"):``.
 
     The step ends when the block does: ``completed``, or ``failed``/``cancelled`` with the error
@@ -401,24 +408,18 @@ class span:  # noqa: N801 - used like a function: ``with pipelens.span("load"):`
     object per block.
     """
 
-    __slots__ = ("_step", "_token", "name")
+    __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str):
             raise TypeError(f"span({name!r}): the name must be a string")
         self.name = sanitize_name(name)
-        self._step: Step | None = None
+
+    def _open(self) -> Step:
+        return open_step(self.name)
 
     def __enter__(self) -> Step | None:
-        if not settings.enabled:
-            return None
-        try:
-            step = self._step = open_step(self.name)
-        except Exception as exc:
-            _internal.internal_error("span.open", exc)
-            return None
-        self._token = _current.set(step)
-        return step
+        return self._enter() if settings.enabled else None
 
     def __exit__(
         self,
@@ -426,18 +427,7 @@ class span:  # noqa: N801 - used like a function: ``with pipelens.span("load"):`
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        step = self._step
-        if step is None:
-            return
-        self._step = None
-        # Left in another context than entered (a span across a ``yield``, resumed elsewhere),
-        # reset() raises ValueError: that context never saw the step, so there is nothing to undo.
-        with contextlib.suppress(ValueError):
-            _current.reset(self._token)
-        if exc is None:
-            step._succeed(None, False)
-        else:
-            step._fail(exc)
+        self._exit(exc)
 
     async def __aenter__(self) -> Step | None:
         return self.__enter__()

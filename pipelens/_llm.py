@@ -41,7 +41,6 @@ the calls that reported tokens). The server recomputes costs from tokens when it
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from pipelens import _internal
 from pipelens._capture import capture, short_repr
 from pipelens._config import settings
 from pipelens._prices import cost_usd
-from pipelens._step import Step, _current, _perf_ns, open_step, sanitize_name
+from pipelens._step import Step, StepScope, _perf_ns, open_step, sanitize_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -272,7 +271,7 @@ def close_llm_step(step: Step, exc: BaseException | None = None, result_text: An
     step._succeed(None, False)
 
 
-class llm_call:  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
+class llm_call(StepScope):  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
     """Record an LLM call of any client by hand, as a step of kind ``llm``.
 
     As a context manager it yields the :class:`LLMCall` to fill in::
@@ -286,7 +285,7 @@ class llm_call:  # noqa: N801 - used like a function: ``with pipelens.llm_call(.
     returns fills in the usage and output (unless the function set them itself).
     """
 
-    __slots__ = ("_call", "_kwargs", "_step", "_token")
+    __slots__ = ("_call", "_kwargs")
 
     def __init__(
         self,
@@ -309,7 +308,6 @@ class llm_call:  # noqa: N801 - used like a function: ``with pipelens.llm_call(.
             "messages": messages,
             "params": params,
         }
-        self._step: Step | None = None
 
     def _new_call(self) -> LLMCall:
         kw = self._kwargs
@@ -321,19 +319,18 @@ class llm_call:  # noqa: N801 - used like a function: ``with pipelens.llm_call(.
             params=dict(kw["params"] or {}),
         )
 
+    def _open(self) -> Step:
+        kw = self._kwargs
+        return open_llm_step(self._call, kw["name"] or f"{kw['provider']}_{kw['operation']}")
+
+    def _close(self, step: Step, exc: BaseException | None) -> None:
+        output = self._call.output
+        close_llm_step(step, exc, None if output is None else output.text)
+
     def __enter__(self) -> LLMCall:
         call = self._call = self._new_call()
-        if not settings.enabled:
-            return call
-        try:
-            kw = self._kwargs
-            step = self._step = open_llm_step(
-                call, kw["name"] or f"{kw['provider']}_{kw['operation']}"
-            )
-        except Exception as exc:
-            _internal.internal_error("llm_call.open", exc)
-            return call
-        self._token = _current.set(step)
+        if settings.enabled:
+            self._enter()
         return call
 
     def __exit__(
@@ -342,18 +339,7 @@ class llm_call:  # noqa: N801 - used like a function: ``with pipelens.llm_call(.
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        step = self._step
-        if step is None:
-            return
-        self._step = None
-        # Left in another context than entered: that context never saw the step.
-        with contextlib.suppress(ValueError):
-            _current.reset(self._token)
-        try:
-            output = self._call.output
-            close_llm_step(step, exc, None if output is None else output.text)
-        except Exception as internal:
-            _internal.internal_error("llm_call.close", internal)
+        self._exit(exc)
 
     async def __aenter__(self) -> LLMCall:
         return self.__enter__()

@@ -27,7 +27,7 @@ from pipelens._config import settings
 from pipelens._errors import ConfigurationError, PipelensError
 from pipelens._listeners import Listeners
 from pipelens._seed_steps import run_child, with_step
-from pipelens._step import Run, Step, _current, open_run, sanitize_name
+from pipelens._step import Run, Step, StepScope, _current, open_run, sanitize_name
 from pipelens._transport import Transport
 from pipelens._views import (
     NestedStepMeta,
@@ -56,28 +56,37 @@ __all__ = [
 ]
 
 
-class RunScope:
+class RunScope(StepScope):
     """``with pipeline.run() as run:`` / ``async with``: one explicit run of a pipeline.
 
     The run's root step is the current step inside the block; it ends with the block, failed
     when an exception leaves it (the exception passes through unchanged).
     """
 
-    __slots__ = ("_pipeline", "_root", "_run_id", "_token")
+    __slots__ = ("_pipeline", "_run_id")
 
     def __init__(self, pipeline: Pipeline, run_id: str | None) -> None:
         self._pipeline = pipeline
         self._run_id = run_id
-        self._root: Step | None = None
+
+    def _open(self) -> Step:
+        return self._pipeline._open(self._run_id)
+
+    def _close(self, step: Step, exc: BaseException | None) -> None:
+        if exc is None:
+            step._succeed(step.result, True)
+        else:
+            step._fail(exc)
 
     def __enter__(self) -> Run:
-        if self._root is not None:
+        if getattr(self, "_step", None) is not None:
             raise PipelensError(
                 f"this run of pipeline {self._pipeline.name!r} is already open; "
                 "call pipeline.run() again for another run"
             )
-        root = self._root = self._pipeline._open(self._run_id)
-        self._token = _current.set(root)
+        root = self._enter()
+        if root is None:  # PipeLens failed (logged): the block still needs a run to hold
+            root = open_run(self._pipeline.name, None, _DISCARD, None)
         return root.run
 
     def __exit__(
@@ -86,18 +95,7 @@ class RunScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        root = self._root
-        if root is None:
-            return
-        self._root = None
-        try:
-            _current.reset(self._token)
-        except ValueError:  # exited in another context than it was entered in
-            _current.set(None)
-        if exc is None:
-            root._succeed(root.result, True)
-        else:
-            root._fail(exc)
+        self._exit(exc)
 
     async def __aenter__(self) -> Run:
         return self.__enter__()

@@ -588,3 +588,52 @@ async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: b
     _current.reset(token)
     step._succeed(result, capture_result)
     return result
+
+
+class StepScope:
+    """What the ``with`` forms (``span``, ``llm_call``, ``Pipeline.run``) share: the step that
+    :meth:`_open` returns is current inside the block and ends with the block's outcome.
+
+    Subclasses give ``_open`` and, when a step ends differently, ``_close``; their
+    ``__enter__``/``__exit__`` call :meth:`_enter`/:meth:`_exit`. An instance serves one block
+    at a time. Failures of PipeLens itself are contained: the block then runs without a step.
+    """
+
+    __slots__ = ("_previous", "_step", "_token")
+
+    def _open(self) -> Step:
+        raise NotImplementedError
+
+    def _close(self, step: Step, exc: BaseException | None) -> None:
+        if exc is None:
+            step._succeed(None, False)
+        else:
+            step._fail(exc)
+
+    def _enter(self) -> Step | None:
+        try:
+            step = self._open()
+        except Exception as exc:
+            _internal.internal_error(f"{type(self).__name__}.open", exc)
+            self._step = None
+            return None
+        self._step = step
+        self._previous = _current.get()
+        self._token = _current.set(step)
+        return step
+
+    def _exit(self, exc: BaseException | None) -> None:
+        step = getattr(self, "_step", None)
+        if step is None:
+            return
+        self._step = None
+        try:
+            _current.reset(self._token)
+        except ValueError:
+            # Left in another context than it was entered in (a block across a ``yield``, or
+            # inside a task it started): put back what was current before, in this context too.
+            _current.set(self._previous)
+        try:
+            self._close(step, exc)
+        except Exception as internal:
+            _internal.internal_error(f"{type(self).__name__}.close", internal)
