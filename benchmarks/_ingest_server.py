@@ -120,7 +120,8 @@ def empty_tables(conninfo: str) -> None:
     import psycopg
 
     with psycopg.connect(conninfo) as conn:
-        conn.execute("TRUNCATE runs, steps, pipelines")
+        # CASCADE: tables that refer to pipelines (retention, migration 0006) are emptied too.
+        conn.execute("TRUNCATE runs, steps, pipelines CASCADE")
 
 
 def finished_steps(conninfo: str) -> int:

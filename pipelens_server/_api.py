@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get, post
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
 from pipelens_server._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._errors import DatabaseUnavailableError
 from pipelens_server._ingest import ingest
-from pipelens_server._read import RunDetail, RunList, StatusFilter, get_run, list_runs
+from pipelens_server._pages import RangePreset
+from pipelens_server._pages import _since_ns as since_ns
+from pipelens_server._read import (
+    RunDetail,
+    RunList,
+    StatusFilter,
+    get_run,
+    list_runs,
+    parse_run_cursor,
+)
 from pipelens_server._rows import Rows
 
 
@@ -57,9 +68,30 @@ async def get_runs(
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
     pipeline: FromQuery[str | None] = None,
     status: FromQuery[StatusFilter | None] = None,
+    range_: Annotated[
+        RangePreset | None,
+        QueryParameter(name="range", description="only runs started in this time range"),
+    ] = None,
+    q: Annotated[str, QueryParameter(description="only runs whose id starts with this")] = "",
+    after: Annotated[
+        str | None, QueryParameter(description="the page after this one: a previous 'next'")
+    ] = None,
 ) -> RunList:
-    """Runs, newest first; ``pipeline`` and ``status`` filter them."""
-    return await list_runs(pool, limit=limit, pipeline=pipeline, status=status)
+    """Runs, newest first; ``pipeline``, ``status``, ``range`` and ``q`` (run id prefix) filter
+    them, ``after`` (the previous answer's ``next``) pages through them."""
+    try:
+        cursor = parse_run_cursor(after) if after else None
+    except ValueError as exc:
+        raise ValidationException(detail=str(exc)) from exc
+    return await list_runs(
+        pool,
+        limit=limit,
+        pipeline=pipeline,
+        status=status,
+        since_ns=None if range_ is None else since_ns(range_, time.time_ns()),
+        run_id_prefix=q.strip(),
+        after=cursor,
+    )
 
 
 @get("/v1/runs/{run_id:str}")

@@ -1,8 +1,8 @@
 """The dashboard's pages: overview, runs of a pipeline, a run with its Gantt chart, a step.
 
 Every page is a real URL whose filters live in the query string; htmx asks the same URLs for a
-fragment (see ``_templating.render``). Live parts poll every 2 s; a poll of a run that has ended
-is answered with 286, which tells htmx to stop.
+fragment (see ``_templating.render``). Live parts poll every 2 s (a run of thousands of steps
+every 5 s); a poll of a run that has ended is answered with 286, which tells htmx to stop.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from litestar.types import ControllerRouterHandler
 from pipelens_server import _gantt, _login
 from pipelens_server._db import PoolDep, SettingsDep
 from pipelens_server._errors import ServerError
+from pipelens_server._llm_read import CallView, step_llm
 from pipelens_server._pages_read import (
     Cursor,
+    StepDetail,
     pipeline_summaries,
     run_with_steps,
     runs_page,
@@ -58,6 +60,10 @@ STATUSES = ["running", "completed", "failed", "cancelled"]
 PAGE_SIZE = 50
 #: htmx's "stop polling" answer.
 STOP_POLLING = 286
+#: Seconds between two polls of a running run's chart; of one with more than LARGE_RUN_STEPS.
+POLL_S = 2
+LARGE_RUN_POLL_S = 5
+LARGE_RUN_STEPS = 2000
 
 RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
 
@@ -169,17 +175,25 @@ async def run_page(
     pool: PoolDep,
     run_id: FromPath[str],
     step: FromQuery[str | None] = None,
+    expand: FromQuery[list[str] | None] = None,
+    collapse: FromQuery[list[str] | None] = None,
+    show_all: Annotated[list[str] | None, QueryParameter(name="all")] = None,
 ) -> Response[str]:
     """A run: Gantt chart, step tree and (with ``step``) a step's panel; live while running.
 
     htmx asks for one part: ``run_live`` (the polled chart and tree: 286 once the run ended) or
     ``step_panel`` (a step chosen, or the polled panel of a running step: 286 once it ended).
+    ``expand`` and ``collapse`` name the steps whose subtrees the user opened or closed (a big
+    run starts partly collapsed: see ``_gantt``); a toggle asks for ``run_live`` with one more.
+    ``all`` names the steps whose children are all shown (past ``_gantt.CHILD_CAP``, a gap row
+    stands for those in the middle).
     """
     path = f"/runs/{quote(run_id, safe='')}"
     target = request.headers.get("hx-target") if is_htmx(request) else None
     if target == "step_panel":
         detail = await step_detail(pool, run_id, step) if step else None
         context = _base(request, f"Run {run_id}") | {"step": detail, "step_key": step, "path": path}
+        context["llm"] = await _llm_of(pool, detail)
         done = detail is None or detail.status != "running"
         return render(
             request,
@@ -191,12 +205,36 @@ async def run_page(
     run, steps = await run_with_steps(pool, run_id)
     # A poll redraws the chart and the tree only: the step panel keeps itself up to date.
     detail = await step_detail(pool, run_id, step) if step and target != "run_live" else None
+    opened, closed, whole = expand or [], collapse or [], show_all or []
+    chart = _gantt.layout(
+        run,
+        steps,
+        time.time_ns(),
+        expand=set(opened),
+        collapse=set(closed),
+        reveal=step,
+        show_all=set(whole),
+    )
+
+    def toggle_url(bar: _gantt.Bar) -> str:
+        """This view with ``bar``'s subtree closed if open, else opened; for a gap row, with
+        all the children of its step."""
+        if bar.gap:
+            return _run_url(path, step, opened, closed, [*whole, bar.key])
+        keep_open = [k for k in opened if k != bar.key] + ([] if bar.open else [bar.key])
+        keep_closed = [k for k in closed if k != bar.key] + ([bar.key] if bar.open else [])
+        return _run_url(path, step, keep_open, keep_closed, whole)
+
     context = _base(request, f"Run {run_id}") | {
         "run": run,
-        "chart": _gantt.layout(run, steps, time.time_ns(), zone_of(request)),
+        "chart": chart,
+        "toggle_url": toggle_url,
+        # A huge run's poll costs more (every step is read and laid out): ask less often.
+        "poll_s": POLL_S if chart.total <= LARGE_RUN_STEPS else LARGE_RUN_POLL_S,
         "path": path,
-        "self_url": _url(path, step=step),
+        "self_url": _run_url(path, step, opened, closed, whole),
         "step": detail,
+        "llm": await _llm_of(pool, detail),
         "step_key": step,
         "pipeline_url": (
             f"/pipelines/{quote(run.pipeline, safe='')}/runs" if run.pipeline else None
@@ -210,6 +248,23 @@ async def run_page(
         fragments=("run_live",),
         status_code=STOP_POLLING if ended else 200,
     )
+
+
+async def _llm_of(pool: PoolDep, detail: StepDetail | None) -> CallView | None:
+    """The LLM call of the step in the panel, when it is one."""
+    if detail is None or detail.kind != "llm":
+        return None
+    return await step_llm(pool, detail.run_id, detail.key)
+
+
+def _run_url(
+    path: str, step: str | None, expand: list[str], collapse: list[str], show_all: list[str]
+) -> str:
+    """The run page's URL showing ``step`` with these subtrees opened, closed and shown whole."""
+    params = [("step", step)] if step else []
+    params += [("expand", key) for key in expand] + [("collapse", key) for key in collapse]
+    params += [("all", key) for key in show_all]
+    return f"{path}?{urlencode(params)}" if params else path
 
 
 def _page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:

@@ -1,10 +1,171 @@
-"""Dashboard pages (placeholder: its pages land with the dashboard issue)."""
+"""The LLM usage page ``/llm``: tokens and cost by model and by pipeline over a time range, and
+over time as a server-drawn stacked bar chart; an empty state until a run records an LLM call.
+The same figures as JSON at ``/api/v1/llm/usage``.
+
+Costs are computed here from the stored tokens with today's price table, so a corrected table
+reprices past runs; a model without a price shows an unknown cost, never zero.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import msgspec
+from litestar import Request, Response, Router, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromQuery, QueryParameter
 from litestar.types import ControllerRouterHandler
+
+from pipelens_server import _login
+from pipelens_server._auth import require_token
+from pipelens_server._db import PoolDep
+from pipelens_server._errors import ServerError
+from pipelens_server._llm_read import UsageRow, usage_rows, usage_span
+from pipelens_server._llm_usage import bucket_width, format_count, format_usd, summarize
+from pipelens_server._pages import RANGES, RangeParam, _base, _page_error, _since_ns, _url
+from pipelens_server._pricing import cost_usd, price_table
+from pipelens_server._templating import render, zone_of
+
+StackParam = Annotated[
+    Literal["model", "pipeline"],
+    QueryParameter(name="by", description="what the chart's stacks are: models or pipelines"),
+]
+MetricParam = Annotated[
+    Literal["tokens", "cost"],
+    QueryParameter(name="metric", description="what the chart stacks: tokens or USD"),
+]
+
+
+@get("/llm")
+async def llm_usage(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    range_: RangeParam = "24h",
+    metric: MetricParam = "tokens",
+    by: StackParam = "model",
+    pipeline: FromQuery[str] = "",
+) -> Response[str]:
+    """Tokens (input, output, cached, reasoning) and cost by model and by pipeline over a time
+    range, and per time bucket (optionally of one pipeline)."""
+    now_ns = time.time_ns()
+    since_ns = _since_ns(range_, now_ns)
+    until_ns = now_ns + 1
+    span = await usage_span(pool, since_ns, until_ns)
+    start_ns = since_ns
+    if since_ns == 0:  # all time: from the first call there is
+        start_ns = span[0] if span else now_ns - 3600 * 1_000_000_000
+    bucket_ns = bucket_width(until_ns - start_ns)
+    rows = await usage_rows(pool, since_ns, until_ns, bucket_ns) if span else []
+    pipelines = sorted({row.pipeline or "" for row in rows})
+    if pipeline:
+        rows = [row for row in rows if row.pipeline == pipeline]
+    usage = summarize(
+        rows,
+        start_ns=start_ns,
+        end_ns=until_ns,
+        bucket_ns=bucket_ns,
+        metric=metric,
+        zone=zone_of(request),
+        stack_by=by,
+    )
+    ever = span is not None or await usage_span(pool, 0, until_ns) is not None
+    context = _base(request, "LLM usage") | {
+        "usage": usage,
+        "has_rows": bool(rows),
+        "ever": ever,
+        "range": range_,
+        "ranges": RANGES,
+        "metric": metric,
+        "by": by,
+        "pipeline": pipeline,
+        "pipelines": pipelines,
+        "usd": format_usd,
+        "count": format_count,
+        "prices_date": price_table().date,
+        "self_url": _url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
+        "runs_url": lambda name: (
+            _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_)
+            if name in pipelines and name
+            else None
+        ),
+    }
+    return render(request, "llm.html", context, fragments=("llm_usage",))
+
+
+class UsageOut(msgspec.Struct, kw_only=True, frozen=True):
+    """Calls, tokens and cost of one model in one pipeline within one time bucket."""
+
+    bucket_ns: int
+    pipeline: str | None
+    model: str
+    calls: int
+    calls_without_usage: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    #: Priced by the server from the tokens; ``None``: the model is not in the price table.
+    cost_usd: float | None
+
+
+class UsageList(msgspec.Struct, kw_only=True, frozen=True):
+    """LLM usage over a time range, in buckets of ``bucket_ns`` counted from the epoch."""
+
+    since_ns: int
+    until_ns: int
+    bucket_ns: int
+    prices_date: str | None
+    usage: list[UsageOut]
+
+
+def _out(row: UsageRow) -> UsageOut:
+    cost = cost_usd(row.model, row.input_tokens, row.output_tokens, row.cached_tokens)
+    return UsageOut(**msgspec.structs.asdict(row), cost_usd=cost)
+
+
+@get("/v1/llm/usage")
+async def llm_usage_api(
+    pool: PoolDep,
+    range_: RangeParam = "24h",
+    pipeline: Annotated[str, QueryParameter(description="only this pipeline's calls")] = "",
+    bucket_s: Annotated[
+        int | None,
+        QueryParameter(ge=1, description="bucket width in seconds (default: about 60 buckets)"),
+    ] = None,
+) -> UsageList:
+    """LLM calls, tokens and cost (USD, priced by the server) by time bucket, pipeline and model
+    over a time range."""
+    now_ns = time.time_ns()
+    since_ns = _since_ns(range_, now_ns)
+    until_ns = now_ns + 1
+    start_ns = since_ns
+    if since_ns == 0:
+        span = await usage_span(pool, 0, until_ns)
+        start_ns = span[0] if span else now_ns
+    bucket_ns = bucket_s * 1_000_000_000 if bucket_s else bucket_width(until_ns - start_ns)
+    rows = await usage_rows(pool, since_ns, until_ns, bucket_ns)
+    return UsageList(
+        since_ns=since_ns,
+        until_ns=until_ns,
+        bucket_ns=bucket_ns,
+        prices_date=price_table().date,
+        usage=[_out(row) for row in rows if not pipeline or row.pipeline == pipeline],
+    )
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
-    """The pages of this module, registered by :func:`pipelens_server.create_app`."""
-    return []
+    """The LLM usage page (behind the login when a token is set) and its JSON (behind the
+    token)."""
+    page = Router(
+        "/",
+        route_handlers=[llm_usage],
+        before_request=_login.require_session,
+        exception_handlers={ServerError: _page_error, HTTPException: _page_error},
+        include_in_schema=False,
+    )
+    api = Router(
+        "/api", route_handlers=[llm_usage_api], guards=[require_token], security=[{"token": []}]
+    )
+    return [page, api]

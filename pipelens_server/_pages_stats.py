@@ -1,10 +1,122 @@
-"""Dashboard pages (placeholder: its pages land with the dashboard issue)."""
+"""The step stats pages: one step key of a pipeline over a time range, and the list of its keys.
+
+Statistics are per step key (``answer.retrieve``), not per name: two steps called ``retrieve`` in
+different places of the tree are different keys. The range presets are the runs page's; the
+range lives in the query string like every filter.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response, Router, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect
 from litestar.types import ControllerRouterHandler
+
+from pipelens_server import _login, _stats_chart
+from pipelens_server._db import PoolDep
+from pipelens_server._errors import ServerError
+from pipelens_server._pages import RANGES, RangeParam, _base, _page_error, _since_ns, _url
+from pipelens_server._stats_read import (
+    MAX_POINTS,
+    duration_series,
+    pipeline_of_run,
+    slowest_and_failed,
+    step_keys,
+    step_stats,
+)
+from pipelens_server._templating import render, zone_of
+
+
+def stats_url(pipeline: str, key: str, range_: str | None = None) -> str:
+    """The stats page of ``key`` in ``pipeline``."""
+    path = f"/pipelines/{quote(pipeline, safe='')}/steps/{quote(key, safe='')}"
+    return _url(path, range=range_)
+
+
+def _run_url(run_id: str) -> str:
+    return f"/runs/{quote(run_id, safe='')}"
+
+
+@get("/pipelines/{name:str}/steps/{key:str}")
+async def step_stats_page(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    name: FromPath[str],
+    key: FromPath[str],
+    range_: RangeParam = "24h",
+) -> Response[str]:
+    """A step key's count, error rate, duration percentiles, durations over time, and its
+    slowest and failed runs over a range."""
+    since = _since_ns(range_, time.time_ns())
+    stats = await step_stats(pool, name, key, since)
+    series = await duration_series(pool, stats, since)
+    slowest, failed = await slowest_and_failed(pool, name, key, since)
+    path = stats_url(name, key)
+    context = _base(request, f"{key} in {name}") | {
+        "pipeline": name,
+        "key": key,
+        "stats": stats,
+        "series": series,
+        "max_points": MAX_POINTS,
+        "chart": _stats_chart.layout(series, zone_of(request)),
+        "slowest": slowest,
+        "failed": failed,
+        "range": range_,
+        "ranges": RANGES,
+        "path": path,
+        "runs_url": _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "keys_url": _url(f"/pipelines/{quote(name, safe='')}/steps", range=range_),
+        "run_url": _run_url,
+    }
+    return render(request, "step_stats.html", context)
+
+
+@get("/pipelines/{name:str}/steps")
+async def step_keys_page(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    name: FromPath[str],
+    range_: RangeParam = "24h",
+) -> Response[str]:
+    """The step keys of a pipeline in a range, each linked to its stats."""
+    keys = await step_keys(pool, name, _since_ns(range_, time.time_ns()))
+    context = _base(request, f"Steps of {name}") | {
+        "pipeline": name,
+        "keys": keys,
+        "range": range_,
+        "ranges": RANGES,
+        "path": f"/pipelines/{quote(name, safe='')}/steps",
+        "stats_url": lambda key: stats_url(name, key, range_),
+        "runs_url": _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+    }
+    return render(request, "step_keys.html", context)
+
+
+@get("/runs/{run_id:str}/step-stats", status_code=302)
+async def run_step_stats(pool: PoolDep, run_id: FromPath[str], key: FromQuery[str]) -> Redirect:
+    """From a step of a run (the run page's step panel) to the stats of its key."""
+    pipeline = await pipeline_of_run(pool, run_id)
+    if pipeline is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"run {run_id!r} is unknown or has no pipeline yet: its step has no stats",
+        )
+    return Redirect(stats_url(pipeline, key, "7d"))
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
-    """The pages of this module, registered by :func:`pipelens_server.create_app`."""
-    return []
+    """The step stats pages, behind the login when a token is set."""
+    return [
+        Router(
+            "/",
+            route_handlers=[step_stats_page, step_keys_page, run_step_stats],
+            before_request=_login.require_session,
+            exception_handlers={ServerError: _page_error, HTTPException: _page_error},
+            include_in_schema=False,
+        )
+    ]

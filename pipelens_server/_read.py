@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
+from pipelens_server._pages_read import _like_escaped
 
 StatusFilter = Literal["running", "completed", "failed", "cancelled"]
 
@@ -67,6 +68,8 @@ class RunList(msgspec.Struct, kw_only=True, frozen=True):
     """``GET /api/v1/runs``: newest first."""
 
     runs: list[RunOut]
+    #: The ``after`` of the next page; ``None`` on the last one.
+    next: str | None = None
 
 
 class RunDetail(msgspec.Struct, kw_only=True, frozen=True):
@@ -133,14 +136,35 @@ def _step(row: tuple[Any, ...]) -> StepOut:
     )
 
 
+#: A position in the run list: the last run shown (start_ns, which may be unknown, and run_id).
+RunCursor = tuple[int | None, str]
+
+
+def parse_run_cursor(after: str) -> RunCursor:
+    """``start_ns:run_id`` (``:run_id`` when the start is unknown), as ``RunList.next`` gives."""
+    start, sep, run_id = after.partition(":")
+    if not sep or not (start.isdigit() or start == ""):
+        raise ValueError(f"after={after!r} is not a page cursor (start_ns:run_id): use 'next'")
+    return (int(start) if start else None), run_id
+
+
+def _cursor_text(run: RunOut) -> str:
+    return f"{'' if run.start_ns is None else run.start_ns}:{run.run_id}"
+
+
 async def list_runs(
     pool: AsyncConnectionPool[Any],
     *,
     limit: int,
     pipeline: str | None = None,
     status: StatusFilter | None = None,
+    since_ns: int | None = None,
+    run_id_prefix: str = "",
+    after: RunCursor | None = None,
 ) -> RunList:
-    """Runs, newest first, optionally of one pipeline and/or one status."""
+    """Runs, newest first, optionally of one pipeline and/or one status, started since
+    ``since_ns``, whose id starts with ``run_id_prefix``; those after ``after`` (keyset
+    pagination in the list's order: start descending, unknown starts last, then run id)."""
     conditions: list[sql.Composable] = []
     params: list[Any] = []
     if pipeline is not None:
@@ -149,13 +173,30 @@ async def list_runs(
     if status is not None:
         conditions.append(sql.SQL("status = %s"))
         params.append(status)
+    if since_ns is not None:
+        conditions.append(sql.SQL("start_ns >= %s"))
+        params.append(since_ns)
+    if run_id_prefix:
+        conditions.append(sql.SQL("run_id LIKE %s"))
+        params.append(_like_escaped(run_id_prefix) + "%")
+    if after is not None and after[0] is None:
+        conditions.append(sql.SQL("start_ns IS NULL AND run_id > %s"))
+        params.append(after[1])
+    elif after is not None:
+        conditions.append(
+            sql.SQL("(start_ns < %s OR (start_ns = %s AND run_id > %s) OR start_ns IS NULL)")
+        )
+        params.extend([after[0], after[0], after[1]])
     where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     query = sql.SQL(
         "SELECT {} FROM runs {} ORDER BY start_ns DESC NULLS LAST, run_id LIMIT %s"
     ).format(_RUN_COLUMNS, where)
     async with pool.connection() as conn:
-        cursor = await conn.execute(query, [*params, limit])
-        return RunList(runs=[_run(row) for row in await cursor.fetchall()])
+        cursor = await conn.execute(query, [*params, limit + 1])
+        runs = [_run(row) for row in await cursor.fetchall()]
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return RunList(runs=runs, next=_cursor_text(runs[-1]) if more else None)
 
 
 async def get_run(pool: AsyncConnectionPool[Any], run_id: str) -> RunDetail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import msgspec
@@ -12,9 +13,20 @@ from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server import _api, _pages, _pages_admin, _pages_llm, _pages_stats, _seed_ingest
+from pipelens_server import (
+    _api,
+    _api_stats,
+    _pages,
+    _pages_admin,
+    _pages_llm,
+    _pages_stats,
+    _seed_ingest,
+)
 from pipelens_server._auth import require_token
 from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
 from pipelens_server._errors import (
@@ -24,6 +36,7 @@ from pipelens_server._errors import (
     ServerError,
 )
 from pipelens_server._logging import configure_logging
+from pipelens_server._retention import purge_lifespan
 from pipelens_server._settings import Settings
 from pipelens_server._templating import template_config
 
@@ -99,6 +112,30 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     )
 
 
+def _openapi_config() -> OpenAPIConfig:
+    """The ingest and read API's OpenAPI schema, as JSON at ``/schema`` and
+    ``/schema/openapi.json`` (no documentation UI: those load their scripts from a CDN, and the
+    server must work offline). The pages are left out of it."""
+    return OpenAPIConfig(
+        title="PipeLens",
+        version=_version(),
+        description="Ingest runs and steps, and read them back: runs, pipelines, step statistics.",
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        # /api/... needs the server's token (when it has one) as a bearer token.
+        components=Components(
+            security_schemes={"token": SecurityScheme(type="http", scheme="bearer")}
+        ),
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pipelens")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """The PipeLens server application.
 
@@ -114,9 +151,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             _api.post_events,
             _api.get_runs,
             _api.get_run_detail,
+            *_api_stats.route_handlers,
             *_seed_ingest.route_handlers,
         ],
         guards=[require_token],
+        security=[{"token": []}],
     )
     return Litestar(
         route_handlers=[
@@ -129,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *_pages_admin.route_handlers(),
         ],
         template_config=template_config(),
-        lifespan=[database_lifespan],
+        lifespan=[database_lifespan, purge_lifespan],  # the purge uses the pool
         state=State({"settings": settings}),
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
@@ -145,5 +184,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=_openapi_config(),
     )

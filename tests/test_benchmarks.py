@@ -80,3 +80,49 @@ def test_ingest_bad_count_is_refused_with_its_option_named() -> None:
         2,
         True,
     )
+
+
+def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
+    """``benchmarks.dashboard --quick`` exits 0 and prints the data loaded, a row per page with
+    its status and size, and a target line per page."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.dashboard", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    # 200 runs of 20 steps, and three runs of 1 + 3 * (1 + 4) steps.
+    assert re.search(r"^data: +203 runs, 4,048 steps over 30 days, 4 pipelines", out, re.M), out
+    rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +(\d{3}) +[\d.]+$", out, re.M)
+    labels = [label for label, _ in rows]
+    assert labels[:8] == [
+        "runs page (30 days, first page)",
+        "runs page (30 days, failed only)",
+        "run page (big-run, finished)",
+        "run page (big-run, every row open)",
+        "run page (loop-run, finished)",
+        "run page (loop-run, every row open)",
+        "run page (big-run-running, running)",
+        "poll of big-run-running (htmx run_live)",
+    ]
+    assert [status for _, status in rows[:8]] == ["200"] * 8
+    assert "step stats page (30 days)" in out
+    targets = re.findall(r"^  (.*) < \d+ ms: (?:met|missed|not measured)", out, re.M)
+    assert targets == labels
+
+
+def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
+    """A non-positive run count exits 2 with a message naming the option and the value."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.dashboard", "--runs", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, "--runs 0: expected a positive integer" in proc.stderr) == (2, True)

@@ -29,7 +29,14 @@ def test_migrations_create_the_schema_then_do_nothing(empty_database_url: str) -
     every = [m.version for m in migrations()]
     assert asyncio.run(_migrate(empty_database_url)) == every
     tables = _tables(empty_database_url)
-    assert tables == ["pipelines", "runs", "schema_migrations", "steps"]
+    assert tables == [
+        "pipelines",
+        "retention",  # 0005
+        "retention_default",  # 0005
+        "runs",
+        "schema_migrations",
+        "steps",
+    ]
     assert asyncio.run(_migrate(empty_database_url)) == []
     assert _tables(empty_database_url) == tables
 

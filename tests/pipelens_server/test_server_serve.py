@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _pg_testkit import MSGPACK, data_dir, free_port, live_server, msgpack_body, run_events, serve
+from _dashboard_kit import recent_run
+from _pg_testkit import MSGPACK, data_dir, free_port, live_server, msgpack_body, serve
 
 from pipelens_server import EmbeddedPostgres, Settings, create_app
 from pipelens_server.cli import main
@@ -23,8 +24,9 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 def _ingest_and_read(url: str, run_id: str) -> str:
+    # A run of today: a restarted server purges runs older than their retention at start-up.
     posted = httpx.post(
-        f"{url}/api/v1/events", content=msgpack_body(run_events(run_id)), headers=MSGPACK
+        f"{url}/api/v1/events", content=msgpack_body(recent_run(run_id)), headers=MSGPACK
     )
     assert posted.status_code == 202
     status: str = httpx.get(f"{url}/api/v1/runs/{run_id}").json()["run"]["status"]

@@ -1,0 +1,458 @@
+"""Server time of the dashboard's heaviest pages on a big embedded PostgreSQL.
+
+Run ``python -m benchmarks.dashboard`` (``--quick`` for a smoke run whose figures mean nothing).
+It starts an embedded PostgreSQL in a temporary directory, migrates it, and loads, in SQL
+(``generate_series``: the point is the read side), 100,000 runs of 20 steps (2 million steps)
+over 4 pipelines, their start times spread over 30 days, one run in 20 failed; plus two runs of
+10,000 steps (a root, 99 batches of 100 items), one finished and one still running, and a
+finished run of 10,000 steps whose root calls one step 9,999 times (a loop). The app
+answers in process through Litestar's test client (no network), so a figure is the server's time
+for a request: routing, queries, layout and templates. Each page is asked ``--repeat`` times
+after a warm-up; the table shows the median and the minimum, and the size of the answer.
+
+Measured: the runs page (30 days, newest page), the 10,000-step run page as it opens (big
+subtrees collapsed) and with every subtree opened, the poll of the running one (htmx
+``run_live``), and the step stats page over 30 days
+(``/pipelines/{name}/steps/{key}``). A page whose median misses its target gets the EXPLAIN
+(ANALYZE, BUFFERS) of the queries it ran, slowest first.
+
+The targets are printed as information, never as an exit status: a noisy machine must not fail
+anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DAYS = 30
+PIPELINES = 4
+STEPS_PER_RUN = 20
+BIG_BATCHES = 99
+BIG_ITEMS = 100
+BIG_RUN = "big-run"
+BIG_RUNNING = "big-run-running"
+LOOP_RUN = "loop-run"
+STATS_KEY_INDEX = 5  # the stats page of the key "pipeline_0.step_05"
+HTMX = {"HX-Request": "true"}
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page to time: its label, URL, extra headers and target median (ms)."""
+
+    label: str
+    url: str
+    target_ms: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    """What one page measured: seconds per request, the answer's status and size, its queries."""
+
+    page: Page
+    seconds: list[float]
+    status: int
+    size: int
+    queries: list[tuple[float, Any, Any]] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1e3
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+_LOAD = """
+SELECT setseed(0.42);
+INSERT INTO pipelines (name) SELECT 'pipeline_' || p FROM generate_series(0, %(pipelines)s - 1) p;
+INSERT INTO runs (run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count,
+                  error_type, error_message)
+SELECT 'run-' || lpad(i::text, 7, '0'),
+       'pipeline_' || (i %% %(pipelines)s),
+       CASE WHEN i %% 20 = 0 THEN 'failed' ELSE 'completed' END,
+       s.start_ns, s.start_ns + s.duration_ns, s.duration_ns, %(steps)s,
+       CASE WHEN i %% 20 = 0 THEN 'ValueError' END,
+       CASE WHEN i %% 20 = 0 THEN 'bad input ' || i END
+FROM generate_series(1, %(runs)s) i
+CROSS JOIN LATERAL (
+    SELECT %(now)s - (random() * %(span)s)::bigint AS start_ns,
+           (50000000 + random() * 2000000000)::bigint + i * 0 AS duration_ns
+) s;
+INSERT INTO steps (run_id, key, pipeline, step_id, parent_id, name, status, start_ns, end_ns,
+                   duration_ns, error_type, error_message)
+SELECT r.run_id,
+       CASE WHEN j = 0 THEN r.pipeline ELSE r.pipeline || '.step_' || lpad(j::text, 2, '0') END,
+       r.pipeline, 's' || j, CASE WHEN j > 0 THEN 's0' END,
+       CASE WHEN j = 0 THEN r.pipeline ELSE 'step_' || lpad(j::text, 2, '0') END,
+       CASE WHEN r.status = 'failed' AND j IN (0, %(steps)s - 1) THEN 'failed' ELSE 'completed' END,
+       CASE WHEN j = 0 THEN r.start_ns ELSE r.start_ns + (j - 1) * (r.duration_ns / %(steps)s) END,
+       CASE WHEN j = 0 THEN r.end_ns ELSE r.start_ns + j * (r.duration_ns / %(steps)s) END,
+       CASE WHEN j = 0 THEN r.duration_ns ELSE r.duration_ns / %(steps)s END,
+       CASE WHEN r.status = 'failed' AND j IN (0, %(steps)s - 1) THEN 'ValueError' END,
+       CASE WHEN r.status = 'failed' AND j IN (0, %(steps)s - 1) THEN r.error_message END
+FROM runs r CROSS JOIN generate_series(0, %(steps)s - 1) j;
+"""
+
+# A run of 1 + batches * (1 + items) steps: a root, its batches, each batch's items. Times in
+# microseconds from the run's start; the running run's last batch and its last item still run.
+_BIG = """
+INSERT INTO runs (run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count)
+VALUES (%(run)s, 'pipeline_0', %(status)s, %(start)s,
+        CASE WHEN %(running)s THEN NULL ELSE %(start)s + %(span)s END,
+        CASE WHEN %(running)s THEN NULL ELSE %(span)s END, %(count)s);
+INSERT INTO steps (run_id, key, pipeline, step_id, parent_id, name, status, start_ns, end_ns,
+                   duration_ns)
+SELECT %(run)s, 'pipeline_0', 'pipeline_0', 'root', NULL, 'pipeline_0', %(status)s, %(start)s,
+       CASE WHEN %(running)s THEN NULL ELSE %(start)s + %(span)s END,
+       CASE WHEN %(running)s THEN NULL ELSE %(span)s END
+UNION ALL
+SELECT %(run)s, 'pipeline_0.batch' || CASE WHEN b > 0 THEN '___' || b ELSE '' END,
+       'pipeline_0', 'b' || b, 'root', 'batch',
+       CASE WHEN %(running)s AND b = %(batches)s - 1 THEN 'running' ELSE 'completed' END,
+       %(start)s + b * %(batch_ns)s,
+       CASE WHEN %(running)s AND b = %(batches)s - 1 THEN NULL
+            ELSE %(start)s + (b + 1) * %(batch_ns)s END,
+       CASE WHEN %(running)s AND b = %(batches)s - 1 THEN NULL ELSE %(batch_ns)s END
+FROM generate_series(0::bigint, %(batches)s - 1) b
+UNION ALL
+SELECT %(run)s,
+       'pipeline_0.batch' || CASE WHEN b > 0 THEN '___' || b ELSE '' END
+           || '.item' || CASE WHEN k > 0 THEN '___' || k ELSE '' END,
+       'pipeline_0', 'b' || b || 'i' || k, 'b' || b, 'item',
+       CASE WHEN %(running)s AND b = %(batches)s - 1 AND k = %(items)s - 1 THEN 'running'
+            WHEN k %% 97 = 13 THEN 'failed' ELSE 'completed' END,
+       %(start)s + b * %(batch_ns)s + k * %(item_ns)s,
+       CASE WHEN %(running)s AND b = %(batches)s - 1 AND k = %(items)s - 1 THEN NULL
+            ELSE %(start)s + b * %(batch_ns)s + (k + 1) * %(item_ns)s END,
+       CASE WHEN %(running)s AND b = %(batches)s - 1 AND k = %(items)s - 1 THEN NULL
+            ELSE %(item_ns)s END
+FROM generate_series(0::bigint, %(batches)s - 1) b
+CROSS JOIN generate_series(0::bigint, %(items)s - 1) k;
+"""
+
+
+_KEEP_EVERYTHING = """
+DO $$ BEGIN
+    IF to_regclass('retention_default') IS NOT NULL THEN
+        UPDATE retention_default SET days = 3650;
+    END IF;
+END $$
+"""
+#: Only reads are explained: a recorded query may also be the server's purge, running meanwhile.
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+
+
+# A run whose root calls one step %(count)s - 1 times (a loop): one step with 9,999 children.
+_LOOP = """
+INSERT INTO runs (run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count)
+VALUES (%(run)s, 'pipeline_1', 'completed', %(start)s, %(start)s + %(span)s, %(span)s, %(count)s);
+INSERT INTO steps (run_id, key, pipeline, step_id, parent_id, name, status, start_ns, end_ns,
+                   duration_ns)
+SELECT %(run)s, 'pipeline_1', 'pipeline_1', 'root', NULL, 'pipeline_1', 'completed', %(start)s,
+       %(start)s + %(span)s, %(span)s
+UNION ALL
+SELECT %(run)s, 'pipeline_1.call' || CASE WHEN k > 0 THEN '___' || k ELSE '' END, 'pipeline_1',
+       'c' || k, 'root', 'call', 'completed', %(start)s + k * %(item_ns)s,
+       %(start)s + (k + 1) * %(item_ns)s, %(item_ns)s
+FROM generate_series(0::bigint, %(count)s - 2) k;
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";\n") if statement.strip()]
+
+
+def load(conninfo: str, runs: int, batches: int, items: int) -> dict[str, float]:
+    """Load the runs, their steps and the two big runs; return counts and seconds taken."""
+    import psycopg
+
+    now = time.time_ns()
+    span = DAYS * 86400 * 1_000_000_000
+    start = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        params = {"pipelines": PIPELINES, "runs": runs, "steps": STEPS_PER_RUN}
+        # One statement at a time: parameters cannot be bound to several at once.
+        for statement in _statements(_LOAD):
+            conn.execute(statement, {**params, "now": now, "span": span})
+        item_ns = 50_000_000
+        batch_ns = items * item_ns
+        for run, running in ((BIG_RUN, False), (BIG_RUNNING, True)):
+            begin = now - batches * batch_ns - (0 if running else 3600 * 1_000_000_000)
+            for statement in _statements(_BIG):
+                conn.execute(
+                    statement,
+                    {
+                        "run": run,
+                        "running": running,
+                        "status": "running" if running else "completed",
+                        "start": begin,
+                        "span": batches * batch_ns,
+                        "count": 1 + batches * (1 + items),
+                        "batches": batches,
+                        "items": items,
+                        "batch_ns": batch_ns,
+                        "item_ns": item_ns,
+                    },
+                )
+        count = 1 + batches * (1 + items)
+        loop = {"run": LOOP_RUN, "count": count, "item_ns": item_ns, "span": count * item_ns}
+        for statement in _statements(_LOOP):
+            conn.execute(statement, {**loop, "start": now - 7200 * 1_000_000_000})
+        # Keep all 30 days: the server's periodic purge (14 days by default) must not thin them.
+        conn.execute(_KEEP_EVERYTHING)
+        conn.execute("VACUUM ANALYZE")
+        row = conn.execute("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps)")
+        counts = row.fetchone() or (0, 0)
+    return {"runs": counts[0], "steps": counts[1], "seconds": time.perf_counter() - start}
+
+
+async def _migrate(conninfo: str) -> None:
+    import psycopg
+
+    from pipelens_server import migrate
+
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await migrate(conn)
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+@contextmanager
+def recorded_queries() -> Iterator[list[tuple[float, Any, Any]]]:
+    """Every query the app runs meanwhile, with its seconds and parameters (psycopg's async
+    cursor, wrapped for the benchmark only)."""
+    import psycopg
+
+    queries: list[tuple[float, Any, Any]] = []
+    original = psycopg.AsyncCursor.execute
+
+    async def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await original(self, query, params, **kwargs)
+        finally:
+            queries.append((time.perf_counter() - start, query, params))
+
+    psycopg.AsyncCursor.execute = execute  # type: ignore[method-assign]
+    try:
+        yield queries
+    finally:
+        psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+
+
+def measure(get: Callable[..., Any], page: Page, repeat: int) -> Timing:
+    """Ask ``page`` once to warm up, then ``repeat`` times; then once more recording queries."""
+    response = get(page.url, headers=page.headers)
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        response = get(page.url, headers=page.headers)
+        seconds.append(time.perf_counter() - start)
+    timing = Timing(page, seconds, response.status_code, len(response.content))
+    if timing.median_ms > page.target_ms and response.status_code < 400:
+        with recorded_queries() as queries:
+            get(page.url, headers=page.headers)
+        timing.queries = sorted(queries, key=lambda q: -q[0])
+    return timing
+
+
+def stats_route_exists() -> bool:
+    """Whether the app has the step stats page yet (another change brings it)."""
+    from pipelens_server import _pages_stats
+
+    return bool(_pages_stats.route_handlers())
+
+
+def pages(batches: int) -> list[Page]:
+    """The pages to time."""
+    every_batch = "&".join(
+        f"expand=pipeline_0.batch{f'___{b}' if b else ''}" for b in range(batches)
+    )
+    stats = f"/pipelines/pipeline_0/steps/pipeline_0.step_{STATS_KEY_INDEX:02d}?range=30d"
+    listed = [
+        Page("runs page (30 days, first page)", "/pipelines/pipeline_0/runs?range=30d", 100),
+        Page(
+            "runs page (30 days, failed only)",
+            "/pipelines/pipeline_0/runs?range=30d&status=failed",
+            100,
+        ),
+        Page(f"run page ({BIG_RUN}, finished)", f"/runs/{BIG_RUN}", 500),
+        Page(f"run page ({BIG_RUN}, every row open)", f"/runs/{BIG_RUN}?{every_batch}", 500),
+        Page(f"run page ({LOOP_RUN}, finished)", f"/runs/{LOOP_RUN}", 500),
+        Page(f"run page ({LOOP_RUN}, every row open)", f"/runs/{LOOP_RUN}?all=pipeline_1", 500),
+        Page(f"run page ({BIG_RUNNING}, running)", f"/runs/{BIG_RUNNING}", 500),
+        Page(
+            f"poll of {BIG_RUNNING} (htmx run_live)",
+            f"/runs/{BIG_RUNNING}",
+            500,
+            {**HTMX, "HX-Target": "run_live"},
+        ),
+    ]
+    if stats_route_exists():
+        listed.append(Page("step stats page (30 days)", stats, 300))
+    return listed
+
+
+def explain(conninfo: str, query: Any, params: Any) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of one recorded query; nothing for a write."""
+    import psycopg
+    from psycopg import sql
+
+    prefix = "EXPLAIN (ANALYZE, BUFFERS) "
+    with psycopg.connect(conninfo) as conn:
+        text = query if isinstance(query, str) else query.as_string(conn)
+        if _WRITES.search(text):
+            return []
+        statement = prefix + query if isinstance(query, str) else sql.SQL(prefix) + query
+        rows = conn.execute(statement, params).fetchall()
+        conn.rollback()
+    return [row[0] for row in rows]
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _machine(conninfo: str) -> list[str]:
+    import psycopg
+
+    from benchmarks.overhead import _cpu_model
+
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    versions = ", ".join(
+        f"{name} {_version(name)}" for name in ("pipelens", "litestar", "jinja2", "psycopg")
+    )
+    return [
+        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load_avg}",
+        f"python:   {platform.python_implementation()} {platform.python_version()} "
+        f"on {platform.platform(terse=True)}",
+        f"versions: {versions}; PostgreSQL {row[0] if row else '?'} (embedded)",
+    ]
+
+
+def _report(
+    machine: list[str],
+    loaded: dict[str, float],
+    timings: list[Timing],
+    explained: dict[str, list[list[str]]],
+    repeat: int,
+    quick: bool,
+) -> str:
+    lines = [
+        "PipeLens dashboard: server time per page (Litestar test client, no network)",
+        *machine,
+        f"data:     {loaded['runs']:,.0f} runs, {loaded['steps']:,.0f} steps over {DAYS} days, "
+        f"{PIPELINES} pipelines (loaded in {loaded['seconds']:.1f} s)",
+        f"(median and min of {repeat} requests after one warm-up)",
+        "",
+        f"{'page':<44}{'median ms':>11}{'min ms':>9}{'status':>8}{'KiB':>9}",
+    ]
+    for t in timings:
+        lines.append(
+            f"{t.page.label:<44}{t.median_ms:>11.1f}{min(t.seconds) * 1e3:>9.1f}"
+            f"{t.status:>8}{t.size / 1024:>9.1f}"
+        )
+    if not any(t.page.label.startswith("step stats") for t in timings):
+        lines.append(f"{'step stats page (30 days)':<44}{'not measured: no such page yet':>37}")
+    lines += [
+        "",
+        "targets (information, never an exit status"
+        + ("; --quick figures mean nothing):" if quick else "):"),
+    ]
+    for t in timings:
+        verdict = "met" if t.median_ms < t.page.target_ms else "missed"
+        if t.status >= 400:  # an error page's time says nothing about the page
+            verdict = f"not measured: it answered {t.status}"
+        lines.append(
+            f"  {t.page.label} < {t.page.target_ms:g} ms: {verdict} ({t.median_ms:.1f} ms)"
+        )
+    for label, plans in explained.items():
+        lines += ["", f"EXPLAIN (ANALYZE, BUFFERS) of the queries of {label}, slowest first:"]
+        for plan in plans:
+            lines += ["", *(f"  {line}" for line in plan)]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the database, load it, time the pages, print the report."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--runs", type=int, help="runs of 20 steps (default 100000)")
+    parser.add_argument("--big-batches", type=int, help="batches of the big runs (default 99)")
+    parser.add_argument("--big-items", type=int, help="items per batch (default 100)")
+    parser.add_argument("--repeat", type=int, help="timed requests per page (default 7)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    runs = args.runs if args.runs is not None else (200 if quick else 100_000)
+    batches = args.big_batches if args.big_batches is not None else (3 if quick else BIG_BATCHES)
+    items = args.big_items if args.big_items is not None else (4 if quick else BIG_ITEMS)
+    repeat = args.repeat if args.repeat is not None else (2 if quick else 7)
+    checks = [("--runs", runs), ("--big-batches", batches), ("--big-items", items)]
+    for name, value in [*checks, ("--repeat", repeat)]:
+        if value < 1:
+            parser.error(f"{name} {value}: expected a positive integer")
+
+    from litestar.testing import TestClient
+
+    from pipelens_server import EmbeddedPostgres, Settings, create_app
+    from pipelens_server._logging import configure_logging
+
+    configure_logging()  # the embedded PostgreSQL's messages to stderr: stdout is the report
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-dashboard-"))
+    database = EmbeddedPostgres(directory / "data")
+    try:
+        conninfo = database.start()
+        asyncio.run(_migrate(conninfo))
+        print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
+        loaded = load(conninfo, runs, batches, items)
+        machine = _machine(conninfo)
+        timings = []
+        with TestClient(create_app(Settings(database_url=conninfo))) as client:
+            client.cookies.set("tz", "UTC")
+            for page in pages(batches):
+                print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
+                timings.append(measure(client.get, page, repeat))
+        explained = {
+            t.page.label: [
+                plan for _, query, params in t.queries if (plan := explain(conninfo, query, params))
+            ]
+            for t in timings
+            if t.queries
+        }
+    finally:
+        database.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(_report(machine, loaded, timings, explained, repeat, quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

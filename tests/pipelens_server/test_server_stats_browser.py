@@ -1,0 +1,109 @@
+"""The step stats page in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+The fixtures follow ``test_server_pages_browser.py``: a missing browser fails, never skips;
+screenshots go to ``tests/output/screenshots/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from _dashboard_kit import MS, SECOND, at
+from _pg_testkit import MSGPACK, live_server, msgpack_body, run_events
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from pipelens_server import Settings, create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
+TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+# Module scope, not session: Playwright's sync API leaves its event loop marked running.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright's driver for this module's tests."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless; its absence is a failure, not a skip."""
+    assert CHROMIUM.is_file(), (
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+    )
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def site(database_url: str) -> Iterator[str]:
+    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
+    with live_server(create_app(Settings(database_url=database_url))) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser: Browser, site: str) -> Iterator[Page]:
+    """A fresh browser tab in Paris's time zone (the zone cookie already set)."""
+    context = browser.new_context(
+        timezone_id="Europe/Paris", viewport={"width": 1280, "height": 900}
+    )
+    context.add_cookies([{"name": "tz", "value": "Europe/Paris", "url": site}])
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    yield tab
+    context.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def test_from_a_step_panel_to_its_stats_their_chart_range_and_runs(site: str, page: Page) -> None:
+    """A step panel leads to its key's stats: figures, a point per step, a range kept in the URL
+    over a reload, and failed runs linking back to the step in their run."""
+    now = time.time_ns()
+    for i in range(1, 9):
+        events = at(run_events(f"run-{i}", fail=i in (3, 7)), now - (90 - i * 10) * SECOND, i * MS)
+        response = httpx.post(
+            f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK
+        )
+        assert response.status_code == 202, response.text
+    page.goto(f"{site}/runs/run-8?step=answer.rerank")
+    page.get_by_role("link", name="Statistics of answer.rerank across runs").click()
+    expect(page).to_have_url(f"{site}/pipelines/rag/steps/answer.rerank?range=7d")
+    expect(page.locator("table.stats tbody td").nth(1)).to_have_text("25.0 %")
+    expect(page.locator("svg.durations circle.point")).to_have_count(8)
+    expect(page.locator("svg.durations circle.point.failed")).to_have_count(2)
+    page.select_option("#range", "1h")
+    expect(page).to_have_url(re.compile(r"range=1h$"))
+    page.reload()
+    expect(page.locator("#range")).to_have_value("1h")
+    expect(page.locator("#failed tbody tr td:first-child")).to_have_text(["run-7", "run-3"])
+    _shot(page, "step-stats")
+    page.emulate_media(color_scheme="dark")
+    _shot(page, "step-stats-dark")
+    page.emulate_media(color_scheme="light")
+    page.locator("#failed").get_by_role("link", name="run-7").click()
+    expect(page).to_have_url(f"{site}/runs/run-7?step=answer.rerank")
+    expect(page.locator("#step_panel")).to_contain_text("ValueError")
