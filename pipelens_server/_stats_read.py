@@ -213,17 +213,27 @@ async def slowest_and_failed(
 ) -> tuple[list[StepRun], list[StepRun]]:
     """The runs where the step took longest, and the latest runs where it failed."""
     where, params = _where(pipeline, key, since_ns, until_ns)
-    slowest = sql.SQL(
-        "SELECT {} FROM steps WHERE {} AND duration_ns IS NOT NULL "
-        "ORDER BY duration_ns DESC, run_id LIMIT %s"
-    ).format(_RUN_FIELDS, where)
-    failed = sql.SQL(
-        "SELECT {} FROM steps WHERE {} AND status = 'failed' "
-        "ORDER BY start_ns DESC, run_id DESC LIMIT %s"
-    ).format(_RUN_FIELDS, where)
+    # Pick the runs from the covering index alone, then read just those rows' error columns.
+    top = sql.SQL(
+        "SELECT {fields} FROM ("
+        "SELECT run_id FROM steps WHERE {where} AND {cond} ORDER BY {order} LIMIT %s"
+        ") t JOIN steps USING (run_id) WHERE key = %s ORDER BY {order}"
+    )
+    slowest = top.format(
+        fields=_RUN_FIELDS,
+        where=where,
+        cond=sql.SQL("duration_ns IS NOT NULL"),
+        order=sql.SQL("duration_ns DESC, run_id"),
+    )
+    failed = top.format(
+        fields=_RUN_FIELDS,
+        where=where,
+        cond=sql.SQL("status = 'failed'"),
+        order=sql.SQL("start_ns DESC, run_id DESC"),
+    )
     async with pool.connection() as conn:
-        slow_rows = await (await conn.execute(slowest, [*params, limit])).fetchall()
-        failed_rows = await (await conn.execute(failed, [*params, limit])).fetchall()
+        slow_rows = await (await conn.execute(slowest, [*params, limit, key])).fetchall()
+        failed_rows = await (await conn.execute(failed, [*params, limit, key])).fetchall()
     return [_step_run(r) for r in slow_rows], [_step_run(r) for r in failed_rows]
 
 
