@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import Annotated, Any
 
 import msgspec
@@ -14,8 +15,9 @@ from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
 from pipelens_server._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._errors import DatabaseUnavailableError
 from pipelens_server._ingest import ingest
-from pipelens_server._pages import RangePreset
+from pipelens_server._pages import RangePreset, parse_moment
 from pipelens_server._pages import _since_ns as since_ns
+from pipelens_server._pages_read import RunSearch
 from pipelens_server._read import (
     RunDetail,
     RunList,
@@ -72,25 +74,59 @@ async def get_runs(
         RangePreset | None,
         QueryParameter(name="range", description="only runs started in this time range"),
     ] = None,
+    from_: Annotated[
+        str | None,
+        QueryParameter(
+            name="from",
+            description="only runs started at or after this ISO 8601 time (no offset: UTC)",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        QueryParameter(description="only runs started before this ISO 8601 time (no offset: UTC)"),
+    ] = None,
     q: Annotated[str, QueryParameter(description="only runs whose id starts with this")] = "",
+    step: Annotated[str, QueryParameter(description="only runs having a step of this name")] = "",
+    record_key: Annotated[
+        str, QueryParameter(description="with record_value: the record key it is under")
+    ] = "",
+    record_value: Annotated[
+        str, QueryParameter(description="only runs having a step that recorded this value")
+    ] = "",
     after: Annotated[
         str | None, QueryParameter(description="the page after this one: a previous 'next'")
     ] = None,
 ) -> RunList:
-    """Runs, newest first; ``pipeline``, ``status``, ``range`` and ``q`` (run id prefix) filter
+    """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
+    prefix), ``step`` (step name) and ``record_value`` (under ``record_key`` when given) filter
     them, ``after`` (the previous answer's ``next``) pages through them."""
     try:
         cursor = parse_run_cursor(after) if after else None
+        since = None if range_ is None else since_ns(range_, time.time_ns())
+        start = parse_moment("from", from_, UTC) if from_ else None
+        until = parse_moment("to", to, UTC) if to else None
     except ValueError as exc:
         raise ValidationException(detail=str(exc)) from exc
+    if start is not None and until is not None and start >= until:
+        raise ValidationException(
+            detail=f"from={from_!r} is not before to={to!r}: pick a 'from' earlier than the 'to'"
+        )
+    if start is not None:
+        since = start if since is None else max(since, start)
     return await list_runs(
         pool,
         limit=limit,
         pipeline=pipeline,
         status=status,
-        since_ns=None if range_ is None else since_ns(range_, time.time_ns()),
+        since_ns=since,
+        until_ns=until,
         run_id_prefix=q.strip(),
         after=cursor,
+        search=RunSearch(
+            step_name=step.strip(),
+            record_key=record_key.strip(),
+            record_value=record_value.strip(),
+        ),
     )
 
 

@@ -8,6 +8,7 @@ every 5 s); a poll of a run that has ended is answered with 286, which tells htm
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -24,6 +25,8 @@ from pipelens_server._errors import ServerError
 from pipelens_server._llm_read import CallView, step_llm
 from pipelens_server._pages_read import (
     Cursor,
+    RunRow,
+    RunSearch,
     StepDetail,
     pipeline_summaries,
     run_with_steps,
@@ -66,6 +69,11 @@ LARGE_RUN_POLL_S = 5
 LARGE_RUN_STEPS = 2000
 
 RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
+#: The runs page's ranges: the presets, or ``custom`` between its ``from`` and ``to``.
+RunsRange = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all", "custom"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The nanoseconds a bigint column holds: from 1677 to 2262.
+_NS_LIMIT = 2**63 - 1
 
 
 def _since_ns(preset: str, now_ns: int) -> int:
@@ -89,6 +97,46 @@ def _parse_cursor(after: str | None) -> Cursor | None:
             detail=f"after={after!r} is not a page cursor (start_ns:run_id): use the page's links",
         )
     return int(start), run_id
+
+
+def parse_moment(field: str, text: str, zone: tzinfo) -> int:
+    """Nanoseconds since the epoch of ``text`` (ISO 8601: ``2026-11-26T09:30``; in ``zone``
+    unless it names its offset); ``ValueError`` naming ``field`` when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{field}={text!r} is not a date and time: use YYYY-MM-DDTHH:MM "
+            f"(in {zone_name(zone)}, or with an offset like +01:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    ns = (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+    if not -_NS_LIMIT <= ns <= _NS_LIMIT:
+        raise ValueError(f"{field}={text!r} is out of range: pick a time between 1678 and 2261")
+    return ns
+
+
+def custom_range(from_: str, to: str, zone: tzinfo) -> tuple[int | None, int | None]:
+    """The start and end (exclusive) in nanoseconds of ``from``/``to`` typed in ``zone``; an
+    empty one leaves that side open. ``ValueError`` when one is not a time, or when ``from`` is
+    not before ``to``."""
+    since = parse_moment("from", from_, zone) if from_.strip() else None
+    until = parse_moment("to", to, zone) if to.strip() else None
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"from={from_!r} is not before to={to!r}: the range would hold no run; "
+            "pick a 'from' earlier than the 'to'"
+        )
+    return since, until
+
+
+def _input_time(ns: int | None, text: str, zone: tzinfo) -> str:
+    """What a ``datetime-local`` input shows for a bound: the time in ``zone``, else as typed."""
+    if ns is None:
+        return text
+    moment = datetime.fromtimestamp(ns / 1e9, zone)
+    return f"{moment:%Y-%m-%dT%H:%M}" + (f":{moment:%S}" if moment.second else "")
 
 
 def _base(request: Request[Any, Any, Any], title: str) -> dict[str, Any]:
@@ -130,43 +178,91 @@ async def pipeline_runs(
     request: Request[Any, Any, Any],
     pool: PoolDep,
     name: FromPath[str],
-    range_: RangeParam = "24h",
+    range_: Annotated[
+        RunsRange,
+        QueryParameter(name="range", description="time range preset, or custom (from/to)"),
+    ] = "24h",
     status: FromQuery[StatusChoice] = "",
     after: FromQuery[str | None] = None,
     q: FromQuery[str] = "",
+    from_: Annotated[str, QueryParameter(name="from", description="custom range start")] = "",
+    to: FromQuery[str] = "",
+    step: FromQuery[str] = "",
+    record_key: FromQuery[str] = "",
+    record_value: FromQuery[str] = "",
 ) -> Response[str]:
-    """A pipeline's runs, newest first: status, time range and run id (prefix) filters, keyset
-    pages, live."""
-    now_ns = time.time_ns()
-    runs, next_cursor = await runs_page(
-        pool,
-        pipeline=name,
-        since_ns=_since_ns(range_, now_ns),
-        status=status or None,
-        after=_parse_cursor(after),
-        limit=PAGE_SIZE,
-        run_id_prefix=q.strip(),
+    """A pipeline's runs, newest first, keyset pages, live. Filters: status, time range (a
+    preset, or ``custom`` from/to in the browser's zone), run id (prefix), step name, and a
+    record's value (under ``record_key`` when given)."""
+    zone = zone_of(request)
+    custom = range_ == "custom"
+    error: str | None = None
+    since: int | None = None
+    until: int | None = None
+    if custom:
+        try:
+            since, until = custom_range(from_, to, zone)
+        except ValueError as exc:
+            error = str(exc)
+    else:
+        since = _since_ns(range_, time.time_ns())
+    search = RunSearch(
+        step_name=step.strip(), record_key=record_key.strip(), record_value=record_value.strip()
     )
+    runs: list[RunRow] = []
+    next_cursor: Cursor | None = None
+    if error is None:
+        runs, next_cursor = await runs_page(
+            pool,
+            pipeline=name,
+            since_ns=since or 0,
+            until_ns=until,
+            status=status or None,
+            after=_parse_cursor(after),
+            limit=PAGE_SIZE,
+            run_id_prefix=q.strip(),
+            search=search,
+        )
     path = f"/pipelines/{quote(name, safe='')}/runs"
+    # Every filter, in every link and poll of this view (from/to only with a custom range).
+    filters: dict[str, str | None] = {
+        "range": range_,
+        "from": from_ if custom else None,
+        "to": to if custom else None,
+        "status": status,
+        "q": q,
+        "step": step,
+        "record_key": record_key,
+        "record_value": record_value,
+    }
     context = _base(request, f"Runs of {name}") | {
         "pipeline": name,
         "runs": runs,
         "range": range_,
         "ranges": RANGES,
+        "from_value": _input_time(since if custom else None, from_, zone),
+        "to_value": _input_time(until if custom else None, to, zone),
         "status": status,
         "statuses": STATUSES,
         "path": path,
         "q": q,
-        "self_url": _url(path, range=range_, status=status, q=q, after=after),
-        "newest_url": _url(path, range=range_, status=status, q=q) if after else None,
+        "step_name": step,
+        "record_key": record_key,
+        "record_value": record_value,
+        "searching": bool(search.step_name or search.record_key or search.record_value),
+        "error": error,
+        "self_url": _url(path, **filters, after=after),
+        "newest_url": _url(path, **filters) if after else None,
         "next_url": (
-            _url(path, range=range_, status=status, q=q, after=f"{next_cursor[0]}:{next_cursor[1]}")
+            _url(path, **filters, after=f"{next_cursor[0]}:{next_cursor[1]}")
             if next_cursor
             else None
         ),
         "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
     }
-    return render(request, "runs.html", context, fragments=("runs_table",))
+    # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
+    status_code = 400 if error is not None and not is_htmx(request) else 200
+    return render(request, "runs.html", context, fragments=("runs_table",), status_code=status_code)
 
 
 @get("/runs/{run_id:str}")

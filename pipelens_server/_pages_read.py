@@ -6,6 +6,8 @@ large, and a run may have thousands of steps); the step panel reads them for one
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import msgspec
@@ -155,12 +157,19 @@ async def runs_page(
     after: Cursor | None,
     limit: int,
     run_id_prefix: str = "",
+    until_ns: int | None = None,
+    search: RunSearch | None = None,
 ) -> tuple[list[RunRow], Cursor | None]:
     """Up to ``limit`` runs of ``pipeline`` newest first, those after ``after`` (keyset
-    pagination), whose id starts with ``run_id_prefix``; and the cursor of the next page,
-    ``None`` on the last one."""
-    conditions = [sql.SQL("pipeline = %s"), sql.SQL("start_ns >= %s")]
+    pagination), started in [``since_ns``, ``until_ns``), whose id starts with ``run_id_prefix``
+    and that match ``search``; and the cursor of the next page, ``None`` on the last one."""
+    conditions: list[sql.Composable] = [sql.SQL("pipeline = %s"), sql.SQL("start_ns >= %s")]
     params: list[Any] = [pipeline, since_ns]
+    if until_ns is not None:
+        conditions.append(sql.SQL("start_ns < %s"))
+        params.append(until_ns)
+    if search is not None:
+        search_conditions(search, conditions, params)
     if status is not None:
         conditions.append(sql.SQL("status = %s"))
         params.append(status)
@@ -181,6 +190,80 @@ async def runs_page(
     last = runs[-1] if runs else None
     next_cursor = (last.start_ns, last.run_id) if more and last and last.start_ns else None
     return runs, next_cursor
+
+
+class RunSearch(msgspec.Struct, kw_only=True, frozen=True):
+    """Runs having a step named ``step_name``, and/or a step whose records hold ``record_value``
+    (under ``record_key`` when given, any top-level key otherwise; a key alone: a step that
+    recorded that key). Empty fields match all; the two searches may match different steps."""
+
+    step_name: str = ""
+    record_key: str = ""
+    record_value: str = ""
+
+
+def _record_candidates(value: str) -> list[Any]:
+    """The JSON values a record value typed as ``value`` may be stored as: the string, and the
+    number, boolean or null it spells (``2`` finds ``{"n_docs": 2}`` and ``{"n_docs": "2"}``)."""
+    candidates: list[Any] = [value]
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return candidates
+    if parsed is None or isinstance(parsed, bool | int) or _finite(parsed):
+        candidates.append(parsed)
+    return candidates
+
+
+def _finite(value: Any) -> bool:
+    """A float JSON can hold (``1e999`` parses as infinity, which jsonb refuses)."""
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def search_conditions(
+    search: RunSearch, conditions: list[sql.Composable], params: list[Any]
+) -> None:
+    """Add to ``conditions`` (on table ``runs``) and ``params`` what ``search`` asks for.
+
+    Each is an ``EXISTS`` on the run's steps. A step name is answered by migration 0007's
+    ``steps (name, run_id)`` either way the planner goes (run by run for a common name, from the
+    few matching steps for a rare one). Record searches read each candidate run's steps by
+    primary key, newest run first, within the page's range, until the page is full: records have
+    no index, since one would about double PostgreSQL's insert cost per step.
+    """
+    if search.step_name:
+        conditions.append(
+            sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.name = %s)")
+        )
+        params.append(search.step_name)
+    if search.record_key and not search.record_value:
+        # A key alone: runs having a step that recorded it.
+        conditions.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.records ? %s)"
+            )
+        )
+        params.append(search.record_key)
+    if not search.record_value:
+        return
+    candidates = _record_candidates(search.record_value)
+    if search.record_key:
+        # Containment (@>) of {key: value}.
+        matches: sql.Composable = sql.SQL(" OR ").join(
+            sql.SQL("s.records @> %s::jsonb") for _ in candidates
+        )
+        params.extend(json.dumps({search.record_key: c}) for c in candidates)
+    else:
+        # Any top-level key: a JSON path over the values (the string is a JSON string literal,
+        # which is also a jsonpath one).
+        tests = " || ".join(f"@ == {json.dumps(c)}" for c in candidates)
+        matches = sql.SQL("s.records @? %s::jsonpath")
+        params.append(f"$.* ? ({tests})")
+    conditions.append(
+        sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND ({}))").format(
+            matches
+        )
+    )
 
 
 def _like_escaped(text: str) -> str:

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
-from pipelens_server._pages_read import _like_escaped
+from pipelens_server._pages_read import RunSearch, _like_escaped, search_conditions
 
 StatusFilter = Literal["running", "completed", "failed", "cancelled"]
 
@@ -161,10 +161,13 @@ async def list_runs(
     since_ns: int | None = None,
     run_id_prefix: str = "",
     after: RunCursor | None = None,
+    until_ns: int | None = None,
+    search: RunSearch | None = None,
 ) -> RunList:
     """Runs, newest first, optionally of one pipeline and/or one status, started since
-    ``since_ns``, whose id starts with ``run_id_prefix``; those after ``after`` (keyset
-    pagination in the list's order: start descending, unknown starts last, then run id)."""
+    ``since_ns`` and before ``until_ns``, whose id starts with ``run_id_prefix``, matching
+    ``search`` (step name, record value); those after ``after`` (keyset pagination in the list's
+    order: start descending, unknown starts last, then run id)."""
     conditions: list[sql.Composable] = []
     params: list[Any] = []
     if pipeline is not None:
@@ -176,9 +179,14 @@ async def list_runs(
     if since_ns is not None:
         conditions.append(sql.SQL("start_ns >= %s"))
         params.append(since_ns)
+    if until_ns is not None:
+        conditions.append(sql.SQL("start_ns < %s"))
+        params.append(until_ns)
     if run_id_prefix:
         conditions.append(sql.SQL("run_id LIKE %s"))
         params.append(_like_escaped(run_id_prefix) + "%")
+    if search is not None:
+        search_conditions(search, conditions, params)
     if after is not None and after[0] is None:
         conditions.append(sql.SQL("start_ns IS NULL AND run_id > %s"))
         params.append(after[1])

@@ -1,0 +1,140 @@
+"""The runs page's custom range and searches in a real headless Chromium (Debian's ``chromium``).
+
+Fixtures as in ``test_server_pages_browser.py``: a missing browser fails, it never skips; the
+screenshot goes to ``tests/output/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import msgspec
+import pytest
+from _dashboard_kit import recent_run
+from _pg_testkit import MSGPACK, live_server, msgpack_body
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from pipelens.events import Event, StepFinished
+from pipelens_server import Settings, create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
+#: Long enough for a few 2 s polls on a busy machine.
+LIVE_TIMEOUT_MS = 15_000
+PARIS = ZoneInfo("Europe/Paris")
+expect.set_options(timeout=LIVE_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright's driver for this module's tests."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless; its absence is a failure, not a skip."""
+    assert CHROMIUM.is_file(), (
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+    )
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def site(database_url: str) -> Iterator[str]:
+    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
+    with live_server(create_app(Settings(database_url=database_url))) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser: Browser, site: str) -> Iterator[Page]:
+    """A fresh browser tab in Paris's time zone, which the server has learnt from it."""
+    context = browser.new_context(
+        timezone_id="Europe/Paris", viewport={"width": 1280, "height": 800}
+    )
+    tab = context.new_page()
+    tab.set_default_timeout(LIVE_TIMEOUT_MS)
+    tab.goto(f"{site}/")
+    expect(tab.locator("header .zone")).to_have_text("Times in Europe/Paris")
+    yield tab
+    context.close()
+
+
+def _ingest(site: str, events: list[Event]) -> None:
+    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
+    assert response.status_code == 202, response.text
+
+
+def _run(run_id: str, ago_s: float, step_name: str, records: str) -> list[Event]:
+    """A recent run whose middle step is called ``step_name`` and records ``records``."""
+    events = []
+    for event in recent_run(run_id, ago_s=ago_s):
+        if getattr(event, "name", None) == "retrieve":
+            event = msgspec.structs.replace(event, name=step_name)
+            if isinstance(event, StepFinished):
+                event = msgspec.structs.replace(event, records=records)
+        events.append(event)
+    return events
+
+
+def _paris(moment: datetime) -> str:
+    """What a datetime-local input holds for ``moment`` in Paris."""
+    return f"{moment.astimezone(PARIS):%Y-%m-%dT%H:%M}"
+
+
+def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, page: Page) -> None:
+    """Step name, record key and value, and a custom range (typed in Paris time) go into the URL,
+    the live refresh keeps them, a reload shows the same view, and an inverted range says so."""
+    _ingest(site, _run("embed-a", 40, "embed", '{"doc": "d1"}'))
+    _ingest(site, _run("embed-b", 30, "embed", '{"doc": "d2"}'))
+    _ingest(site, _run("plain", 20, "retrieve", '{"doc": "d1"}'))
+    _ingest(site, _run("old-embed", 3 * 3600, "embed", '{"doc": "d1"}'))
+    page.goto(f"{site}/pipelines/rag/runs")
+    rows = page.locator("#runs_table tbody tr td:first-child")
+    expect(rows).to_have_text(["plain", "embed-b", "embed-a", "old-embed"])
+    expect(page.locator("#from")).to_be_hidden()
+    page.locator("#step").press_sequentially("embed")
+    expect(rows).to_have_text(["embed-b", "embed-a", "old-embed"])
+    page.locator("#record_key").press_sequentially("doc")
+    page.locator("#record_value").press_sequentially("d1")
+    expect(rows).to_have_text(["embed-a", "old-embed"])
+    expect(page).to_have_url(re.compile(r"step=embed&record_key=doc&record_value=d1$"))
+    page.select_option("#range", "custom")
+    expect(page.locator("#from")).to_be_visible()
+    now = datetime.now(PARIS)
+    page.fill("#from", _paris(now - timedelta(hours=1)))
+    page.fill("#to", _paris(now + timedelta(hours=1)))
+    expect(rows).to_have_text(["embed-a"])  # the 3-hour-old run is out of range
+    expect(page).to_have_url(re.compile(r"range=custom&from=.+&to=.+&step=embed"))
+    _ingest(site, _run("embed-c", 2, "embed", '{"doc": "d1"}'))
+    expect(rows).to_have_text(["embed-c", "embed-a"])  # the live refresh kept every filter
+    expect(page.locator(".custom-range")).to_contain_text("(Europe/Paris)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "runs-search.png", full_page=True)
+    page.reload()
+    expect(page.locator("#range")).to_have_value("custom")
+    expect(page.locator("#from")).to_have_value(_paris(now - timedelta(hours=1)))
+    expect(page.locator("#record_value")).to_have_value("d1")
+    expect(rows).to_have_text(["embed-c", "embed-a"])
+    page.fill("#to", _paris(now - timedelta(hours=2)))
+    expect(page.locator("#runs_table .error")).to_contain_text("is not before to=")
+    page.screenshot(path=SCREENSHOTS / "runs-search-inverted.png", full_page=True)
