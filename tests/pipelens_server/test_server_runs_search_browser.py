@@ -136,5 +136,5 @@ def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, p
     expect(page.locator("#record_value")).to_have_value("d1")
     expect(rows).to_have_text(["embed-c", "embed-a"])
     page.fill("#to", _paris(now - timedelta(hours=2)))
-    expect(page.locator("#runs_table .error")).to_contain_text("is not before to=")
+    expect(page.locator("#runs_table [role=alert]")).to_contain_text("is not before to=")
     page.screenshot(path=SCREENSHOTS / "runs-search-inverted.png", full_page=True)
