@@ -96,3 +96,7 @@ def client(database_url: str) -> Iterator[TestClient[Litestar]]:
     """A test client of an app on the test's own database."""
     with TestClient(create_app(Settings(database_url=database_url))) as test_client:
         yield test_client
+
+
+# The browser tests' fixtures (Chromium via Playwright, a live server): see _browser_kit.py.
+from _browser_kit import browser, playwright, site  # noqa: E402, F401

@@ -12,52 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _pg_testkit import live_server
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-
-from pipelens_server import Settings, create_app
+from _browser_kit import TIMEOUT_MS
+from _browser_kit import shot as _shot
+from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
-TIMEOUT_MS = 15_000
 MS = 1_700_000_000_000  # epoch milliseconds
-
-
-# Module scope, not session: while Playwright's sync API is started it leaves its event loop
-# marked running in this thread, so asyncio.run() in later test modules would fail.
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Playwright's driver for this module's tests."""
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless; its absence is a failure, not a skip."""
-    assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
-    )
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture
-def site(database_url: str) -> Iterator[str]:
-    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
-    with live_server(create_app(Settings(database_url=database_url))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -69,11 +30,6 @@ def page(browser: Browser, site: str) -> Iterator[Page]:
     tab.set_default_timeout(TIMEOUT_MS)
     yield tab
     context.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def _seed_export(tmp_path: Path) -> Path:

@@ -5,51 +5,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
-from _pg_testkit import MSGPACK, live_server, msgpack_body
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from _browser_kit import TIMEOUT_MS
+from _browser_kit import ingest as _ingest
+from _browser_kit import shot as _shot
+from playwright.sync_api import Browser, Page, expect
 from test_server_llm_pages import llm_run
 
 import pipelens
 from pipelens.events import Event, StepFinished
 from pipelens.testing import capture_runs
-from pipelens_server import Settings, create_app
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]  # fmt: skip
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
-TIMEOUT_MS = 15_000
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-# Module scope, as in test_server_pages_browser.py: the sync API marks its loop running.
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Playwright's driver for this module's tests."""
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless; its absence is a failure, not a skip."""
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium"
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture
-def site(database_url: str) -> Iterator[str]:
-    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
-    with live_server(create_app(Settings(database_url=database_url))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -61,16 +29,6 @@ def page(browser: Browser, site: str) -> Iterator[Page]:
     tab.set_default_timeout(TIMEOUT_MS)
     yield tab
     context.close()
-
-
-def _ingest(site: str, events: list[Event]) -> None:
-    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
-    assert response.status_code == 202, response.text
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def _chat_run() -> list[Event]:

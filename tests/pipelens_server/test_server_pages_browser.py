@@ -8,59 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
+from _browser_kit import TIMEOUT_MS
+from _browser_kit import ingest as _ingest
+from _browser_kit import shot as _shot
 from _dashboard_kit import recent_run, running_run
-from _pg_testkit import MSGPACK, live_server, msgpack_body
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from _pg_testkit import live_server
+from playwright.sync_api import Browser, Page, expect
 
-from pipelens.events import Event
 from pipelens_server import Settings, create_app
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
-#: Long enough for a few 2 s polls on a busy machine.
-LIVE_TIMEOUT_MS = 15_000
-expect.set_options(timeout=LIVE_TIMEOUT_MS)
-
-
-# Module scope, not session: while Playwright's sync API is started it leaves its event loop
-# marked running in this thread, so asyncio.run() in later test modules would fail.
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Playwright's driver for this module's tests."""
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless; its absence is a failure, not a skip."""
-    assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
-    )
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture
-def site(database_url: str) -> Iterator[str]:
-    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
-    with live_server(create_app(Settings(database_url=database_url))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -70,22 +29,12 @@ def page(browser: Browser, site: str) -> Iterator[Page]:
         timezone_id="Europe/Paris", viewport={"width": 1280, "height": 800}
     )
     tab = context.new_page()
-    tab.set_default_timeout(LIVE_TIMEOUT_MS)
+    tab.set_default_timeout(TIMEOUT_MS)
     # The first page is drawn in UTC; static/pipelens.js sets the zone cookie and redraws it.
     tab.goto(f"{site}/")
     expect(tab.locator("header .zone")).to_have_text("Times in Europe/Paris")
     yield tab
     context.close()
-
-
-def _ingest(site: str, events: list[Event]) -> None:
-    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
-    assert response.status_code == 202, response.text
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def test_overview_to_a_run_its_gantt_bars_and_a_step_panel(site: str, page: Page) -> None:

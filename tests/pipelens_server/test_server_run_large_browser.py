@@ -6,13 +6,13 @@ import re
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_server_pages_browser import _ingest, _shot, browser, page, playwright, site
+from test_server_pages_browser import _ingest, _shot, page
 from test_server_run_large import BUDGET, CHILDREN, _wide_run
 
 from pipelens_server import _gantt
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "page", "playwright", "site"]  # the fixtures this module's tests use
+__all__ = ["page"]  # the fixture this module's tests take from test_server_pages_browser
 
 
 def test_a_collapsed_subtree_opens_closes_and_its_bars_open_the_panel(

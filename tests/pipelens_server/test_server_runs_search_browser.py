@@ -9,60 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import msgspec
 import pytest
+from _browser_kit import SCREENSHOTS, TIMEOUT_MS
+from _browser_kit import ingest as _ingest
 from _dashboard_kit import recent_run
-from _pg_testkit import MSGPACK, live_server, msgpack_body
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from pipelens.events import Event, StepFinished
-from pipelens_server import Settings, create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
-#: Long enough for a few 2 s polls on a busy machine.
-LIVE_TIMEOUT_MS = 15_000
 PARIS = ZoneInfo("Europe/Paris")
-expect.set_options(timeout=LIVE_TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Playwright's driver for this module's tests."""
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless; its absence is a failure, not a skip."""
-    assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
-    )
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-    yield chromium
-    chromium.close()
-
-
-@pytest.fixture
-def site(database_url: str) -> Iterator[str]:
-    """A real server (uvicorn on a free port) on the test's own database; its base URL."""
-    with live_server(create_app(Settings(database_url=database_url))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -72,16 +32,11 @@ def page(browser: Browser, site: str) -> Iterator[Page]:
         timezone_id="Europe/Paris", viewport={"width": 1280, "height": 800}
     )
     tab = context.new_page()
-    tab.set_default_timeout(LIVE_TIMEOUT_MS)
+    tab.set_default_timeout(TIMEOUT_MS)
     tab.goto(f"{site}/")
     expect(tab.locator("header .zone")).to_have_text("Times in Europe/Paris")
     yield tab
     context.close()
-
-
-def _ingest(site: str, events: list[Event]) -> None:
-    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
-    assert response.status_code == 202, response.text
 
 
 def _run(run_id: str, ago_s: float, step_name: str, records: str) -> list[Event]:
