@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck pytest bench clean
+.PHONY: help install browser run demo test lint typecheck pytest bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +17,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install PipeLens with every extra
+
+# The dashboard's browser tests drive Debian's Chromium (a downloaded browser cannot be had here);
+# without it they fail rather than skip, so the test target installs it when it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+browser: $(CHROMIUM) ## Install Debian's Chromium for the browser tests when it is missing
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: $(CHROMIUM) is missing and there is no apt-get: install Chromium there by hand" >&2; exit 1; }
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium
 
 run: $(STAMP) ## Start the server (embedded PostgreSQL) on :3000 and send it a demo run
 	$(BIN)/pipelens demo --serve
@@ -31,7 +43,7 @@ lint: $(STAMP) ## ruff lint and format check
 typecheck: $(STAMP) ## mypy (strict) on both packages
 	$(BIN)/mypy
 
-pytest: $(STAMP) ## Only the test suite (pass ARGS=... to pytest)
+pytest: $(STAMP) $(CHROMIUM) ## Only the test suite (pass ARGS=... to pytest)
 	$(BIN)/pytest $(ARGS)
 
 test: lint typecheck pytest ## Everything CI runs: lint, types, the whole test suite
