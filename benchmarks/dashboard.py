@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import re
 import shutil
 import statistics
@@ -36,9 +34,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from benchmarks._machine import machine_lines, postgres_version
 
 DAYS = 30
 PIPELINES = 4
@@ -330,33 +329,6 @@ def explain(conninfo: str, query: Any, params: Any) -> list[str]:
 # --- the report -------------------------------------------------------------------------------
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _machine(conninfo: str) -> list[str]:
-    import psycopg
-
-    from benchmarks.overhead import _cpu_model
-
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("pipelens", "litestar", "jinja2", "psycopg")
-    )
-    return [
-        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load_avg}",
-        f"python:   {platform.python_implementation()} {platform.python_version()} "
-        f"on {platform.platform(terse=True)}",
-        f"versions: {versions}; PostgreSQL {row[0] if row else '?'} (embedded)",
-    ]
-
-
 def _report(
     machine: list[str],
     loaded: dict[str, float],
@@ -433,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_migrate(conninfo))
         print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
         loaded = load(conninfo, runs, batches, items)
-        machine = _machine(conninfo)
+        machine = machine_lines(
+            ("pipelens", "litestar", "jinja2", "psycopg"), postgres_version(conninfo)
+        )
         timings = []
         with TestClient(create_app(Settings(database_url=conninfo))) as client:
             client.cookies.set("tz", "UTC")

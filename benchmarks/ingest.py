@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -34,11 +33,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from benchmarks._ingest_server import Server, empty_tables, finished_steps, running_server
+from benchmarks._machine import machine_lines, postgres_version
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_RUN = 100
@@ -242,33 +241,6 @@ def raw_copy(conninfo: str, events: list[Any]) -> dict[str, Any]:
 # --- the report -------------------------------------------------------------------------------
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _machine(conninfo: str) -> list[str]:
-    import psycopg
-
-    from benchmarks.overhead import _cpu_model
-
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("pipelens", "litestar", "uvicorn", "psycopg")
-    )
-    return [
-        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load}",
-        f"python:   {platform.python_implementation()} {platform.python_version()} "
-        f"on {platform.platform(terse=True)}",
-        f"versions: {versions}; PostgreSQL {row[0] if row else '?'} (embedded)",
-    ]
-
-
 def _report(
     machine: list[str],
     flows: list[dict[str, Any]],
@@ -351,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with running_server(directory) as server:
             url, conninfo = server.url, server.conninfo
-            machine = _machine(conninfo)
+            machine = machine_lines(
+                ("pipelens", "litestar", "uvicorn", "psycopg"), postgres_version(conninfo)
+            )
             flows = []
             for n in producers:
                 print(f"measuring {n} producers ...", file=sys.stderr, flush=True)

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from benchmarks._contenders import (
     Plan,
     memory_growth,
 )
+from benchmarks._machine import machine_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY_RUNS = 10_000
@@ -55,37 +53,6 @@ def _spawn(args: list[str]) -> Any:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _machine() -> list[str]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("pipelens", "msgspec", "wrapt", "opentelemetry-sdk")
-    )
-    return [
-        f"machine:  {_cpu_model()}, {os.cpu_count()} cores ({usable} usable), load {load}",
-        f"python:   {platform.python_implementation()} {platform.python_version()} "
-        f"on {platform.platform(terse=True)}",
-        f"versions: {versions}",
-    ]
-
-
 def _report(
     plan: Plan, times: dict[str, list[float]], memory: dict[str, float], quick: bool
 ) -> str:
@@ -94,7 +61,7 @@ def _report(
         "PipeLens tracing overhead: µs per call, each contender in its own process",
         f"(min/median of {plan.repeat} {TIMES} {plan.number:,} calls, "
         f"a new run every {RUN_SIZE} calls)",
-        *_machine(),
+        *machine_lines(("pipelens", "msgspec", "wrapt", "opentelemetry-sdk")),
         "",
         f"{'contender':<34}{'min µs':>9}{'median µs':>11}{'overhead µs':>13}  "
         f"{'over':<18}{TIMES + ' vs OTel span':>14}",
