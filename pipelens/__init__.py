@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 
-from pipelens import _propagation
-from pipelens._config import configure
-from pipelens._decorator import span, step
-from pipelens._delivery import TransportStats
-from pipelens._errors import ConfigurationError, PipelensError, TransportError
-from pipelens._http import HttpTransport, transport_stats
+from pipelens._configure import configure
+from pipelens._core import propagation
+from pipelens._core.decorator import span, step
+from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
+from pipelens._core.step import Run, Step, current_run, current_step, record
+from pipelens._core.views import StepGanttArg
 from pipelens._llm import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall, llm_call
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
@@ -22,20 +22,20 @@ from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_R
 from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
 from pipelens._patch import auto_patch, unpatch
 from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
-from pipelens._step import Run, Step, current_run, current_step, record
 from pipelens._structlog import StructlogProcessor, structlog_processor
-from pipelens._transport import (
+from pipelens._transports import (
     BatchingTransport,
     FileTransport,
+    HttpTransport,
     MemoryTransport,
     Transport,
+    TransportStats,
     flush,
     read_event_file,
     shutdown,
+    transport_stats,
 )
-from pipelens._views import StepGanttArg
-
-__version__ = "0.1.0.dev0"
+from pipelens._version import __version__
 
 __all__ = [
     "BatchingTransport",
@@ -82,7 +82,7 @@ __all__ = [
     "with_step",
 ]
 
-# Users see ``pipelens.Step``, not ``pipelens._step.Step`` (as httpx does).
+# Users see ``pipelens.Step``, not ``pipelens._core.step.Step`` (as httpx does).
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("pipelens._"):
@@ -90,4 +90,4 @@ for _name in __all__:
             _obj.__module__ = "pipelens"
 del _name, _obj
 
-_propagation.install()
+propagation.install()

@@ -49,11 +49,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._capture import capture, short_repr
-from pipelens._config import settings
+from pipelens._core import containment
+from pipelens._core.capture import capture, short_repr
+from pipelens._core.settings import settings
+from pipelens._core.step import Step, StepScope, _perf_ns, open_step, sanitize_name
 from pipelens._prices import cost_usd
-from pipelens._step import Step, StepScope, _perf_ns, open_step, sanitize_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,7 +166,7 @@ class LLMCall(msgspec.Struct, kw_only=True, omit_defaults=True):
                 data = _encoder.encode(msgspec.structs.replace(self, messages=_Cut(kept)))
             return data.decode()
         except Exception as exc:
-            _internal.internal_error("llm.to_json", exc)
+            containment.internal_error("llm.to_json", exc)
             return None
 
 
@@ -246,7 +246,7 @@ def usage_json(root: Step) -> str | None:
         totals = usage_by_model(root)
         return _encoder.encode(totals).decode() if totals else None
     except Exception as exc:
-        _internal.internal_error("llm.usage_json", exc)
+        containment.internal_error("llm.usage_json", exc)
         return None
 
 
@@ -388,4 +388,4 @@ def _fill_from(call: LLMCall, result: Any) -> None:
         if usage is not None:
             call.set_response(result)
     except Exception as exc:
-        _internal.internal_error("llm_call.fill", exc)
+        containment.internal_error("llm_call.fill", exc)

@@ -22,14 +22,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from pipelens._capture import capture_record
-from pipelens._config import settings
-from pipelens._errors import ConfigurationError, PipelensError
-from pipelens._listeners import Listeners
-from pipelens._seed_steps import run_child, with_step
-from pipelens._step import Run, Step, StepScope, _current, open_run, sanitize_name
-from pipelens._transport import Transport
-from pipelens._views import (
+from pipelens._core.capture import capture_record
+from pipelens._core.errors import ConfigurationError, PipelensError
+from pipelens._core.listeners import Listeners
+from pipelens._core.settings import settings
+from pipelens._core.step import Run, Step, StepScope, _current, open_run, sanitize_name
+from pipelens._core.views import (
     NestedStepMeta,
     PipelineMeta,
     StepMeta,
@@ -39,6 +37,8 @@ from pipelens._views import (
     output_pipeline_meta,
     pipeline_meta,
 )
+from pipelens._seed_steps import run_child, with_step
+from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]
 _AUTO_SAVE = ("real_time", "finish", "off")

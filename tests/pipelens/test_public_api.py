@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pipelens
+import pipelens._version
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -16,7 +20,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_exports_present_themselves_as_pipelens() -> None:
-    """Users see ``pipelens.Step``, not ``pipelens._step.Step``."""
+    """Users see ``pipelens.Step``, not ``pipelens._core.step.Step``."""
     for name in ("Step", "Run", "Pipeline", "MemoryTransport", "FileTransport", "span"):
         assert getattr(pipelens, name).__module__ == "pipelens", name
 
@@ -50,3 +54,12 @@ def test_demo_command_prints_the_step_tree() -> None:
     assert depth("answer") < depth("score")
     assert depth("rerank") < depth("fetch_detail")
     assert depth("compose") < depth("stream_tokens")
+
+
+def test_version_is_written_once() -> None:
+    """``__version__`` is the installed version, which hatch reads from ``_version.py``."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "pipelens/_version.py"
+    assert pipelens.__version__ == pipelens._version.__version__
+    assert pipelens.__version__ == importlib.metadata.version("pipelens")

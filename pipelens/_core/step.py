@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._capture import capture, capture_record, scrub_event, short_repr
-from pipelens._config import settings
-from pipelens._views import StepViews
+from pipelens._core import containment
+from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
+from pipelens._core.settings import settings
+from pipelens._core.sink import Transport
+from pipelens._core.views import StepViews
 from pipelens.events import (
     ErrorInfo,
     Event,
@@ -35,9 +36,8 @@ from pipelens.events import (
 )
 
 if TYPE_CHECKING:
-    from pipelens._listeners import Listeners
+    from pipelens._core.listeners import Listeners
     from pipelens._llm import ModelUsage
-    from pipelens._transport import Transport
 
 _current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
 
@@ -198,7 +198,7 @@ class Run:
             if transport.send(event) is False:
                 self.dropped_events += 1
         except Exception as exc:
-            _internal.internal_error("transport.send", exc)
+            containment.internal_error("transport.send", exc)
 
     def _finished(self) -> None:
         root = self.root
@@ -330,7 +330,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         try:
             records = self.records
             if key not in records and len(records) >= settings.max_records:
-                _internal.warn_once(
+                containment.warn_once(
                     "record.max_records",
                     f"step {self.key!r} has {len(records)} records, the max_records limit; "
                     "later records are dropped (raise it with pipelens.configure(max_records=...))",
@@ -345,7 +345,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
             if listeners:  # empty Listeners are falsy: build no meta for nobody
                 listeners.emit("step-record", self.key, key, value, self.meta())
         except Exception as exc:
-            _internal.internal_error("record", exc)
+            containment.internal_error("record", exc)
         return _Chain(self)
 
     def _announce(self) -> None:
@@ -424,13 +424,13 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
             else:
                 self._end("completed")
         except Exception as exc:
-            _internal.internal_error("step.finish", exc)
+            containment.internal_error("step.finish", exc)
 
     def _fail(self, exc: BaseException) -> None:
         try:
             self._end("cancelled" if isinstance(exc, _CANCELLING) else "failed", exc)
         except Exception as internal:
-            _internal.internal_error("step.fail", internal)
+            containment.internal_error("step.fail", internal)
 
     def meta(self) -> Any:
         """The seed's ``StepMeta`` view of this step."""
@@ -548,7 +548,7 @@ def record(key: str, value: Any) -> None:
     """Record ``value`` under ``key`` on the current step. Outside a step it does nothing."""
     step = _current.get()
     if step is None:
-        _internal.warn_once(
+        containment.warn_once(
             "record.outside",
             f"pipelens.record({key!r}, ...) was called outside any step and is ignored; "
             "call it inside a function decorated with @pipelens.step",
@@ -614,7 +614,7 @@ class StepScope:
         try:
             step = self._open()
         except Exception as exc:
-            _internal.internal_error(f"{type(self).__name__}.open", exc)
+            containment.internal_error(f"{type(self).__name__}.open", exc)
             self._step = None
             return None
         self._step = step
@@ -636,4 +636,4 @@ class StepScope:
         try:
             self._close(step, exc)
         except Exception as internal:
-            _internal.internal_error(f"{type(self).__name__}.close", internal)
+            containment.internal_error(f"{type(self).__name__}.close", internal)

@@ -19,10 +19,10 @@ from typing import Any, TypeVar, overload
 import msgspec
 import wrapt
 
-from pipelens import _internal
-from pipelens._capture import capture
-from pipelens._config import settings
-from pipelens._step import (
+from pipelens._core import containment
+from pipelens._core.capture import capture
+from pipelens._core.settings import settings
+from pipelens._core.step import (
     Step,
     StepScope,
     _current,
@@ -150,7 +150,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
                 if not parent.run._quiet:
                     step._announce()
         except Exception as exc:
-            _internal.internal_error("step.open", exc)
+            containment.internal_error("step.open", exc)
             return wrapped(*args, **kwargs)
         token = set_(step)
         try:
@@ -173,7 +173,7 @@ def _open(
         inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
         return open_step(spec.name, inputs, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         return None
 
 
@@ -205,7 +205,7 @@ def _traced_generator(
     try:
         step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         return (yield from gen)
     send_value: Any = None
     thrown: BaseException | None = None
@@ -245,7 +245,7 @@ async def _traced_async_generator(
     try:
         step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         async for item in agen:
             yield item
         return
@@ -294,7 +294,7 @@ def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
             inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
             return traced(spec, _current.get(), inputs, gen)
         except Exception as exc:
-            _internal.internal_error("step.generator", exc)
+            containment.internal_error("step.generator", exc)
             return gen
 
     return wrapper
