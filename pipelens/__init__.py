@@ -14,15 +14,28 @@ from pipelens._core import propagation
 from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
 from pipelens._core.step import Run, Step, current_run, current_step, record
-from pipelens._core.views import StepGanttArg
-from pipelens._llm import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall, llm_call
+from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
+from pipelens._integrations import StructlogProcessor, structlog_processor
+from pipelens._llm import (
+    LLMCall,
+    LLMOutput,
+    ModelUsage,
+    TokenUsage,
+    ToolCall,
+    auto_patch,
+    llm_call,
+    unpatch,
+)
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
-from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
-from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
-from pipelens._patch import auto_patch, unpatch
-from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
-from pipelens._structlog import StructlogProcessor, structlog_processor
+from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
+from pipelens._seed import (
+    LLMTrack,
+    LLMUsage,
+    OpenAICompatibleChatCompletionResponse,
+    Pipeline,
+    with_step,
+)
 from pipelens._transports import (
     BatchingTransport,
     FileTransport,

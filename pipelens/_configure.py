@@ -15,7 +15,7 @@ from pipelens._core import containment, propagation
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import compile_keys, settings, use_env_transport
 from pipelens._core.sink import Transport
-from pipelens._prices import load_prices
+from pipelens._llm.prices import load_prices
 from pipelens._transports import FileTransport, HttpTransport, set_transport
 
 

@@ -36,7 +36,9 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from pipelens._asgi import (
+from pipelens._core import containment
+from pipelens._core.step import Run, Step, _current
+from pipelens._integrations.asgi import (
     SCOPE_KEY,
     PipelensMiddleware,
     check_pipeline,
@@ -45,8 +47,6 @@ from pipelens._asgi import (
     http_status,
     open_request_run,
 )
-from pipelens._core import containment
-from pipelens._core.step import Run, Step, _current
 
 __all__ = ["PipelensMiddleware", "run"]
 

@@ -37,7 +37,7 @@ from pipelens.events import (
 
 if TYPE_CHECKING:
     from pipelens._core.listeners import Listeners
-    from pipelens._llm import ModelUsage
+    from pipelens._llm.call import ModelUsage
 
 _current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
 
@@ -220,7 +220,7 @@ class Run:
         )
 
     def _llm_usage_json(self) -> str | None:
-        from pipelens._llm import usage_json
+        from pipelens._llm.call import usage_json
 
         return usage_json(self.root)
 
@@ -312,7 +312,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
 
     def llm_usage(self) -> dict[str, ModelUsage]:
         """LLM calls, tokens and cost of this step and its descendants, by model."""
-        from pipelens._llm import usage_by_model
+        from pipelens._llm.call import usage_by_model
 
         return usage_by_model(self)
 

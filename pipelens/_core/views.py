@@ -196,7 +196,7 @@ class StepViews:
     async def step(self, name: str, fn: Callable[[Step], T]) -> T: ...
     async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
         """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
-        from pipelens._seed_steps import run_child
+        from pipelens._seed.steps import run_child
 
         return await run_child(self._self(), name, fn)
 

@@ -12,8 +12,8 @@ import pytest
 from _openai_stub import TEXT, TEXT_PARTS, StubServer
 
 import pipelens
-from pipelens import _openai
 from pipelens._core import containment
+from pipelens._llm import openai as _openai
 from pipelens.testing import CapturedEvents
 
 MESSAGES = [{"role": "user", "content": "hi"}]

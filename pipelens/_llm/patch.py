@@ -25,10 +25,10 @@ from pipelens._core import containment
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._core.step import Step, _current, _perf_ns
-from pipelens._llm import LLMCall, close_llm_step, open_llm_step
+from pipelens._llm.call import LLMCall, close_llm_step, open_llm_step
 
 #: Library name → the provider module that knows it.
-_PROVIDERS = {"openai": "pipelens._openai"}
+_PROVIDERS = {"openai": "pipelens._llm.openai"}
 
 _lock = threading.Lock()
 #: Library name → the (class, attribute, original) triples it replaced.

@@ -21,7 +21,7 @@ from pipelens._core.capture import short_repr
 from pipelens._core.step import Step
 
 if TYPE_CHECKING:
-    from pipelens._seed import Pipeline
+    from pipelens._seed.pipeline import Pipeline
 
 LLM_RESPONSE_RECORD_KEY_PREFIX = "__LLM_RESPONSE_"
 _FIELDS = ("id", "object", "created", "model", "choices", "usage", "system_fingerprint")

@@ -2,7 +2,7 @@
 
 ``Pipeline``, ``await pipeline.track(fn)``, ``with pipeline.run():``, listeners and the
 ``output_*`` views behave as in the seed's Python library (``st.step`` and ``with_step`` live in
-:mod:`pipelens._seed_steps`), so its examples run with only the import line changed. A run's root
+:mod:`pipelens._seed.steps`), so its examples run with only the import line changed. A run's root
 step is the current step inside it, so ``@step`` functions called there nest under it.
 
 Where we differ on purpose: each run of a pipeline is a new :class:`~pipelens.Run` with its own
@@ -37,7 +37,7 @@ from pipelens._core.views import (
     output_pipeline_meta,
     pipeline_meta,
 )
-from pipelens._seed_steps import run_child, with_step
+from pipelens._seed.steps import run_child, with_step
 from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]

@@ -53,7 +53,7 @@ from pipelens._core import containment
 from pipelens._core.capture import capture, short_repr
 from pipelens._core.settings import settings
 from pipelens._core.step import Step, StepScope, _perf_ns, open_step, sanitize_name
-from pipelens._prices import cost_usd
+from pipelens._llm.prices import cost_usd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -146,9 +146,9 @@ class LLMCall(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def set_response(self, response: Any) -> None:
         """Fill model, output, usage and ids from an OpenAI-compatible response (or its dict)."""
-        from pipelens import _openai
+        from pipelens._llm import openai
 
-        _openai.read_response(self, response)
+        openai.read_response(self, response)
 
     def to_json(self) -> str | None:
         """The JSON text sent in ``StepFinished.llm``, its input cut down past the size cap."""
@@ -207,7 +207,7 @@ def usage_by_model(root: Step) -> dict[str, ModelUsage]:
     Counts the steps' LLM calls and the seed's ``LLMTrack.track`` records alike; a model whose
     price is unknown has ``cost_usd`` ``None``.
     """
-    from pipelens._openai import usage_from_openai
+    from pipelens._llm.openai import usage_from_openai
 
     totals: dict[str, ModelUsage] = {}
 
