@@ -5,12 +5,12 @@ called inside nests under it â€” across asyncio tasks, threads and generators â€
 inputs, result, records and error. ``pipelens.configure(...)`` says where runs go.
 """
 
-from __future__ import annotations
+import contextlib as _contextlib
 
-import contextlib
+import msgspec as _msgspec
 
 from pipelens._configure import configure
-from pipelens._core import propagation
+from pipelens._core import propagation as _propagation
 from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
 from pipelens._core.step import Run, Step, current_run, current_step, record
@@ -50,7 +50,8 @@ from pipelens._transports import (
 )
 from pipelens._version import __version__
 
-__all__ = [
+# Plain-sorted (a test checks), so the seed's constant sorts among the names it belongs to.
+__all__ = [  # noqa: RUF022
     "BatchingTransport",
     "ConfigurationError",
     "FileTransport",
@@ -59,6 +60,7 @@ __all__ = [
     "LLMOutput",
     "LLMTrack",
     "LLMUsage",
+    "LLM_RESPONSE_RECORD_KEY_PREFIX",
     "MemoryTransport",
     "ModelUsage",
     "NestedStepMeta",
@@ -95,12 +97,16 @@ __all__ = [
     "with_step",
 ]
 
-# Users see ``pipelens.Step``, not ``pipelens._core.step.Step`` (as httpx does).
+# Users see ``pipelens.Run``, not ``pipelens._core.step.Run`` (as httpx does). msgspec Structs
+# keep their own module: msgspec resolves their (string) annotations there, so typed decoding
+# (``msgspec.json.decode(..., type=pipelens.LLMCall)``) needs it.
 for _name in __all__:
     _obj = globals()[_name]
+    if isinstance(_obj, type) and issubclass(_obj, _msgspec.Struct):
+        continue
     if getattr(_obj, "__module__", "").startswith("pipelens._"):
-        with contextlib.suppress(AttributeError, TypeError):  # wrapt proxies, builtins
+        with _contextlib.suppress(AttributeError, TypeError):  # wrapt proxies, builtins
             _obj.__module__ = "pipelens"
 del _name, _obj
 
-propagation.install()
+_propagation.install()

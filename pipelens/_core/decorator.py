@@ -196,6 +196,11 @@ class _GeneratorClosed(GeneratorExit):
     """Why a generator step was cancelled: its consumer stopped before the end."""
 
 
+# Stored as the step's error type (module + qualname): a public spelling that moves of this
+# module do not change (a test pins it).
+_GeneratorClosed.__module__ = "pipelens"
+
+
 _CLOSED_MESSAGE = "the consumer closed the generator before it was exhausted"
 
 

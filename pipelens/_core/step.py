@@ -13,7 +13,7 @@ import random
 import time
 import traceback
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,8 @@ def _reseed_ids() -> None:  # pragma: no cover - runs in forked children
     _ids = itertools.count(random.getrandbits(63))
 
 
-os.register_at_fork(after_in_child=_reseed_ids)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def new_run_id() -> str:
@@ -261,7 +262,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     error: ErrorInfo | None = None
     # Containers are created on first use: most steps have no children and no records.
     _children: list[Step] | None = None
-    _counters: dict[str, itertools.count[int]] | None = None
+    _counters: dict[str, Iterator[int]] | None = None
     _records: dict[str, Any] | None = None
     _records_json: dict[str, str] | None = None
     #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step (typed loosely: msgspec resolves

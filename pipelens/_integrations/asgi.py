@@ -73,6 +73,11 @@ class HTTPServerError(Exception):
         self.status_code = status
 
 
+# Stored as the run's error type (module + qualname): a public spelling that moves of this
+# module do not change (a test pins it).
+HTTPServerError.__module__ = "pipelens"
+
+
 def _is_5xx(status: object) -> bool:
     return isinstance(status, int) and status >= 500
 
