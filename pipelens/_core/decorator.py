@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import msgspec
@@ -405,7 +404,7 @@ def step(
     return _decorate(fn_or_name, name, capture_args, capture_result, kind)
 
 
-class span(StepScope):  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
+class span(StepScope[Step | None]):  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
     """A block as a step: ``with span("load") as s:`` or ``async with span("load"):``.
 
     The step ends when the block does: ``completed``, or ``failed``/``cancelled`` with the error
@@ -425,22 +424,3 @@ class span(StepScope):  # noqa: N801 - used like a function: ``with pipelens.spa
 
     def __enter__(self) -> Step | None:
         return self._enter() if settings.enabled else None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Step | None:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

@@ -15,7 +15,8 @@ import traceback
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -591,16 +592,42 @@ async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: b
     return result
 
 
-class StepScope:
+T = TypeVar("T")
+
+
+class StepScope(Generic[T]):
     """What the ``with`` forms (``span``, ``llm_call``, ``Pipeline.run``) share: the step that
     :meth:`_open` returns is current inside the block and ends with the block's outcome.
 
-    Subclasses give ``_open`` and, when a step ends differently, ``_close``; their
-    ``__enter__``/``__exit__`` call :meth:`_enter`/:meth:`_exit`. An instance serves one block
-    at a time. Failures of PipeLens itself are contained: the block then runs without a step.
+    Subclasses give ``_open``, ``__enter__`` (which calls :meth:`_enter` and gives the block its
+    ``T``) and, when a step ends differently, ``_close``; ``__exit__`` and the ``async with``
+    forms are here. An instance serves one block at a time. Failures of PipeLens itself are
+    contained: the block then runs without a step.
     """
 
     __slots__ = ("_previous", "_step", "_token")
+
+    def __enter__(self) -> T:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> T:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def _open(self) -> Step:
         raise NotImplementedError

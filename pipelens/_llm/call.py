@@ -44,7 +44,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
@@ -271,7 +270,7 @@ def close_llm_step(step: Step, exc: BaseException | None = None, result_text: An
     step._succeed(None, False)
 
 
-class llm_call(StepScope):  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
+class llm_call(StepScope[LLMCall]):  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
     """Record an LLM call of any client by hand, as a step of kind ``llm``.
 
     As a context manager it yields the :class:`LLMCall` to fill in::
@@ -332,25 +331,6 @@ class llm_call(StepScope):  # noqa: N801 - used like a function: ``with pipelens
         if settings.enabled:
             self._enter()
         return call
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> LLMCall:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: F) -> F:
         """Use as a decorator: each call of ``fn`` is recorded as one LLM call."""

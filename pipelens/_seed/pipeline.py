@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-class RunScope(StepScope):
+class RunScope(StepScope[Run]):
     """``with pipeline.run() as run:`` / ``async with``: one explicit run of a pipeline.
 
     The run's root step is the current step inside the block; it ends with the block, failed
@@ -89,24 +89,13 @@ class RunScope(StepScope):
             root = open_run(self._pipeline.name, None, _DISCARD, None)
         return root.run
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Run:
-        return self.__enter__()
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        await super().__aexit__(exc_type, exc, tb)
         await self._pipeline._listeners.drain()
 
 
