@@ -5,39 +5,53 @@ called inside nests under it â€” across asyncio tasks, threads and generators â€
 inputs, result, records and error. ``pipelens.configure(...)`` says where runs go.
 """
 
-from __future__ import annotations
+import contextlib as _contextlib
 
-import contextlib
+import msgspec as _msgspec
 
-from pipelens import _propagation
-from pipelens._config import configure
-from pipelens._decorator import span, step
-from pipelens._delivery import TransportStats
-from pipelens._errors import ConfigurationError, PipelensError, TransportError
-from pipelens._http import HttpTransport, transport_stats
-from pipelens._llm import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall, llm_call
+from pipelens._configure import configure
+from pipelens._core import propagation as _propagation
+from pipelens._core.decorator import span, step
+from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
+from pipelens._core.step import Run, Step, current_run, current_step, record
+from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
+from pipelens._integrations import StructlogProcessor, structlog_processor
+from pipelens._llm import (
+    LLMCall,
+    LLMOutput,
+    ModelUsage,
+    TokenUsage,
+    ToolCall,
+    auto_patch,
+    llm_call,
+    unpatch,
+)
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
-from pipelens._llm_track import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
-from pipelens._llm_track import LLMTrack, LLMUsage, OpenAICompatibleChatCompletionResponse
-from pipelens._patch import auto_patch, unpatch
-from pipelens._seed import NestedStepMeta, Pipeline, PipelineMeta, StepMeta, TimeMeta, with_step
-from pipelens._step import Run, Step, current_run, current_step, record
-from pipelens._structlog import StructlogProcessor, structlog_processor
-from pipelens._transport import (
+from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
+from pipelens._seed import (
+    LLMTrack,
+    LLMUsage,
+    OpenAICompatibleChatCompletionResponse,
+    Pipeline,
+    with_step,
+)
+from pipelens._transports import (
     BatchingTransport,
     FileTransport,
+    HttpTransport,
     MemoryTransport,
     Transport,
+    TransportStats,
     flush,
     read_event_file,
     shutdown,
+    transport_stats,
 )
-from pipelens._views import StepGanttArg
+from pipelens._version import __version__
 
-__version__ = "0.1.0.dev0"
-
-__all__ = [
+# Plain-sorted (a test checks), so the seed's constant sorts among the names it belongs to.
+__all__ = [  # noqa: RUF022
     "BatchingTransport",
     "ConfigurationError",
     "FileTransport",
@@ -46,6 +60,7 @@ __all__ = [
     "LLMOutput",
     "LLMTrack",
     "LLMUsage",
+    "LLM_RESPONSE_RECORD_KEY_PREFIX",
     "MemoryTransport",
     "ModelUsage",
     "NestedStepMeta",
@@ -82,11 +97,15 @@ __all__ = [
     "with_step",
 ]
 
-# Users see ``pipelens.Step``, not ``pipelens._step.Step`` (as httpx does).
+# Users see ``pipelens.Run``, not ``pipelens._core.step.Run`` (as httpx does). msgspec Structs
+# keep their own module: msgspec resolves their (string) annotations there, so typed decoding
+# (``msgspec.json.decode(..., type=pipelens.LLMCall)``) needs it.
 for _name in __all__:
     _obj = globals()[_name]
+    if isinstance(_obj, type) and issubclass(_obj, _msgspec.Struct):
+        continue
     if getattr(_obj, "__module__", "").startswith("pipelens._"):
-        with contextlib.suppress(AttributeError, TypeError):  # wrapt proxies, builtins
+        with _contextlib.suppress(AttributeError, TypeError):  # wrapt proxies, builtins
             _obj.__module__ = "pipelens"
 del _name, _obj
 

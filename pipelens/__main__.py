@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from pipelens._demo import run_demo
-from pipelens._http import HttpTransport
+from pipelens._transports import HttpTransport
 
 
 def main(argv: Sequence[str] | None = None) -> int:

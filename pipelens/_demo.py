@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pipelens
-from pipelens._step import Run
-from pipelens._transport import Transport
+from pipelens._core.step import Run
+from pipelens._transports import Transport
 
 
 @pipelens.step

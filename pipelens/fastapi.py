@@ -36,8 +36,9 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from pipelens import _internal
-from pipelens._asgi import (
+from pipelens._core import containment
+from pipelens._core.step import Run, Step, _current
+from pipelens._integrations.asgi import (
     SCOPE_KEY,
     PipelensMiddleware,
     check_pipeline,
@@ -46,7 +47,6 @@ from pipelens._asgi import (
     http_status,
     open_request_run,
 )
-from pipelens._step import Run, Step, _current
 
 __all__ = ["PipelensMiddleware", "run"]
 
@@ -75,7 +75,7 @@ def run(pipeline: str | None = None) -> Callable[[Request, Response], AsyncItera
         try:
             root, token = open_request_run(scope, pipeline, getattr(route, "path", None))
         except Exception as exc:
-            _internal.internal_error("fastapi.run.open", exc)
+            containment.internal_error("fastapi.run.open", exc)
             current = _current.get()
             yield None if current is None else current.run  # type: ignore[misc]
             return

@@ -35,7 +35,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp
 
-from pipelens._asgi import PipelensMiddleware, check_pipeline
+from pipelens._integrations.asgi import PipelensMiddleware, check_pipeline
 
 __all__ = ["PipelensMiddleware", "PipelensPlugin"]
 

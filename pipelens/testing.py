@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipelens._config import settings
-from pipelens._transport import MemoryTransport
+from pipelens._core.settings import settings
+from pipelens._transports import MemoryTransport
 from pipelens.events import RunFinished, RunStarted, StepFinished, StepStarted
 
 __all__ = ["CapturedEvents", "MemoryTransport", "capture_runs", "pipelens_events"]

@@ -23,7 +23,7 @@ from pipelens import (
     read_event_file,
     transport_stats,
 )
-from pipelens._http import HttpTransport, HttpTransportOptions
+from pipelens._transports import HttpTransport, HttpTransportOptions
 
 __all__ = [
     "BatchingTransport",

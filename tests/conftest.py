@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import pipelens
-from pipelens import _config, _propagation
+from pipelens._core import propagation, settings
 from pipelens.testing import CapturedEvents, capture_runs
 
 
@@ -20,14 +20,14 @@ from pipelens.testing import CapturedEvents, capture_runs
 def _default_settings() -> Iterator[None]:
     """Restore PipeLens's settings after each test, whatever the test configured."""
     yield
-    previous = _config.settings.transport
+    previous = settings.settings.transport
     # Modules hold the settings object by reference: reset its fields in place.
-    fresh = _config.Settings()
-    for name in _config.Settings.__slots__:
-        setattr(_config.settings, name, getattr(fresh, name))
+    fresh = settings.Settings()
+    for name in settings.Settings.__slots__:
+        setattr(settings.settings, name, getattr(fresh, name))
     if previous is not None:
         previous.close(0)
-    _propagation.install()
+    propagation.install()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import pipelens
-from pipelens import _config
+from pipelens._core.settings import Settings, settings
 from pipelens.events import StepFinished, StepStarted
 from pipelens.testing import CapturedEvents
 
@@ -287,8 +287,7 @@ def test_invalid_configure_argument_names_the_option(option: str, value: object)
 
 def test_invalid_configure_call_changes_nothing() -> None:
     """A ``configure()`` call with one bad argument leaves every setting as it was."""
-    settings = _config.settings
-    before = {name: getattr(settings, name) for name in _config.Settings.__slots__}
+    before = {name: getattr(settings, name) for name in Settings.__slots__}
     with pytest.raises(pipelens.ConfigurationError, match="max_records="):
         pipelens.configure(capture_args=False, transport=pipelens.MemoryTransport(), max_records=0)
-    assert before == {name: getattr(settings, name) for name in _config.Settings.__slots__}
+    assert before == {name: getattr(settings, name) for name in Settings.__slots__}

@@ -135,13 +135,13 @@ def test_environment_chooses_the_transport_on_first_use(
     assert pipelens.flush(10)
     assert len(server.events()) == 4
     assert {"Bearer from-env"} == {r.authorization for r in server.requests}
-    assert isinstance(pipelens._config.settings.transport, HttpTransport)
+    assert isinstance(pipelens._core.settings.settings.transport, HttpTransport)
 
 
 def test_no_configuration_sends_nothing() -> None:
     """With no configure() and no PIPELENS_URL there is no transport at all."""
     child(1)
-    assert pipelens._config.settings.transport is None
+    assert pipelens._core.settings.settings.transport is None
     assert TransportStats() == pipelens.transport_stats()
 
 
@@ -151,7 +151,7 @@ def test_bad_environment_url_is_logged_not_raised(
     """A malformed PIPELENS_URL leaves the program running and says why it was ignored."""
     monkeypatch.setenv("PIPELENS_URL", "localhost:3000")
     assert child(2) == 2
-    assert pipelens._config.settings.transport is None
+    assert pipelens._core.settings.settings.transport is None
     assert "PIPELENS_URL is ignored" in caplog.text
     assert "http://" in caplog.text
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import pipelens
-from pipelens import LLMTrack, _prices
+from pipelens import LLMTrack
+from pipelens._llm import prices
 from pipelens.testing import CapturedEvents
 
 
@@ -209,23 +210,23 @@ def test_llmtrack_and_llm_calls_agree(events: CapturedEvents) -> None:
 
 def test_shipped_table_is_dated_and_prices_known_models() -> None:
     """prices.json has a date and prices a dated model name as its base model."""
-    assert _prices.shipped_prices().date
-    assert pytest.approx((1000 * 0.15 + 1000 * 0.6) / 1e6) == _prices.cost_usd(
+    assert prices.shipped_prices().date
+    assert pytest.approx((1000 * 0.15 + 1000 * 0.6) / 1e6) == prices.cost_usd(
         "gpt-4o-mini-2024-07-18", 1000, 1000
     )
-    assert _prices.cost_usd("no-such-model", 1, 1) is None
+    assert prices.cost_usd("no-such-model", 1, 1) is None
 
 
 def test_configured_prices_override_the_table(tmp_path: Path) -> None:
     """configure(prices=dict) and prices=path both override; {} drops the overrides."""
     pipelens.configure(prices={"gpt-4o": {"input": 1.0, "output": 2.0}})
-    assert pytest.approx(3.0) == _prices.cost_usd("gpt-4o", 1_000_000, 1_000_000)
+    assert pytest.approx(3.0) == prices.cost_usd("gpt-4o", 1_000_000, 1_000_000)
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"models": {"mine": {"input": 4.0, "cached_input": 1.0}}}))
     pipelens.configure(prices=path)
-    assert pytest.approx(5.0) == _prices.cost_usd("mine", 2_000_000, 0, cached_tokens=1_000_000)
+    assert pytest.approx(5.0) == prices.cost_usd("mine", 2_000_000, 0, cached_tokens=1_000_000)
     pipelens.configure(prices={})
-    assert pytest.approx(12.5) == _prices.cost_usd("gpt-4o", 1_000_000, 1_000_000)
+    assert pytest.approx(12.5) == prices.cost_usd("gpt-4o", 1_000_000, 1_000_000)
 
 
 @pytest.mark.parametrize(

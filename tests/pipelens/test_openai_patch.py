@@ -12,7 +12,8 @@ import pytest
 from _openai_stub import TEXT, TEXT_PARTS, StubServer
 
 import pipelens
-from pipelens import _internal, _openai
+from pipelens._core import containment
+from pipelens._llm import openai as _openai
 from pipelens.testing import CapturedEvents
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -464,7 +465,7 @@ def test_a_pipelens_bug_never_reaches_the_caller(
     def broken(call: Any, response: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(_internal, "RAISE_INTERNAL", False)
+    monkeypatch.setattr(containment, "RAISE_INTERNAL", False)
     monkeypatch.setattr(_openai, "read_response", broken)
     reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices[0].message.content == TEXT

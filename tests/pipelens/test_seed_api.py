@@ -580,7 +580,7 @@ def test_async_listeners_without_a_running_loop_run_at_once() -> None:
 
 async def test_a_raising_listener_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
     """A listener that raises (sync or async) does not affect the steps or the result."""
-    monkeypatch.setattr(pipelens._internal, "RAISE_INTERNAL", False)
+    monkeypatch.setattr(pipelens._core.containment, "RAISE_INTERNAL", False)
 
     def sync_boom(*args: Any) -> None:
         raise RuntimeError("sync listener bug")
@@ -812,7 +812,7 @@ async def test_get_total_usage_sums_by_model_over_substeps() -> None:
 
 def test_llm_track_never_raises_on_an_unreadable_response(monkeypatch: pytest.MonkeyPatch) -> None:
     """A response whose attributes raise is skipped; the caller's code carries on."""
-    monkeypatch.setattr(pipelens._internal, "RAISE_INTERNAL", False)
+    monkeypatch.setattr(pipelens._core.containment, "RAISE_INTERNAL", False)
 
     class Broken:
         @property

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import pipelens
-from pipelens import _internal
+from pipelens._core import containment
 from pipelens.events import Event
 from pipelens.testing import CapturedEvents
 
@@ -229,8 +229,8 @@ class RaisingTransport:
 @pytest.fixture
 def contained(monkeypatch: pytest.MonkeyPatch) -> None:
     """Internal errors are logged and swallowed, as for users (our suite re-raises them)."""
-    monkeypatch.setattr(_internal, "RAISE_INTERNAL", False)
-    monkeypatch.setattr(_internal, "_seen", set())
+    monkeypatch.setattr(containment, "RAISE_INTERNAL", False)
+    monkeypatch.setattr(containment, "_seen", set())
 
 
 @pytest.mark.usefixtures("contained")

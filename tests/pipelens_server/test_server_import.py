@@ -15,7 +15,7 @@ from _pg_testkit import read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from pipelens._file_transport import FileFormat, FileTransport
+from pipelens._transports import FileFormat, FileTransport
 from pipelens.events import Batch
 from pipelens_server import Settings, create_app
 

@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 import pipelens
-from pipelens import _prices
+from pipelens._llm import prices as _prices
 from pipelens.events import Event, RunFinished, StepFinished
 from pipelens.testing import capture_runs
 from pipelens_server import Settings, _pricing, create_app

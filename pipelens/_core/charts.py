@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from pipelens._errors import ConfigurationError
-from pipelens._step import _WALL_OFFSET_NS, Step
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.step import _WALL_OFFSET_NS, Step
 
 _COLOURS = {
     "completed": "#43a047",

@@ -1,6 +1,6 @@
 """The seed's read side of a step: its meta records, ``output_*`` views and chart calls.
 
-Kept apart from :mod:`pipelens._step` (the hot path): everything here runs on request only. The
+Kept apart from :mod:`pipelens._core.step` (the hot path): everything here runs on request only. The
 records are the seed's (``TimeMeta``, ``StepMeta``, ``NestedStepMeta``, ``PipelineMeta``), with
 its camelCase field names, as msgspec Structs that also offer pydantic's ``model_dump()``.
 """
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from pipelens._capture import short_repr
+from pipelens._core.capture import short_repr
 
 if TYPE_CHECKING:
-    from pipelens._step import Run, Step
+    from pipelens._core.step import Run, Step
 
 T = TypeVar("T")
 _json = msgspec.json.Encoder(enc_hook=short_repr)
@@ -196,13 +196,13 @@ class StepViews:
     async def step(self, name: str, fn: Callable[[Step], T]) -> T: ...
     async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
         """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
-        from pipelens._seed_steps import run_child
+        from pipelens._seed.steps import run_child
 
         return await run_child(self._self(), name, fn)
 
     def on(self, event: str, listener: Callable[..., Any]) -> Step:
         """Listen to step events of this step's whole run (as the seed's shared emitter did)."""
-        from pipelens._listeners import Listeners
+        from pipelens._core.listeners import Listeners
 
         run = self._self().run
         listeners = run._listeners
@@ -254,25 +254,25 @@ class StepViews:
 
     def gantt_svg(self, **options: Any) -> str:
         """A self-contained SVG Gantt chart of this step's subtree."""
-        from pipelens._visual import gantt_svg
+        from pipelens._core.charts import gantt_svg
 
         return gantt_svg(self._self(), **options)
 
     def gantt_html(self, **options: Any) -> str:
         """A self-contained HTML page with the Gantt chart (no script, no CDN)."""
-        from pipelens._visual import gantt_html
+        from pipelens._core.charts import gantt_html
 
         return gantt_html(self._self(), **options)
 
     def execution_graph_mermaid(self) -> str:
         """The execution graph as Mermaid ``flowchart`` text."""
-        from pipelens._visual import execution_graph_mermaid
+        from pipelens._core.charts import execution_graph_mermaid
 
         return execution_graph_mermaid(self._self())
 
     def execution_graph_dot(self) -> str:
         """The execution graph as Graphviz DOT text."""
-        from pipelens._visual import execution_graph_dot
+        from pipelens._core.charts import execution_graph_dot
 
         return execution_graph_dot(self._self())
 
@@ -294,6 +294,6 @@ class StepViews:
 
     def tree_text(self) -> str:
         """The subtree as indented text: key, status and duration of each step."""
-        from pipelens._visual import tree_text
+        from pipelens._core.charts import tree_text
 
         return tree_text(self._self())

@@ -19,7 +19,7 @@ from concurrent.futures import thread as _cf_thread
 from contextvars import copy_context
 from typing import Any
 
-from pipelens._step import _current
+from pipelens._core.step import _current
 
 _original_submit = ThreadPoolExecutor.submit
 _original_start = threading.Thread.start

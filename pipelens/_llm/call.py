@@ -44,16 +44,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._capture import capture, short_repr
-from pipelens._config import settings
-from pipelens._prices import cost_usd
-from pipelens._step import Step, StepScope, _perf_ns, open_step, sanitize_name
+from pipelens._core import containment
+from pipelens._core.capture import capture, short_repr
+from pipelens._core.settings import settings
+from pipelens._core.step import Step, StepScope, _perf_ns, open_step, sanitize_name
+from pipelens._llm.prices import cost_usd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -146,9 +145,9 @@ class LLMCall(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def set_response(self, response: Any) -> None:
         """Fill model, output, usage and ids from an OpenAI-compatible response (or its dict)."""
-        from pipelens import _openai
+        from pipelens._llm import openai
 
-        _openai.read_response(self, response)
+        openai.read_response(self, response)
 
     def to_json(self) -> str | None:
         """The JSON text sent in ``StepFinished.llm``, its input cut down past the size cap."""
@@ -166,7 +165,7 @@ class LLMCall(msgspec.Struct, kw_only=True, omit_defaults=True):
                 data = _encoder.encode(msgspec.structs.replace(self, messages=_Cut(kept)))
             return data.decode()
         except Exception as exc:
-            _internal.internal_error("llm.to_json", exc)
+            containment.internal_error("llm.to_json", exc)
             return None
 
 
@@ -207,7 +206,7 @@ def usage_by_model(root: Step) -> dict[str, ModelUsage]:
     Counts the steps' LLM calls and the seed's ``LLMTrack.track`` records alike; a model whose
     price is unknown has ``cost_usd`` ``None``.
     """
-    from pipelens._openai import usage_from_openai
+    from pipelens._llm.openai import usage_from_openai
 
     totals: dict[str, ModelUsage] = {}
 
@@ -246,7 +245,7 @@ def usage_json(root: Step) -> str | None:
         totals = usage_by_model(root)
         return _encoder.encode(totals).decode() if totals else None
     except Exception as exc:
-        _internal.internal_error("llm.usage_json", exc)
+        containment.internal_error("llm.usage_json", exc)
         return None
 
 
@@ -271,7 +270,7 @@ def close_llm_step(step: Step, exc: BaseException | None = None, result_text: An
     step._succeed(None, False)
 
 
-class llm_call(StepScope):  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
+class llm_call(StepScope[LLMCall]):  # noqa: N801 - used like a function: ``with pipelens.llm_call(...) as call:``
     """Record an LLM call of any client by hand, as a step of kind ``llm``.
 
     As a context manager it yields the :class:`LLMCall` to fill in::
@@ -333,25 +332,6 @@ class llm_call(StepScope):  # noqa: N801 - used like a function: ``with pipelens
             self._enter()
         return call
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> LLMCall:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
     def __call__(self, fn: F) -> F:
         """Use as a decorator: each call of ``fn`` is recorded as one LLM call."""
         kwargs = dict(self._kwargs)
@@ -388,4 +368,4 @@ def _fill_from(call: LLMCall, result: Any) -> None:
         if usage is not None:
             call.set_response(result)
     except Exception as exc:
-        _internal.internal_error("llm_call.fill", exc)
+        containment.internal_error("llm_call.fill", exc)

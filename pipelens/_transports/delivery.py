@@ -22,9 +22,9 @@ import time
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._endpoint import CLOSED_EARLY, Endpoint, Response
-from pipelens._spool import Claim, Spool
+from pipelens._core import containment
+from pipelens._transports.endpoint import CLOSED_EARLY, Endpoint, Response
+from pipelens._transports.spool import Claim, Spool
 
 #: How often the spool directory is looked at again for batches other processes left there.
 RESCAN_SECONDS = 60.0
@@ -364,7 +364,7 @@ class Delivery:
         return random.uniform(ceiling / 2, ceiling)
 
     def _log(self, item: _Item, outcome: Response | BaseException) -> None:
-        logger = _internal.logger
+        logger = containment.logger
         if logger.isEnabledFor(self._log_level):
             what = (
                 f"{type(outcome).__name__}: {outcome}"
@@ -385,4 +385,4 @@ class Delivery:
     def _warn(self, what: str, message: str) -> None:
         if what not in self._warned:
             self._warned.add(what)
-            _internal.logger.warning("pipelens: %s", message)
+            containment.logger.warning("pipelens: %s", message)

@@ -24,8 +24,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pipelens import _internal
-from pipelens._errors import ConfigurationError
+from pipelens._core import containment
+from pipelens._core.errors import ConfigurationError
 
 EVENTS = ("step-start", "step-success", "step-error", "step-complete", "step-record")
 
@@ -67,7 +67,7 @@ class Listeners:
                 if inspect.isawaitable(outcome):
                     self._schedule(event, outcome)
             except Exception as exc:
-                _internal.internal_error(f"listener {event}", exc)
+                containment.internal_error(f"listener {event}", exc)
 
     def _schedule(self, event: str, awaitable: Awaitable[Any]) -> None:
         try:
@@ -103,7 +103,7 @@ class Listeners:
         while pending := [t for t in tuple(self._tasks) if t.get_loop() is loop and not t.done()]:
             _done, still = await asyncio.wait(pending, timeout=timeout)
             if still:
-                _internal.warn_once(
+                containment.warn_once(
                     "listeners.drain",
                     f"async step listeners still running after {timeout:g} s; not waiting",
                 )
@@ -122,7 +122,7 @@ async def _guarded(
             await asyncio.wait((previous,))
         await awaitable
     except Exception as exc:
-        _internal.internal_error(f"listener {event}", exc)
+        containment.internal_error(f"listener {event}", exc)
     finally:
         # Cancelled before it could run: close the coroutine so it is not "never awaited".
         if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == (

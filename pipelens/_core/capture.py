@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from pipelens._config import SECRET_VALUE_PATTERN, Settings, settings
+from pipelens._core.settings import SECRET_VALUE_PATTERN, Settings, settings
 from pipelens.events import ErrorInfo, Event, StepFinished, StepStarted
 
 REDACTED = "[REDACTED]"

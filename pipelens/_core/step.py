@@ -13,16 +13,18 @@ import random
 import time
 import traceback
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._capture import capture, capture_record, scrub_event, short_repr
-from pipelens._config import settings
-from pipelens._views import StepViews
+from pipelens._core import containment
+from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
+from pipelens._core.settings import settings
+from pipelens._core.sink import Transport
+from pipelens._core.views import StepViews
 from pipelens.events import (
     ErrorInfo,
     Event,
@@ -35,9 +37,8 @@ from pipelens.events import (
 )
 
 if TYPE_CHECKING:
-    from pipelens._listeners import Listeners
-    from pipelens._llm import ModelUsage
-    from pipelens._transport import Transport
+    from pipelens._core.listeners import Listeners
+    from pipelens._llm.call import ModelUsage
 
 _current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
 
@@ -59,7 +60,8 @@ def _reseed_ids() -> None:  # pragma: no cover - runs in forked children
     _ids = itertools.count(random.getrandbits(63))
 
 
-os.register_at_fork(after_in_child=_reseed_ids)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def new_run_id() -> str:
@@ -198,7 +200,7 @@ class Run:
             if transport.send(event) is False:
                 self.dropped_events += 1
         except Exception as exc:
-            _internal.internal_error("transport.send", exc)
+            containment.internal_error("transport.send", exc)
 
     def _finished(self) -> None:
         root = self.root
@@ -220,7 +222,7 @@ class Run:
         )
 
     def _llm_usage_json(self) -> str | None:
-        from pipelens._llm import usage_json
+        from pipelens._llm.call import usage_json
 
         return usage_json(self.root)
 
@@ -261,7 +263,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     error: ErrorInfo | None = None
     # Containers are created on first use: most steps have no children and no records.
     _children: list[Step] | None = None
-    _counters: dict[str, itertools.count[int]] | None = None
+    _counters: dict[str, Iterator[int]] | None = None
     _records: dict[str, Any] | None = None
     _records_json: dict[str, str] | None = None
     #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step (typed loosely: msgspec resolves
@@ -312,7 +314,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
 
     def llm_usage(self) -> dict[str, ModelUsage]:
         """LLM calls, tokens and cost of this step and its descendants, by model."""
-        from pipelens._llm import usage_by_model
+        from pipelens._llm.call import usage_by_model
 
         return usage_by_model(self)
 
@@ -330,7 +332,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         try:
             records = self.records
             if key not in records and len(records) >= settings.max_records:
-                _internal.warn_once(
+                containment.warn_once(
                     "record.max_records",
                     f"step {self.key!r} has {len(records)} records, the max_records limit; "
                     "later records are dropped (raise it with pipelens.configure(max_records=...))",
@@ -345,7 +347,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
             if listeners:  # empty Listeners are falsy: build no meta for nobody
                 listeners.emit("step-record", self.key, key, value, self.meta())
         except Exception as exc:
-            _internal.internal_error("record", exc)
+            containment.internal_error("record", exc)
         return _Chain(self)
 
     def _announce(self) -> None:
@@ -424,13 +426,13 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
             else:
                 self._end("completed")
         except Exception as exc:
-            _internal.internal_error("step.finish", exc)
+            containment.internal_error("step.finish", exc)
 
     def _fail(self, exc: BaseException) -> None:
         try:
             self._end("cancelled" if isinstance(exc, _CANCELLING) else "failed", exc)
         except Exception as internal:
-            _internal.internal_error("step.fail", internal)
+            containment.internal_error("step.fail", internal)
 
     def meta(self) -> Any:
         """The seed's ``StepMeta`` view of this step."""
@@ -548,7 +550,7 @@ def record(key: str, value: Any) -> None:
     """Record ``value`` under ``key`` on the current step. Outside a step it does nothing."""
     step = _current.get()
     if step is None:
-        _internal.warn_once(
+        containment.warn_once(
             "record.outside",
             f"pipelens.record({key!r}, ...) was called outside any step and is ignored; "
             "call it inside a function decorated with @pipelens.step",
@@ -590,16 +592,42 @@ async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: b
     return result
 
 
-class StepScope:
+T = TypeVar("T")
+
+
+class StepScope(Generic[T]):
     """What the ``with`` forms (``span``, ``llm_call``, ``Pipeline.run``) share: the step that
     :meth:`_open` returns is current inside the block and ends with the block's outcome.
 
-    Subclasses give ``_open`` and, when a step ends differently, ``_close``; their
-    ``__enter__``/``__exit__`` call :meth:`_enter`/:meth:`_exit`. An instance serves one block
-    at a time. Failures of PipeLens itself are contained: the block then runs without a step.
+    Subclasses give ``_open``, ``__enter__`` (which calls :meth:`_enter` and gives the block its
+    ``T``) and, when a step ends differently, ``_close``; ``__exit__`` and the ``async with``
+    forms are here. An instance serves one block at a time. Failures of PipeLens itself are
+    contained: the block then runs without a step.
     """
 
     __slots__ = ("_previous", "_step", "_token")
+
+    def __enter__(self) -> T:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> T:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def _open(self) -> Step:
         raise NotImplementedError
@@ -614,7 +642,7 @@ class StepScope:
         try:
             step = self._open()
         except Exception as exc:
-            _internal.internal_error(f"{type(self).__name__}.open", exc)
+            containment.internal_error(f"{type(self).__name__}.open", exc)
             self._step = None
             return None
         self._step = step
@@ -636,4 +664,4 @@ class StepScope:
         try:
             self._close(step, exc)
         except Exception as internal:
-            _internal.internal_error(f"{type(self).__name__}.close", internal)
+            containment.internal_error(f"{type(self).__name__}.close", internal)

@@ -3,9 +3,9 @@
 ``send`` only appends to the bounded queue of :class:`~pipelens.BatchingTransport`. Its thread
 scrubs and batches events (by count and time) and :meth:`HttpTransport.write` cuts each batch
 into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
-(:mod:`pipelens._delivery`) posts them to ``{url}/api/v1/events``. Two threads rather than one so
-that a slow or dead server never stops the queue from draining into memory or the disk spool,
-which is what keeps ``send`` from dropping events during an outage.
+(:mod:`pipelens._transports.delivery`) posts them to ``{url}/api/v1/events``. Two threads rather
+than one so that a slow or dead server never stops the queue from draining into memory or the
+disk spool, which is what keeps ``send`` from dropping events during an outage.
 
 Both threads belong to the process that started them: after ``fork`` the child starts its own,
 with its own connection, and leaves the parent's pending events to the parent.
@@ -23,12 +23,13 @@ from typing import Any
 
 import msgspec
 
-from pipelens._config import settings
-from pipelens._delivery import Delivery, TransportStats
-from pipelens._endpoint import Endpoint
-from pipelens._errors import ConfigurationError
-from pipelens._spool import Spool, default_spool_dir
-from pipelens._transport import BatchingTransport, Transport
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.settings import settings
+from pipelens._transports.base import BatchingTransport, Transport
+from pipelens._transports.delivery import Delivery, TransportStats
+from pipelens._transports.endpoint import Endpoint
+from pipelens._transports.spool import Spool, default_spool_dir
+from pipelens._version import __version__
 from pipelens.events import Batch, Event, encode_msgpack
 
 _MiB = 1024 * 1024
@@ -128,8 +129,6 @@ class HttpTransport(BatchingTransport):
                 "HttpTransport(token=...): expected a string of printable characters "
                 "(the bearer token the server was started with)"
             )
-        from pipelens import __version__
-
         endpoint = Endpoint(url, token or None, float(timeout), f"pipelens-python/{__version__}")
         self.url = endpoint.url
         self.max_batch_bytes = max_batch_bytes

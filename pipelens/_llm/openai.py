@@ -12,7 +12,7 @@ import importlib
 import inspect
 from typing import Any
 
-from pipelens._llm import LLMCall, LLMOutput, TokenUsage, ToolCall
+from pipelens._llm.call import LLMCall, LLMOutput, TokenUsage, ToolCall
 
 PROVIDER = "openai"
 

@@ -21,14 +21,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from pipelens import _internal
-from pipelens._config import settings
-from pipelens._errors import ConfigurationError
-from pipelens._llm import LLMCall, close_llm_step, open_llm_step
-from pipelens._step import Step, _current, _perf_ns
+from pipelens._core import containment
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.settings import settings
+from pipelens._core.step import Step, _current, _perf_ns
+from pipelens._llm.call import LLMCall, close_llm_step, open_llm_step
 
 #: Library name → the provider module that knows it.
-_PROVIDERS = {"openai": "pipelens._openai"}
+_PROVIDERS = {"openai": "pipelens._llm.openai"}
 
 _lock = threading.Lock()
 #: Library name → the (class, attribute, original) triples it replaced.
@@ -146,7 +146,7 @@ def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -
             try:
                 step, call, send, watch = start(kwargs)
             except Exception as exc:
-                _internal.internal_error("auto_patch.start", exc)
+                containment.internal_error("auto_patch.start", exc)
                 return await original(self, *args, **kwargs)
             token = _current.set(step)
             try:
@@ -168,7 +168,7 @@ def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -
         try:
             step, call, send, watch = start(kwargs)
         except Exception as exc:
-            _internal.internal_error("auto_patch.start", exc)
+            containment.internal_error("auto_patch.start", exc)
             return original(self, *args, **kwargs)
         token = _current.set(step)
         try:
@@ -194,7 +194,7 @@ def _contained(fn: Callable[..., None], *args: Any) -> None:
     try:
         fn(*args)
     except Exception as exc:
-        _internal.internal_error("auto_patch", exc)
+        containment.internal_error("auto_patch", exc)
 
 
 class _Watch:
@@ -250,7 +250,7 @@ class _Watch:
                 self.first_ns = _perf_ns()
             return bool(deliver)
         except Exception as exc:
-            _internal.internal_error("auto_patch.stream", exc)
+            containment.internal_error("auto_patch.stream", exc)
             return True
 
     def end(self, early: bool, exc: BaseException | None = None) -> None:
@@ -275,7 +275,7 @@ class _Watch:
             output = call.output
             close_llm_step(step, exc, None if output is None else output.text)
         except Exception as internal:
-            _internal.internal_error("auto_patch.stream_end", internal)
+            containment.internal_error("auto_patch.stream_end", internal)
 
     def _iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
         try:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipelens import _internal
-from pipelens._capture import short_repr
-from pipelens._step import Step
+from pipelens._core import containment
+from pipelens._core.capture import short_repr
+from pipelens._core.step import Step
 
 if TYPE_CHECKING:
-    from pipelens._seed import Pipeline
+    from pipelens._seed.pipeline import Pipeline
 
 LLM_RESPONSE_RECORD_KEY_PREFIX = "__LLM_RESPONSE_"
 _FIELDS = ("id", "object", "created", "model", "choices", "usage", "system_fingerprint")
@@ -106,7 +106,7 @@ class LLMTrack:
             # The record counts in run.llm_usage() and RunFinished.llm_usage like an LLM step.
             target.run._has_llm = True
         except Exception as exc:
-            _internal.internal_error("LLMTrack.track", exc)
+            containment.internal_error("LLMTrack.track", exc)
         return _Done()
 
     @staticmethod

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import Token
 from typing import Any
 
-from pipelens import _internal
-from pipelens._errors import ConfigurationError
-from pipelens._step import Step, _current, open_run, sanitize_name
+from pipelens._core import containment
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.step import Step, _current, open_run, sanitize_name
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,6 +71,11 @@ class HTTPServerError(Exception):
             f"the app answered HTTP {status} (it handled the error: its own logs have the cause)"
         )
         self.status_code = status
+
+
+# Stored as the run's error type (module + qualname): a public spelling that moves of this
+# module do not change (a test pins it).
+HTTPServerError.__module__ = "pipelens"
 
 
 def _is_5xx(status: object) -> bool:
@@ -135,7 +140,7 @@ class PipelensMiddleware:
         try:
             root, token = open_request_run(scope, self.pipeline, route_template(scope))
         except Exception as exc:
-            _internal.internal_error("asgi.middleware.open", exc)
+            containment.internal_error("asgi.middleware.open", exc)
             await self.app(scope, receive, send)
             return
         # [status sent, response finished]: what the wrappers below saw.

@@ -1,119 +1,22 @@
-"""Process-wide settings, read on the hot path as plain attributes."""
+"""``configure()``: the one place that wires settings, transports, prices and thread propagation.
+
+It sits above every room (it imports them all) and nothing below imports it. It also tells the
+settings how to build a transport from ``PIPELENS_URL`` when no transport was configured.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipelens._errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from pipelens._transport import Transport
-
-#: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
-#: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
-DEFAULT_REDACT_KEYS: tuple[str, ...] = (
-    r"api[._ -]?key",
-    r"passw(or)?d",
-    r"secret",
-    r"token$",
-    r"authori[sz]ation",
-    r"^auth$",
-    r"credential",
-    r"private[._ -]?key",
-    r"access[._ -]?key",
-    r"cookie",
-    r"session[._ -]?(id|key)?$",
-    r"\bjwt\b",
-)
-
-#: Values that look like credentials wherever they appear (OpenAI/Anthropic, GitHub, AWS, bearer).
-SECRET_VALUE_PATTERN = (
-    r"sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|"  # noqa: S105 - finds secrets
-    r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}"
-)
-
-
-class Settings:
-    """The current configuration; one instance, mutated only by :func:`configure`."""
-
-    __slots__ = (
-        "_transport",
-        "_transport_chosen",
-        "capture_args",
-        "capture_result",
-        "enabled",
-        "exit_timeout",
-        "llm_stream_usage",
-        "max_records",
-        "max_value_bytes",
-        "prices",
-        "propagate_threads",
-        "redact",
-        "redact_key_re",
-    )
-
-    def __init__(self) -> None:
-        self.enabled = True
-        self.capture_args = True
-        self.capture_result = True
-        self.redact = True
-        self.redact_key_re = _compile_keys(DEFAULT_REDACT_KEYS)
-        self.max_value_bytes = 32 * 1024
-        self.max_records = 1000
-        self.propagate_threads = True
-        self.exit_timeout = 2.0
-        self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
-        self.llm_stream_usage = False
-        self._transport: Transport | None = None
-        self._transport_chosen = False  # by configure(), or from the environment on first use
-
-    @property
-    def transport(self) -> Transport | None:
-        """Where new runs send events; ``PIPELENS_URL`` is read the first time this is asked."""
-        if not self._transport_chosen:
-            _transport_from_env(self)
-        return self._transport
-
-    @transport.setter
-    def transport(self, value: Transport | None) -> None:
-        self._transport = value
-        self._transport_chosen = True
-
-
-_env_lock = threading.Lock()
-
-
-def _transport_from_env(target: Settings) -> None:
-    """``PIPELENS_URL`` (and ``PIPELENS_TOKEN``) choose an HttpTransport; unset, nothing is sent.
-
-    Runs on the user's code path (when the first run starts), so a bad value is logged, not raised.
-    """
-    with _env_lock:
-        if target._transport_chosen:
-            return
-        transport = None
-        url = os.environ.get("PIPELENS_URL", "").strip()
-        if url:
-            from pipelens import _internal
-            from pipelens._http import HttpTransport
-
-            try:
-                transport = HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
-            except Exception as exc:
-                _internal.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
-        target._transport = transport
-        target._transport_chosen = True
-
-
-def _compile_keys(patterns: Iterable[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-
-
-settings = Settings()
+from pipelens._core import containment, propagation
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.settings import compile_keys, settings, use_env_transport
+from pipelens._core.sink import Transport
+from pipelens._llm.prices import load_prices
+from pipelens._transports import FileTransport, HttpTransport, set_transport
 
 
 def configure(
@@ -158,9 +61,6 @@ def configure(
         llm_stream_usage: ask OpenAI for token usage on streamed chat calls
             (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
     """
-    from pipelens import _propagation
-    from pipelens._transport import FileTransport, Transport, set_transport
-
     # Every argument is checked before anything changes: a bad call leaves the settings as is.
     flags: tuple[tuple[str, object], ...] = (
         ("enabled", enabled),
@@ -197,15 +97,13 @@ def configure(
                 "give regular expressions of key names, such as ['api_key', 'password']"
             )
         try:
-            key_re = _compile_keys(keys)
+            key_re = compile_keys(keys)
         except re.error as exc:
             raise ConfigurationError(
                 f"configure(redact_keys=...): {exc.pattern!r} is not a regular expression: {exc}"
             ) from None
     price_table = None
     if prices is not None:
-        from pipelens._prices import load_prices
-
         price_table = load_prices(prices)
     if token is not None and url is None:
         raise ConfigurationError(
@@ -215,8 +113,6 @@ def configure(
     if url is not None:
         if transport is not ... or file is not None:
             raise ConfigurationError("configure(): give one of transport=, file= or url=")
-        from pipelens._http import HttpTransport
-
         transport = HttpTransport(url, token=token or os.environ.get("PIPELENS_TOKEN") or None)
     if file is not None:
         if transport is not ...:
@@ -255,6 +151,24 @@ def configure(
     if propagate_threads is not None:
         settings.propagate_threads = bool(propagate_threads)
         if propagate_threads:
-            _propagation.install()
+            propagation.install()
         else:
-            _propagation.uninstall()
+            propagation.uninstall()
+
+
+def _transport_from_env() -> Transport | None:
+    """``PIPELENS_URL`` (and ``PIPELENS_TOKEN``) choose an HttpTransport; unset, nothing is sent.
+
+    Runs on the user's code path (when the first run starts), so a bad value is logged, not raised.
+    """
+    url = os.environ.get("PIPELENS_URL", "").strip()
+    if not url:
+        return None
+    try:
+        return HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
+    except Exception as exc:
+        containment.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
+        return None
+
+
+use_env_transport(_transport_from_env)

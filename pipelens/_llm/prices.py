@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeAlias
 
 import msgspec
 
-from pipelens._config import settings
-from pipelens._errors import ConfigurationError
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.settings import settings
 
 USD: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
 

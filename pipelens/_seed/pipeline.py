@@ -2,7 +2,7 @@
 
 ``Pipeline``, ``await pipeline.track(fn)``, ``with pipeline.run():``, listeners and the
 ``output_*`` views behave as in the seed's Python library (``st.step`` and ``with_step`` live in
-:mod:`pipelens._seed_steps`), so its examples run with only the import line changed. A run's root
+:mod:`pipelens._seed.steps`), so its examples run with only the import line changed. A run's root
 step is the current step inside it, so ``@step`` functions called there nest under it.
 
 Where we differ on purpose: each run of a pipeline is a new :class:`~pipelens.Run` with its own
@@ -22,14 +22,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from pipelens._capture import capture_record
-from pipelens._config import settings
-from pipelens._errors import ConfigurationError, PipelensError
-from pipelens._listeners import Listeners
-from pipelens._seed_steps import run_child, with_step
-from pipelens._step import Run, Step, StepScope, _current, open_run, sanitize_name
-from pipelens._transport import Transport
-from pipelens._views import (
+from pipelens._core.capture import capture_record
+from pipelens._core.errors import ConfigurationError, PipelensError
+from pipelens._core.listeners import Listeners
+from pipelens._core.settings import settings
+from pipelens._core.step import Run, Step, StepScope, _current, open_run, sanitize_name
+from pipelens._core.views import (
     NestedStepMeta,
     PipelineMeta,
     StepMeta,
@@ -39,6 +37,8 @@ from pipelens._views import (
     output_pipeline_meta,
     pipeline_meta,
 )
+from pipelens._seed.steps import run_child, with_step
+from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]
 _AUTO_SAVE = ("real_time", "finish", "off")
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-class RunScope(StepScope):
+class RunScope(StepScope[Run]):
     """``with pipeline.run() as run:`` / ``async with``: one explicit run of a pipeline.
 
     The run's root step is the current step inside the block; it ends with the block, failed
@@ -89,24 +89,13 @@ class RunScope(StepScope):
             root = open_run(self._pipeline.name, None, _DISCARD, None)
         return root.run
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Run:
-        return self.__enter__()
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        await super().__aexit__(exc_type, exc, tb)
         await self._pipeline._listeners.drain()
 
 

@@ -15,8 +15,8 @@ from typing import IO, Literal
 
 import msgspec
 
-from pipelens._errors import ConfigurationError, TransportError
-from pipelens._transport import BatchingTransport, check_options
+from pipelens._core.errors import ConfigurationError, TransportError
+from pipelens._transports.base import BatchingTransport, check_options
 from pipelens.events import Batch, decode_json, decode_msgpack, encode_json, encode_msgpack
 
 FileFormat = Literal["jsonl", "msgpack"]

@@ -13,7 +13,7 @@ import time
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pipelens._errors import ConfigurationError
+from pipelens._core.errors import ConfigurationError
 
 INGEST_PATH = "/api/v1/events"
 CONTENT_TYPE = "application/msgpack"

@@ -13,16 +13,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import msgspec
 import wrapt
 
-from pipelens import _internal
-from pipelens._capture import capture
-from pipelens._config import settings
-from pipelens._step import (
+from pipelens._core import containment
+from pipelens._core.capture import capture
+from pipelens._core.settings import settings
+from pipelens._core.step import (
     Step,
     StepScope,
     _current,
@@ -150,7 +149,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
                 if not parent.run._quiet:
                     step._announce()
         except Exception as exc:
-            _internal.internal_error("step.open", exc)
+            containment.internal_error("step.open", exc)
             return wrapped(*args, **kwargs)
         token = set_(step)
         try:
@@ -173,7 +172,7 @@ def _open(
         inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
         return open_step(spec.name, inputs, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         return None
 
 
@@ -196,6 +195,11 @@ class _GeneratorClosed(GeneratorExit):
     """Why a generator step was cancelled: its consumer stopped before the end."""
 
 
+# Stored as the step's error type (module + qualname): a public spelling that moves of this
+# module do not change (a test pins it).
+_GeneratorClosed.__module__ = "pipelens"
+
+
 _CLOSED_MESSAGE = "the consumer closed the generator before it was exhausted"
 
 
@@ -205,7 +209,7 @@ def _traced_generator(
     try:
         step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         return (yield from gen)
     send_value: Any = None
     thrown: BaseException | None = None
@@ -245,7 +249,7 @@ async def _traced_async_generator(
     try:
         step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
     except Exception as exc:
-        _internal.internal_error("step.open", exc)
+        containment.internal_error("step.open", exc)
         async for item in agen:
             yield item
         return
@@ -294,7 +298,7 @@ def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
             inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
             return traced(spec, _current.get(), inputs, gen)
         except Exception as exc:
-            _internal.internal_error("step.generator", exc)
+            containment.internal_error("step.generator", exc)
             return gen
 
     return wrapper
@@ -400,7 +404,7 @@ def step(
     return _decorate(fn_or_name, name, capture_args, capture_result, kind)
 
 
-class span(StepScope):  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
+class span(StepScope[Step | None]):  # noqa: N801 - used like a function: ``with pipelens.span("load"):``
     """A block as a step: ``with span("load") as s:`` or ``async with span("load"):``.
 
     The step ends when the block does: ``completed``, or ``failed``/``cancelled`` with the error
@@ -420,22 +424,3 @@ class span(StepScope):  # noqa: N801 - used like a function: ``with pipelens.spa
 
     def __enter__(self) -> Step | None:
         return self._enter() if settings.enabled else None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._exit(exc)
-
-    async def __aenter__(self) -> Step | None:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

@@ -1,5 +1,5 @@
 """Where events go: the ``Transport`` protocol, the in-memory and batching transports, flush and
-exit (the file transport, built on the batching one, is in :mod:`pipelens._file_transport`).
+exit (the file transport, built on the batching one, is in :mod:`pipelens._transports.file`).
 
 A transport's ``send`` is called on the user's code path, so it only appends to a bounded queue;
 it never blocks on I/O and never raises. One background daemon thread per transport and process
@@ -19,55 +19,24 @@ import os
 import threading
 import time
 import weakref
-from typing import Protocol, runtime_checkable
 
-from pipelens import _internal
-from pipelens._capture import scrub_event
-from pipelens._config import settings
-from pipelens._errors import ConfigurationError
+from pipelens._core import containment
+from pipelens._core.capture import scrub_event
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.settings import settings
+from pipelens._core.sink import Transport
 from pipelens.events import Batch, Event, RunFinished
 
+__all__ = [
+    "BatchingTransport",
+    "Transport",
+    "check_options",
+    "flush",
+    "set_transport",
+    "shutdown",
+]
+
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """Receives every event of the runs that use it.
-
-    ``send`` must return quickly and never raise; it returns ``False`` when the event was dropped
-    (the run then counts it in ``dropped_events``).
-    """
-
-    def send(self, event: Event) -> bool: ...
-
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-    def close(self, timeout: float | None = None) -> None: ...
-
-
-class MemoryTransport:
-    """Keeps every event in a list: for tests (see :mod:`pipelens.testing`) and notebooks."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def send(self, event: Event) -> bool:
-        self.events.append(event)
-        return True
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def close(self, timeout: float | None = None) -> None:
-        return None
-
-    def clear(self) -> None:
-        """Forget the events received so far."""
-        self.events.clear()
-
-    def batch(self) -> Batch:
-        """The events received so far as one wire batch."""
-        return Batch(events=list(self.events))
 
 
 def check_options(owner: str, max_queue: object, max_batch: object, interval: object) -> None:
@@ -166,7 +135,7 @@ class BatchingTransport:
     def _warn_once(self, what: str, message: str, exc: BaseException | None = None) -> None:
         if what not in self._warned:
             self._warned.add(what)
-            _internal.logger.warning("pipelens: %s", message, exc_info=exc)
+            containment.logger.warning("pipelens: %s", message, exc_info=exc)
 
     def _start_thread(self) -> None:
         with self._lock:
@@ -270,7 +239,7 @@ def flush(timeout: float | None = None) -> bool:
         try:
             done = transport.flush(remaining) and done
         except Exception as exc:
-            _internal.internal_error("flush", exc)
+            containment.internal_error("flush", exc)
             done = False
     return done
 
@@ -285,7 +254,7 @@ def shutdown(timeout: float | None = None) -> bool:
         try:
             transport.close(0)
         except Exception as exc:
-            _internal.internal_error("shutdown", exc)
+            containment.internal_error("shutdown", exc)
     settings.transport = None
     return done
 
@@ -321,20 +290,5 @@ def _after_fork_in_child() -> None:
             transport._reset_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# FileTransport builds on BatchingTransport above; callers import it from here.
-from pipelens._file_transport import FileFormat, FileTransport, read_event_file  # noqa: E402
-
-__all__ = [
-    "BatchingTransport",
-    "FileFormat",
-    "FileTransport",
-    "MemoryTransport",
-    "Transport",
-    "flush",
-    "read_event_file",
-    "set_transport",
-    "shutdown",
-]
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

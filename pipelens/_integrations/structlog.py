@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from pipelens import _internal
-from pipelens._errors import ConfigurationError
-from pipelens._step import Step, _current
+from pipelens._core import containment
+from pipelens._core.errors import ConfigurationError
+from pipelens._core.step import Step, _current
 
 __all__ = ["StructlogProcessor", "structlog_processor"]
 
@@ -76,7 +76,7 @@ class StructlogProcessor:
             event_dict.setdefault("step_id", step.id)
             event_dict.setdefault("step_key", step.key)
         except Exception as exc:
-            _internal.internal_error("structlog_processor", exc)
+            containment.internal_error("structlog_processor", exc)
         return event_dict
 
     def _keep(self, step: Step, method_name: str, event_dict: MutableMapping[str, Any]) -> None:

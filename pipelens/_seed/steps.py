@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from pipelens import _internal
-from pipelens._decorator import _async_wrapper, _Spec, _sync_wrapper
-from pipelens._step import Step, await_in_step, call_in_step, open_step, sanitize_name
+from pipelens._core import containment
+from pipelens._core.decorator import _async_wrapper, _Spec, _sync_wrapper
+from pipelens._core.step import Step, await_in_step, call_in_step, open_step, sanitize_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +39,7 @@ async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
     try:
         child = open_step(step_name, parent=parent)
     except Exception as exc:
-        _internal.internal_error("st.step open", exc)
+        containment.internal_error("st.step open", exc)
         return await body(parent)
     return await await_in_step(child, body(child))
 
@@ -107,7 +107,7 @@ def with_step(name: str) -> Callable[[F], F]:
             try:
                 child = open_step(step_name, spec.inputs(instance, args, kwargs), parent=parent)
             except Exception as exc:
-                _internal.internal_error("with_step open", exc)
+                containment.internal_error("with_step open", exc)
                 raise _OpenFailedError from None
             if keyword is None:
                 return child, (*args, child), kwargs

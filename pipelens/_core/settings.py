@@ -1,0 +1,118 @@
+"""Process-wide settings, read on the hot path as plain attributes.
+
+A leaf: it knows no transport, price table or patch. ``pipelens.configure()`` changes these
+fields, and tells the settings (:func:`use_env_transport`) how to build the transport that
+``PIPELENS_URL`` names.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pipelens._core.sink import Transport
+
+#: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
+#: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    r"api[._ -]?key",
+    r"passw(or)?d",
+    r"secret",
+    r"token$",
+    r"authori[sz]ation",
+    r"^auth$",
+    r"credential",
+    r"private[._ -]?key",
+    r"access[._ -]?key",
+    r"cookie",
+    r"session[._ -]?(id|key)?$",
+    r"\bjwt\b",
+)
+
+#: Values that look like credentials wherever they appear (OpenAI/Anthropic, GitHub, AWS, bearer).
+SECRET_VALUE_PATTERN = (
+    r"sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|"  # noqa: S105 - finds secrets
+    r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}"
+)
+
+
+class Settings:
+    """The current configuration; one instance, mutated only by :func:`configure`."""
+
+    __slots__ = (
+        "_transport",
+        "_transport_chosen",
+        "capture_args",
+        "capture_result",
+        "enabled",
+        "exit_timeout",
+        "llm_stream_usage",
+        "max_records",
+        "max_value_bytes",
+        "prices",
+        "propagate_threads",
+        "redact",
+        "redact_key_re",
+    )
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.capture_args = True
+        self.capture_result = True
+        self.redact = True
+        self.redact_key_re = compile_keys(DEFAULT_REDACT_KEYS)
+        self.max_value_bytes = 32 * 1024
+        self.max_records = 1000
+        self.propagate_threads = True
+        self.exit_timeout = 2.0
+        self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
+        self.llm_stream_usage = False
+        self._transport: Transport | None = None
+        self._transport_chosen = False  # by configure(), or from the environment on first use
+
+    @property
+    def transport(self) -> Transport | None:
+        """Where new runs send events; ``PIPELENS_URL`` is read the first time this is asked."""
+        if not self._transport_chosen:
+            _transport_from_env(self)
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Transport | None) -> None:
+        self._transport = value
+        self._transport_chosen = True
+
+
+_env_lock = threading.Lock()
+
+
+def _no_env_transport() -> Transport | None:
+    return None
+
+
+#: Builds the transport that the environment names; ``configure`` installs the real one.
+_env_transport: Callable[[], Transport | None] = _no_env_transport
+
+
+def use_env_transport(factory: Callable[[], Transport | None]) -> None:
+    """Say how to build the transport the environment names (called once, by ``configure``)."""
+    global _env_transport
+    _env_transport = factory
+
+
+def _transport_from_env(target: Settings) -> None:
+    # Runs on the user's code path (the first run's start): the factory logs, never raises.
+    with _env_lock:
+        if target._transport_chosen:
+            return
+        target._transport = _env_transport()
+        target._transport_chosen = True
+
+
+def compile_keys(patterns: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+settings = Settings()
