@@ -11,10 +11,10 @@ from litestar import Request, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
+from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._errors import DatabaseUnavailableError
-from pipelens_server._ingest import ingest
+from pipelens_server._ingest import LimiterDep, ingest
 from pipelens_server._pages import RangePreset, parse_moment
 from pipelens_server._pages import _since_ns as since_ns
 from pipelens_server._pages_read import RunSearch

@@ -15,7 +15,7 @@ from litestar import get
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, QueryParameter
 
-from pipelens_server._db import PoolDep
+from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._pages import RangePreset
 from pipelens_server._pages import _since_ns as preset_since_ns
 from pipelens_server._pages_read import pipeline_summaries

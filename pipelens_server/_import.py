@@ -27,10 +27,10 @@ import anyio.to_thread
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._retention import count_expired
 from pipelens_server._decode import batch_rows, decode_batch
 from pipelens_server._errors import InvalidBatchError, ServerError
 from pipelens_server._ingest import IngestLimiter, store
-from pipelens_server._retention import count_expired
 from pipelens_server._rows import Rows, run_row
 from pipelens_server._seed_ingest import PipelineMeta, StepMeta, TimeMeta, add_pipeline, add_step
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
 import structlog
 from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import OverloadedError
@@ -102,6 +105,16 @@ class IngestLimiter:
             yield
         finally:
             self.inflight -= 1
+
+
+def provide_limiter(state: State) -> IngestLimiter:
+    """The app's bound on ingest requests in flight."""
+    limiter: IngestLimiter = state.limiter
+    return limiter
+
+
+#: Handler parameter type of the limiter dependency (the app's own object: not validated).
+LimiterDep: TypeAlias = NamedDependency[SkipValidation[IngestLimiter]]
 
 
 async def ingest(

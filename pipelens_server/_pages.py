@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server import _gantt, _login
-from pipelens_server._db import PoolDep, SettingsDep
+from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._errors import ServerError
 from pipelens_server._llm_read import CallView, step_llm
 from pipelens_server._pages_read import (

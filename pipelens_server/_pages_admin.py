@@ -20,11 +20,8 @@ from litestar.response import Redirect
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server import _login
-from pipelens_server._db import LimiterDep, PoolDep, SettingsDep
-from pipelens_server._errors import ServerError
-from pipelens_server._import import FileResult, import_file
-from pipelens_server._pages import _base, _page_error
-from pipelens_server._retention import (
+from pipelens_server._db._lifespan import PoolDep, SettingsDep
+from pipelens_server._db._retention import (
     MAX_DAYS,
     MIN_DAYS,
     InvalidRetentionError,
@@ -34,6 +31,10 @@ from pipelens_server._retention import (
     set_default_days,
     set_pipeline_days,
 )
+from pipelens_server._errors import ServerError
+from pipelens_server._import import FileResult, import_file
+from pipelens_server._ingest import LimiterDep
+from pipelens_server._pages import _base, _page_error
 from pipelens_server._templating import render
 
 _NO_FILES = "Choose at least one file to import."

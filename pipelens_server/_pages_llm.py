@@ -20,7 +20,7 @@ from litestar.types import ControllerRouterHandler
 
 from pipelens_server import _login
 from pipelens_server._auth import require_token
-from pipelens_server._db import PoolDep
+from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._errors import ServerError
 from pipelens_server._llm_read import UsageRow, usage_rows, usage_span
 from pipelens_server._llm_usage import bucket_width, format_count, format_usd, summarize

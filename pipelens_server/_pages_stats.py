@@ -18,7 +18,7 @@ from litestar.response import Redirect
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server import _login, _stats_chart
-from pipelens_server._db import PoolDep
+from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._errors import ServerError
 from pipelens_server._pages import RANGES, RangeParam, _base, _page_error, _since_ns, _url
 from pipelens_server._stats_read import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -28,15 +29,16 @@ from pipelens_server import (
     _seed_ingest,
 )
 from pipelens_server._auth import require_token
-from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
+from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
+from pipelens_server._db._retention import purge_lifespan
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     InvalidBatchError,
     OverloadedError,
     ServerError,
 )
+from pipelens_server._ingest import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
-from pipelens_server._retention import purge_lifespan
 from pipelens_server._settings import Settings
 from pipelens_server._templating import template_config
 
@@ -168,8 +170,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *_pages_admin.route_handlers(),
         ],
         template_config=template_config(),
-        lifespan=[database_lifespan, purge_lifespan],  # the purge uses the pool
-        state=State({"settings": settings}),
+        lifespan=[
+            functools.partial(database_lifespan, configure=create_staging_tables),
+            purge_lifespan,  # after the database: the purge uses the pool
+        ],
+        state=State(
+            {
+                "settings": settings,
+                "limiter": IngestLimiter(settings.max_inflight_ingests, settings.retry_after_s),
+            }
+        ),
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "limiter": Provide(provide_limiter, sync_to_thread=False),

@@ -43,7 +43,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """Every migration shipped with the server, in order."""
     found = []
-    for entry in resources.files("pipelens_server").joinpath("migrations").iterdir():
+    for entry in resources.files("pipelens_server._db").joinpath("migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
         if match is None:
             continue

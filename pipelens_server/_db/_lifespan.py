@@ -5,7 +5,7 @@ All of it is opened in the app's lifespan and kept on ``app.state``; nothing con
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -18,20 +18,21 @@ from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._embedded import EmbeddedPostgres
+from pipelens_server._db._embedded import EmbeddedPostgres
+from pipelens_server._db._migrate import migrate
 from pipelens_server._errors import DatabaseUnavailableError, ServerError
-from pipelens_server._ingest import IngestLimiter, create_staging_tables
-from pipelens_server._migrate import migrate
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.db")
 
 _CONNECT_TIMEOUT_S = 10
 
+#: A new connection's set-up (the pool's ``configure`` callback).
+Configure: TypeAlias = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+
 #: Handler parameter types of the app's dependencies (see ``create_app``). They are the app's
 #: own objects: validating them on every request would only cost time.
 PoolDep: TypeAlias = NamedDependency[SkipValidation[AsyncConnectionPool[Any]]]
-LimiterDep: TypeAlias = NamedDependency[SkipValidation[IngestLimiter]]
 SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
 
 
@@ -58,8 +59,14 @@ async def _check_reachable(conninfo: str) -> None:
 
 
 @asynccontextmanager
-async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Start the embedded PostgreSQL when no URL is set, open the pool, migrate; undo on exit."""
+async def database_lifespan(
+    app: Litestar, *, configure: Configure | None = None
+) -> AsyncIterator[None]:
+    """Start the embedded PostgreSQL when no URL is set, open the pool, migrate; undo on exit.
+
+    ``configure`` prepares each new connection (ingest's staging tables: ``create_app`` passes
+    it, so that this room knows nothing of ingest).
+    """
     settings: Settings = app.state.settings
     embedded: EmbeddedPostgres | None = None
     conninfo = settings.database_url
@@ -79,7 +86,7 @@ async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             open=False,
-            configure=create_staging_tables,
+            configure=configure,
             timeout=settings.pool_timeout_s,
             name="pipelens",
         )
@@ -88,7 +95,6 @@ async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
             async with pool.connection() as conn:
                 await migrate(conn)
             app.state.pool = pool
-            app.state.limiter = IngestLimiter(settings.max_inflight_ingests, settings.retry_after_s)
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
             yield
         finally:
@@ -102,12 +108,6 @@ def provide_pool(state: State) -> AsyncConnectionPool[Any]:
     """The app's connection pool."""
     pool: AsyncConnectionPool[Any] = state.pool
     return pool
-
-
-def provide_limiter(state: State) -> IngestLimiter:
-    """The app's bound on ingest requests in flight."""
-    limiter: IngestLimiter = state.limiter
-    return limiter
 
 
 def provide_settings(state: State) -> Settings:
