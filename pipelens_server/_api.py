@@ -12,9 +12,10 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._errors import DatabaseUnavailableError
-from pipelens_server._ingest import LimiterDep, ingest
+from pipelens_server._ingest._decode import batch_rows, check_media_type, decode_batch
+from pipelens_server._ingest._rows import Rows
+from pipelens_server._ingest._store import LimiterDep, ingest
 from pipelens_server._pages import RangePreset, parse_moment
 from pipelens_server._pages import _since_ns as since_ns
 from pipelens_server._pages_read import RunSearch
@@ -26,7 +27,6 @@ from pipelens_server._read import (
     list_runs,
     parse_run_cursor,
 )
-from pipelens_server._rows import Rows
 
 
 class Accepted(msgspec.Struct, kw_only=True, frozen=True):

@@ -32,8 +32,8 @@ from pipelens_server._db._retention import (
     set_pipeline_days,
 )
 from pipelens_server._errors import ServerError
-from pipelens_server._import import FileResult, import_file
-from pipelens_server._ingest import LimiterDep
+from pipelens_server._ingest._import import FileResult, import_file
+from pipelens_server._ingest._store import LimiterDep
 from pipelens_server._pages import _base, _page_error
 from pipelens_server._templating import render
 

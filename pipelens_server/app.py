@@ -26,7 +26,6 @@ from pipelens_server import (
     _pages_admin,
     _pages_llm,
     _pages_stats,
-    _seed_ingest,
 )
 from pipelens_server._auth import require_token
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
@@ -37,7 +36,8 @@ from pipelens_server._errors import (
     OverloadedError,
     ServerError,
 )
-from pipelens_server._ingest import IngestLimiter, create_staging_tables, provide_limiter
+from pipelens_server._ingest import _seed
+from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings
 from pipelens_server._templating import template_config
@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             _api.get_runs,
             _api.get_run_detail,
             *_api_stats.route_handlers,
-            *_seed_ingest.route_handlers,
+            *_seed.route_handlers,
         ],
         guards=[require_token],
         security=[{"token": []}],

@@ -24,7 +24,7 @@ from pipelens.events import (
     decode_msgpack,
 )
 from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
-from pipelens_server._rows import Rows, run_row
+from pipelens_server._ingest._rows import Rows, run_row
 
 MSGPACK_TYPES = frozenset(
     {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}

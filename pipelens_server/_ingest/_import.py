@@ -9,8 +9,8 @@ A file is recognised by its content, not its name:
   ``.jsonl``); anything else is read as its msgpack frames (a 4-byte big-endian length, then the
   batch), the format ``pipelens/_file_transport.py`` writes.
 
-Every file becomes partial rows through the ingest's own converters (``_seed_ingest``'s and
-``_decode.batch_rows``) and is stored by ``_ingest.store`` in one transaction: a bad file is
+Every file becomes partial rows through the ingest's own converters (``_seed``'s and
+``_decode.batch_rows``) and is stored by ``_store.store`` in one transaction: a bad file is
 refused whole, with a message naming the file and the path of the bad field, and writes nothing.
 """
 
@@ -28,11 +28,11 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._retention import count_expired
-from pipelens_server._decode import batch_rows, decode_batch
 from pipelens_server._errors import InvalidBatchError, ServerError
-from pipelens_server._ingest import IngestLimiter, store
-from pipelens_server._rows import Rows, run_row
-from pipelens_server._seed_ingest import PipelineMeta, StepMeta, TimeMeta, add_pipeline, add_step
+from pipelens_server._ingest._decode import batch_rows, decode_batch
+from pipelens_server._ingest._rows import Rows, run_row
+from pipelens_server._ingest._seed import PipelineMeta, StepMeta, TimeMeta, add_pipeline, add_step
+from pipelens_server._ingest._store import IngestLimiter, store
 
 _JSON = "application/json"
 _MSGPACK = "application/msgpack"

@@ -22,7 +22,7 @@ from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import OverloadedError
-from pipelens_server._rows import RUNS, STEPS, Row, Rows, Table
+from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.ingest")

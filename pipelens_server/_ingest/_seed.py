@@ -17,10 +17,10 @@ from litestar import Request, post
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._decode import clean_json_text, without_nul
 from pipelens_server._errors import InvalidBatchError
-from pipelens_server._ingest import IngestLimiter, LimiterDep, ingest
-from pipelens_server._rows import Rows, run_row, step_row
+from pipelens_server._ingest._decode import clean_json_text, without_nul
+from pipelens_server._ingest._rows import Rows, run_row, step_row
+from pipelens_server._ingest._store import IngestLimiter, LimiterDep, ingest
 from pipelens_server._settings import Settings
 
 _NS_PER_MS = 1_000_000
