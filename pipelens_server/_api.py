@@ -16,17 +16,11 @@ from pipelens_server._errors import DatabaseUnavailableError
 from pipelens_server._ingest._decode import batch_rows, check_media_type, decode_batch
 from pipelens_server._ingest._rows import Rows
 from pipelens_server._ingest._store import LimiterDep, ingest
-from pipelens_server._pages import RangePreset, parse_moment
-from pipelens_server._pages import _since_ns as since_ns
-from pipelens_server._pages_read import RunSearch
-from pipelens_server._read import (
-    RunDetail,
-    RunList,
-    StatusFilter,
-    get_run,
-    list_runs,
-    parse_run_cursor,
-)
+from pipelens_server._read._run import get_run
+from pipelens_server._read._runs import list_runs
+from pipelens_server._read._search import RunSearch, parse_cursor
+from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
+from pipelens_server._timerange import RangePreset, custom_range, preset_start
 
 
 class Accepted(msgspec.Struct, kw_only=True, frozen=True):
@@ -101,16 +95,11 @@ async def get_runs(
     prefix), ``step`` (step name) and ``record_value`` (under ``record_key`` when given) filter
     them, ``after`` (the previous answer's ``next``) pages through them."""
     try:
-        cursor = parse_run_cursor(after) if after else None
-        since = None if range_ is None else since_ns(range_, time.time_ns())
-        start = parse_moment("from", from_, UTC) if from_ else None
-        until = parse_moment("to", to, UTC) if to else None
+        cursor = parse_cursor(after) if after else None
+        since = None if range_ is None else preset_start(range_, time.time_ns())
+        start, until = custom_range(from_ or "", to or "", UTC)
     except ValueError as exc:
         raise ValidationException(detail=str(exc)) from exc
-    if start is not None and until is not None and start >= until:
-        raise ValidationException(
-            detail=f"from={from_!r} is not before to={to!r}: pick a 'from' earlier than the 'to'"
-        )
     if start is not None:
         since = start if since is None else max(since, start)
     return await list_runs(

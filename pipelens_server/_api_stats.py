@@ -16,10 +16,8 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._pages import RangePreset
-from pipelens_server._pages import _since_ns as preset_since_ns
-from pipelens_server._pages_read import pipeline_summaries
-from pipelens_server._stats_read import (
+from pipelens_server._read._runs import pipeline_summaries
+from pipelens_server._read._stats import (
     MAX_POINTS,
     Series,
     StepRun,
@@ -28,6 +26,7 @@ from pipelens_server._stats_read import (
     slowest_and_failed,
     step_stats,
 )
+from pipelens_server._timerange import RangePreset, preset_start
 
 RangeQuery = Annotated[
     RangePreset, QueryParameter(name="range", description="time range preset (default 24h)")
@@ -82,7 +81,7 @@ class SeriesOut(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def _bounds(range_: str, since_ns: int | None, until_ns: int | None) -> tuple[int, int | None]:
-    since = preset_since_ns(range_, time.time_ns()) if since_ns is None else since_ns
+    since = preset_start(range_, time.time_ns()) if since_ns is None else since_ns
     if until_ns is not None and until_ns <= since:
         raise ValidationException(
             detail=f"until_ns={until_ns} is not after the range's start {since}: swap them"

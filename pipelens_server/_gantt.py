@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from pipelens_server._pages_read import RunRow, StepRow
+from pipelens_server._read._shapes import RunRow, StepRow
 from pipelens_server._templating import format_ms
 
 #: Bars are placed in percent of the chart's width: the SVG stretches to the page's width while

@@ -14,17 +14,9 @@ from datetime import datetime, tzinfo
 
 import msgspec
 
-from pipelens_server._llm_read import UsageRow
-from pipelens_server._pricing import cost_usd
+from pipelens_server._read._llm import SECOND, UsageRow
+from pipelens_server._read._pricing import cost_usd
 
-SECOND = 1_000_000_000
-#: Bucket widths the chart may use, narrowest first.
-BUCKETS_NS = [
-    s * SECOND
-    for s in (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
-] + [7 * 86400 * SECOND, 30 * 86400 * SECOND]
-#: The chart draws at most about this many bars.
-MAX_BARS = 60
 #: Series colours (the last one for the rest), readable on light and dark backgrounds.
 PALETTE = ["#2f81f7", "#d4761a", "#2da44e", "#a371f7", "#cf4a8c", "#1b9aaa", "#b08800", "#8c959f"]
 CHART_HEIGHT = 220
@@ -105,14 +97,6 @@ class Usage(msgspec.Struct, kw_only=True, frozen=True):
     by_model: list[tuple[str, Totals]]
     by_pipeline: list[tuple[str, Totals]]
     chart: Chart
-
-
-def bucket_width(span_ns: int) -> int:
-    """The narrowest bucket that draws ``span_ns`` in at most :data:`MAX_BARS` bars."""
-    for width in BUCKETS_NS:
-        if span_ns <= width * MAX_BARS:
-            return width
-    return BUCKETS_NS[-1]
 
 
 def format_usd(value: float) -> str:

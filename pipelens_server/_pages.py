@@ -8,7 +8,7 @@ every 5 s); a poll of a run that has ended is answered with 286, which tells htm
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -22,43 +22,25 @@ from litestar.types import ControllerRouterHandler
 from pipelens_server import _gantt, _login
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._errors import ServerError
-from pipelens_server._llm_read import CallView, step_llm
-from pipelens_server._pages_read import (
-    Cursor,
-    RunRow,
-    RunSearch,
-    StepDetail,
-    pipeline_summaries,
-    run_with_steps,
-    runs_page,
-    step_detail,
-)
+from pipelens_server._read._llm import CallView, step_llm
+from pipelens_server._read._run import run_with_steps, step_detail
+from pipelens_server._read._runs import pipeline_summaries, runs_page
+from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
+from pipelens_server._read._shapes import RunRow, StepDetail
 from pipelens_server._settings import Settings
 from pipelens_server._templating import (
     format_time,
     is_htmx,
     render,
     static_dir,
-    zone_name,
     zone_of,
 )
+from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start, zone_name
 
 log = structlog.get_logger("pipelens_server.pages")
 
-RangePreset = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all"]
 StatusChoice = Literal["", "running", "completed", "failed", "cancelled"]
 
-#: Time range presets: query value, label, seconds (``None``: no lower bound).
-RANGES: list[tuple[str, str, int | None]] = [
-    ("5m", "last 5 minutes", 5 * 60),
-    ("15m", "last 15 minutes", 15 * 60),
-    ("1h", "last hour", 3600),
-    ("6h", "last 6 hours", 6 * 3600),
-    ("24h", "last 24 hours", 24 * 3600),
-    ("7d", "last 7 days", 7 * 86400),
-    ("30d", "last 30 days", 30 * 86400),
-    ("all", "all time", None),
-]
 STATUSES = ["running", "completed", "failed", "cancelled"]
 PAGE_SIZE = 50
 #: htmx's "stop polling" answer.
@@ -71,64 +53,12 @@ LARGE_RUN_STEPS = 2000
 RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
 #: The runs page's ranges: the presets, or ``custom`` between its ``from`` and ``to``.
 RunsRange = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all", "custom"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: The nanoseconds a bigint column holds: from 1677 to 2262.
-_NS_LIMIT = 2**63 - 1
-
-
-def _since_ns(preset: str, now_ns: int) -> int:
-    seconds = next(s for value, _, s in RANGES if value == preset)
-    return 0 if seconds is None else now_ns - seconds * 1_000_000_000
 
 
 def _url(path: str, **params: str | None) -> str:
     """``path`` with the query parameters that have a value."""
     query = urlencode({k: v for k, v in params.items() if v})
     return f"{path}?{query}" if query else path
-
-
-def _parse_cursor(after: str | None) -> Cursor | None:
-    if not after:
-        return None
-    start, sep, run_id = after.partition(":")
-    if not sep or not start.isdigit():
-        raise HTTPException(
-            status_code=400,
-            detail=f"after={after!r} is not a page cursor (start_ns:run_id): use the page's links",
-        )
-    return int(start), run_id
-
-
-def parse_moment(field: str, text: str, zone: tzinfo) -> int:
-    """Nanoseconds since the epoch of ``text`` (ISO 8601: ``2026-11-26T09:30``; in ``zone``
-    unless it names its offset); ``ValueError`` naming ``field`` when it is not one."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{field}={text!r} is not a date and time: use YYYY-MM-DDTHH:MM "
-            f"(in {zone_name(zone)}, or with an offset like +01:00)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    ns = (moment - _EPOCH) // timedelta(microseconds=1) * 1000
-    if not -_NS_LIMIT <= ns <= _NS_LIMIT:
-        raise ValueError(f"{field}={text!r} is out of range: pick a time between 1678 and 2261")
-    return ns
-
-
-def custom_range(from_: str, to: str, zone: tzinfo) -> tuple[int | None, int | None]:
-    """The start and end (exclusive) in nanoseconds of ``from``/``to`` typed in ``zone``; an
-    empty one leaves that side open. ``ValueError`` when one is not a time, or when ``from`` is
-    not before ``to``."""
-    since = parse_moment("from", from_, zone) if from_.strip() else None
-    until = parse_moment("to", to, zone) if to.strip() else None
-    if since is not None and until is not None and since >= until:
-        raise ValueError(
-            f"from={from_!r} is not before to={to!r}: the range would hold no run; "
-            "pick a 'from' earlier than the 'to'"
-        )
-    return since, until
 
 
 def _input_time(ns: int | None, text: str, zone: tzinfo) -> str:
@@ -160,7 +90,7 @@ async def overview(
 ) -> Response[str]:
     """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
     now_ns = time.time_ns()
-    pipelines = await pipeline_summaries(pool, _since_ns(range_, now_ns))
+    pipelines = await pipeline_summaries(pool, preset_start(range_, now_ns))
     context = _base(request, "Pipelines") | {
         "pipelines": pipelines,
         "range": range_,
@@ -205,12 +135,16 @@ async def pipeline_runs(
         except ValueError as exc:
             error = str(exc)
     else:
-        since = _since_ns(range_, time.time_ns())
+        since = preset_start(range_, time.time_ns())
     search = RunSearch(
         step_name=step.strip(), record_key=record_key.strip(), record_value=record_value.strip()
     )
+    try:
+        cursor = parse_cursor(after) if after else None
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
     runs: list[RunRow] = []
-    next_cursor: Cursor | None = None
+    next_cursor: RunCursor | None = None
     if error is None:
         runs, next_cursor = await runs_page(
             pool,
@@ -218,7 +152,7 @@ async def pipeline_runs(
             since_ns=since or 0,
             until_ns=until,
             status=status or None,
-            after=_parse_cursor(after),
+            after=cursor,
             limit=PAGE_SIZE,
             run_id_prefix=q.strip(),
             search=search,
@@ -254,9 +188,7 @@ async def pipeline_runs(
         "self_url": _url(path, **filters, after=after),
         "newest_url": _url(path, **filters) if after else None,
         "next_url": (
-            _url(path, **filters, after=f"{next_cursor[0]}:{next_cursor[1]}")
-            if next_cursor
-            else None
+            _url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
         ),
         "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
     }

@@ -22,11 +22,12 @@ from pipelens_server import _login
 from pipelens_server._auth import require_token
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._errors import ServerError
-from pipelens_server._llm_read import UsageRow, usage_rows, usage_span
-from pipelens_server._llm_usage import bucket_width, format_count, format_usd, summarize
-from pipelens_server._pages import RANGES, RangeParam, _base, _page_error, _since_ns, _url
-from pipelens_server._pricing import cost_usd, price_table
+from pipelens_server._llm_usage import format_count, format_usd, summarize
+from pipelens_server._pages import RangeParam, _base, _page_error, _url
+from pipelens_server._read._llm import UsageRow, bucket_width, usage_rows, usage_span
+from pipelens_server._read._pricing import cost_usd, price_table
 from pipelens_server._templating import render, zone_of
+from pipelens_server._timerange import RANGES, preset_start
 
 StackParam = Annotated[
     Literal["model", "pipeline"],
@@ -50,7 +51,7 @@ async def llm_usage(
     """Tokens (input, output, cached, reasoning) and cost by model and by pipeline over a time
     range, and per time bucket (optionally of one pipeline)."""
     now_ns = time.time_ns()
-    since_ns = _since_ns(range_, now_ns)
+    since_ns = preset_start(range_, now_ns)
     until_ns = now_ns + 1
     span = await usage_span(pool, since_ns, until_ns)
     start_ns = since_ns
@@ -138,7 +139,7 @@ async def llm_usage_api(
     """LLM calls, tokens and cost (USD, priced by the server) by time bucket, pipeline and model
     over a time range."""
     now_ns = time.time_ns()
-    since_ns = _since_ns(range_, now_ns)
+    since_ns = preset_start(range_, now_ns)
     until_ns = now_ns + 1
     start_ns = since_ns
     if since_ns == 0:

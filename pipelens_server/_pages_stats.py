@@ -20,8 +20,8 @@ from litestar.types import ControllerRouterHandler
 from pipelens_server import _login, _stats_chart
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._errors import ServerError
-from pipelens_server._pages import RANGES, RangeParam, _base, _page_error, _since_ns, _url
-from pipelens_server._stats_read import (
+from pipelens_server._pages import RangeParam, _base, _page_error, _url
+from pipelens_server._read._stats import (
     MAX_POINTS,
     duration_series,
     pipeline_of_run,
@@ -30,6 +30,7 @@ from pipelens_server._stats_read import (
     step_stats,
 )
 from pipelens_server._templating import render, zone_of
+from pipelens_server._timerange import RANGES, preset_start
 
 
 def stats_url(pipeline: str, key: str, range_: str | None = None) -> str:
@@ -52,7 +53,7 @@ async def step_stats_page(
 ) -> Response[str]:
     """A step key's count, error rate, duration percentiles, durations over time, and its
     slowest and failed runs over a range."""
-    since = _since_ns(range_, time.time_ns())
+    since = preset_start(range_, time.time_ns())
     stats = await step_stats(pool, name, key, since)
     series = await duration_series(pool, stats, since)
     slowest, failed = await slowest_and_failed(pool, name, key, since)
@@ -84,7 +85,7 @@ async def step_keys_page(
     range_: RangeParam = "24h",
 ) -> Response[str]:
     """The step keys of a pipeline in a range, each linked to its stats."""
-    keys = await step_keys(pool, name, _since_ns(range_, time.time_ns()))
+    keys = await step_keys(pool, name, preset_start(range_, time.time_ns()))
     context = _base(request, f"Steps of {name}") | {
         "pipeline": name,
         "keys": keys,

@@ -2,7 +2,7 @@
 
 Only numbers and strings here (the template draws the SVG), so the layout is tested without a
 browser. Every point of the range is drawn; a downsampled series (see
-``_stats_read.duration_series``) is drawn as a band from each bucket's min to its max with a
+``_read._stats.duration_series``) is drawn as a band from each bucket's min to its max with a
 line through the means.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from pipelens_server._stats_read import Series
+from pipelens_server._read._stats import Series
 from pipelens_server._templating import format_ms, format_time
 
 #: The SVG's coordinate system (its viewBox); it is scaled to the page's width.

@@ -50,11 +50,6 @@ def zone_of(request: Request[Any, Any, Any]) -> tzinfo:
     return UTC
 
 
-def zone_name(zone: tzinfo) -> str:
-    """``Europe/Paris`` for a zone read from the database, ``UTC`` for UTC."""
-    return getattr(zone, "key", None) or "UTC"
-
-
 def format_time(ns: int | None, zone: tzinfo) -> str:
     """``2026-11-26 09:15:02.123 CET``: nanoseconds since the epoch, in ``zone``, zone named."""
     if ns is None:

@@ -14,9 +14,25 @@ import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._pricing import cost_usd
+from pipelens_server._read._pricing import cost_usd
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+SECOND = 1_000_000_000
+#: Bucket widths the chart may use, narrowest first.
+BUCKETS_NS = [
+    s * SECOND
+    for s in (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
+] + [7 * 86400 * SECOND, 30 * 86400 * SECOND]
+#: A usage chart (or the API's default buckets) has at most about this many bars.
+MAX_BARS = 60
+
+
+def bucket_width(span_ns: int) -> int:
+    """The narrowest bucket that draws ``span_ns`` in at most :data:`MAX_BARS` bars."""
+    for width in BUCKETS_NS:
+        if span_ns <= width * MAX_BARS:
+            return width
+    return BUCKETS_NS[-1]
 
 
 class UsageRow(msgspec.Struct, kw_only=True, frozen=True):
