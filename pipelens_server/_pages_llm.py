@@ -1,6 +1,6 @@
 """The LLM usage page ``/llm``: tokens and cost by model and by pipeline over a time range, and
 over time as a server-drawn stacked bar chart; an empty state until a run records an LLM call.
-The same figures as JSON at ``/api/v1/llm/usage``.
+The same figures as JSON at ``/api/v1/llm/usage`` (``_api._llm``).
 
 Costs are computed here from the stored tokens with today's price table, so a corrected table
 reprices past runs; a model without a price shows an unknown cost, never zero.
@@ -12,20 +12,18 @@ import time
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-import msgspec
 from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromQuery, QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server import _login
-from pipelens_server._auth import require_token
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._errors import ServerError
 from pipelens_server._llm_usage import format_count, format_usd, summarize
 from pipelens_server._pages import RangeParam, _base, _page_error, _url
-from pipelens_server._read._llm import UsageRow, bucket_width, usage_rows, usage_span
-from pipelens_server._read._pricing import cost_usd, price_table
+from pipelens_server._read._llm import bucket_width, usage_rows, usage_span
+from pipelens_server._read._pricing import price_table
 from pipelens_server._templating import render, zone_of
 from pipelens_server._timerange import RANGES, preset_start
 
@@ -95,70 +93,8 @@ async def llm_usage(
     return render(request, "llm.html", context, fragments=("llm_usage",))
 
 
-class UsageOut(msgspec.Struct, kw_only=True, frozen=True):
-    """Calls, tokens and cost of one model in one pipeline within one time bucket."""
-
-    bucket_ns: int
-    pipeline: str | None
-    model: str
-    calls: int
-    calls_without_usage: int
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
-    #: Priced by the server from the tokens; ``None``: the model is not in the price table.
-    cost_usd: float | None
-
-
-class UsageList(msgspec.Struct, kw_only=True, frozen=True):
-    """LLM usage over a time range, in buckets of ``bucket_ns`` counted from the epoch."""
-
-    since_ns: int
-    until_ns: int
-    bucket_ns: int
-    prices_date: str | None
-    usage: list[UsageOut]
-
-
-def _out(row: UsageRow) -> UsageOut:
-    cost = cost_usd(row.model, row.input_tokens, row.output_tokens, row.cached_tokens)
-    return UsageOut(**msgspec.structs.asdict(row), cost_usd=cost)
-
-
-@get("/v1/llm/usage")
-async def llm_usage_api(
-    pool: PoolDep,
-    range_: RangeParam = "24h",
-    pipeline: Annotated[str, QueryParameter(description="only this pipeline's calls")] = "",
-    bucket_s: Annotated[
-        int | None,
-        QueryParameter(ge=1, description="bucket width in seconds (default: about 60 buckets)"),
-    ] = None,
-) -> UsageList:
-    """LLM calls, tokens and cost (USD, priced by the server) by time bucket, pipeline and model
-    over a time range."""
-    now_ns = time.time_ns()
-    since_ns = preset_start(range_, now_ns)
-    until_ns = now_ns + 1
-    start_ns = since_ns
-    if since_ns == 0:
-        span = await usage_span(pool, 0, until_ns)
-        start_ns = span[0] if span else now_ns
-    bucket_ns = bucket_s * 1_000_000_000 if bucket_s else bucket_width(until_ns - start_ns)
-    rows = await usage_rows(pool, since_ns, until_ns, bucket_ns)
-    return UsageList(
-        since_ns=since_ns,
-        until_ns=until_ns,
-        bucket_ns=bucket_ns,
-        prices_date=price_table().date,
-        usage=[_out(row) for row in rows if not pipeline or row.pipeline == pipeline],
-    )
-
-
 def route_handlers() -> list[ControllerRouterHandler]:
-    """The LLM usage page (behind the login when a token is set) and its JSON (behind the
-    token)."""
+    """The LLM usage page (behind the login when a token is set)."""
     page = Router(
         "/",
         route_handlers=[llm_usage],
@@ -166,7 +102,4 @@ def route_handlers() -> list[ControllerRouterHandler]:
         exception_handlers={ServerError: _page_error, HTTPException: _page_error},
         include_in_schema=False,
     )
-    api = Router(
-        "/api", route_handlers=[llm_usage_api], guards=[require_token], security=[{"token": []}]
-    )
-    return [page, api]
+    return [page]

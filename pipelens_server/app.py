@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 import psycopg_pool
 import structlog
-from litestar import Litestar, Request, Response, Router
+from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -20,14 +20,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from pipelens_server import (
-    _api,
-    _api_stats,
     _pages,
     _pages_admin,
     _pages_llm,
     _pages_stats,
 )
-from pipelens_server._auth import require_token
+from pipelens_server._api import _health
+from pipelens_server._api._router import api_router
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
 from pipelens_server._db._retention import purge_lifespan
 from pipelens_server._errors import (
@@ -36,7 +35,6 @@ from pipelens_server._errors import (
     OverloadedError,
     ServerError,
 )
-from pipelens_server._ingest import _seed
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings
@@ -147,23 +145,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = Settings() if settings is None else settings
     if not structlog.is_configured():
         configure_logging()
-    api = Router(
-        "/api",
-        route_handlers=[
-            _api.post_events,
-            _api.get_runs,
-            _api.get_run_detail,
-            *_api_stats.route_handlers,
-            *_seed.route_handlers,
-        ],
-        guards=[require_token],
-        security=[{"token": []}],
-    )
     return Litestar(
         route_handlers=[
-            api,
-            _api.healthz,
-            _api.readyz,
+            api_router(),
+            *_health.route_handlers,
             *_pages.route_handlers(),
             *_pages_stats.route_handlers(),
             *_pages_llm.route_handlers(),

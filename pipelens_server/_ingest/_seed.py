@@ -1,27 +1,23 @@
-"""The seed's JSON ingest endpoints (``/api/ingestion/...``): its libraries report here unchanged.
+"""The seed's JSON ingest payloads (``/api/ingestion/...``, ``_api._ingest``) as partial rows: its
+libraries report here unchanged.
 
-Shapes and status codes follow ``shared/seed/PROTOCOL.md``: camelCase keys, times in epoch
+Shapes follow ``shared/seed/PROTOCOL.md``: camelCase keys, times in epoch
 milliseconds (stored as nanoseconds), ``null`` (Python) and a missing field (TypeScript) mean the
 same. A seed step has no ids: its ``key`` serves as its step id and the key's dotted prefix as its
-parent's. Every endpoint turns its body into partial rows and goes through the same merge and
-store as ``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
+parent's. Every payload becomes partial rows that go through the same merge and store as
+``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
-from litestar import Request, post
-from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._errors import InvalidBatchError
 from pipelens_server._ingest._decode import clean_json_text, without_nul
 from pipelens_server._ingest._rows import Rows, run_row, step_row
-from pipelens_server._ingest._store import IngestLimiter, LimiterDep, ingest
-from pipelens_server._settings import Settings
 
 _NS_PER_MS = 1_000_000
 _MAX_MS = (2**63 - 1) // _NS_PER_MS
@@ -91,13 +87,6 @@ class StepOp(msgspec.Struct, kw_only=True, rename="camel", tag_field="type", tag
     step: StepMeta
 
 
-class Success(msgspec.Struct, kw_only=True, frozen=True):
-    """The seed's success answer."""
-
-    success: bool = True
-    run_id: str | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="runId")
-
-
 _pipeline_decoder = msgspec.json.Decoder(PipelineMeta)
 _finish_decoder = msgspec.json.Decoder(PipelineFinish)
 _step_decoder = msgspec.json.Decoder(StepBody)
@@ -134,7 +123,8 @@ def _required(value: str | None, path: str) -> str:
     return without_nul(value)
 
 
-def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
+def add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
+    """Add the seed step ``step`` of run ``run_id`` (found at ``path`` of the body) to ``rows``."""
     key = _required(step.key, f"{path}.key")
     time = step.time or TimeMeta()
     start_ns = _ns(time.start_ts, f"{path}.time.startTs")
@@ -164,9 +154,10 @@ def _add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
     )
 
 
-def _add_pipeline(
+def add_pipeline(
     rows: Rows, meta: PipelineMeta, status: str | None, finished: bool, path: str
 ) -> str:
+    """Add the seed run ``meta`` and its steps (found at ``path``) to ``rows``; its run id."""
     run_id = _required(meta.run_id, f"{path}.runId")
     pipeline = _required(meta.name, f"{path}.name")
     time = meta.time or TimeMeta()
@@ -184,105 +175,51 @@ def _add_pipeline(
         )
     )
     for i, step in enumerate(steps):
-        _add_step(rows, run_id, step, f"{path}.steps[{i}]")
+        add_step(rows, run_id, step, f"{path}.steps[{i}]")
     return run_id
 
 
-async def _ingest(
-    request: Request[Any, Any, Any],
-    pool: AsyncConnectionPool[Any],
-    limiter: IngestLimiter,
-    settings: Settings,
-    decoder: msgspec.json.Decoder[Body],
-    add_rows: Callable[[Rows, Body], Result],
-) -> Result:
-    """Decode the body with ``decoder`` and let ``add_rows`` turn it into rows, then store them."""
+def _seed_rows(
+    decoder: msgspec.json.Decoder[Body], add_rows: Callable[[Rows, Body], Result]
+) -> Callable[[bytes], tuple[Rows, Result]]:
+    """A ``to_rows`` for ``_store.ingest``: decode the body with ``decoder`` and let ``add_rows``
+    turn it into rows (raising a 400 before anything is written)."""
 
     def to_rows(body: bytes) -> tuple[Rows, Result]:
         decoded = _decode(decoder, body)
         rows = Rows()
         return rows, add_rows(rows, decoded)
 
-    return await ingest(request, pool, limiter, settings, to_rows)
+    return to_rows
 
 
-@post("/ingestion/pipeline/start", status_code=201)
-async def pipeline_start(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Success:
-    """A seed run started (its steps, if any, come along)."""
-
-    def to_rows(rows: Rows, meta: PipelineMeta) -> str:
-        return _add_pipeline(rows, meta, None, finished=False, path="$")
-
-    run_id = await _ingest(request, pool, limiter, settings, _pipeline_decoder, to_rows)
-    return Success(run_id=run_id)
+def _start_rows(rows: Rows, meta: PipelineMeta) -> str:
+    return add_pipeline(rows, meta, None, finished=False, path="$")
 
 
-@post("/ingestion/pipeline/finish", status_code=200)
-async def pipeline_finish(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Success:
-    """A seed run ended: the run and every step in ``pipelineMeta.steps`` are upserted."""
-
-    def to_rows(rows: Rows, body: PipelineFinish) -> None:
-        finished = body.status != "running"
-        _add_pipeline(rows, body.pipeline_meta, body.status, finished, path="$.pipelineMeta")
-
-    await _ingest(request, pool, limiter, settings, _finish_decoder, to_rows)
-    return Success()
+def _finish_rows(rows: Rows, body: PipelineFinish) -> None:
+    finished = body.status != "running"
+    add_pipeline(rows, body.pipeline_meta, body.status, finished, path="$.pipelineMeta")
 
 
-def _step_to_rows(rows: Rows, body: StepBody) -> None:
-    _add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
+def _step_rows(rows: Rows, body: StepBody) -> None:
+    add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
 
 
-async def _step_event(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Success:
-    """A seed step started or ended. The rows say which: a start's body may already carry the
-    step's end, and a late start never reopens a finished step."""
-    await _ingest(request, pool, limiter, settings, _step_decoder, _step_to_rows)
-    return Success()
+def _batch_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
+    for i, item in enumerate(items):
+        if isinstance(item, PipelineOp):
+            finished = item.operation == "finish" and item.status != "running"
+            add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
+        else:
+            run_id = _required(item.run_id, f"$[{i}].runId")
+            add_step(rows, run_id, item.step, f"$[{i}].step")
 
 
-step_start = post("/ingestion/step/start", status_code=201, name="seed_step_start")(_step_event)
-step_finish = post("/ingestion/step/finish", status_code=200, name="seed_step_finish")(_step_event)
-
-
-@post("/ingestion/batch", status_code=200)
-async def batch(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Success:
-    """The seed's batched mode: an array of pipeline and step operations, stored together."""
-
-    def to_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
-        for i, item in enumerate(items):
-            if isinstance(item, PipelineOp):
-                finished = item.operation == "finish" and item.status != "running"
-                _add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
-            else:
-                run_id = _required(item.run_id, f"$[{i}].runId")
-                _add_step(rows, run_id, item.step, f"$[{i}].step")
-
-    await _ingest(request, pool, limiter, settings, _batch_decoder, to_rows)
-    return Success()
-
-
-route_handlers = [pipeline_start, pipeline_finish, step_start, step_finish, batch]
-
-# The import (``_import.py``) turns the seed's exported files into rows the same way.
-add_pipeline = _add_pipeline
-add_step = _add_step
+#: Each endpoint's body to rows: ``/pipeline/start`` (its run id), ``/pipeline/finish``,
+#: ``/step/start`` and ``/step/finish`` (the rows say which: a start's body may already carry the
+#: step's end, and a late start never reopens a finished step), and ``/batch``.
+pipeline_start_rows = _seed_rows(_pipeline_decoder, _start_rows)
+pipeline_finish_rows = _seed_rows(_finish_decoder, _finish_rows)
+step_rows = _seed_rows(_step_decoder, _step_rows)
+batch_rows = _seed_rows(_batch_decoder, _batch_rows)

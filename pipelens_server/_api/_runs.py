@@ -1,61 +1,21 @@
-"""The JSON API: ``POST /api/v1/events``, the run list and detail, and the health probes."""
+"""The JSON API's runs: ``GET /api/v1/runs`` (filtered, keyset pages) and one run with its steps."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
-from litestar import Request, get, post
+from litestar import get
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._errors import DatabaseUnavailableError
-from pipelens_server._ingest._decode import batch_rows, check_media_type, decode_batch
-from pipelens_server._ingest._rows import Rows
-from pipelens_server._ingest._store import LimiterDep, ingest
+from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
 from pipelens_server._read._search import RunSearch, parse_cursor
 from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
 from pipelens_server._timerange import RangePreset, custom_range, preset_start
-
-
-class Accepted(msgspec.Struct, kw_only=True, frozen=True):
-    """The answer to an ingest request: how many events, runs and steps it carried."""
-
-    accepted: int
-    runs: int
-    steps: int
-
-
-class Health(msgspec.Struct, kw_only=True, frozen=True):
-    """The answer of the health probes."""
-
-    status: str
-
-
-@post("/v1/events", status_code=202)
-async def post_events(
-    request: Request[Any, Any, Any],
-    pool: PoolDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-) -> Accepted:
-    """Store a batch of wire events; answer only once it is committed."""
-    content_type = request.headers.get("content-type")
-    check_media_type(content_type)  # 415 before reading the body
-
-    def to_rows(body: bytes) -> tuple[Rows, Accepted]:
-        batch = decode_batch(body, content_type)
-        rows = batch_rows(batch)
-        return rows, Accepted(
-            accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps)
-        )
-
-    return await ingest(request, pool, limiter, settings, to_rows)
 
 
 @get("/v1/runs")
@@ -125,18 +85,4 @@ async def get_run_detail(pool: PoolDep, run_id: FromPath[str]) -> RunDetail:
     return await get_run(pool, run_id)
 
 
-@get("/healthz")
-async def healthz() -> Health:
-    """The process is up."""
-    return Health(status="ok")
-
-
-@get("/readyz")
-async def readyz(pool: PoolDep, settings: SettingsDep) -> Health:
-    """The database answers."""
-    try:
-        async with pool.connection(timeout=settings.pool_timeout_s) as conn:
-            await conn.execute("SELECT 1")
-    except Exception as exc:
-        raise DatabaseUnavailableError(f"the database does not answer: {exc}") from exc
-    return Health(status="ready")
+route_handlers = [get_runs, get_run_detail]
