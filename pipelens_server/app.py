@@ -19,12 +19,6 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server import (
-    _pages,
-    _pages_admin,
-    _pages_llm,
-    _pages_stats,
-)
 from pipelens_server._api import _health
 from pipelens_server._api._router import api_router
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
@@ -37,8 +31,9 @@ from pipelens_server._errors import (
 )
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
+from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._templating import template_config
 from pipelens_server._settings import Settings
-from pipelens_server._templating import template_config
 
 log = structlog.get_logger("pipelens_server.app")
 
@@ -149,10 +144,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             api_router(),
             *_health.route_handlers,
-            *_pages.route_handlers(),
-            *_pages_stats.route_handlers(),
-            *_pages_llm.route_handlers(),
-            *_pages_admin.route_handlers(),
+            *page_routes(),
         ],
         template_config=template_config(),
         lifespan=[

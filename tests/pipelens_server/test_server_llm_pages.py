@@ -22,7 +22,7 @@ from pipelens import _prices
 from pipelens.events import Event, RunFinished, StepFinished
 from pipelens.testing import capture_runs
 from pipelens_server import Settings, create_app
-from pipelens_server._llm_usage import PLOT_BOTTOM
+from pipelens_server._pages._llm_chart import PLOT_BOTTOM
 from pipelens_server._read import _pricing
 from pipelens_server._read._llm import bucket_width, call_view
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from pipelens_server._pages._templating import format_ms, format_time
 from pipelens_server._read._stats import Series
-from pipelens_server._templating import format_ms, format_time
 
 #: The SVG's coordinate system (its viewBox); it is scaled to the page's width.
 WIDTH = 1000

@@ -11,16 +11,15 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from litestar import Request, Response, Router, get
+from litestar import Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
-from litestar.types import ControllerRouterHandler
 
-from pipelens_server import _login, _stats_chart
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._errors import ServerError
-from pipelens_server._pages import RangeParam, _base, _page_error, _url
+from pipelens_server._pages import _stats_chart
+from pipelens_server._pages._runs import RangeParam
+from pipelens_server._pages._templating import base_context, page_url, render, zone_of
 from pipelens_server._read._stats import (
     MAX_POINTS,
     duration_series,
@@ -29,14 +28,13 @@ from pipelens_server._read._stats import (
     step_keys,
     step_stats,
 )
-from pipelens_server._templating import render, zone_of
 from pipelens_server._timerange import RANGES, preset_start
 
 
 def stats_url(pipeline: str, key: str, range_: str | None = None) -> str:
     """The stats page of ``key`` in ``pipeline``."""
     path = f"/pipelines/{quote(pipeline, safe='')}/steps/{quote(key, safe='')}"
-    return _url(path, range=range_)
+    return page_url(path, range=range_)
 
 
 def _run_url(run_id: str) -> str:
@@ -58,7 +56,7 @@ async def step_stats_page(
     series = await duration_series(pool, stats, since)
     slowest, failed = await slowest_and_failed(pool, name, key, since)
     path = stats_url(name, key)
-    context = _base(request, f"{key} in {name}") | {
+    context = base_context(request, f"{key} in {name}") | {
         "pipeline": name,
         "key": key,
         "stats": stats,
@@ -70,8 +68,8 @@ async def step_stats_page(
         "range": range_,
         "ranges": RANGES,
         "path": path,
-        "runs_url": _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
-        "keys_url": _url(f"/pipelines/{quote(name, safe='')}/steps", range=range_),
+        "runs_url": page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "keys_url": page_url(f"/pipelines/{quote(name, safe='')}/steps", range=range_),
         "run_url": _run_url,
     }
     return render(request, "step_stats.html", context)
@@ -86,14 +84,14 @@ async def step_keys_page(
 ) -> Response[str]:
     """The step keys of a pipeline in a range, each linked to its stats."""
     keys = await step_keys(pool, name, preset_start(range_, time.time_ns()))
-    context = _base(request, f"Steps of {name}") | {
+    context = base_context(request, f"Steps of {name}") | {
         "pipeline": name,
         "keys": keys,
         "range": range_,
         "ranges": RANGES,
         "path": f"/pipelines/{quote(name, safe='')}/steps",
         "stats_url": lambda key: stats_url(name, key, range_),
-        "runs_url": _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "runs_url": page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
     }
     return render(request, "step_keys.html", context)
 
@@ -110,14 +108,4 @@ async def run_step_stats(pool: PoolDep, run_id: FromPath[str], key: FromQuery[st
     return Redirect(stats_url(pipeline, key, "7d"))
 
 
-def route_handlers() -> list[ControllerRouterHandler]:
-    """The step stats pages, behind the login when a token is set."""
-    return [
-        Router(
-            "/",
-            route_handlers=[step_stats_page, step_keys_page, run_step_stats],
-            before_request=_login.require_session,
-            exception_handlers={ServerError: _page_error, HTTPException: _page_error},
-            include_in_schema=False,
-        )
-    ]
+route_handlers = [step_stats_page, step_keys_page, run_step_stats]

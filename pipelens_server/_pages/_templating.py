@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment
@@ -20,10 +21,15 @@ from litestar.enums import MediaType
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from pipelens_server._settings import Settings
+from pipelens_server._timerange import zone_name
+
 #: The vendored htmx (``static/``); the version is in the name so browsers may cache it forever.
 HTMX_FILE = "htmx-2.0.11.min.js"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+#: The ``pipelens_server`` package (``static/`` is found from it).
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
 def static_dir() -> Path:
@@ -87,12 +93,32 @@ def _configure(engine: JinjaTemplateEngine) -> None:
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    """Jinja templates from ``pipelens_server/templates`` (autoescaped: Litestar's default)."""
+    """Jinja templates from ``pipelens_server/_pages/templates`` (autoescaped: Litestar's
+    default)."""
     return TemplateConfig(
-        directory=_PACKAGE_DIR / "templates",
+        directory=_TEMPLATES_DIR,
         engine=JinjaTemplateEngine,
         engine_callback=_configure,
     )
+
+
+def base_context(request: Request[Any, Any, Any], title: str) -> dict[str, Any]:
+    """What ``base.html`` needs on every page: the title, the zone, the time format, logout."""
+    zone = zone_of(request)
+    settings: Settings = request.app.state.settings
+    return {
+        "title": title,
+        "zone": zone_name(zone),
+        "tz": zone,
+        "fmt": format_time,
+        "can_log_out": settings.token is not None,
+    }
+
+
+def page_url(path: str, **params: str | None) -> str:
+    """``path`` with the query parameters that have a value."""
+    query = urlencode({k: v for k, v in params.items() if v})
+    return f"{path}?{query}" if query else path
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:

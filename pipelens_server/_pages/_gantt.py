@@ -21,8 +21,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from pipelens_server._pages._templating import format_ms
 from pipelens_server._read._shapes import RunRow, StepRow
-from pipelens_server._templating import format_ms
 
 #: Bars are placed in percent of the chart's width: the SVG stretches to the page's width while
 #: its rows keep their height in pixels, level with the step tree's rows.

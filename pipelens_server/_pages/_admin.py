@@ -2,8 +2,8 @@
 
 Both are plain HTML forms (no htmx: a file upload gains nothing from a fragment). The import
 reads the multipart body under the server's body limit (``Settings.max_body_bytes``: all files
-together) and imports each file in its own transaction (``_import.import_file``), so one bad file
-neither stops nor spoils the others.
+together) and imports each file in its own transaction (``_ingest._import.import_file``), so one
+bad file neither stops nor spoils the others.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
-from litestar.exceptions import HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromQuery
 from litestar.response import Redirect
-from litestar.types import ControllerRouterHandler
 
-from pipelens_server import _login
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._db._retention import (
     MAX_DAYS,
@@ -31,11 +28,9 @@ from pipelens_server._db._retention import (
     set_default_days,
     set_pipeline_days,
 )
-from pipelens_server._errors import ServerError
 from pipelens_server._ingest._import import FileResult, import_file
 from pipelens_server._ingest._store import LimiterDep
-from pipelens_server._pages import _base, _page_error
-from pipelens_server._templating import render
+from pipelens_server._pages._templating import base_context, render
 
 _NO_FILES = "Choose at least one file to import."
 
@@ -50,7 +45,7 @@ def _import_page(
     status_code: int = 200,
 ) -> Response[str]:
     settings = request.app.state.settings
-    context = _base(request, "Import") | {
+    context = base_context(request, "Import") | {
         "results": results,
         "error": error,
         "run_id": run_id,
@@ -113,7 +108,7 @@ async def _settings_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response[str]:
-    context = _base(request, "Settings") | {
+    context = base_context(request, "Settings") | {
         "default_days": await default_days(pool),
         "pipelines": await pipeline_retentions(pool),
         "min_days": MIN_DAYS,
@@ -155,14 +150,4 @@ async def save_settings(request: Request[Any, Any, Any], pool: PoolDep) -> Respo
     return Redirect(f"/settings?saved={quote(saved, safe='')}", status_code=303)
 
 
-def route_handlers() -> list[ControllerRouterHandler]:
-    """The import and settings pages (behind the login when a token is set)."""
-    return [
-        Router(
-            "/",
-            route_handlers=[import_form, import_files, settings_page, save_settings],
-            before_request=_login.require_session,
-            exception_handlers={ServerError: _page_error, HTTPException: _page_error},
-            include_in_schema=False,
-        )
-    ]
+route_handlers = [import_form, import_files, settings_page, save_settings]

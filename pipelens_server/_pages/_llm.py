@@ -12,19 +12,15 @@ import time
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from litestar import Request, Response, Router, get
-from litestar.exceptions import HTTPException
+from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
-from litestar.types import ControllerRouterHandler
 
-from pipelens_server import _login
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._errors import ServerError
-from pipelens_server._llm_usage import format_count, format_usd, summarize
-from pipelens_server._pages import RangeParam, _base, _page_error, _url
+from pipelens_server._pages._llm_chart import format_count, format_usd, summarize
+from pipelens_server._pages._runs import RangeParam
+from pipelens_server._pages._templating import base_context, page_url, render, zone_of
 from pipelens_server._read._llm import bucket_width, usage_rows, usage_span
 from pipelens_server._read._pricing import price_table
-from pipelens_server._templating import render, zone_of
 from pipelens_server._timerange import RANGES, preset_start
 
 StackParam = Annotated[
@@ -70,7 +66,7 @@ async def llm_usage(
         stack_by=by,
     )
     ever = span is not None or await usage_span(pool, 0, until_ns) is not None
-    context = _base(request, "LLM usage") | {
+    context = base_context(request, "LLM usage") | {
         "usage": usage,
         "has_rows": bool(rows),
         "ever": ever,
@@ -83,9 +79,9 @@ async def llm_usage(
         "usd": format_usd,
         "count": format_count,
         "prices_date": price_table().date,
-        "self_url": _url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
+        "self_url": page_url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
         "runs_url": lambda name: (
-            _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_)
+            page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_)
             if name in pipelines and name
             else None
         ),
@@ -93,13 +89,4 @@ async def llm_usage(
     return render(request, "llm.html", context, fragments=("llm_usage",))
 
 
-def route_handlers() -> list[ControllerRouterHandler]:
-    """The LLM usage page (behind the login when a token is set)."""
-    page = Router(
-        "/",
-        route_handlers=[llm_usage],
-        before_request=_login.require_session,
-        exception_handlers={ServerError: _page_error, HTTPException: _page_error},
-        include_in_schema=False,
-    )
-    return [page]
+route_handlers = [llm_usage]

@@ -2,8 +2,8 @@
 tokens or cost per time bucket, one colour per model (or per pipeline), laid out for a
 server-drawn SVG.
 
-Costs are priced here, from the tokens, with today's price table (``_pricing``): a model without
-a price adds nothing to a cost and is listed as unknown instead, so "$0.00" never hides it.
+Costs are priced here, from the tokens, with today's price table (``_read._pricing``): a model
+without a price adds nothing to a cost and is listed as unknown instead, so "$0.00" never hides it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The dashboard's pages: overview, runs of a pipeline, a run with its Gantt chart, a step.
+"""The dashboard's main pages: overview, runs of a pipeline, a run with its Gantt chart, a step.
 
 Every page is a real URL whose filters live in the query string; htmx asks the same URLs for a
 fragment (see ``_templating.render``). Live parts poll every 2 s (a run of thousands of steps
@@ -13,29 +13,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 import structlog
-from litestar import Request, Response, Router, get
+from litestar import Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler
 
-from pipelens_server import _gantt, _login
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._errors import ServerError
+from pipelens_server._pages import _gantt
+from pipelens_server._pages._templating import base_context, is_htmx, page_url, render, zone_of
 from pipelens_server._read._llm import CallView, step_llm
 from pipelens_server._read._run import run_with_steps, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page
 from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
 from pipelens_server._read._shapes import RunRow, StepDetail
-from pipelens_server._settings import Settings
-from pipelens_server._templating import (
-    format_time,
-    is_htmx,
-    render,
-    static_dir,
-    zone_of,
-)
-from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start, zone_name
+from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start
 
 log = structlog.get_logger("pipelens_server.pages")
 
@@ -55,30 +45,12 @@ RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="ti
 RunsRange = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all", "custom"]
 
 
-def _url(path: str, **params: str | None) -> str:
-    """``path`` with the query parameters that have a value."""
-    query = urlencode({k: v for k, v in params.items() if v})
-    return f"{path}?{query}" if query else path
-
-
 def _input_time(ns: int | None, text: str, zone: tzinfo) -> str:
     """What a ``datetime-local`` input shows for a bound: the time in ``zone``, else as typed."""
     if ns is None:
         return text
     moment = datetime.fromtimestamp(ns / 1e9, zone)
     return f"{moment:%Y-%m-%dT%H:%M}" + (f":{moment:%S}" if moment.second else "")
-
-
-def _base(request: Request[Any, Any, Any], title: str) -> dict[str, Any]:
-    zone = zone_of(request)
-    settings: Settings = request.app.state.settings
-    return {
-        "title": title,
-        "zone": zone_name(zone),
-        "tz": zone,
-        "fmt": format_time,
-        "can_log_out": settings.token is not None,
-    }
 
 
 @get("/")
@@ -91,13 +63,13 @@ async def overview(
     """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
     now_ns = time.time_ns()
     pipelines = await pipeline_summaries(pool, preset_start(range_, now_ns))
-    context = _base(request, "Pipelines") | {
+    context = base_context(request, "Pipelines") | {
         "pipelines": pipelines,
         "range": range_,
         "ranges": RANGES,
         "server_url": str(request.base_url).rstrip("/"),
         "needs_token": settings.token is not None,
-        "runs_url": lambda name: _url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "runs_url": lambda name: page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
         "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
     }
     return render(request, "overview.html", context)
@@ -169,7 +141,7 @@ async def pipeline_runs(
         "record_key": record_key,
         "record_value": record_value,
     }
-    context = _base(request, f"Runs of {name}") | {
+    context = base_context(request, f"Runs of {name}") | {
         "pipeline": name,
         "runs": runs,
         "range": range_,
@@ -185,10 +157,10 @@ async def pipeline_runs(
         "record_value": record_value,
         "searching": bool(search.step_name or search.record_key or search.record_value),
         "error": error,
-        "self_url": _url(path, **filters, after=after),
-        "newest_url": _url(path, **filters) if after else None,
+        "self_url": page_url(path, **filters, after=after),
+        "newest_url": page_url(path, **filters) if after else None,
         "next_url": (
-            _url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
+            page_url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
         ),
         "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
     }
@@ -220,7 +192,11 @@ async def run_page(
     target = request.headers.get("hx-target") if is_htmx(request) else None
     if target == "step_panel":
         detail = await step_detail(pool, run_id, step) if step else None
-        context = _base(request, f"Run {run_id}") | {"step": detail, "step_key": step, "path": path}
+        context = base_context(request, f"Run {run_id}") | {
+            "step": detail,
+            "step_key": step,
+            "path": path,
+        }
         context["llm"] = await _llm_of(pool, detail)
         done = detail is None or detail.status != "running"
         return render(
@@ -253,7 +229,7 @@ async def run_page(
         keep_closed = [k for k in closed if k != bar.key] + ([bar.key] if bar.open else [])
         return _run_url(path, step, keep_open, keep_closed, whole)
 
-    context = _base(request, f"Run {run_id}") | {
+    context = base_context(request, f"Run {run_id}") | {
         "run": run,
         "chart": chart,
         "toggle_url": toggle_url,
@@ -295,27 +271,4 @@ def _run_url(
     return f"{path}?{urlencode(params)}" if params else path
 
 
-def _page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
-    """The pages' errors as a page (the API answers JSON): the message names what is wrong."""
-    status_code = exc.status_code if isinstance(exc, ServerError | HTTPException) else 500
-    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    if status_code >= 500:
-        log.error("page failed", path=request.url.path, error=str(exc))
-    context = _base(request, f"Error {status_code}") | {
-        "status_code": status_code,
-        "detail": detail,
-    }
-    return render(request, "error.html", context, status_code=status_code)
-
-
-def route_handlers() -> list[ControllerRouterHandler]:
-    """The pages (behind the login when a token is set), the login form and the static files."""
-    pages = Router(
-        "/",
-        route_handlers=[overview, pipeline_runs, run_page],
-        before_request=_login.require_session,
-        exception_handlers={ServerError: _page_error, HTTPException: _page_error},
-        include_in_schema=False,
-    )
-    static = create_static_files_router(path="/static", directories=[static_dir()])
-    return [pages, static, *_login.route_handlers]
+route_handlers = [overview, pipeline_runs, run_page]

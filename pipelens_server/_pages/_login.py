@@ -19,8 +19,8 @@ from litestar.datastructures import Cookie
 from litestar.params import FromQuery
 from litestar.response import Redirect
 
+from pipelens_server._pages._templating import render
 from pipelens_server._settings import Settings
-from pipelens_server._templating import render
 
 COOKIE = "pipelens_session"
 _MESSAGE = b"pipelens dashboard session v1"
