@@ -20,18 +20,9 @@ from pipelens_server._read._pricing import cost_usd, price_table
 from pipelens_server._timerange import preset_start
 
 
-class UsageOut(msgspec.Struct, kw_only=True, frozen=True):
+class UsageOut(UsageRow, kw_only=True, frozen=True):
     """Calls, tokens and cost of one model in one pipeline within one time bucket."""
 
-    bucket_ns: int
-    pipeline: str | None
-    model: str
-    calls: int
-    calls_without_usage: int
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
     #: Priced by the server from the tokens; ``None``: the model is not in the price table.
     cost_usd: float | None
 

@@ -30,7 +30,7 @@ from pipelens_server._db._retention import (
 )
 from pipelens_server._ingest._import import FileResult, import_file
 from pipelens_server._ingest._store import LimiterDep
-from pipelens_server._pages._templating import base_context, render
+from pipelens_server._pages._templating import base_context, render, run_path
 
 _NO_FILES = "Choose at least one file to import."
 
@@ -51,7 +51,7 @@ def _import_page(
         "run_id": run_id,
         "pipeline": pipeline,
         "max_mb": settings.max_body_bytes / 1024 / 1024,
-        "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
+        "run_url": run_path,
     }
     return render(request, "import.html", context, status_code=status_code)
 

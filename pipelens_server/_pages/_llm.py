@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
@@ -18,7 +17,13 @@ from litestar.params import FromQuery, QueryParameter
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._pages._llm_chart import format_count, format_usd, summarize
 from pipelens_server._pages._runs import RangeParam
-from pipelens_server._pages._templating import base_context, page_url, render, zone_of
+from pipelens_server._pages._templating import (
+    base_context,
+    page_url,
+    pipeline_path,
+    render,
+    zone_of,
+)
 from pipelens_server._read._llm import bucket_width, usage_rows, usage_span
 from pipelens_server._read._pricing import price_table
 from pipelens_server._timerange import RANGES, preset_start
@@ -81,7 +86,7 @@ async def llm_usage(
         "prices_date": price_table().date,
         "self_url": page_url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
         "runs_url": lambda name: (
-            page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_)
+            page_url(pipeline_path(name, "runs"), range=range_)
             if name in pipelines and name
             else None
         ),

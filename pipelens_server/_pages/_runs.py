@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import structlog
 from litestar import Request, Response, get
@@ -19,7 +19,15 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._pages import _gantt
-from pipelens_server._pages._templating import base_context, is_htmx, page_url, render, zone_of
+from pipelens_server._pages._templating import (
+    base_context,
+    is_htmx,
+    page_url,
+    pipeline_path,
+    render,
+    run_path,
+    zone_of,
+)
 from pipelens_server._read._llm import CallView, step_llm
 from pipelens_server._read._run import run_with_steps, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page
@@ -69,8 +77,8 @@ async def overview(
         "ranges": RANGES,
         "server_url": str(request.base_url).rstrip("/"),
         "needs_token": settings.token is not None,
-        "runs_url": lambda name: page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
-        "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
+        "runs_url": lambda name: page_url(pipeline_path(name, "runs"), range=range_),
+        "run_url": run_path,
     }
     return render(request, "overview.html", context)
 
@@ -129,7 +137,7 @@ async def pipeline_runs(
             run_id_prefix=q.strip(),
             search=search,
         )
-    path = f"/pipelines/{quote(name, safe='')}/runs"
+    path = pipeline_path(name, "runs")
     # Every filter, in every link and poll of this view (from/to only with a custom range).
     filters: dict[str, str | None] = {
         "range": range_,
@@ -162,7 +170,7 @@ async def pipeline_runs(
         "next_url": (
             page_url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
         ),
-        "run_url": lambda run_id: f"/runs/{quote(run_id, safe='')}",
+        "run_url": run_path,
     }
     # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
     status_code = 400 if error is not None and not is_htmx(request) else 200
@@ -188,7 +196,7 @@ async def run_page(
     ``all`` names the steps whose children are all shown (past ``_gantt.CHILD_CAP``, a gap row
     stands for those in the middle).
     """
-    path = f"/runs/{quote(run_id, safe='')}"
+    path = run_path(run_id)
     target = request.headers.get("hx-target") if is_htmx(request) else None
     if target == "step_panel":
         detail = await step_detail(pool, run_id, step) if step else None
@@ -240,9 +248,7 @@ async def run_page(
         "step": detail,
         "llm": await _llm_of(pool, detail),
         "step_key": step,
-        "pipeline_url": (
-            f"/pipelines/{quote(run.pipeline, safe='')}/runs" if run.pipeline else None
-        ),
+        "pipeline_url": (pipeline_path(run.pipeline, "runs") if run.pipeline else None),
     }
     ended = target == "run_live" and run.status != "running"
     return render(

@@ -19,7 +19,14 @@ from litestar.response import Redirect
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._pages import _stats_chart
 from pipelens_server._pages._runs import RangeParam
-from pipelens_server._pages._templating import base_context, page_url, render, zone_of
+from pipelens_server._pages._templating import (
+    base_context,
+    page_url,
+    pipeline_path,
+    render,
+    run_path,
+    zone_of,
+)
 from pipelens_server._read._stats import (
     MAX_POINTS,
     duration_series,
@@ -33,12 +40,8 @@ from pipelens_server._timerange import RANGES, preset_start
 
 def stats_url(pipeline: str, key: str, range_: str | None = None) -> str:
     """The stats page of ``key`` in ``pipeline``."""
-    path = f"/pipelines/{quote(pipeline, safe='')}/steps/{quote(key, safe='')}"
+    path = f"{pipeline_path(pipeline, 'steps')}/{quote(key, safe='')}"
     return page_url(path, range=range_)
-
-
-def _run_url(run_id: str) -> str:
-    return f"/runs/{quote(run_id, safe='')}"
 
 
 @get("/pipelines/{name:str}/steps/{key:str}")
@@ -68,9 +71,9 @@ async def step_stats_page(
         "range": range_,
         "ranges": RANGES,
         "path": path,
-        "runs_url": page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
-        "keys_url": page_url(f"/pipelines/{quote(name, safe='')}/steps", range=range_),
-        "run_url": _run_url,
+        "runs_url": page_url(pipeline_path(name, "runs"), range=range_),
+        "keys_url": page_url(pipeline_path(name, "steps"), range=range_),
+        "run_url": run_path,
     }
     return render(request, "step_stats.html", context)
 
@@ -89,9 +92,9 @@ async def step_keys_page(
         "keys": keys,
         "range": range_,
         "ranges": RANGES,
-        "path": f"/pipelines/{quote(name, safe='')}/steps",
+        "path": pipeline_path(name, "steps"),
         "stats_url": lambda key: stats_url(name, key, range_),
-        "runs_url": page_url(f"/pipelines/{quote(name, safe='')}/runs", range=range_),
+        "runs_url": page_url(pipeline_path(name, "runs"), range=range_),
     }
     return render(request, "step_keys.html", context)
 

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment
@@ -119,6 +119,16 @@ def page_url(path: str, **params: str | None) -> str:
     """``path`` with the query parameters that have a value."""
     query = urlencode({k: v for k, v in params.items() if v})
     return f"{path}?{query}" if query else path
+
+
+def run_path(run_id: str) -> str:
+    """The run page of ``run_id``."""
+    return f"/runs/{quote(run_id, safe='')}"
+
+
+def pipeline_path(name: str, page: str) -> str:
+    """A page of the pipeline ``name``: its ``runs`` or its ``steps``."""
+    return f"/pipelines/{quote(name, safe='')}/{page}"
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:
