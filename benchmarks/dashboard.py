@@ -275,9 +275,9 @@ def measure(get: Callable[..., Any], page: Page, repeat: int) -> Timing:
 
 def stats_route_exists() -> bool:
     """Whether the app has the step stats page yet (another change brings it)."""
-    from pipelens_server import _pages_stats
+    from pipelens_server._pages import _stats as _pages_stats
 
-    return bool(_pages_stats.route_handlers())
+    return bool(_pages_stats.route_handlers)
 
 
 def pages(batches: int) -> list[Page]:

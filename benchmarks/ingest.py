@@ -219,8 +219,8 @@ def raw_copy(conninfo: str, events: list[Any]) -> dict[str, Any]:
     import psycopg
 
     from pipelens.events import Batch
-    from pipelens_server._decode import batch_rows
-    from pipelens_server._rows import STEPS
+    from pipelens_server._ingest._decode import batch_rows
+    from pipelens_server._ingest._rows import STEPS
 
     rows = list(batch_rows(Batch(events=events)).steps.values())
     columns = ", ".join(STEPS.column_names)

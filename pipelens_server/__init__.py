@@ -10,7 +10,8 @@ import contextlib
 
 import msgspec
 
-from pipelens_server._embedded import EmbeddedPostgres
+from pipelens_server._db._embedded import EmbeddedPostgres
+from pipelens_server._db._migrate import migrate
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     EmbeddedPostgresError,
@@ -23,7 +24,6 @@ from pipelens_server._errors import (
     UnsupportedMediaTypeError,
 )
 from pipelens_server._logging import configure_logging
-from pipelens_server._migrate import migrate
 from pipelens_server._settings import Settings
 from pipelens_server.app import create_app
 

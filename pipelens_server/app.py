@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -9,7 +10,7 @@ import msgspec
 import psycopg
 import psycopg_pool
 import structlog
-from litestar import Litestar, Request, Response, Router
+from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -18,27 +19,21 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server import (
-    _api,
-    _api_stats,
-    _pages,
-    _pages_admin,
-    _pages_llm,
-    _pages_stats,
-    _seed_ingest,
-)
-from pipelens_server._auth import require_token
-from pipelens_server._db import database_lifespan, provide_limiter, provide_pool, provide_settings
+from pipelens_server._api import _health
+from pipelens_server._api._router import api_router
+from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
+from pipelens_server._db._retention import purge_lifespan
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     InvalidBatchError,
     OverloadedError,
     ServerError,
 )
+from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
-from pipelens_server._retention import purge_lifespan
+from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._templating import template_config
 from pipelens_server._settings import Settings
-from pipelens_server._templating import template_config
 
 log = structlog.get_logger("pipelens_server.app")
 
@@ -145,31 +140,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = Settings() if settings is None else settings
     if not structlog.is_configured():
         configure_logging()
-    api = Router(
-        "/api",
-        route_handlers=[
-            _api.post_events,
-            _api.get_runs,
-            _api.get_run_detail,
-            *_api_stats.route_handlers,
-            *_seed_ingest.route_handlers,
-        ],
-        guards=[require_token],
-        security=[{"token": []}],
-    )
     return Litestar(
         route_handlers=[
-            api,
-            _api.healthz,
-            _api.readyz,
-            *_pages.route_handlers(),
-            *_pages_stats.route_handlers(),
-            *_pages_llm.route_handlers(),
-            *_pages_admin.route_handlers(),
+            api_router(),
+            *_health.route_handlers,
+            *page_routes(),
         ],
         template_config=template_config(),
-        lifespan=[database_lifespan, purge_lifespan],  # the purge uses the pool
-        state=State({"settings": settings}),
+        lifespan=[
+            functools.partial(database_lifespan, configure=create_staging_tables),
+            purge_lifespan,  # after the database: the purge uses the pool
+        ],
+        state=State(
+            {
+                "settings": settings,
+                "limiter": IngestLimiter(settings.max_inflight_ingests, settings.retry_after_s),
+            }
+        ),
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "limiter": Provide(provide_limiter, sync_to_thread=False),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings
+from pipelens_server.app import create_app
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +69,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     import uvicorn  # the server's heaviest import, only once the arguments are known good
-
-    from pipelens_server.app import create_app
 
     configure_logging()
     config = uvicorn.Config(

@@ -10,7 +10,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens_server import Settings, create_app
-from pipelens_server._auth import token_matches
+from pipelens_server._api._auth import token_matches
 
 TOKEN = "s3cret-token"
 

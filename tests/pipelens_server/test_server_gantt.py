@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelens_server import _gantt
-from pipelens_server._gantt import layout, tree_order
-from pipelens_server._pages_read import RunRow, StepRow
+from pipelens_server._pages import _gantt
+from pipelens_server._pages._gantt import layout, tree_order
+from pipelens_server._read._shapes import RunRow, StepRow
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

@@ -10,8 +10,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens.events import Batch, ErrorInfo, StepFinished, StepStarted, encode_msgpack
-from pipelens_server._decode import batch_rows
-from pipelens_server._rows import STEPS, merge, step_row
+from pipelens_server._ingest._decode import batch_rows
+from pipelens_server._ingest._rows import STEPS, merge, step_row
 
 Client = TestClient[Litestar]
 EMPTY: dict[str, list[object]] = {"runs": [], "steps": [], "pipelines": []}

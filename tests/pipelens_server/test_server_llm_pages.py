@@ -21,9 +21,10 @@ import pipelens
 from pipelens._llm import prices as _prices
 from pipelens.events import Event, RunFinished, StepFinished
 from pipelens.testing import capture_runs
-from pipelens_server import Settings, _pricing, create_app
-from pipelens_server._llm_read import call_view
-from pipelens_server._llm_usage import PLOT_BOTTOM, bucket_width
+from pipelens_server import Settings, create_app
+from pipelens_server._pages._llm_chart import PLOT_BOTTOM
+from pipelens_server._read import _pricing
+from pipelens_server._read._llm import bucket_width, call_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelens"))
 from _openai_stub import StubServer

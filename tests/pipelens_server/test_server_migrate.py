@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from pipelens_server import MigrationError, migrate
-from pipelens_server._migrate import migrations
+from pipelens_server._db._migrate import migrations
 
 
 async def _migrate(conninfo: str) -> list[int]:

@@ -13,8 +13,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens_server import Settings, create_app
-from pipelens_server._login import COOKIE, session_value
-from pipelens_server._templating import HTMX_FILE
+from pipelens_server._pages._login import COOKIE, session_value
+from pipelens_server._pages._templating import HTMX_FILE
 
 Client = TestClient[Litestar]
 HTMX = {"HX-Request": "true"}

@@ -31,16 +31,38 @@ def test_errors_share_one_base_with_http_status() -> None:
     }
 
 
-def test_only_the_wire_contract_is_imported_from_the_client() -> None:
-    """The server takes nothing from ``pipelens`` but ``pipelens.events``."""
-    package = Path(pipelens_server.__file__).parent
+def _client_imports(package: Path) -> set[str]:
+    """The ``pipelens`` modules that the modules under ``package`` import, at any depth and in
+    any scope (function-level imports included)."""
     imported = set()
-    for source in package.glob("*.py"):
+    for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
+            if isinstance(node, ast.ImportFrom) and node.module == "pipelens" and not node.level:
+                # ``from pipelens import _prices`` takes the module ``pipelens._prices``.
+                imported.update(f"pipelens.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module)
             elif isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
-    assert {m for m in imported if m == "pipelens" or m.startswith("pipelens.")} == {
-        "pipelens.events"
+    return {m for m in imported if m == "pipelens" or m.startswith("pipelens.")}
+
+
+def test_only_the_wire_contract_is_imported_from_the_client() -> None:
+    """The server takes nothing from ``pipelens`` but ``pipelens.events``."""
+    assert _client_imports(Path(pipelens_server.__file__).parent) == {"pipelens.events"}
+
+
+def test_the_import_check_sees_private_client_imports_in_subpackages(tmp_path: Path) -> None:
+    """The check above reads subpackages and would catch a private client import there."""
+    room = tmp_path / "pipelens_server" / "_room"
+    room.mkdir(parents=True)
+    (room / "a.py").write_text("import pipelens.events\n")
+    (room / "b.py").write_text("def f():\n    from pipelens._core import x\n")
+    (room / "c.py").write_text("from pipelens import _prices\n")
+    (room / "d.py").write_text("import pipelens\n")
+    assert _client_imports(tmp_path / "pipelens_server") == {
+        "pipelens",
+        "pipelens.events",
+        "pipelens._core",
+        "pipelens._prices",
     }

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens.events import StepFinished
 from pipelens_server import Settings, create_app
-from pipelens_server._retention import purge
+from pipelens_server._db._retention import purge
 
 Client = TestClient[Litestar]
 DAY_S = 86_400

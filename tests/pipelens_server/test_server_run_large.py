@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens.events import Event, RunStarted, StepFinished, StepStarted
-from pipelens_server import _gantt, _pages
+from pipelens_server._pages import _gantt, _runs
 
 Client = TestClient[Litestar]
 HTMX_LIVE = {"HX-Request": "true", "HX-Target": "run_live"}
@@ -96,10 +96,10 @@ def test_a_huge_running_run_polls_less_often(
     """Past LARGE_RUN_STEPS steps the live part polls every LARGE_RUN_POLL_S seconds, not 2."""
     ingest(client, _wide_run("wide"))
     small = client.get("/runs/wide").text
-    monkeypatch.setattr(_pages, "LARGE_RUN_STEPS", CHILDREN)
+    monkeypatch.setattr(_runs, "LARGE_RUN_STEPS", CHILDREN)
     huge = client.get("/runs/wide").text
     assert "every 2s [" in small
-    assert f"every {_pages.LARGE_RUN_POLL_S}s [" in huge
+    assert f"every {_runs.LARGE_RUN_POLL_S}s [" in huge
 
 
 def test_a_long_loop_shows_its_ends_and_a_gap_that_shows_all(

@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 from test_server_pages_browser import _ingest, _shot, page
 from test_server_run_large import BUDGET, CHILDREN, _wide_run
 
-from pipelens_server import _gantt
+from pipelens_server._pages import _gantt
 
 pytestmark = pytest.mark.browser
 __all__ = ["page"]  # the fixture this module's tests take from test_server_pages_browser

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 from pipelens.events import Event, StepFinished
-from pipelens_server._pages_read import RunSearch, search_conditions
+from pipelens_server._read._search import RunSearch, search_conditions
 
 Client = TestClient[Litestar]
 HTMX = {"HX-Request": "true", "HX-Target": "runs_table"}

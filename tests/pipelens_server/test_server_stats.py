@@ -15,8 +15,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg import sql
 
-from pipelens_server import Settings, _stats_chart, create_app
-from pipelens_server._stats_read import _STATS, Bucket, Point, Series, _where
+from pipelens_server import Settings, create_app
+from pipelens_server._pages import _stats_chart
+from pipelens_server._read._stats import _STATS, Bucket, Point, Series, _where
 
 Client = TestClient[Litestar]
 RETRIEVE = "/pipelines/rag/steps/answer.retrieve"

@@ -1,0 +1,110 @@
+"""The JSON API's ingest: ``POST /api/v1/events`` (our wire batches) and the seed's endpoints
+(``/api/ingestion/...``, shapes and status codes of ``shared/seed/PROTOCOL.md``).
+
+Each reads its body into partial rows (``_ingest``) and stores them in one transaction before it
+answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+
+from pipelens_server._db._lifespan import PoolDep, SettingsDep
+from pipelens_server._ingest import _seed
+from pipelens_server._ingest._decode import batch_rows, check_media_type, decode_batch
+from pipelens_server._ingest._rows import Rows
+from pipelens_server._ingest._store import LimiterDep, ingest
+
+
+class Accepted(msgspec.Struct, kw_only=True, frozen=True):
+    """The answer to an ingest request: how many events, runs and steps it carried."""
+
+    accepted: int
+    runs: int
+    steps: int
+
+
+class Success(msgspec.Struct, kw_only=True, frozen=True):
+    """The seed's success answer."""
+
+    success: bool = True
+    run_id: str | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="runId")
+
+
+@post("/v1/events", status_code=202)
+async def post_events(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Accepted:
+    """Store a batch of wire events; answer only once it is committed."""
+    content_type = request.headers.get("content-type")
+    check_media_type(content_type)  # 415 before reading the body
+
+    def to_rows(body: bytes) -> tuple[Rows, Accepted]:
+        batch = decode_batch(body, content_type)
+        rows = batch_rows(batch)
+        return rows, Accepted(
+            accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps)
+        )
+
+    return await ingest(request, pool, limiter, settings, to_rows)
+
+
+@post("/ingestion/pipeline/start", status_code=201)
+async def pipeline_start(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed run started (its steps, if any, come along)."""
+    run_id = await ingest(request, pool, limiter, settings, _seed.pipeline_start_rows)
+    return Success(run_id=run_id)
+
+
+@post("/ingestion/pipeline/finish", status_code=200)
+async def pipeline_finish(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed run ended: the run and every step in ``pipelineMeta.steps`` are upserted."""
+    await ingest(request, pool, limiter, settings, _seed.pipeline_finish_rows)
+    return Success()
+
+
+async def _step_event(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed step started or ended. The rows say which: a start's body may already carry the
+    step's end, and a late start never reopens a finished step."""
+    await ingest(request, pool, limiter, settings, _seed.step_rows)
+    return Success()
+
+
+step_start = post("/ingestion/step/start", status_code=201, name="seed_step_start")(_step_event)
+step_finish = post("/ingestion/step/finish", status_code=200, name="seed_step_finish")(_step_event)
+
+
+@post("/ingestion/batch", status_code=200)
+async def batch(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """The seed's batched mode: an array of pipeline and step operations, stored together."""
+    await ingest(request, pool, limiter, settings, _seed.batch_rows)
+    return Success()
+
+
+route_handlers = [post_events, pipeline_start, pipeline_finish, step_start, step_finish, batch]

@@ -1,0 +1,88 @@
+"""The JSON API's runs: ``GET /api/v1/runs`` (filtered, keyset pages) and one run with its steps."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+from typing import Annotated
+
+from litestar import get
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from pipelens_server._db._lifespan import PoolDep
+from pipelens_server._read._run import get_run
+from pipelens_server._read._runs import list_runs
+from pipelens_server._read._search import RunSearch, parse_cursor
+from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
+from pipelens_server._timerange import RangePreset, custom_range, preset_start
+
+
+@get("/v1/runs")
+async def get_runs(
+    pool: PoolDep,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+    pipeline: FromQuery[str | None] = None,
+    status: FromQuery[StatusFilter | None] = None,
+    range_: Annotated[
+        RangePreset | None,
+        QueryParameter(name="range", description="only runs started in this time range"),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        QueryParameter(
+            name="from",
+            description="only runs started at or after this ISO 8601 time (no offset: UTC)",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        QueryParameter(description="only runs started before this ISO 8601 time (no offset: UTC)"),
+    ] = None,
+    q: Annotated[str, QueryParameter(description="only runs whose id starts with this")] = "",
+    step: Annotated[str, QueryParameter(description="only runs having a step of this name")] = "",
+    record_key: Annotated[
+        str, QueryParameter(description="with record_value: the record key it is under")
+    ] = "",
+    record_value: Annotated[
+        str, QueryParameter(description="only runs having a step that recorded this value")
+    ] = "",
+    after: Annotated[
+        str | None, QueryParameter(description="the page after this one: a previous 'next'")
+    ] = None,
+) -> RunList:
+    """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
+    prefix), ``step`` (step name) and ``record_value`` (under ``record_key`` when given) filter
+    them, ``after`` (the previous answer's ``next``) pages through them."""
+    try:
+        cursor = parse_cursor(after) if after else None
+        since = None if range_ is None else preset_start(range_, time.time_ns())
+        start, until = custom_range(from_ or "", to or "", UTC)
+    except ValueError as exc:
+        raise ValidationException(detail=str(exc)) from exc
+    if start is not None:
+        since = start if since is None else max(since, start)
+    return await list_runs(
+        pool,
+        limit=limit,
+        pipeline=pipeline,
+        status=status,
+        since_ns=since,
+        until_ns=until,
+        run_id_prefix=q.strip(),
+        after=cursor,
+        search=RunSearch(
+            step_name=step.strip(),
+            record_key=record_key.strip(),
+            record_value=record_value.strip(),
+        ),
+    )
+
+
+@get("/v1/runs/{run_id:str}")
+async def get_run_detail(pool: PoolDep, run_id: FromPath[str]) -> RunDetail:
+    """One run with all its steps; 404 when unknown."""
+    return await get_run(pool, run_id)
+
+
+route_handlers = [get_runs, get_run_detail]

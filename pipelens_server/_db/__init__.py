@@ -1,0 +1,1 @@
+"""The database room: embedded PostgreSQL, the pool and its lifespan, migrations, retention."""

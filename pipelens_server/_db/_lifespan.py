@@ -1,0 +1,116 @@
+"""The database behind the app: embedded or external, the connection pool, the schema.
+
+All of it is opened in the app's lifespan and kept on ``app.state``; nothing connects at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import anyio.to_thread
+import psycopg
+import structlog
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._db._embedded import EmbeddedPostgres
+from pipelens_server._db._migrate import migrate
+from pipelens_server._errors import DatabaseUnavailableError, ServerError
+from pipelens_server._settings import Settings
+
+log = structlog.get_logger("pipelens_server.db")
+
+_CONNECT_TIMEOUT_S = 10
+
+#: A new connection's set-up (the pool's ``configure`` callback).
+Configure: TypeAlias = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+
+#: Handler parameter types of the app's dependencies (see ``create_app``). They are the app's
+#: own objects: validating them on every request would only cost time.
+PoolDep: TypeAlias = NamedDependency[SkipValidation[AsyncConnectionPool[Any]]]
+SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
+
+
+def redacted(conninfo: str) -> str:
+    """``conninfo`` without its password, for logs and error messages."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(an unparsable database URL)"
+    if "password" in params:
+        params["password"] = "***"  # noqa: S105 - a mask, not a password
+    return psycopg.conninfo.make_conninfo("", **params)
+
+
+async def _check_reachable(conninfo: str) -> None:
+    """Connect once, so that a wrong URL fails start-up with PostgreSQL's own message."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=_CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {redacted(conninfo)}: {exc}".rstrip()
+        ) from exc
+    await conn.close()
+
+
+@asynccontextmanager
+async def database_lifespan(
+    app: Litestar, *, configure: Configure | None = None
+) -> AsyncIterator[None]:
+    """Start the embedded PostgreSQL when no URL is set, open the pool, migrate; undo on exit.
+
+    ``configure`` prepares each new connection (ingest's staging tables: ``create_app`` passes
+    it, so that this room knows nothing of ingest).
+    """
+    settings: Settings = app.state.settings
+    embedded: EmbeddedPostgres | None = None
+    conninfo = settings.database_url
+    try:
+        if conninfo is None:
+            embedded = EmbeddedPostgres(settings.resolved_data_dir)
+            conninfo = await anyio.to_thread.run_sync(embedded.start)
+        await _check_reachable(conninfo)
+    except ServerError as exc:
+        log.error("the server cannot start", error=str(exc))  # noqa: TRY400 - uvicorn logs the traceback
+        if embedded is not None:
+            await anyio.to_thread.run_sync(embedded.stop)
+        raise
+    try:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            open=False,
+            configure=configure,
+            timeout=settings.pool_timeout_s,
+            name="pipelens",
+        )
+        await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        try:
+            async with pool.connection() as conn:
+                await migrate(conn)
+            app.state.pool = pool
+            log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
+            yield
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await anyio.to_thread.run_sync(embedded.stop)
+
+
+def provide_pool(state: State) -> AsyncConnectionPool[Any]:
+    """The app's connection pool."""
+    pool: AsyncConnectionPool[Any] = state.pool
+    return pool
+
+
+def provide_settings(state: State) -> Settings:
+    """The app's settings."""
+    settings: Settings = state.settings
+    return settings

@@ -1,0 +1,225 @@
+"""The seed's JSON ingest payloads (``/api/ingestion/...``, ``_api._ingest``) as partial rows: its
+libraries report here unchanged.
+
+Shapes follow ``shared/seed/PROTOCOL.md``: camelCase keys, times in epoch
+milliseconds (stored as nanoseconds), ``null`` (Python) and a missing field (TypeScript) mean the
+same. A seed step has no ids: its ``key`` serves as its step id and the key's dotted prefix as its
+parent's. Every payload becomes partial rows that go through the same merge and store as
+``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+import msgspec
+
+from pipelens_server._errors import InvalidBatchError
+from pipelens_server._ingest._decode import clean_json_text, without_nul
+from pipelens_server._ingest._rows import Rows, run_row, step_row
+
+_NS_PER_MS = 1_000_000
+_MAX_MS = (2**63 - 1) // _NS_PER_MS
+_NULL = b"null"
+
+Body = TypeVar("Body")
+Result = TypeVar("Result")
+
+
+class TimeMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    """``{startTs, endTs?, timeUsageMs?}`` in epoch milliseconds."""
+
+    start_ts: int | float | None = None
+    end_ts: int | float | None = None
+    time_usage_ms: int | float | None = None
+
+
+class StepMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    """A seed step. ``records`` and ``result`` are kept as raw JSON."""
+
+    name: str | None = None
+    key: str | None = None
+    time: TimeMeta | None = None
+    records: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: str | None = None
+
+
+class PipelineMeta(StepMeta, kw_only=True, rename="camel"):
+    """A seed run: its own step plus ``runId`` and the flattened ``steps``."""
+
+    log_version: int | None = None
+    run_id: str | None = None
+    steps: list[StepMeta] | None = None
+
+
+RunStatus = Literal["completed", "failed", "running"]
+
+
+class PipelineFinish(msgspec.Struct, kw_only=True, rename="camel"):
+    """Body of ``/pipeline/finish``."""
+
+    pipeline_meta: PipelineMeta
+    status: RunStatus | None = None
+
+
+class StepBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """Body of ``/step/start`` and ``/step/finish``."""
+
+    run_id: str | None = None
+    step: StepMeta
+
+
+class PipelineOp(msgspec.Struct, kw_only=True, rename="camel", tag_field="type", tag="pipeline"):
+    """A pipeline item of a ``/batch`` array."""
+
+    operation: Literal["start", "finish"]
+    meta: PipelineMeta
+    status: RunStatus | None = None
+
+
+class StepOp(msgspec.Struct, kw_only=True, rename="camel", tag_field="type", tag="step"):
+    """A step item of a ``/batch`` array."""
+
+    operation: Literal["start", "finish"]
+    run_id: str | None = None
+    step: StepMeta
+
+
+_pipeline_decoder = msgspec.json.Decoder(PipelineMeta)
+_finish_decoder = msgspec.json.Decoder(PipelineFinish)
+_step_decoder = msgspec.json.Decoder(StepBody)
+_batch_decoder = msgspec.json.Decoder(list[PipelineOp | StepOp])
+
+
+def _decode(decoder: msgspec.json.Decoder[Body], body: bytes) -> Body:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidBatchError(f"invalid body: {exc}") from None
+
+
+def _ns(ms: float | None, path: str) -> int | None:
+    if ms is None:
+        return None
+    if not 0 <= ms <= _MAX_MS:
+        raise InvalidBatchError(
+            f"invalid body: {ms} is not a time in epoch milliseconds - at `{path}`"
+        )
+    return round(ms * _NS_PER_MS)
+
+
+def _json(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
+    if raw is msgspec.UNSET:
+        return None
+    text = bytes(raw)
+    return None if text == _NULL else clean_json_text(text.decode())
+
+
+def _required(value: str | None, path: str) -> str:
+    if not value:
+        raise InvalidBatchError(f"invalid body: a non-empty string is required - at `{path}`")
+    return without_nul(value)
+
+
+def add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
+    """Add the seed step ``step`` of run ``run_id`` (found at ``path`` of the body) to ``rows``."""
+    key = _required(step.key, f"{path}.key")
+    time = step.time or TimeMeta()
+    start_ns = _ns(time.start_ts, f"{path}.time.startTs")
+    end_ns = _ns(time.end_ts, f"{path}.time.endTs")
+    duration_ns = _ns(time.time_usage_ms, f"{path}.time.timeUsageMs")
+    if duration_ns is None and start_ns is not None and end_ns is not None:
+        duration_ns = end_ns - start_ns
+    # The seed's rule: an error means failed, an end without one completed, no end running.
+    status = "failed" if step.error else "completed" if end_ns is not None else "running"
+    parent_key = key.rpartition(".")[0]
+    rows.add_step(
+        step_row(
+            run_id=run_id,
+            key=key,
+            step_id=key,
+            parent_id=parent_key or None,
+            name=without_nul(step.name) if step.name else key.rpartition(".")[2],
+            kind="step",
+            status=status,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            duration_ns=duration_ns,
+            result=_json(step.result),
+            records=_json(step.records),
+            error_message=without_nul(step.error) if step.error else None,
+        )
+    )
+
+
+def add_pipeline(
+    rows: Rows, meta: PipelineMeta, status: str | None, finished: bool, path: str
+) -> str:
+    """Add the seed run ``meta`` and its steps (found at ``path``) to ``rows``; its run id."""
+    run_id = _required(meta.run_id, f"{path}.runId")
+    pipeline = _required(meta.name, f"{path}.name")
+    time = meta.time or TimeMeta()
+    steps = meta.steps or []
+    rows.add_run(
+        run_row(
+            run_id=run_id,
+            pipeline=pipeline,
+            status=status or ("failed" if meta.error else "completed" if finished else "running"),
+            start_ns=_ns(time.start_ts, f"{path}.time.startTs"),
+            end_ns=_ns(time.end_ts, f"{path}.time.endTs") if finished else None,
+            duration_ns=_ns(time.time_usage_ms, f"{path}.time.timeUsageMs") if finished else None,
+            error_message=without_nul(meta.error) if meta.error else None,
+            step_count=len(steps) if finished and steps else None,
+        )
+    )
+    for i, step in enumerate(steps):
+        add_step(rows, run_id, step, f"{path}.steps[{i}]")
+    return run_id
+
+
+def _seed_rows(
+    decoder: msgspec.json.Decoder[Body], add_rows: Callable[[Rows, Body], Result]
+) -> Callable[[bytes], tuple[Rows, Result]]:
+    """A ``to_rows`` for ``_store.ingest``: decode the body with ``decoder`` and let ``add_rows``
+    turn it into rows (raising a 400 before anything is written)."""
+
+    def to_rows(body: bytes) -> tuple[Rows, Result]:
+        decoded = _decode(decoder, body)
+        rows = Rows()
+        return rows, add_rows(rows, decoded)
+
+    return to_rows
+
+
+def _start_rows(rows: Rows, meta: PipelineMeta) -> str:
+    return add_pipeline(rows, meta, None, finished=False, path="$")
+
+
+def _finish_rows(rows: Rows, body: PipelineFinish) -> None:
+    finished = body.status != "running"
+    add_pipeline(rows, body.pipeline_meta, body.status, finished, path="$.pipelineMeta")
+
+
+def _step_rows(rows: Rows, body: StepBody) -> None:
+    add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
+
+
+def _batch_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
+    for i, item in enumerate(items):
+        if isinstance(item, PipelineOp):
+            finished = item.operation == "finish" and item.status != "running"
+            add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
+        else:
+            run_id = _required(item.run_id, f"$[{i}].runId")
+            add_step(rows, run_id, item.step, f"$[{i}].step")
+
+
+#: Each endpoint's body to rows: ``/pipeline/start`` (its run id), ``/pipeline/finish``,
+#: ``/step/start`` and ``/step/finish`` (the rows say which: a start's body may already carry the
+#: step's end, and a late start never reopens a finished step), and ``/batch``.
+pipeline_start_rows = _seed_rows(_pipeline_decoder, _start_rows)
+pipeline_finish_rows = _seed_rows(_finish_decoder, _finish_rows)
+step_rows = _seed_rows(_step_decoder, _step_rows)
+batch_rows = _seed_rows(_batch_decoder, _batch_rows)

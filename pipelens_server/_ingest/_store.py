@@ -1,0 +1,165 @@
+"""Storing a batch's rows: ``COPY`` into session staging tables, then one upsert per table.
+
+The whole batch is one transaction; the caller answers 202 only after it committed. Rows are
+inserted in key order so that two batches touching the same rows lock them in the same order;
+a deadlock or serialization failure that happens anyway is retried. Updates that would change
+nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent batch writes nothing.
+All SQL here is built from the module's constants, never from input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias, TypeVar
+
+import psycopg
+import structlog
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._errors import OverloadedError
+from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
+from pipelens_server._settings import Settings
+
+log = structlog.get_logger("pipelens_server.ingest")
+
+_ATTEMPTS = 3
+Result = TypeVar("Result")
+
+
+def _upsert_sql(table: Table, select: str, extra: dict[str, str], stamp: str = "") -> str:
+    merged = {**extra, **table.merge_assignments()}
+    names = list(merged)
+    key = ", ".join(table.key)
+    return (
+        f"INSERT INTO {table.name} AS t ({', '.join([*table.key, *names])}) {select} "
+        f"ON CONFLICT ({key}) DO UPDATE SET "
+        + ", ".join(f"{name} = {expr}" for name, expr in merged.items())
+        + stamp
+        + f" WHERE ROW({', '.join(merged.values())}) "
+        f"IS DISTINCT FROM ROW({', '.join(f't.{n}' for n in names)})"
+    )
+
+
+_RUN_VALUES = [
+    "COALESCE(status, 'running')" if name == "status" else name
+    for name in RUNS.column_names
+    if name not in RUNS.key
+]
+UPSERT_RUNS = _upsert_sql(
+    RUNS,
+    f"SELECT run_id, {', '.join(_RUN_VALUES)} FROM {RUNS.stage} ORDER BY run_id",  # noqa: S608
+    {},
+    stamp=", updated_at = now()",
+)
+UPSERT_STEPS = _upsert_sql(
+    STEPS,
+    # Runs are upserted first, so a step learns its run's pipeline when the run event came first.
+    "SELECT s.run_id, s.key, r.pipeline, "  # noqa: S608
+    + ", ".join(f"s.{n}" for n in STEPS.column_names if n not in STEPS.key)
+    + f" FROM {STEPS.stage} s LEFT JOIN runs r ON r.run_id = s.run_id ORDER BY s.run_id, s.key",
+    {"pipeline": "COALESCE(t.pipeline, excluded.pipeline)"},
+)
+INSERT_PIPELINES = (
+    f"INSERT INTO pipelines (name) SELECT DISTINCT pipeline FROM {RUNS.stage} "  # noqa: S608
+    "WHERE pipeline IS NOT NULL ORDER BY 1 ON CONFLICT (name) DO NOTHING"
+)
+# Steps stored before their run event named the pipeline learn it now.
+FILL_STEP_PIPELINES = (
+    f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "  # noqa: S608
+    "ON r.run_id = st.run_id WHERE st.pipeline IS NOT NULL AND s.run_id = st.run_id "
+    "AND s.pipeline IS NULL"
+)
+
+
+async def create_staging_tables(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Create this session's staging tables (the pool's ``configure`` callback)."""
+    await conn.execute(RUNS.create_stage_sql())
+    await conn.execute(STEPS.create_stage_sql())
+    await conn.commit()
+
+
+class IngestLimiter:
+    """Bounds the ingest requests in flight, so overload is answered with 429, not a queue."""
+
+    def __init__(self, max_inflight: int, retry_after_s: int) -> None:
+        self.max_inflight = max_inflight
+        self.retry_after_s = retry_after_s
+        self.inflight = 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the slots for the block; raise ``OverloadedError`` when none is free."""
+        # One event loop: nothing runs between the check and the increment.
+        if self.inflight >= self.max_inflight:
+            raise OverloadedError(
+                f"{self.inflight} ingest requests are already in flight: retry later",
+                self.retry_after_s,
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+
+def provide_limiter(state: State) -> IngestLimiter:
+    """The app's bound on ingest requests in flight."""
+    limiter: IngestLimiter = state.limiter
+    return limiter
+
+
+#: Handler parameter type of the limiter dependency (the app's own object: not validated).
+LimiterDep: TypeAlias = NamedDependency[SkipValidation[IngestLimiter]]
+
+
+async def ingest(
+    request: Request[Any, Any, Any],
+    pool: AsyncConnectionPool[Any],
+    limiter: IngestLimiter,
+    settings: Settings,
+    to_rows: Callable[[bytes], tuple[Rows, Result]],
+) -> Result:
+    """The path every ingest endpoint shares: take a slot, read the body, turn it into rows
+    (raising a 400 before anything is written) and store them in one transaction."""
+    async with limiter.slot():
+        rows, result = to_rows(await request.body())
+        await store(pool, rows, timeout=settings.pool_timeout_s)
+    return result
+
+
+async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -> None:
+    """Write ``rows`` in one transaction (retried on deadlock); return once committed."""
+    if not rows.runs:
+        return
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            async with pool.connection(timeout=timeout) as conn, conn.transaction():
+                await _write(conn, rows)
+            return
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            if attempt == _ATTEMPTS:
+                raise
+            log.info("ingest transaction retried", attempt=attempt, reason=type(exc).__name__)
+
+
+async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
+    async with conn.cursor() as cur:
+        await _copy(cur, RUNS, rows.runs.values())
+        if rows.steps:
+            await _copy(cur, STEPS, rows.steps.values())
+        await cur.execute(INSERT_PIPELINES)
+        await cur.execute(UPSERT_RUNS)
+        if rows.steps:
+            await cur.execute(UPSERT_STEPS)
+        await cur.execute(FILL_STEP_PIPELINES)
+
+
+async def _copy(cur: psycopg.AsyncCursor[Any], table: Table, rows: Iterable[Row]) -> None:
+    async with cur.copy(table.copy_sql()) as copy:
+        for row in rows:
+            await copy.write_row(row)

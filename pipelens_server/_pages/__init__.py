@@ -1,0 +1,1 @@
+"""The HTML pages room: one pages Router, templates, the Gantt chart and the other charts."""

@@ -1,0 +1,280 @@
+"""The dashboard's main pages: overview, runs of a pipeline, a run with its Gantt chart, a step.
+
+Every page is a real URL whose filters live in the query string; htmx asks the same URLs for a
+fragment (see ``_templating.render``). Live parts poll every 2 s (a run of thousands of steps
+every 5 s); a poll of a run that has ended is answered with 286, which tells htmx to stop.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, tzinfo
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+import structlog
+from litestar import Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from pipelens_server._db._lifespan import PoolDep, SettingsDep
+from pipelens_server._pages import _gantt
+from pipelens_server._pages._templating import (
+    base_context,
+    is_htmx,
+    page_url,
+    pipeline_path,
+    render,
+    run_path,
+    zone_of,
+)
+from pipelens_server._read._llm import CallView, step_llm
+from pipelens_server._read._run import run_with_steps, step_detail
+from pipelens_server._read._runs import pipeline_summaries, runs_page
+from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
+from pipelens_server._read._shapes import RunRow, StepDetail
+from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start
+
+log = structlog.get_logger("pipelens_server.pages")
+
+StatusChoice = Literal["", "running", "completed", "failed", "cancelled"]
+
+STATUSES = ["running", "completed", "failed", "cancelled"]
+PAGE_SIZE = 50
+#: htmx's "stop polling" answer.
+STOP_POLLING = 286
+#: Seconds between two polls of a running run's chart; of one with more than LARGE_RUN_STEPS.
+POLL_S = 2
+LARGE_RUN_POLL_S = 5
+LARGE_RUN_STEPS = 2000
+
+RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
+#: The runs page's ranges: the presets, or ``custom`` between its ``from`` and ``to``.
+RunsRange = Literal["5m", "15m", "1h", "6h", "24h", "7d", "30d", "all", "custom"]
+
+
+def _input_time(ns: int | None, text: str, zone: tzinfo) -> str:
+    """What a ``datetime-local`` input shows for a bound: the time in ``zone``, else as typed."""
+    if ns is None:
+        return text
+    moment = datetime.fromtimestamp(ns / 1e9, zone)
+    return f"{moment:%Y-%m-%dT%H:%M}" + (f":{moment:%S}" if moment.second else "")
+
+
+@get("/")
+async def overview(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    settings: SettingsDep,
+    range_: RangeParam = "24h",
+) -> Response[str]:
+    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
+    now_ns = time.time_ns()
+    pipelines = await pipeline_summaries(pool, preset_start(range_, now_ns))
+    context = base_context(request, "Pipelines") | {
+        "pipelines": pipelines,
+        "range": range_,
+        "ranges": RANGES,
+        "server_url": str(request.base_url).rstrip("/"),
+        "needs_token": settings.token is not None,
+        "runs_url": lambda name: page_url(pipeline_path(name, "runs"), range=range_),
+        "run_url": run_path,
+    }
+    return render(request, "overview.html", context)
+
+
+@get("/pipelines/{name:str}/runs")
+async def pipeline_runs(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    name: FromPath[str],
+    range_: Annotated[
+        RunsRange,
+        QueryParameter(name="range", description="time range preset, or custom (from/to)"),
+    ] = "24h",
+    status: FromQuery[StatusChoice] = "",
+    after: FromQuery[str | None] = None,
+    q: FromQuery[str] = "",
+    from_: Annotated[str, QueryParameter(name="from", description="custom range start")] = "",
+    to: FromQuery[str] = "",
+    step: FromQuery[str] = "",
+    record_key: FromQuery[str] = "",
+    record_value: FromQuery[str] = "",
+) -> Response[str]:
+    """A pipeline's runs, newest first, keyset pages, live. Filters: status, time range (a
+    preset, or ``custom`` from/to in the browser's zone), run id (prefix), step name, and a
+    record's value (under ``record_key`` when given)."""
+    zone = zone_of(request)
+    custom = range_ == "custom"
+    error: str | None = None
+    since: int | None = None
+    until: int | None = None
+    if custom:
+        try:
+            since, until = custom_range(from_, to, zone)
+        except ValueError as exc:
+            error = str(exc)
+    else:
+        since = preset_start(range_, time.time_ns())
+    search = RunSearch(
+        step_name=step.strip(), record_key=record_key.strip(), record_value=record_value.strip()
+    )
+    try:
+        cursor = parse_cursor(after) if after else None
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    runs: list[RunRow] = []
+    next_cursor: RunCursor | None = None
+    if error is None:
+        runs, next_cursor = await runs_page(
+            pool,
+            pipeline=name,
+            since_ns=since or 0,
+            until_ns=until,
+            status=status or None,
+            after=cursor,
+            limit=PAGE_SIZE,
+            run_id_prefix=q.strip(),
+            search=search,
+        )
+    path = pipeline_path(name, "runs")
+    # Every filter, in every link and poll of this view (from/to only with a custom range).
+    filters: dict[str, str | None] = {
+        "range": range_,
+        "from": from_ if custom else None,
+        "to": to if custom else None,
+        "status": status,
+        "q": q,
+        "step": step,
+        "record_key": record_key,
+        "record_value": record_value,
+    }
+    context = base_context(request, f"Runs of {name}") | {
+        "pipeline": name,
+        "runs": runs,
+        "range": range_,
+        "ranges": RANGES,
+        "from_value": _input_time(since if custom else None, from_, zone),
+        "to_value": _input_time(until if custom else None, to, zone),
+        "status": status,
+        "statuses": STATUSES,
+        "path": path,
+        "q": q,
+        "step_name": step,
+        "record_key": record_key,
+        "record_value": record_value,
+        "searching": bool(search.step_name or search.record_key or search.record_value),
+        "error": error,
+        "self_url": page_url(path, **filters, after=after),
+        "newest_url": page_url(path, **filters) if after else None,
+        "next_url": (
+            page_url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
+        ),
+        "run_url": run_path,
+    }
+    # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
+    status_code = 400 if error is not None and not is_htmx(request) else 200
+    return render(request, "runs.html", context, fragments=("runs_table",), status_code=status_code)
+
+
+@get("/runs/{run_id:str}")
+async def run_page(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    run_id: FromPath[str],
+    step: FromQuery[str | None] = None,
+    expand: FromQuery[list[str] | None] = None,
+    collapse: FromQuery[list[str] | None] = None,
+    show_all: Annotated[list[str] | None, QueryParameter(name="all")] = None,
+) -> Response[str]:
+    """A run: Gantt chart, step tree and (with ``step``) a step's panel; live while running.
+
+    htmx asks for one part: ``run_live`` (the polled chart and tree: 286 once the run ended) or
+    ``step_panel`` (a step chosen, or the polled panel of a running step: 286 once it ended).
+    ``expand`` and ``collapse`` name the steps whose subtrees the user opened or closed (a big
+    run starts partly collapsed: see ``_gantt``); a toggle asks for ``run_live`` with one more.
+    ``all`` names the steps whose children are all shown (past ``_gantt.CHILD_CAP``, a gap row
+    stands for those in the middle).
+    """
+    path = run_path(run_id)
+    target = request.headers.get("hx-target") if is_htmx(request) else None
+    if target == "step_panel":
+        detail = await step_detail(pool, run_id, step) if step else None
+        context = base_context(request, f"Run {run_id}") | {
+            "step": detail,
+            "step_key": step,
+            "path": path,
+        }
+        context["llm"] = await _llm_of(pool, detail)
+        done = detail is None or detail.status != "running"
+        return render(
+            request,
+            "run.html",
+            context,
+            block="step_panel",
+            status_code=STOP_POLLING if done else 200,
+        )
+    run, steps = await run_with_steps(pool, run_id)
+    # A poll redraws the chart and the tree only: the step panel keeps itself up to date.
+    detail = await step_detail(pool, run_id, step) if step and target != "run_live" else None
+    opened, closed, whole = expand or [], collapse or [], show_all or []
+    chart = _gantt.layout(
+        run,
+        steps,
+        time.time_ns(),
+        expand=set(opened),
+        collapse=set(closed),
+        reveal=step,
+        show_all=set(whole),
+    )
+
+    def toggle_url(bar: _gantt.Bar) -> str:
+        """This view with ``bar``'s subtree closed if open, else opened; for a gap row, with
+        all the children of its step."""
+        if bar.gap:
+            return _run_url(path, step, opened, closed, [*whole, bar.key])
+        keep_open = [k for k in opened if k != bar.key] + ([] if bar.open else [bar.key])
+        keep_closed = [k for k in closed if k != bar.key] + ([bar.key] if bar.open else [])
+        return _run_url(path, step, keep_open, keep_closed, whole)
+
+    context = base_context(request, f"Run {run_id}") | {
+        "run": run,
+        "chart": chart,
+        "toggle_url": toggle_url,
+        # A huge run's poll costs more (every step is read and laid out): ask less often.
+        "poll_s": POLL_S if chart.total <= LARGE_RUN_STEPS else LARGE_RUN_POLL_S,
+        "path": path,
+        "self_url": _run_url(path, step, opened, closed, whole),
+        "step": detail,
+        "llm": await _llm_of(pool, detail),
+        "step_key": step,
+        "pipeline_url": (pipeline_path(run.pipeline, "runs") if run.pipeline else None),
+    }
+    ended = target == "run_live" and run.status != "running"
+    return render(
+        request,
+        "run.html",
+        context,
+        fragments=("run_live",),
+        status_code=STOP_POLLING if ended else 200,
+    )
+
+
+async def _llm_of(pool: PoolDep, detail: StepDetail | None) -> CallView | None:
+    """The LLM call of the step in the panel, when it is one."""
+    if detail is None or detail.kind != "llm":
+        return None
+    return await step_llm(pool, detail.run_id, detail.key)
+
+
+def _run_url(
+    path: str, step: str | None, expand: list[str], collapse: list[str], show_all: list[str]
+) -> str:
+    """The run page's URL showing ``step`` with these subtrees opened, closed and shown whole."""
+    params = [("step", step)] if step else []
+    params += [("expand", key) for key in expand] + [("collapse", key) for key in collapse]
+    params += [("all", key) for key in show_all]
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+route_handlers = [overview, pipeline_runs, run_page]

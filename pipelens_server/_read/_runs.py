@@ -1,0 +1,179 @@
+"""The run lists: every pipeline's figures, a page of one pipeline's runs (the runs page), and
+the JSON API's run list.
+
+Pages select only the columns they show: the runs page reads no captured values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._read._search import (
+    RunCursor,
+    RunSearch,
+    cursor_text,
+    like_escaped,
+    search_conditions,
+)
+from pipelens_server._read._shapes import (
+    RUN_OUT_COLUMNS,
+    RUN_ROW_COLUMNS,
+    RUN_ROW_FIELDS,
+    PipelineSummary,
+    RunList,
+    RunRow,
+    StatusFilter,
+    run_out,
+)
+
+_OVERVIEW = sql.SQL(
+    """
+    SELECT p.name, s.runs, s.failed, s.running, s.p50, s.p95, last.run_id, last.start_ns
+    FROM pipelines p
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS runs,
+               count(*) FILTER (WHERE r.status = 'failed') AS failed,
+               count(*) FILTER (WHERE r.status = 'running') AS running,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY r.duration_ns) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ns) AS p95
+        FROM runs r
+        WHERE r.pipeline = p.name AND r.start_ns >= %(since)s
+    ) s
+    LEFT JOIN LATERAL (
+        SELECT r.run_id, r.start_ns FROM runs r
+        WHERE r.pipeline = p.name AND r.start_ns IS NOT NULL
+        ORDER BY r.start_ns DESC, r.run_id DESC
+        LIMIT 1
+    ) last ON true
+    ORDER BY last.start_ns DESC NULLS LAST, p.name
+    """
+)
+
+
+async def pipeline_summaries(
+    pool: AsyncConnectionPool[Any], since_ns: int
+) -> list[PipelineSummary]:
+    """Every known pipeline, most recently run first, with its figures since ``since_ns``."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
+        rows = await cursor.fetchall()
+    return [
+        PipelineSummary(
+            name=row[0],
+            runs=row[1],
+            failed=row[2],
+            running=row[3],
+            p50_ns=row[4],
+            p95_ns=row[5],
+            last_run_id=row[6],
+            last_start_ns=row[7],
+        )
+        for row in rows
+    ]
+
+
+async def runs_page(
+    pool: AsyncConnectionPool[Any],
+    *,
+    pipeline: str,
+    since_ns: int,
+    status: str | None,
+    after: RunCursor | None,
+    limit: int,
+    run_id_prefix: str = "",
+    until_ns: int | None = None,
+    search: RunSearch | None = None,
+) -> tuple[list[RunRow], RunCursor | None]:
+    """Up to ``limit`` runs of ``pipeline`` newest first, those after ``after`` (keyset
+    pagination), started in [``since_ns``, ``until_ns``), whose id starts with ``run_id_prefix``
+    and that match ``search``; and the cursor of the next page, ``None`` on the last one."""
+    conditions: list[sql.Composable] = [sql.SQL("pipeline = %s"), sql.SQL("start_ns >= %s")]
+    params: list[Any] = [pipeline, since_ns]
+    if until_ns is not None:
+        conditions.append(sql.SQL("start_ns < %s"))
+        params.append(until_ns)
+    if search is not None:
+        search_conditions(search, conditions, params)
+    if status is not None:
+        conditions.append(sql.SQL("status = %s"))
+        params.append(status)
+    if run_id_prefix:
+        conditions.append(sql.SQL("run_id LIKE %s"))
+        params.append(like_escaped(run_id_prefix) + "%")
+    if after is not None and after[0] is None:
+        # Unknown starts sort first in this order (PostgreSQL's DESC is NULLS FIRST).
+        conditions.append(sql.SQL("(start_ns IS NOT NULL OR run_id < %s)"))
+        params.append(after[1])
+    elif after is not None:
+        conditions.append(sql.SQL("(start_ns, run_id) < (%s, %s)"))
+        params.extend(after)
+    query = sql.SQL(
+        "SELECT {} FROM runs WHERE {} ORDER BY start_ns DESC, run_id DESC LIMIT %s"
+    ).format(sql.SQL(RUN_ROW_COLUMNS), sql.SQL(" AND ").join(conditions))
+    async with pool.connection() as conn:
+        cursor = await conn.execute(query, [*params, limit + 1])
+        rows = await cursor.fetchall()
+    runs = [RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))) for row in rows[:limit]]
+    more = len(rows) > limit
+    last = runs[-1] if runs else None
+    next_cursor = (last.start_ns, last.run_id) if more and last and last.start_ns else None
+    return runs, next_cursor
+
+
+async def list_runs(
+    pool: AsyncConnectionPool[Any],
+    *,
+    limit: int,
+    pipeline: str | None = None,
+    status: StatusFilter | None = None,
+    since_ns: int | None = None,
+    run_id_prefix: str = "",
+    after: RunCursor | None = None,
+    until_ns: int | None = None,
+    search: RunSearch | None = None,
+) -> RunList:
+    """Runs, newest first, optionally of one pipeline and/or one status, started since
+    ``since_ns`` and before ``until_ns``, whose id starts with ``run_id_prefix``, matching
+    ``search`` (step name, record value); those after ``after`` (keyset pagination in the list's
+    order: start descending, unknown starts last, then run id)."""
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    if pipeline is not None:
+        conditions.append(sql.SQL("pipeline = %s"))
+        params.append(pipeline)
+    if status is not None:
+        conditions.append(sql.SQL("status = %s"))
+        params.append(status)
+    if since_ns is not None:
+        conditions.append(sql.SQL("start_ns >= %s"))
+        params.append(since_ns)
+    if until_ns is not None:
+        conditions.append(sql.SQL("start_ns < %s"))
+        params.append(until_ns)
+    if run_id_prefix:
+        conditions.append(sql.SQL("run_id LIKE %s"))
+        params.append(like_escaped(run_id_prefix) + "%")
+    if search is not None:
+        search_conditions(search, conditions, params)
+    if after is not None and after[0] is None:
+        conditions.append(sql.SQL("start_ns IS NULL AND run_id > %s"))
+        params.append(after[1])
+    elif after is not None:
+        conditions.append(
+            sql.SQL("(start_ns < %s OR (start_ns = %s AND run_id > %s) OR start_ns IS NULL)")
+        )
+        params.extend([after[0], after[0], after[1]])
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    query = sql.SQL(
+        "SELECT {} FROM runs {} ORDER BY start_ns DESC NULLS LAST, run_id LIMIT %s"
+    ).format(RUN_OUT_COLUMNS, where)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(query, [*params, limit + 1])
+        runs = [run_out(row) for row in await cursor.fetchall()]
+    more = len(runs) > limit
+    runs = runs[:limit]
+    next_ = cursor_text(runs[-1].start_ns, runs[-1].run_id) if more else None
+    return RunList(runs=runs, next=next_)

@@ -1,0 +1,112 @@
+"""Which runs a run list shows: the search by step name and record value, and the keyset
+cursor (``start_ns:run_id``) where the next page starts, one format for pages and API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgspec
+from psycopg import sql
+
+#: A position in a run list: the last run shown (its start, unknown for a run known only from
+#: its steps, and its id).
+RunCursor = tuple[int | None, str]
+
+
+def parse_cursor(after: str) -> RunCursor:
+    """``start_ns:run_id`` (``:run_id`` when the start is unknown), as ``cursor_text`` writes;
+    ``ValueError`` when it is not one."""
+    start, sep, run_id = after.partition(":")
+    if not sep or not (start.isdigit() or start == ""):
+        raise ValueError(
+            f"after={after!r} is not a page cursor (start_ns:run_id): use the page's links or "
+            "the list's 'next'"
+        )
+    return (int(start) if start else None), run_id
+
+
+def cursor_text(start_ns: int | None, run_id: str) -> str:
+    """The cursor of the page after the run ``run_id`` started at ``start_ns``."""
+    return f"{'' if start_ns is None else start_ns}:{run_id}"
+
+
+class RunSearch(msgspec.Struct, kw_only=True, frozen=True):
+    """Runs having a step named ``step_name``, and/or a step whose records hold ``record_value``
+    (under ``record_key`` when given, any top-level key otherwise; a key alone: a step that
+    recorded that key). Empty fields match all; the two searches may match different steps."""
+
+    step_name: str = ""
+    record_key: str = ""
+    record_value: str = ""
+
+
+def _record_candidates(value: str) -> list[Any]:
+    """The JSON values a record value typed as ``value`` may be stored as: the string, and the
+    number, boolean or null it spells (``2`` finds ``{"n_docs": 2}`` and ``{"n_docs": "2"}``)."""
+    candidates: list[Any] = [value]
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return candidates
+    if parsed is None or isinstance(parsed, bool | int) or _finite(parsed):
+        candidates.append(parsed)
+    return candidates
+
+
+def _finite(value: Any) -> bool:
+    """A float JSON can hold (``1e999`` parses as infinity, which jsonb refuses)."""
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def search_conditions(
+    search: RunSearch, conditions: list[sql.Composable], params: list[Any]
+) -> None:
+    """Add to ``conditions`` (on table ``runs``) and ``params`` what ``search`` asks for.
+
+    Each is an ``EXISTS`` on the run's steps. A step name is answered by migration 0007's
+    ``steps (name, run_id)`` either way the planner goes (run by run for a common name, from the
+    few matching steps for a rare one). Record searches read each candidate run's steps by
+    primary key, newest run first, within the page's range, until the page is full: records have
+    no index, since one would about double PostgreSQL's insert cost per step.
+    """
+    if search.step_name:
+        conditions.append(
+            sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.name = %s)")
+        )
+        params.append(search.step_name)
+    if search.record_key and not search.record_value:
+        # A key alone: runs having a step that recorded it.
+        conditions.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.records ? %s)"
+            )
+        )
+        params.append(search.record_key)
+    if not search.record_value:
+        return
+    candidates = _record_candidates(search.record_value)
+    if search.record_key:
+        # Containment (@>) of {key: value}.
+        matches: sql.Composable = sql.SQL(" OR ").join(
+            sql.SQL("s.records @> %s::jsonb") for _ in candidates
+        )
+        params.extend(json.dumps({search.record_key: c}) for c in candidates)
+    else:
+        # Any top-level key: a JSON path over the values (the string is a JSON string literal,
+        # which is also a jsonpath one).
+        tests = " || ".join(f"@ == {json.dumps(c)}" for c in candidates)
+        matches = sql.SQL("s.records @? %s::jsonpath")
+        params.append(f"$.* ? ({tests})")
+    conditions.append(
+        sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND ({}))").format(
+            matches
+        )
+    )
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched literally by LIKE (backslash is PostgreSQL's default escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

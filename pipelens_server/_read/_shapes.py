@@ -1,0 +1,222 @@
+"""The shapes the queries answer with, and the columns each is read from.
+
+Two families: the pages' rows (``RunRow``, ``StepRow``: only the columns a page shows, never the
+captured values of a whole run) and the JSON API's (``RunOut``, ``StepOut``: every column, the
+captured values passed through as ``msgspec.Raw``, so stored ``jsonb`` reaches the client without
+being decoded into Python objects and encoded again).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from psycopg import sql
+
+#: The run statuses a list may be filtered by.
+StatusFilter = Literal["running", "completed", "failed", "cancelled"]
+
+
+class PipelineSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """One pipeline over a time range; durations are of finished runs."""
+
+    name: str
+    runs: int
+    failed: int
+    running: int
+    p50_ns: float | None
+    p95_ns: float | None
+    last_run_id: str | None
+    last_start_ns: int | None
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failed runs over all runs in the range; ``None`` without runs."""
+        return self.failed / self.runs if self.runs else None
+
+
+class RunRow(msgspec.Struct, kw_only=True, frozen=True):
+    """A run as the runs list and the run page show it."""
+
+    run_id: str
+    pipeline: str | None
+    status: str
+    start_ns: int | None
+    end_ns: int | None
+    duration_ns: int | None
+    step_count: int | None
+    error_type: str | None
+    error_message: str | None
+
+
+class StepRow(msgspec.Struct, kw_only=True, frozen=True):
+    """A step as the Gantt chart and the step tree show it."""
+
+    key: str
+    step_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    status: str
+    start_ns: int | None
+    end_ns: int | None
+    duration_ns: int | None
+
+
+class StepDetail(msgspec.Struct, kw_only=True, frozen=True):
+    """One step with its captured values (JSON text) for the step panel."""
+
+    run_id: str
+    key: str
+    name: str
+    kind: str
+    status: str
+    start_ns: int | None
+    end_ns: int | None
+    duration_ns: int | None
+    inputs: str | None
+    result: str | None
+    records: str | None
+    error_type: str | None
+    error_message: str | None
+    error_traceback: str | None
+
+
+#: The columns of ``RunRow``, ``StepRow`` and ``StepDetail``, in field order.
+RUN_ROW_COLUMNS = (
+    "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, error_message"
+)
+RUN_ROW_FIELDS = tuple(name.strip() for name in RUN_ROW_COLUMNS.split(","))
+STEP_ROW_FIELDS = (
+    "key",
+    "step_id",
+    "parent_id",
+    "name",
+    "kind",
+    "status",
+    "start_ns",
+    "end_ns",
+    "duration_ns",
+)
+DETAIL_FIELDS = tuple(name for name in StepDetail.__struct_fields__)
+
+
+class ErrorOut(msgspec.Struct, kw_only=True, frozen=True):
+    """A step's or run's error."""
+
+    type: str | None
+    message: str | None
+    traceback: str | None
+
+
+class RunOut(msgspec.Struct, kw_only=True, frozen=True):
+    """A run as the read API shows it. ``pipeline`` is ``None`` until a run event names it."""
+
+    run_id: str
+    pipeline: str | None
+    status: str
+    start_ns: int | None
+    end_ns: int | None
+    duration_ns: int | None
+    error: ErrorOut | None
+    step_count: int | None
+    dropped_events: int | None
+    attributes: msgspec.Raw | None
+    updated_at: str
+    #: LLM usage by model: ``{model: {calls, input_tokens, output_tokens, ...}}``.
+    llm_usage: msgspec.Raw | None
+
+
+class StepOut(msgspec.Struct, kw_only=True, frozen=True):
+    """A step as the read API shows it."""
+
+    key: str
+    step_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    status: str
+    start_ns: int | None
+    end_ns: int | None
+    duration_ns: int | None
+    inputs: msgspec.Raw | None
+    result: msgspec.Raw | None
+    records: msgspec.Raw | None
+    error: ErrorOut | None
+    #: The LLM call of a ``kind="llm"`` step (provider, model, messages, output, usage, ...).
+    llm: msgspec.Raw | None
+
+
+class RunList(msgspec.Struct, kw_only=True, frozen=True):
+    """``GET /api/v1/runs``: newest first."""
+
+    runs: list[RunOut]
+    #: The ``after`` of the next page; ``None`` on the last one.
+    next: str | None = None
+
+
+class RunDetail(msgspec.Struct, kw_only=True, frozen=True):
+    """``GET /api/v1/runs/{run_id}``: the run and all its steps, in start order."""
+
+    run: RunOut
+    steps: list[StepOut]
+
+
+#: The columns of ``RunOut`` and ``StepOut``, in the order ``run_out``/``step_out`` read.
+RUN_OUT_COLUMNS = sql.SQL(
+    "run_id, pipeline, status, start_ns, end_ns, duration_ns, error_type, error_message, "
+    "error_traceback, step_count, dropped_events, attributes::text, "
+    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text"""
+)
+STEP_OUT_COLUMNS = sql.SQL(
+    "key, step_id, parent_id, name, kind, status, start_ns, end_ns, duration_ns, inputs::text, "
+    "result::text, records::text, error_type, error_message, error_traceback, llm::text"
+)
+
+
+def _raw(text: str | None) -> msgspec.Raw | None:
+    return None if text is None else msgspec.Raw(text.encode())
+
+
+def _error(type_: str | None, message: str | None, traceback: str | None) -> ErrorOut | None:
+    if type_ is None and message is None and traceback is None:
+        return None
+    return ErrorOut(type=type_, message=message, traceback=traceback)
+
+
+def run_out(row: tuple[Any, ...]) -> RunOut:
+    """A row of ``RUN_OUT_COLUMNS`` as a ``RunOut``."""
+    return RunOut(
+        run_id=row[0],
+        pipeline=row[1],
+        status=row[2],
+        start_ns=row[3],
+        end_ns=row[4],
+        duration_ns=row[5],
+        error=_error(row[6], row[7], row[8]),
+        step_count=row[9],
+        dropped_events=row[10],
+        attributes=_raw(row[11]),
+        updated_at=row[12],
+        llm_usage=_raw(row[13]),
+    )
+
+
+def step_out(row: tuple[Any, ...]) -> StepOut:
+    """A row of ``STEP_OUT_COLUMNS`` as a ``StepOut``."""
+    return StepOut(
+        key=row[0],
+        step_id=row[1],
+        parent_id=row[2],
+        name=row[3],
+        kind=row[4],
+        status=row[5],
+        start_ns=row[6],
+        end_ns=row[7],
+        duration_ns=row[8],
+        inputs=_raw(row[9]),
+        result=_raw(row[10]),
+        records=_raw(row[11]),
+        error=_error(row[12], row[13], row[14]),
+        llm=_raw(row[15]),
+    )
