@@ -11,9 +11,10 @@ import msgspec as _msgspec
 
 from pipelens._configure import configure
 from pipelens._core import propagation as _propagation
+from pipelens._core.context import current_run, current_step
 from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
-from pipelens._core.step import Run, Step, current_run, current_step, record
+from pipelens._core.step import Run, Step, record
 from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
 from pipelens._integrations import StructlogProcessor, structlog_processor
 from pipelens._llm import (

@@ -4,6 +4,7 @@ the server (the ``server`` extra)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import subprocess
@@ -20,16 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pipelens`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        # The server is an optional extra: import it only when asked for.
-        try:
-            from pipelens_server.cli import main as serve_main
-        except ImportError as exc:
-            print(
-                f"pipelens serve needs the server extra: pip install 'pipelens[server]' ({exc})",
-                file=sys.stderr,
-            )
-            return 2
-        return serve_main(argv[1:])
+        return _serve(argv[1:])
     parser = argparse.ArgumentParser(prog="pipelens", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
@@ -52,6 +44,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(run.root.tree_text())
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _serve(args: list[str]) -> int:
+    """Run the server's own entry point (the client never imports the server).
+
+    The server is an optional extra. On POSIX this process becomes the server (same PID, so
+    signals reach it as before); Windows has no real exec, so it waits for a child instead.
+    """
+    if importlib.util.find_spec("pipelens_server") is None:
+        print(
+            "pipelens serve needs the server extra: pip install 'pipelens[server]' "
+            "(No module named 'pipelens_server')",
+            file=sys.stderr,
+        )
+        return 2
+    command = [sys.executable, "-m", "pipelens_server", *args]
+    if sys.platform == "win32":  # pragma: no cover - execv is no real exec on Windows
+        return subprocess.call(command)  # noqa: S603 - our own interpreter and module
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return os.execv(sys.executable, command)  # noqa: S606 - our own interpreter and module
 
 
 def _serve_with_demo(port: int, serve_args: list[str]) -> int:

@@ -37,7 +37,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from pipelens._core import containment
-from pipelens._core.step import Run, Step, _current
+from pipelens._core.context import current_step_var
+from pipelens._core.step import Run, Step
 from pipelens._integrations.asgi import (
     SCOPE_KEY,
     PipelensMiddleware,
@@ -76,7 +77,7 @@ def run(pipeline: str | None = None) -> Callable[[Request, Response], AsyncItera
             root, token = open_request_run(scope, pipeline, getattr(route, "path", None))
         except Exception as exc:
             containment.internal_error("fastapi.run.open", exc)
-            current = _current.get()
+            current = current_step_var.get()
             yield None if current is None else current.run  # type: ignore[misc]
             return
         # FastAPI runs a request-scoped dependency's exit after the response is sent: after the

@@ -11,13 +11,13 @@ from __future__ import annotations
 import html
 import math
 import re
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from pipelens._core.clock import wall_now_ns
 from pipelens._core.errors import ConfigurationError
-from pipelens._core.step import _WALL_OFFSET_NS, Step
+from pipelens._core.step_like import StepLike
 
 _COLOURS = {
     "completed": "#43a047",
@@ -34,7 +34,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class _Row(NamedTuple):
-    step: Step
+    step: StepLike
     depth: int
     end_ns: int  # the real end, or "now" for a step still running
 
@@ -42,11 +42,6 @@ class _Row(NamedTuple):
 def _esc(value: object) -> str:
     """``value`` as text safe in XML/HTML content and quoted attributes."""
     return html.escape(_NOT_XML.sub("\ufffd", str(value)), quote=True)
-
-
-def _now_ns() -> int:
-    # The steps' own clock (monotonic plus a fixed offset), so "now" is never before a start.
-    return time.perf_counter_ns() + _WALL_OFFSET_NS
 
 
 def _matcher(filter: Any) -> Callable[[str], object]:
@@ -68,7 +63,7 @@ def _matcher(filter: Any) -> Callable[[str], object]:
     )
 
 
-def _rows(root: Step, filter: Any, now_ns: int) -> list[_Row]:
+def _rows(root: StepLike, filter: Any, now_ns: int) -> list[_Row]:
     """The steps to draw, depth first, with their depth below ``root``."""
     keep = _matcher(filter)
     depths: dict[int, int] = {}
@@ -127,7 +122,7 @@ def _check_int(name: str, value: Any, least: int) -> int:
 
 
 def gantt_svg(
-    root: Step,
+    root: StepLike,
     *,
     width: int = 1000,
     row_height: int = 22,
@@ -149,7 +144,7 @@ def gantt_svg(
     row_height = _check_int("row_height", row_height, 10)
     if unit not in _UNITS:
         raise ConfigurationError(f"unit={unit!r}: expected one of {sorted(_UNITS)}")
-    rows = _rows(root, filter, _now_ns() if now_ns is None else now_ns)
+    rows = _rows(root, filter, wall_now_ns() if now_ns is None else now_ns)
     origin = min([root.start_ns, *(r.step.start_ns for r in rows)])
     span = max([1, *(r.end_ns - origin for r in rows)])
     labels = [" " * 2 * r.depth + r.step.name for r in rows]
@@ -228,9 +223,9 @@ th, td {{ border-bottom: 1px solid #e0e0e0; padding: 0.3rem 0.8rem; text-align: 
 """
 
 
-def gantt_html(root: Step, *, title: str | None = None, **svg_options: Any) -> str:
+def gantt_html(root: StepLike, *, title: str | None = None, **svg_options: Any) -> str:
     """A self-contained HTML page: the Gantt chart and a table of the steps (no script, no CDN)."""
-    now_ns = svg_options.setdefault("now_ns", _now_ns())
+    now_ns = svg_options.setdefault("now_ns", wall_now_ns())
     chosen = svg_options.get("filter")
     if chosen is not None and not isinstance(chosen, str) and isinstance(chosen, Iterable):
         svg_options["filter"] = list(chosen)  # read twice: by the chart and by the table
@@ -249,7 +244,7 @@ def gantt_html(root: Step, *, title: str | None = None, **svg_options: Any) -> s
     return _PAGE.format(title=_esc(heading), svg=svg, rows="\n".join(table))
 
 
-def _graph_label(step: Step, now_ns: int) -> tuple[str, str]:
+def _graph_label(step: StepLike, now_ns: int) -> tuple[str, str]:
     if step.duration_ns is not None:
         return step.name, _fmt(step.duration_ns)
     return step.name, f"{_fmt(max(0, now_ns - step.start_ns))} (running)"
@@ -263,10 +258,10 @@ def _mermaid_text(value: str) -> str:
     return value.replace("`", "#96;").replace("\r", " ").replace("\n", " ")
 
 
-def execution_graph_mermaid(root: Step) -> str:
+def execution_graph_mermaid(root: StepLike) -> str:
     """The execution graph as Mermaid ``flowchart TD`` text: a node a step, an edge a call."""
     steps = list(root.walk())
-    now_ns = _now_ns()
+    now_ns = wall_now_ns()
     # Ids from the key, made safe (Mermaid reserves words like "end") and unique by position.
     ids = {id(s): f"s{i}_{re.sub(r'[^A-Za-z0-9_]', '_', s.key)[:40]}" for i, s in enumerate(steps)}
     lines = ["flowchart TD"]
@@ -288,10 +283,10 @@ def _dot_text(value: str) -> str:
     return value.replace("\r", "").replace("\n", "\\n")
 
 
-def execution_graph_dot(root: Step) -> str:
+def execution_graph_dot(root: StepLike) -> str:
     """The execution graph as Graphviz DOT text; failed steps are red, running ones dashed."""
     steps = list(root.walk())
-    now_ns = _now_ns()
+    now_ns = wall_now_ns()
     lines = [
         "digraph pipelens {",
         "    rankdir=TB;",
@@ -316,11 +311,11 @@ def execution_graph_dot(root: Step) -> str:
     return "\n".join(lines)
 
 
-def tree_text(root: Step) -> str:
+def tree_text(root: StepLike) -> str:
     """One line a step, drawn as a tree: name, status, duration in ms."""
     lines: list[str] = []
 
-    def visit(step: Step, prefix: str, branch: str, last: bool) -> None:
+    def visit(step: StepLike, prefix: str, branch: str, last: bool) -> None:
         ms = "" if step.duration_ns is None else f" {step.duration_ns / 1e6:.1f} ms"
         lines.append(f"{prefix}{branch}{step.name} [{step.status}]{ms}")
         children = list(step.children)

@@ -20,11 +20,11 @@ import wrapt
 
 from pipelens._core import containment
 from pipelens._core.capture import capture
+from pipelens._core.context import current_step_var
 from pipelens._core.settings import settings
 from pipelens._core.step import (
     Step,
     StepScope,
-    _current,
     await_in_step,
     new_child,
     open_step,
@@ -134,7 +134,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         spec.capture_args,
         spec.capture_result,
     )
-    get, set_, reset = _current.get, _current.set, _current.reset
+    get, set_, reset = current_step_var.get, current_step_var.set, current_step_var.reset
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
         if not settings.enabled:
@@ -214,29 +214,29 @@ def _traced_generator(
     send_value: Any = None
     thrown: BaseException | None = None
     while True:
-        token = _current.set(step)
+        token = current_step_var.set(step)
         try:
             if thrown is None:
                 item = gen.send(send_value)
             else:
                 item, thrown = gen.throw(thrown), None
         except StopIteration as stop:
-            _current.reset(token)
+            current_step_var.reset(token)
             step._succeed(stop.value, spec.capture_result)
             return stop.value
         except BaseException as exc:
-            _current.reset(token)
+            current_step_var.reset(token)
             step._fail(exc)
             raise
-        _current.reset(token)
+        current_step_var.reset(token)
         try:
             send_value = yield item
         except GeneratorExit:
-            token = _current.set(step)
+            token = current_step_var.set(step)
             try:
                 gen.close()
             finally:
-                _current.reset(token)
+                current_step_var.reset(token)
                 step._fail(_GeneratorClosed(_CLOSED_MESSAGE))
             raise
         except BaseException as exc:
@@ -256,29 +256,29 @@ async def _traced_async_generator(
     send_value: Any = None
     thrown: BaseException | None = None
     while True:
-        token = _current.set(step)
+        token = current_step_var.set(step)
         try:
             if thrown is None:
                 item = await agen.asend(send_value)
             else:
                 item, thrown = await agen.athrow(thrown), None
         except StopAsyncIteration:
-            _current.reset(token)
+            current_step_var.reset(token)
             step._succeed(None, spec.capture_result)
             return
         except BaseException as exc:
-            _current.reset(token)
+            current_step_var.reset(token)
             step._fail(exc)
             raise
-        _current.reset(token)
+        current_step_var.reset(token)
         try:
             send_value = yield item
         except GeneratorExit:
-            token = _current.set(step)
+            token = current_step_var.set(step)
             try:
                 await agen.aclose()
             finally:
-                _current.reset(token)
+                current_step_var.reset(token)
                 step._fail(_GeneratorClosed(_CLOSED_MESSAGE))
             raise
         except BaseException as exc:
@@ -296,7 +296,7 @@ def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
             # The parent is the step current where the generator is *created*; its own step
             # opens at the first resume, so a generator never iterated leaves no open step.
             inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
-            return traced(spec, _current.get(), inputs, gen)
+            return traced(spec, current_step_var.get(), inputs, gen)
         except Exception as exc:
             containment.internal_error("step.generator", exc)
             return gen

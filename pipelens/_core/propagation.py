@@ -19,7 +19,7 @@ from concurrent.futures import thread as _cf_thread
 from contextvars import copy_context
 from typing import Any
 
-from pipelens._core.step import _current
+from pipelens._core.context import current_step_var
 
 _original_submit = ThreadPoolExecutor.submit
 _original_start = threading.Thread.start
@@ -28,7 +28,7 @@ _CONTEXT_ATTR = "_pipelens_context"
 
 
 def _submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-    if _current.get() is None:
+    if current_step_var.get() is None:
         return _original_submit(self, fn, *args, **kwargs)
     return _original_submit(self, copy_context().run, fn, *args, **kwargs)
 
@@ -50,7 +50,7 @@ def _outlives_steps(thread: threading.Thread) -> bool:
 
 
 def _start(self: threading.Thread) -> None:
-    if _current.get() is not None and not _outlives_steps(self):
+    if current_step_var.get() is not None and not _outlives_steps(self):
         self.__dict__[_CONTEXT_ATTR] = copy_context()
     _original_start(self)
 

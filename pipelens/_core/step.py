@@ -1,27 +1,27 @@
-"""Steps and runs: the in-process tree, its context variable, and the events it emits.
+"""Steps and runs: the in-process tree and the events it emits.
 
-The current step lives in one :class:`contextvars.ContextVar`; a step's run is ``step.run``.
+The current step lives in :mod:`pipelens._core.context`; a step's run is ``step.run``.
 Opening a step with no current step opens a run whose root is that step. Everything on the path
 of a ``@step`` call is here, kept flat and allocation-light because it runs on every call.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
-import os
-import random
-import time
 import traceback
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Generator, Iterator
-from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
-from pipelens._core import containment
+from pipelens._core import clock, containment
 from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
+from pipelens._core.context import current_step_var
+from pipelens._core.listeners import Listeners
+from pipelens._core.llm_record import LLMCall, ModelUsage, usage_by_model, usage_json
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
 from pipelens._core.views import StepViews
@@ -36,46 +36,15 @@ from pipelens.events import (
     StepStarted,
 )
 
-if TYPE_CHECKING:
-    from pipelens._core.listeners import Listeners
-    from pipelens._llm.call import ModelUsage
-
-_current: ContextVar[Step | None] = ContextVar("pipelens_current_step", default=None)
-
-#: Step ids: a random 63-bit start per process, then a counter (cheap, unique within a run).
-_ids = itertools.count(random.getrandbits(63))
-_perf_ns = time.perf_counter_ns
-#: One clock read per step boundary: wall time is the monotonic clock plus a fixed offset, so a
-#: step's start and end can never disagree with its duration.
-_WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
+_perf_ns = clock.perf_ns
+_WALL_OFFSET_NS = clock.WALL_OFFSET_NS
 _MAX_MESSAGE = 2000
 _MAX_TRACEBACK = 16_000
 
 #: Exceptions that end a step as ``cancelled`` rather than ``failed``.
 _CANCELLING = (CancelledError, KeyboardInterrupt, GeneratorExit)
 
-
-def _reseed_ids() -> None:  # pragma: no cover - runs in forked children
-    global _ids
-    _ids = itertools.count(random.getrandbits(63))
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
-    os.register_at_fork(after_in_child=_reseed_ids)
-
-
-def new_run_id() -> str:
-    """A random UUID4 string, without ``uuid.uuid4()``'s ~2.7 µs (a root step pays it per call).
-
-    ``random`` reseeds itself in a forked child, so parent and child never share ids.
-    """
-    n = (
-        random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48)
-        | (0x4000 << 64)
-        | (0x8000 << 48)
-    )
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+T = TypeVar("T")
 
 
 def sanitize_name(name: str) -> str:
@@ -133,7 +102,7 @@ class Run:
         *,
         send_starts: bool = True,
     ) -> None:
-        self.id = run_id if run_id is not None else new_run_id()
+        self.id = run_id if run_id is not None else clock.new_run_id()
         self.pipeline = pipeline
         self._send_starts = send_starts
         self.step_count = 0
@@ -217,14 +186,9 @@ class Run:
                 error=root.error,
                 step_count=self.step_count,
                 dropped_events=self.dropped_events,
-                llm_usage=self._llm_usage_json() if self._has_llm else None,
+                llm_usage=usage_json(root.walk()) if self._has_llm else None,
             )
         )
-
-    def _llm_usage_json(self) -> str | None:
-        from pipelens._llm.call import usage_json
-
-        return usage_json(self.root)
 
     def llm_usage(self) -> dict[str, ModelUsage]:
         """LLM calls, tokens and cost of the whole run, by model."""
@@ -266,9 +230,8 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     _counters: dict[str, Iterator[int]] | None = None
     _records: dict[str, Any] | None = None
     _records_json: dict[str, str] | None = None
-    #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step (typed loosely: msgspec resolves
-    #: a Struct's annotations, and ``_llm`` imports this module).
-    llm: Any = None
+    #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step.
+    llm: LLMCall | None = None
 
     @property
     def id(self) -> str:
@@ -314,9 +277,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
 
     def llm_usage(self) -> dict[str, ModelUsage]:
         """LLM calls, tokens and cost of this step and its descendants, by model."""
-        from pipelens._llm.call import usage_by_model
-
-        return usage_by_model(self)
+        return usage_by_model(self.walk())
 
     def walk(self) -> Generator[Step, None, None]:
         """This step and every descendant, depth first, in start order."""
@@ -326,6 +287,28 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
             yield step
             if step._children:
                 stack.extend(reversed(step._children))
+
+    # -- the seed's explicit API ---------------------------------------------------------------
+
+    @overload
+    async def step(self, name: str, fn: Callable[[Step], Awaitable[T]]) -> T: ...
+    @overload
+    async def step(self, name: str, fn: Callable[[Step], T]) -> T: ...
+    async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
+        """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
+        return await run_child(self, name, fn)
+
+    def on(self, event: str, listener: Callable[..., Any]) -> Step:
+        """Listen to step events of this step's whole run (as the seed's shared emitter did)."""
+        run = self.run
+        listeners = run._listeners
+        if listeners is None:
+            listeners = Listeners()
+            listeners.add(event, listener)  # validate before connecting anything
+            run._connect(run.transport, listeners)
+        else:
+            listeners.add(event, listener)
+        return self
 
     def record(self, key: str, value: Any) -> _Chain:
         """Record ``value`` under ``key`` on this step (also awaitable, as in the seed)."""
@@ -464,12 +447,12 @@ def open_step(
 ) -> Step:
     """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
     if parent is None:
-        parent = _current.get()
+        parent = current_step_var.get()
     if parent is None:
         run = Run(name, transport=settings.transport)
         t0 = _perf_ns()
         step = run.root = Step(
-            name, name, None, run, inputs, kind, next(_ids), t0, t0 + _WALL_OFFSET_NS
+            name, name, None, run, inputs, kind, next(clock.step_ids), t0, t0 + _WALL_OFFSET_NS
         )
         run.step_count = 1
     else:
@@ -497,7 +480,7 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
         run,
         inputs,
         kind,
-        next(_ids),
+        next(clock.step_ids),
         t0,
         t0 + _WALL_OFFSET_NS,
     )
@@ -527,7 +510,7 @@ def open_run(
     )
     t0 = _perf_ns()
     step = run.root = Step(
-        pipeline, pipeline, None, run, None, "step", next(_ids), t0, t0 + _WALL_OFFSET_NS
+        pipeline, pipeline, None, run, None, "step", next(clock.step_ids), t0, t0 + _WALL_OFFSET_NS
     )
     run.step_count = 1
     if not run._quiet:
@@ -535,20 +518,9 @@ def open_run(
     return step
 
 
-def current_step() -> Step | None:
-    """The step open in this context (thread, task, or generator resume), or ``None``."""
-    return _current.get()
-
-
-def current_run() -> Run | None:
-    """The run of the current step, or ``None`` outside any run."""
-    step = _current.get()
-    return None if step is None else step.run
-
-
 def record(key: str, value: Any) -> None:
     """Record ``value`` under ``key`` on the current step. Outside a step it does nothing."""
-    step = _current.get()
+    step = current_step_var.get()
     if step is None:
         containment.warn_once(
             "record.outside",
@@ -566,33 +538,55 @@ def call_in_step(
 
     ``@step``'s sync wrapper inlines the same lines: it runs on every call.
     """
-    token = _current.set(step)
+    token = current_step_var.set(step)
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
-        _current.reset(token)
+        current_step_var.reset(token)
         step._fail(exc)
         raise
-    _current.reset(token)
+    current_step_var.reset(token)
     step._succeed(result, True)
     return result
 
 
 async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: bool = True) -> Any:
     """Await ``awaitable`` with ``step`` current, ending the step with the outcome."""
-    token = _current.set(step)
+    token = current_step_var.set(step)
     try:
         result = await awaitable
     except BaseException as exc:
-        _current.reset(token)
+        current_step_var.reset(token)
         step._fail(exc)
         raise
-    _current.reset(token)
+    current_step_var.reset(token)
     step._succeed(result, capture_result)
     return result
 
 
-T = TypeVar("T")
+def check_name(name: object, where: str) -> str:
+    """A step name given by the user, as it appears in keys; ``TypeError`` names ``where``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: the step name must be a non-empty str, not {name!r}")
+    return sanitize_name(name)
+
+
+async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
+    """The seed's ``await st.step(name, fn)``: ``fn(child)`` as a child step of ``parent``."""
+    step_name = check_name(name, f"st.step({name!r}, fn)")
+    if not callable(fn):
+        raise TypeError(f"st.step({name!r}, fn): fn must be callable, not {fn!r}")
+
+    async def body(step: Step) -> Any:
+        result = fn(step)  # a sync fn runs here too, with the child current
+        return (await result) if inspect.isawaitable(result) else result
+
+    try:
+        child = open_step(step_name, parent=parent)
+    except Exception as exc:
+        containment.internal_error("st.step open", exc)
+        return await body(parent)
+    return await await_in_step(child, body(child))
 
 
 class StepScope(Generic[T]):
@@ -646,8 +640,8 @@ class StepScope(Generic[T]):
             self._step = None
             return None
         self._step = step
-        self._previous = _current.get()
-        self._token = _current.set(step)
+        self._previous = current_step_var.get()
+        self._token = current_step_var.set(step)
         return step
 
     def _exit(self, exc: BaseException | None) -> None:
@@ -656,11 +650,11 @@ class StepScope(Generic[T]):
             return
         self._step = None
         try:
-            _current.reset(self._token)
+            current_step_var.reset(self._token)
         except ValueError:
             # Left in another context than it was entered in (a block across a ``yield``, or
             # inside a task it started): put back what was current before, in this context too.
-            _current.set(self._previous)
+            current_step_var.set(self._previous)
         try:
             self._close(step, exc)
         except Exception as internal:

@@ -1,24 +1,24 @@
 """The seed's read side of a step: its meta records, ``output_*`` views and chart calls.
 
-Kept apart from :mod:`pipelens._core.step` (the hot path): everything here runs on request only. The
+Kept apart from :mod:`pipelens._core.step` (the hot path): everything here runs on request only,
+and reads a step through :class:`~pipelens._core.step_like.StepLike` (this module is a base of
+``Step``, so it never imports the step module). The
 records are the seed's (``TimeMeta``, ``StepMeta``, ``NestedStepMeta``, ``PipelineMeta``), with
 its camelCase field names, as msgspec Structs that also offer pydantic's ``model_dump()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any
 
 import msgspec
 
+from pipelens._core import charts
 from pipelens._core.capture import short_repr
+from pipelens._core.step_like import RunLike, StepLike
 
-if TYPE_CHECKING:
-    from pipelens._core.step import Run, Step
-
-T = TypeVar("T")
 _json = msgspec.json.Encoder(enc_hook=short_repr)
 _MAX_DEPTH = 64
 
@@ -108,7 +108,7 @@ class StepGanttArg(msgspec.Struct, kw_only=True):
     filter: str | list[str] | None = None
 
 
-def time_meta(step: Step) -> TimeMeta:
+def time_meta(step: StepLike) -> TimeMeta:
     """The seed's ``TimeMeta`` of ``step``; ``timeUsageMs`` is ``endTs - startTs`` as there."""
     start = step.start_ns // 1_000_000
     if step.end_ns is None:
@@ -117,7 +117,7 @@ def time_meta(step: Step) -> TimeMeta:
     return TimeMeta(startTs=start, endTs=end, timeUsageMs=end - start)
 
 
-def step_meta(step: Step) -> StepMeta:
+def step_meta(step: StepLike) -> StepMeta:
     """The seed's ``StepMeta`` of ``step`` (a copy: later records do not change it)."""
     error = step.error
     return StepMeta(
@@ -130,13 +130,13 @@ def step_meta(step: Step) -> StepMeta:
     )
 
 
-def output_nested(step: Step) -> NestedStepMeta:
+def output_nested(step: StepLike) -> NestedStepMeta:
     """``step`` and its descendants as nested metas, children in start order."""
     substeps = [output_nested(child) for child in list(step.children)]
     return NestedStepMeta(**msgspec.structs.asdict(step_meta(step)), substeps=substeps)
 
 
-def output_flattened(step: Step) -> list[StepMeta]:
+def output_flattened(step: StepLike) -> list[StepMeta]:
     """``step`` and its descendants, depth first, as flat metas."""
     return [step_meta(s) for s in step.walk()]
 
@@ -146,7 +146,7 @@ def pipeline_meta(root: StepMeta, run_id: str, steps: list[StepMeta]) -> Pipelin
     return PipelineMeta(**msgspec.structs.asdict(root), runId=run_id, steps=steps)
 
 
-def output_pipeline_meta(run: Run) -> PipelineMeta:
+def output_pipeline_meta(run: RunLike) -> PipelineMeta:
     """The seed's ``PipelineMeta`` of a run."""
     steps = output_flattened(run.root)
     return pipeline_meta(steps[0], run.id, steps)
@@ -185,34 +185,10 @@ class StepViews:
 
     __slots__ = ()
 
-    def _self(self) -> Step:
+    def _self(self) -> StepLike:
         return self  # type: ignore[return-value]
 
-    # -- the seed's explicit API ---------------------------------------------------------------
-
-    @overload
-    async def step(self, name: str, fn: Callable[[Step], Awaitable[T]]) -> T: ...
-    @overload
-    async def step(self, name: str, fn: Callable[[Step], T]) -> T: ...
-    async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
-        """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
-        from pipelens._seed.steps import run_child
-
-        return await run_child(self._self(), name, fn)
-
-    def on(self, event: str, listener: Callable[..., Any]) -> Step:
-        """Listen to step events of this step's whole run (as the seed's shared emitter did)."""
-        from pipelens._core.listeners import Listeners
-
-        run = self._self().run
-        listeners = run._listeners
-        if listeners is None:
-            listeners = Listeners()
-            listeners.add(event, listener)  # validate before connecting anything
-            run._connect(run.transport, listeners)
-        else:
-            listeners.add(event, listener)
-        return self._self()
+    # -- the seed's accessors -----------------------------------------------------------------
 
     def log(self, key: str, value: Any) -> Any:
         """Deprecated in the seed: ``record``."""
@@ -254,27 +230,19 @@ class StepViews:
 
     def gantt_svg(self, **options: Any) -> str:
         """A self-contained SVG Gantt chart of this step's subtree."""
-        from pipelens._core.charts import gantt_svg
-
-        return gantt_svg(self._self(), **options)
+        return charts.gantt_svg(self._self(), **options)
 
     def gantt_html(self, **options: Any) -> str:
         """A self-contained HTML page with the Gantt chart (no script, no CDN)."""
-        from pipelens._core.charts import gantt_html
-
-        return gantt_html(self._self(), **options)
+        return charts.gantt_html(self._self(), **options)
 
     def execution_graph_mermaid(self) -> str:
         """The execution graph as Mermaid ``flowchart`` text."""
-        from pipelens._core.charts import execution_graph_mermaid
-
-        return execution_graph_mermaid(self._self())
+        return charts.execution_graph_mermaid(self._self())
 
     def execution_graph_dot(self) -> str:
         """The execution graph as Graphviz DOT text."""
-        from pipelens._core.charts import execution_graph_dot
-
-        return execution_graph_dot(self._self())
+        return charts.execution_graph_dot(self._self())
 
     async def gantt_quickchart(
         self, args: StepGanttArg | Mapping[str, Any] | None = None
@@ -294,6 +262,4 @@ class StepViews:
 
     def tree_text(self) -> str:
         """The subtree as indented text: key, status and duration of each step."""
-        from pipelens._core.charts import tree_text
-
-        return tree_text(self._self())
+        return charts.tree_text(self._self())

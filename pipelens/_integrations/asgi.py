@@ -12,8 +12,9 @@ from contextvars import Token
 from typing import Any
 
 from pipelens._core import containment
+from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError
-from pipelens._core.step import Step, _current, open_run, sanitize_name
+from pipelens._core.step import Step, open_run, sanitize_name
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,15 +49,15 @@ def open_request_run(
     if route is not None:
         root.record("http.route", route)
     scope[SCOPE_KEY] = root
-    return root, _current.set(root)
+    return root, current_step_var.set(root)
 
 
 def close_request_run(root: Step, token: Token[Any], exc: BaseException | None) -> None:
     """End the request's run (failed when ``exc`` is given) and restore the previous step."""
     try:
-        _current.reset(token)
+        current_step_var.reset(token)
     except ValueError:  # ended in another context than it was opened in
-        _current.set(None)
+        current_step_var.set(None)
     if exc is None:
         root._succeed(None, False)
     else:

@@ -22,8 +22,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from pipelens._core import containment
+from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError
-from pipelens._core.step import Step, _current
+from pipelens._core.step import Step
 
 __all__ = ["StructlogProcessor", "structlog_processor"]
 
@@ -65,7 +66,7 @@ class StructlogProcessor:
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        step = _current.get()
+        step = current_step_var.get()
         if step is None:
             return event_dict
         try:

@@ -1,8 +1,11 @@
-"""The LLM room: the record of an LLM call, usage and cost by model, ``llm_call``, the patch
-engine and one module per provider (``openai``), with the shipped prices. Only re-exports.
+"""The LLM room: ``llm_call`` and the pricing of recorded calls, the OpenAI-compatible readers,
+the patch engine with its typed provider contract (``provider``), one module per provider
+(``openai``), and the shipped prices. The record of a call itself is the core's (``llm_record``),
+re-exported here. Only re-exports.
 """
 
-from pipelens._llm.call import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall, llm_call
+from pipelens._core.llm_record import LLMCall, LLMOutput, ModelUsage, TokenUsage, ToolCall
+from pipelens._llm.call import llm_call
 from pipelens._llm.patch import auto_patch, unpatch
 
 __all__ = [

@@ -1,30 +1,34 @@
 """OpenAI, as pure functions: which methods to patch, and what to read from requests, responses,
-stream chunks and errors. The patching itself is generic (``_patch``); ``openai`` is imported only
-by :func:`endpoints`, when the user patches it.
+stream chunks and errors — a :class:`~pipelens._llm.provider.Provider` (this module is one).
 
-Works on ``openai`` objects (pydantic models) and on plain dicts of the same shape alike, so the
-seed's ``LLMTrack`` records and ``llm_call`` results are read by the same code.
+The patching itself is generic (``patch``); ``openai`` is imported only when the user patches it.
+Responses are read by :mod:`pipelens._llm.openai_compat`, shared with ``llm_call``.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
-from pipelens._llm.call import LLMCall, LLMOutput, TokenUsage, ToolCall
+from pipelens._core.llm_record import LLMCall, LLMOutput, ToolCall
+from pipelens._llm.openai_compat import as_int, get, read_response, usage_from_openai
+from pipelens._llm.provider import EndpointConfig, StreamState
 
-PROVIDER = "openai"
+__all__ = [
+    "ENDPOINTS",
+    "NAME",
+    "ChatStream",
+    "ResponsesStream",
+    "raw_mode",
+    "read_error",
+    "read_raw",
+    "read_response",
+    "request_call",
+    "stream_types",
+    "with_stream_usage",
+]
 
-#: (module, class, operation): each class's ``create`` is one endpoint; Azure uses the same ones.
-_ENDPOINTS = (
-    ("openai.resources.chat.completions", "Completions", "chat"),
-    ("openai.resources.chat.completions", "AsyncCompletions", "chat"),
-    ("openai.resources.responses", "Responses", "responses"),
-    ("openai.resources.responses", "AsyncResponses", "responses"),
-    ("openai.resources.embeddings", "Embeddings", "embeddings"),
-    ("openai.resources.embeddings", "AsyncEmbeddings", "embeddings"),
-)
+NAME: str = "openai"
 #: The request argument that holds each operation's input.
 _INPUT = {"chat": "messages", "responses": "input", "embeddings": "input"}
 #: Request arguments that are not the call's parameters (or may carry credentials).
@@ -34,42 +38,11 @@ _NOT_PARAMS = frozenset(
 _RAW_HEADER = "X-Stainless-Raw-Response"
 
 
-def endpoints() -> list[tuple[type, str, str]]:
-    """``(class, method name, operation)`` of every endpoint the installed ``openai`` has."""
-    found = []
-    for module_name, class_name, operation in _ENDPOINTS:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):  # an older openai without this endpoint
-            continue
-        found.append((cls, "create", operation))
-    return found
-
-
 def stream_types() -> tuple[type, ...]:
     """The classes of a streamed result (sync and async)."""
     import openai
 
     return (openai.Stream, openai.AsyncStream)
-
-
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    fields = getattr(obj, "__dict__", None)
-    if fields is not None:
-        if name in fields:
-            return fields[name]
-        # A pydantic model's missing attribute goes through a slow __getattr__ that raises.
-        if hasattr(type(obj), "__pydantic_fields__"):
-            return None
-    return getattr(obj, name, None)
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _given(value: Any) -> bool:
@@ -92,7 +65,7 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     if isinstance(messages, list):
         messages = list(messages)  # the caller may append the next turn while a stream runs
     return LLMCall(
-        provider=PROVIDER,
+        provider=NAME,
         operation=operation,
         request_model=kwargs.get("model") if isinstance(kwargs.get("model"), str) else None,
         params={k: v for k, v in kwargs.items() if k not in _NOT_PARAMS and _given(v)},
@@ -107,99 +80,6 @@ def with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     if kwargs.get("stream") is not True or "stream_options" in kwargs:
         return None
     return {**kwargs, "stream_options": {"include_usage": True}}
-
-
-def usage_from_openai(usage: Any) -> TokenUsage | None:
-    """Token counts of a chat, responses or embeddings ``usage`` (object or dict)."""
-    if usage is None:
-        return None
-    input_tokens = _get(usage, "input_tokens")
-    if input_tokens is None:  # chat completions and embeddings
-        input_tokens = _get(usage, "prompt_tokens")
-        output_tokens = _get(usage, "completion_tokens")
-        in_details = _get(usage, "prompt_tokens_details")
-        out_details = _get(usage, "completion_tokens_details")
-    else:
-        output_tokens = _get(usage, "output_tokens")
-        in_details = _get(usage, "input_tokens_details")
-        out_details = _get(usage, "output_tokens_details")
-    total = _get(usage, "total_tokens")
-    return TokenUsage(
-        input_tokens=_int(input_tokens),
-        output_tokens=_int(output_tokens),
-        cached_tokens=_int(_get(in_details, "cached_tokens")),
-        reasoning_tokens=_int(_get(out_details, "reasoning_tokens")),
-        total_tokens=total if isinstance(total, int) else None,
-    )
-
-
-def read_response(call: LLMCall, response: Any) -> None:
-    """Fill ``call`` from a complete (non-streamed) response of its operation."""
-    call.response_model = _get(response, "model") or call.response_model
-    call.response_id = _get(response, "id") or call.response_id
-    request_id = getattr(response, "_request_id", None)
-    if isinstance(request_id, str):
-        call.request_id = request_id
-    usage = usage_from_openai(_get(response, "usage"))
-    if usage is not None:
-        call.usage = usage
-    if call.operation == "embeddings" or _get(response, "object") == "list":
-        data = _get(response, "data") or []
-        first = _get(data[0], "embedding") if data else None
-        call.output = LLMOutput(
-            embeddings=len(data), dimensions=len(first) if isinstance(first, list) else None
-        )
-    elif call.operation == "responses" or _get(response, "object") == "response":
-        call.output = _responses_output(response)
-    else:
-        call.output = _chat_output(response)
-
-
-def _chat_output(response: Any) -> LLMOutput:
-    choices = _get(response, "choices") or []
-    if not choices:
-        return LLMOutput()
-    first = choices[0]
-    message = _get(first, "message")
-    tool_calls = [
-        ToolCall(
-            id=_get(tc, "id"),
-            name=_get(_get(tc, "function"), "name"),
-            arguments=_get(_get(tc, "function"), "arguments") or "",
-            type=_get(tc, "type") or "function",
-        )
-        for tc in _get(message, "tool_calls") or []
-    ]
-    return LLMOutput(
-        text=_get(message, "content"),
-        tool_calls=tool_calls,
-        finish_reason=_get(first, "finish_reason"),
-    )
-
-
-def _responses_output(response: Any) -> LLMOutput:
-    texts: list[str] = []
-    tool_calls: list[ToolCall] = []
-    for item in _get(response, "output") or []:
-        kind = _get(item, "type")
-        if kind == "message":
-            texts.extend(
-                _get(part, "text") or ""
-                for part in _get(item, "content") or []
-                if _get(part, "type") == "output_text"
-            )
-        elif kind == "function_call":
-            tool_calls.append(
-                ToolCall(
-                    id=_get(item, "call_id"),
-                    name=_get(item, "name"),
-                    arguments=_get(item, "arguments") or "",
-                )
-            )
-    reason = _get(_get(response, "incomplete_details"), "reason") or _get(response, "status")
-    return LLMOutput(
-        text="".join(texts) if texts else None, tool_calls=tool_calls, finish_reason=reason
-    )
 
 
 def read_raw(call: LLMCall, raw: Any, mode: str | None) -> None:
@@ -236,7 +116,7 @@ def read_error(call: LLMCall, exc: BaseException) -> None:
         call.request_id = request_id
 
 
-class ChatStream:
+class ChatStream(StreamState):
     """Assembles a streamed chat completion from its chunks."""
 
     __slots__ = ("finish_reason", "parts", "swallow_usage", "tool_calls")
@@ -247,38 +127,38 @@ class ChatStream:
         self.finish_reason: str | None = None
         self.swallow_usage = swallow_usage
 
-    def feed(self, call: LLMCall, chunk: Any) -> tuple[bool, bool]:
+    def record_chunk(self, call: LLMCall, chunk: Any) -> tuple[bool, bool]:
         """Read one chunk: (hand it to the caller?, did it carry output?)."""
-        model = _get(chunk, "model")
+        model = get(chunk, "model")
         if model:
             call.response_model = model
         if call.response_id is None:
-            call.response_id = _get(chunk, "id")
-        usage = _get(chunk, "usage")
+            call.response_id = get(chunk, "id")
+        usage = get(chunk, "usage")
         if usage is not None:
             call.usage = usage_from_openai(usage)
-        choices = _get(chunk, "choices") or []  # empty on usage and content-filter chunks
+        choices = get(chunk, "choices") or []  # empty on usage and content-filter chunks
         if not choices:
             return not (usage is not None and self.swallow_usage), False
         content = False
         for choice in choices:
-            if _get(choice, "index") not in (0, None):  # n > 1: the first choice is recorded
+            if get(choice, "index") not in (0, None):  # n > 1: the first choice is recorded
                 continue
-            delta = _get(choice, "delta")
-            text = _get(delta, "content")
+            delta = get(choice, "delta")
+            text = get(delta, "content")
             if text:
                 self.parts.append(text)
                 content = True
-            for tc in _get(delta, "tool_calls") or []:
-                slot = self.tool_calls.get(_int(_get(tc, "index")))
+            for tc in get(delta, "tool_calls") or []:
+                slot = self.tool_calls.get(as_int(get(tc, "index")))
                 if slot is None:
-                    slot = self.tool_calls[_int(_get(tc, "index"))] = ToolCall()
-                slot.id = _get(tc, "id") or slot.id
-                function = _get(tc, "function")
-                slot.name = _get(function, "name") or slot.name
-                slot.arguments += _get(function, "arguments") or ""
+                    slot = self.tool_calls[as_int(get(tc, "index"))] = ToolCall()
+                slot.id = get(tc, "id") or slot.id
+                function = get(tc, "function")
+                slot.name = get(function, "name") or slot.name
+                slot.arguments += get(function, "arguments") or ""
                 content = True
-            reason = _get(choice, "finish_reason")
+            reason = get(choice, "finish_reason")
             if reason:
                 self.finish_reason = reason
         return True, content
@@ -292,33 +172,52 @@ class ChatStream:
         )
 
 
-class ResponsesStream:
+class ResponsesStream(StreamState):
     """Assembles a streamed ``responses`` call from its events."""
 
     __slots__ = ("done", "parts")
 
-    def __init__(self) -> None:
+    def __init__(self, swallow_usage: bool = False) -> None:  # its usage comes in the final event
         self.parts: list[str] = []
         self.done = False
 
-    def feed(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
+    def record_chunk(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
         """Read one event: (hand it to the caller?, did it carry output?)."""
-        kind = _get(event, "type")
+        kind = get(event, "type")
         if kind == "response.output_text.delta":
-            self.parts.append(_get(event, "delta") or "")
+            self.parts.append(get(event, "delta") or "")
             return True, True
         if kind == "response.function_call_arguments.delta":
             return True, True  # output too: the final response carries the whole call
         if kind in ("response.completed", "response.incomplete", "response.failed"):
-            read_response(call, _get(event, "response"))
+            read_response(call, get(event, "response"))
             self.done = True
         elif kind == "response.created":
-            response = _get(event, "response")
-            call.response_model = _get(response, "model") or call.response_model
-            call.response_id = _get(response, "id") or call.response_id
+            response = get(event, "response")
+            call.response_model = get(response, "model") or call.response_model
+            call.response_id = get(response, "id") or call.response_id
         return True, False
 
     def finish(self, call: LLMCall) -> None:
         """Put the assembled output on ``call`` (the final response's, when it came)."""
         if not self.done:
             call.output = LLMOutput(text="".join(self.parts) if self.parts else None)
+
+
+def _endpoint(module: str, class_name: str, operation: str) -> EndpointConfig:
+    if operation == "chat":
+        return EndpointConfig(
+            module, class_name, "create", operation, ChatStream, with_stream_usage
+        )
+    return EndpointConfig(module, class_name, "create", operation, ResponsesStream)
+
+
+#: Each class's ``create`` is one endpoint; Azure uses the same ones.
+ENDPOINTS: tuple[EndpointConfig, ...] = (
+    _endpoint("openai.resources.chat.completions", "Completions", "chat"),
+    _endpoint("openai.resources.chat.completions", "AsyncCompletions", "chat"),
+    _endpoint("openai.resources.responses", "Responses", "responses"),
+    _endpoint("openai.resources.responses", "AsyncResponses", "responses"),
+    _endpoint("openai.resources.embeddings", "Embeddings", "embeddings"),
+    _endpoint("openai.resources.embeddings", "AsyncEmbeddings", "embeddings"),
+)

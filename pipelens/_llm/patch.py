@@ -6,8 +6,8 @@ caller's arguments, and returns exactly what the original returned. A streamed r
 stream object, its iterator swapped for one that watches the chunks go by; the step ends when the
 stream is exhausted, closed or garbage-collected. ``unpatch(openai)`` puts the originals back.
 
-What to patch and what to read is the provider module's business (``_openai``): this module
-knows nothing of any provider's types.
+What to patch and what to read is the provider module's business (``openai``), through the typed
+contract of :mod:`pipelens._llm.provider`: this module knows nothing of any provider's types.
 """
 
 from __future__ import annotations
@@ -15,20 +15,27 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import threading
 import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import Token
 from typing import Any
 
 from pipelens._core import containment
+from pipelens._core.clock import perf_ns
+from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError
+from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
-from pipelens._core.step import Step, _current, _perf_ns
-from pipelens._llm.call import LLMCall, close_llm_step, open_llm_step
+from pipelens._core.step import Step
+from pipelens._llm import openai
+from pipelens._llm.call import close_llm_step, open_llm_step
+from pipelens._llm.provider import EndpointConfig, Provider, StreamState
 
 #: Library name → the provider module that knows it.
-_PROVIDERS = {"openai": "pipelens._llm.openai"}
+_PROVIDERS: dict[str, Provider] = {"openai": openai}
 
 _lock = threading.Lock()
 #: Library name → the (class, attribute, original) triples it replaced.
@@ -60,12 +67,16 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
         with _lock:
             if name in _patched:
                 continue
-            provider = importlib.import_module(_PROVIDERS[name])
+            provider = _PROVIDERS[name]
             replaced: list[tuple[type, str, Any]] = []
             try:
-                for cls, attr, operation in provider.endpoints():
+                for endpoint in provider.ENDPOINTS:
+                    cls = _installed_class(endpoint)
+                    if cls is None:
+                        continue
+                    attr = endpoint.method
                     original = cls.__dict__[attr]
-                    wrapper = _make_wrapper(original, provider, operation)
+                    wrapper = _make_wrapper(original, provider, endpoint)
                     setattr(cls, attr, wrapper)
                     replaced.append((cls, attr, original))
             except BaseException:
@@ -94,29 +105,50 @@ def is_patched(library: types.ModuleType | str) -> bool:
     return _library_name(library) in _patched
 
 
-def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -> Any:
-    name = f"{provider.PROVIDER}_{operation}"
+def _installed_class(endpoint: EndpointConfig) -> type | None:
+    """The class of ``endpoint`` in the installed library, ``None`` when it has none."""
+    try:
+        cls: type = getattr(importlib.import_module(endpoint.module), endpoint.class_name)
+    except (ImportError, AttributeError):  # an older library without this endpoint
+        return None
+    return cls
 
-    def start(kwargs: dict[str, Any]) -> tuple[Step, LLMCall, dict[str, Any], _Watch | None]:
-        call = provider.request_call(operation, kwargs)
-        send = kwargs
-        watch = None
-        if call.stream:
-            swallow = False
-            if operation == "chat" and settings.llm_stream_usage:
-                with_usage = provider.with_stream_usage(kwargs)
-                if with_usage is not None:
-                    send, swallow = with_usage, True
-            assembler = (
-                provider.ChatStream(swallow) if operation == "chat" else provider.ResponsesStream()
-            )
-            watch = _Watch(assembler)
-        step = open_llm_step(call, name)
-        return step, call, send, watch
 
-    def finish(step: Step, call: LLMCall, result: Any, watch: _Watch | None, mode: Any) -> None:
-        """Read ``result``; a stream is handed to ``watch``, which ends the step later."""
+_Started = tuple[Step, LLMCall, dict[str, Any], "_Watch | None", Token[Step | None]]
+
+
+def _make_wrapper(
+    original: Callable[..., Any], provider: Provider, endpoint: EndpointConfig
+) -> Any:
+    operation = endpoint.operation
+    name = f"{provider.NAME}_{operation}"
+
+    def start(kwargs: dict[str, Any]) -> _Started | None:
+        """Open the call's step and make it current; ``None``: call the original untraced."""
         try:
+            call = provider.request_call(operation, kwargs)
+            send = kwargs
+            watch = None
+            if call.stream:
+                swallow = False
+                ask = endpoint.ask_stream_usage
+                if ask is not None and settings.llm_stream_usage:
+                    with_usage = ask(kwargs)
+                    if with_usage is not None:
+                        send, swallow = with_usage, True
+                watch = _Watch(endpoint.new_stream_state(swallow))
+            step = open_llm_step(call, name)
+        except Exception as exc:
+            containment.internal_error("auto_patch.start", exc)
+            return None
+        return step, call, send, watch, current_step_var.set(step)
+
+    def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> None:
+        """Read ``result``; a stream is handed to the watch, which ends the step later."""
+        step, call, _, watch, token = started
+        current_step_var.reset(token)
+        try:
+            mode = provider.raw_mode(kwargs)
             if mode is not None:
                 provider.read_raw(call, result, mode)
             elif watch is not None and isinstance(result, provider.stream_types()):
@@ -131,7 +163,9 @@ def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -
         output = call.output
         close_llm_step(step, None, None if output is None else output.text)
 
-    def fail(step: Step, call: LLMCall, exc: BaseException) -> None:
+    def fail(started: _Started, exc: BaseException) -> None:
+        step, call, _, _, token = started
+        current_step_var.reset(token)
         try:
             provider.read_error(call, exc)
         finally:
@@ -141,52 +175,36 @@ def _make_wrapper(original: Callable[..., Any], provider: Any, operation: str) -
 
         @functools.wraps(original)
         async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if not settings.enabled:
+            started = start(kwargs) if settings.enabled else None
+            if started is None:
                 return await original(self, *args, **kwargs)
             try:
-                step, call, send, watch = start(kwargs)
-            except Exception as exc:
-                containment.internal_error("auto_patch.start", exc)
-                return await original(self, *args, **kwargs)
-            token = _current.set(step)
-            try:
-                result = await original(self, *args, **send)
+                result = await original(self, *args, **started[2])
             except BaseException as exc:
-                _current.reset(token)
-                _contained(fail, step, call, exc)
+                _contained(fail, started, exc)
                 raise
-            _current.reset(token)
-            _contained(finish, step, call, result, watch, provider.raw_mode(kwargs))
+            _contained(finish, started, result, kwargs)
             return result
 
         return async_create
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not settings.enabled:
+        started = start(kwargs) if settings.enabled else None
+        if started is None:
             return original(self, *args, **kwargs)
         try:
-            step, call, send, watch = start(kwargs)
-        except Exception as exc:
-            containment.internal_error("auto_patch.start", exc)
-            return original(self, *args, **kwargs)
-        token = _current.set(step)
-        try:
-            result = original(self, *args, **send)
+            result = original(self, *args, **started[2])
         except BaseException as exc:
-            _current.reset(token)
-            _contained(fail, step, call, exc)
+            _contained(fail, started, exc)
             raise
-        _current.reset(token)
-        _contained(finish, step, call, result, watch, provider.raw_mode(kwargs))
+        _contained(finish, started, result, kwargs)
         return result
 
     return create
 
 
 def _is_async(fn: Any) -> bool:
-    import inspect
-
     return inspect.iscoroutinefunction(inspect.unwrap(fn))
 
 
@@ -202,7 +220,7 @@ class _Watch:
 
     __slots__ = ("__weakref__", "assembler", "call", "chunks", "ended", "first_ns", "step")
 
-    def __init__(self, assembler: Any) -> None:
+    def __init__(self, assembler: StreamState) -> None:
         self.assembler = assembler
         self.chunks = 0
         self.first_ns: int | None = None
@@ -243,11 +261,11 @@ class _Watch:
     def item(self, item: Any) -> bool:
         """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
         try:
-            deliver, content = self.assembler.feed(self.call, item)
+            deliver, content = self.assembler.record_chunk(self.call, item)
             if deliver:
                 self.chunks += 1
             if content and self.first_ns is None:
-                self.first_ns = _perf_ns()
+                self.first_ns = perf_ns()
             return bool(deliver)
         except Exception as exc:
             containment.internal_error("auto_patch.stream", exc)
@@ -260,7 +278,7 @@ class _Watch:
         self.ended = True
         try:
             call, step = self.call, self.step
-            now = _perf_ns()
+            now = perf_ns()
             call.latency_ns = now - step._t0
             call.chunks = self.chunks
             call.stream_closed_early = early and exc is None

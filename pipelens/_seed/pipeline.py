@@ -23,10 +23,11 @@ from typing import Any, Literal
 import msgspec
 
 from pipelens._core.capture import capture_record
+from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError, PipelensError
 from pipelens._core.listeners import Listeners
 from pipelens._core.settings import settings
-from pipelens._core.step import Run, Step, StepScope, _current, open_run, sanitize_name
+from pipelens._core.step import Run, Step, StepScope, open_run, run_child, sanitize_name
 from pipelens._core.views import (
     NestedStepMeta,
     PipelineMeta,
@@ -37,7 +38,7 @@ from pipelens._core.views import (
     output_pipeline_meta,
     pipeline_meta,
 )
-from pipelens._seed.steps import run_child, with_step
+from pipelens._seed.steps import with_step
 from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]
@@ -245,7 +246,7 @@ class Pipeline:
 
     def _run(self) -> Run | None:
         """The run of this pipeline open in the caller's context, else the last one."""
-        current = _current.get()
+        current = current_step_var.get()
         if current is not None and current.run in self._runs:
             return current.run
         return self._last_run

@@ -1,6 +1,7 @@
-"""The seed's explicit ways to open a child step: ``await st.step(name, fn)`` and ``@with_step``.
+"""The seed's ``@with_step``: each call of the function is a child step (``await st.step(name,
+fn)`` is the core's ``run_child``: it is how any step runs a child).
 
-Both make the new step the current step too, so ``@pipelens.step`` functions and
+It makes the new step the current step too, so ``@pipelens.step`` functions and
 ``pipelens.record`` called inside land on it.
 """
 
@@ -15,33 +16,9 @@ import wrapt
 
 from pipelens._core import containment
 from pipelens._core.decorator import _async_wrapper, _Spec, _sync_wrapper
-from pipelens._core.step import Step, await_in_step, call_in_step, open_step, sanitize_name
+from pipelens._core.step import Step, await_in_step, call_in_step, check_name, open_step
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _check_name(name: object, where: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{where}: the step name must be a non-empty str, not {name!r}")
-    return sanitize_name(name)
-
-
-async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
-    """The seed's ``await st.step(name, fn)``: ``fn(child)`` as a child step of ``parent``."""
-    step_name = _check_name(name, f"st.step({name!r}, fn)")
-    if not callable(fn):
-        raise TypeError(f"st.step({name!r}, fn): fn must be callable, not {fn!r}")
-
-    async def body(step: Step) -> Any:
-        result = fn(step)  # a sync fn runs here too, with the child current
-        return (await result) if inspect.isawaitable(result) else result
-
-    try:
-        child = open_step(step_name, parent=parent)
-    except Exception as exc:
-        containment.internal_error("st.step open", exc)
-        return await body(parent)
-    return await await_in_step(child, body(child))
 
 
 def _step_parameter(fn: Callable[..., Any], spec: _Spec) -> str | None:
@@ -71,7 +48,7 @@ def with_step(name: str) -> Callable[[F], F]:
     """
     if callable(name) and not isinstance(name, str):
         raise TypeError("with_step needs a step name: write @with_step('name'), not @with_step")
-    step_name = _check_name(name, f"with_step({name!r})")
+    step_name = check_name(name, f"with_step({name!r})")
 
     def decorator(fn: F) -> F:
         target = getattr(fn, "__func__", fn)  # classmethod/staticmethod objects

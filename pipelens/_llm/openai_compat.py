@@ -1,0 +1,126 @@
+"""Readers of OpenAI-compatible data: a response, its usage, its output, as an :class:`LLMCall`.
+
+Pure functions over ``openai`` objects (pydantic models) and plain dicts of the same shape alike,
+so the seed's ``LLMTrack`` records, ``llm_call`` results and the ``openai`` provider's responses
+are read by the same code. Used by the provider module and by ``llm_call``; it imports neither.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
+
+
+def get(obj: Any, name: str) -> Any:
+    """``obj``'s field ``name`` (a dict's key or an attribute), ``None`` when it has none."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None:
+        if name in fields:
+            return fields[name]
+        # A pydantic model's missing attribute goes through a slow __getattr__ that raises.
+        if hasattr(type(obj), "__pydantic_fields__"):
+            return None
+    return getattr(obj, name, None)
+
+
+def as_int(value: Any) -> int:
+    """``value`` when it is an int (not a bool), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_from_openai(usage: Any) -> TokenUsage | None:
+    """Token counts of a chat, responses or embeddings ``usage`` (object or dict)."""
+    if usage is None:
+        return None
+    input_tokens = get(usage, "input_tokens")
+    if input_tokens is None:  # chat completions and embeddings
+        input_tokens = get(usage, "prompt_tokens")
+        output_tokens = get(usage, "completion_tokens")
+        in_details = get(usage, "prompt_tokens_details")
+        out_details = get(usage, "completion_tokens_details")
+    else:
+        output_tokens = get(usage, "output_tokens")
+        in_details = get(usage, "input_tokens_details")
+        out_details = get(usage, "output_tokens_details")
+    total = get(usage, "total_tokens")
+    return TokenUsage(
+        input_tokens=as_int(input_tokens),
+        output_tokens=as_int(output_tokens),
+        cached_tokens=as_int(get(in_details, "cached_tokens")),
+        reasoning_tokens=as_int(get(out_details, "reasoning_tokens")),
+        total_tokens=total if isinstance(total, int) else None,
+    )
+
+
+def read_response(call: LLMCall, response: Any) -> None:
+    """Fill ``call`` from a complete (non-streamed) response of its operation."""
+    call.response_model = get(response, "model") or call.response_model
+    call.response_id = get(response, "id") or call.response_id
+    request_id = getattr(response, "_request_id", None)
+    if isinstance(request_id, str):
+        call.request_id = request_id
+    usage = usage_from_openai(get(response, "usage"))
+    if usage is not None:
+        call.usage = usage
+    if call.operation == "embeddings" or get(response, "object") == "list":
+        data = get(response, "data") or []
+        first = get(data[0], "embedding") if data else None
+        call.output = LLMOutput(
+            embeddings=len(data), dimensions=len(first) if isinstance(first, list) else None
+        )
+    elif call.operation == "responses" or get(response, "object") == "response":
+        call.output = _responses_output(response)
+    else:
+        call.output = _chat_output(response)
+
+
+def _chat_output(response: Any) -> LLMOutput:
+    choices = get(response, "choices") or []
+    if not choices:
+        return LLMOutput()
+    first = choices[0]
+    message = get(first, "message")
+    tool_calls = [
+        ToolCall(
+            id=get(tc, "id"),
+            name=get(get(tc, "function"), "name"),
+            arguments=get(get(tc, "function"), "arguments") or "",
+            type=get(tc, "type") or "function",
+        )
+        for tc in get(message, "tool_calls") or []
+    ]
+    return LLMOutput(
+        text=get(message, "content"),
+        tool_calls=tool_calls,
+        finish_reason=get(first, "finish_reason"),
+    )
+
+
+def _responses_output(response: Any) -> LLMOutput:
+    texts: list[str] = []
+    tool_calls: list[ToolCall] = []
+    for item in get(response, "output") or []:
+        kind = get(item, "type")
+        if kind == "message":
+            texts.extend(
+                get(part, "text") or ""
+                for part in get(item, "content") or []
+                if get(part, "type") == "output_text"
+            )
+        elif kind == "function_call":
+            tool_calls.append(
+                ToolCall(
+                    id=get(item, "call_id"),
+                    name=get(item, "name"),
+                    arguments=get(item, "arguments") or "",
+                )
+            )
+    reason = get(get(response, "incomplete_details"), "reason") or get(response, "status")
+    return LLMOutput(
+        text="".join(texts) if texts else None, tool_calls=tool_calls, finish_reason=reason
+    )

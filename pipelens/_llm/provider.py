@@ -1,0 +1,78 @@
+"""The contract between the patch engine and a provider module, as typed hooks.
+
+A provider is a module of pure functions (``pipelens._llm.openai``) that satisfies
+:class:`Provider`: its name, a table of :class:`EndpointConfig` (which method of which class, what
+kind of call, how to assemble its stream) and the readers of requests, responses and errors. The
+engine (``patch``) knows nothing of any provider's types; a provider knows nothing of patching.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from pipelens._core.llm_record import LLMCall
+
+
+class StreamState(ABC):
+    """Assembles one streamed call from the chunks that go by on their way to the caller."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def record_chunk(self, call: LLMCall, chunk: Any) -> tuple[bool, bool]:
+        """Read one chunk into ``call``: (hand it to the caller?, did it carry output?)."""
+
+    @abstractmethod
+    def finish(self, call: LLMCall) -> None:
+        """The stream ended: put the assembled output on ``call``."""
+
+
+#: Makes the state of one stream; its argument says PipeLens asked for the usage chunk the caller
+#: did not ask for (so that chunk is not handed to the caller).
+NewStreamState = Callable[[bool], StreamState]
+#: The request arguments asking a stream to report its usage, or ``None`` when the caller chose.
+AskStreamUsage = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+class EndpointConfig(NamedTuple):
+    """One patched method: where it is, what kind of call it makes, how its stream is read."""
+
+    module: str  #: imported only when patching (``openai.resources.chat.completions``)
+    class_name: str
+    method: str
+    operation: str  #: ``chat``, ``responses``, ``embeddings``: the LLMCall's operation
+    new_stream_state: NewStreamState
+    ask_stream_usage: AskStreamUsage | None = None
+
+
+class Provider(Protocol):
+    """What the engine needs of a provider module (the module itself is the implementation)."""
+
+    NAME: str
+    ENDPOINTS: tuple[EndpointConfig, ...]
+
+    def stream_types(self) -> tuple[type, ...]:
+        """The classes of a streamed result (sync and async)."""
+        ...
+
+    def raw_mode(self, kwargs: dict[str, Any]) -> str | None:
+        """How the call was made raw (``with_raw_response``...), ``None`` for a plain call."""
+        ...
+
+    def request_call(self, operation: str, kwargs: dict[str, Any]) -> LLMCall:
+        """The :class:`LLMCall` of a request, before it is sent."""
+        ...
+
+    def read_response(self, call: LLMCall, response: Any) -> None:
+        """Fill ``call`` from a complete (non-streamed) response."""
+        ...
+
+    def read_raw(self, call: LLMCall, raw: Any, mode: str | None) -> None:
+        """Fill ``call`` from a raw result (``mode`` as :meth:`raw_mode` gave it)."""
+        ...
+
+    def read_error(self, call: LLMCall, exc: BaseException) -> None:
+        """Fill ``call`` from the error the call raised."""
+        ...
