@@ -167,44 +167,80 @@ def test_the_server_imports_only_the_wire_contract_of_the_client() -> None:
     assert {t for t in taken if t.split(".")[0] == "pipelens"} == {"pipelens.events"}
 
 
-#: The client's rooms and the rooms each may import (ARCHITECTURE.md). A room may always import
-#: itself and the two leaves; the public faces (``pipelens``, ``pipelens.fastapi``, ``testing``,
-#: ``__main__``...) may import any room, and no room imports a face.
-CLIENT_ROOMS: dict[str, set[str]] = {
-    "pipelens._core": set(),
-    "pipelens._transports": {"pipelens._core"},
-    "pipelens._llm": {"pipelens._core"},
-    "pipelens._integrations": {"pipelens._core", "pipelens._llm"},
-    "pipelens._seed": {"pipelens._core", "pipelens._llm", "pipelens._transports"},
-    "pipelens._configure": {
-        "pipelens._core",
-        "pipelens._transports",
-        "pipelens._llm",
-        "pipelens._integrations",
-        "pipelens._seed",
+class House(NamedTuple):
+    """A package's rooms, the rooms each may import, and the leaves anyone may import."""
+
+    package: str
+    rooms: dict[str, set[str]]
+    leaves: set[str]
+
+
+#: The rooms of each package and the rooms each may import (ARCHITECTURE.md). A room may always
+#: import itself and the leaves (modules that import nothing of ours); the public faces (the
+#: package's ``__init__``, ``pipelens.fastapi``, ``testing``, ``app``, ``cli``...) may import any
+#: room, and no room imports a face.
+CLIENT = House(
+    package="pipelens",
+    rooms={
+        "pipelens._core": set(),
+        "pipelens._transports": {"pipelens._core"},
+        "pipelens._llm": {"pipelens._core"},
+        "pipelens._integrations": {"pipelens._core", "pipelens._llm"},
+        "pipelens._seed": {"pipelens._core", "pipelens._llm", "pipelens._transports"},
+        "pipelens._configure": {
+            "pipelens._core",
+            "pipelens._transports",
+            "pipelens._llm",
+            "pipelens._integrations",
+            "pipelens._seed",
+        },
     },
-}
-#: Modules of no room that import nothing of ours: anyone may import them.
-CLIENT_LEAVES = {"pipelens.events", "pipelens._version"}
+    leaves={"pipelens.events", "pipelens._version"},
+)
+SERVER = House(
+    package="pipelens_server",
+    rooms={
+        "pipelens_server._db": set(),
+        "pipelens_server._ingest": {"pipelens_server._db"},
+        "pipelens_server._read": set(),
+        "pipelens_server._api": {
+            "pipelens_server._db",
+            "pipelens_server._ingest",
+            "pipelens_server._read",
+        },
+        "pipelens_server._pages": {
+            "pipelens_server._db",
+            "pipelens_server._ingest",
+            "pipelens_server._read",
+        },
+    },
+    leaves={
+        "pipelens.events",
+        "pipelens_server._errors",
+        "pipelens_server._logging",
+        "pipelens_server._settings",
+        "pipelens_server._timerange",
+    },
+)
 
 
 def room_of(module: str) -> str:
-    """The room a client module lives in (``pipelens._llm.patch`` → ``pipelens._llm``)."""
+    """The room a module lives in (``pipelens._llm.patch`` → ``pipelens._llm``)."""
     parts = module.split(".")
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
-def room_breaches(edges: list[Import]) -> list[str]:
-    """Each import of a client module that its room's rules do not allow."""
+def room_breaches(house: House, edges: list[Import]) -> list[str]:
+    """Each import by a module of ``house`` that its room's rules do not allow."""
     breaches = []
     for edge in edges:
-        if edge.source.split(".")[0] != "pipelens" or edge.target.split(".")[0] != "pipelens":
+        if edge.source.split(".")[0] != house.package:
             continue
         source, target = room_of(edge.source), room_of(edge.target)
-        if source in CLIENT_LEAVES:
+        if source in house.leaves:
             allowed = False
-        elif source in CLIENT_ROOMS:
-            allowed = target in {source, *CLIENT_LEAVES, *CLIENT_ROOMS[source]}
+        elif source in house.rooms:
+            allowed = target in {source, *house.leaves, *house.rooms[source]}
         else:  # a public face
             allowed = True
         if not allowed:
@@ -213,23 +249,36 @@ def room_breaches(edges: list[Import]) -> list[str]:
 
 
 def test_the_room_rules_catch_an_import_against_them() -> None:
-    """The check fails when the core imports the LLM room, or a room a public face."""
+    """The check fails when the core imports the LLM room, a room a public face, a leaf
+    anything of ours, or the JSON API a page module."""
     edges = [
         Import("pipelens._core.step", "pipelens._llm.call", lazy=False, line=3),
         Import("pipelens._llm.call", "pipelens._core.step", lazy=False, line=4),
         Import("pipelens._seed.pipeline", "pipelens.testing", lazy=False, line=5),
         Import("pipelens._transports.http", "pipelens._version", lazy=False, line=6),
         Import("pipelens.events", "pipelens._core.step", lazy=False, line=7),
+        Import("pipelens_server._api._runs", "pipelens_server._pages._runs", lazy=False, line=8),
+        Import("pipelens_server._pages._runs", "pipelens_server._read._run", lazy=False, line=9),
     ]
-    assert room_breaches(edges) == [
+    assert room_breaches(CLIENT, edges) == [
         "pipelens._core.step:3 imports pipelens._llm.call",
         "pipelens._seed.pipeline:5 imports pipelens.testing",
         "pipelens.events:7 imports pipelens._core.step",
+    ]
+    assert room_breaches(SERVER, edges) == [
+        "pipelens_server._api._runs:8 imports pipelens_server._pages._runs"
     ]
 
 
 def test_each_client_room_imports_only_the_rooms_below_it() -> None:
     """``_core`` → nothing of ours but the leaves; ``_transports``, ``_llm`` → ``_core``;
     ``_integrations`` → ``_core``, ``_llm``; ``_seed`` → ``_core``, ``_llm``, ``_transports``."""
-    assert {room_of(m) for m in modules() if m.startswith("pipelens.")} >= set(CLIENT_ROOMS)
-    assert room_breaches(EDGES) == []
+    assert {room_of(m) for m in modules() if m.startswith("pipelens.")} >= set(CLIENT.rooms)
+    assert room_breaches(CLIENT, EDGES) == []
+
+
+def test_each_server_room_imports_only_the_rooms_below_it() -> None:
+    """``_db`` and ``_read`` → the leaves; ``_ingest`` → ``_db``; ``_api`` and ``_pages`` →
+    ``_read``, ``_ingest``, ``_db``, never each other."""
+    assert {room_of(m) for m in modules() if m.startswith("pipelens_server.")} >= set(SERVER.rooms)
+    assert room_breaches(SERVER, EDGES) == []
