@@ -11,6 +11,14 @@ from typing import Any
 import msgspec
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+_MAX_INGEST_WAIT_S = 3600.0
+#: Settings read from the environment as numbers: variable, setting, type.
+_NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("PORT", "port", int),
+    ("PIPELENS_MAX_INFLIGHT_INGESTS", "max_inflight_ingests", int),
+    ("PIPELENS_INGEST_QUEUE", "ingest_queue", int),
+    ("PIPELENS_INGEST_WAIT", "ingest_wait_s", float),
+)
 
 
 def default_data_dir() -> Path:
@@ -35,7 +43,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         insecure: Allow listening on a non-loopback address without a token.
         pool_min_size: Connections the pool keeps open.
         pool_max_size: Most connections the pool opens.
-        max_inflight_ingests: Ingest requests handled at once; more get 429.
+        max_inflight_ingests: Ingest requests handled at once (``--max-inflight-ingests``,
+            ``PIPELENS_MAX_INFLIGHT_INGESTS``); the next ones wait in the ingest queue.
+        ingest_queue: Ingest requests that may wait for a slot (``--ingest-queue``,
+            ``PIPELENS_INGEST_QUEUE``); one more gets 429. Clients that never retry (the seed's in
+            real-time mode) lose nothing while the queue has room.
+        ingest_wait_s: Seconds a queued ingest request waits for a slot before it gets 429
+            (``--ingest-wait``, ``PIPELENS_INGEST_WAIT``).
         pool_timeout_s: How long a request waits for a connection before it gets 429.
         retry_after_s: The ``Retry-After`` a 429 answer carries.
     """
@@ -50,6 +64,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     pool_min_size: int = 1
     pool_max_size: int = 8
     max_inflight_ingests: int = 32
+    ingest_queue: int = 1024
+    ingest_wait_s: float = 30.0
     pool_timeout_s: float = 5.0
     retry_after_s: int = 1
 
@@ -65,26 +81,40 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             )
         if self.max_inflight_ingests < 1:
             raise ValueError(
-                f"max_inflight_ingests must be positive, got {self.max_inflight_ingests}"
+                "max_inflight_ingests (--max-inflight-ingests, PIPELENS_MAX_INFLIGHT_INGESTS) "
+                f"must be positive, got {self.max_inflight_ingests}"
+            )
+        if self.ingest_queue < 0:
+            raise ValueError(
+                "ingest_queue (--ingest-queue, PIPELENS_INGEST_QUEUE) must be 0 or more, got "
+                f"{self.ingest_queue}"
+            )
+        if not 0 <= self.ingest_wait_s <= _MAX_INGEST_WAIT_S:
+            raise ValueError(
+                "ingest_wait_s (--ingest-wait, PIPELENS_INGEST_WAIT) must be from 0 to "
+                f"{_MAX_INGEST_WAIT_S:g} seconds, got {self.ingest_wait_s}"
             )
         if self.token == "":
             raise ValueError("token must not be empty: leave it unset to disable authentication")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT`` and
-        ``PIPELENS_TOKEN``; keyword arguments that are not ``None`` take precedence."""
+        """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT``,
+        ``PIPELENS_TOKEN``, ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE`` and
+        ``PIPELENS_INGEST_WAIT``; keyword arguments that are not ``None`` take precedence."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if url := env.get("PIPELENS_DATABASE_URL"):
             values["database_url"] = url
         if data_dir := env.get("PIPELENS_DATA_DIR"):
             values["data_dir"] = Path(data_dir)
-        if port := env.get("PORT"):
-            try:
-                values["port"] = int(port)
-            except ValueError:
-                raise ValueError(f"PORT must be an integer, got {port!r}") from None
+        for variable, name, kind in _NUMBERS:
+            if text := env.get(variable):
+                try:
+                    values[name] = kind(text)
+                except ValueError:
+                    what = "an integer" if kind is int else "a number"
+                    raise ValueError(f"{variable} must be {what}, got {text!r}") from None
         if token := env.get("PIPELENS_TOKEN"):
             values["token"] = token
         values.update({name: value for name, value in overrides.items() if value is not None})

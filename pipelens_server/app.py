@@ -154,7 +154,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State(
             {
                 "settings": settings,
-                "limiter": IngestLimiter(settings.max_inflight_ingests, settings.retry_after_s),
+                "limiter": IngestLimiter(
+                    settings.max_inflight_ingests,
+                    settings.retry_after_s,
+                    max_queued=settings.ingest_queue,
+                    max_wait_s=settings.ingest_wait_s,
+                ),
             }
         ),
         dependencies={

@@ -45,6 +45,31 @@ def _parser() -> argparse.ArgumentParser:
         help="allow listening on a non-loopback address without a token",
     )
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (16 MiB)")
+    ingest = parser.add_argument_group(
+        "ingest back-pressure",
+        "Ingest requests beyond --max-inflight-ingests wait for a slot in a queue instead of "
+        "being refused; only a full queue or a wait past --ingest-wait answers 429 with "
+        "Retry-After.",
+    )
+    ingest.add_argument(
+        "--max-inflight-ingests",
+        type=int,
+        metavar="N",
+        help="ingest requests handled at once (env PIPELENS_MAX_INFLIGHT_INGESTS, default 32)",
+    )
+    ingest.add_argument(
+        "--ingest-queue",
+        type=int,
+        metavar="N",
+        help="ingest requests that may wait for a slot (env PIPELENS_INGEST_QUEUE, default 1024)",
+    )
+    ingest.add_argument(
+        "--ingest-wait",
+        type=float,
+        metavar="SECONDS",
+        help="longest a queued ingest request waits for a slot (env PIPELENS_INGEST_WAIT, "
+        "default 30)",
+    )
     return parser
 
 
@@ -60,6 +85,9 @@ def main(argv: Sequence[str]) -> int:
             token=args.token,
             insecure=args.insecure or None,
             max_body_bytes=args.max_body_bytes,
+            max_inflight_ingests=args.max_inflight_ingests,
+            ingest_queue=args.ingest_queue,
+            ingest_wait_s=args.ingest_wait,
         )
     except ValueError as exc:
         print(f"pipelens serve: {exc}", file=sys.stderr)

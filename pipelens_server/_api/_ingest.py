@@ -79,20 +79,29 @@ async def pipeline_finish(
     return Success()
 
 
-async def _step_event(
+@post("/ingestion/step/start", status_code=201, name="seed_step_start")
+async def step_start(
     request: Request[Any, Any, Any],
     pool: PoolDep,
     limiter: LimiterDep,
     settings: SettingsDep,
 ) -> Success:
-    """A seed step started or ended. The rows say which: a start's body may already carry the
-    step's end, and a late start never reopens a finished step."""
-    await ingest(request, pool, limiter, settings, _seed.step_rows)
+    """A seed step started. Its body may already carry the step's end (the seed's clients build
+    it late): it still counts as a start, and a late start never reopens a finished step."""
+    await ingest(request, pool, limiter, settings, _seed.step_start_rows)
     return Success()
 
 
-step_start = post("/ingestion/step/start", status_code=201, name="seed_step_start")(_step_event)
-step_finish = post("/ingestion/step/finish", status_code=200, name="seed_step_finish")(_step_event)
+@post("/ingestion/step/finish", status_code=200, name="seed_step_finish")
+async def step_finish(
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> Success:
+    """A seed step ended, with its records, result or error."""
+    await ingest(request, pool, limiter, settings, _seed.step_finish_rows)
+    return Success()
 
 
 @post("/ingestion/batch", status_code=200)

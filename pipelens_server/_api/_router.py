@@ -1,11 +1,12 @@
-"""The one ``/api`` Router: every JSON route of the ingest and read API, behind the token guard
-declared here once (and in the OpenAPI schema as the ``token`` bearer scheme)."""
+"""The one ``/api`` Router: every JSON route of the ingest and read API (the seed dashboard's
+``/api/dashboard/...`` included), behind the token guard declared here once (and in the OpenAPI
+schema as the ``token`` bearer scheme)."""
 
 from __future__ import annotations
 
 from litestar import Router
 
-from pipelens_server._api import _ingest, _llm, _runs, _stats
+from pipelens_server._api import _dashboard, _ingest, _llm, _runs, _stats
 from pipelens_server._api._auth import require_token
 
 
@@ -18,6 +19,7 @@ def api_router() -> Router:
             *_runs.route_handlers,
             *_stats.route_handlers,
             *_llm.route_handlers,
+            *_dashboard.route_handlers,
         ],
         guards=[require_token],
         security=[{"token": []}],

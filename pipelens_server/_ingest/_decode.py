@@ -8,6 +8,7 @@ PostgreSQL's ``text`` and ``jsonb`` cannot hold, are replaced by U+FFFD.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -24,7 +25,7 @@ from pipelens.events import (
     decode_msgpack,
 )
 from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
-from pipelens_server._ingest._rows import Rows, run_row
+from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
 
 MSGPACK_TYPES = frozenset(
     {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
@@ -35,6 +36,7 @@ _MAX_BIGINT = 2**63 - 1
 _MAX_INTEGER = 2**31 - 1
 _NUL = "\x00"
 _ESCAPED_NUL = "\\u0000"
+_EMPTY_OBJECT = re.compile(r"\s*\{\s*\}\s*")
 
 
 class _Version(msgspec.Struct):
@@ -229,7 +231,10 @@ def _json(value: str | None, index: int, field: str) -> str | None:
 
 
 def clean_json_text(value: str) -> str:
-    """JSON text with every NUL character inside its strings replaced by U+FFFD."""
+    """JSON text with every NUL character inside its strings replaced by U+FFFD, and an empty
+    object spelt ``{}`` (the merge in ``_rows`` tells an empty ``records`` by its text)."""
+    if _EMPTY_OBJECT.fullmatch(value):
+        return EMPTY_OBJECT
     if _ESCAPED_NUL not in value:
         return value
     return msgspec.json.encode(_json_without_nul(msgspec.json.decode(value))).decode()

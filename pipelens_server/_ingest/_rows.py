@@ -10,7 +10,11 @@ then with the stored row, in SQL (``ON CONFLICT DO UPDATE``). Both apply the sam
   never goes back to running, and a finish's records replace the partial records a late start
   carried;
 * on a tie the piece already held wins, filling its gaps from the newcomer;
-* start times take the earliest value either piece has.
+* start times take the earliest value either piece has;
+* an empty ``records`` object (``{}``) counts as a gap: a piece that knows records beats one that
+  only says "none yet" whatever their ranks, and ``{}`` is kept only when no piece knows better
+  (the seed's clients send ``{}`` on a step's start and its records on the finish, and a start
+  that arrives late must not erase them).
 
 Any permutation and duplication of a run's events thus converges to the same rows (the property
 test in ``tests/pipelens_server/test_server_convergence.py`` checks it through the HTTP API).
@@ -23,6 +27,8 @@ from typing import Any
 
 #: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0001).
 STATUS_RANK = {"running": 0, "completed": 1, "cancelled": 2, "failed": 3}
+#: The JSON text of an empty object, as the ingest writes it (``_seed`` normalises its spacing).
+EMPTY_OBJECT = "{}"
 
 Row = list[Any]
 
@@ -36,13 +42,18 @@ class Table:
     key: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]  # (name, SQL type) in row order
     least: frozenset[str] = field(default_factory=frozenset)
+    #: JSON columns where an empty object means "unknown" (a gap any other value fills).
+    empty_is_gap: frozenset[str] = field(default_factory=frozenset)
     status_index: int = field(init=False)
     least_indexes: tuple[int, ...] = field(init=False)
+    empty_is_gap_indexes: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = self.column_names
         object.__setattr__(self, "status_index", names.index("status"))
         object.__setattr__(self, "least_indexes", tuple(names.index(n) for n in sorted(self.least)))
+        gaps = tuple(names.index(n) for n in sorted(self.empty_is_gap))
+        object.__setattr__(self, "empty_is_gap_indexes", gaps)
 
     @property
     def column_names(self) -> list[str]:
@@ -67,6 +78,14 @@ class Table:
                 continue
             if name in self.least:
                 merged[name] = f"LEAST({target}.{name}, excluded.{name})"
+            elif name in self.empty_is_gap:
+                new, held = f"excluded.{name}", f"{target}.{name}"
+                known = f"NULLIF({new}, '{{}}'::jsonb), NULLIF({held}, '{{}}'::jsonb)"
+                known_held_first = f"NULLIF({held}, '{{}}'::jsonb), NULLIF({new}, '{{}}'::jsonb)"
+                merged[name] = (
+                    f"CASE WHEN {win} THEN COALESCE({known}, {new}, {held}) "
+                    f"ELSE COALESCE({known_held_first}, {held}, {new}) END"
+                )
             else:
                 merged[name] = (
                     f"CASE WHEN {win} THEN COALESCE(excluded.{name}, {target}.{name}) "
@@ -121,6 +140,7 @@ STEPS = Table(
         ("llm", "jsonb"),  # migration 0002
     ),
     least=frozenset({"start_ns"}),
+    empty_is_gap=frozenset({"records"}),
 )
 
 
@@ -214,6 +234,9 @@ def merge(table: Table, held: Row, new: Row) -> Row:
     for i in table.least_indexes:
         if held[i] is not None and new[i] is not None:
             merged[i] = min(held[i], new[i])
+    for i in table.empty_is_gap_indexes:
+        if merged[i] == EMPTY_OBJECT and second[i] is not None:
+            merged[i] = second[i]  # ``{}`` too when both are empty
     return merged
 
 

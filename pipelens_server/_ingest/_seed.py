@@ -6,6 +6,12 @@ milliseconds (stored as nanoseconds), ``null`` (Python) and a missing field (Typ
 same. A seed step has no ids: its ``key`` serves as its step id and the key's dotted prefix as its
 parent's. Every payload becomes partial rows that go through the same merge and store as
 ``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
+
+A step *start* is a start, whatever it carries: the seed's Python client shares one ``TimeMeta``
+between a step's events, so its start may already hold ``endTs`` (and ``records: {}``). A start
+therefore ranks ``running`` (``failed`` when it names an error) and its end time is only a
+fallback for a finish that never comes; the finish, and the pipeline finish's copy of every step,
+rank above it and bring the records.
 """
 
 from __future__ import annotations
@@ -123,8 +129,9 @@ def _required(value: str | None, path: str) -> str:
     return without_nul(value)
 
 
-def add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
-    """Add the seed step ``step`` of run ``run_id`` (found at ``path`` of the body) to ``rows``."""
+def add_step(rows: Rows, run_id: str, step: StepMeta, path: str, *, started: bool = False) -> None:
+    """Add the seed step ``step`` of run ``run_id`` (found at ``path`` of the body) to ``rows``;
+    ``started`` when it comes from a start event (see the module's docstring)."""
     key = _required(step.key, f"{path}.key")
     time = step.time or TimeMeta()
     start_ns = _ns(time.start_ts, f"{path}.time.startTs")
@@ -132,8 +139,10 @@ def add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
     duration_ns = _ns(time.time_usage_ms, f"{path}.time.timeUsageMs")
     if duration_ns is None and start_ns is not None and end_ns is not None:
         duration_ns = end_ns - start_ns
-    # The seed's rule: an error means failed, an end without one completed, no end running.
-    status = "failed" if step.error else "completed" if end_ns is not None else "running"
+    # The seed's rule: an error means failed, an end without one completed, no end running;
+    # but a start never claims the step ended.
+    ended = end_ns is not None and not started
+    status = "failed" if step.error else "completed" if ended else "running"
     parent_key = key.rpartition(".")[0]
     rows.add_step(
         step_row(
@@ -157,7 +166,11 @@ def add_step(rows: Rows, run_id: str, step: StepMeta, path: str) -> None:
 def add_pipeline(
     rows: Rows, meta: PipelineMeta, status: str | None, finished: bool, path: str
 ) -> str:
-    """Add the seed run ``meta`` and its steps (found at ``path``) to ``rows``; its run id."""
+    """Add the seed run ``meta`` and its steps (found at ``path``) to ``rows``; its run id.
+
+    The steps of a pipeline that has not finished are starts (``add_step``'s ``started``); those
+    of a finish are the final copy of every step, which repairs what the step events missed.
+    """
     run_id = _required(meta.run_id, f"{path}.runId")
     pipeline = _required(meta.name, f"{path}.name")
     time = meta.time or TimeMeta()
@@ -175,7 +188,7 @@ def add_pipeline(
         )
     )
     for i, step in enumerate(steps):
-        add_step(rows, run_id, step, f"{path}.steps[{i}]")
+        add_step(rows, run_id, step, f"{path}.steps[{i}]", started=not finished)
     return run_id
 
 
@@ -202,7 +215,11 @@ def _finish_rows(rows: Rows, body: PipelineFinish) -> None:
     add_pipeline(rows, body.pipeline_meta, body.status, finished, path="$.pipelineMeta")
 
 
-def _step_rows(rows: Rows, body: StepBody) -> None:
+def _step_start_rows(rows: Rows, body: StepBody) -> None:
+    add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step", started=True)
+
+
+def _step_finish_rows(rows: Rows, body: StepBody) -> None:
     add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
 
 
@@ -213,13 +230,15 @@ def _batch_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
             add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
         else:
             run_id = _required(item.run_id, f"$[{i}].runId")
-            add_step(rows, run_id, item.step, f"$[{i}].step")
+            started = item.operation == "start"
+            add_step(rows, run_id, item.step, f"$[{i}].step", started=started)
 
 
 #: Each endpoint's body to rows: ``/pipeline/start`` (its run id), ``/pipeline/finish``,
-#: ``/step/start`` and ``/step/finish`` (the rows say which: a start's body may already carry the
-#: step's end, and a late start never reopens a finished step), and ``/batch``.
+#: ``/step/start`` (a start even when its body already carries the step's end), ``/step/finish``,
+#: and ``/batch``.
 pipeline_start_rows = _seed_rows(_pipeline_decoder, _start_rows)
 pipeline_finish_rows = _seed_rows(_finish_decoder, _finish_rows)
-step_rows = _seed_rows(_step_decoder, _step_rows)
+step_start_rows = _seed_rows(_step_decoder, _step_start_rows)
+step_finish_rows = _seed_rows(_step_decoder, _step_finish_rows)
 batch_rows = _seed_rows(_batch_decoder, _batch_rows)

@@ -9,6 +9,7 @@ All SQL here is built from the module's constants, never from input.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -84,27 +85,62 @@ async def create_staging_tables(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 class IngestLimiter:
-    """Bounds the ingest requests in flight, so overload is answered with 429, not a queue."""
+    """Bounds the ingest requests in flight; the next ones wait their turn in a bounded queue.
 
-    def __init__(self, max_inflight: int, retry_after_s: int) -> None:
+    Back-pressure must not become loss: the seed's clients in real-time mode fire one small POST
+    per event, all at once, and never retry, so a request that finds every slot taken waits
+    (first come, first served) rather than being refused. Only when ``max_queued`` requests
+    already wait, or a request waited ``max_wait_s`` without getting a slot, is it answered 429
+    with ``Retry-After`` (which our ``HttpTransport`` honours). A waiting request has not read its
+    body yet, so the queue holds no request bodies in memory.
+    """
+
+    def __init__(
+        self, max_inflight: int, retry_after_s: int, *, max_queued: int = 0, max_wait_s: float = 0
+    ) -> None:
         self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
         self.inflight = 0
+        self.waiting = 0
+        self._free = asyncio.Semaphore(max_inflight)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the slots for the block; raise ``OverloadedError`` when none is free."""
-        # One event loop: nothing runs between the check and the increment.
-        if self.inflight >= self.max_inflight:
+        """Hold one of the slots for the block, waiting in the queue for one if need be.
+
+        Raises:
+            OverloadedError: the queue is full, or no slot freed up in ``max_wait_s``.
+        """
+        # One event loop: nothing runs between the checks and the counts.
+        if self._free.locked() and self.waiting >= self.max_queued:
             raise OverloadedError(
-                f"{self.inflight} ingest requests are already in flight: retry later",
+                f"the {self.max_inflight} ingest slots are busy and the queue of "
+                f"{self.max_queued} waiting requests is full: retry later, or raise "
+                "--ingest-queue (PIPELENS_INGEST_QUEUE) or --max-inflight-ingests "
+                "(PIPELENS_MAX_INFLIGHT_INGESTS)",
                 self.retry_after_s,
             )
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.max_wait_s):
+                await self._free.acquire()
+        except TimeoutError:
+            raise OverloadedError(
+                f"none of the {self.max_inflight} ingest slots freed up in {self.max_wait_s:g} s: "
+                "retry later, or raise --ingest-wait (PIPELENS_INGEST_WAIT) or "
+                "--max-inflight-ingests (PIPELENS_MAX_INFLIGHT_INGESTS)",
+                self.retry_after_s,
+            ) from None
+        finally:
+            self.waiting -= 1
         self.inflight += 1
         try:
             yield
         finally:
             self.inflight -= 1
+            self._free.release()
 
 
 def provide_limiter(state: State) -> IngestLimiter:

@@ -1,5 +1,7 @@
 """Run by the seed's own Python library (PyPI ``pipelens`` 1.14.1, Python >= 3.12), not by us:
-``python _seed_client.py BASE_URL RUN_ID realtime|batch`` reports one run with nested steps."""
+``python _seed_client.py BASE_URL RUN_ID realtime|batch`` reports one run with nested steps;
+``python _seed_client.py BASE_URL RUN_ID burst N`` one real-time run of N zero-work steps, each
+with a record (one POST per event, all fired at once, none retried)."""
 
 import asyncio
 import contextlib
@@ -10,7 +12,32 @@ from pipelens.transport.http_transport import HttpTransport, HttpTransportOption
 from pipelens import Pipeline, Step
 
 
-async def main(base_url: str, run_id: str, mode: str) -> None:
+async def burst(base_url: str, run_id: str, steps: int) -> None:
+    transport = HttpTransport(HttpTransportOptions(base_url=base_url, batch_logs=False))
+    pipeline = Pipeline(
+        "seed-burst", {"run_id": run_id, "auto_save": "real_time", "transport": transport}
+    )
+
+    async def logic(st: Step) -> int:
+        for i in range(steps):
+
+            async def work(step: Step, i: int = i) -> int:
+                await step.record("i", i)
+                return i
+
+            await st.step(f"s{i}", work)
+        return steps
+
+    await pipeline.track(logic)
+    await transport.flush_and_stop()
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    await asyncio.wait(pending, timeout=30) if pending else None
+
+
+async def main(base_url: str, run_id: str, mode: str, *args: str) -> None:
+    if mode == "burst":
+        await burst(base_url, run_id, int(args[0]))
+        return
     transport = HttpTransport(
         HttpTransportOptions(
             base_url=base_url, batch_logs=mode == "batch", flush_interval_seconds=0.2
@@ -47,4 +74,4 @@ async def main(base_url: str, run_id: str, mode: str) -> None:
     await asyncio.wait(pending, timeout=10) if pending else None
 
 
-asyncio.run(main(*sys.argv[1:4]))
+asyncio.run(main(*sys.argv[1:]))

@@ -31,6 +31,11 @@ def guarded(database_url: str) -> Iterator[TestClient[Litestar]]:
         ("POST", "/api/ingestion/batch"),
         ("POST", "/api/ingestion/pipeline/start"),
         ("POST", "/api/ingestion/step/finish"),
+        ("GET", "/api/dashboard/pipelines"),
+        ("GET", "/api/dashboard/runs/r1"),
+        ("GET", "/api/dashboard/pipelines/p/steps/s/time-series"),
+        ("POST", "/api/dashboard/pipelines/p/settings"),
+        ("POST", "/api/dashboard/import"),
     ],
 )
 def test_api_without_the_token_is_a_401(

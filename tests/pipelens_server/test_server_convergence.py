@@ -78,3 +78,72 @@ def test_any_delivery_of_a_run_converges(
         _send(module_client, [renamed[i] for i in batch], as_json)
     expected = _rows_without_run_id(module_database_url, reference)
     assert _rows_without_run_id(module_database_url, shuffled) == expected
+
+
+_MS = 1_700_000_000_000
+
+
+def _seed_step(key: str, end: int | None, records: dict[str, Any]) -> dict[str, Any]:
+    time = {"startTs": _MS, "endTs": end, "timeUsageMs": None if end is None else end - _MS}
+    return {"name": key.rsplit(".", 1)[-1], "key": key, "time": time, "records": records,
+            "result": None, "error": None}  # fmt: skip
+
+
+def _seed_items(run_id: str) -> list[dict[str, Any]]:
+    """A seed Python client's run, batched: its child's start already carries the end (one
+    ``TimeMeta`` shared between events) and empty records; the finishes carry the records."""
+    root_open = _seed_step("p", None, {})
+    root_done = _seed_step("p", _MS + 20, {"n": 1})
+    child_start = _seed_step("p.c", _MS + 10, {})
+    child_done = _seed_step("p.c", _MS + 10, {"k": "v"})
+
+    def pipeline(operation: str, root: dict[str, Any], steps: list[dict[str, Any]]) -> Any:
+        meta = {**root, "logVersion": 1, "runId": run_id, "steps": steps}
+        return {"type": "pipeline", "operation": operation, "meta": meta, "status": "completed"}
+
+    def step(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "step", "operation": operation, "runId": run_id, "step": body}
+
+    return [
+        pipeline("start", root_open, [root_open]),
+        step("start", root_open),
+        step("start", child_start),
+        step("finish", child_done),
+        step("finish", root_done),
+        pipeline("finish", root_done, [root_done, child_done]),
+    ]
+
+
+@st.composite
+def seed_deliveries(draw: st.DrawFn) -> list[list[int]]:
+    """How a seed run's 6 batch items arrive: in which order and batches, some twice."""
+    arrivals = list(draw(st.permutations(range(6))))
+    for item in draw(st.lists(st.integers(0, 5), max_size=4)):
+        arrivals.insert(draw(st.integers(0, len(arrivals))), item)
+    cuts = sorted(draw(st.sets(st.integers(1, len(arrivals) - 1), max_size=4)))
+    return [arrivals[a:b] for a, b in itertools.pairwise([0, *cuts, len(arrivals)])]
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(batches=seed_deliveries())
+def test_any_delivery_of_a_seed_run_keeps_its_records(
+    module_client: TestClient[Litestar], module_database_url: str, batches: list[list[int]]
+) -> None:
+    """Seed items shuffled, repeated and split (merged in Python within a batch, in SQL across
+    batches) store the rows of the in-order batch, whose steps keep the finishes' records."""
+    n = next(_ids)
+    reference, shuffled = f"seed-ref-{n}", f"seed-shuf-{n}"
+    response = module_client.post("/api/ingestion/batch", json=_seed_items(reference))
+    assert response.status_code == 200, response.text
+    items = _seed_items(shuffled)
+    for batch in batches:
+        response = module_client.post("/api/ingestion/batch", json=[items[i] for i in batch])
+        assert response.status_code == 200, response.text
+    expected = _rows_without_run_id(module_database_url, reference)
+    assert {s["key"]: s["records"] for s in expected["steps"]} == {"p": {"n": 1}, "p.c": {"k": "v"}}
+    assert _rows_without_run_id(module_database_url, shuffled) == expected

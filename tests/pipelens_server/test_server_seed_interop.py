@@ -68,23 +68,27 @@ def server_url(database_url: str) -> Iterator[str]:
         yield url
 
 
+def _run_seed_client(seed_python: str, *args: str) -> None:
+    # The seed's own ``pipelens`` must be the one imported, never ours through PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [seed_python, str(CLIENT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("mode", ["realtime", "batch"])
 def test_seed_library_reports_a_run_with_every_step(
     seed_python: str, server_url: str, mode: str
 ) -> None:
     """Each step the seed's library ran is stored with its status, result and records."""
     run_id = f"seed-{mode}"
-    # The seed's own ``pipelens`` must be the one imported, never ours through PYTHONPATH.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [seed_python, str(CLIENT), server_url, run_id, mode],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
+    _run_seed_client(seed_python, server_url, run_id, mode)
     detail = httpx.get(f"{server_url}/api/v1/runs/{run_id}").json()
     assert (detail["run"]["pipeline"], detail["run"]["status"]) == ("seed-demo", "completed")
     steps = {
@@ -98,4 +102,21 @@ def test_seed_library_reports_a_run_with_every_step(
         "seed-demo.nested": ("completed", "seed-demo", "leaf", {}, None),
         "seed-demo.nested.leaf": ("completed", "seed-demo.nested", "leaf", {}, None),
         "seed-demo.broken": ("failed", "seed-demo", None, {}, failed),
+    }
+
+
+BURST_STEPS = 80
+
+
+def test_seed_library_realtime_burst_is_stored_whole(seed_python: str, server_url: str) -> None:
+    """A real-time run of 80 zero-work steps (one POST per event, fired at once, never
+    retried: far beyond the in-flight limit) stores every step with its record, and the run
+    completes."""
+    _run_seed_client(seed_python, server_url, "seed-burst-1", "burst", str(BURST_STEPS))
+    detail = httpx.get(f"{server_url}/api/v1/runs/seed-burst-1").json()
+    assert (detail["run"]["pipeline"], detail["run"]["status"]) == ("seed-burst", "completed")
+    steps = {s["key"]: (s["status"], s["records"], s["result"]) for s in detail["steps"]}
+    assert steps == {
+        "seed-burst": ("completed", {}, BURST_STEPS),
+        **{f"seed-burst.s{i}": ("completed", {"i": i}, i) for i in range(BURST_STEPS)},
     }

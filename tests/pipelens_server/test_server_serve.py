@@ -56,6 +56,22 @@ def test_serve_refuses_a_public_address_without_a_token(
     assert "--token" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--max-inflight-ingests", "0"], "--max-inflight-ingests"),
+        (["--ingest-queue", "-1"], "--ingest-queue"),
+        (["--ingest-wait", "-1"], "--ingest-wait"),
+    ],
+)
+def test_serve_refuses_a_bad_ingest_limit_naming_its_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    """A bad back-pressure flag exits 2 with a message that names the flag."""
+    assert main(argv) == 2
+    assert flag in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def embedded_dir() -> Iterator[Path]:
     """One data dir for the embedded-server tests (initdb runs once)."""

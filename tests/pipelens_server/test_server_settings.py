@@ -51,12 +51,52 @@ def test_defaults() -> None:
         ({"max_body_bytes": 0}, "max_body_bytes must be positive"),
         ({"token": ""}, "token must not be empty"),
         ({"pool_min_size": 5, "pool_max_size": 2}, "pool_min_size <= pool_max_size"),
+        ({"max_inflight_ingests": 0}, r"max_inflight_ingests \(--max-inflight-ingests, "),
+        ({"ingest_queue": -1}, r"ingest_queue \(--ingest-queue, PIPELENS_INGEST_QUEUE\)"),
+        ({"ingest_wait_s": -1.0}, r"ingest_wait_s \(--ingest-wait, PIPELENS_INGEST_WAIT\)"),
+        ({"ingest_wait_s": float("nan")}, r"ingest_wait_s \(--ingest-wait"),
     ],
 )
 def test_bad_values_are_refused_by_name(kwargs: dict[str, object], message: str) -> None:
     """A bad value raises ``ValueError`` naming the setting."""
     with pytest.raises(ValueError, match=message):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_ingest_back_pressure_comes_from_the_environment() -> None:
+    """``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE`` and ``PIPELENS_INGEST_WAIT``
+    apply; an argument beats them; the defaults queue rather than refuse."""
+    env = {
+        "PIPELENS_MAX_INFLIGHT_INGESTS": "4",
+        "PIPELENS_INGEST_QUEUE": "10",
+        "PIPELENS_INGEST_WAIT": "2.5",
+    }
+    settings = Settings.from_env(env, ingest_queue=20)
+    assert (settings.max_inflight_ingests, settings.ingest_queue, settings.ingest_wait_s) == (
+        4,
+        20,
+        2.5,
+    )
+    default = Settings()
+    assert (default.max_inflight_ingests, default.ingest_queue, default.ingest_wait_s) == (
+        32,
+        1024,
+        30.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("PIPELENS_MAX_INFLIGHT_INGESTS", "PIPELENS_MAX_INFLIGHT_INGESTS must be an integer"),
+        ("PIPELENS_INGEST_QUEUE", "PIPELENS_INGEST_QUEUE must be an integer"),
+        ("PIPELENS_INGEST_WAIT", "PIPELENS_INGEST_WAIT must be a number"),
+    ],
+)
+def test_a_bad_ingest_limit_in_the_environment_is_named(variable: str, message: str) -> None:
+    """A value that is not a number is refused with the variable's name."""
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({variable: "many"})
 
 
 def test_bad_port_in_the_environment_is_named() -> None:
