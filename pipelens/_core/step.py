@@ -20,6 +20,7 @@ import msgspec
 from pipelens._core import clock, containment
 from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
 from pipelens._core.context import current_step_var
+from pipelens._core.done import Done
 from pipelens._core.listeners import Listeners
 from pipelens._core.llm_record import LLMCall, ModelUsage, usage_by_model, usage_json
 from pipelens._core.settings import settings
@@ -422,20 +423,13 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         return self.get_step_meta()
 
 
-class _Chain:
+class _Chain(Done[Step]):
     """What ``record()`` returns: awaitable (the seed's ``await st.record(...)``) and chainable."""
 
-    __slots__ = ("step",)
-
-    def __init__(self, step: Step) -> None:
-        self.step = step
-
-    def __await__(self) -> Generator[Any, None, Step]:
-        yield from ()
-        return self.step
+    __slots__ = ()
 
     def record(self, key: str, value: Any) -> _Chain:
-        return self.step.record(key, value)
+        return self.value.record(key, value)
 
 
 def open_step(

@@ -17,6 +17,7 @@ import msgspec
 
 from pipelens._core import charts
 from pipelens._core.capture import short_repr
+from pipelens._core.done import Done
 from pipelens._core.step_like import RunLike, StepLike
 
 _json = msgspec.json.Encoder(enc_hook=short_repr)
@@ -176,8 +177,7 @@ class AwaitableStr(str):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, str]:
-        yield from ()
-        return str(self)
+        return Done(str(self)).__await__()
 
 
 class StepViews:

@@ -16,7 +16,7 @@ import inspect
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ import msgspec
 
 from pipelens._core.capture import capture_record
 from pipelens._core.context import current_step_var
+from pipelens._core.done import Done
 from pipelens._core.errors import ConfigurationError, PipelensError
 from pipelens._core.listeners import Listeners
 from pipelens._core.settings import settings
@@ -100,21 +101,14 @@ class RunScope(StepScope[Run]):
         await self._pipeline._listeners.drain()
 
 
-class _Ready:
+class _Ready(Done["Pipeline"]):
     """What ``Pipeline.record`` returns before any run: awaitable and chainable like
     ``st.record(...)``."""
 
-    __slots__ = ("pipeline",)
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    def __await__(self) -> Generator[Any, None, Pipeline]:
-        yield from ()
-        return self.pipeline
+    __slots__ = ()
 
     def record(self, key: str, value: Any) -> Any:
-        return self.pipeline.record(key, value)
+        return self.value.record(key, value)
 
 
 def _option(options: Mapping[str, Any], keyword: Any, name: str, where: str) -> Any:
