@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from _dashboard_kit import recent_run, table_rows
-from _pg_testkit import read_rows, run_events
+from _pg_testkit import LOCAL, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -220,7 +220,7 @@ def test_an_upload_over_the_body_limit_is_refused_whole(database_url: str) -> No
     """Files larger together than ``max_body_bytes`` get a 413 page and write nothing."""
     settings = Settings(database_url=database_url, max_body_bytes=2000)
     upload = _json_file("big.json", _pipeline_meta("big", result="x" * 3000))
-    with TestClient(create_app(settings)) as small:
+    with TestClient(create_app(settings), base_url=LOCAL) as small:
         response = small.post("/import", files=[("files", upload)])
     assert response.status_code == 413
     assert "larger than the server's limit of 2000 bytes" in html.unescape(response.text)

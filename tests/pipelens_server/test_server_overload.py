@@ -31,7 +31,8 @@ def test_ingests_beyond_the_in_flight_limit_get_429(database_url: str) -> None:
         address = urlsplit(url)
         slow = socket.create_connection((address.hostname, address.port))
         head = (
-            f"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+            "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/msgpack\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         slow.sendall(head.encode() + body[:10])

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from _dashboard_kit import MS, ingest, recent_run, running_run, step_named, table_rows
+from _pg_testkit import LOCAL
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -32,9 +33,7 @@ def test_overview_without_runs_shows_the_two_lines_to_add(client: Client) -> Non
     response = client.get("/")
     assert response.status_code == 200
     assert "No runs yet" in response.text
-    assert 'pipelens.configure(url="http://testserver.local")' in response.text.replace(
-        "&#34;", '"'
-    )
+    assert 'pipelens.configure(url="http://127.0.0.1")' in response.text.replace("&#34;", '"')
     assert "@pipelens.step" in response.text
 
 
@@ -293,7 +292,9 @@ def test_times_are_shown_in_the_browsers_zone_with_its_name(client: Client) -> N
 @pytest.fixture
 def guarded(database_url: str) -> Iterator[Client]:
     """A client of an app started with a token."""
-    with TestClient(create_app(Settings(database_url=database_url, token=TOKEN))) as test_client:
+    with TestClient(
+        create_app(Settings(database_url=database_url, token=TOKEN)), base_url=LOCAL
+    ) as test_client:
         yield test_client
 
 
