@@ -33,6 +33,7 @@ from pipelens_server._errors import (
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
 from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._sessions import LoginLimiter
 from pipelens_server._pages._templating import template_config
 from pipelens_server._security import (
     HostGate,
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "limiter": IngestLimiter(settings.max_inflight_ingests, settings.retry_after_s),
+                "login_limiter": LoginLimiter(),
             }
         ),
         dependencies={

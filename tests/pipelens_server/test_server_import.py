@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _dashboard_kit import recent_run, table_rows
+from _dashboard_kit import form_token, recent_run, table_rows
 from _pg_testkit import LOCAL, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -49,7 +49,8 @@ def _json_file(name: str, value: Any) -> Upload:
 
 def _upload(client: Client, *files: Upload, **form: str) -> list[list[str]]:
     """POST ``files`` to /import; the result table's rows: file, format, runs, steps, result."""
-    response = client.post("/import", files=[("files", f) for f in files], data=form)
+    data = {**form, "csrf_token": form_token(client, "/import")}
+    response = client.post("/import", files=[("files", f) for f in files], data=data)
     assert response.status_code == 200, response.text
     return table_rows(response.text)
 
@@ -211,7 +212,9 @@ def test_an_empty_or_broken_json_file_gets_a_clear_error(client: Client) -> None
 
 def test_an_upload_without_files_asks_for_one(client: Client) -> None:
     """Submitting the form with no file says to choose one."""
-    response = client.post("/import", data={"run_id": ""})
+    response = client.post(
+        "/import", data={"run_id": "", "csrf_token": form_token(client, "/import")}
+    )
     assert response.status_code == 200
     assert "Choose at least one file to import." in response.text
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from _dashboard_kit import ingest, recent_run, table_rows
+from _dashboard_kit import form_token, ingest, recent_run, table_rows
 from _pg_testkit import LOCAL, read_rows
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -52,6 +52,7 @@ def _step_run_ids(database_url: str) -> set[str]:
 
 def _save(client: Client, days: str, pipeline: str | None = None) -> tuple[int, str]:
     form = {"days": days} if pipeline is None else {"days": days, "pipeline": pipeline}
+    form["csrf_token"] = form_token(client)
     response = client.post("/settings", data=form, follow_redirects=False)
     return response.status_code, html.unescape(response.text)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
+from _dashboard_kit import form_token
 from _pg_testkit import (
     JSON,
     LOCAL,
@@ -101,6 +102,41 @@ def test_writes_from_this_server_and_from_clients_without_origin_pass(
         )
         assert response.status_code == 202, response.text
     assert len(read_rows(database_url)["runs"]) == 4
+
+
+@pytest.mark.parametrize("token", [None, "", "x" * 43])
+def test_a_settings_form_without_its_csrf_token_changes_nothing(
+    client: Client, database_url: str, token: str | None
+) -> None:
+    """Same-origin but without the page's token (or with another one): 403, retention stays."""
+    form_token(client)  # the browser has its cookie
+    before = _retention(database_url)
+    data = {"days": "1"} if token is None else {"days": "1", "csrf_token": token}
+    response = client.post("/settings", data=data, headers={"origin": LOCAL})
+    assert response.status_code == 403
+    assert "reload the page" in response.text
+    assert "text/html" in response.headers["content-type"]
+    assert before == _retention(database_url)
+
+
+def test_a_settings_form_with_its_csrf_token_is_saved(client: Client, database_url: str) -> None:
+    """The page's own form, from our origin, still saves."""
+    data = {"days": "9", "csrf_token": form_token(client)}
+    response = client.post(
+        "/settings", data=data, headers={"origin": LOCAL}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert _retention(database_url) == 9
+
+
+def test_an_import_without_its_csrf_token_imports_nothing(
+    client: Client, database_url: str
+) -> None:
+    """``/import`` checks the form's token before reading any file."""
+    upload = ("run.jsonl", json_body(run_events("imp")), "application/json")
+    response = client.post("/import", files=[("files", upload)])
+    assert response.status_code == 403
+    assert read_rows(database_url)["runs"] == []
 
 
 # -- Host (DNS rebinding) ---------------------------------------------------------------------
