@@ -130,9 +130,13 @@ def decode_path_params(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         params: dict[str, Any] = scope.get("path_params") or {}
-        for name, value in params.items():
-            if isinstance(value, str) and "%" in value:
-                params[name] = unquote(value)
+        if any(isinstance(value, str) and "%" in value for value in params.values()):
+            # A new dict: the router caches the one it made per path, and a second request for
+            # the same path must not be decoded twice.
+            scope["path_params"] = {
+                name: unquote(value) if isinstance(value, str) else value
+                for name, value in params.items()
+            }
         await app(scope, receive, send)
 
     return middleware
