@@ -179,7 +179,8 @@ class Pipeline:
                 f"{where}: auto_save={chosen_save!r} needs a transport; pass transport=... "
                 "or call pipelens.configure(...) first"
             )
-        self.name = sanitize_name(name)
+        self.name = name
+        self._key = sanitize_name(name)
         self.auto_save: AutoSave = chosen_save  # type: ignore[assignment] # checked above
         self.transport: Transport | None = chosen_transport
         self._first_run_id: str | None = chosen_id
@@ -293,7 +294,7 @@ class Pipeline:
         if run is not None:
             return run.root.record(key, value)
         self._pending_records[key] = value
-        self._listeners.emit("step-record", self.name, key, value, self.get_step_meta())
+        self._listeners.emit("step-record", self._key, key, value, self.get_step_meta())
         return _Ready(self)
 
     def log(self, key: str, value: Any) -> Any:
@@ -305,8 +306,8 @@ class Pipeline:
         return self.name
 
     def get_key(self) -> str:
-        """The root step's key: the pipeline's name."""
-        return self.name
+        """The root step's key: the pipeline's name, a ``.`` in it as ``_``."""
+        return self._key
 
     def get_records(self) -> dict[str, Any]:
         """The root step's records."""
@@ -320,7 +321,7 @@ class Pipeline:
             return run.root.get_step_meta()
         return StepMeta(
             name=self.name,
-            key=self.name,
+            key=self._key,
             time=TimeMeta(startTs=self._created_ms),
             records=dict(self._pending_records),
         )

@@ -1,0 +1,114 @@
+"""Seed drop-in (issue 10): code written for the seed's Python library runs with only its import
+line changed — standalone ``Step``, custom seed transports, the meta models' pydantic surface,
+``HttpTransportOptions``, ``pipelens.chart``, and LLM calls in the seed-style outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pipelens import Pipeline, Step, with_step
+from pipelens.testing import CapturedEvents
+
+# -- Step(name) standalone -----------------------------------------------------------------------
+
+
+async def test_a_standalone_step_runs_with_track_and_keeps_its_key() -> None:
+    """``Step(name)`` runs with ``await step.track(fn)``; ``key=`` overrides the key."""
+    plain, keyed = Step("solo"), Step("solo", key="custom")
+    assert await plain.track(lambda st: asyncio.sleep(0, result=st.get_key())) == "solo"
+    await keyed.track(lambda st: None)
+    assert (plain.get_name(), plain.status, keyed.get_key()) == ("solo", "completed", "custom")
+    assert plain.get_step_meta().time.timeUsageMs is not None
+
+
+async def test_a_standalone_step_fires_the_seeds_events_in_order() -> None:
+    """Listeners added before ``track`` see start, success and complete of the step and its
+    children; ``track`` returns after the async ones ran."""
+    seen: list[tuple[str, str]] = []
+    step = Step("parent")
+
+    async def listener(event: str, key: str, *rest: Any) -> None:
+        seen.append((event, key))
+
+    for event in ("step-start", "step-success", "step-complete"):
+        step.on(event, lambda *args, e=event: listener(e, *args))
+
+    async def body(st: Step) -> str:
+        return await st.step("child", lambda child: "r")
+
+    assert await step.track(body) == "r"
+    assert seen == [
+        ("step-start", "parent"),
+        ("step-start", "parent.child"),
+        ("step-success", "parent.child"),
+        ("step-complete", "parent.child"),
+        ("step-success", "parent"),
+        ("step-complete", "parent"),
+    ]
+
+
+async def test_a_step_with_a_parent_and_an_event_emitter() -> None:
+    """``Step(name, parent=p)`` keys under ``p`` and joins its tree when tracked; an
+    ``event_emitter`` (anything with ``emit``) receives the run's events."""
+
+    class Emitter:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def emit(self, event: str, key: str, *rest: Any) -> None:
+            self.calls.append((event, key))
+
+    emitter = Emitter()
+    root = Step("root", event_emitter=emitter)
+
+    async def body(st: Step) -> None:
+        await Step("kid.1", parent=st).track(lambda kid: None)
+
+    await root.track(body)
+    assert [m.key for m in root.output_flattened()] == ["root", "root.kid_1"]
+    assert ("step-complete", "root.kid_1") in emitter.calls
+
+
+async def test_a_standalone_step_sends_to_the_configured_transport(
+    events: CapturedEvents,
+) -> None:
+    """A tracked ``Step(name)`` is a run like any other: its events reach the transport."""
+    await Step("sent").track(lambda st: st.record("k", 1))
+    assert [s.key for s in events.steps()] == ["sent"]
+
+
+def test_step_rejects_a_wrong_name_or_parent() -> None:
+    """Wrong arguments to ``Step(...)`` fail at once, naming the argument."""
+    with pytest.raises(TypeError, match="non-empty str"):
+        Step("")
+    with pytest.raises(TypeError, match="parent must be a Step"):
+        Step("x", parent="p")  # type: ignore[arg-type]
+
+
+# -- names with dots -----------------------------------------------------------------------------
+
+
+async def test_a_dot_in_a_name_stays_in_the_name_and_leaves_the_key() -> None:
+    """``st.step("v1.2", f)`` is named ``v1.2``; only its key has ``v1_2``, as in the seed."""
+    pipeline = Pipeline("p.q")
+    await pipeline.track(lambda st: st.step("v1.2", lambda child: None))
+    metas = pipeline.output_flattened()
+    assert [(m.name, m.key) for m in metas] == [("p.q", "p_q"), ("v1.2", "p_q.v1_2")]
+    assert pipeline.get_name() == "p.q"
+
+
+# -- with_step ------------------------------------------------------------------------------------
+
+
+async def test_with_step_rejects_what_is_not_a_step_where_a_step_is_annotated() -> None:
+    """A non-``Step`` passed for a parameter annotated ``Step`` is the seed's ``TypeError``."""
+
+    @with_step("s")
+    async def method(value: str, step: Step) -> str:
+        return value
+
+    with pytest.raises(TypeError, match="must be a `Step`"):
+        await method("v", "not-a-step")  # type: ignore[arg-type]
