@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipelens import Pipeline, Step, with_step
+import pipelens
+from pipelens import MemoryTransport, Pipeline, PipelineMeta, Step, StepMeta, with_step
+from pipelens._seed.transport import is_seed_transport
 from pipelens.testing import CapturedEvents
+from pipelens.transport import SeedTransport, Transport
 
 # -- Step(name) standalone -----------------------------------------------------------------------
 
@@ -112,3 +115,101 @@ async def test_with_step_rejects_what_is_not_a_step_where_a_step_is_annotated() 
 
     with pytest.raises(TypeError, match="must be a `Step`"):
         await method("v", "not-a-step")  # type: ignore[arg-type]
+
+
+# -- seed-style transports -----------------------------------------------------------------------
+
+
+class SeedStyle(Transport):
+    """A transport written for the seed: it subclasses ``pipelens.transport.Transport``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def initiate_run(self, pipeline_meta: PipelineMeta) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(("initiate_run", pipeline_meta.run_id, pipeline_meta.name))
+
+    async def finish_run(self, pipeline_meta: PipelineMeta, status: str) -> None:
+        self.calls.append(("finish_run", [s.key for s in pipeline_meta.steps], status))
+
+    async def initiate_step(self, run_id: str, step: StepMeta) -> None:
+        self.calls.append(("initiate_step", step.key))
+
+    async def finish_step(self, run_id: str, step: StepMeta) -> None:
+        self.calls.append(("finish_step", step.key, step.result, step.records))
+
+
+async def test_a_seed_transport_is_called_in_real_time() -> None:
+    """``auto_save='real_time'``: initiate_run, initiate_step per start, finish_step per end,
+    finish_run with every step — in order, done when ``track`` returns."""
+    transport = SeedStyle()
+    pipeline = Pipeline("p", {"auto_save": "real_time", "transport": transport, "run_id": "r1"})
+
+    async def body(st: Step) -> str:
+        await st.record("k", 1)
+        return await st.step("a", lambda child: "ra")
+
+    await pipeline.track(body)
+    assert pipeline.transport is transport
+    assert transport.calls == [
+        ("initiate_run", "r1", "p"),
+        ("initiate_step", "p"),
+        ("initiate_step", "p.a"),
+        ("finish_step", "p.a", "ra", {}),
+        ("finish_step", "p", "ra", {"k": 1}),
+        ("finish_run", ["p", "p.a"], "completed"),
+    ]
+
+
+async def test_a_seed_transport_hears_a_failed_run() -> None:
+    """A run that raises ends with ``finish_run(..., "failed")``."""
+    transport = SeedStyle()
+    pipeline = Pipeline("p", {"auto_save": "real_time", "transport": transport})
+
+    async def body(st: Step) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await pipeline.track(body)
+    assert transport.calls[-1] == ("finish_run", ["p"], "failed")
+
+
+async def test_a_seed_transport_in_finish_mode_gets_only_finish_run() -> None:
+    """``auto_save='finish'``: one ``finish_run`` with every step, depth first."""
+    transport = SeedStyle()
+    pipeline = Pipeline("p", {"auto_save": "finish", "transport": transport})
+
+    async def body(st: Step) -> None:
+        await st.step("a", lambda a: a.step("g", lambda g: None))
+        await st.step("b", lambda b: None)
+
+    await pipeline.track(body)
+    assert transport.calls == [("finish_run", ["p", "p.a", "p.a.g", "p.b"], "completed")]
+
+
+def test_a_seed_transport_given_to_configure_hears_step_functions() -> None:
+    """``configure(transport=...)`` with a seed-style transport: ``@step`` runs reach it too."""
+    transport = SeedStyle()
+    pipelens.configure(transport=transport)
+
+    @pipelens.step
+    def work() -> int:
+        return 2
+
+    assert work() == 2
+    assert [c[0] for c in transport.calls] == [
+        "initiate_run",
+        "initiate_step",
+        "finish_step",
+        "finish_run",
+    ]
+
+
+def test_a_seed_transport_abc_is_public() -> None:
+    """``SeedTransport`` states the seed's four methods; our event sinks are not seed-style."""
+    assert isinstance(SeedStyle(), Transport)
+    with pytest.raises(TypeError):
+        SeedTransport()  # type: ignore[abstract]
+    assert not is_seed_transport(MemoryTransport())
+    assert is_seed_transport(SeedStyle())
