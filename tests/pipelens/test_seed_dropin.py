@@ -5,15 +5,25 @@ line changed — standalone ``Step``, custom seed transports, the meta models' p
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 import pipelens
-from pipelens import MemoryTransport, Pipeline, PipelineMeta, Step, StepMeta, with_step
+from pipelens import (
+    MemoryTransport,
+    NestedStepMeta,
+    Pipeline,
+    PipelineMeta,
+    Step,
+    StepMeta,
+    TimeMeta,
+    with_step,
+)
 from pipelens._seed.transport import is_seed_transport
 from pipelens.testing import CapturedEvents
-from pipelens.transport import SeedTransport, Transport
+from pipelens.transport import HttpTransport, HttpTransportOptions, SeedTransport, Transport
 
 # -- Step(name) standalone -----------------------------------------------------------------------
 
@@ -213,3 +223,64 @@ def test_a_seed_transport_abc_is_public() -> None:
         SeedTransport()  # type: ignore[abstract]
     assert not is_seed_transport(MemoryTransport())
     assert is_seed_transport(SeedStyle())
+
+
+# -- meta models: the seed's pydantic surface ------------------------------------------------------
+
+_TIME = {"startTs": 1000, "endTs": 1500, "timeUsageMs": 500}
+
+
+def test_pipeline_meta_is_built_by_field_name_or_by_alias() -> None:
+    """``PipelineMeta(run_id=...)`` and ``PipelineMeta(runId=...)`` are the same record; nested
+    dicts become metas and unknown keys are ignored, as pydantic did."""
+    by_name = PipelineMeta(run_id="r", name="p", key="p", time=TimeMeta(**_TIME), status="x")
+    by_alias = PipelineMeta(runId="r", logVersion=1, name="p", key="p", time=_TIME)
+    assert by_name == by_alias
+    assert (by_name.run_id, by_name.runId, by_name.log_version) == ("r", "r", 1)
+
+
+def test_meta_dumps_with_and_without_aliases() -> None:
+    """``model_dump_json()`` writes ``run_id``/``log_version``; ``by_alias=True`` the
+    camelCase names; ``exclude_none`` leaves out ``None`` fields."""
+    step = StepMeta(name="s", key="p.s", time=_TIME)
+    meta = PipelineMeta(run_id="r", name="p", key="p", time=_TIME, steps=[step])
+    plain = json.loads(meta.model_dump_json())
+    aliased = meta.model_dump(by_alias=True)
+    assert (plain["run_id"], plain["log_version"], "runId" in plain) == ("r", 1, False)
+    assert (aliased["runId"], aliased["logVersion"], aliased["steps"][0]["key"]) == ("r", 1, "p.s")
+    assert "error" not in step.model_dump(exclude_none=True)
+    assert json.loads(meta.model_dump_json(by_alias=True)) == aliased
+
+
+def test_model_validate_and_bad_values() -> None:
+    """``model_validate`` takes a dict (aliases too) or a meta; a wrong type names the field."""
+    meta = PipelineMeta.model_validate({"runId": "r", "name": "p", "key": "p", "time": _TIME})
+    assert PipelineMeta.model_validate(meta) is meta
+    assert NestedStepMeta.model_validate({"name": "n", "key": "n", "time": _TIME}).substeps == []
+    assert TimeMeta(startTs="5").startTs == 5  # pydantic's lax mode
+    with pytest.raises(ValueError, match=r"\$\.startTs"):
+        TimeMeta(startTs="soon")
+    with pytest.raises(ValueError, match=r"run_id|runId"):
+        PipelineMeta(name="p", key="p", time=_TIME)
+
+
+# -- HttpTransportOptions ----------------------------------------------------------------
+
+
+def test_http_transport_options_take_the_seeds_keywords_and_check_types() -> None:
+    """Unused seed keywords (``flush_interval=5000``) are ignored; a wrong type names the
+    field; the transport keeps ``.options`` and ``.base_url`` as the seed's did."""
+    options = HttpTransportOptions(
+        base_url="http://127.0.0.1:9", flush_interval=5000, max_batch_size="7", spool=False
+    )
+    assert (options.max_batch_size, hasattr(options, "flush_interval")) == (7, False)
+    options._testing = True  # the seed's tests set attributes of their own
+    transport = HttpTransport(options, spool=False)
+    try:
+        assert (transport.options, transport.base_url) == (options, "http://127.0.0.1:9/")
+    finally:
+        transport.close(0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        HttpTransportOptions(base_url="http://x", max_batch_size="x")
+    with pytest.raises(ValueError, match="base_url"):
+        HttpTransportOptions(batch_logs=True)
