@@ -40,6 +40,7 @@ from pipelens._core.views import (
     pipeline_meta,
 )
 from pipelens._seed.steps import with_step
+from pipelens._seed.transport import SeedTransport, SeedTransportAdapter, is_seed_transport
 from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]
@@ -97,8 +98,11 @@ class RunScope(StepScope[Run]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        step = getattr(self, "_step", None)
         await super().__aexit__(exc_type, exc, tb)
         await self._pipeline._listeners.drain()
+        if step is not None and isinstance(step.run.transport, SeedTransportAdapter):
+            await step.run.transport.drain()
 
 
 class _Ready(Done["Pipeline"]):
@@ -140,7 +144,7 @@ class Pipeline:
         *,
         run_id: str | None = None,
         auto_save: AutoSave | None = None,
-        transport: Transport | None = None,
+        transport: Transport | SeedTransport | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"Pipeline(name={name!r}): expected a non-empty str")
@@ -166,7 +170,10 @@ class Pipeline:
                 f"{where}: auto_save={chosen_save!r}; expected 'real_time', 'finish' or 'off'"
             )
         chosen_transport = _option(options, transport, "transport", where)
-        if chosen_transport is not None and not isinstance(chosen_transport, Transport):
+        sink: Transport | None = chosen_transport
+        if is_seed_transport(chosen_transport):  # the seed's initiate_run/.../finish_run
+            sink = SeedTransportAdapter(chosen_transport, real_time=chosen_save != "finish")
+        elif chosen_transport is not None and not isinstance(chosen_transport, Transport):
             raise ConfigurationError(
                 f"{where}: transport={chosen_transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
@@ -176,12 +183,15 @@ class Pipeline:
             and (chosen_transport or settings.transport) is None
         ):
             raise ConfigurationError(
-                f"{where}: auto_save={chosen_save!r} needs a transport; pass transport=... "
+                f"{where}: auto_save={chosen_save!r} needs a transport (Transport must be "
+                "provided when auto_save is enabled); pass transport=... "
                 "or call pipelens.configure(...) first"
             )
-        self.name = sanitize_name(name)
+        self.name = name
+        self._key = sanitize_name(name)
         self.auto_save: AutoSave = chosen_save  # type: ignore[assignment] # checked above
-        self.transport: Transport | None = chosen_transport
+        self.transport: Transport | SeedTransport | None = chosen_transport
+        self._sink = sink  # where runs send: the transport, or the adapter of a seed-style one
         self._first_run_id: str | None = chosen_id
         self._listeners = Listeners()
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -222,7 +232,7 @@ class Pipeline:
     def _open(self, run_id: str | None) -> Step:
         if run_id is None and self._last_run is None:
             run_id = self._first_run_id  # the constructor's id names the first run only
-        transport = self.transport
+        transport = self._sink
         if self.auto_save == "off":
             transport = _DISCARD
         root = open_run(
@@ -293,7 +303,7 @@ class Pipeline:
         if run is not None:
             return run.root.record(key, value)
         self._pending_records[key] = value
-        self._listeners.emit("step-record", self.name, key, value, self.get_step_meta())
+        self._listeners.emit("step-record", self._key, key, value, self.get_step_meta())
         return _Ready(self)
 
     def log(self, key: str, value: Any) -> Any:
@@ -305,8 +315,8 @@ class Pipeline:
         return self.name
 
     def get_key(self) -> str:
-        """The root step's key: the pipeline's name."""
-        return self.name
+        """The root step's key: the pipeline's name, a ``.`` in it as ``_``."""
+        return self._key
 
     def get_records(self) -> dict[str, Any]:
         """The root step's records."""
@@ -320,7 +330,7 @@ class Pipeline:
             return run.root.get_step_meta()
         return StepMeta(
             name=self.name,
-            key=self.name,
+            key=self._key,
             time=TimeMeta(startTs=self._created_ms),
             records=dict(self._pending_records),
         )
