@@ -11,13 +11,15 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pipelens._core.clock import wall_now_ns
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.step_like import StepLike
+from pipelens.events import Status
 
 _COLOURS = {
     "completed": "#43a047",
@@ -129,6 +131,7 @@ def gantt_svg(
     filter: str | Iterable[str] | None = None,
     unit: str = "ms",
     now_ns: int | None = None,
+    min_height: int = 0,
 ) -> str:
     """A standalone SVG Gantt chart of ``root``'s subtree: one bar a step, depth first.
 
@@ -139,6 +142,7 @@ def gantt_svg(
         filter: keep only the steps whose key matches this regular expression, or is in this list.
         unit: the unit of the axis and the durations: ``"us"``, ``"ms"`` or ``"s"``.
         now_ns: where running steps end (default: now, on the steps' clock).
+        min_height: the least height in pixels (the rows keep their height; blank below).
     """
     width = _check_int("width", width, 300)
     row_height = _check_int("row_height", row_height, 10)
@@ -150,7 +154,7 @@ def gantt_svg(
     labels = [" " * 2 * r.depth + r.step.name for r in rows]
     label_px = min(max(80, max(map(len, labels), default=0) * _CHAR_PX + 12), width * 35 // 100)
     x0, x1 = label_px, width - _DURATION_PX
-    height = _AXIS_PX + row_height * max(len(rows), 1) + 8
+    height = max(min_height, _AXIS_PX + row_height * max(len(rows), 1) + 8)
     scale = (x1 - x0) / span
     title = f"Gantt chart of {root.key}"
     out = [
@@ -216,20 +220,28 @@ th, td {{ border-bottom: 1px solid #e0e0e0; padding: 0.3rem 0.8rem; text-align: 
 .status-running {{ color: #1565c0; }} .status-cancelled {{ color: #757575; }}
 </style></head>
 <body><h1>{title}</h1>
-{svg}
+{chart}
 <table><thead><tr><th>step</th><th>status</th><th>duration</th><th>error</th></tr></thead><tbody>
 {rows}
 </tbody></table></body></html>
 """
 
 
-def gantt_html(root: StepLike, *, title: str | None = None, **svg_options: Any) -> str:
-    """A self-contained HTML page: the Gantt chart and a table of the steps (no script, no CDN)."""
+def gantt_html(
+    root: StepLike, *, title: str | None = None, height: int | None = None, **svg_options: Any
+) -> str:
+    """A self-contained HTML page: the Gantt chart and a table of the steps (no script, no CDN).
+
+    ``height`` (pixels) puts the chart in a box of that height, scrolled when the chart is taller.
+    """
     now_ns = svg_options.setdefault("now_ns", wall_now_ns())
     chosen = svg_options.get("filter")
     if chosen is not None and not isinstance(chosen, str) and isinstance(chosen, Iterable):
         svg_options["filter"] = list(chosen)  # read twice: by the chart and by the table
-    svg = gantt_svg(root, **svg_options)
+    chart = gantt_svg(root, **svg_options)
+    if height is not None:
+        height = _check_int("height", height, 1)
+        chart = f'<div class="chart" style="height: {height}px; overflow: auto;">\n{chart}\n</div>'
     unit = svg_options.get("unit", "ms")
     table = []
     for row in _rows(root, svg_options.get("filter"), now_ns):
@@ -241,7 +253,64 @@ def gantt_html(root: StepLike, *, title: str | None = None, **svg_options: Any) 
             f"</td><td>{_esc(error)}</td></tr>"
         )
     heading = title if title is not None else f"{root.key} \u2014 Gantt chart"
-    return _PAGE.format(title=_esc(heading), svg=svg, rows="\n".join(table))
+    return _PAGE.format(title=_esc(heading), chart=chart, rows="\n".join(table))
+
+
+@dataclass(frozen=True, slots=True)
+class _Bar:
+    """A bare time span drawn as a step; the root of a set of them has them as children."""
+
+    key: str
+    start_ns: int
+    end_ns: int | None
+    children: tuple[_Bar, ...] = ()
+    result: None = None
+    error: None = None
+    parent: None = None
+    is_root: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def status(self) -> Status:
+        return "running" if self.end_ns is None else "completed"
+
+    @property
+    def duration_ns(self) -> int | None:
+        return None if self.end_ns is None else self.end_ns - self.start_ns
+
+    @property
+    def records(self) -> dict[str, Any]:
+        return {}
+
+    def walk(self) -> Iterator[StepLike]:
+        """The bar itself or, for the root, its bars only (the root draws no row)."""
+        yield from self.children if self.is_root else (self,)
+
+    def record(self, key: str, value: Any) -> Any:
+        return value
+
+
+def spans_root(spans: Iterable[tuple[str, int, int | None]]) -> tuple[StepLike, int]:
+    """A chart root for bare ``(key, start_ns, end_ns)`` spans (``end_ns`` ``None`` while open),
+    and where the open ones end: the latest end (or start) of all."""
+    bars = tuple(_Bar(key, start, end) for key, start, end in spans)
+    ends = [b.end_ns if b.end_ns is not None else b.start_ns for b in bars]
+    first = min((b.start_ns for b in bars), default=0)
+    latest = max(ends, default=first)
+    return _Bar("time spans", first, latest, children=bars, is_root=True), latest
+
+
+def digraph_dot(statements: Iterable[tuple[str, str | None]], *, name: str = "G") -> str:
+    """Graphviz DOT text of ``statements``, each a DOT statement (``"A -> B"``) with an optional
+    label (escaped here, unlike the statement, which is DOT already)."""
+    body = [
+        statement if label is None else f'{statement} [label="{_dot_text(label)}"]'
+        for statement, label in statements
+    ]
+    return f"digraph {name} {{{';'.join(body)}}}"
 
 
 def _graph_label(step: StepLike, now_ns: int) -> tuple[str, str]:

@@ -22,7 +22,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 #: Public modules of the package: reachable as attributes, never in ``__all__``.
-PUBLIC_MODULES = {"events", "fastapi", "litestar", "testing", "transport"}
+PUBLIC_MODULES = {"chart", "events", "fastapi", "litestar", "testing", "transport"}
 
 
 def test_no_name_leaks_out_of_all() -> None:
