@@ -3,9 +3,9 @@
 Its records and the LLM steps of ``auto_patch``/``llm_call`` are summed alike, so
 ``get_total_usage`` and ``run.llm_usage()`` agree on the tokens.
 
-A response is recorded under ``__LLM_RESPONSE_<id>`` as a plain dict of the seed's fields (``id``,
-``object``, ``created``, ``model``, ``choices``, ``usage``, ``system_fingerprint``). It may be a
-dict, an ``openai`` ``ChatCompletion`` (any pydantic model), an
+A response is recorded under ``__LLM_RESPONSE_<id>`` in the seed's record shape exactly (every
+field of the seed's models, ``None`` when absent, no other: :mod:`pipelens._core.seed_llm`). It
+may be a dict, an ``openai`` ``ChatCompletion`` (any pydantic model), an
 :class:`OpenAICompatibleChatCompletionResponse`, or any object with those attributes.
 """
 
@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pipelens._core import containment
-from pipelens._core.capture import short_repr
 from pipelens._core.done import Done
+from pipelens._core.llm_record import TRACK_PREFIX
+from pipelens._core.seed_llm import response_record
 from pipelens._core.step import Step
 
 if TYPE_CHECKING:
     from pipelens._seed.pipeline import Pipeline
 
-LLM_RESPONSE_RECORD_KEY_PREFIX = "__LLM_RESPONSE_"
-_FIELDS = ("id", "object", "created", "model", "choices", "usage", "system_fingerprint")
+LLM_RESPONSE_RECORD_KEY_PREFIX = TRACK_PREFIX
 
 
 class LLMUsage(msgspec.Struct, kw_only=True):
@@ -50,32 +50,6 @@ class OpenAICompatibleChatCompletionResponse(msgspec.Struct, kw_only=True):
     system_fingerprint: str | None = None
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as dicts, lists and scalars (pydantic models and Structs are dumped)."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, msgspec.Struct):
-        return msgspec.to_builtins(value, enc_hook=short_repr)
-    dump = getattr(value, "model_dump", None)  # pydantic v2 (openai's types)
-    if callable(dump):
-        try:
-            return dump(mode="json")
-        except TypeError:  # a model_dump() without pydantic v2's mode argument
-            return _plain(dump())
-    return short_repr(value)
-
-
-def _fields(response: Any) -> dict[str, Any]:
-    """The seed's fields of ``response``, as plain data."""
-    if isinstance(response, dict):
-        return {f: _plain(response.get(f)) for f in _FIELDS}
-    return {f: _plain(getattr(response, f, None)) for f in _FIELDS}
-
-
 def _as_step(step: Step | Pipeline) -> Step:
     # The seed's Pipeline was a Step; ours hands over the root step of its current/last run.
     return step if isinstance(step, Step) else step.root
@@ -91,7 +65,7 @@ class LLMTrack:
         Never raises into the caller: a response it cannot read is logged once and skipped.
         """
         try:
-            data = _fields(response)
+            data = response_record(response)
             target = _as_step(step)
             target.record(f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{data['id']}", data)
             # The record counts in run.llm_usage() and RunFinished.llm_usage like an LLM step.

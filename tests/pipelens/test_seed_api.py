@@ -753,7 +753,36 @@ async def test_llm_track_records_a_dict_response() -> None:
     with Pipeline("p").run() as run:
         assert None is await LLMTrack.track(run.root, response)
     record = run.root.records[f"{LLM_RESPONSE_RECORD_KEY_PREFIX}r1"]
-    assert {**completion("r1", "gpt-4", 100, 50), "system_fingerprint": None} == record
+    assert seed_record(completion("r1", "gpt-4", 100, 50)) == record
+
+
+def seed_record(response: dict[str, Any]) -> dict[str, Any]:
+    """``response`` as the seed's pydantic models dumped it: absent fields ``None``."""
+    choices = [
+        {**c, "message": {"function_call": None, "tool_calls": None, **c["message"]}}
+        for c in response["choices"]
+    ]
+    return {**response, "choices": choices, "system_fingerprint": None}
+
+
+async def test_llm_track_keeps_the_seeds_record_shape_exactly() -> None:
+    """``function_call``/``tool_calls`` stay as ``null``, fields the seed's models lack go, also
+    from an openai ``ChatCompletion`` (``refusal``, token details...)."""
+    response = completion("r2", "gpt-4o", 3, 4)
+    response["choices"][0]["message"]["refusal"] = None
+    response["usage"]["prompt_tokens_details"] = {"cached_tokens": 0}
+    with Pipeline("p").run() as run:
+        await LLMTrack.track(run.root, response)
+        LLMTrack.track(
+            run.root, {**ChatCompletion.model_validate(response).model_dump(), "id": "r3"}
+        )
+        LLMTrack.track(run.root, ChatCompletion.model_validate({**response, "id": "r4"}))
+    expected = seed_record(completion("r2", "gpt-4o", 3, 4))
+    records = run.root.records
+    assert [expected, {**expected, "id": "r3"}, {**expected, "id": "r4"}] == [
+        records[f"{LLM_RESPONSE_RECORD_KEY_PREFIX}{i}"] for i in ("r2", "r3", "r4")
+    ]
+    assert expected == run.root.output_nested().records[f"{LLM_RESPONSE_RECORD_KEY_PREFIX}r2"]
 
 
 async def test_llm_track_records_an_openai_chat_completion() -> None:
