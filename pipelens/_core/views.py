@@ -16,9 +16,11 @@ from typing import Any
 
 import msgspec
 
-from pipelens._core import charts
+from pipelens._core import charts, seed_llm
 from pipelens._core.capture import short_repr
 from pipelens._core.done import Done
+from pipelens._core.llm_record import LLMCall
+from pipelens._core.settings import settings
 from pipelens._core.step_like import RunLike, StepLike
 
 _json = msgspec.json.Encoder(enc_hook=short_repr)
@@ -164,15 +166,29 @@ def time_meta(step: StepLike) -> TimeMeta:
 
 
 def step_meta(step: StepLike) -> StepMeta:
-    """The seed's ``StepMeta`` of ``step`` (a copy: later records do not change it)."""
+    """The seed's ``StepMeta`` of ``step`` (a copy: later records do not change it).
+
+    A completed LLM chat step (``auto_patch``, ``llm_call``) shows its call where a seed user
+    looks: a record under ``__LLM_RESPONSE_<id>`` shaped as ``LLMTrack`` records it, and the
+    output text as the result.
+    """
     error = step.error
+    records = dict(step.records)
+    result = step.result
+    call = getattr(step, "llm", None)  # a Step's LLMCall (the charts' bars have none)
+    if isinstance(call, LLMCall) and call.operation == "chat" and step.status == "completed":
+        key, record = seed_llm.call_record(call, step.key, step.start_ns // 1_000_000_000)
+        records.setdefault(key, record)  # the same response tracked by hand wins
+        text = None if call.output is None else call.output.text
+        if result is None and text is not None and settings.capture_result:
+            result = text  # what the step sent as its result
     return _new(  # type: ignore[no-any-return]
         StepMeta,
         name=step.name,
         key=step.key,
         time=time_meta(step),
-        records=dict(step.records),
-        result=step.result,
+        records=records,
+        result=result,
         error=None if error is None else error.message,
     )
 

@@ -164,6 +164,41 @@ def test_call_inside_a_step_nests_and_the_run_carries_usage(
 
 
 @pytest.mark.usefixtures("patched")
+@pytest.mark.parametrize("tools", [None, TOOLS], ids=["text", "tool_calls"])
+async def test_chat_call_shows_in_the_seed_outputs_as_llmtrack_records_it(
+    client: openai.OpenAI, tools: Any
+) -> None:
+    """In ``output_nested``/``output_flattened``/the pipeline meta, an ``openai_chat`` step has the
+    record ``LLMTrack.track`` would make of the reply (but ``created``: the call's start) and the
+    output text as its result; usage is still counted once."""
+    replies = []
+
+    def ask(step: pipelens.Step) -> str | None:
+        extra = {} if tools is None else {"tools": tools}
+        replies.append(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, **extra))
+        pipelens.LLMTrack.track(step, replies[0])  # what a seed user wrote by hand
+        return replies[0].choices[0].message.content
+
+    async def body(st: pipelens.Step) -> None:
+        await st.step("ask", ask)
+
+    pipeline = pipelens.Pipeline("p")
+    await pipeline.track(body)
+    key = f"{pipelens.LLM_RESPONSE_RECORD_KEY_PREFIX}chatcmpl-1"
+    tracked = pipeline.output_nested().substeps[0]
+    chat = tracked.substeps[0]
+    assert chat.name == "openai_chat"
+    assert {**tracked.records[key], "created": chat.records[key]["created"]} == chat.records[key]
+    assert chat.time.startTs // 1000 == chat.records[key]["created"]
+    assert (TEXT if tools is None else None) == chat.result
+    flat = [(m.records, m.result) for m in pipeline.output_flattened() if m.name == "openai_chat"]
+    assert [(chat.records, chat.result)] == flat
+    assert chat.records == pipeline.output_pipeline_meta().steps[2].records
+    usage = pipelens.LLMTrack.get_total_usage(pipeline)["gpt-4o-2024-08-06"]
+    assert (usage.prompt_tokens, usage.total_tokens) == (2 * 12, 2 * 16)  # the call + by hand
+
+
+@pytest.mark.usefixtures("patched")
 def test_call_outside_any_run_starts_its_own(client: openai.OpenAI, events: CapturedEvents) -> None:
     """A call with no run open is the root of a run of its own."""
     client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
