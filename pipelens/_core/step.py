@@ -487,9 +487,11 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
     counter = counters.get(name)
     if counter is None:
         counter = counters.setdefault(name, itertools.count())
+        if "___" in name and parent._keys is None:  # could collide with an automatic key
+            _remember_keys(parent)
     n = next(counter)  # atomic under the GIL: concurrent siblings never share a key
     key = f"{parent.key}.{name}" if n == 0 else f"{parent.key}.{name}___{n}"
-    if parent._keys is not None or "___" in name:
+    if parent._keys is not None:
         key = _unique_key(parent, key)
     run = parent.run
     t0 = _perf_ns()
@@ -515,16 +517,19 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
 _keys_lock = threading.Lock()
 
 
-def _unique_key(parent: Step, key: str) -> str:
-    """``key``, or the first free ``key___N``, among ``parent``'s children's keys.
+def _remember_keys(parent: Step) -> None:
+    """From now on ``parent`` remembers every key it gives: once a child's own name looks like
+    an automatic key (``child___1``), an automatic key could collide with it."""
+    with _keys_lock:
+        if parent._keys is None:
+            parent._keys = {child.key for child in parent.children}
 
-    Only once a child's own name looks like an automatic key (``child___1``) can an automatic
-    key collide with it; from then on ``parent`` remembers every key it gave.
-    """
+
+def _unique_key(parent: Step, key: str) -> str:
+    """``key``, or the first free ``key___N``, among the keys ``parent`` gave."""
     with _keys_lock:
         keys = parent._keys
-        if keys is None:
-            keys = parent._keys = {child.key for child in parent.children}
+        assert keys is not None
         if key in keys:
             n = 1
             while f"{key}___{n}" in keys:
