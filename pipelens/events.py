@@ -30,6 +30,14 @@ FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
 #: Times, durations and counts: a negative one is a bug on the sending side, refused at decode.
 NonNegative: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
+#: The longest run id, pipeline name or step name (in characters) the server stores; the client
+#: cuts longer ones with :data:`TRUNCATED_MARK` before sending, the server refuses them (400).
+MAX_NAME_CHARS = 1024
+#: The longest step key (the dotted path) in characters, likewise.
+MAX_KEY_CHARS = 4096
+#: What ends a string the client cut to a limit (keys also get a digest, to stay unique).
+TRUNCATED_MARK = "…[truncated]"
+
 
 class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """What went wrong in a step: the exception's type and message, and its traceback."""

@@ -7,17 +7,35 @@ the same JSON text in ``jsonb`` without decoding it again.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import reprlib
+import time
 from typing import Any
 
 import msgspec
 
+from pipelens._core import containment
 from pipelens._core.settings import SECRET_VALUE_PATTERN, Settings, settings
-from pipelens.events import ErrorInfo, Event, StepFinished, StepStarted
+from pipelens.events import (
+    MAX_KEY_CHARS,
+    MAX_NAME_CHARS,
+    TRUNCATED_MARK,
+    ErrorInfo,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
 
 REDACTED = "[REDACTED]"
 TRUNCATED_KEY = "$truncated"
+#: A ``repr()`` slower than this marks its type: later objects of it get a placeholder.
+SLOW_REPR_SECONDS = 0.01
+#: Levels walked when a value has to be captured structurally (cycles, bad strings).
+_MAX_DEPTH = 32
 
 _repr = reprlib.Repr()
 _repr.maxstring = 160
@@ -25,22 +43,131 @@ _repr.maxother = 160
 _repr.maxlong = 60
 _repr.maxlevel = 3
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_slow_reprs: set[type] = set()
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (``os.fsdecode`` of undecodable bytes) replaced by U+FFFD:
+    UTF-8 cannot encode them, and one of them would make a whole batch unsendable."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def cut(text: str, limit: int, *, unique: bool = False) -> str:
+    """``text`` cut to ``limit`` characters, ending in the truncation mark; with ``unique`` a
+    digest of the whole text goes before the mark, so two long keys stay apart."""
+    if len(text) <= limit:
+        return text
+    tail = TRUNCATED_MARK
+    if unique:
+        digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=6).hexdigest()
+        tail = f"~{digest}{tail}"
+    return text[: limit - len(tail)] + tail
+
 
 def short_repr(value: object) -> str:
-    """A bounded ``repr`` that never raises (a broken ``__repr__`` gives a placeholder)."""
+    """A bounded ``repr`` that never raises (a broken ``__repr__`` gives a placeholder).
+
+    A type whose ``repr()`` once took longer than :data:`SLOW_REPR_SECONDS` is not asked again
+    in this process: its objects become ``<Type object>``, so a slow ``__repr__`` costs its
+    caller once, not on every step.
+    """
+    cls = type(value)
+    if cls in _slow_reprs:
+        return f"<{cls.__qualname__} object>"
+    started = time.perf_counter()
     try:
-        return _repr.repr(value)
+        text = _repr.repr(value)
     except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"
+        return f"<unrepresentable {cls.__qualname__}>"
+    elapsed = time.perf_counter() - started
+    if elapsed > SLOW_REPR_SECONDS and cls not in _CONTAINERS:
+        _slow_reprs.add(cls)
+        containment.warn_once(
+            f"slow-repr.{cls.__module__}.{cls.__qualname__}",
+            f"repr() of a {cls.__qualname__} took {elapsed * 1000:.0f} ms; its objects are "
+            "captured as a placeholder from now on (pass capture_args=False or "
+            "capture_result=False to @step to skip them)",
+        )
+    return clean_text(text)
+
+
+def _model_dump(value: object) -> object:
+    # pydantic v2 models: captured as their fields (then redacted), not through repr.
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and hasattr(type(value), "model_fields"):
+        try:
+            return dump()
+        except Exception:  # a field pydantic cannot dump: fall back to the repr
+            return None
+    return None
 
 
 def _enc_hook(value: object) -> object:
     # Anything msgspec cannot encode natively (sockets, locks, numpy arrays, ...) becomes a short
-    # repr; a step object becomes its key so seed-style ``st`` arguments stay readable.
+    # repr; a step object becomes its key so seed-style ``st`` arguments stay readable; pydantic
+    # models become their fields (dataclasses and attrs classes msgspec encodes itself).
     key = getattr(value, "_pipelens_key", None)
     if isinstance(key, str):
         return f"<step {key}>"
+    dumped = _model_dump(value)
+    if dumped is not None:
+        return dumped
     return short_repr(value)
+
+
+def _structure(value: object, path: set[int], depth: int) -> Any:
+    """``value`` as plain data msgspec can encode: strings cleaned, cycles and depth cut,
+    non-string keys spelled out, unknown objects as their bounded repr."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= _MAX_DEPTH:
+        return "<too deep>"
+    ident = id(value)
+    if ident in path:
+        return "<cycle>"
+    path.add(ident)
+    try:
+        if isinstance(value, dict):
+            return {
+                (clean_text(k) if isinstance(k, str) else short_repr(k)): _structure(
+                    v, path, depth + 1
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_structure(v, path, depth + 1) for v in value]
+        fields = _fields(value)
+        if fields is not None:
+            return {k: _structure(v, path, depth + 1) for k, v in fields.items()}
+        try:
+            return msgspec.Raw(_encoder.encode(value))
+        except Exception:
+            hooked = _enc_hook(value)
+            return hooked if isinstance(hooked, str) else _structure(hooked, path, depth + 1)
+    finally:
+        path.discard(ident)
+
+
+def _fields(value: object) -> dict[str, Any] | None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    attributes = getattr(type(value), "__attrs_attrs__", None)
+    if attributes is not None:
+        return {a.name: getattr(value, a.name, None) for a in attributes}
+    dumped = _model_dump(value)
+    return dumped if isinstance(dumped, dict) else None
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
@@ -73,7 +200,8 @@ def _secret_hint() -> re.Pattern[bytes]:
 #: substring test is ~10x faster than the case-insensitive regex, and most values have none.
 _DEFAULT_FRAGMENTS = (
     "key", "passw", "secret", "token", "auth", "credential", "cookie", "session", "jwt",
-    "sk-", "akia", "bearer", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+    "sk-", "akia", "bearer", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "passp", "pwd", "aiza",
+    "xox", "eyj", "://",
 )  # fmt: skip
 _DEFAULT_KEYS_SOURCE = _compile_default_source()
 
@@ -130,8 +258,11 @@ def capture(value: object) -> str:
     """
     try:
         data = _encoder.encode(value)
-    except Exception:  # cyclic objects, non-string dict keys, huge ints, a raising enc_hook
-        data = _encoder.encode(short_repr(value))
+    except Exception:  # cycles, lone surrogates, non-string keys, huge ints, a raising enc_hook
+        try:
+            data = _encoder.encode(_structure(value, set(), 0))
+        except Exception:
+            data = _encoder.encode(short_repr(value))
     if len(data) > settings.max_value_bytes:
         limit = settings.max_value_bytes
         preview = data[: max(limit - 64, 16)].decode("utf-8", "ignore")
@@ -162,8 +293,34 @@ def decode(text: str | None) -> Any:
     return None if text is None else _decoder.decode(text)
 
 
+def _over(text: str, limit: int) -> bool:
+    return len(text) > limit or not text.isascii()
+
+
+def wire_safe(event: Event) -> Event:
+    """``event`` with its names and ids within the server's limits (cut with a mark) and free of
+    lone surrogates: what the user named a run, pipeline or step never makes a batch unsendable.
+    """
+    changes: dict[str, Any] = {}
+    if _over(event.run_id, MAX_NAME_CHARS):
+        changes["run_id"] = cut(clean_text(event.run_id), MAX_NAME_CHARS, unique=True)
+    if isinstance(event, RunStarted | RunFinished):
+        if _over(event.pipeline, MAX_NAME_CHARS):
+            changes["pipeline"] = cut(clean_text(event.pipeline), MAX_NAME_CHARS)
+    elif isinstance(event, StepStarted | StepFinished):
+        if _over(event.name, MAX_NAME_CHARS):
+            changes["name"] = cut(clean_text(event.name), MAX_NAME_CHARS)
+        if _over(event.key, MAX_KEY_CHARS):
+            changes["key"] = cut(clean_text(event.key), MAX_KEY_CHARS, unique=True)
+        if not event.kind.isascii():
+            changes["kind"] = cut(clean_text(event.kind), MAX_NAME_CHARS)
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
 def scrub_event(event: Event) -> Event:
-    """``event`` with :func:`scrub` applied to every captured value and to its error text."""
+    """``event`` made :func:`wire_safe`, with :func:`scrub` applied to every captured value and
+    to its error text."""
+    event = wire_safe(event)
     if not settings.redact or not isinstance(event, StepStarted | StepFinished):
         return event
     changes: dict[str, Any] = {}

@@ -11,7 +11,9 @@ raises ``ValueError: ... was created in a different Context`` in other tools).
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import types
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any, TypeVar, overload
 
@@ -160,10 +162,23 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             step._fail(exc)
             raise
         reset(token)
+        if result.__class__ is _Coroutine:
+            # A coroutine behind a sync callable (``async def __call__``, a sync decorator
+            # around a coroutine function): the step ends when it is awaited, not now.
+            return _awaited_in_step(step, result, capture_result)
         step._succeed(result, capture_result)
         return result
 
     return wrapper
+
+
+#: A result that is work still to do (one identity test: this is the hot path); futures and
+#: tasks already run on their own and are returned as values.
+_Coroutine = types.CoroutineType
+
+
+async def _awaited_in_step(step: Step, coroutine: Any, capture_result: bool) -> Any:
+    return await await_in_step(step, coroutine, capture_result)
 
 
 def _open(
@@ -326,8 +341,49 @@ def _decorate(fn: F, name: str | None, capture_args: bool, capture_result: bool,
         wrapper = _sync_wrapper(spec)
         if _is_module_or_local_function(fn):
             return _plain_function(fn, wrapper)
-    decorated: F = wrapt.FunctionWrapper(fn, wrapper)  # type: ignore[assignment]
+    decorated: F = _StepFunction(fn, wrapper)  # type: ignore[assignment]
     return decorated
+
+
+def _by_name(module: str, qualname: str) -> Any:
+    """What ``module.qualname`` names now: how a decorated callable is unpickled."""
+    value: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class _BoundStep(wrapt.BoundFunctionWrapper[Any, Any]):
+    """A ``@step`` method bound to its object (or class): pickles as ``getattr(owner, name)``."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        owner = getattr(self.__wrapped__, "__self__", None)
+        if owner is None:  # a staticmethod, or a method looked up on its class
+            return self._self_parent.__reduce_ex__(protocol)
+        return getattr, (owner, self.__wrapped__.__name__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
+class _StepFunction(wrapt.FunctionWrapper[Any, Any]):
+    """The wrapt proxy of a ``@step`` callable; pickles (and copies) by qualified name, as the
+    undecorated function does, so ``ProcessPoolExecutor`` and ``copy.copy`` work."""
+
+    __bound_function_wrapper__ = _BoundStep
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        target = _unwrap_kind(self.__wrapped__)
+        return _by_name, (target.__module__, target.__qualname__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
 
 
 def _is_module_or_local_function(fn: object) -> bool:

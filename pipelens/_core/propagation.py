@@ -7,8 +7,9 @@ Patched, only while ``configure(propagate_threads=True)`` (the default):
 * ``threading.Thread.start`` hands the starter's context to the new thread.
 
 Nothing is copied when no step is open, and long-lived service threads (the executor's own
-workers, a transport's writer) never inherit a context: their later work would otherwise nest
-under whichever step started them, and keep that step's run alive.
+workers, ``multiprocessing.pool.ThreadPool``'s, a transport's writer) never inherit a context:
+their later work would otherwise nest under whichever step started them, and keep that step's
+run alive.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def _outlives_steps(thread: threading.Thread) -> bool:
     """
     target = getattr(thread, "_target", None)
     if target is _cf_thread._worker:
+        return True
+    # multiprocessing.pool.ThreadPool's workers and its handler threads serve every later task
+    # (of later runs too); they are started lazily, by whichever step first used the pool.
+    if getattr(target, "__module__", None) == "multiprocessing.pool":
         return True
     if type(thread).__module__.startswith("anyio."):  # to_thread's workers (Starlette, FastAPI)
         return True

@@ -7,35 +7,32 @@ fields, and tells the settings (:func:`use_env_transport`) how to build the tran
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable
+from importlib import resources
 from typing import Any
 
 from pipelens._core.sink import Transport
 
+
+def _load_secret_patterns() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # One list for the client and the server: ``pipelens/secrets.json`` (its "description"
+    # says the format); the server reads the same file by path.
+    data = json.loads(resources.files("pipelens").joinpath("secrets.json").read_bytes())
+    return tuple(data["keys"]), tuple(data["values"])
+
+
+_KEYS, _VALUES = _load_secret_patterns()
+
 #: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
 #: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
-DEFAULT_REDACT_KEYS: tuple[str, ...] = (
-    r"api[._ -]?key",
-    r"passw(or)?d",
-    r"secret",
-    r"token$",
-    r"authori[sz]ation",
-    r"^auth$",
-    r"credential",
-    r"private[._ -]?key",
-    r"access[._ -]?key",
-    r"cookie",
-    r"session[._ -]?(id|key)?$",
-    r"\bjwt\b",
-)
+DEFAULT_REDACT_KEYS: tuple[str, ...] = _KEYS
 
-#: Values that look like credentials wherever they appear (OpenAI/Anthropic, GitHub, AWS, bearer).
-SECRET_VALUE_PATTERN = (
-    r"sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|"  # noqa: S105 - finds secrets
-    r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}"
-)
+#: Values that look like credentials wherever they appear (API keys of OpenAI, Google, AWS,
+#: GitHub, Slack; bearer tokens, JWTs, URL passwords, ``api_key=...`` in text).
+SECRET_VALUE_PATTERN = "|".join(_VALUES)
 
 
 class Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import threading
 import traceback
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Generator, Iterator
@@ -19,7 +20,13 @@ from typing import Any, Generic, TypeVar, overload
 import msgspec
 
 from pipelens._core import clock, containment
-from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
+from pipelens._core.capture import (
+    capture,
+    capture_record,
+    clean_text,
+    scrub_event,
+    short_repr,
+)
 from pipelens._core.context import current_step_var
 from pipelens._core.done import Done
 from pipelens._core.listeners import EVENTS, Listeners
@@ -51,7 +58,9 @@ T = TypeVar("T")
 
 def sanitize_name(name: str) -> str:
     """A step name as it appears in keys: a ``.`` inside a name would fake a level (the name
-    itself keeps its dots, as in the seed)."""
+    itself keeps its dots, as in the seed), and a lone surrogate (``os.fsdecode`` of a file
+    name) could not be sent."""
+    name = clean_text(name)
     return name.replace(".", "_") if "." in name else name
 
 
@@ -71,7 +80,11 @@ def error_info(exc: BaseException) -> ErrorInfo:
         tb = None
     if tb is not None and len(tb) > _MAX_TRACEBACK:
         tb = "...[truncated]\n" + tb[-_MAX_TRACEBACK:]
-    return ErrorInfo(type=type_name, message=message[:_MAX_MESSAGE], traceback=tb)
+    return ErrorInfo(
+        type=clean_text(type_name),
+        message=clean_text(message[:_MAX_MESSAGE]),
+        traceback=None if tb is None else clean_text(tb),
+    )
 
 
 class Run:
@@ -83,6 +96,7 @@ class Run:
 
     __slots__ = (
         "__weakref__",
+        "_finished_sent",
         "_has_llm",
         "_listeners",
         "_quiet",
@@ -111,6 +125,7 @@ class Run:
         self.step_count = 0
         self.dropped_events = 0
         self._has_llm = False  # an LLM call was recorded: RunFinished carries the usage
+        self._finished_sent = False
         self.root: Step
         self._connect(transport, listeners)
 
@@ -175,6 +190,7 @@ class Run:
             containment.internal_error("transport.send", exc)
 
     def _finished(self) -> None:
+        self._finished_sent = True
         root = self.root
         assert root.end_ns is not None
         assert root.duration_ns is not None
@@ -252,6 +268,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     # Containers are created on first use: most steps have no children and no records.
     _children: list[Step] | None = None
     _counters: dict[str, Iterator[int]] | None = None
+    _keys: set[str] | None = None  # keys given to children, once a name could collide
     _records: dict[str, Any] | None = None
     _records_json: dict[str, str] | None = None
     #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step.
@@ -442,7 +459,9 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
             else:
                 listeners.emit("step-error", self.key, exc, meta)
             listeners.emit("step-complete", self.key, meta)
-        if self.parent is None:
+        if self.parent is None or run._finished_sent:
+            # A step of a thread that outlived its run's root still counts: the run's end is
+            # sent again with the new step count (the server keeps the latest).
             run._finished()
 
     def _succeed(self, result: Any, capture_result: bool) -> None:
@@ -461,6 +480,10 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
             containment.internal_error("step.finish", exc)
 
     def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # ``sys.exit(0)`` (or ``sys.exit()``) inside a step is the program ending normally.
+            self._succeed(None, False)
+            return
         try:
             self._end("cancelled" if isinstance(exc, _CANCELLING) else "failed", exc)
         except Exception as internal:
@@ -521,14 +544,19 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
     counter = counters.get(name)
     if counter is None:
         counter = counters.setdefault(name, itertools.count())
+        if "___" in name and parent._keys is None:  # could collide with an automatic key
+            _remember_keys(parent)
     n = next(counter)  # atomic under the GIL: concurrent siblings never share a key
-    run = parent.run
     segment = name.replace(".", "_") if "." in name else name
+    key = f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}"
+    if parent._keys is not None:
+        key = _unique_key(parent, key)
+    run = parent.run
     t0 = _perf_ns()
     step = _make(
         Step,
         name,
-        f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}",
+        key,
         parent,
         run,
         inputs,
@@ -543,6 +571,31 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
     siblings.append(step)
     run.step_count += 1
     return step
+
+
+_keys_lock = threading.Lock()
+
+
+def _remember_keys(parent: Step) -> None:
+    """From now on ``parent`` remembers every key it gives: once a child's own name looks like
+    an automatic key (``child___1``), an automatic key could collide with it."""
+    with _keys_lock:
+        if parent._keys is None:
+            parent._keys = {child.key for child in parent.children}
+
+
+def _unique_key(parent: Step, key: str) -> str:
+    """``key``, or the first free ``key___N``, among the keys ``parent`` gave."""
+    with _keys_lock:
+        keys = parent._keys
+        assert keys is not None
+        if key in keys:
+            n = 1
+            while f"{key}___{n}" in keys:
+                n += 1
+            key = f"{key}___{n}"
+        keys.add(key)
+        return key
 
 
 def open_run(

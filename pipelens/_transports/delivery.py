@@ -28,6 +28,8 @@ from pipelens._transports.spool import Claim, Spool
 
 #: How often the spool directory is looked at again for batches other processes left there.
 RESCAN_SECONDS = 60.0
+#: Statuses that say the token is wrong: not the batch's fault, so it is kept, not rejected.
+DENIED = (401, 403)
 #: The longest ``Retry-After`` obeyed as given.
 MAX_RETRY_AFTER = 600.0
 
@@ -121,6 +123,8 @@ class Delivery:
         self._backlog: collections.deque[str] = collections.deque()  # spooled names to replay
         self._rescan_at = 0.0
         self._own_spooled: set[str] = set()  # spooled by this process, not yet replayed
+        self._denied = False  # the server refused our token: flush() cannot succeed
+        self._spooling = 0  # bodies taken off the outbox on their way to the spool
         self.sent = self.retried = self.spooled = self.replayed = 0
         self.dropped = self.rejected = 0
         self.endpoint.forget()
@@ -155,15 +159,20 @@ class Delivery:
         queued go to the spool (or stay queued without one) and the result is ``False``.
         """
         with self._cond:
-            while self._outbox or self._own_spooled:
+            while self._outbox or self._own_spooled or self._spooling:
                 now = time.monotonic()
-                if self._stopping:  # stopped: what is spooled waits on disk for a later sender
+                # A body on its way to the spool is waited for (a short write), so the counts
+                # are settled when flush() returns.
+                settled = not self._spooling
+                if settled and (self._stopping or self._denied):  # a later sender sends it
                     break
-                if deadline is not None and (now >= deadline or self._retry_at > deadline):
+                if deadline is not None and (
+                    now >= deadline or (settled and self._retry_at > deadline)
+                ):
                     break
                 self._cond.wait(None if deadline is None else deadline - now)
             else:
-                return True
+                return not self._denied
             if self.spool is None or not self._outbox:
                 return False
             # The body in flight goes too: if it does get through, the server's idempotency
@@ -307,6 +316,11 @@ class Delivery:
         claim = item.claim
         spool = self.spool
         verdict = "retry" if isinstance(outcome, BaseException) else outcome.verdict
+        denied = isinstance(outcome, Response) and outcome.status in DENIED
+        if denied:
+            # A wrong or missing token is fixed by the user, not by the server: keep the events
+            # (in the spool, for a process with the right token) rather than drop them.
+            verdict = "retry"
         self._log(item, outcome)
         done = False  # with this spooled body: only once delivered or rejected
         if claim is not None and spool is not None:
@@ -334,18 +348,42 @@ class Delivery:
                 self.rejected += item.events
             else:
                 self._failures += 1
-                self._retry_at = time.monotonic() + self._delay(outcome)
+                self._retry_at = time.monotonic() + (
+                    self.max_backoff if denied else self._delay(outcome)
+                )
                 if claim is not None:
                     self._rescan_at = 0.0  # the released file is tried again after the wait
-            if queued and (verdict != "retry" or item.attempts >= self.max_attempts):
+            if verdict == "delivered":
+                self._denied = False
+            elif denied:
+                self._denied = True
+            if queued and (verdict != "retry" or denied or item.attempts >= self.max_attempts):
                 self._outbox.remove(item)
                 self._outbox_bytes -= len(item.body)
                 self._outbox_events -= item.events
                 if verdict == "retry":
                     give_up.append(item)
+                    self._spooling += 1  # flush() waits for it to reach the spool
             self._cond.notify_all()
+        if denied:
+            assert isinstance(outcome, Response)
+            self._warn(
+                "denied",
+                f"{self.owner}: the server refused the token with HTTP {outcome.status}; events "
+                "are kept in the spool"
+                + ("" if spool is not None else " (none is configured: they are dropped)")
+                + " and flush() returns False. Set PIPELENS_TOKEN or "
+                "pipelens.configure(token=...) to the token the server was started with; "
+                "a process with the right token sends the spooled events",
+            )
         if give_up:
-            self._to_spool(give_up, f"it failed {self.max_attempts} times")
+            why = "the token was refused" if denied else f"it failed {self.max_attempts} times"
+            try:
+                self._to_spool(give_up, why)
+            finally:
+                with self._cond:
+                    self._spooling -= len(give_up)
+                    self._cond.notify_all()
         if verdict == "rejected":
             assert isinstance(outcome, Response)
             detail = outcome.body[:300].decode("utf-8", "replace")

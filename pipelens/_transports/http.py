@@ -190,13 +190,39 @@ class HttpTransport(BatchingTransport):
             self._delivery.put(body, count)
 
     def _bodies(self, events: list[Event]) -> Iterator[tuple[bytes, int]]:
-        body = encode_msgpack(Batch(events=events))
+        try:
+            body = encode_msgpack(Batch(events=events))
+        except Exception:
+            # One event that cannot be encoded must not take the batch (other runs' events
+            # too) with it: send the others, drop that one and count it.
+            events = self._encodable(events)
+            if not events:
+                return
+            body = encode_msgpack(Batch(events=events))
         if len(body) <= self.max_batch_bytes or len(events) < 2:
             yield body, len(events)
             return
         half = len(events) // 2
         yield from self._bodies(events[:half])
         yield from self._bodies(events[half:])
+
+    def _encodable(self, events: list[Event]) -> list[Event]:
+        kept: list[Event] = []
+        for event in events:
+            try:
+                encode_msgpack(Batch(events=[event]))
+            except Exception as exc:
+                with self._lock:
+                    self.dropped += 1
+                self._warn_once(
+                    "unencodable",
+                    f"{self!r}: an event of run {event.run_id!r} could not be encoded and was "
+                    "dropped (the rest of its batch was sent; pipelens.transport_stats() counts "
+                    f"it): {type(exc).__name__}: {exc}",
+                )
+            else:
+                kept.append(event)
+        return kept
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every event queued now; ``False`` when ``timeout`` seconds were not enough.

@@ -211,6 +211,11 @@ class IngestServer:
         with self._lock:
             self._plan.extend(actions)
 
+    def clear_plan(self) -> None:
+        """Forget the answers still planned: the next requests are served normally."""
+        with self._lock:
+            self._plan.clear()
+
     def events(self) -> list[Event]:
         """Every event stored, in arrival order (a resent batch appears twice)."""
         with self._lock:
