@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from pipelens_server._api import _health
 from pipelens_server._api._router import api_router
+from pipelens_server._db._abandon import abandon_lifespan
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
 from pipelens_server._db._retention import purge_lifespan
 from pipelens_server._errors import (
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[
             functools.partial(database_lifespan, configure=create_staging_tables),
             purge_lifespan,  # after the database: the purge uses the pool
+            abandon_lifespan,  # likewise
         ],
         state=State(
             {
