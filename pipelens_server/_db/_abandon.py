@@ -12,7 +12,7 @@ before their start.
 ``abandoned`` ranks above ``running`` and below the final statuses in the merge rule
 (``_ingest._rows``): a finish that arrives later still wins, a late start never reopens. A step
 started late in a run already abandoned is closed by the next check too. The check reads only the
-partial indexes of running runs and running steps (migration 0008), so it stays cheap however
+partial indexes of running runs and running steps (migration 0009), so it stays cheap however
 many finished runs there are, and closes :data:`CHUNK_RUNS` runs per short transaction, skipping
 the rows an ingest holds.
 """

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0008). The server
+#: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0009). The server
 #: alone sets ``abandoned`` (``_db/_abandon.py``): a late finish outranks it, a late start not.
 STATUS_RANK = {"running": 0, "abandoned": 1, "completed": 2, "cancelled": 3, "failed": 4}
 #: The JSON text of an empty object, as the ingest writes it (``_seed`` normalises its spacing).

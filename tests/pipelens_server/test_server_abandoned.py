@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from _pg_testkit import MSGPACK, msgpack_body, serve
 
 from pipelens.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
+from pipelens_server._ingest._rows import STATUS_RANK
 
 ABANDON_AFTER_S = 2.0
 #: Longer than the timeout plus the check's interval plus a slow machine's delays.
@@ -224,3 +226,17 @@ def test_a_seed_run_that_stops_sending_turns_abandoned(server: str) -> None:
     assert _status(server, "seed-1") == "running"
     _poll("the seed run to be abandoned", lambda: _status(server, "seed-1") == "abandoned")
     assert [s["status"] for s in _run(server, "seed-1")["steps"]] == ["abandoned"]
+
+
+def test_the_sql_status_rank_agrees_with_the_python_merge_rule(database_url: str) -> None:
+    """``pipelens_status_rank`` (migration 0009) orders statuses as ``STATUS_RANK`` does, with
+    ``abandoned`` between running and the final statuses."""
+    with psycopg.connect(database_url) as conn:
+        ranks = {
+            status: conn.execute("SELECT pipelens_status_rank(%s)", (status,)).fetchone()[0]
+            for status in STATUS_RANK
+        }
+    assert ranks == STATUS_RANK
+    assert sorted(STATUS_RANK, key=STATUS_RANK.__getitem__) == [
+        "running", "abandoned", "completed", "cancelled", "failed",
+    ]  # fmt: skip
