@@ -409,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("pipelens", "litestar", "jinja2", "psycopg"), postgres_version(conninfo)
         )
         timings = []
-        with TestClient(create_app(Settings(database_url=conninfo))) as client:
+        # A loopback base URL: the server answers no other Host (DNS rebinding).
+        app = create_app(Settings(database_url=conninfo))
+        with TestClient(app, base_url="http://127.0.0.1") as client:
             client.cookies.set("tz", "UTC")
             for page in pages(batches):
                 print(f"measuring {page.label} ...", file=sys.stderr, flush=True)

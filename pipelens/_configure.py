@@ -16,6 +16,7 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import compile_keys, settings, use_env_transport
 from pipelens._core.sink import Transport
 from pipelens._llm.prices import load_prices
+from pipelens._seed.transport import SeedTransportAdapter, is_seed_transport
 from pipelens._transports import FileTransport, HttpTransport, set_transport
 
 
@@ -121,7 +122,9 @@ def configure(
             raise ConfigurationError(f"configure(file={file!r}): expected a path (str or Path)")
         transport = FileTransport(file)
     if transport is not ...:
-        if transport is not None and not isinstance(transport, Transport):
+        if is_seed_transport(transport):  # written for the seed: called through our events
+            transport = SeedTransportAdapter(transport)
+        elif transport is not None and not isinstance(transport, Transport):
             raise ConfigurationError(
                 f"configure(transport=...): {transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"

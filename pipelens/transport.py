@@ -8,6 +8,10 @@ seed; the seed's README example runs unchanged::
     await pipeline.track(pipeline_logic)
     await http_transport.flush_and_stop()
 
+A transport written for the seed (a subclass of :class:`Transport` or :class:`SeedTransport`
+with async ``initiate_run``, ``initiate_step``, ``finish_step``, ``finish_run``) is called as
+the seed called it, through an adapter from our events (``pipelens._seed.transport``).
+
 Most programs need none of this: ``pipelens.configure(url=...)`` (or ``PIPELENS_URL``) sends
 every run to the server.
 """
@@ -23,6 +27,7 @@ from pipelens import (
     read_event_file,
     transport_stats,
 )
+from pipelens._seed.transport import SeedTransport
 from pipelens._transports import HttpTransport, HttpTransportOptions
 
 __all__ = [
@@ -31,10 +36,12 @@ __all__ = [
     "HttpTransport",
     "HttpTransportOptions",
     "MemoryTransport",
+    "SeedTransport",
     "Transport",
     "TransportStats",
     "read_event_file",
     "transport_stats",
 ]
 
+SeedTransport.__module__ = __name__
 HttpTransportOptions.__module__ = __name__  # shown where the seed's users import it from

@@ -6,9 +6,11 @@ The whole tree::
     │                             it is answered over HTTP)
     ├── InvalidBatchError              400: a body that does not decode or validate (names the path)
     ├── UnauthorizedError              401: a missing or wrong bearer token
+    ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
     ├── RunNotFoundError               404: no run with that id
     ├── UnsupportedMediaTypeError      415: a content type the endpoint does not read
     ├── OverloadedError                429: the database is not keeping up; retry after a while
+    ├── TooManyAttemptsError           429: too many failed logins from one address; wait
     ├── DatabaseUnavailableError       503: PostgreSQL cannot be reached
     ├── EmbeddedPostgresError     the embedded PostgreSQL could not be set up, started or stopped
     └── MigrationError            the schema could not be brought up to date
@@ -45,6 +47,13 @@ class UnauthorizedError(ServerError):
     status_code = 401
 
 
+class ForbiddenError(ServerError):
+    """A request the server refuses whoever sends it: a write from another site's page, or a
+    form that lacks the CSRF token of the page it came from."""
+
+    status_code = 403
+
+
 class RunNotFoundError(ServerError):
     """No run has the requested id."""
 
@@ -67,6 +76,16 @@ class OverloadedError(ServerError):
     status_code = 429
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyAttemptsError(ServerError):
+    """Too many failed logins from one client address; ``retry_after_s`` says when to try."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 

@@ -58,6 +58,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         abandon_after_s: Seconds without an event or heartbeat after which a running run is
             marked ``abandoned``, with its open steps (``--abandon-after``,
             ``PIPELENS_ABANDON_AFTER``).
+        allowed_hosts: ``Host`` names the server answers besides its own address (``*`` any,
+            ``*.example.com`` a domain's names). Bound to a loopback address the server answers
+            only ``127.0.0.1``, ``localhost`` and ``[::1]`` and these (a DNS-rebinding page
+            gets 400); bound to another address, any name unless this is set.
     """
 
     host: str = "127.0.0.1"
@@ -75,6 +79,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     pool_timeout_s: float = 5.0
     retry_after_s: int = 1
     abandon_after_s: float = 600.0
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -109,11 +114,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             )
         if self.token == "":
             raise ValueError("token must not be empty: leave it unset to disable authentication")
+        for name in self.allowed_hosts:
+            if not name or any(c in name for c in "/ ,") or name.startswith(("http:", "https:")):
+                raise ValueError(
+                    f"allowed host {name!r} is not a host name: give names like "
+                    "'pipelens.example.com', '*.example.com' or '*', without scheme or path"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT``,
-        ``PIPELENS_TOKEN``, ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``,
+        ``PIPELENS_TOKEN_FILE`` (preferred) or ``PIPELENS_TOKEN``, ``PIPELENS_ALLOWED_HOSTS``
+        (comma-separated), ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``,
         ``PIPELENS_INGEST_WAIT`` and ``PIPELENS_ABANDON_AFTER``; keyword arguments that are not
         ``None`` take precedence."""
         env = os.environ if environ is None else environ
@@ -129,8 +141,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 except ValueError:
                     what = "an integer" if kind is int else "a number"
                     raise ValueError(f"{variable} must be {what}, got {text!r}") from None
-        if token := env.get("PIPELENS_TOKEN"):
+        if token_file := env.get("PIPELENS_TOKEN_FILE"):
+            values["token"] = read_token_file(Path(token_file))
+        elif token := env.get("PIPELENS_TOKEN"):
             values["token"] = token
+        if hosts := env.get("PIPELENS_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = split_hosts(hosts)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -141,7 +157,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def exposure_problem(self) -> str | None:
         """Why listening on ``host`` would be unsafe with these settings, or ``None``."""
-        if self.token or self.insecure or _is_loopback(self.host):
+        if self.token or self.insecure or is_loopback(self.host):
             return None
         return (
             f"refusing to listen on {self.host}: it is reachable from other machines and no token "
@@ -150,7 +166,28 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         )
 
 
-def _is_loopback(host: str) -> bool:
+def read_token_file(path: Path) -> str:
+    """The token kept in ``path`` (its first line, surrounding white space removed): a token in
+    a file, unlike one on the command line, is not shown to every user by ``ps``."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {str(path)!r}: {exc.strerror}") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ValueError(
+            f"the token file {str(path)!r} is empty: write the token on its first line"
+        )
+    return token
+
+
+def split_hosts(text: str) -> tuple[str, ...]:
+    """``"a.example, b.example"`` as ``("a.example", "b.example")``, lower case."""
+    return tuple(name.strip().lower() for name in text.split(",") if name.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback only."""
     if host == "localhost":
         return True
     try:

@@ -30,11 +30,19 @@ from pipelens_server._errors import (
     InvalidBatchError,
     OverloadedError,
     ServerError,
+    TooManyAttemptsError,
 )
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
 from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._sessions import LoginLimiter
 from pipelens_server._pages._templating import template_config
+from pipelens_server._security import (
+    HostGate,
+    add_security_headers,
+    decode_path_params,
+    refuse_cross_site_writes,
+)
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.app")
@@ -64,7 +72,9 @@ def _error_response(
 def _server_error(_: Request[Any, Any, Any], exc: ServerError) -> Response[ErrorBody]:
     path = exc.path if isinstance(exc, InvalidBatchError) else None
     retry = (
-        exc.retry_after_s if isinstance(exc, OverloadedError | DatabaseUnavailableError) else None
+        exc.retry_after_s
+        if isinstance(exc, OverloadedError | DatabaseUnavailableError | TooManyAttemptsError)
+        else None
     )
     if exc.status_code >= 500:
         log.error("request failed", error=str(exc))
@@ -137,12 +147,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """The PipeLens server application.
 
     The database (embedded when ``settings.database_url`` is ``None``), the connection pool and
-    the schema migrations are opened in the app's lifespan, not here.
+    the schema migrations are opened in the app's lifespan, not here. Every request passes the
+    ``Host`` check and every write the same-origin check of ``_security``; every answer carries
+    its security headers.
     """
     settings = Settings() if settings is None else settings
     if not structlog.is_configured():
         configure_logging()
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             api_router(),
             *_health.route_handlers,
@@ -164,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     max_queued=settings.ingest_queue,
                     max_wait_s=settings.ingest_wait_s,
                 ),
+                "login_limiter": LoginLimiter(),
             }
         ),
         dependencies={
@@ -179,6 +192,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
+        middleware=[refuse_cross_site_writes, decode_path_params],
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi_config(),
     )
+    # Before routing: the Host check, and the path routed on (an encoded "/" stays in its segment).
+    app.asgi_handler = HostGate(app.asgi_handler, settings)
+    return app

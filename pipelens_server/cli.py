@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelens_server._logging import configure_logging
-from pipelens_server._settings import Settings
+from pipelens_server._settings import Settings, read_token_file, split_hosts
 from pipelens_server.app import create_app
 
 
@@ -35,9 +35,24 @@ def _parser() -> argparse.ArgumentParser:
         help="where the embedded PostgreSQL lives (env PIPELENS_DATA_DIR; default: the user's "
         "data directory)",
     )
-    parser.add_argument(
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-file",
+        type=Path,
+        help="require the token on the first line of this file as 'Authorization: Bearer "
+        "<token>' on every /api request and as the dashboard's login (env PIPELENS_TOKEN_FILE); "
+        "preferred over --token",
+    )
+    token.add_argument(
         "--token",
-        help="require 'Authorization: Bearer <token>' on every /api request (env PIPELENS_TOKEN)",
+        help="the token itself (env PIPELENS_TOKEN). Discouraged: a command line is visible to "
+        "every user of the machine (ps); use --token-file or the environment",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host names to answer besides the bound address ('*.example.com', "
+        "'*' for any; env PIPELENS_ALLOWED_HOSTS). Default: on 127.0.0.1 only 127.0.0.1, "
+        "localhost and [::1] (refuses DNS-rebinding pages); elsewhere any name",
     )
     parser.add_argument(
         "--insecure",
@@ -84,12 +99,15 @@ def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, check the settings are safe, and serve until SIGTERM or SIGINT."""
     args = _parser().parse_args(list(argv))
     try:
+        token = read_token_file(args.token_file) if args.token_file else args.token
+        hosts = split_hosts(args.allowed_hosts) if args.allowed_hosts is not None else None
         settings = Settings.from_env(
             host=args.host,
             port=args.port,
             database_url=args.database_url,
             data_dir=args.data_dir,
-            token=args.token,
+            token=token,
+            allowed_hosts=hosts,
             insecure=args.insecure or None,
             max_body_bytes=args.max_body_bytes,
             max_inflight_ingests=args.max_inflight_ingests,

@@ -8,3 +8,13 @@
   document.cookie = wanted + "; path=/; max-age=31536000; SameSite=Strict";
   if (document.cookie.split("; ").indexOf(wanted) !== -1) location.reload();
 })();
+
+// Live panels poll (hx-trigger="every Ns") only while the tab is visible: a hidden tab's poll is
+// cancelled before it is sent. (A trigger filter would do the same with eval, which the
+// Content-Security-Policy forbids.)
+document.addEventListener("htmx:beforeRequest", function (event) {
+  var trigger = event.detail.elt.getAttribute("hx-trigger") || "";
+  if (document.visibilityState !== "visible" && trigger.indexOf("every ") === 0) {
+    event.preventDefault();
+  }
+});

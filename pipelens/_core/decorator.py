@@ -21,6 +21,7 @@ import wrapt
 from pipelens._core import containment
 from pipelens._core.capture import capture
 from pipelens._core.context import current_step_var
+from pipelens._core.errors import check_strings
 from pipelens._core.settings import settings
 from pipelens._core.step import (
     Step,
@@ -391,9 +392,7 @@ def step(
         capture_result: record the return value as the step's result.
         kind: a label for the dashboard (``llm`` marks LLM calls).
     """
-    for option, value in (("name", name), ("kind", kind)):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"@step({option}={value!r}): expected a string")
+    check_strings("@step", optional=True, name=name, kind=kind)
     if isinstance(fn_or_name, str) or fn_or_name is None:
         chosen = fn_or_name if fn_or_name is not None else name
 

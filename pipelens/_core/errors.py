@@ -23,3 +23,13 @@ class ConfigurationError(PipelensError, ValueError):
 
 class TransportError(PipelensError):
     """A transport could not be created (an unwritable file, a malformed URL)."""
+
+
+def check_strings(where: str, *, optional: bool = False, **options: object) -> None:
+    """Raise ``TypeError`` naming the first option that is not a string (``where(name=value)``).
+
+    With ``optional``, ``None`` is accepted (the option's default applies).
+    """
+    for name, value in options.items():
+        if not isinstance(value, str) and not (optional and value is None):
+            raise TypeError(f"{where}({name}={value!r}): expected a string")

@@ -59,17 +59,24 @@ class Listeners:
         with self._lock:
             self._by_event.setdefault(event, []).append(listener)
 
+    @property
+    def pending(self) -> int:
+        """How many scheduled awaitables have not finished yet."""
+        return len(self._tasks)
+
     def emit(self, event: str, *args: Any) -> None:
         """Call every listener of ``event`` with ``args``; never raises (outside our own tests)."""
         for listener in tuple(self._by_event.get(event, ())):
             try:
                 outcome = listener(*args)
                 if inspect.isawaitable(outcome):
-                    self._schedule(event, outcome)
+                    self.schedule(event, outcome)
             except Exception as exc:
                 containment.internal_error(f"listener {event}", exc)
 
-    def _schedule(self, event: str, awaitable: Awaitable[Any]) -> None:
+    def schedule(self, event: str, awaitable: Awaitable[Any]) -> None:
+        """Await ``awaitable`` after those scheduled before it (at once with no running loop);
+        what it raises is logged as ``listener <event>``."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

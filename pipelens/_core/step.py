@@ -7,6 +7,7 @@ of a ``@step`` call is here, kept flat and allocation-light because it runs on e
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import traceback
@@ -20,7 +21,8 @@ import msgspec
 from pipelens._core import clock, containment
 from pipelens._core.capture import capture, capture_record, scrub_event, short_repr
 from pipelens._core.context import current_step_var
-from pipelens._core.listeners import Listeners
+from pipelens._core.done import Done
+from pipelens._core.listeners import EVENTS, Listeners
 from pipelens._core.llm_record import LLMCall, ModelUsage, usage_by_model, usage_json
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
@@ -48,7 +50,8 @@ T = TypeVar("T")
 
 
 def sanitize_name(name: str) -> str:
-    """A step name as it appears in keys: a ``.`` inside a name would fake a level."""
+    """A step name as it appears in keys: a ``.`` inside a name would fake a level (the name
+    itself keeps its dots, as in the seed)."""
     return name.replace(".", "_") if "." in name else name
 
 
@@ -195,8 +198,29 @@ class Run:
         return self.root.llm_usage()
 
 
-class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
-    """One step of a run. Created by ``@step``, ``span()``, or the seed-style ``st.step()``.
+_StructMeta = type(msgspec.Struct)
+#: Builds a ``Step`` from all its fields, past the seed's constructor (the hot path's way).
+_make: Callable[..., Step] = _StructMeta.__call__
+
+
+class _StepType(_StructMeta):  # type: ignore[misc,valid-type] # msgspec's metaclass is untyped
+    """``Step(name, parent=None, key=None, event_emitter=None)`` is the seed's constructor: a step
+    not started yet, which ``await step.track(fn)`` runs (see :func:`standalone_step`)."""
+
+    def __call__(
+        self,
+        name: str,
+        parent: Step | None = None,
+        key: str | None = None,
+        event_emitter: Any = None,
+    ) -> Step:
+        return standalone_step(name, parent, key, event_emitter)
+
+
+class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepType):
+    """One step of a run. Created by ``@step``, ``span()``, or the seed-style ``st.step()``;
+    ``Step(name)`` (optional ``parent``, ``key``, ``event_emitter``) makes one to run with
+    ``await step.track(fn)``, as in the seed.
 
     Attributes:
         name: the step's own name; ``key`` is the dotted path (``root.child___1``).
@@ -232,6 +256,8 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     _records_json: dict[str, str] | None = None
     #: The :class:`~pipelens.LLMCall` of a ``kind="llm"`` step.
     llm: LLMCall | None = None
+    #: Made by ``Step(name)`` and not tracked yet.
+    _unstarted: bool = False
 
     @property
     def id(self) -> str:
@@ -297,6 +323,29 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
     async def step(self, name: str, fn: Callable[[Step], Any]) -> Any:
         """Run ``fn(child)`` as a child step named ``name`` (``await st.step(name, fn)``)."""
         return await run_child(self, name, fn)
+
+    async def track(self, fn: Callable[[Step], Any]) -> Any:
+        """Run ``fn(self)`` as this step (the seed's ``await Step(name).track(fn)``).
+
+        A step made by ``Step(name)`` starts here, as a new run's root or (given ``parent``) as a
+        child of ``parent``; async listeners have all run when it returns. On any other step it
+        runs ``fn`` as a child step named like this one.
+        """
+        if not callable(fn):
+            raise TypeError(f"{self!r}.track(fn): fn must be callable, not {fn!r}")
+        if not self._unstarted:
+            return await run_child(self, self.name, fn)
+        self._unstarted = False
+        try:
+            _start(self)
+        except Exception as exc:
+            containment.internal_error("step.track start", exc)
+        try:
+            return await await_in_step(self, _call(fn, self))
+        finally:
+            listeners = self.run._listeners
+            if listeners:
+                await listeners.drain()
 
     def on(self, event: str, listener: Callable[..., Any]) -> Step:
         """Listen to step events of this step's whole run (as the seed's shared emitter did)."""
@@ -422,20 +471,13 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True):
         return self.get_step_meta()
 
 
-class _Chain:
+class _Chain(Done[Step]):
     """What ``record()`` returns: awaitable (the seed's ``await st.record(...)``) and chainable."""
 
-    __slots__ = ("step",)
-
-    def __init__(self, step: Step) -> None:
-        self.step = step
-
-    def __await__(self) -> Generator[Any, None, Step]:
-        yield from ()
-        return self.step
+    __slots__ = ()
 
     def record(self, key: str, value: Any) -> _Chain:
-        return self.step.record(key, value)
+        return self.value.record(key, value)
 
 
 def open_step(
@@ -451,8 +493,17 @@ def open_step(
     if parent is None:
         run = Run(name, transport=settings.transport)
         t0 = _perf_ns()
-        step = run.root = Step(
-            name, name, None, run, inputs, kind, next(clock.step_ids), t0, t0 + _WALL_OFFSET_NS
+        step = run.root = _make(
+            Step,
+            name,
+            sanitize_name(name),
+            None,
+            run,
+            inputs,
+            kind,
+            next(clock.step_ids),
+            t0,
+            t0 + _WALL_OFFSET_NS,
         )
         run.step_count = 1
     else:
@@ -472,10 +523,12 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
         counter = counters.setdefault(name, itertools.count())
     n = next(counter)  # atomic under the GIL: concurrent siblings never share a key
     run = parent.run
+    segment = name.replace(".", "_") if "." in name else name
     t0 = _perf_ns()
-    step = Step(
+    step = _make(
+        Step,
         name,
-        f"{parent.key}.{name}" if n == 0 else f"{parent.key}.{name}___{n}",
+        f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}",
         parent,
         run,
         inputs,
@@ -509,8 +562,17 @@ def open_run(
         send_starts=send_starts,
     )
     t0 = _perf_ns()
-    step = run.root = Step(
-        pipeline, pipeline, None, run, None, "step", next(clock.step_ids), t0, t0 + _WALL_OFFSET_NS
+    step = run.root = _make(
+        Step,
+        pipeline,
+        sanitize_name(pipeline),
+        None,
+        run,
+        None,
+        "step",
+        next(clock.step_ids),
+        t0,
+        t0 + _WALL_OFFSET_NS,
     )
     run.step_count = 1
     if not run._quiet:
@@ -565,10 +627,95 @@ async def await_in_step(step: Step, awaitable: Awaitable[Any], capture_result: b
 
 
 def check_name(name: object, where: str) -> str:
-    """A step name given by the user, as it appears in keys; ``TypeError`` names ``where``."""
+    """A step name given by the user (kept as given; keys sanitise it); ``TypeError`` names
+    ``where``."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"{where}: the step name must be a non-empty str, not {name!r}")
-    return sanitize_name(name)
+    return name
+
+
+async def _call(fn: Callable[[Step], Any], step: Step) -> Any:
+    result = fn(step)  # a sync fn runs here too, with the step current
+    return (await result) if inspect.isawaitable(result) else result
+
+
+def standalone_step(name: str, parent: Step | None, key: str | None, event_emitter: Any) -> Step:
+    """The seed's ``Step(name, parent, key, event_emitter)``: a step that starts on ``track``.
+
+    Its key is ``key``, else the parent's key and the sanitised name, as in the seed.
+    ``event_emitter`` (a ``pyee`` emitter, or anything with ``emit(event, *args)``) receives the
+    step events of its run, as the seed's shared emitter did.
+    """
+    step_name = check_name(name, f"Step({name!r})")
+    if parent is not None and not isinstance(parent, Step):
+        raise TypeError(f"Step({name!r}, parent={parent!r}): the parent must be a Step")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise TypeError(f"Step({name!r}, key={key!r}): the key must be a non-empty str")
+    if key is None:
+        key = sanitize_name(step_name)
+        if parent is not None:
+            key = f"{parent.key}.{key}"
+    t0 = _perf_ns()
+    if parent is None:
+        listeners = Listeners()
+        run = Run(step_name, listeners=listeners)
+        step = run.root = _make(
+            Step,
+            step_name,
+            key,
+            None,
+            run,
+            None,
+            "step",
+            next(clock.step_ids),
+            t0,
+            t0 + _WALL_OFFSET_NS,
+        )
+        run.step_count = 1
+    else:
+        run = parent.run
+        listeners = run._listeners if run._listeners is not None else Listeners()
+        step = _make(
+            Step,
+            step_name,
+            key,
+            parent,
+            run,
+            None,
+            "step",
+            next(clock.step_ids),
+            t0,
+            t0 + _WALL_OFFSET_NS,
+        )
+    if event_emitter is not None:
+        emit = getattr(event_emitter, "emit", None)
+        if not callable(emit):
+            raise TypeError(f"Step({name!r}, event_emitter=...): expected an object with emit()")
+        for event in EVENTS:
+            listeners.add(event, functools.partial(emit, event))
+    if run._listeners is not listeners:
+        run._connect(run.transport, listeners)
+    step._unstarted = True
+    return step
+
+
+def _start(step: Step) -> None:
+    """Start a step made by ``Step(name)``: now is its start; a root also gets its transport."""
+    t0 = _perf_ns()
+    step._t0 = t0
+    step.start_ns = t0 + _WALL_OFFSET_NS
+    run = step.run
+    parent = step.parent
+    if parent is None:
+        run._connect(settings.transport, run._listeners)
+    else:
+        siblings = parent._children
+        if siblings is None:
+            siblings = parent._children = []
+        siblings.append(step)
+        run.step_count += 1
+    if not run._quiet:
+        step._announce()
 
 
 async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
@@ -577,16 +724,12 @@ async def run_child(parent: Step, name: str, fn: Callable[[Step], Any]) -> Any:
     if not callable(fn):
         raise TypeError(f"st.step({name!r}, fn): fn must be callable, not {fn!r}")
 
-    async def body(step: Step) -> Any:
-        result = fn(step)  # a sync fn runs here too, with the child current
-        return (await result) if inspect.isawaitable(result) else result
-
     try:
         child = open_step(step_name, parent=parent)
     except Exception as exc:
         containment.internal_error("st.step open", exc)
-        return await body(parent)
-    return await await_in_step(child, body(child))
+        return await _call(fn, parent)
+    return await await_in_step(child, _call(fn, child))
 
 
 class StepScope(Generic[T]):

@@ -4,7 +4,8 @@ Kept apart from :mod:`pipelens._core.step` (the hot path): everything here runs 
 and reads a step through :class:`~pipelens._core.step_like.StepLike` (this module is a base of
 ``Step``, so it never imports the step module). The
 records are the seed's (``TimeMeta``, ``StepMeta``, ``NestedStepMeta``, ``PipelineMeta``), with
-its camelCase field names, as msgspec Structs that also offer pydantic's ``model_dump()``.
+its field names and aliases, as msgspec Structs that also offer pydantic's construction,
+``model_validate``, ``model_dump`` and ``model_dump_json`` (pydantic is not needed).
 """
 
 from __future__ import annotations
@@ -17,41 +18,85 @@ import msgspec
 
 from pipelens._core import charts
 from pipelens._core.capture import short_repr
+from pipelens._core.done import Done
 from pipelens._core.step_like import RunLike, StepLike
 
 _json = msgspec.json.Encoder(enc_hook=short_repr)
 _MAX_DEPTH = 64
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
+def _plain(value: Any, depth: int = 0, **dump: Any) -> Any:
     """``value`` as JSON-like builtins; a step becomes ``"<step key>"``, anything else that does
     not convert (or nests too deep, or refers to itself) a short ``repr``."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, _Meta):
-        return value.model_dump()
+        return value.model_dump(**dump)
     if isinstance(value, StepViews):  # a Step: a msgspec Struct that refers to its parent
         return f"<step {value._self().key}>"
     if depth > _MAX_DEPTH:
         return short_repr(value)
     if isinstance(value, dict):
-        return {k: _plain(v, depth + 1) for k, v in value.items()}
+        return {k: _plain(v, depth + 1, **dump) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v, depth + 1) for v in value]
+        return [_plain(v, depth + 1, **dump) for v in value]
     try:
         return msgspec.to_builtins(value, enc_hook=short_repr)
     except Exception:  # a cycle, an unsupported key, a raising __repr__ ...
         return short_repr(value)
 
 
-class _Meta(msgspec.Struct, kw_only=True):
-    def model_dump(self) -> dict[str, Any]:
-        """Plain ``dict`` form, as the seed's pydantic models gave (``None`` fields included)."""
-        return {name: _plain(getattr(self, name)) for name in self.__struct_fields__}
+#: Builds a meta record from its fields, past the checks of the public constructor.
+_new: Callable[..., Any] = msgspec.StructMeta.__call__
 
-    def model_dump_json(self) -> str:
+
+class _MetaType(msgspec.StructMeta):
+    """Construction as pydantic's: keywords by field name or alias, values checked (and
+    ``"3"`` taken for ``3``), unknown keys ignored; a bad value is a ``msgspec.ValidationError``
+    (a ``ValueError``) naming the field."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise TypeError(f"{self.__name__}() takes keyword arguments only")
+        return self.model_validate(kwargs)  # type: ignore[attr-defined]
+
+
+class _Meta(msgspec.Struct, kw_only=True, metaclass=_MetaType):
+    @classmethod
+    def model_validate(cls, obj: Any) -> Any:
+        """The record from a mapping or an object with the same attributes (pydantic's)."""
+        if isinstance(obj, cls):
+            return obj
+        if not isinstance(obj, Mapping):
+            obj = {name: getattr(obj, name) for name in cls.__struct_fields__ if hasattr(obj, name)}
+        aliases = dict(zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True))
+        data = {aliases.get(key, key): value for key, value in obj.items()}
+        return msgspec.convert(data, cls, strict=False, from_attributes=True)
+
+    @classmethod
+    def model_validate_json(cls, text: str | bytes) -> Any:
+        """The record from JSON text."""
+        return cls.model_validate(msgspec.json.decode(text))
+
+    def model_dump(
+        self, *, by_alias: bool = False, exclude_none: bool = False, mode: str = "python"
+    ) -> dict[str, Any]:
+        """Plain ``dict`` form, as the seed's pydantic models gave (``None`` fields included
+        unless ``exclude_none``); ``by_alias`` uses the camelCase aliases (``runId``)."""
+        names = self.__struct_encode_fields__ if by_alias else self.__struct_fields__
+        dumped: dict[str, Any] = {}
+        for field, name in zip(self.__struct_fields__, names, strict=True):
+            value = _plain(getattr(self, field), by_alias=by_alias, exclude_none=exclude_none)
+            if not (exclude_none and value is None):
+                dumped[name] = value
+        return dumped
+
+    def model_dump_json(
+        self, *, by_alias: bool = False, exclude_none: bool = False, indent: int | None = None
+    ) -> str:
         """JSON text of :meth:`model_dump`."""
-        return _json.encode(self.model_dump()).decode()
+        text = _json.encode(self.model_dump(by_alias=by_alias, exclude_none=exclude_none))
+        return (msgspec.json.format(text, indent=indent) if indent else text).decode()
 
 
 class TimeMeta(_Meta, kw_only=True):
@@ -80,22 +125,23 @@ class NestedStepMeta(StepMeta, kw_only=True):
 
 
 class PipelineMeta(StepMeta, kw_only=True):
-    """A run as the seed reported it: the root's meta, ``logVersion: 1``, the run id and every
-    step flattened (the root first)."""
+    """A run as the seed reported it: the root's meta, ``log_version`` 1, the run id and every
+    step flattened (the root first). The aliases ``logVersion``/``runId`` are the JSON names
+    (``model_dump(by_alias=True)``, and msgspec encoding)."""
 
-    logVersion: int = 1  # noqa: N815
-    runId: str  # noqa: N815
+    log_version: int = msgspec.field(default=1, name="logVersion")
+    run_id: str = msgspec.field(name="runId")
     steps: list[StepMeta] = []
 
     @property
-    def run_id(self) -> str:
-        """``runId`` under the name the seed's Python library gave it."""
-        return self.runId
+    def runId(self) -> str:  # noqa: N802 - the seed's JSON name
+        """``run_id`` under its alias."""
+        return self.run_id
 
     @property
-    def log_version(self) -> int:
-        """``logVersion`` under the name the seed's Python library gave it."""
-        return self.logVersion
+    def logVersion(self) -> int:  # noqa: N802 - the seed's JSON name
+        """``log_version`` under its alias."""
+        return self.log_version
 
 
 class StepGanttArg(msgspec.Struct, kw_only=True):
@@ -112,15 +158,16 @@ def time_meta(step: StepLike) -> TimeMeta:
     """The seed's ``TimeMeta`` of ``step``; ``timeUsageMs`` is ``endTs - startTs`` as there."""
     start = step.start_ns // 1_000_000
     if step.end_ns is None:
-        return TimeMeta(startTs=start)
+        return _new(TimeMeta, startTs=start)  # type: ignore[no-any-return]
     end = step.end_ns // 1_000_000
-    return TimeMeta(startTs=start, endTs=end, timeUsageMs=end - start)
+    return _new(TimeMeta, startTs=start, endTs=end, timeUsageMs=end - start)  # type: ignore[no-any-return]
 
 
 def step_meta(step: StepLike) -> StepMeta:
     """The seed's ``StepMeta`` of ``step`` (a copy: later records do not change it)."""
     error = step.error
-    return StepMeta(
+    return _new(  # type: ignore[no-any-return]
+        StepMeta,
         name=step.name,
         key=step.key,
         time=time_meta(step),
@@ -133,7 +180,7 @@ def step_meta(step: StepLike) -> StepMeta:
 def output_nested(step: StepLike) -> NestedStepMeta:
     """``step`` and its descendants as nested metas, children in start order."""
     substeps = [output_nested(child) for child in list(step.children)]
-    return NestedStepMeta(**msgspec.structs.asdict(step_meta(step)), substeps=substeps)
+    return _new(NestedStepMeta, **msgspec.structs.asdict(step_meta(step)), substeps=substeps)  # type: ignore[no-any-return]
 
 
 def output_flattened(step: StepLike) -> list[StepMeta]:
@@ -143,7 +190,9 @@ def output_flattened(step: StepLike) -> list[StepMeta]:
 
 def pipeline_meta(root: StepMeta, run_id: str, steps: list[StepMeta]) -> PipelineMeta:
     """A ``PipelineMeta`` from the root's meta, the run id and the flattened steps."""
-    return PipelineMeta(**msgspec.structs.asdict(root), runId=run_id, steps=steps)
+    fields = msgspec.structs.asdict(root)
+    fields.pop("substeps", None)
+    return _new(PipelineMeta, **fields, run_id=run_id, steps=steps)  # type: ignore[no-any-return]
 
 
 def output_pipeline_meta(run: RunLike) -> PipelineMeta:
@@ -176,8 +225,7 @@ class AwaitableStr(str):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, str]:
-        yield from ()
-        return str(self)
+        return Done(str(self)).__await__()
 
 
 class StepViews:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pipelens._core import containment, llm_record
 from pipelens._core.capture import capture
 from pipelens._core.clock import perf_ns
+from pipelens._core.errors import check_strings
 from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step, StepScope, open_step, sanitize_name
@@ -98,9 +99,7 @@ class llm_call(StepScope[LLMCall]):  # noqa: N801 - used like a function: ``with
         messages: Any = None,
         params: dict[str, Any] | None = None,
     ) -> None:
-        for field, value in (("provider", provider), ("operation", operation)):
-            if not isinstance(value, str):
-                raise TypeError(f"llm_call({field}={value!r}): expected a string")
+        check_strings("llm_call", provider=provider, operation=operation)
         self._kwargs: dict[str, Any] = {
             "provider": provider,
             "model": model,

@@ -11,13 +11,13 @@ dict, an ``openai`` ``ChatCompletion`` (any pydantic model), an
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from pipelens._core import containment
 from pipelens._core.capture import short_repr
+from pipelens._core.done import Done
 from pipelens._core.step import Step
 
 if TYPE_CHECKING:
@@ -81,15 +81,6 @@ def _as_step(step: Step | Pipeline) -> Step:
     return step if isinstance(step, Step) else step.root
 
 
-class _Done:
-    """What ``LLMTrack.track`` returns: awaiting it gives ``None``, as the seed's coroutine did."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield from ()
-
-
 class LLMTrack:
     """Track OpenAI-compatible chat completions on steps, as the seed's extension did."""
 
@@ -107,7 +98,7 @@ class LLMTrack:
             target.run._has_llm = True
         except Exception as exc:
             containment.internal_error("LLMTrack.track", exc)
-        return _Done()
+        return Done(None)  # awaiting it gives None, as the seed's coroutine did
 
     @staticmethod
     def get_total_usage(step: Step | Pipeline) -> dict[str, LLMUsage]:

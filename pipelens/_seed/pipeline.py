@@ -16,7 +16,7 @@ import inspect
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ import msgspec
 
 from pipelens._core.capture import capture_record
 from pipelens._core.context import current_step_var
+from pipelens._core.done import Done
 from pipelens._core.errors import ConfigurationError, PipelensError
 from pipelens._core.listeners import Listeners
 from pipelens._core.settings import settings
@@ -39,6 +40,7 @@ from pipelens._core.views import (
     pipeline_meta,
 )
 from pipelens._seed.steps import with_step
+from pipelens._seed.transport import SeedTransport, SeedTransportAdapter, is_seed_transport
 from pipelens._transports import Transport
 
 AutoSave = Literal["real_time", "finish", "off"]
@@ -96,25 +98,21 @@ class RunScope(StepScope[Run]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        step = getattr(self, "_step", None)
         await super().__aexit__(exc_type, exc, tb)
         await self._pipeline._listeners.drain()
+        if step is not None and isinstance(step.run.transport, SeedTransportAdapter):
+            await step.run.transport.drain()
 
 
-class _Ready:
+class _Ready(Done["Pipeline"]):
     """What ``Pipeline.record`` returns before any run: awaitable and chainable like
     ``st.record(...)``."""
 
-    __slots__ = ("pipeline",)
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    def __await__(self) -> Generator[Any, None, Pipeline]:
-        yield from ()
-        return self.pipeline
+    __slots__ = ()
 
     def record(self, key: str, value: Any) -> Any:
-        return self.pipeline.record(key, value)
+        return self.value.record(key, value)
 
 
 def _option(options: Mapping[str, Any], keyword: Any, name: str, where: str) -> Any:
@@ -146,7 +144,7 @@ class Pipeline:
         *,
         run_id: str | None = None,
         auto_save: AutoSave | None = None,
-        transport: Transport | None = None,
+        transport: Transport | SeedTransport | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"Pipeline(name={name!r}): expected a non-empty str")
@@ -172,7 +170,10 @@ class Pipeline:
                 f"{where}: auto_save={chosen_save!r}; expected 'real_time', 'finish' or 'off'"
             )
         chosen_transport = _option(options, transport, "transport", where)
-        if chosen_transport is not None and not isinstance(chosen_transport, Transport):
+        sink: Transport | None = chosen_transport
+        if is_seed_transport(chosen_transport):  # the seed's initiate_run/.../finish_run
+            sink = SeedTransportAdapter(chosen_transport, real_time=chosen_save != "finish")
+        elif chosen_transport is not None and not isinstance(chosen_transport, Transport):
             raise ConfigurationError(
                 f"{where}: transport={chosen_transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
@@ -182,12 +183,15 @@ class Pipeline:
             and (chosen_transport or settings.transport) is None
         ):
             raise ConfigurationError(
-                f"{where}: auto_save={chosen_save!r} needs a transport; pass transport=... "
+                f"{where}: auto_save={chosen_save!r} needs a transport (Transport must be "
+                "provided when auto_save is enabled); pass transport=... "
                 "or call pipelens.configure(...) first"
             )
-        self.name = sanitize_name(name)
+        self.name = name
+        self._key = sanitize_name(name)
         self.auto_save: AutoSave = chosen_save  # type: ignore[assignment] # checked above
-        self.transport: Transport | None = chosen_transport
+        self.transport: Transport | SeedTransport | None = chosen_transport
+        self._sink = sink  # where runs send: the transport, or the adapter of a seed-style one
         self._first_run_id: str | None = chosen_id
         self._listeners = Listeners()
         self._runs: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -228,7 +232,7 @@ class Pipeline:
     def _open(self, run_id: str | None) -> Step:
         if run_id is None and self._last_run is None:
             run_id = self._first_run_id  # the constructor's id names the first run only
-        transport = self.transport
+        transport = self._sink
         if self.auto_save == "off":
             transport = _DISCARD
         root = open_run(
@@ -299,7 +303,7 @@ class Pipeline:
         if run is not None:
             return run.root.record(key, value)
         self._pending_records[key] = value
-        self._listeners.emit("step-record", self.name, key, value, self.get_step_meta())
+        self._listeners.emit("step-record", self._key, key, value, self.get_step_meta())
         return _Ready(self)
 
     def log(self, key: str, value: Any) -> Any:
@@ -311,8 +315,8 @@ class Pipeline:
         return self.name
 
     def get_key(self) -> str:
-        """The root step's key: the pipeline's name."""
-        return self.name
+        """The root step's key: the pipeline's name, a ``.`` in it as ``_``."""
+        return self._key
 
     def get_records(self) -> dict[str, Any]:
         """The root step's records."""
@@ -326,7 +330,7 @@ class Pipeline:
             return run.root.get_step_meta()
         return StepMeta(
             name=self.name,
-            key=self.name,
+            key=self._key,
             time=TimeMeta(startTs=self._created_ms),
             records=dict(self._pending_records),
         )

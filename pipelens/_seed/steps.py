@@ -21,20 +21,21 @@ from pipelens._core.step import Step, await_in_step, call_in_step, check_name, o
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _step_parameter(fn: Callable[..., Any], spec: _Spec) -> str | None:
-    """The name of ``fn``'s last positional parameter when it takes the step (``st: Step``)."""
+def _step_parameter(fn: Callable[..., Any], spec: _Spec) -> tuple[str | None, bool]:
+    """The name of ``fn``'s last positional parameter when it takes the step (``st: Step``), and
+    whether it is annotated ``Step``."""
     if not spec.names:
-        return None
+        return None, False
     last = spec.names[-1]
     try:
         annotation = inspect.signature(fn).parameters[last].annotation
     except (TypeError, ValueError, KeyError):
-        return None
+        return None, False
     if isinstance(annotation, str):  # ``from __future__ import annotations``
         named_step = "Step" in re.split(r"[^\w]+", annotation)
     else:
         named_step = annotation is Step
-    return last if named_step or last in ("st", "step") else None
+    return (last if named_step or last in ("st", "step") else None), named_step
 
 
 def with_step(name: str) -> Callable[[F], F]:
@@ -60,7 +61,7 @@ def with_step(name: str) -> Callable[[F], F]:
         spec = _Spec(target, step_name, True, True, "step")
         is_async = inspect.iscoroutinefunction(target)
         nested = _async_wrapper(spec) if is_async else _sync_wrapper(spec)
-        step_param = _step_parameter(target, spec)
+        step_param, annotated = _step_parameter(target, spec)
 
         def open_child(
             instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -79,6 +80,16 @@ def with_step(name: str) -> Callable[[F], F]:
                 and len(args) == len(spec.names) - 1 + (spec.drop_first and instance is None)
             ):
                 parent = None  # the step parameter was left out: pass the new step in
+            elif annotated and len(args) == len(spec.names) + (
+                spec.drop_first and instance is None
+            ):
+                # The parameter annotated ``Step`` got something else: the seed's TypeError,
+                # before the function runs with it.
+                raise TypeError(
+                    f"with_step({name!r}): the last argument of "
+                    f"{getattr(target, '__qualname__', target)!r} must be a `Step`, "
+                    f"not {type(args[-1]).__name__}"
+                )
             else:
                 return None, args, kwargs
             try:

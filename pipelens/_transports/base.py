@@ -81,7 +81,7 @@ class BatchingTransport:
         self.failed_batches = 0
         self._queue: collections.deque[Event] = collections.deque()
         self._closed = False
-        self._warned: set[str] = set()
+        self._warn_once = containment.WarnOnce()
         self._reset_after_fork()
         _live.add(self)
         import multiprocessing.util  # here, not at import: most programs never use it
@@ -135,11 +135,6 @@ class BatchingTransport:
                 "dropped and counted until it catches up",
             )
         return False
-
-    def _warn_once(self, what: str, message: str, exc: BaseException | None = None) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            containment.logger.warning("pipelens: %s", message, exc_info=exc)
 
     def _start_thread(self) -> None:
         with self._lock:

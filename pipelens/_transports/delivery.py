@@ -100,7 +100,7 @@ class Delivery:
         self.max_backoff = max_backoff
         self.owner = owner
         self._log_level = logging.INFO if debug else logging.DEBUG
-        self._warned: set[str] = set()
+        self._warn = containment.WarnOnce()
         self.reset()
         # A spool left by an earlier process is replayed as soon as this one starts.
         if spool is not None and spool.pending():
@@ -381,8 +381,3 @@ class Delivery:
                 item.attempts,
                 what,
             )
-
-    def _warn(self, what: str, message: str) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            containment.logger.warning("pipelens: %s", message)

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from pipelens._core import containment
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
@@ -38,7 +39,26 @@ _MiB = 1024 * 1024
 _instances: weakref.WeakSet[HttpTransport] = weakref.WeakSet()
 
 
-class HttpTransportOptions(msgspec.Struct, kw_only=True):
+class _OptionsType(msgspec.StructMeta):
+    """The seed's (pydantic) construction: values checked, ``"3"`` taken for ``3``; keywords we
+    do not use (``flush_interval=5000`` of the seed's examples) ignored with a one-time warning.
+    A bad value is a ``msgspec.ValidationError`` (a ``ValueError``) naming the field."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise TypeError("HttpTransportOptions() takes keyword arguments only")
+        fields = self.__struct_fields__
+        unused = sorted(name for name in kwargs if name not in fields)
+        if unused:
+            containment.warn_once(
+                f"HttpTransportOptions.{','.join(unused)}",
+                f"HttpTransportOptions: {', '.join(unused)} not used by PipeLens; ignored",
+            )
+        known = {name: value for name, value in kwargs.items() if name in fields}
+        return msgspec.convert(known, self, strict=False)
+
+
+class HttpTransportOptions(msgspec.Struct, kw_only=True, dict=True, metaclass=_OptionsType):
     """The seed's options object: ``HttpTransport(HttpTransportOptions(base_url=...))``.
 
     Attributes:
@@ -112,8 +132,9 @@ class HttpTransport(BatchingTransport):
         debug: bool = False,
         heartbeat: float | None = DEFAULT_INTERVAL_S,
     ) -> None:
+        self.options: HttpTransportOptions | None = None
         if isinstance(url, HttpTransportOptions):
-            options = url
+            options = self.options = url
             url = options.base_url
             token = token if token is not None else options.token
             interval = options.flush_interval_seconds if options.batch_logs else 0.1
@@ -139,6 +160,8 @@ class HttpTransport(BatchingTransport):
             )
         endpoint = Endpoint(url, token or None, float(timeout), f"pipelens-python/{__version__}")
         self.url = endpoint.url
+        #: The URL with a trailing ``/``, as the seed's transport kept it.
+        self.base_url = self.url if self.url.endswith("/") else f"{self.url}/"
         self.max_batch_bytes = max_batch_bytes
         directory: Path | None = None
         if spool:

@@ -5,7 +5,9 @@ It is written under a temporary name and renamed, so a reader never sees half a 
 claims a file by renaming it to ``<name>.<pid>.claim`` (a rename is atomic: two processes never
 send the same file at once), deletes it once the server accepted it, or renames it back to try
 again later. A claim left behind by a process that died is taken back after ``stale_after``
-seconds. Tokens are never written here: whoever replays a file sends it with its own.
+seconds. Tokens are never written here: whoever replays a file sends it with its own. The bodies
+hold captured inputs and results, so the directory is ``0700`` and each file ``0600``: other users
+of the machine read none of it.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Spool:
         self.stale_after = stale_after
         self._seq = itertools.count()
         self._bytes: int | None = None  # estimated lazily; other processes change it too
+        self._private = False  # the directory was made (or found) owner-only
 
     def __repr__(self) -> str:
         return f"<Spool {str(self.directory)!r}>"
@@ -87,16 +90,29 @@ class Spool:
             if (self._bytes or 0) + len(body) > self.max_bytes:
                 return None
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq)}-{events}{_SUFFIX}"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_private()
         temporary = self.directory / f".{name}.tmp"
         try:
-            temporary.write_bytes(body)
+            # Created 0600 from the start (not chmod-ed after): no moment where others may read.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(body)
             os.replace(temporary, self.directory / name)
         except OSError:
             temporary.unlink(missing_ok=True)
             raise
         self._bytes = size + len(body)
         return name
+
+    def _make_private(self) -> None:
+        """Create the directory ``0700``; one an older version left readable by others is
+        tightened once (the umask does not widen ``mkdir``'s mode, but may leave it narrower)."""
+        if self._private:
+            return
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_mode & 0o077:
+            os.chmod(self.directory, 0o700)
+        self._private = True
 
     def pending(self) -> list[str]:
         """Names of the unclaimed files, oldest first; stale claims are taken back first."""

@@ -14,7 +14,12 @@ from litestar import Request, post
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._ingest import _seed
-from pipelens_server._ingest._decode import batch_rows, check_media_type, decode_batch
+from pipelens_server._ingest._decode import (
+    batch_rows,
+    check_json_media_type,
+    check_media_type,
+    decode_batch,
+)
 from pipelens_server._ingest._rows import Rows
 from pipelens_server._ingest._store import LimiterDep, ingest
 
@@ -63,6 +68,7 @@ async def pipeline_start(
     settings: SettingsDep,
 ) -> Success:
     """A seed run started (its steps, if any, come along)."""
+    check_json_media_type(request.headers.get("content-type"))  # 415 first
     run_id = await ingest(request, pool, limiter, settings, _seed.pipeline_start_rows)
     return Success(run_id=run_id)
 
@@ -75,6 +81,7 @@ async def pipeline_finish(
     settings: SettingsDep,
 ) -> Success:
     """A seed run ended: the run and every step in ``pipelineMeta.steps`` are upserted."""
+    check_json_media_type(request.headers.get("content-type"))  # 415 first
     await ingest(request, pool, limiter, settings, _seed.pipeline_finish_rows)
     return Success()
 
@@ -88,6 +95,7 @@ async def step_start(
 ) -> Success:
     """A seed step started. Its body may already carry the step's end (the seed's clients build
     it late): it still counts as a start, and a late start never reopens a finished step."""
+    check_json_media_type(request.headers.get("content-type"))  # 415 first
     await ingest(request, pool, limiter, settings, _seed.step_start_rows)
     return Success()
 
@@ -100,6 +108,7 @@ async def step_finish(
     settings: SettingsDep,
 ) -> Success:
     """A seed step ended, with its records, result or error."""
+    check_json_media_type(request.headers.get("content-type"))  # 415 first
     await ingest(request, pool, limiter, settings, _seed.step_finish_rows)
     return Success()
 
@@ -112,6 +121,7 @@ async def batch(
     settings: SettingsDep,
 ) -> Success:
     """The seed's batched mode: an array of pipeline and step operations, stored together."""
+    check_json_media_type(request.headers.get("content-type"))  # 415 first
     await ingest(request, pool, limiter, settings, _seed.batch_rows)
     return Success()
 

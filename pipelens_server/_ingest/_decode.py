@@ -63,6 +63,16 @@ def check_media_type(content_type: str | None) -> bool:
     )
 
 
+def check_json_media_type(content_type: str | None) -> None:
+    """Raise unless the body is declared JSON: the seed's clients send ``application/json``, and
+    a ``text/plain`` or untyped body is what another site's page may send without a preflight."""
+    if media_type(content_type) not in JSON_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type or '(none)'!r} is not supported: "
+            "send the body as application/json"
+        )
+
+
 def decode_batch(body: bytes, content_type: str | None) -> Batch:
     """Decode a request body by its content type; ``InvalidBatchError`` names the bad path."""
     if check_media_type(content_type):

@@ -30,6 +30,7 @@ from pipelens_server._db._retention import (
 )
 from pipelens_server._ingest._import import FileResult, import_file
 from pipelens_server._ingest._store import LimiterDep
+from pipelens_server._pages._csrf import check_form
 from pipelens_server._pages._templating import base_context, render, run_path
 
 _NO_FILES = "Choose at least one file to import."
@@ -77,6 +78,7 @@ async def import_files(
             "together): import fewer or smaller files at a time. Nothing was imported.",
             status_code=413,
         )
+    check_form(request, form)
     run_id = str(form.get("run_id") or "")
     pipeline = str(form.get("pipeline") or "")
     uploads = [f for f in form.getall("files", []) if isinstance(f, UploadFile) and f.filename]
@@ -132,6 +134,7 @@ async def save_settings(request: Request[Any, Any, Any], pool: PoolDep) -> Respo
     """Save one retention: the default (no ``pipeline``) or a pipeline's (empty ``days``: back to
     the default). A bad value shows the page again with the error, changing nothing."""
     form = await request.form()
+    check_form(request, form)
     pipeline = str(form.get("pipeline") or "")
     days = str(form.get("days") or "")
     try:

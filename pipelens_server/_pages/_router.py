@@ -45,5 +45,11 @@ def page_routes() -> list[ControllerRouterHandler]:
         exception_handlers={ServerError: page_error, HTTPException: page_error},
         include_in_schema=False,
     )
+    login = Router(
+        "/",
+        route_handlers=_login.route_handlers,
+        exception_handlers={ServerError: page_error, HTTPException: page_error},
+        include_in_schema=False,
+    )
     static = create_static_files_router(path="/static", directories=[static_dir()])
-    return [pages, static, *_login.route_handlers]
+    return [pages, login, static]

@@ -21,6 +21,7 @@ from litestar.enums import MediaType
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from pipelens_server._pages import _csrf
 from pipelens_server._settings import Settings
 from pipelens_server._timerange import zone_name
 
@@ -161,6 +162,7 @@ def render(
     engine = request.app.template_engine
     assert isinstance(engine, JinjaTemplateEngine)  # create_app configures Jinja
     template = engine.engine.get_template(template_name)
+    context = {"csrf_token": _csrf.form_token(request), **context}
     if block is None and is_htmx(request):
         target = request.headers.get("hx-target", "")
         block = target if target in fragments else "content"
@@ -170,4 +172,6 @@ def render(
         html = "".join(template.blocks[block](template.new_context(context)))
     # The same URL answers a page or a fragment: caches must keep them apart.
     headers = {"Vary": "HX-Request, HX-Target", "Cache-Control": "no-store"}
-    return Response(html, media_type=MediaType.HTML, status_code=status_code, headers=headers)
+    response = Response(html, media_type=MediaType.HTML, status_code=status_code, headers=headers)
+    _csrf.set_cookie(request, response)
+    return response

@@ -346,7 +346,7 @@ def test_record_outside_any_step_does_nothing_and_logs_once(
     events: CapturedEvents, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``pipelens.record`` with no step open is ignored, with one warning however often called."""
-    monkeypatch.setattr(containment, "_seen", set())
+    monkeypatch.setattr(containment, "_once", containment.WarnOnce())
     with caplog.at_level(logging.WARNING, logger="pipelens"):
         pipelens.record("a", 1)
         pipelens.record("b", 2)

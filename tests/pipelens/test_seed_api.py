@@ -653,7 +653,7 @@ async def test_output_pipeline_meta_has_the_seeds_shape() -> None:
         [s.key for s in meta.steps],
     ) == (1, "r1", "p", "done", ["p", "p.child"])
     assert (meta.log_version, meta.run_id) == (meta.logVersion, meta.runId)
-    dumped = meta.model_dump()
+    dumped = meta.model_dump(by_alias=True)
     assert (list(dumped)) == [
         "name",
         "key",
@@ -665,6 +665,7 @@ async def test_output_pipeline_meta_has_the_seeds_shape() -> None:
         "runId",
         "steps",
     ]
+    assert list(meta.model_dump())[6:8] == ["log_version", "run_id"]
     assert list(dumped["time"]) == ["startTs", "endTs", "timeUsageMs"]
     time = meta.time
     assert time.endTs is not None

@@ -230,7 +230,7 @@ class RaisingTransport:
 def contained(monkeypatch: pytest.MonkeyPatch) -> None:
     """Internal errors are logged and swallowed, as for users (our suite re-raises them)."""
     monkeypatch.setattr(containment, "RAISE_INTERNAL", False)
-    monkeypatch.setattr(containment, "_seen", set())
+    monkeypatch.setattr(containment, "_once", containment.WarnOnce())
 
 
 @pytest.mark.usefixtures("contained")

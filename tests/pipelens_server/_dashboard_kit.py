@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from html.parser import HTMLParser
@@ -66,6 +67,13 @@ def step_named(run_id: str, name: str) -> list[Event]:
             result='"<b>bold</b>"',
         ),
     ]
+
+
+def form_token(client: TestClient[Litestar], page: str = "/settings") -> str:
+    """The CSRF token of ``page``'s forms (the client keeps the cookie that goes with it)."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(page).text)
+    assert match is not None, f"{page} has no form with a CSRF token"
+    return match.group(1)
 
 
 def ingest(client: TestClient[Litestar], events: Sequence[Event]) -> None:

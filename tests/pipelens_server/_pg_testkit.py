@@ -38,6 +38,9 @@ from pipelens.events import (
 T0 = 1_700_000_000_000_000_000
 MSGPACK = {"content-type": "application/msgpack"}
 JSON = {"content-type": "application/json"}
+#: The base URL of Litestar's test clients: a loopback name, the only Host a server bound to
+#: 127.0.0.1 answers (Litestar's default ``testserver.local`` would be refused).
+LOCAL = "http://127.0.0.1"
 
 
 def run_events(run_id: str, pipeline: str = "rag", *, fail: bool = False) -> list[Event]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from _pg_testkit import data_dir
+from _pg_testkit import LOCAL, data_dir
 from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg import sql
@@ -94,7 +94,7 @@ def module_database_url(postgres_conninfo: str, _schema_template: str) -> Iterat
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient[Litestar]]:
     """A test client of an app on the test's own database."""
-    with TestClient(create_app(Settings(database_url=database_url))) as test_client:
+    with TestClient(create_app(Settings(database_url=database_url)), base_url=LOCAL) as test_client:
         yield test_client
 
 

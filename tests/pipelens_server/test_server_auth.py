@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _pg_testkit import MSGPACK, msgpack_body, read_rows, run_events
+from _pg_testkit import LOCAL, MSGPACK, msgpack_body, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -18,7 +18,9 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def guarded(database_url: str) -> Iterator[TestClient[Litestar]]:
     """A client of an app started with a token."""
-    with TestClient(create_app(Settings(database_url=database_url, token=TOKEN))) as client:
+    with TestClient(
+        create_app(Settings(database_url=database_url, token=TOKEN)), base_url=LOCAL
+    ) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from _pg_testkit import JSON, MSGPACK, json_body, msgpack_body, read_rows, run_events
+from _pg_testkit import JSON, LOCAL, MSGPACK, json_body, msgpack_body, read_rows, run_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
@@ -24,7 +24,9 @@ _ids = itertools.count()
 @pytest.fixture(scope="module")
 def module_client(module_database_url: str) -> Iterator[TestClient[Litestar]]:
     """One app for the whole module: hypothesis runs many examples against it."""
-    with TestClient(create_app(Settings(database_url=module_database_url))) as client:
+    with TestClient(
+        create_app(Settings(database_url=module_database_url)), base_url=LOCAL
+    ) as client:
         yield client
 
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _dashboard_kit import recent_run, table_rows
-from _pg_testkit import read_rows, run_events
+from _dashboard_kit import form_token, recent_run, table_rows
+from _pg_testkit import LOCAL, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -49,7 +49,8 @@ def _json_file(name: str, value: Any) -> Upload:
 
 def _upload(client: Client, *files: Upload, **form: str) -> list[list[str]]:
     """POST ``files`` to /import; the result table's rows: file, format, runs, steps, result."""
-    response = client.post("/import", files=[("files", f) for f in files], data=form)
+    data = {**form, "csrf_token": form_token(client, "/import")}
+    response = client.post("/import", files=[("files", f) for f in files], data=data)
     assert response.status_code == 200, response.text
     return table_rows(response.text)
 
@@ -211,7 +212,9 @@ def test_an_empty_or_broken_json_file_gets_a_clear_error(client: Client) -> None
 
 def test_an_upload_without_files_asks_for_one(client: Client) -> None:
     """Submitting the form with no file says to choose one."""
-    response = client.post("/import", data={"run_id": ""})
+    response = client.post(
+        "/import", data={"run_id": "", "csrf_token": form_token(client, "/import")}
+    )
     assert response.status_code == 200
     assert "Choose at least one file to import." in response.text
 
@@ -220,7 +223,7 @@ def test_an_upload_over_the_body_limit_is_refused_whole(database_url: str) -> No
     """Files larger together than ``max_body_bytes`` get a 413 page and write nothing."""
     settings = Settings(database_url=database_url, max_body_bytes=2000)
     upload = _json_file("big.json", _pipeline_meta("big", result="x" * 3000))
-    with TestClient(create_app(settings)) as small:
+    with TestClient(create_app(settings), base_url=LOCAL) as small:
         response = small.post("/import", files=[("files", upload)])
     assert response.status_code == 413
     assert "larger than the server's limit of 2000 bytes" in html.unescape(response.text)

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 from _pg_testkit import (
     JSON,
+    LOCAL,
     MSGPACK,
     T0,
     json_body,
@@ -210,7 +211,7 @@ def test_wrong_content_type_is_a_415(client: Client) -> None:
 def test_body_over_the_limit_is_a_413(database_url: str) -> None:
     """A body larger than ``max_body_bytes`` is refused with 413 naming the limit."""
     app = create_app(Settings(database_url=database_url, max_body_bytes=1000))
-    with TestClient(app) as small_client:
+    with TestClient(app, base_url=LOCAL) as small_client:
         response = small_client.post(
             "/api/v1/events", content=msgpack_body(run_events("r1") * 20), headers=MSGPACK
         )

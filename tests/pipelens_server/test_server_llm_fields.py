@@ -10,7 +10,16 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-from _pg_testkit import JSON, MSGPACK, json_body, json_with, msgpack_body, read_rows, run_events
+from _pg_testkit import (
+    JSON,
+    LOCAL,
+    MSGPACK,
+    json_body,
+    json_with,
+    msgpack_body,
+    read_rows,
+    run_events,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
@@ -185,7 +194,9 @@ def test_migration_0002_adds_jsonb_columns(database_url: str) -> None:
 @pytest.fixture(scope="module")
 def module_client(module_database_url: str) -> Iterator[Client]:
     """One app for the whole module: hypothesis runs many examples against it."""
-    with TestClient(create_app(Settings(database_url=module_database_url))) as client:
+    with TestClient(
+        create_app(Settings(database_url=module_database_url)), base_url=LOCAL
+    ) as client:
         yield client
 
 

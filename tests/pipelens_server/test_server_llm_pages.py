@@ -14,6 +14,7 @@ import msgspec
 import openai
 import pytest
 from _dashboard_kit import SECOND, ingest, table_rows
+from _pg_testkit import LOCAL
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -265,7 +266,7 @@ def test_usage_api_has_tokens_and_server_priced_cost_per_bucket(client: Client) 
 def test_usage_api_needs_the_token_and_is_in_the_schema(database_url: str) -> None:
     """With a token the API answers 401 without it and 200 with it; ``/schema`` documents it."""
     app = create_app(Settings(database_url=database_url, token="llm-token"))
-    with TestClient(app) as token_client:
+    with TestClient(app, base_url=LOCAL) as token_client:
         assert token_client.get("/api/v1/llm/usage").status_code == 401
         headers = {"Authorization": "Bearer llm-token"}
         response = token_client.get("/api/v1/llm/usage", headers=headers)

@@ -35,6 +35,7 @@ def test_migrations_create_the_schema_then_do_nothing(empty_database_url: str) -
         "retention_default",  # 0005
         "runs",
         "schema_migrations",
+        "sessions",  # 0008
         "steps",
     ]
     assert asyncio.run(_migrate(empty_database_url)) == []

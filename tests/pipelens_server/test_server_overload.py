@@ -34,7 +34,7 @@ def _slot_held(app: Litestar, url: str, run_id: str) -> Iterator[Callable[[], st
     address = urlsplit(url)
     slow = socket.create_connection((address.hostname, address.port))
     head = (
-        f"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+        f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     slow.sendall(head.encode() + body[:10])

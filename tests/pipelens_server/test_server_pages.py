@@ -7,13 +7,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-from _dashboard_kit import MS, ingest, recent_run, running_run, step_named, table_rows
+from _dashboard_kit import MS, form_token, ingest, recent_run, running_run, step_named, table_rows
+from _pg_testkit import LOCAL
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens_server import Settings, create_app
-from pipelens_server._pages._login import COOKIE, session_value
+from pipelens_server._pages._login import COOKIE
 from pipelens_server._pages._templating import HTMX_FILE
 
 Client = TestClient[Litestar]
@@ -32,9 +34,7 @@ def test_overview_without_runs_shows_the_two_lines_to_add(client: Client) -> Non
     response = client.get("/")
     assert response.status_code == 200
     assert "No runs yet" in response.text
-    assert 'pipelens.configure(url="http://testserver.local")' in response.text.replace(
-        "&#34;", '"'
-    )
+    assert 'pipelens.configure(url="http://127.0.0.1")' in response.text.replace("&#34;", '"')
     assert "@pipelens.step" in response.text
 
 
@@ -296,7 +296,9 @@ def test_times_are_shown_in_the_browsers_zone_with_its_name(client: Client) -> N
 @pytest.fixture
 def guarded(database_url: str) -> Iterator[Client]:
     """A client of an app started with a token."""
-    with TestClient(create_app(Settings(database_url=database_url, token=TOKEN))) as test_client:
+    with TestClient(
+        create_app(Settings(database_url=database_url, token=TOKEN)), base_url=LOCAL
+    ) as test_client:
         yield test_client
 
 
@@ -315,40 +317,88 @@ def test_pages_need_a_login_when_a_token_is_set(guarded: Client) -> None:
     assert guarded.get("/static/pipelens.css").status_code == 200
 
 
-def test_login_sets_an_httponly_strict_cookie_holding_an_hmac(guarded: Client) -> None:
-    """The right token logs in and returns to the page; the cookie is not the token."""
-    wrong = guarded.post("/login", data={"token": "guess", "next": "/"}, follow_redirects=False)
+def _log_in(client: Client, token: str = TOKEN, target: str = "/") -> httpx.Response:
+    data = {"token": token, "next": target, "csrf_token": form_token(client, "/login")}
+    return client.post("/login", data=data, follow_redirects=False)
+
+
+def test_login_sets_an_httponly_strict_cookie_holding_a_random_session(guarded: Client) -> None:
+    """The right token logs in and returns to the page; the cookie is neither the token nor
+    derived from it (two logins get two sessions)."""
+    wrong = _log_in(guarded, "guess")
     assert wrong.status_code == 401
     assert "not the server" in wrong.text
-    right = guarded.post(
-        "/login", data={"token": TOKEN, "next": "/runs/r1"}, follow_redirects=False
-    )
+    right = _log_in(guarded, target="/runs/r1")
     assert (right.status_code, right.headers["location"]) == (303, "/runs/r1")
     cookie = right.headers["set-cookie"]
-    assert f"{COOKIE}={session_value(TOKEN)}" in cookie
     assert TOKEN not in cookie
     assert ("httponly" in cookie.lower(), "samesite=strict" in cookie.lower()) == (True, True)
     assert guarded.get("/", follow_redirects=False).status_code == 200
+    first = guarded.cookies[COOKIE]
+    _log_in(guarded)
+    assert first != guarded.cookies[COOKIE]
 
 
 def test_logout_ends_the_session(guarded: Client) -> None:
     """After 'Log out' the pages ask for the token again."""
-    guarded.post("/login", data={"token": TOKEN, "next": "/"}, follow_redirects=False)
+    _log_in(guarded)
     page = guarded.get("/", follow_redirects=False)
     assert (page.status_code, 'action="/logout"' in page.text) == (200, True)
-    assert guarded.post("/logout", follow_redirects=False).status_code == 303
+    logout = guarded.post(
+        "/logout", data={"csrf_token": form_token(guarded, "/")}, follow_redirects=False
+    )
+    assert logout.status_code == 303
     assert guarded.get("/", follow_redirects=False).status_code == 303
 
 
-def test_login_never_redirects_off_the_server(guarded: Client) -> None:
-    """A ``next`` that points at another site is replaced by the overview."""
-    response = guarded.post(
-        "/login", data={"token": TOKEN, "next": "//evil.example/"}, follow_redirects=False
-    )
-    assert response.headers["location"] == "/"
+def test_logout_revokes_the_session_on_the_server(guarded: Client) -> None:
+    """A copy of the cookie taken before logout opens nothing after it."""
+    _log_in(guarded)
+    stolen = guarded.cookies[COOKIE]
+    guarded.post("/logout", data={"csrf_token": form_token(guarded, "/")})
+    guarded.cookies.set(COOKIE, stolen)
+    assert guarded.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_session_of_another_token_is_refused(database_url: str, guarded: Client) -> None:
+    """A server restarted with a new token knows none of the old sessions."""
+    _log_in(guarded)
+    cookie = guarded.cookies[COOKIE]
+    app = create_app(Settings(database_url=database_url, token="another-token"))
+    with TestClient(app, base_url=LOCAL) as other:
+        other.cookies.set(COOKIE, cookie)
+        assert other.get("/", follow_redirects=False).status_code == 303
+
+
+def test_failed_logins_are_limited_per_address(guarded: Client) -> None:
+    """After 5 wrong tokens in a minute even the right one gets 429 with Retry-After."""
+    assert [_log_in(guarded, "guess").status_code for _ in range(5)] == [401] * 5
+    refused = _log_in(guarded)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert "Too many wrong tokens" in refused.text
+    assert COOKIE not in guarded.cookies
+
+
+def test_a_login_that_failed_fewer_times_than_the_limit_succeeds(guarded: Client) -> None:
+    """4 typos, then the right token: logged in, and the count starts again."""
+    for _ in range(4):
+        _log_in(guarded, "typo")
+    assert _log_in(guarded).status_code == 303
+    assert [_log_in(guarded, "typo").status_code for _ in range(4)] == [401] * 4
+
+
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+def test_login_and_logout_need_the_forms_csrf_token(guarded: Client, path: str) -> None:
+    """A POST without the form's token is a 403 page saying to reload; no session is opened."""
+    response = guarded.post(path, data={"token": TOKEN, "next": "/"}, follow_redirects=False)
+    assert response.status_code == 403
+    assert "reload the page" in response.text
+    assert "text/html" in response.headers["content-type"]
+    assert COOKIE not in guarded.cookies
 
 
 def test_a_forged_session_cookie_is_refused(guarded: Client) -> None:
-    """A cookie that is not the token's HMAC (here: the token itself) does not log in."""
+    """A cookie that is no live session (here: the token itself) does not log in."""
     guarded.cookies.set(COOKIE, TOKEN)
     assert guarded.get("/", follow_redirects=False).status_code == 303

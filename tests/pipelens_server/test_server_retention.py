@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from _dashboard_kit import ingest, recent_run, table_rows
-from _pg_testkit import read_rows
+from _dashboard_kit import form_token, ingest, recent_run, table_rows
+from _pg_testkit import LOCAL, read_rows
 from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg_pool import AsyncConnectionPool
@@ -30,7 +30,7 @@ def client(database_url: str) -> Iterator[Client]:
     """A test client of an app that never purges by itself: the tests purge by hand."""
     app = create_app(Settings(database_url=database_url))
     app.state.purge_interval_s = None
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -52,6 +52,7 @@ def _step_run_ids(database_url: str) -> set[str]:
 
 def _save(client: Client, days: str, pipeline: str | None = None) -> tuple[int, str]:
     form = {"days": days} if pipeline is None else {"days": days, "pipeline": pipeline}
+    form["csrf_token"] = form_token(client)
     response = client.post("/settings", data=form, follow_redirects=False)
     return response.status_code, html.unescape(response.text)
 
@@ -108,10 +109,10 @@ def test_old_runs_known_only_by_their_steps_follow_the_default(
 
 def test_the_app_purges_at_start_up_before_serving(database_url: str) -> None:
     """Old runs stored before the server starts are gone by its first request."""
-    with TestClient(create_app(Settings(database_url=database_url))) as first:
+    with TestClient(create_app(Settings(database_url=database_url)), base_url=LOCAL) as first:
         ingest(first, recent_run("old", ago_s=15 * DAY_S))
         ingest(first, recent_run("new", ago_s=60))
-    with TestClient(create_app(Settings(database_url=database_url))) as second:
+    with TestClient(create_app(Settings(database_url=database_url)), base_url=LOCAL) as second:
         assert [row[0] for row in table_rows(second.get("/pipelines/rag/runs?range=all").text)] == [
             "new"
         ]
@@ -123,7 +124,7 @@ def test_the_app_purges_again_every_interval(database_url: str) -> None:
     """A run that is old when stored is purged by a later round while the server runs."""
     app = create_app(Settings(database_url=database_url))
     app.state.purge_interval_s = 0.1
-    with TestClient(app) as running:
+    with TestClient(app, base_url=LOCAL) as running:
         ingest(running, recent_run("old", ago_s=15 * DAY_S))
         ingest(running, recent_run("new", ago_s=60))
         deadline = time.monotonic() + WAIT_S
@@ -180,7 +181,7 @@ def test_settings_refuse_an_empty_default_and_an_unknown_pipeline(client: Client
 def test_settings_need_a_session_when_the_server_has_a_token(database_url: str) -> None:
     """Without the login cookie, the settings form redirects to the login and changes nothing."""
     settings = Settings(database_url=database_url, token="t0ken")
-    with TestClient(create_app(settings)) as locked:
+    with TestClient(create_app(settings), base_url=LOCAL) as locked:
         response = locked.post("/settings", data={"days": "3"}, follow_redirects=False)
         assert (response.status_code, response.headers["location"]) == (
             303,

@@ -98,8 +98,8 @@ def test_a_huge_running_run_polls_less_often(
     small = client.get("/runs/wide").text
     monkeypatch.setattr(_runs, "LARGE_RUN_STEPS", CHILDREN)
     huge = client.get("/runs/wide").text
-    assert "every 2s [" in small
-    assert f"every {_runs.LARGE_RUN_POLL_S}s [" in huge
+    assert 'hx-trigger="every 2s"' in small
+    assert f'hx-trigger="every {_runs.LARGE_RUN_POLL_S}s"' in huge
 
 
 def test_a_long_loop_shows_its_ends_and_a_gap_that_shows_all(

@@ -140,3 +140,51 @@ def test_demo_serve_sends_a_run_visible_in_the_api(database_url: str) -> None:
     assert {"rag_demo.answer.score___2", "rag_demo.answer.rerank.fetch_detail___2"} <= keys
     assert "rag_demo.answer.compose.stream_tokens" in keys
     assert detail["run"]["step_count"] == len(keys)
+
+
+def test_serve_reads_its_token_from_a_file_not_the_command_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``--token-file`` sets the token, which ``ps`` then does not show."""
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    with serve("--database-url", database_url, "--token-file", str(secret)) as (process, url):
+        anonymous = httpx.get(f"{url}/api/v1/runs")
+        with_token = httpx.get(
+            f"{url}/api/v1/runs", headers={"authorization": "Bearer from-a-file"}
+        )
+        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    assert (anonymous.status_code, with_token.status_code) == (401, 200)
+    assert b"from-a-file" not in command_line
+
+
+def test_serve_names_a_missing_or_empty_token_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token file that cannot be read or holds nothing stops the start with exit 2."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert main(["--token-file", str(tmp_path / "missing")]) == 2
+    assert "cannot read the token file" in capsys.readouterr().err
+    assert main(["--token-file", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_help_prefers_the_token_file_and_names_allowed_hosts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--help`` says a token on the command line is visible in ps, and shows --allowed-hosts."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--token-file" in text
+    assert "visible to every user of the machine (ps)" in text
+    assert "--allowed-hosts" in text
+
+
+def test_serve_answers_an_allowed_host_and_refuses_others(database_url: str) -> None:
+    """``--allowed-hosts`` widens the loopback default; other names stay refused."""
+    with serve("--database-url", database_url, "--allowed-hosts", "pipelens.test") as (_, url):
+        allowed = httpx.get(f"{url}/healthz", headers={"host": "pipelens.test:80"})
+        refused = httpx.get(f"{url}/healthz", headers={"host": "other.test"})
+    assert (allowed.status_code, refused.status_code) == (200, 400)

@@ -126,3 +126,17 @@ def test_exposure_without_a_token_is_refused(
     if problem is not None:
         assert "--token" in problem
         assert "--insecure" in problem
+
+
+def test_the_token_file_in_the_environment_wins_over_the_token(tmp_path: Path) -> None:
+    """``PIPELENS_TOKEN_FILE`` (first line, stripped) is preferred to ``PIPELENS_TOKEN``."""
+    secret = tmp_path / "token"
+    secret.write_text("  file-token  \nignored\n")
+    env = {"PIPELENS_TOKEN_FILE": str(secret), "PIPELENS_TOKEN": "env-token"}
+    assert Settings.from_env(env).token == "file-token"
+
+
+def test_allowed_hosts_must_be_host_names() -> None:
+    """A URL given as an allowed host is refused by name."""
+    with pytest.raises(ValueError, match="is not a host name"):
+        Settings(allowed_hosts=("https://pipelens.example.com",))

@@ -10,7 +10,7 @@ from datetime import UTC
 import psycopg
 import pytest
 from _dashboard_kit import MS, SECOND, at, ingest, recent_run, table_rows
-from _pg_testkit import T0, run_events
+from _pg_testkit import LOCAL, T0, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg import sql
@@ -247,7 +247,7 @@ def test_runs_page_links_to_the_step_keys_of_its_pipeline(client: Client) -> Non
 def test_stats_need_the_token_when_the_server_has_one(database_url: str) -> None:
     """With a token, the stats API answers 401 without it and the page asks for a login."""
     app = create_app(Settings(database_url=database_url, token="stats-token"))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         api = client.get(f"{API}/answer/stats")
         page = client.get(RETRIEVE, follow_redirects=False)
         bearer = {"Authorization": "Bearer stats-token"}
