@@ -10,7 +10,15 @@ Convergence rules the server follows (so that events may arrive in any order, or
 * a step is identified by ``(run_id, key)``; ``step_id`` is unique too;
 * ``StepFinished`` carries everything ``StepStarted`` does except ``inputs``: a lost or late start
   never reopens a finished step, and a finish alone is a complete row;
-* ``RunFinished`` likewise carries the run's ``pipeline`` and ``start_ns``.
+* ``RunFinished`` likewise carries the run's ``pipeline`` and ``start_ns``;
+* a run the server hears nothing of (no event, no heartbeat) for its ``--abandon-after`` timeout
+  turns ``abandoned``: that status ranks above ``running`` and below the final ones, so a late
+  finish still wins and a late start never reopens the run.
+
+Liveness: a client sends ``Batch(events=[], heartbeats=[RunHeartbeat(...), ...])`` for its open
+runs every few seconds. ``heartbeats`` is an optional field (left out of the encoding when
+unset), added within version 1: servers older than it ignore it as an unknown field, and clients
+older than it never send it (their runs are kept alive by their events alone).
 
 Decoding ignores unknown fields, so adding an optional field is backwards compatible;
 anything else bumps :data:`VERSION`. Times, durations and counts must be ``>= 0``.
@@ -111,11 +119,23 @@ class StepFinished(_Event, kw_only=True, frozen=True, tag="step.finished"):
 Event: TypeAlias = RunStarted | RunFinished | StepStarted | StepFinished
 
 
+class RunHeartbeat(msgspec.Struct, kw_only=True, frozen=True):
+    """The run ``run_id`` is still open in a live client (``at_ns``: when the client said so)."""
+
+    run_id: str
+    at_ns: NonNegative
+
+
 class Batch(msgspec.Struct, kw_only=True, frozen=True):
-    """What one request (or one line of a file transport) carries."""
+    """What one request (or one line of a file transport) carries.
+
+    ``heartbeats`` stays unset (and out of the encoding) in a batch of events; the server reads
+    a missing one as none.
+    """
 
     v: int = VERSION
     events: list[Event]
+    heartbeats: list[RunHeartbeat] | msgspec.UnsetType = msgspec.UNSET
 
 
 def encode_msgpack(batch: Batch) -> bytes:

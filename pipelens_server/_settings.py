@@ -12,12 +12,15 @@ import msgspec
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _MAX_INGEST_WAIT_S = 3600.0
+_MIN_ABANDON_AFTER_S = 1.0
+_MAX_ABANDON_AFTER_S = 30 * 86_400.0
 #: Settings read from the environment as numbers: variable, setting, type.
 _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("PORT", "port", int),
     ("PIPELENS_MAX_INFLIGHT_INGESTS", "max_inflight_ingests", int),
     ("PIPELENS_INGEST_QUEUE", "ingest_queue", int),
     ("PIPELENS_INGEST_WAIT", "ingest_wait_s", float),
+    ("PIPELENS_ABANDON_AFTER", "abandon_after_s", float),
 )
 
 
@@ -52,6 +55,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             (``--ingest-wait``, ``PIPELENS_INGEST_WAIT``).
         pool_timeout_s: How long a request waits for a connection before it gets 429.
         retry_after_s: The ``Retry-After`` a 429 answer carries.
+        abandon_after_s: Seconds without an event or heartbeat after which a running run is
+            marked ``abandoned``, with its open steps (``--abandon-after``,
+            ``PIPELENS_ABANDON_AFTER``).
         allowed_hosts: ``Host`` names the server answers besides its own address (``*`` any,
             ``*.example.com`` a domain's names). Bound to a loopback address the server answers
             only ``127.0.0.1``, ``localhost`` and ``[::1]`` and these (a DNS-rebinding page
@@ -72,6 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ingest_wait_s: float = 30.0
     pool_timeout_s: float = 5.0
     retry_after_s: int = 1
+    abandon_after_s: float = 600.0
     allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -99,6 +106,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 "ingest_wait_s (--ingest-wait, PIPELENS_INGEST_WAIT) must be from 0 to "
                 f"{_MAX_INGEST_WAIT_S:g} seconds, got {self.ingest_wait_s}"
             )
+        if not _MIN_ABANDON_AFTER_S <= self.abandon_after_s <= _MAX_ABANDON_AFTER_S:
+            raise ValueError(
+                "abandon_after_s (--abandon-after, PIPELENS_ABANDON_AFTER) must be from "
+                f"{_MIN_ABANDON_AFTER_S:g} to {_MAX_ABANDON_AFTER_S:g} seconds, got "
+                f"{self.abandon_after_s}"
+            )
         if self.token == "":
             raise ValueError("token must not be empty: leave it unset to disable authentication")
         for name in self.allowed_hosts:
@@ -112,8 +125,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT``,
         ``PIPELENS_TOKEN_FILE`` (preferred) or ``PIPELENS_TOKEN``, ``PIPELENS_ALLOWED_HOSTS``
-        (comma-separated), ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE`` and
-        ``PIPELENS_INGEST_WAIT``; keyword arguments that are not ``None`` take precedence."""
+        (comma-separated), ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``,
+        ``PIPELENS_INGEST_WAIT`` and ``PIPELENS_ABANDON_AFTER``; keyword arguments that are not
+        ``None`` take precedence."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if url := env.get("PIPELENS_DATABASE_URL"):

@@ -21,8 +21,10 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from pipelens_server._api import _health
 from pipelens_server._api._router import api_router
+from pipelens_server._db._abandon import abandon_lifespan
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
 from pipelens_server._db._retention import purge_lifespan
+from pipelens_server._db._watchdog import require_database
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     InvalidBatchError,
@@ -159,9 +161,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *page_routes(),
         ],
         template_config=template_config(),
+        guards=[require_database],  # 503 at once while the embedded database restarts
         lifespan=[
             functools.partial(database_lifespan, configure=create_staging_tables),
             purge_lifespan,  # after the database: the purge uses the pool
+            abandon_lifespan,  # likewise
         ],
         state=State(
             {

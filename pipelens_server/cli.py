@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         help="longest a queued ingest request waits for a slot (env PIPELENS_INGEST_WAIT, "
         "default 30)",
     )
+    parser.add_argument(
+        "--abandon-after",
+        type=float,
+        metavar="SECONDS",
+        help="mark a running run 'abandoned', with its open steps, when nothing (no event, no "
+        "heartbeat) came for it in this long (env PIPELENS_ABANDON_AFTER, default 600)",
+    )
     return parser
 
 
@@ -106,6 +113,7 @@ def main(argv: Sequence[str]) -> int:
             max_inflight_ingests=args.max_inflight_ingests,
             ingest_queue=args.ingest_queue,
             ingest_wait_s=args.ingest_wait,
+            abandon_after_s=args.abandon_after,
         )
     except ValueError as exc:
         print(f"pipelens serve: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from pipelens._core.capture import scrub_event
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
+from pipelens._transports.heartbeat import Heartbeat
 from pipelens.events import Batch, Event, RunFinished
 
 __all__ = [
@@ -64,6 +65,8 @@ class BatchingTransport:
 
     #: Secrets are scrubbed on the background thread, off the user's code path.
     scrubs_events = True
+    #: Seconds between heartbeats of the open runs (``heartbeat.py``); ``None`` sends none.
+    heartbeat_interval: float | None = None
 
     def __init__(
         self, *, max_queue: int = 100_000, max_batch: int = 1000, interval: float = 0.5
@@ -99,6 +102,7 @@ class BatchingTransport:
         self._done = 0  # events taken and then written or lost
         self._started = False
         self._thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(self.heartbeat_interval)  # the parent's runs are not ours
 
     def __repr__(self) -> str:
         return (
@@ -153,6 +157,8 @@ class BatchingTransport:
             self._wake.clear()
             try:
                 self._drain(None)
+                if (beat := self._heartbeat.due()) is not None:
+                    self.write(beat)
             except Exception as exc:  # a bug of ours; the thread must outlive it
                 self._warn_once("thread-error", f"{self!r}: error in its thread", exc)
 
@@ -167,6 +173,7 @@ class BatchingTransport:
                 self._taken += len(batch)
             if not batch:
                 return True
+            self._heartbeat.observe(batch)
             try:
                 self.write(Batch(events=[scrub_event(e) for e in batch]))
                 self.sent += len(batch)

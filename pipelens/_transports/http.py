@@ -29,6 +29,7 @@ from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
 from pipelens._transports.delivery import Delivery, TransportStats
 from pipelens._transports.endpoint import Endpoint
+from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
 from pipelens._transports.spool import Spool, default_spool_dir
 from pipelens._version import __version__
 from pipelens.events import Batch, Event, encode_msgpack
@@ -101,6 +102,9 @@ class HttpTransport(BatchingTransport):
         max_batch: events per request at most (5000; bodies over ``max_batch_bytes`` are split).
         max_queue, interval: see :class:`~pipelens.BatchingTransport`.
         debug: log every request's outcome at INFO.
+        heartbeat: seconds between the heartbeats that tell the server which runs are still
+            open (15; ``None`` sends none): a run it hears nothing of for its ``--abandon-after``
+            timeout is shown ``abandoned``.
 
     Raises:
         ConfigurationError: an option is invalid (the message names it).
@@ -126,6 +130,7 @@ class HttpTransport(BatchingTransport):
         max_batch: int = 5000,
         interval: float = 0.5,
         debug: bool = False,
+        heartbeat: float | None = DEFAULT_INTERVAL_S,
     ) -> None:
         self.options: HttpTransportOptions | None = None
         if isinstance(url, HttpTransportOptions):
@@ -139,6 +144,9 @@ class HttpTransport(BatchingTransport):
         _check_positive(
             timeout=timeout, backoff=backoff, max_backoff=max_backoff, interval=interval
         )
+        if heartbeat is not None:
+            _check_positive(heartbeat=heartbeat)
+            self.heartbeat_interval = float(heartbeat)
         _check_counts(
             max_batch_bytes=max_batch_bytes,
             max_buffer_bytes=max_buffer_bytes,
@@ -186,6 +194,9 @@ class HttpTransport(BatchingTransport):
 
     def write(self, batch: Batch) -> None:
         """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""
+        if not batch.events:  # heartbeats
+            self._delivery.put(encode_msgpack(batch), 0)
+            return
         for body, count in self._bodies(batch.events):
             self._delivery.put(body, count)
 

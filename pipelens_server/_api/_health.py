@@ -1,5 +1,6 @@
-"""The health probes ``/healthz`` (the process is up) and ``/readyz`` (the database answers):
-outside ``/api``, so that no token is needed."""
+"""The health probes ``/healthz`` (the process is up and its database not known to be down) and
+``/readyz`` (the database answers): outside ``/api``, so that no token is needed. While the
+embedded database restarts both answer 503 (the app's ``require_database`` guard)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Health(msgspec.Struct, kw_only=True, frozen=True):
 
 @get("/healthz")
 async def healthz() -> Health:
-    """The process is up."""
+    """The process is up, and its database is not known to be down."""
     return Health(status="ok")
 
 

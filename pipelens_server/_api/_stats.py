@@ -47,6 +47,8 @@ class PipelineOut(msgspec.Struct, kw_only=True, frozen=True):
     runs: int
     failed: int
     running: int
+    #: Running runs whose client stopped reporting (no event or heartbeat in --abandon-after).
+    abandoned: int
     error_rate: float | None
     p50_ns: float | None
     p95_ns: float | None
@@ -102,6 +104,7 @@ async def get_pipelines(pool: PoolDep, range_: RangeQuery = "24h") -> PipelineLi
                 runs=p.runs,
                 failed=p.failed,
                 running=p.running,
+                abandoned=p.abandoned,
                 error_rate=p.error_rate,
                 p50_ns=p.p50_ns,
                 p95_ns=p.p95_ns,

@@ -95,6 +95,31 @@ class EmbeddedPostgres:
                 self._pg_ctl("stop", "-m", "fast")
         log.info("embedded PostgreSQL stopped", data_dir=str(self.data_dir))
 
+    def restart(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Start the server again in the same data dir after its postmaster died.
+
+        Retried until ``timeout_s`` passes: the dead postmaster's backends hold its shared
+        memory until they notice and exit, and PostgreSQL refuses to start before. Another
+        process sharing the data dir may have restarted it first: then there is nothing to do.
+
+        Raises:
+            EmbeddedPostgresError: it would not start in time (the last attempt's output).
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._locked():
+            while True:
+                if self.running_pid() is not None:
+                    self._wait_ready()
+                    break
+                try:
+                    self._pg_ctl_start()
+                    break
+                except EmbeddedPostgresError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        log.warning("embedded PostgreSQL restarted", pid=self.running_pid())
+
     def running_pid(self) -> int | None:
         """The pid of the postmaster serving ``pgdata``, or ``None`` when none is running."""
         lines = _read_lines(self.pgdata / "postmaster.pid")

@@ -5,6 +5,8 @@ All of it is opened in the app's lifespan and kept on ``app.state``; nothing con
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -20,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._embedded import EmbeddedPostgres
 from pipelens_server._db._migrate import migrate
+from pipelens_server._db._watchdog import DatabaseHealth, watch
 from pipelens_server._errors import DatabaseUnavailableError, ServerError
 from pipelens_server._settings import Settings
 
@@ -63,6 +66,7 @@ async def database_lifespan(
     app: Litestar, *, configure: Configure | None = None
 ) -> AsyncIterator[None]:
     """Start the embedded PostgreSQL when no URL is set, open the pool, migrate; undo on exit.
+    The embedded one is watched and restarted if it dies (``_watchdog``).
 
     ``configure`` prepares each new connection (ingest's staging tables: ``create_app`` passes
     it, so that this room knows nothing of ingest).
@@ -95,8 +99,18 @@ async def database_lifespan(
             async with pool.connection() as conn:
                 await migrate(conn)
             app.state.pool = pool
+            health = app.state.database_health = DatabaseHealth()
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
-            yield
+            watchdog = (
+                None if embedded is None else asyncio.create_task(watch(embedded, pool, health))
+            )
+            try:
+                yield
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watchdog
         finally:
             await pool.close()
     finally:

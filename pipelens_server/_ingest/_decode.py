@@ -181,6 +181,8 @@ def batch_rows(batch: Batch) -> Rows:
                     attributes=attributes,
                 )
             )
+    if batch.heartbeats is not msgspec.UNSET:
+        rows.heartbeats.update(without_nul(beat.run_id) for beat in batch.heartbeats)
     return rows
 
 

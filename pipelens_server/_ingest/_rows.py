@@ -4,9 +4,10 @@ Events arrive in any order and may arrive twice, so every event becomes a *parti
 for what it does not know) and partial rows are merged — first within a batch, here in Python,
 then with the stored row, in SQL (``ON CONFLICT DO UPDATE``). Both apply the same rule:
 
-* the piece with the higher status rank wins (``running`` < ``completed`` < ``cancelled`` <
-  ``failed``; a run piece known only from a step event ranks below ``running``): every column takes
-  the winner's value, or the other piece's when the winner has none. A finished step therefore
+* the piece with the higher status rank wins (``running`` < ``abandoned`` < ``completed`` <
+  ``cancelled`` < ``failed``; a run piece known only from a step event ranks below
+  ``running``): every column takes the winner's value, or the other piece's when the winner has
+  none. A finished step therefore
   never goes back to running, and a finish's records replace the partial records a late start
   carried;
 * on a tie the piece already held wins, filling its gaps from the newcomer;
@@ -25,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0001).
-STATUS_RANK = {"running": 0, "completed": 1, "cancelled": 2, "failed": 3}
+#: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0009). The server
+#: alone sets ``abandoned`` (``_db/_abandon.py``): a late finish outranks it, a late start not.
+STATUS_RANK = {"running": 0, "abandoned": 1, "completed": 2, "cancelled": 3, "failed": 4}
 #: The JSON text of an empty object, as the ingest writes it (``_seed`` normalises its spacing).
 EMPTY_OBJECT = "{}"
 
@@ -243,12 +245,14 @@ def merge(table: Table, held: Row, new: Row) -> Row:
 class Rows:
     """One batch's partial rows, merged per key as they are added."""
 
-    __slots__ = ("events", "runs", "steps")
+    __slots__ = ("events", "heartbeats", "runs", "steps")
 
     def __init__(self) -> None:
         self.runs: dict[str, Row] = {}
         self.steps: dict[tuple[str, str], Row] = {}
         self.events = 0
+        #: Runs a heartbeat says are alive (they get no row of their own: heard of, no more).
+        self.heartbeats: set[str] = set()
 
     def add_run(self, row: Row) -> None:
         """Add a partial run row."""
@@ -266,6 +270,10 @@ class Rows:
         self.steps[key] = row
         if row[0] not in self.runs:
             self.runs[row[0]] = run_row(run_id=row[0])
+
+    def heard_of(self) -> list[str]:
+        """Every run the batch speaks of, events or heartbeats, in key order."""
+        return sorted(self.heartbeats.union(self.runs))
 
     def __len__(self) -> int:
         return len(self.runs) + len(self.steps)

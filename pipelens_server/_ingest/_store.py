@@ -3,8 +3,10 @@
 The whole batch is one transaction; the caller answers 202 only after it committed. Rows are
 inserted in key order so that two batches touching the same rows lock them in the same order;
 a deadlock or serialization failure that happens anyway is retried. Updates that would change
-nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent batch writes nothing.
-All SQL here is built from the module's constants, never from input.
+nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent batch writes nothing
+but the time its running runs were last heard of (``runs.last_seen_ns``, which the abandoned-run
+check in ``_db._abandon`` reads; moved at most once a second per run). All SQL here is built
+from the module's constants, never from input.
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ FILL_STEP_PIPELINES = (
     f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "  # noqa: S608
     "ON r.run_id = st.run_id WHERE st.pipeline IS NOT NULL AND s.run_id = st.run_id "
     "AND s.pipeline IS NULL"
+)
+
+#: The database's clock in nanoseconds since the epoch (as ``runs.last_seen_ns``'s default).
+NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+# Locked in key order, as the upserts lock theirs: heartbeat-only runs are in no staging table.
+TOUCH_RUNS = (
+    f"UPDATE runs AS r SET last_seen_ns = {NOW_NS} FROM ("  # noqa: S608
+    "SELECT run_id FROM runs WHERE run_id = ANY(%(run_ids)s) AND status = 'running' "
+    f"AND last_seen_ns < {NOW_NS} - 1000000000 ORDER BY run_id FOR UPDATE"
+    ") AS heard WHERE r.run_id = heard.run_id"
 )
 
 
@@ -170,7 +182,7 @@ async def ingest(
 
 async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -> None:
     """Write ``rows`` in one transaction (retried on deadlock); return once committed."""
-    if not rows.runs:
+    if not rows.runs and not rows.heartbeats:
         return
     for attempt in range(1, _ATTEMPTS + 1):
         try:
@@ -185,14 +197,16 @@ async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -
 
 async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
     async with conn.cursor() as cur:
-        await _copy(cur, RUNS, rows.runs.values())
-        if rows.steps:
-            await _copy(cur, STEPS, rows.steps.values())
-        await cur.execute(INSERT_PIPELINES)
-        await cur.execute(UPSERT_RUNS)
-        if rows.steps:
-            await cur.execute(UPSERT_STEPS)
-        await cur.execute(FILL_STEP_PIPELINES)
+        if rows.runs:
+            await _copy(cur, RUNS, rows.runs.values())
+            if rows.steps:
+                await _copy(cur, STEPS, rows.steps.values())
+            await cur.execute(INSERT_PIPELINES)
+            await cur.execute(UPSERT_RUNS)
+            if rows.steps:
+                await cur.execute(UPSERT_STEPS)
+            await cur.execute(FILL_STEP_PIPELINES)
+        await cur.execute(TOUCH_RUNS, {"run_ids": rows.heard_of()})
 
 
 async def _copy(cur: psycopg.AsyncCursor[Any], table: Table, rows: Iterable[Row]) -> None:

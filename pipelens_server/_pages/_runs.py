@@ -37,9 +37,9 @@ from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset
 
 log = structlog.get_logger("pipelens_server.pages")
 
-StatusChoice = Literal["", "running", "completed", "failed", "cancelled"]
+StatusChoice = Literal["", "running", "abandoned", "completed", "failed", "cancelled"]
 
-STATUSES = ["running", "completed", "failed", "cancelled"]
+STATUSES = ["running", "abandoned", "completed", "failed", "cancelled"]
 PAGE_SIZE = 50
 #: htmx's "stop polling" answer.
 STOP_POLLING = 286

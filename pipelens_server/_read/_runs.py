@@ -31,14 +31,19 @@ from pipelens_server._read._shapes import (
 
 _OVERVIEW = sql.SQL(
     """
-    SELECT p.name, s.runs, s.failed, s.running, s.p50, s.p95, last.run_id, last.start_ns
+    SELECT p.name, s.runs, s.failed, s.running, s.p50, s.p95, last.run_id, last.start_ns,
+           s.abandoned
     FROM pipelines p
     CROSS JOIN LATERAL (
         SELECT count(*) AS runs,
                count(*) FILTER (WHERE r.status = 'failed') AS failed,
                count(*) FILTER (WHERE r.status = 'running') AS running,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY r.duration_ns) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ns) AS p95
+               count(*) FILTER (WHERE r.status = 'abandoned') AS abandoned,
+               -- An abandoned run's duration is only how long it was heard of.
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY r.duration_ns)
+                   FILTER (WHERE r.status <> 'abandoned') AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ns)
+                   FILTER (WHERE r.status <> 'abandoned') AS p95
         FROM runs r
         WHERE r.pipeline = p.name AND r.start_ns >= %(since)s
     ) s
@@ -70,6 +75,7 @@ async def pipeline_summaries(
             p95_ns=row[5],
             last_run_id=row[6],
             last_start_ns=row[7],
+            abandoned=row[8],
         )
         for row in rows
     ]

@@ -14,7 +14,7 @@ import msgspec
 from psycopg import sql
 
 #: The run statuses a list may be filtered by.
-StatusFilter = Literal["running", "completed", "failed", "cancelled"]
+StatusFilter = Literal["running", "abandoned", "completed", "failed", "cancelled"]
 
 
 class PipelineSummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -24,6 +24,7 @@ class PipelineSummary(msgspec.Struct, kw_only=True, frozen=True):
     runs: int
     failed: int
     running: int
+    abandoned: int
     p50_ns: float | None
     p95_ns: float | None
     last_run_id: str | None

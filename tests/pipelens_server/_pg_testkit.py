@@ -103,7 +103,7 @@ def read_rows(conninfo: str, run_id: str | None = None) -> dict[str, list[dict[s
         ).fetchall()
         pipelines = conn.execute("SELECT name FROM pipelines ORDER BY name").fetchall()
     for run in runs:
-        del run["created_at"], run["updated_at"]
+        del run["created_at"], run["updated_at"], run["last_seen_ns"]  # server clocks
     return {"runs": runs, "steps": steps, "pipelines": pipelines}
 
 

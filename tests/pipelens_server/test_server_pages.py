@@ -45,13 +45,16 @@ def test_overview_has_runs_error_rate_percentiles_and_last_run_per_range(client:
     ingest(client, recent_run("b1", "beta", ago_s=3 * 86400))
     day = table_rows(client.get("/", params={"range": "24h"}).text)
     week = table_rows(client.get("/", params={"range": "7d"}).text)
-    # Columns: pipeline, runs, running, error rate, p50, p95, last run.
-    assert [row[:6] for row in day] == [
-        ["alpha", "2", "0", "50.0 %", "300.0 ms", "300.0 ms"],
-        ["beta", "0", "0", "—", "—", "—"],
+    # Columns: pipeline, runs, running, abandoned, error rate, p50, p95, last run.
+    assert [row[:7] for row in day] == [
+        ["alpha", "2", "0", "0", "50.0 %", "300.0 ms", "300.0 ms"],
+        ["beta", "0", "0", "0", "—", "—", "—"],
     ]
-    assert [row[:4] for row in week] == [["alpha", "2", "0", "50.0 %"], ["beta", "1", "0", "0.0 %"]]
-    assert day[0][6].endswith(" UTC")
+    assert [row[:5] for row in week] == [
+        ["alpha", "2", "0", "0", "50.0 %"],
+        ["beta", "1", "0", "0", "0.0 %"],
+    ]
+    assert day[0][7].endswith(" UTC")
 
 
 def test_overview_refuses_an_unknown_range_with_an_html_page(client: Client) -> None:
@@ -245,7 +248,7 @@ def test_a_run_sent_by_the_seeds_client_is_shown_like_ours(client: Client) -> No
     ).text
     assert ("&#34;n&#34;: 2" in panel, "1,\n  2" in panel) == (True, True)
     overview = table_rows(client.get("/").text)
-    assert [row[:4] for row in overview] == [["demo", "1", "0", "0.0 %"]]
+    assert [row[:5] for row in overview] == [["demo", "1", "0", "0", "0.0 %"]]
 
 
 def test_user_supplied_text_is_escaped(client: Client) -> None:

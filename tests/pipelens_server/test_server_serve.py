@@ -62,6 +62,8 @@ def test_serve_refuses_a_public_address_without_a_token(
         (["--max-inflight-ingests", "0"], "--max-inflight-ingests"),
         (["--ingest-queue", "-1"], "--ingest-queue"),
         (["--ingest-wait", "-1"], "--ingest-wait"),
+        (["--abandon-after", "0"], "--abandon-after"),
+        (["--abandon-after", "nan"], "--abandon-after"),
     ],
 )
 def test_serve_refuses_a_bad_ingest_limit_naming_its_flag(
