@@ -11,7 +11,8 @@ then with the stored row, in SQL (``ON CONFLICT DO UPDATE``). Both apply the sam
   never goes back to running, and a finish's records replace the partial records a late start
   carried;
 * on a tie the piece already held wins, filling its gaps from the newcomer;
-* start times take the earliest value either piece has;
+* start times take the earliest value either piece has; a run's ``step_count`` and
+  ``dropped_events`` the largest (a client resends a run's end when a step outlives it);
 * an empty ``records`` object (``{}``) counts as a gap: a piece that knows records beats one that
   only says "none yet" whatever their ranks, and ``{}`` is kept only when no piece knows better
   (the seed's clients send ``{}`` on a step's start and its records on the finish, and a start
@@ -44,16 +45,20 @@ class Table:
     key: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]  # (name, SQL type) in row order
     least: frozenset[str] = field(default_factory=frozenset)
+    greatest: frozenset[str] = field(default_factory=frozenset)
     #: JSON columns where an empty object means "unknown" (a gap any other value fills).
     empty_is_gap: frozenset[str] = field(default_factory=frozenset)
     status_index: int = field(init=False)
     least_indexes: tuple[int, ...] = field(init=False)
+    greatest_indexes: tuple[int, ...] = field(init=False)
     empty_is_gap_indexes: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = self.column_names
         object.__setattr__(self, "status_index", names.index("status"))
         object.__setattr__(self, "least_indexes", tuple(names.index(n) for n in sorted(self.least)))
+        most = tuple(names.index(n) for n in sorted(self.greatest))
+        object.__setattr__(self, "greatest_indexes", most)
         gaps = tuple(names.index(n) for n in sorted(self.empty_is_gap))
         object.__setattr__(self, "empty_is_gap_indexes", gaps)
 
@@ -80,6 +85,8 @@ class Table:
                 continue
             if name in self.least:
                 merged[name] = f"LEAST({target}.{name}, excluded.{name})"
+            elif name in self.greatest:  # GREATEST, like LEAST, ignores a NULL side
+                merged[name] = f"GREATEST({target}.{name}, excluded.{name})"
             elif name in self.empty_is_gap:
                 new, held = f"excluded.{name}", f"{target}.{name}"
                 known = f"NULLIF({new}, '{{}}'::jsonb), NULLIF({held}, '{{}}'::jsonb)"
@@ -116,6 +123,7 @@ RUNS = Table(
         ("llm_usage", "jsonb"),  # migration 0002
     ),
     least=frozenset({"start_ns"}),
+    greatest=frozenset({"step_count", "dropped_events"}),
 )
 
 STEPS = Table(
@@ -236,6 +244,9 @@ def merge(table: Table, held: Row, new: Row) -> Row:
     for i in table.least_indexes:
         if held[i] is not None and new[i] is not None:
             merged[i] = min(held[i], new[i])
+    for i in table.greatest_indexes:
+        if held[i] is not None and new[i] is not None:
+            merged[i] = max(held[i], new[i])
     for i in table.empty_is_gap_indexes:
         if merged[i] == EMPTY_OBJECT and second[i] is not None:
             merged[i] = second[i]  # ``{}`` too when both are empty

@@ -9,9 +9,16 @@ from _pg_testkit import JSON, T0, json_with, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from pipelens.events import Batch, ErrorInfo, StepFinished, StepStarted, encode_msgpack
+from pipelens.events import (
+    Batch,
+    ErrorInfo,
+    RunFinished,
+    StepFinished,
+    StepStarted,
+    encode_msgpack,
+)
 from pipelens_server._ingest._decode import batch_rows
-from pipelens_server._ingest._rows import STEPS, merge, step_row
+from pipelens_server._ingest._rows import RUNS, STEPS, merge, step_row
 
 Client = TestClient[Litestar]
 EMPTY: dict[str, list[object]] = {"runs": [], "steps": [], "pipelines": []}
@@ -139,3 +146,32 @@ def test_nul_step_texts_are_stored(client: Client, database_url: str) -> None:
     assert response.status_code == 202, response.text
     (stored,) = read_rows(database_url)["steps"]
     assert (stored["key"], stored["name"]) == ("k\ufffd", "n\ufffd")
+
+
+@pytest.mark.parametrize("order", ["first-end-first", "resent-end-first"])
+def test_a_resent_run_end_raises_the_step_count(
+    client: Client, database_url: str, order: str
+) -> None:
+    """A client resends a run's end when a step outlives the run (a late thread): the stored
+    ``step_count`` and ``dropped_events`` are the largest either end says, in either order."""
+    first = RunFinished(run_id="r1", pipeline="p", start_ns=T0, end_ns=T0 + 9, duration_ns=9,
+                        status="completed", step_count=1, dropped_events=0)  # fmt: skip
+    resent = msgspec.structs.replace(first, step_count=2, dropped_events=3)
+    for end in [first, resent] if order == "first-end-first" else [resent, first]:
+        response = client.post(
+            "/api/v1/events",
+            content=encode_msgpack(Batch(events=[end])),
+            headers={"content-type": "application/msgpack"},
+        )
+        assert response.status_code == 202, response.text
+    (run,) = read_rows(database_url)["runs"]
+    assert (run["step_count"], run["dropped_events"]) == (2, 3)
+
+
+def test_the_batch_merge_keeps_the_largest_step_count() -> None:
+    """Both ends in one batch: the Python merge agrees with the SQL one."""
+    first = RunFinished(run_id="r1", pipeline="p", start_ns=T0, end_ns=T0 + 9, duration_ns=9,
+                        status="completed", step_count=1)  # fmt: skip
+    resent = msgspec.structs.replace(first, step_count=2)
+    (row,) = batch_rows(Batch(events=[first, resent])).runs.values()
+    assert row[RUNS.column_names.index("step_count")] == 2
