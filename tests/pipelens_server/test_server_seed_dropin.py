@@ -1,18 +1,18 @@
 """The seed's clients lose nothing here: records its Python client sends oddly, bursts of
-real-time POSTs that are never retried, and the pipeline finish that repairs what events missed."""
+real-time POSTs that are never retried, and the pipeline finish that repairs what events missed.
+Every case is sent to a real ``pipelens serve`` (on the test's own database) over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from _pg_testkit import read_rows, serve
-from litestar import Litestar
-from litestar.testing import TestClient
 
-Client = TestClient[Litestar]
+Client = httpx.Client
 MS = 1_700_000_000_000  # epoch milliseconds
 
 
@@ -26,6 +26,13 @@ def _step(key: str, *, end: int | None, records: dict[str, Any]) -> dict[str, An
 
 def _pipeline(run_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {**steps[0], "logVersion": 1, "runId": run_id, "steps": steps}
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client of a real ``pipelens serve`` on the test's database."""
+    with serve("--database-url", database_url) as (_, url), httpx.Client(base_url=url) as http:
+        yield http
 
 
 def _records(database_url: str, run_id: str) -> dict[str, Any]:
@@ -103,10 +110,10 @@ async def _burst(url: str, run_id: str) -> list[int]:
     return [a.status_code for a in answers]
 
 
-def test_a_realtime_burst_that_is_never_retried_is_stored_whole() -> None:
+def test_a_realtime_burst_that_is_never_retried_is_stored_whole(database_url: str) -> None:
     """200 concurrent step POSTs of a real ``pipelens serve``: every one accepted, every step
     and record stored, the run completed."""
-    with serve() as (_, url):
+    with serve("--database-url", database_url) as (_, url):
         codes = asyncio.run(_burst(url, "burst-1"))
         run = httpx.get(f"{url}/api/v1/runs/burst-1").json()
     assert sorted(set(codes)) == [200, 201]
