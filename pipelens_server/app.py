@@ -26,13 +26,15 @@ from pipelens_server._db._retention import purge_lifespan
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     InvalidBatchError,
+    InvalidParameterError,
     OverloadedError,
     ServerError,
 )
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
-from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._router import error_page, page_routes
 from pipelens_server._pages._templating import template_config
+from pipelens_server._params import RefuseNul
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.app")
@@ -46,12 +48,31 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     path: str | None = None
 
 
+#: Paths answered as JSON; everything else is a page (or would be one), answered as HTML.
+_JSON_PREFIXES = ("/api/", "/schema")
+_JSON_PATHS = frozenset({"/api", "/healthz", "/readyz"})
+
+
+def _is_page(request: Request[Any, Any, Any]) -> bool:
+    path = request.scope.get("path", "")
+    return not (path in _JSON_PATHS or path.startswith(_JSON_PREFIXES))
+
+
 def _error_response(
-    status_code: int, detail: str, path: str | None = None, retry_after_s: int | None = None
-) -> Response[ErrorBody]:
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    request: Request[Any, Any, Any],
+    status_code: int,
+    detail: str,
+    path: str | None = None,
+    retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """An error answer: JSON under ``/api`` (and the other JSON paths), an HTML page elsewhere."""
+    if retry_after_s is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
     if status_code == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="pipelens"'}
+    if _is_page(request):
+        return error_page(request, status_code, detail, headers)
     return Response(
         ErrorBody(status_code=status_code, detail=detail, path=path),
         status_code=status_code,
@@ -59,40 +80,43 @@ def _error_response(
     )
 
 
-def _server_error(_: Request[Any, Any, Any], exc: ServerError) -> Response[ErrorBody]:
+def _server_error(request: Request[Any, Any, Any], exc: ServerError) -> Response[Any]:
     path = exc.path if isinstance(exc, InvalidBatchError) else None
+    if isinstance(exc, InvalidParameterError):
+        path = exc.parameter
     retry = (
         exc.retry_after_s if isinstance(exc, OverloadedError | DatabaseUnavailableError) else None
     )
     if exc.status_code >= 500:
         log.error("request failed", error=str(exc))
-    return _error_response(exc.status_code, str(exc), path, retry)
+    return _error_response(request, exc.status_code, str(exc), path, retry)
 
 
-def _pool_exhausted(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _pool_exhausted(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     settings: Settings = request.app.state.settings
     return _error_response(
+        request,
         429,
         f"the database is busy ({exc}): retry later",
         retry_after_s=settings.retry_after_s,
     )
 
 
-def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     settings: Settings = request.app.state.settings
     log.error("database error", error=str(exc))
     return _error_response(
-        503, f"the database is unavailable: {exc}", retry_after_s=settings.retry_after_s
+        request, 503, f"the database is unavailable: {exc}", retry_after_s=settings.retry_after_s
     )
 
 
-def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # Litestar logs unexpected exceptions only in debug mode: a bug must not pass silently.
     log.error("unexpected error", exc_info=exc)
-    return _error_response(500, "Internal Server Error")
+    return _error_response(request, 500, "Internal Server Error")
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     detail = exc.detail
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         settings: Settings = request.app.state.settings
@@ -100,6 +124,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             f"the request body is larger than the server's limit of {settings.max_body_bytes} "
             "bytes: send smaller batches"
         )
+    if _is_page(request):
+        return error_page(request, exc.status_code, detail, exc.headers)
     return Response(
         ErrorBody(status_code=exc.status_code, detail=detail),
         status_code=exc.status_code,
@@ -170,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
+        middleware=[RefuseNul()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi_config(),
     )
