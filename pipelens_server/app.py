@@ -15,11 +15,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from pipelens_server._api import _health
+from pipelens_server._api._openapi import TrueJsonRenderPlugin
 from pipelens_server._api._router import api_router
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
 from pipelens_server._db._retention import purge_lifespan
@@ -142,7 +142,8 @@ def _openapi_config() -> OpenAPIConfig:
         version=_version(),
         description="Ingest runs and steps, and read them back: runs, pipelines, step statistics.",
         path="/schema",
-        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        # Litestar's document, completed: ingest bodies, error answers, the login page.
+        render_plugins=[TrueJsonRenderPlugin(ErrorBody, path=["/", "/openapi.json"])],
         # /api/... needs the server's token (when it has one) as a bearer token.
         components=Components(
             security_schemes={"token": SecurityScheme(type="http", scheme="bearer")}
