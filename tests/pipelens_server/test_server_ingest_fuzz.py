@@ -12,12 +12,11 @@ import psycopg
 from _pg_testkit import JSON, MSGPACK, run_events
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens_server import Settings, create_app
 
-#: Batches tried, and bad events per batch: 500 × 24 = 12,000 generated bad inputs.
+#: Batches tried, and bad events per batch: 500 x 24 = 12,000 generated bad inputs.
 BATCHES = 500
 PER_BATCH = 24
 
@@ -53,7 +52,7 @@ _json_texts = st.one_of(
             "[1,2",
             "null",
         ]
-    ),  # fmt: skip
+    ),
     st.text(max_size=30),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -106,7 +105,7 @@ def _body(events: list[Any], as_msgpack: bool) -> bytes:
 
 
 def test_bad_events_never_get_a_5xx_nor_write_half(database_url: str) -> None:
-    """12,000 generated bad events in 500 batches: 0 × 5xx, and every refused batch writes
+    """12,000 generated bad events in 500 batches: 0 x 5xx, and every refused batch writes
     nothing (not even its good run)."""
     seen = {"inputs": 0, "batches": 0, "5xx": 0, "4xx": 0, "2xx": 0, "partial": 0}
     with TestClient(create_app(Settings(database_url=database_url))) as client:
