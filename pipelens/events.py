@@ -38,11 +38,16 @@ FinalStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
 #: Times, durations and counts: a negative one is a bug on the sending side, refused at decode.
 NonNegative: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
-#: The longest run id, pipeline name or step name (in characters) the server stores; the client
-#: cuts longer ones with :data:`TRUNCATED_MARK` before sending, the server refuses them (400).
-MAX_NAME_CHARS = 1024
-#: The longest step key (the dotted path) in characters, likewise.
-MAX_KEY_CHARS = 4096
+#: The longest texts the server stores, in UTF-8 bytes: PostgreSQL's btree index entries are
+#: limited in bytes (~2.7 KB), and the widest index holds a pipeline, a key and a run id together.
+#: The client cuts longer ones with :data:`TRUNCATED_MARK` before sending; the server refuses them
+#: (400 naming the field).
+MAX_RUN_ID_BYTES = 512
+MAX_PIPELINE_BYTES = 512
+#: The longest step key (the dotted path).
+MAX_KEY_BYTES = 1536
+#: The longest step id, parent id, step name and kind.
+MAX_NAME_BYTES = 1024
 #: What ends a string the client cut to a limit (keys also get a digest, to stay unique).
 TRUNCATED_MARK = "…[truncated]"
 

@@ -5,6 +5,7 @@ The whole tree::
     ServerError                   anything the server raises on purpose (``status_code`` says how
     │                             it is answered over HTTP)
     ├── InvalidBatchError              400: a body that does not decode or validate (names the path)
+    ├── InvalidParameterError          400: a query or path parameter no route can take (names it)
     ├── UnauthorizedError              401: a missing or wrong bearer token
     ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
     ├── RunNotFoundError               404: no run with that id
@@ -39,6 +40,16 @@ class InvalidBatchError(ServerError):
             path = match.group(1)
         super().__init__(message)
         self.path = path
+
+
+class InvalidParameterError(ServerError):
+    """A query or path parameter that no route can take (a NUL character); names it."""
+
+    status_code = 400
+
+    def __init__(self, message: str, parameter: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class UnauthorizedError(ServerError):

@@ -15,11 +15,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from pipelens_server._api import _health
+from pipelens_server._api._openapi import TrueJsonRenderPlugin
 from pipelens_server._api._router import api_router
 from pipelens_server._db._abandon import abandon_lifespan
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
@@ -28,15 +28,17 @@ from pipelens_server._db._watchdog import require_database
 from pipelens_server._errors import (
     DatabaseUnavailableError,
     InvalidBatchError,
+    InvalidParameterError,
     OverloadedError,
     ServerError,
     TooManyAttemptsError,
 )
 from pipelens_server._ingest._store import IngestLimiter, create_staging_tables, provide_limiter
 from pipelens_server._logging import configure_logging
-from pipelens_server._pages._router import page_routes
+from pipelens_server._pages._router import error_page, page_routes
 from pipelens_server._pages._sessions import LoginLimiter
 from pipelens_server._pages._templating import template_config
+from pipelens_server._params import RefuseNul
 from pipelens_server._security import (
     HostGate,
     add_security_headers,
@@ -56,12 +58,31 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     path: str | None = None
 
 
+#: Paths answered as JSON; everything else is a page (or would be one), answered as HTML.
+_JSON_PREFIXES = ("/api/", "/schema")
+_JSON_PATHS = frozenset({"/api", "/healthz", "/readyz"})
+
+
+def _is_page(request: Request[Any, Any, Any]) -> bool:
+    path = request.scope.get("path", "")
+    return not (path in _JSON_PATHS or path.startswith(_JSON_PREFIXES))
+
+
 def _error_response(
-    status_code: int, detail: str, path: str | None = None, retry_after_s: int | None = None
-) -> Response[ErrorBody]:
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    request: Request[Any, Any, Any],
+    status_code: int,
+    detail: str,
+    path: str | None = None,
+    retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """An error answer: JSON under ``/api`` (and the other JSON paths), an HTML page elsewhere."""
+    if retry_after_s is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
     if status_code == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="pipelens"'}
+    if _is_page(request):
+        return error_page(request, status_code, detail, headers)
     return Response(
         ErrorBody(status_code=status_code, detail=detail, path=path),
         status_code=status_code,
@@ -69,8 +90,10 @@ def _error_response(
     )
 
 
-def _server_error(_: Request[Any, Any, Any], exc: ServerError) -> Response[ErrorBody]:
+def _server_error(request: Request[Any, Any, Any], exc: ServerError) -> Response[Any]:
     path = exc.path if isinstance(exc, InvalidBatchError) else None
+    if isinstance(exc, InvalidParameterError):
+        path = exc.parameter
     retry = (
         exc.retry_after_s
         if isinstance(exc, OverloadedError | DatabaseUnavailableError | TooManyAttemptsError)
@@ -78,33 +101,34 @@ def _server_error(_: Request[Any, Any, Any], exc: ServerError) -> Response[Error
     )
     if exc.status_code >= 500:
         log.error("request failed", error=str(exc))
-    return _error_response(exc.status_code, str(exc), path, retry)
+    return _error_response(request, exc.status_code, str(exc), path, retry)
 
 
-def _pool_exhausted(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _pool_exhausted(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     settings: Settings = request.app.state.settings
     return _error_response(
+        request,
         429,
         f"the database is busy ({exc}): retry later",
         retry_after_s=settings.retry_after_s,
     )
 
 
-def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     settings: Settings = request.app.state.settings
     log.error("database error", error=str(exc))
     return _error_response(
-        503, f"the database is unavailable: {exc}", retry_after_s=settings.retry_after_s
+        request, 503, f"the database is unavailable: {exc}", retry_after_s=settings.retry_after_s
     )
 
 
-def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # Litestar logs unexpected exceptions only in debug mode: a bug must not pass silently.
     log.error("unexpected error", exc_info=exc)
-    return _error_response(500, "Internal Server Error")
+    return _error_response(request, 500, "Internal Server Error")
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     detail = exc.detail
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         settings: Settings = request.app.state.settings
@@ -112,6 +136,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             f"the request body is larger than the server's limit of {settings.max_body_bytes} "
             "bytes: send smaller batches"
         )
+    if _is_page(request):
+        return error_page(request, exc.status_code, detail, exc.headers)
     return Response(
         ErrorBody(status_code=exc.status_code, detail=detail),
         status_code=exc.status_code,
@@ -128,7 +154,8 @@ def _openapi_config() -> OpenAPIConfig:
         version=_version(),
         description="Ingest runs and steps, and read them back: runs, pipelines, step statistics.",
         path="/schema",
-        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        # Litestar's document, completed: ingest bodies, error answers, the login page.
+        render_plugins=[TrueJsonRenderPlugin(ErrorBody, path=["/", "/openapi.json"])],
         # /api/... needs the server's token (when it has one) as a bearer token.
         components=Components(
             security_schemes={"token": SecurityScheme(type="http", scheme="bearer")}
@@ -192,7 +219,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        middleware=[refuse_cross_site_writes, decode_path_params],
+        # Outermost first: cross-site writes are refused before anything else; NULs are looked
+        # for in the parameters once %2F and the like are decoded.
+        middleware=[refuse_cross_site_writes, decode_path_params, RefuseNul()],
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi_config(),

@@ -19,8 +19,10 @@ import msgspec
 from pipelens._core import containment
 from pipelens._core.settings import SECRET_VALUE_PATTERN, Settings, settings
 from pipelens.events import (
-    MAX_KEY_CHARS,
-    MAX_NAME_CHARS,
+    MAX_KEY_BYTES,
+    MAX_NAME_BYTES,
+    MAX_PIPELINE_BYTES,
+    MAX_RUN_ID_BYTES,
     TRUNCATED_MARK,
     ErrorInfo,
     Event,
@@ -61,15 +63,17 @@ def clean_text(text: str) -> str:
 
 
 def cut(text: str, limit: int, *, unique: bool = False) -> str:
-    """``text`` cut to ``limit`` characters, ending in the truncation mark; with ``unique`` a
-    digest of the whole text goes before the mark, so two long keys stay apart."""
-    if len(text) <= limit:
+    """``text`` (free of lone surrogates) cut to ``limit`` UTF-8 bytes, ending in the truncation
+    mark; with ``unique`` a digest of the whole text goes before the mark, so two long keys stay
+    apart."""
+    data = text.encode()
+    if len(data) <= limit:
         return text
     tail = TRUNCATED_MARK
     if unique:
-        digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=6).hexdigest()
-        tail = f"~{digest}{tail}"
-    return text[: limit - len(tail)] + tail
+        tail = f"~{hashlib.blake2b(data, digest_size=6).hexdigest()}{tail}"
+    # A character cut in the middle is left out whole.
+    return data[: limit - len(tail.encode())].decode(errors="ignore") + tail
 
 
 def short_repr(value: object) -> str:
@@ -294,6 +298,8 @@ def decode(text: str | None) -> Any:
 
 
 def _over(text: str, limit: int) -> bool:
+    """Whether ``text`` may be over ``limit`` bytes or hold a lone surrogate (ASCII is neither
+    beyond its length, and the check is cheap)."""
     return len(text) > limit or not text.isascii()
 
 
@@ -302,18 +308,18 @@ def wire_safe(event: Event) -> Event:
     lone surrogates: what the user named a run, pipeline or step never makes a batch unsendable.
     """
     changes: dict[str, Any] = {}
-    if _over(event.run_id, MAX_NAME_CHARS):
-        changes["run_id"] = cut(clean_text(event.run_id), MAX_NAME_CHARS, unique=True)
+    if _over(event.run_id, MAX_RUN_ID_BYTES):
+        changes["run_id"] = cut(clean_text(event.run_id), MAX_RUN_ID_BYTES, unique=True)
     if isinstance(event, RunStarted | RunFinished):
-        if _over(event.pipeline, MAX_NAME_CHARS):
-            changes["pipeline"] = cut(clean_text(event.pipeline), MAX_NAME_CHARS)
+        if _over(event.pipeline, MAX_PIPELINE_BYTES):
+            changes["pipeline"] = cut(clean_text(event.pipeline), MAX_PIPELINE_BYTES)
     elif isinstance(event, StepStarted | StepFinished):
-        if _over(event.name, MAX_NAME_CHARS):
-            changes["name"] = cut(clean_text(event.name), MAX_NAME_CHARS)
-        if _over(event.key, MAX_KEY_CHARS):
-            changes["key"] = cut(clean_text(event.key), MAX_KEY_CHARS, unique=True)
-        if not event.kind.isascii():
-            changes["kind"] = cut(clean_text(event.kind), MAX_NAME_CHARS)
+        if _over(event.name, MAX_NAME_BYTES):
+            changes["name"] = cut(clean_text(event.name), MAX_NAME_BYTES)
+        if _over(event.key, MAX_KEY_BYTES):
+            changes["key"] = cut(clean_text(event.key), MAX_KEY_BYTES, unique=True)
+        if _over(event.kind, MAX_NAME_BYTES):
+            changes["kind"] = cut(clean_text(event.kind), MAX_NAME_BYTES)
     return msgspec.structs.replace(event, **changes) if changes else event
 
 

@@ -82,7 +82,9 @@ class PipelineRetention:
 def parse_days(text: str, what: str) -> int:
     """``text`` as a number of days; ``InvalidRetentionError`` names ``what`` and the range."""
     value = text.strip()
-    if not (value.isascii() and value.isdigit()) or not MIN_DAYS <= int(value) <= MAX_DAYS:
+    # Digits past MAX_DAYS's are out of range anyway (and int() refuses thousands of them).
+    whole = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_DAYS))
+    if not whole or not MIN_DAYS <= int(value) <= MAX_DAYS:
         raise InvalidRetentionError(
             f"the retention of {what} must be a whole number of days from {MIN_DAYS} to "
             f"{MAX_DAYS}, got {text!r}"

@@ -14,6 +14,10 @@ from typing import Any
 import msgspec
 
 from pipelens.events import (
+    MAX_KEY_BYTES,
+    MAX_NAME_BYTES,
+    MAX_PIPELINE_BYTES,
+    MAX_RUN_ID_BYTES,
     VERSION,
     Batch,
     ErrorInfo,
@@ -25,6 +29,14 @@ from pipelens.events import (
     decode_msgpack,
 )
 from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
+from pipelens_server._ingest._checks import (
+    check_length,
+    check_llm,
+    check_llm_usage,
+    check_not_empty,
+    check_order,
+    json_value,
+)
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
 
 MSGPACK_TYPES = frozenset(
@@ -81,6 +93,14 @@ def decode_batch(body: bytes, content_type: str | None) -> Batch:
         decode, decode_version = decode_json, _json_version.decode
     try:
         batch = decode(body)
+    except RecursionError:
+        # msgspec recurses on nesting, even in fields it skips: Python's limit (1,000) is the
+        # server's too.
+        raise InvalidBatchError(
+            "invalid batch: the body nests deeper than about 1,000 levels: no event needs that "
+            "- at `$`",
+            path="$",
+        ) from None
     except msgspec.DecodeError as exc:
         try:  # a batch of another version may not decode as ours: say so rather than why
             version = decode_version(body).v
@@ -114,11 +134,12 @@ def batch_rows(batch: Batch) -> Rows:
                 _bigint(start_ns, i, "start_ns")
                 _bigint(end_ns, i, "end_ns")
                 _bigint(duration_ns, i, "duration_ns")
+            check_order(start_ns, end_ns, i)
             error_type, error_message, error_traceback = _error(event.error)
             inputs, result, records, llm = event.inputs, event.result, event.records, event.llm
             add_step(
                 [
-                    *_step_texts(event),
+                    *_step_texts(event, i),
                     event.status,
                     start_ns,
                     end_ns,
@@ -129,14 +150,14 @@ def batch_rows(batch: Batch) -> Rows:
                     error_type,
                     error_message,
                     error_traceback,
-                    None if llm is None else _json(llm, i, "llm"),
+                    None if llm is None else _llm(llm, i),
                 ]
             )
         elif isinstance(event, StepStarted):
             inputs = event.inputs
             add_step(
                 [
-                    *_step_texts(event),
+                    *_step_texts(event, i),
                     "running",
                     _bigint(event.start_ns, i, "start_ns"),
                     None,
@@ -151,6 +172,8 @@ def batch_rows(batch: Batch) -> Rows:
                 ]
             )
         elif isinstance(event, RunFinished):
+            _run_texts(event, i)
+            check_order(event.start_ns, event.end_ns, i)
             error_type, error_message, error_traceback = _error(event.error)
             rows.add_run(
                 run_row(
@@ -165,10 +188,11 @@ def batch_rows(batch: Batch) -> Rows:
                     error_traceback=error_traceback,
                     step_count=_bigint(event.step_count, i, "step_count", _MAX_INTEGER),
                     dropped_events=_bigint(event.dropped_events, i, "dropped_events"),
-                    llm_usage=_json(event.llm_usage, i, "llm_usage"),
+                    llm_usage=_llm_usage(event.llm_usage, i),
                 )
             )
         elif isinstance(event, RunStarted):
+            _run_texts(event, i)
             attributes = None
             if event.attributes:
                 attributes = clean_json_text(msgspec.json.encode(event.attributes).decode())
@@ -186,11 +210,34 @@ def batch_rows(batch: Batch) -> Rows:
     return rows
 
 
+def _run_texts(event: RunStarted | RunFinished, index: int) -> None:
+    """Check a run event's run_id and pipeline: not empty, not too long."""
+    check_not_empty(event.run_id, index, "run_id")
+    check_not_empty(event.pipeline, index, "pipeline")
+    check_length(event.run_id, MAX_RUN_ID_BYTES, index, "run_id")
+    check_length(event.pipeline, MAX_PIPELINE_BYTES, index, "pipeline")
+
+
 def _step_texts(
-    event: StepStarted | StepFinished,
+    event: StepStarted | StepFinished, index: int
 ) -> tuple[str, str, str, str | None, str, str]:
-    """A step event's run_id, key, step_id, parent_id, name and kind, without NUL characters."""
+    """A step event's run_id, key, step_id, parent_id, name and kind, without NUL characters;
+    a 400 naming the field when one is empty or too long."""
     texts = (event.run_id, event.key, event.step_id, event.parent_id, event.name, event.kind)
+    if not (event.run_id and event.key and event.step_id):
+        check_not_empty(event.run_id, index, "run_id")
+        check_not_empty(event.key, index, "key")
+        check_not_empty(event.step_id, index, "step_id")
+    # The common case, short texts, costs one sum; only a long one is measured in bytes.
+    if len(event.key) + len(event.run_id) + len(event.step_id) + len(event.name) > 128 or (
+        event.parent_id is not None and len(event.parent_id) > 128
+    ):
+        check_length(event.run_id, MAX_RUN_ID_BYTES, index, "run_id")
+        check_length(event.key, MAX_KEY_BYTES, index, "key")
+        check_length(event.step_id, MAX_NAME_BYTES, index, "step_id")
+        check_length(event.parent_id or "", MAX_NAME_BYTES, index, "parent_id")
+        check_length(event.name, MAX_NAME_BYTES, index, "name")
+    check_length(event.kind, MAX_NAME_BYTES, index, "kind")
     # One search of all six (``None`` formats as "None") instead of one per field.
     if _NUL in f"{texts[0]}{texts[1]}{texts[2]}{texts[3]}{texts[4]}{texts[5]}":
         run_id, key, step_id, parent_id, name, kind = texts
@@ -233,13 +280,21 @@ def _json(value: str | None, index: int, field: str) -> str | None:
     """Check that a captured value is JSON text PostgreSQL's ``jsonb`` accepts."""
     if value is None:
         return None
-    try:
-        msgspec.json.decode(value)
-    except msgspec.DecodeError as exc:
-        raise InvalidBatchError(
-            f"invalid batch: {field} must be JSON text ({exc}) - at `$.events[{index}].{field}`"
-        ) from None
-    return clean_json_text(value)
+    return clean_json_text(json_value(value, index, field)[1])
+
+
+def _llm(value: str, index: int) -> str:
+    decoded, text = json_value(value, index, "llm")
+    check_llm(decoded, index)
+    return clean_json_text(text)
+
+
+def _llm_usage(value: str | None, index: int) -> str | None:
+    if value is None:
+        return None
+    decoded, text = json_value(value, index, "llm_usage")
+    check_llm_usage(decoded, index)
+    return clean_json_text(text)
 
 
 def clean_json_text(value: str) -> str:

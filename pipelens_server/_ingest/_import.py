@@ -25,6 +25,9 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
+import psycopg
+import psycopg_pool
+import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._retention import count_expired
@@ -33,6 +36,8 @@ from pipelens_server._ingest._decode import batch_rows, decode_batch
 from pipelens_server._ingest._rows import Rows, run_row
 from pipelens_server._ingest._seed import PipelineMeta, StepMeta, TimeMeta, add_pipeline, add_step
 from pipelens_server._ingest._store import IngestLimiter, store
+
+log = structlog.get_logger("pipelens_server.import")
 
 _JSON = "application/json"
 _MSGPACK = "application/msgpack"
@@ -89,6 +94,10 @@ def file_rows(name: str, data: bytes, *, run_id: str = "", pipeline: str = "") -
         return _kind_and_rows(name, data, run_id, pipeline)
     except InvalidBatchError as exc:
         raise ImportFileError(f"{name}: {exc}", exc.path) from None
+    except RecursionError:
+        raise ImportFileError(
+            f"{name}: the file nests deeper than about 1,000 levels: nothing was imported"
+        ) from None
 
 
 def _kind_and_rows(name: str, data: bytes, run_id: str, pipeline: str) -> tuple[str, Rows]:
@@ -238,7 +247,9 @@ async def import_file(
     try:
         async with limiter.slot():
             await store(pool, rows, timeout=timeout)
-    except ServerError as exc:
+    except (ServerError, psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        # The file's one transaction rolled back: this file wrote nothing, the others stand.
+        log.warning("import failed", file=name, error=str(exc))
         return FileResult(name=name, kind=kind, error=f"{name}: nothing was imported: {exc}")
     return FileResult(
         name=name,

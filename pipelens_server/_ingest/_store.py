@@ -24,7 +24,7 @@ from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._errors import OverloadedError
+from pipelens_server._errors import InvalidBatchError, OverloadedError
 from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
 from pipelens_server._settings import Settings
 
@@ -175,7 +175,13 @@ async def ingest(
     """The path every ingest endpoint shares: take a slot, read the body, turn it into rows
     (raising a 400 before anything is written) and store them in one transaction."""
     async with limiter.slot():
-        rows, result = to_rows(await request.body())
+        body = await request.body()
+        try:
+            rows, result = to_rows(body)
+        except RecursionError:  # every decoder recurses on nesting, skipped fields too
+            raise InvalidBatchError(
+                "invalid body: it nests deeper than about 1,000 levels - at `$`", path="$"
+            ) from None
         await store(pool, rows, timeout=settings.pool_timeout_s)
     return result
 

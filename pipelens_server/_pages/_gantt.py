@@ -97,8 +97,37 @@ def _children(steps: Sequence[StepRow]) -> dict[str | None, list[StepRow]]:
         parent = step.parent_id if step.parent_id in by_id else None
         children.setdefault(parent, []).append(step)
     for siblings in children.values():
-        siblings.sort(key=lambda s: (s.start_ns is None, s.start_ns or 0, s.key))
+        siblings.sort(key=_start_order)
+    _break_cycles(steps, children)
     return children
+
+
+def _start_order(step: StepRow) -> tuple[bool, int, str]:
+    return step.start_ns is None, step.start_ns or 0, step.key
+
+
+def _break_cycles(steps: Sequence[StepRow], children: dict[str | None, list[StepRow]]) -> None:
+    """Make steps that no root reaches (a parent-id cycle in bad data) reachable: the first of
+    each cycle becomes a root, so every step is shown once and no walk loops."""
+    reached: set[str] = set()
+
+    def reach(start: list[StepRow]) -> None:
+        stack = list(start)
+        while stack:
+            step = stack.pop()
+            reached.add(step.step_id)
+            stack.extend(children.get(step.step_id, []))
+
+    reach(children.get(None, []))
+    if len(reached) == len(steps):
+        return
+    roots = children.setdefault(None, [])
+    for step in sorted(steps, key=_start_order):
+        if step.step_id not in reached:
+            children[step.parent_id].remove(step)
+            roots.append(step)
+            reach([step])
+    roots.sort(key=_start_order)
 
 
 def tree_order(
@@ -121,26 +150,55 @@ def _walk(
     (and the ``pinned`` ids), unless the parent's key is in ``show_all``."""
     ordered: list[tuple[StepRow, int, int]] = []
     # An explicit stack: a deep recursion of steps must not hit Python's recursion limit.
-    stack = [(step, 0, 0) for step in reversed(children.get(None, []))]
+    # The roots are capped as children are (a million top-level steps must not make a page of
+    # hundreds of MiB): their gap row names the key ``ROOTS.key``.
+    stack = _shown(ROOTS, children.get(None, []), 0, cap, show_all, pinned)
     while stack:
         step, depth, gap = stack.pop()
         ordered.append((step, depth, gap))
         if gap or (is_open is not None and step.step_id not in is_open):
             continue
         kids = children.get(step.step_id, [])
-        rows: list[tuple[StepRow, int, int]] = [(child, depth + 1, 0) for child in kids]
-        if cap is not None and len(kids) > cap and step.key not in show_all:
-            rows, hidden, half = [], 0, cap // 2
-            for i, child in enumerate(kids):
-                if i < half or i >= len(kids) - half or child.step_id in pinned:
-                    if hidden:
-                        rows.append((step, depth + 1, hidden))
-                        hidden = 0
-                    rows.append((child, depth + 1, 0))
-                else:
-                    hidden += 1
-        stack.extend(reversed(rows))
+        stack.extend(_shown(step, kids, depth + 1, cap, show_all, pinned))
     return ordered
+
+
+#: The parent the roots' gap row names: ``all=`` (its empty key) shows every root.
+ROOTS = StepRow(
+    key="",
+    step_id="",
+    parent_id=None,
+    name="",
+    kind="",
+    status="",
+    start_ns=None,
+    end_ns=None,
+    duration_ns=None,
+)
+
+
+def _shown(
+    parent: StepRow,
+    kids: list[StepRow],
+    depth: int,
+    cap: int | None,
+    show_all: Collection[str],
+    pinned: Collection[str],
+) -> list[tuple[StepRow, int, int]]:
+    """The rows of ``parent``'s children at ``depth``, reversed for the walk's stack."""
+    rows: list[tuple[StepRow, int, int]] = [(child, depth, 0) for child in kids]
+    if cap is not None and len(kids) > cap and parent.key not in show_all:
+        rows, hidden, half = [], 0, cap // 2
+        for i, child in enumerate(kids):
+            if i < half or i >= len(kids) - half or child.step_id in pinned:
+                if hidden:
+                    rows.append((parent, depth, hidden))
+                    hidden = 0
+                rows.append((child, depth, 0))
+            else:
+                hidden += 1
+    rows.reverse()
+    return rows
 
 
 def open_steps(
@@ -176,7 +234,7 @@ def _open(
     wanted = set(expand) | {step.key for step in _chain(steps, reveal)[1:]}
     opened: set[str] = set()
     level = children.get(None, [])
-    shown = len(level)
+    shown = min(len(level), CHILD_CAP + 1)  # the roots are capped as children are
     while level:
         following = []
         for step in sorted(level, key=lambda s: _PRIORITY.get(s.status, 2)):

@@ -24,11 +24,25 @@ def page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]
     detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
     if status_code >= 500:
         log.error("page failed", path=request.url.path, error=str(exc))
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    return error_page(request, status_code, detail, headers)
+
+
+def error_page(
+    request: Request[Any, Any, Any],
+    status_code: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    """An error as an HTML page (also for what no page route answers: 404, 405, a bad path)."""
     context = base_context(request, f"Error {status_code}") | {
         "status_code": status_code,
         "detail": detail,
     }
-    return render(request, "error.html", context, status_code=status_code)
+    response = render(request, "error.html", context, status_code=status_code)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def page_routes() -> list[ControllerRouterHandler]:

@@ -49,22 +49,25 @@ class UsageRow(msgspec.Struct, kw_only=True, frozen=True):
     reasoning_tokens: int
 
 
-def _count(json_field: str) -> sql.Composable:
-    """A jsonb number as a bigint, 0 when missing or not a number (the client's shape is not
-    enforced by ingest)."""
+#: The largest count one stored value adds (ingest refuses larger ones; rows stored before it
+#: did, or written by other means, are clamped so that no row can overflow a page's sums).
+MAX_COUNT = 10**12
+
+
+def _count(json_field: str, missing: int = 0) -> sql.Composable:
+    """A jsonb number as a bigint from 0 to :data:`MAX_COUNT`, ``missing`` when missing or not a
+    number (the client's shape is not enforced by ingest)."""
     expr = sql.SQL(json_field)
     return sql.SQL(
-        "CASE WHEN jsonb_typeof({e}) = 'number' THEN floor(({e})::numeric)::bigint ELSE 0 END"
-    ).format(e=expr)
+        "CASE WHEN jsonb_typeof({e}) = 'number' "
+        "THEN floor(least(greatest(({e})::numeric, 0), {cap}))::bigint ELSE {missing} END"
+    ).format(e=expr, cap=sql.Literal(MAX_COUNT), missing=sql.Literal(missing))
 
 
 def _usage_sql(bucketed: bool) -> sql.Composed:
     run_tokens = [_count(f"u.value->'{name}'") for name in TOKEN_FIELDS]
     step_tokens = [_count(f"s.llm->'usage'->'{name}'") for name in TOKEN_FIELDS]
-    calls = sql.SQL(
-        "CASE WHEN jsonb_typeof(u.value->'calls') = 'number' "
-        "THEN floor((u.value->'calls')::numeric)::bigint ELSE 1 END"
-    )
+    calls = _count("u.value->'calls'", missing=1)
     select = (
         sql.SQL("floor(at_ns::numeric / %(bucket)s)::bigint * %(bucket)s AS bucket_ns,")
         if bucketed
@@ -240,7 +243,15 @@ def _str(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    # Clamped like the usage sums: a stored 1e300 must not make a page of 300 digits.
+    return int(max(-MAX_COUNT, min(value, MAX_COUNT)))
+
+
+def _list(value: Any) -> list[Any]:
+    """A stored list, or none: ingest did not always check the shape."""
+    return value if isinstance(value, list) else []
 
 
 def _text(value: Any) -> str:
@@ -309,7 +320,7 @@ def call_view(data: Any) -> CallView | None:
             id=_str(call.get("id")),
             arguments=_arguments(call.get("arguments", "")),
         )
-        for call in output.get("tool_calls") or []
+        for call in _list(output.get("tool_calls"))
         if isinstance(call, dict)
     ]
     params = data.get("params")

@@ -20,7 +20,9 @@ def parse_cursor(after: str) -> RunCursor:
     """``start_ns:run_id`` (``:run_id`` when the start is unknown), as ``cursor_text`` writes;
     ``ValueError`` when it is not one."""
     start, sep, run_id = after.partition(":")
-    if not sep or not (start.isdigit() or start == ""):
+    # ASCII digits only ("²".isdigit() holds), and no more than a bigint has.
+    number = start.isascii() and start.isdigit() and len(start) <= 19 and int(start) < 2**63
+    if not sep or not (number or start == ""):
         raise ValueError(
             f"after={after!r} is not a page cursor (start_ns:run_id): use the page's links or "
             "the list's 'next'"

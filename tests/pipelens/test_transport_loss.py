@@ -16,12 +16,16 @@ from _ingest_server import IngestServer, Reply, wait_until
 
 import pipelens
 from pipelens import HttpTransport
+from pipelens._core.capture import wire_safe
 from pipelens.events import (
-    MAX_KEY_CHARS,
-    MAX_NAME_CHARS,
+    MAX_KEY_BYTES,
+    MAX_NAME_BYTES,
+    MAX_PIPELINE_BYTES,
+    MAX_RUN_ID_BYTES,
     TRUNCATED_MARK,
     ErrorInfo,
     RunFinished,
+    RunStarted,
     StepFinished,
 )
 
@@ -148,15 +152,16 @@ def test_names_ids_and_keys_over_the_limits_are_cut_with_a_mark(
 
     events = server.events()
     assert events
-    assert {len(e.run_id) for e in events} == {MAX_NAME_CHARS}
+    assert {len(e.run_id.encode()) for e in events} == {MAX_RUN_ID_BYTES}
     assert all(e.run_id.endswith(TRUNCATED_MARK) for e in events)
     assert len({e.run_id for e in events}) == 1
     run = next(e for e in events if isinstance(e, RunFinished))
-    assert len(run.pipeline) == MAX_NAME_CHARS
+    assert len(run.pipeline.encode()) == MAX_PIPELINE_BYTES
     assert run.pipeline.endswith(TRUNCATED_MARK)
     steps = [e for e in events if isinstance(e, StepFinished)]
     assert len(steps) == 8
-    assert all(len(s.name) <= MAX_NAME_CHARS and len(s.key) <= MAX_KEY_CHARS for s in steps)
+    assert all(len(s.name.encode()) <= MAX_NAME_BYTES for s in steps)
+    assert all(len(s.key.encode()) <= MAX_KEY_BYTES for s in steps)
     assert len({s.key for s in steps}) == 8
     assert any(s.key.endswith(TRUNCATED_MARK) for s in steps)
 
@@ -206,3 +211,14 @@ def test_a_refused_token_keeps_events_in_the_spool_and_flush_reports_failure(
     )
     assert replay.stdout.strip() == "8"
     assert wait_until(lambda: len(server.events()) == 8)
+
+
+def test_names_are_cut_by_utf8_bytes_to_the_servers_limits() -> None:
+    """A pipeline of two-byte characters is cut to the server's byte limit, on a whole character,
+    so the server (which counts bytes) accepts what the client sends."""
+    event = RunStarted(run_id="r", pipeline="é" * 3000, start_ns=1)
+    cut = wire_safe(event).pipeline
+    assert len(cut.encode()) <= MAX_PIPELINE_BYTES
+    assert len(cut.encode()) > MAX_PIPELINE_BYTES - 2 - len(TRUNCATED_MARK.encode())
+    assert cut.endswith(TRUNCATED_MARK)
+    assert set(cut.removesuffix(TRUNCATED_MARK)) == {"é"}

@@ -14,10 +14,13 @@ Client = TestClient[Litestar]
 
 
 def _shifted(events: list[Event], offset: int) -> list[Event]:
-    """The same run started ``offset`` ns later (only the run events matter for ordering)."""
+    """The same run started ``offset`` ns later (only the run events matter for ordering; a
+    run never ends before it starts)."""
     return [
-        msgspec.structs.replace(e, start_ns=e.start_ns + offset)
-        if isinstance(e, RunStarted | RunFinished)
+        msgspec.structs.replace(e, start_ns=e.start_ns + offset, end_ns=e.end_ns + offset)
+        if isinstance(e, RunFinished)
+        else msgspec.structs.replace(e, start_ns=e.start_ns + offset)
+        if isinstance(e, RunStarted)
         else e
         for e in events
     ]
