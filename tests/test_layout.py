@@ -201,6 +201,9 @@ SERVER = House(
     package="pipelens_server",
     rooms={
         "pipelens_server._db": set(),
+        # App-level middleware: before routing, under every room.
+        "pipelens_server._security": set(),
+        "pipelens_server._params": set(),
         "pipelens_server._ingest": {"pipelens_server._db"},
         "pipelens_server._read": set(),
         "pipelens_server._api": {
