@@ -51,7 +51,10 @@ _DEFAULT_SPAN_NS = 30 * 86_400 * 1_000_000_000  # the seed's time series: the la
 _RETENTION_KEYS = ("retentionDays", "dataRetentionDays")
 _settings_decoder = msgspec.json.Decoder(dict[str, Any])
 
-PageQuery = Annotated[int, QueryParameter(ge=1, description="page number, from 1")]
+#: The bound keeps the page's offset (page times pageSize) a number PostgreSQL can take.
+PageQuery = Annotated[
+    int, QueryParameter(ge=1, le=1_000_000, description="page number, from 1 to 1,000,000")
+]
 PageSizeQuery = Annotated[
     int, QueryParameter(name="pageSize", ge=1, le=1000, description="items per page")
 ]

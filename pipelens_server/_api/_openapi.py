@@ -93,7 +93,16 @@ def complete(document: dict[str, Any], error_type: type[msgspec.Struct]) -> dict
         "post": {
             "summary": "Log out: the session cookie is dropped",
             "operationId": "Logout",
-            "responses": {"303": {"description": "Logged out: on to the login page."}},
+            "requestBody": {
+                "content": {"application/x-www-form-urlencoded": {"schema": _CSRF_FORM}},
+            },
+            "responses": {
+                "303": {"description": "Logged out: on to the login page."},
+                "403": {
+                    "description": "No or a wrong CSRF token, or a write from another site (HTML).",
+                    "content": {_HTML: {"schema": {"type": "string"}}},
+                },
+            },
         }
     }
     completed: dict[str, Any] = _any_or_null(document)
@@ -113,6 +122,10 @@ def _any_or_null(node: Any) -> Any:
     return node
 
 
+#: The form of a dashboard POST: the CSRF token its page gave.
+_CSRF_FORM = {"type": "object", "properties": {"csrf_token": {"type": "string"}}}
+
+
 def _login() -> dict[str, Any]:
     page = {
         "description": "The login page (HTML).",
@@ -120,7 +133,11 @@ def _login() -> dict[str, Any]:
     }
     form = {
         "type": "object",
-        "properties": {"token": {"type": "string"}, "next": {"type": "string"}},
+        "properties": {
+            "token": {"type": "string"},
+            "next": {"type": "string"},
+            "csrf_token": {"type": "string"},
+        },
         "required": ["token"],
     }
     return {
@@ -140,7 +157,10 @@ def _login() -> dict[str, Any]:
                 "303": {"description": "Logged in (or no token needed): on to `next`."},
                 "400": page | {"description": "A form that is not one (HTML)."},
                 "401": page | {"description": "A wrong token: the form again (HTML)."},
+                "403": page
+                | {"description": "No or a wrong CSRF token, or a write from another site (HTML)."},
                 "413": page | {"description": "A form larger than the body limit (HTML)."},
+                "429": page | {"description": "Too many failed logins: wait `Retry-After` (HTML)."},
             },
         },
     }

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import psycopg
-from _pg_testkit import JSON, MSGPACK, run_events
+from _pg_testkit import JSON, LOCAL, MSGPACK, run_events
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
@@ -108,7 +108,7 @@ def test_bad_events_never_get_a_5xx_nor_write_half(database_url: str) -> None:
     """12,000 generated bad events in 500 batches: 0 x 5xx, and every refused batch writes
     nothing (not even its good run)."""
     seen = {"inputs": 0, "batches": 0, "5xx": 0, "4xx": 0, "2xx": 0, "partial": 0}
-    with TestClient(create_app(Settings(database_url=database_url))) as client:
+    with TestClient(create_app(Settings(database_url=database_url)), base_url=LOCAL) as client:
 
         @given(
             bad=st.lists(_bad_event(), min_size=PER_BATCH, max_size=PER_BATCH),
@@ -154,7 +154,7 @@ def test_bad_events_never_get_a_5xx_nor_write_half(database_url: str) -> None:
 
 def test_the_fuzz_reaches_the_server_with_good_batches_too(database_url: str) -> None:
     """The fuzz's good run alone is stored (so a 4xx above is the bad events' doing)."""
-    with TestClient(create_app(Settings(database_url=database_url))) as client:
+    with TestClient(create_app(Settings(database_url=database_url)), base_url=LOCAL) as client:
         body = _body([msgspec.to_builtins(e) for e in run_events("ok")], as_msgpack=True)
         assert client.post("/api/v1/events", content=body, headers=MSGPACK).status_code == 202
     assert _counts(database_url)[:2] == (1, 3)
