@@ -31,6 +31,8 @@ REDACTED = "[REDACTED]"
 TRUNCATED_KEY = "$truncated"
 
 #: A key in JSON text: what a truncated value's ``preview`` (a cut JSON document) holds.
+#: How many keys' verdicts :meth:`Patterns.secret_key` keeps (then it starts afresh).
+_KEYS_REMEMBERED = 4096
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 
 
@@ -43,13 +45,25 @@ class _SecretsFile(msgspec.Struct):
 class Patterns:
     """The shared list, compiled: key names, secret-looking values, and the cheap pre-check."""
 
-    __slots__ = ("fragments", "key", "value")
+    __slots__ = ("_keys_seen", "fragments", "key", "value")
 
     def __init__(self, keys: list[str], values: list[str], fragments: list[str]) -> None:
         self.fragments = tuple(fragments)
         # As the client compiles them (``pipelens._core.settings``).
         self.key = re.compile("|".join(f"(?:{p})" for p in keys), re.IGNORECASE)
         self.value = re.compile("|".join(values))
+        # Whether a key is secret, by key: the same few keys come in every event.
+        self._keys_seen: dict[str, bool] = {}
+
+    def secret_key(self, key: str) -> bool:
+        """Whether the value under ``key`` is redacted."""
+        seen = self._keys_seen.get(key)
+        if seen is None:
+            seen = self.suspect(key) and self.key.search(key) is not None
+            if len(self._keys_seen) >= _KEYS_REMEMBERED:
+                self._keys_seen.clear()
+            self._keys_seen[key] = seen
+        return seen
 
     def suspect(self, text: str) -> bool:
         """Whether a key or value pattern may match in ``text`` (``False`` only when none can)."""
@@ -126,13 +140,11 @@ def scrub_value(value: Any) -> Any:
         if value.get(TRUNCATED_KEY) is True and isinstance(value.get("preview"), str):
             preview = _scrub_preview(value["preview"])
             return value if preview == value["preview"] else {**value, "preview": preview}
-        secrets = patterns()
-        key, suspect = secrets.key, secrets.suspect
+        secret_key = patterns().secret_key
         changed = False
         clean: dict[Any, Any] = {}
         for k, v in value.items():
-            secret = isinstance(k, str) and suspect(k) and key.search(k) is not None
-            new = REDACTED if secret else scrub_value(v)
+            new = REDACTED if isinstance(k, str) and secret_key(k) else scrub_value(v)
             changed = changed or new is not v
             clean[k] = new
         return clean if changed else value
