@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from pipelens._core import containment
-from pipelens._core.settings import SECRET_VALUE_PATTERN, Settings, settings
+from pipelens._core.settings import SECRET_FRAGMENTS, SECRET_VALUE_PATTERN, Settings, settings
 from pipelens.events import (
     MAX_KEY_BYTES,
     MAX_NAME_BYTES,
@@ -202,11 +202,7 @@ def _secret_hint() -> re.Pattern[bytes]:
 
 #: Lower-case fragments one of which every default key pattern and value pattern contains. A
 #: substring test is ~10x faster than the case-insensitive regex, and most values have none.
-_DEFAULT_FRAGMENTS = (
-    "key", "passw", "secret", "token", "auth", "credential", "cookie", "session", "jwt",
-    "sk-", "akia", "bearer", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "passp", "pwd", "aiza",
-    "xox", "eyj", "://",
-)  # fmt: skip
+_DEFAULT_FRAGMENTS = SECRET_FRAGMENTS  # from ``secrets.json``, as the server's pre-check
 _DEFAULT_KEYS_SOURCE = _compile_default_source()
 
 

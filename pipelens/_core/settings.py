@@ -17,14 +17,14 @@ from typing import Any
 from pipelens._core.sink import Transport
 
 
-def _load_secret_patterns() -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _load_secret_patterns() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     # One list for the client and the server: ``pipelens/secrets.json`` (its "description"
     # says the format); the server reads the same file by path.
     data = json.loads(resources.files("pipelens").joinpath("secrets.json").read_bytes())
-    return tuple(data["keys"]), tuple(data["values"])
+    return tuple(data["keys"]), tuple(data["values"]), tuple(data["fragments"])
 
 
-_KEYS, _VALUES = _load_secret_patterns()
+_KEYS, _VALUES, _FRAGMENTS = _load_secret_patterns()
 
 #: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
 #: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
@@ -33,6 +33,9 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = _KEYS
 #: Values that look like credentials wherever they appear (API keys of OpenAI, Google, AWS,
 #: GitHub, Slack; bearer tokens, JWTs, URL passwords, ``api_key=...`` in text).
 SECRET_VALUE_PATTERN = "|".join(_VALUES)
+
+#: Lower-case substrings one of which every match of the default key and value patterns holds.
+SECRET_FRAGMENTS: tuple[str, ...] = _FRAGMENTS
 
 
 class Settings:

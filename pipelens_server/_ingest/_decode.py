@@ -3,7 +3,8 @@
 Everything that could make PostgreSQL refuse a row is checked here, so that a bad batch is a 400
 naming the event and field (``$.events[3].result``) and nothing is written, never a 500 halfway:
 integers must fit ``bigint``; captured values must be JSON text; and NUL characters, which
-PostgreSQL's ``text`` and ``jsonb`` cannot hold, are replaced by U+FFFD.
+PostgreSQL's ``text`` and ``jsonb`` cannot hold, are replaced by U+FFFD. Secrets in captured
+values, error texts and run attributes are redacted (``_scrub``), whatever the client did.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pipelens_server._ingest._checks import (
     json_value,
 )
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
+from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_opt_text, scrub_text
 
 MSGPACK_TYPES = frozenset(
     {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
@@ -135,8 +137,18 @@ def batch_rows(batch: Batch) -> Rows:
                 _bigint(end_ns, i, "end_ns")
                 _bigint(duration_ns, i, "duration_ns")
             check_order(start_ns, end_ns, i)
-            error_type, error_message, error_traceback = _error(event.error)
             inputs, result, records, llm = event.inputs, event.result, event.records, event.llm
+            error = event.error
+            # One test of all the step's texts: most hold nothing secret-looking.
+            secret = may_hold_secret(
+                inputs,
+                result,
+                records,
+                llm,
+                None if error is None else error.message,
+                None if error is None else error.traceback,
+            )
+            error_type, error_message, error_traceback = _error(error, secret)
             add_step(
                 [
                     *_step_texts(event, i),
@@ -144,13 +156,13 @@ def batch_rows(batch: Batch) -> Rows:
                     start_ns,
                     end_ns,
                     duration_ns,
-                    None if inputs is None else _json(inputs, i, "inputs"),
-                    None if result is None else _json(result, i, "result"),
-                    None if records is None else _json(records, i, "records"),
+                    None if inputs is None else _json(inputs, i, "inputs", secret),
+                    None if result is None else _json(result, i, "result", secret),
+                    None if records is None else _json(records, i, "records", secret),
                     error_type,
                     error_message,
                     error_traceback,
-                    None if llm is None else _llm(llm, i),
+                    None if llm is None else _llm(llm, i, secret),
                 ]
             )
         elif isinstance(event, StepStarted):
@@ -195,7 +207,8 @@ def batch_rows(batch: Batch) -> Rows:
             _run_texts(event, i)
             attributes = None
             if event.attributes:
-                attributes = clean_json_text(msgspec.json.encode(event.attributes).decode())
+                encoded = msgspec.json.encode(event.attributes).decode()
+                attributes = clean_json_text(scrub_json(encoded))
             rows.add_run(
                 run_row(
                     run_id=without_nul(event.run_id),
@@ -270,23 +283,30 @@ def _opt_text(value: str | None) -> str | None:
     return None if value is None else without_nul(value)
 
 
-def _error(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
+def _error(
+    error: ErrorInfo | None, secret: bool = True
+) -> tuple[str | None, str | None, str | None]:
     if error is None:
         return None, None, None
-    return without_nul(error.type), without_nul(error.message), _opt_text(error.traceback)
+    message, traceback = error.message, error.traceback
+    if secret:
+        message, traceback = scrub_text(message), scrub_opt_text(traceback)
+    return without_nul(error.type), without_nul(message), _opt_text(traceback)
 
 
-def _json(value: str | None, index: int, field: str) -> str | None:
-    """Check that a captured value is JSON text PostgreSQL's ``jsonb`` accepts."""
+def _json(value: str | None, index: int, field: str, secret: bool = True) -> str | None:
+    """Check that a captured value is JSON text PostgreSQL's ``jsonb`` accepts; scrubbed
+    unless ``secret`` says the event holds nothing secret-looking."""
     if value is None:
         return None
-    return clean_json_text(json_value(value, index, field)[1])
+    decoded, text = json_value(value, index, field)
+    return clean_json_text(scrub_json(text, decoded) if secret else text)
 
 
-def _llm(value: str, index: int) -> str:
+def _llm(value: str, index: int, secret: bool) -> str:
     decoded, text = json_value(value, index, "llm")
     check_llm(decoded, index)
-    return clean_json_text(text)
+    return clean_json_text(scrub_json(text, decoded) if secret else text)
 
 
 def _llm_usage(value: str | None, index: int) -> str | None:

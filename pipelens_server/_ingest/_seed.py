@@ -5,7 +5,8 @@ Shapes follow ``shared/seed/PROTOCOL.md``: camelCase keys, times in epoch
 milliseconds (stored as nanoseconds), ``null`` (Python) and a missing field (TypeScript) mean the
 same. A seed step has no ids: its ``key`` serves as its step id and the key's dotted prefix as its
 parent's. Every payload becomes partial rows that go through the same merge and store as
-``POST /api/v1/events``, so seed events may arrive in any order or twice as well.
+``POST /api/v1/events``, so seed events may arrive in any order or twice as well; their values
+and errors are scrubbed of secrets as the events' are (``_scrub``).
 
 A step *start* is a start, whatever it carries: the seed's Python client shares one ``TimeMeta``
 between a step's events, so its start may already hold ``endTs`` (and ``records: {}``). A start
@@ -24,6 +25,7 @@ import msgspec
 from pipelens_server._errors import InvalidBatchError
 from pipelens_server._ingest._decode import clean_json_text, without_nul
 from pipelens_server._ingest._rows import Rows, run_row, step_row
+from pipelens_server._ingest._scrub import scrub_json, scrub_text
 
 _NS_PER_MS = 1_000_000
 _MAX_MS = (2**63 - 1) // _NS_PER_MS
@@ -120,7 +122,8 @@ def _json(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
     if raw is msgspec.UNSET:
         return None
     text = bytes(raw)
-    return None if text == _NULL else clean_json_text(text.decode())
+    # A body that decoded holds valid JSON here; scrubbed, it keeps its text when nothing is secret.
+    return None if text == _NULL else clean_json_text(scrub_json(text.decode()))
 
 
 def _required(value: str | None, path: str) -> str:
@@ -158,7 +161,7 @@ def add_step(rows: Rows, run_id: str, step: StepMeta, path: str, *, started: boo
             duration_ns=duration_ns,
             result=_json(step.result),
             records=_json(step.records),
-            error_message=without_nul(step.error) if step.error else None,
+            error_message=without_nul(scrub_text(step.error)) if step.error else None,
         )
     )
 
@@ -183,7 +186,7 @@ def add_pipeline(
             start_ns=_ns(time.start_ts, f"{path}.time.startTs"),
             end_ns=_ns(time.end_ts, f"{path}.time.endTs") if finished else None,
             duration_ns=_ns(time.time_usage_ms, f"{path}.time.timeUsageMs") if finished else None,
-            error_message=without_nul(meta.error) if meta.error else None,
+            error_message=without_nul(scrub_text(meta.error)) if meta.error else None,
             step_count=len(steps) if finished and steps else None,
         )
     )
