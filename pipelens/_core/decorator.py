@@ -165,7 +165,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         if result.__class__ is _Coroutine:
             # A coroutine behind a sync callable (``async def __call__``, a sync decorator
             # around a coroutine function): the step ends when it is awaited, not now.
-            return _awaited_in_step(step, result, capture_result)
+            return await_in_step(step, result, capture_result)
         step._succeed(result, capture_result)
         return result
 
@@ -175,10 +175,6 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
 #: A result that is work still to do (one identity test: this is the hot path); futures and
 #: tasks already run on their own and are returned as values.
 _Coroutine = types.CoroutineType
-
-
-async def _awaited_in_step(step: Step, coroutine: Any, capture_result: bool) -> Any:
-    return await await_in_step(step, coroutine, capture_result)
 
 
 def _open(
