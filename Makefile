@@ -13,7 +13,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,server,openai,fastapi]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server,openai,anthropic,litellm,google-genai,prices,otlp,fastapi]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install PipeLens with every extra
