@@ -17,7 +17,7 @@ An LLM call is a step of kind ``llm`` whose :class:`LLMCall` travels as JSON tex
                  "finish_reason": "stop",
                  "embeddings": 2, "dimensions": 1536},  # embeddings: how many, how long
       "usage": {"input_tokens": 12, "output_tokens": 30, "cached_tokens": 0,
-                "reasoning_tokens": 0, "total_tokens": 42},
+                "cache_write_tokens": 0, "reasoning_tokens": 0, "total_tokens": 42},
       "cost_usd": 0.000112,              # the client's estimate; null: unknown model
       "latency_ns": 812000000,           # request sent to response complete (stream: last chunk)
       "time_to_first_token_ns": 95000000,  # streams: request sent to first content chunk
@@ -31,8 +31,10 @@ An LLM call is a step of kind ``llm`` whose :class:`LLMCall` travels as JSON tex
       "error_code": "rate_limit_exceeded"
     }
 
-Tokens are authoritative: ``input_tokens`` includes ``cached_tokens`` and ``output_tokens``
-includes ``reasoning_tokens`` (OpenAI's counting). ``RunFinished.llm_usage`` is JSON text of
+Tokens are authoritative: ``input_tokens`` includes ``cached_tokens`` (read from the provider's
+prompt cache) and ``cache_write_tokens`` (written to it: Anthropic's cache creation), and
+``output_tokens`` includes ``reasoning_tokens`` (OpenAI's counting; a provider that counts
+otherwise is converted by its reader). ``RunFinished.llm_usage`` is JSON text of
 ``{model: {calls, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
 calls_without_usage, cost_usd}}`` (``cost_usd`` ``null``: the model's price is unknown; it covers
 the calls that reported tokens). The server recomputes costs from tokens when it reads them.
@@ -63,6 +65,7 @@ class TokenUsage(msgspec.Struct, kw_only=True, omit_defaults=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int | None = None
 
@@ -121,12 +124,14 @@ class LLMCall(msgspec.Struct, kw_only=True, omit_defaults=True):
         output_tokens: int = 0,
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> None:
         """Record the call's token counts (input includes cached, output includes reasoning)."""
         self.usage = TokenUsage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cached_tokens=cached_tokens,
+            cache_write_tokens=cache_write_tokens,
             reasoning_tokens=reasoning_tokens,
             total_tokens=input_tokens + output_tokens,
         )
