@@ -63,6 +63,7 @@ _TOKENS = {
     ),
 }
 _MARKS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model")
+_STREAMING = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")
 _OPENINFERENCE_LLM = frozenset({"LLM", "EMBEDDING"})
 _OPERATIONS = {
     "text_completion": "completion",
@@ -133,7 +134,7 @@ def llm_call(
         call["usage"] = usage
     if (response_id := get("gen_ai.response.id")) is not None:
         call["response_id"] = str(response_id)
-    if get("gen_ai.request.stream") is True or get("llm.is_streaming") is True:
+    if any(get(name) is True for name in _STREAMING):
         call["stream"] = True
     call["latency_ns"] = duration_ns
     return call
@@ -205,7 +206,9 @@ def _output(attributes: Attributes, events: list[tuple[str, Attributes]]) -> dic
             output["tool_calls"] = calls
         if first.get("finish_reason") is not None:
             output["finish_reason"] = first["finish_reason"]
-    reasons = attributes.get("gen_ai.response.finish_reasons")
+    reasons = attributes.get("gen_ai.response.finish_reasons") or attributes.get(
+        "llm.finish_reason"
+    )
     if isinstance(reasons, list) and reasons:
         output["finish_reason"] = reasons[0]
     elif isinstance(reasons, str):
