@@ -14,6 +14,7 @@ from _openai_stub import TEXT, TEXT_PARTS, StubServer
 import pipelens
 from pipelens._core import containment
 from pipelens._llm import openai as _openai
+from pipelens.events import StepFinished
 from pipelens.testing import CapturedEvents
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -55,6 +56,24 @@ async def aclient(stub: StubServer) -> Any:
         base_url=stub.base_url, api_key="sk-test", max_retries=0, timeout=5
     ) as c:
         yield c
+
+
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * len(TEXT_PARTS),
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def cancelled_as_closed(step: StepFinished) -> bool:
+    """Whether ``step`` ended ``cancelled`` because its consumer closed or dropped the stream."""
+    return (step.status, step.error and step.error.type) == ("cancelled", "pipelens._StreamClosed")
 
 
 def llm_of(events: CapturedEvents, key: str = "openai_chat") -> dict[str, Any]:
@@ -319,6 +338,7 @@ async def test_async_stream_in_a_context_manager(aclient: Any, events: CapturedE
     assert [None, *TEXT_PARTS, None] == _texts(got)
     llm = llm_of(events)
     assert (llm["output"]["text"], llm.get("stream_closed_early", False)) == (TEXT, False)
+    assert events.step("openai_chat").status == "completed"
 
 
 @pytest.mark.usefixtures("patched")
@@ -342,10 +362,11 @@ def test_chunk_with_empty_choices_is_passed_on(
 
 
 @pytest.mark.usefixtures("patched")
-def test_stream_closed_halfway_ends_the_step_marked(
+def test_stream_closed_halfway_is_cancelled_at_close(
     client: openai.OpenAI, events: CapturedEvents
 ) -> None:
-    """Leaving a ``with`` stream after two chunks ends the step, marked closed early."""
+    """A ``break`` after two chunks leaves the step running; leaving the ``with`` (the close)
+    ends it ``cancelled``, marked closed early, with what had come."""
     with client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True) as stream:
         for i, _chunk in enumerate(stream):
             if i == 1:
@@ -353,7 +374,7 @@ def test_stream_closed_halfway_ends_the_step_marked(
         assert events.steps() == []
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"], llm["output"]["text"]) == (True, 2, "Hello")
-    assert events.step("openai_chat").status == "completed"
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
@@ -368,15 +389,14 @@ def test_stream_abandoned_halfway_ends_when_collected(
     gc.collect()
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"]) == (True, 2)
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
 def test_responses_stream_is_assembled(client: openai.OpenAI, events: CapturedEvents) -> None:
     """A streamed responses call gives every event and records the final response's usage."""
     kinds = [e.type for e in client.responses.create(model="gpt-4o", input="hi", stream=True)]
-    assert kinds == ["response.created"] + ["response.output_text.delta"] * 4 + [
-        "response.completed"
-    ]
+    assert kinds == RESPONSE_EVENTS
     llm = llm_of(events, "openai_responses")
     assert (llm["output"]["text"], llm["usage"]["total_tokens"]) == (TEXT, 25)
     assert llm["time_to_first_token_ns"] > 0
@@ -541,6 +561,7 @@ async def test_async_stream_abandoned_halfway_ends_when_collected(
     gc.collect()
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"]) == (True, 1)
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
