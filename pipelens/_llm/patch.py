@@ -276,6 +276,8 @@ class _Watch:
         self.call = call
         self._watch_close(getattr(stream, "response", None))
         self._watch_items(stream)
+        # Dropped unclosed, the stream ends its step when it is collected.
+        weakref.finalize(stream, self.end, True)
 
     def attach_raw(
         self, step: Step, call: LLMCall, raw: Any, stream_types: tuple[type, ...]
@@ -283,7 +285,10 @@ class _Watch:
         """Watch a raw result: its response's close now, its stream once the caller parses it."""
         self.step = step
         self.call = call
-        self._watch_close(getattr(raw, "http_response", None))
+        response = raw.http_response
+        self._watch_close(response)
+        # Whether parsed or not, the response lives as long as anything can still read it.
+        weakref.finalize(response, self.end, True)
         parse = raw.parse
 
         def parsed(result: Any) -> None:
@@ -320,8 +325,8 @@ class _Watch:
             stream._iterator = self._iterate(inner)
 
     def _watch_close(self, response: Any) -> None:
-        """Learn of ``response``'s close (every way of closing a stream ends there) and of its
-        collection; read its request id."""
+        """Learn of ``response``'s close (every way of closing a stream ends there); read its
+        request id."""
         if response is None:
             return
         headers = getattr(response, "headers", None)
@@ -346,7 +351,6 @@ class _Watch:
                     self.closed()
 
             response.aclose = saclose
-        weakref.finalize(response, self.end, True)
 
     def closed(self) -> None:
         """The response was closed: by the stream's own generator (running or done: at the end

@@ -1056,3 +1056,18 @@ def test_stream_closed_after_its_end_stays_completed(
     stream.close()
     assert events.step("openai_chat").status == "completed"
     assert "stream_closed_early" not in llm_of(events)
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_abandoned_is_cancelled_when_collected(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """A raw stream parsed, read a chunk and dropped unclosed ends ``cancelled`` once collected."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    next(iter(raw.parse()))
+    del raw
+    gc.collect()
+    assert cancelled_as_closed(only_step(events, "openai_chat"))
+    assert llm_of(events)["chunks"] == 1
