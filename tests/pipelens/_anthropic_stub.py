@@ -1,19 +1,21 @@
 """A local HTTP server speaking enough of Anthropic's Messages API for the real ``anthropic``
 client.
 
-``POST /v1/messages``: a JSON message, or with ``stream: true`` the SSE events ``message_start``,
-``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
-``content_block_stop``, ``message_delta`` (stop reason and output tokens) and ``message_stop``,
-with a ``ping`` among them. A request with ``tools`` is answered with a text block and a
-``tool_use`` block. Every answer has a ``request-id`` header. The model name picks a failure:
-``error-429``, ``error-500`` and ``error-529`` answer with that status and an error body,
-``midstream-error`` sends an ``error`` event after the first text delta, ``slow`` waits before
-answering (for client timeouts). Every request body is kept in ``requests``.
+``POST /v1/messages`` (and Vertex's ``...:rawPredict`` / ``:streamRawPredict``, Bedrock's
+``/model/<model>/invoke``): a JSON message, or with ``stream: true`` the SSE events
+``message_start``, ``content_block_start`` / ``content_block_delta`` (``text_delta``,
+``input_json_delta``) / ``content_block_stop``, ``message_delta`` (stop reason and output
+tokens) and ``message_stop``, with a ``ping`` among them. A request with ``tools`` is answered
+with a text block and a ``tool_use`` block. Every answer has a ``request-id`` header. The model
+name picks a failure: ``error-429``, ``error-500`` and ``error-529`` answer with that status and
+an error body, ``midstream-error`` sends an ``error`` event after the first text delta, ``slow``
+waits before answering (for client timeouts). Every request body is kept in ``requests``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,9 @@ TOOL_TEXT = "Let me check."
 TOOL_ARGS_PARTS = ("", '{"city": ', '"Paris"}')
 TOOL_INPUT = {"city": "Paris"}
 SLOW_SECONDS = 0.6
+#: Vertex and Bedrock put the model in the path, not the body.
+_VERTEX = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
+_BEDROCK = re.compile(r"/model/([^/]+)/invoke$")
 #: Anthropic's counts: input_tokens leaves out the cache reads and writes.
 USAGE = {
     "input_tokens": 10,
@@ -154,10 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.count += 1
             self.server.requests.append((self.path, body))
-        model = str(body.get("model", ""))
-        if self.path.split("?")[0] != "/v1/messages":
+        path = self.path.split("?")[0]
+        routed = _VERTEX.search(path) or _BEDROCK.search(path)
+        if routed is None and path != "/v1/messages":
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error"}})
             return
+        model = routed.group(1) if routed is not None else str(body.get("model", ""))
         if model in _ERRORS:
             status, kind, message = _ERRORS[model]
             error = {"type": kind, "message": message}

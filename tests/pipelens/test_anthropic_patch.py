@@ -24,6 +24,7 @@ import pipelens
 from pipelens._core import containment
 from pipelens._llm import anthropic as _anthropic
 from pipelens._llm.patch import is_patched
+from pipelens._llm.prices import price_for
 from pipelens.testing import CapturedEvents
 
 MODEL = "claude-sonnet-4"
@@ -157,6 +158,33 @@ def test_system_blocks_and_unknown_models(
     client.messages.create(**{**ASK, "model": "claude-unknown"}, system=system)
     llm = llm_of(events)
     assert (llm["params"]["system"], "cost_usd" in llm) == (system, False)
+
+
+@pytest.mark.usefixtures("patched")
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-opus-4-1",
+        "claude-opus-4",
+        "claude-sonnet-4",
+        "claude-3-7-sonnet",
+        "claude-3-5-sonnet",
+        "claude-3-5-haiku",
+        "claude-3-haiku",
+    ],
+)
+def test_claude_models_are_priced_with_the_cache_read_price(
+    client: anthropic.Anthropic, events: CapturedEvents, model: str
+) -> None:
+    """A dated Claude model of the 3.5, 3.7 and 4 families has a cost, the tokens read from the
+    cache priced below the input price."""
+    client.messages.create(**{**ASK, "model": model})
+    cost = llm_of(events)["cost_usd"]
+    price = price_for(model)
+    assert price is not None
+    assert price.cached_input is not None
+    assert price.cached_input < price.input
+    assert 0 < cost < (USAGE["input_tokens"] * price.input + 4 * price.output) / 1e6
 
 
 @pytest.mark.usefixtures("patched")
@@ -617,6 +645,33 @@ def test_clients_made_before_patching_are_covered(stub: StubServer, events: Capt
         pipelens.unpatch(anthropic)
         before.close()
     assert [s.key for s in events.steps()] == ["anthropic_chat"]
+
+
+@pytest.mark.usefixtures("patched")
+def test_vertex_and_bedrock_clients_are_covered(stub: StubServer, events: CapturedEvents) -> None:
+    """AnthropicVertex (plain and streamed) and AnthropicBedrock calls are recorded: they use the
+    same resource classes."""
+    with anthropic.AnthropicVertex(
+        region="us-east5", project_id="p", access_token="t", base_url=stub.base_url, max_retries=0
+    ) as vertex:
+        assert vertex.messages.create(**ASK).content[0].text == TEXT
+        with vertex.messages.stream(**ASK) as stream:
+            assert stream.get_final_text() == TEXT
+    with anthropic.AnthropicBedrock(
+        aws_access_key="a",
+        aws_secret_key="b",
+        aws_region="us-east-1",
+        base_url=stub.base_url,
+        max_retries=0,
+    ) as bedrock:
+        assert bedrock.messages.create(**ASK).content[0].text == TEXT
+    calls = [json.loads(s.llm or "{}") for s in events.steps()]
+    assert [(c["provider"], c.get("stream", False)) for c in calls] == [
+        ("anthropic", False),
+        ("anthropic", True),
+        ("anthropic", False),
+    ]
+    assert [(c["output"]["text"], c["usage"]) for c in calls] == [(TEXT, USAGE)] * 3
 
 
 @pytest.mark.usefixtures("patched")
