@@ -34,6 +34,10 @@ class StreamState(ABC):
 NewStreamState = Callable[[bool], StreamState]
 #: The request arguments asking a stream to report its usage, or ``None`` when the caller chose.
 AskStreamUsage = Callable[[dict[str, Any]], dict[str, Any] | None]
+#: Puts a traced request in place of the one a method's result makes later (a stream helper's
+#: manager sends it on ``__enter__``): ``trace`` takes that pending request (a callable, or an
+#: awaitable) and gives the traced twin to put in its place. Such a request always streams.
+TraceLater = Callable[[Any, Callable[[Any], Any]], None]
 
 
 class EndpointConfig(NamedTuple):
@@ -45,6 +49,10 @@ class EndpointConfig(NamedTuple):
     operation: str  #: ``chat``, ``responses``, ``embeddings``: the LLMCall's operation
     new_stream_state: NewStreamState
     ask_stream_usage: AskStreamUsage | None = None
+    #: Set for a method that returns before its request is made (``messages.stream(...)``).
+    trace_later: TraceLater | None = None
+    #: The response header a stream's request id is read from.
+    request_id_header: str = "x-request-id"
 
 
 class Provider(Protocol):
