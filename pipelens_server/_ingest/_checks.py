@@ -28,7 +28,13 @@ MAX_TOKENS = 10**12
 #: How deep a captured JSON value may nest (PostgreSQL and Python both recurse on nesting).
 MAX_DEPTH = 500
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 # A JSON number PostgreSQL's ``numeric`` may refuse: an exponent of 4+ digits, or a long run of
 # digits (``0.000…1`` with more than 16,383 decimals). Such text is stored re-encoded (as the

@@ -175,6 +175,7 @@ def test_call_inside_a_step_nests_and_the_run_carries_usage(
         "input_tokens": 24,
         "output_tokens": 8,
         "cached_tokens": 4,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 2,
         "calls_without_usage": 0,
     }
