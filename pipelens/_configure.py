@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,7 +16,9 @@ from pipelens._core import containment, propagation
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import compile_keys, settings, use_env_transport
 from pipelens._core.sink import Transport
+from pipelens._llm import patch as llm_patch
 from pipelens._llm.prices import load_prices
+from pipelens._otel import http_clients
 from pipelens._seed.transport import SeedTransportAdapter, is_seed_transport
 from pipelens._transports import FileTransport, HttpTransport, set_transport
 
@@ -175,3 +178,54 @@ def _transport_from_env() -> Transport | None:
 
 
 use_env_transport(_transport_from_env)
+
+
+def _library(library: types.ModuleType | str) -> str | None:
+    name = library if isinstance(library, str) else getattr(library, "__name__", None)
+    return name if name in http_clients.CLIENTS else None
+
+
+def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
+    """Trace every call of the given LLM libraries, and carry runs across processes on the
+    given HTTP clients.
+
+    LLM libraries (``openai``...): every call becomes a ``kind="llm"`` step. HTTP clients
+    (``httpx``, ``requests``): a request sent inside a step carries the W3C ``traceparent`` and
+    ``tracestate`` of that step (:func:`pipelens.propagation_headers`), so a service using our
+    FastAPI, Litestar or ASGI integration continues the run. With no argument, every supported
+    *LLM* library installed: the HTTP clients are patched only when named, because their
+    headers would go to every host the program calls (a run id is then visible to it, and a
+    strict API may refuse headers it does not know).
+
+    Idempotent; returns the names of the libraries patched now or before.
+
+    Raises:
+        ConfigurationError: for a library PipeLens does not support, or one not installed.
+    """
+    clients = [name for name in map(_library, libraries) if name is not None]
+    llm = [lib for lib in libraries if _library(lib) is None]
+    names = llm_patch.auto_patch(*llm) if llm or not libraries else []
+    for name in clients:
+        try:
+            http_clients.patch(name)
+        except ImportError:
+            raise ConfigurationError(
+                f"auto_patch({name!r}): {name} is not installed; pip install {name}"
+            ) from None
+        names.append(name)
+    return names
+
+
+def unpatch(*libraries: types.ModuleType | str) -> None:
+    """Restore the original methods (default: of every patched library, LLM and HTTP)."""
+    if not libraries:
+        llm_patch.unpatch()
+        for patched in http_clients.patched():
+            http_clients.unpatch(patched)
+        return
+    llm = [lib for lib in libraries if _library(lib) is None]
+    if llm:
+        llm_patch.unpatch(*llm)
+    for client in map(_library, libraries):
+        if client is not None:
+            http_clients.unpatch(client)
