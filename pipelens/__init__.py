@@ -25,7 +25,7 @@ from pipelens._llm import (
     ToolCall,
     llm_call,
 )
-from pipelens._otel import continue_run, propagation_headers
+from pipelens._otel import OtlpTransport, continue_run, propagation_headers
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
@@ -65,6 +65,7 @@ __all__ = [  # noqa: RUF022
     "ModelUsage",
     "NestedStepMeta",
     "OpenAICompatibleChatCompletionResponse",
+    "OtlpTransport",
     "PipelensError",
     "Pipeline",
     "PipelineMeta",

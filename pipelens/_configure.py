@@ -10,6 +10,7 @@ import os
 import re
 import types
 from collections.abc import Iterable, Mapping
+from types import EllipsisType
 from typing import Any
 
 from pipelens._core import containment, propagation
@@ -19,8 +20,9 @@ from pipelens._core.sink import Transport
 from pipelens._llm import patch as llm_patch
 from pipelens._llm.prices import load_prices
 from pipelens._otel import http_clients
+from pipelens._otel.export import OtlpTransport, env_endpoint, env_headers
 from pipelens._seed.transport import SeedTransportAdapter, is_seed_transport
-from pipelens._transports import FileTransport, HttpTransport, set_transport
+from pipelens._transports import FileTransport, HttpTransport, combine, parts_of, set_transport
 
 
 def configure(
@@ -40,6 +42,9 @@ def configure(
     exit_timeout: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     llm_stream_usage: bool | None = None,
+    otlp: bool | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
 ) -> None:
     """Change how PipeLens captures and where it sends runs. Unnamed options keep their value.
 
@@ -64,6 +69,15 @@ def configure(
             (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
         llm_stream_usage: ask OpenAI for token usage on streamed chat calls
             (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
+        otlp: ``True`` also sends every run as OTLP spans to the endpoint that the standard
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` name, with
+            the headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` (read only when asked: an
+            OTel SDK of the same program may use them for its own spans); ``False`` stops
+            the OTLP export.
+        otlp_endpoint: also send every run as OTLP/HTTP protobuf spans to this OpenTelemetry
+            endpoint (``http://localhost:4318``; ``/v1/traces`` is added), beside the
+            transport (our server, a file) or alone. Needs ``pipelens[otlp]``.
+        otlp_headers: headers for the OTLP endpoint (an API key); goes with ``otlp_endpoint``.
     """
     # Every argument is checked before anything changes: a bad call leaves the settings as is.
     flags: tuple[tuple[str, object], ...] = (
@@ -109,6 +123,30 @@ def configure(
     price_table = None
     if prices is not None:
         price_table = load_prices(prices)
+    if otlp is not None and not isinstance(otlp, bool):
+        raise ConfigurationError(f"configure(otlp={otlp!r}): expected True or False")
+    if otlp is False and (otlp_endpoint is not None or otlp_headers is not None):
+        raise ConfigurationError("configure(otlp=False): give no otlp_endpoint or otlp_headers")
+    if otlp_headers is not None and otlp_endpoint is None and otlp is not True:
+        raise ConfigurationError(
+            "configure(otlp_headers=...): the headers go with otlp_endpoint=... (or otlp=True)"
+        )
+    otlp_transport: Transport | EllipsisType | None = ...
+    if otlp_endpoint is not None or otlp is True:
+        endpoint = otlp_endpoint if otlp_endpoint is not None else env_endpoint()
+        if endpoint is None:
+            raise ConfigurationError(
+                "configure(otlp=True): neither OTEL_EXPORTER_OTLP_TRACES_ENDPOINT nor "
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set; give otlp_endpoint=..."
+            )
+        headers = (
+            otlp_headers
+            if otlp_headers is not None
+            else (env_headers() if otlp_endpoint is None else None)
+        )
+        otlp_transport = OtlpTransport(endpoint, headers)
+    elif otlp is False:
+        otlp_transport = None
     if token is not None and url is None:
         raise ConfigurationError(
             "configure(token=...): the token goes with url=...; pass both "
@@ -132,8 +170,17 @@ def configure(
                 f"configure(transport=...): {transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
             )
+    if transport is not ... or otlp_transport is not ...:
+        current = parts_of(settings.transport)
+        primary = (
+            transport
+            if transport is not ...
+            else combine(*(p for p in current if not isinstance(p, OtlpTransport)))
+        )
+        if otlp_transport is ...:
+            otlp_transport = next((p for p in current if isinstance(p, OtlpTransport)), None)
         settings._transport_chosen = True  # the environment no longer counts
-        set_transport(transport)
+        set_transport(combine(primary, otlp_transport))
     if enabled is not None:
         settings.enabled = bool(enabled)
     if capture_args is not None:
