@@ -26,6 +26,7 @@ from pipelens._llm import (
     llm_call,
 )
 from pipelens._otel import OtlpTransport, continue_run, propagation_headers
+from pipelens._otel import bridge as _bridge
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
@@ -113,3 +114,4 @@ for _name in __all__:
 del _name, _obj
 
 _propagation.install()
+_bridge.install()

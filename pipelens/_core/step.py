@@ -519,6 +519,12 @@ def open_step(
     """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
     if parent is None:
         parent = current_step_var.get()
+    if parent is None and root_parent is not None:
+        remote = root_parent()
+        if remote is not None:
+            return open_continued(
+                name, remote[0], remote[1], None, owned=True, inputs=inputs, kind=kind
+            )
     if parent is None:
         run = Run(name, transport=settings.transport)
         t0 = _perf_ns()
@@ -540,6 +546,12 @@ def open_step(
     if not step.run._quiet:
         step._announce()
     return step
+
+
+#: Asked when a run's root step opens: ``(run id, parent span id)`` of a parent outside
+#: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
+#: ``pipelens._otel.bridge``; the core knows no OTel.
+root_parent: Callable[[], tuple[str, str] | None] | None = None
 
 
 def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
@@ -647,6 +659,7 @@ def open_continued(
     *,
     owned: bool,
     inputs: str | None = None,
+    kind: str = "step",
 ) -> Step:
     """Open a step of run ``run_id`` under a parent in another process (or an OTel span).
 
@@ -669,7 +682,7 @@ def open_continued(
         None,
         run,
         inputs,
-        "step",
+        kind,
         n,
         t0,
         t0 + _WALL_OFFSET_NS,

@@ -30,7 +30,7 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 #: Our key among the ``tracestate`` entries.
 VENDOR = "pipelens"
-_MAX_ENTRY = 256
+_MAX_VALUE = 256
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # version-traceid-parentid-flags; a later version may append fields after another "-".
@@ -144,12 +144,19 @@ def propagation_headers() -> dict[str, str]:
     if step is None:
         return {}
     run_id = step.run.id
-    span_id = f"{step._n:016x}"
-    headers = {TRACEPARENT: format_traceparent(trace_id_of(run_id), span_id)}
-    run_part = quote(run_id, safe="")
-    entry = f"{VENDOR}={run_part};{quote(step.key, safe='')}"
-    if len(entry) > _MAX_ENTRY:
-        entry = f"{VENDOR}={run_part}"
-    if len(entry) <= _MAX_ENTRY:
-        headers[TRACESTATE] = entry
+    headers = {TRACEPARENT: format_traceparent(trace_id_of(run_id), f"{step._n:016x}")}
+    name, value = tracestate_entry(run_id, step.key)
+    if value:
+        headers[TRACESTATE] = f"{name}={value}"
     return headers
+
+
+def tracestate_entry(run_id: str, key: str) -> tuple[str, str]:
+    """Our ``tracestate`` entry as ``(name, value)``: the run id and step key, percent-encoded;
+    the key left out when the value would pass W3C's limit, the value empty when even the run
+    id alone does."""
+    run_part = quote(run_id, safe="")
+    value = f"{run_part};{quote(key, safe='')}"
+    if len(value) > _MAX_VALUE:
+        value = run_part if len(run_part) <= _MAX_VALUE else ""
+    return VENDOR, value
