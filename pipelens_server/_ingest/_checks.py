@@ -38,11 +38,17 @@ _RISKY_NUMBER = re.compile(rb"[eE][+-]?\d{4}|\d{1000}")
 
 def check_length(value: str, limit: int, index: int, field: str) -> None:
     """Raise a 400 naming ``$.events[index].field`` when ``value`` is empty-safe but too long."""
+    check_length_at(value, limit, field, f"$.events[{index}].{field}", "invalid batch")
+
+
+def check_length_at(value: str, limit: int, field: str, path: str, what: str) -> None:
+    """Raise a 400 naming ``field`` at ``path`` of the body (``what`` opens the message) when
+    ``value`` is longer than ``limit`` UTF-8 bytes."""
     # A character is at most 4 bytes: most texts are short enough to skip the encoding.
     if len(value) * 4 > limit and (size := len(value.encode("utf-8", "replace"))) > limit:
         raise InvalidBatchError(
-            f"invalid batch: {field} is {size} bytes long, longer than the limit of {limit} "
-            f"bytes (UTF-8): shorten it - at `$.events[{index}].{field}`"
+            f"{what}: {field} is {size} bytes long, longer than the limit of {limit} "
+            f"bytes (UTF-8): shorten it - at `{path}`"
         )
 
 

@@ -39,7 +39,13 @@ from pipelens_server._ingest._checks import (
     json_value,
 )
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
-from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_opt_text, scrub_text
+from pipelens_server._ingest._scrub import (
+    may_hold_secret,
+    scrub_json,
+    scrub_opt_text,
+    scrub_text,
+    scrub_usage_json,
+)
 
 MSGPACK_TYPES = frozenset(
     {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
@@ -314,7 +320,7 @@ def _llm_usage(value: str | None, index: int) -> str | None:
         return None
     decoded, text = json_value(value, index, "llm_usage")
     check_llm_usage(decoded, index)
-    return clean_json_text(text)
+    return clean_json_text(scrub_usage_json(text, decoded))
 
 
 def clean_json_text(value: str) -> str:

@@ -151,6 +151,29 @@ def scrub_value(value: Any) -> Any:
     return value
 
 
+def scrub_usage_json(text: str, value: Any) -> str:
+    """A run's ``llm_usage`` JSON ``text`` (decoded: ``value``) scrubbed: its keys are model
+    names, the caller's text (a URL with a password, a key in a deployment name), so they are
+    scrubbed as text too. Two names that become one add up their counts (nothing is lost)."""
+    if not isinstance(value, dict) or not may_hold_secret(text):
+        return scrub_json(text, value)
+    merged: dict[str, Any] = {}
+    for model, usage in value.items():
+        name, clean = scrub_text(model), scrub_value(usage)
+        before = merged.get(name)
+        if isinstance(before, dict) and isinstance(clean, dict):
+            clean = before | {
+                k: before.get(k, 0) + v if _is_count(v) and _is_count(before.get(k, 0)) else v
+                for k, v in clean.items()
+            }
+        merged[name] = clean
+    return msgspec.json.encode(merged).decode()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _scrub_preview(preview: str) -> str:
     # A cut JSON document cannot be decoded and walked: cut it before the first secret key.
     key = patterns().key
