@@ -189,13 +189,16 @@ CLIENT = House(
         "pipelens._core": set(),
         "pipelens._transports": {"pipelens._core"},
         "pipelens._llm": {"pipelens._core"},
-        "pipelens._integrations": {"pipelens._core", "pipelens._llm"},
+        "pipelens._otel": {"pipelens._core", "pipelens._transports"},
+        # The ASGI core reads the W3C headers of a request to continue its caller's run.
+        "pipelens._integrations": {"pipelens._core", "pipelens._llm", "pipelens._otel"},
         "pipelens._seed": {"pipelens._core", "pipelens._llm", "pipelens._transports"},
         "pipelens._configure": {
             "pipelens._core",
             "pipelens._transports",
             "pipelens._llm",
             "pipelens._integrations",
+            "pipelens._otel",
             "pipelens._seed",
         },
     },
@@ -280,7 +283,8 @@ def test_the_room_rules_catch_an_import_against_them() -> None:
 
 def test_each_client_room_imports_only_the_rooms_below_it() -> None:
     """``_core`` → nothing of ours but the leaves; ``_transports``, ``_llm`` → ``_core``;
-    ``_integrations`` → ``_core``, ``_llm``; ``_seed`` → ``_core``, ``_llm``, ``_transports``."""
+    ``_otel`` → ``_core``, ``_transports``; ``_integrations`` → ``_core``, ``_llm``, ``_otel``;
+    ``_seed`` → ``_core``, ``_llm``, ``_transports``."""
     assert {room_of(m) for m in modules() if m.startswith("pipelens.")} >= set(CLIENT.rooms)
     assert room_breaches(CLIENT, EDGES) == []
 

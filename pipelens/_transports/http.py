@@ -17,7 +17,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
 from pipelens._transports.delivery import Delivery, TransportStats
-from pipelens._transports.endpoint import Endpoint
+from pipelens._transports.endpoint import CONTENT_TYPE, INGEST_PATH, Endpoint
 from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
 from pipelens._transports.spool import Spool, default_spool_dir
 from pipelens._version import __version__
@@ -105,6 +105,7 @@ class HttpTransport(BatchingTransport):
         heartbeat: seconds between the heartbeats that tell the server which runs are still
             open (15; ``None`` sends none): a run it hears nothing of for its ``--abandon-after``
             timeout is shown ``abandoned``.
+        headers: more headers for every request (a proxy's credentials).
 
     Raises:
         ConfigurationError: an option is invalid (the message names it).
@@ -131,6 +132,7 @@ class HttpTransport(BatchingTransport):
         interval: float = 0.5,
         debug: bool = False,
         heartbeat: float | None = DEFAULT_INTERVAL_S,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.options: HttpTransportOptions | None = None
         if isinstance(url, HttpTransportOptions):
@@ -158,7 +160,18 @@ class HttpTransport(BatchingTransport):
                 "HttpTransport(token=...): expected a string of printable characters "
                 "(the bearer token the server was started with)"
             )
-        endpoint = Endpoint(url, token or None, float(timeout), f"pipelens-python/{__version__}")
+        owner = type(self).__name__
+        _check_headers(owner, headers)
+        endpoint = Endpoint(
+            url,
+            token or None,
+            float(timeout),
+            f"pipelens-python/{__version__}",
+            path=self._path,
+            content_type=self._content_type,
+            headers=headers,
+            owner=owner,
+        )
         self.url = endpoint.url
         #: The URL with a trailing ``/``, as the seed's transport kept it.
         self.base_url = self.url if self.url.endswith("/") else f"{self.url}/"
@@ -189,8 +202,12 @@ class HttpTransport(BatchingTransport):
         )
         _instances.add(self)
 
+    #: Where bodies are posted under the URL, and their media type (the OTLP export's differ).
+    _path = INGEST_PATH
+    _content_type = CONTENT_TYPE
+
     def __repr__(self) -> str:
-        return f"<HttpTransport {self.url!r}>"
+        return f"<{type(self).__name__} {self.url!r}>"
 
     def write(self, batch: Batch) -> None:
         """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""
@@ -301,6 +318,19 @@ def _check_counts(**values: Any) -> None:
             raise ConfigurationError(
                 f"HttpTransport({name}={value!r}): expected a positive integer"
             )
+
+
+def _check_headers(owner: str, headers: object) -> None:
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.isprintable() and v.isprintable()
+        for k, v in headers.items()
+    ):
+        raise ConfigurationError(
+            f"{owner}(headers=...): expected a mapping of header names to values, all "
+            "printable strings"
+        )
 
 
 def _after_fork_in_child() -> None:
