@@ -40,6 +40,7 @@ def configure(
     max_records: int | None = None,
     propagate_threads: bool | None = None,
     exit_timeout: float | None = None,
+    heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     llm_stream_usage: bool | None = None,
     otlp: bool | None = None,
@@ -64,6 +65,10 @@ def configure(
         max_records: how many records one step keeps (default 1000); later ones are dropped.
         propagate_threads: nest steps started in worker threads under the submitting step.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
+        heartbeat: seconds between the heartbeats that tell the server which runs are still open
+            (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
+            makes: give it with ``url=``, or before the first run. A run the server hears
+            nothing of for its ``--abandon-after`` timeout is shown ``abandoned``.
         prices: LLM prices over the shipped table: ``{model: {"input": USD, "cached_input": USD,
             "output": USD}}`` per million tokens, or the path of a JSON file of that shape
             (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
@@ -105,6 +110,15 @@ def configure(
         or not exit_timeout >= 0
     ):
         raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
+    if heartbeat is not None and (
+        not isinstance(heartbeat, int | float)
+        or isinstance(heartbeat, bool)
+        or not 0 <= heartbeat < float("inf")
+    ):
+        raise ConfigurationError(
+            f"configure(heartbeat={heartbeat!r}): expected seconds > 0 (or 0 to send none)"
+        )
+    beat = settings.heartbeat if heartbeat is None else (float(heartbeat) or None)
     key_re = None
     if redact_keys is not None:
         keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
@@ -155,7 +169,8 @@ def configure(
     if url is not None:
         if transport is not ... or file is not None:
             raise ConfigurationError("configure(): give one of transport=, file= or url=")
-        transport = HttpTransport(url, token=token or os.environ.get("PIPELENS_TOKEN") or None)
+        token = token or os.environ.get("PIPELENS_TOKEN") or None
+        transport = HttpTransport(url, token=token, heartbeat=beat)
     if file is not None:
         if transport is not ...:
             raise ConfigurationError("configure(): give either transport= or file=, not both")
@@ -197,6 +212,7 @@ def configure(
         settings.max_records = max_records
     if exit_timeout is not None:
         settings.exit_timeout = float(exit_timeout)
+    settings.heartbeat = beat
     if price_table is not None:
         settings.prices = price_table or None
     if llm_stream_usage is not None:
@@ -218,7 +234,8 @@ def _transport_from_env() -> Transport | None:
     if not url:
         return None
     try:
-        return HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
+        token = os.environ.get("PIPELENS_TOKEN") or None
+        return HttpTransport(url, token=token, heartbeat=settings.heartbeat)
     except Exception as exc:
         containment.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
         return None

@@ -225,7 +225,8 @@ def batch_rows(batch: Batch) -> Rows:
                 )
             )
     if batch.heartbeats is not msgspec.UNSET:
-        rows.heartbeats.update(without_nul(beat.run_id) for beat in batch.heartbeats)
+        for beat in batch.heartbeats:
+            rows.add_heartbeat(without_nul(beat.run_id), beat.at_ns)
     return rows
 
 

@@ -253,6 +253,11 @@ def merge(table: Table, held: Row, new: Row) -> Row:
     return merged
 
 
+#: "Heard of now": the time given for a run an event of the batch speaks of (the server's clock
+#: caps every time, see ``_store.TOUCH_RUNS``).
+HEARD_NOW = 2**63 - 1
+
+
 class Rows:
     """One batch's partial rows, merged per key as they are added."""
 
@@ -262,8 +267,9 @@ class Rows:
         self.runs: dict[str, Row] = {}
         self.steps: dict[tuple[str, str], Row] = {}
         self.events = 0
-        #: Runs a heartbeat says are alive (they get no row of their own: heard of, no more).
-        self.heartbeats: set[str] = set()
+        #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
+        #: their own: heard of, no more).
+        self.heartbeats: dict[str, int] = {}
 
     def add_run(self, row: Row) -> None:
         """Add a partial run row."""
@@ -282,9 +288,18 @@ class Rows:
         if row[0] not in self.runs:
             self.runs[row[0]] = run_row(run_id=row[0])
 
-    def heard_of(self) -> list[str]:
-        """Every run the batch speaks of, events or heartbeats, in key order."""
-        return sorted(self.heartbeats.union(self.runs))
+    def add_heartbeat(self, run_id: str, at_ns: int) -> None:
+        """A heartbeat of ``run_id`` the client sent at ``at_ns`` (past ``bigint``: now)."""
+        at_ns = min(at_ns, HEARD_NOW)
+        self.heartbeats[run_id] = max(at_ns, self.heartbeats.get(run_id, at_ns))
+
+    def heard_of(self) -> tuple[list[str], list[int]]:
+        """Every run the batch speaks of, in key order, and when it was heard of: an event's run
+        now (:data:`HEARD_NOW`), a heartbeat-only run at its heartbeat's own time, since a
+        heartbeat replayed from a spool by a later process says nothing of the run now."""
+        heard = dict.fromkeys(self.runs, HEARD_NOW)
+        run_ids = sorted(heard.keys() | self.heartbeats.keys())
+        return run_ids, [heard.get(run, self.heartbeats.get(run, HEARD_NOW)) for run in run_ids]
 
     def __len__(self) -> int:
         return len(self.runs) + len(self.steps)

@@ -81,10 +81,14 @@ FILL_STEP_PIPELINES = (
 #: The database's clock in nanoseconds since the epoch (as ``runs.last_seen_ns``'s default).
 NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
 # Locked in key order, as the upserts lock theirs: heartbeat-only runs are in no staging table.
+# A run is seen at the time it was heard of (``Rows.heard_of``), never later than the server's
+# clock (a client's clock ahead cannot keep a run alive) and never earlier than already seen.
 TOUCH_RUNS = (
-    f"UPDATE runs AS r SET last_seen_ns = {NOW_NS} FROM ("  # noqa: S608
-    "SELECT run_id FROM runs WHERE run_id = ANY(%(run_ids)s) AND status = 'running' "
-    f"AND last_seen_ns < {NOW_NS} - 1000000000 ORDER BY run_id FOR UPDATE"
+    "UPDATE runs AS r SET last_seen_ns = heard.seen_ns FROM ("  # noqa: S608
+    f"SELECT t.run_id, LEAST(h.at_ns, {NOW_NS}) AS seen_ns FROM runs t "
+    "JOIN unnest(%(run_ids)s::text[], %(at_ns)s::bigint[]) AS h(run_id, at_ns) "
+    "ON h.run_id = t.run_id WHERE t.status = 'running' "
+    f"AND t.last_seen_ns < LEAST(h.at_ns, {NOW_NS}) - 1000000000 ORDER BY t.run_id FOR UPDATE OF t"
     ") AS heard WHERE r.run_id = heard.run_id"
 )
 
@@ -212,7 +216,8 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
             if rows.steps:
                 await cur.execute(UPSERT_STEPS)
             await cur.execute(FILL_STEP_PIPELINES)
-        await cur.execute(TOUCH_RUNS, {"run_ids": rows.heard_of()})
+        run_ids, at_ns = rows.heard_of()
+        await cur.execute(TOUCH_RUNS, {"run_ids": run_ids, "at_ns": at_ns})
 
 
 async def _copy(cur: psycopg.AsyncCursor[Any], table: Table, rows: Iterable[Row]) -> None:

@@ -28,6 +28,7 @@ from _ingest_server import (
 
 import pipelens
 from pipelens import HttpTransport, Run, TransportStats
+from pipelens._core.settings import settings as pipelens_settings
 from pipelens.events import RunFinished
 
 #: An interval so long that only flush() hands events over: one request per flush.
@@ -612,3 +613,42 @@ def test_debug_logs_each_request(
     run_pipeline(transport)
     assert transport.flush(10)
     assert sum("HTTP 202" in r.getMessage() for r in caplog.records) == 1
+
+
+def _heartbeats(server: IngestServer) -> list[str]:
+    return [beat.run_id for b in server.batches if b.heartbeats for beat in b.heartbeats]
+
+
+@pytest.mark.parametrize("source", ["url", "env"])
+def test_configure_heartbeat_sets_the_interval(
+    server: IngestServer, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """``configure(heartbeat=s)`` is the interval of the transport ``url=`` or ``PIPELENS_URL``
+    makes: a step that waits sees its run's heartbeat arrive."""
+    if source == "url":
+        pipelens.configure(url=server.url, heartbeat=0.05)
+    else:
+        monkeypatch.setenv("PIPELENS_URL", server.url)
+        pipelens.configure(heartbeat=0.05)
+    seen: list[bool] = []
+
+    @pipelens.step
+    def waits() -> None:
+        run = pipelens.current_run()
+        assert run is not None
+        seen.append(wait_until(lambda: run.id in _heartbeats(server)))
+
+    waits()
+    assert pipelens.flush(10)
+    assert seen == [True]
+
+
+def test_configure_heartbeat_zero_sends_none(server: IngestServer) -> None:
+    """``heartbeat=0`` makes a transport that sends no heartbeats; later calls that do not
+    name it keep it, as every option is kept."""
+    pipelens.configure(url=server.url, heartbeat=0)
+    assert pipelens_settings.transport.heartbeat_interval is None  # type: ignore[union-attr]
+    pipelens.configure(url=server.url)
+    assert pipelens_settings.transport.heartbeat_interval is None  # type: ignore[union-attr]
+    pipelens.configure(url=server.url, heartbeat=15)
+    assert pipelens_settings.transport.heartbeat_interval == 15.0  # type: ignore[union-attr]
