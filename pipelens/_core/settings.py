@@ -68,7 +68,8 @@ class Settings:
         self.propagate_threads = True
         self.exit_timeout = 2.0
         self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
-        self.llm_stream_usage = False
+        #: True: ask every stream for usage; False: never; "auto": where it is known to be safe.
+        self.llm_stream_usage: bool | str = "auto"
         self._transport: Transport | None = None
         self._transport_chosen = False  # by configure(), or from the environment on first use
 

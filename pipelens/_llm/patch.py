@@ -123,7 +123,7 @@ def _make_wrapper(
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
 
-    def start(kwargs: dict[str, Any]) -> _Started | None:
+    def start(resource: Any, kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
         try:
             call = provider.request_call(operation, kwargs)
@@ -132,8 +132,9 @@ def _make_wrapper(
             if call.stream:
                 swallow = False
                 ask = endpoint.ask_stream_usage
-                if ask is not None and settings.llm_stream_usage:
-                    with_usage = ask(kwargs)
+                mode = settings.llm_stream_usage
+                if ask is not None and mode is not False:
+                    with_usage = ask(kwargs, resource, mode is True)
                     if with_usage is not None:
                         send, swallow = with_usage, True
                 watch = _Watch(endpoint.new_stream_state(swallow))
@@ -175,7 +176,7 @@ def _make_wrapper(
 
         @functools.wraps(original)
         async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(kwargs) if settings.enabled else None
+            started = start(self, kwargs) if settings.enabled else None
             if started is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -190,7 +191,7 @@ def _make_wrapper(
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(kwargs) if settings.enabled else None
+        started = start(self, kwargs) if settings.enabled else None
         if started is None:
             return original(self, *args, **kwargs)
         try:
