@@ -11,7 +11,7 @@ import re
 import types
 from collections.abc import Iterable, Mapping
 from types import EllipsisType
-from typing import Any
+from typing import Any, Literal
 
 from pipelens._core import containment, propagation
 from pipelens._core.errors import ConfigurationError
@@ -42,7 +42,7 @@ def configure(
     exit_timeout: float | None = None,
     heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    llm_stream_usage: bool | None = None,
+    llm_stream_usage: bool | Literal["auto"] | None = None,
     otlp: bool | None = None,
     otlp_endpoint: str | None = None,
     otlp_headers: Mapping[str, str] | None = None,
@@ -73,7 +73,11 @@ def configure(
             "output": USD}}`` per million tokens, or the path of a JSON file of that shape
             (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
         llm_stream_usage: ask OpenAI for token usage on streamed chat calls
-            (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
+            (``stream_options.include_usage``): ``True`` always, ``False`` never, ``"auto"`` (the
+            default) only on OpenAI's own API (``api.openai.com``), since some OpenAI-compatible
+            servers refuse the argument. Either way the caller's chunks stay as they would be
+            without PipeLens: the extra usage chunk is kept from the caller. A stream without
+            usage records unknown tokens and cost, never zero.
         otlp: ``True`` also sends every run as OTLP spans to the endpoint that the standard
             ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` name, with
             the headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` (read only when asked: an
@@ -91,11 +95,16 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
-        ("llm_stream_usage", llm_stream_usage),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
             raise ConfigurationError(f"configure({name}={flag!r}): expected True or False")
+    if llm_stream_usage is not None and not (
+        isinstance(llm_stream_usage, bool) or llm_stream_usage == "auto"
+    ):
+        raise ConfigurationError(
+            f"configure(llm_stream_usage={llm_stream_usage!r}): expected True, False or 'auto'"
+        )
     for name, value in (
         ("max_value_bytes", max_value_bytes),
         ("max_records", max_records),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import re
 import time
 from importlib import resources
@@ -165,6 +166,25 @@ def _genai_price(provider: str | None, model: str, day: int) -> Price | None:
     the model (under ``provider``, or under any provider)."""
     if _genai_version() is None:
         return None
+    try:
+        return _genai_lookup(provider, model, day)
+    except Exception as exc:  # a genai-prices whose internals changed must not break a caller
+        _warn_once(repr(exc))
+        return None
+
+
+@functools.cache
+def _warn_once(error: str) -> None:
+    logging.getLogger("pipelens").warning(
+        "pipelens: genai-prices %s could not price a model (%s); prices.json is used instead",
+        _genai_version(),
+        error,
+    )
+
+
+def _genai_lookup(provider: str | None, model: str, day: int) -> Price | None:
+    # Its snapshot's lookups, not calc_price: they are cached (a microsecond), and a call is then
+    # priced by the arithmetic above rather than by calc_price's ~250 us of Decimal arithmetic.
     from genai_prices import data_snapshot
 
     snapshot = data_snapshot.get_snapshot()

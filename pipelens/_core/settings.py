@@ -75,7 +75,8 @@ class Settings:
         #: Seconds between the heartbeats of the transport ``url=``/``PIPELENS_URL`` builds.
         self.heartbeat: float | None = DEFAULT_HEARTBEAT_S
         self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
-        self.llm_stream_usage = False
+        #: True: ask every stream for usage; False: never; "auto": where it is known to be safe.
+        self.llm_stream_usage: bool | str = "auto"
         self._transport: Transport | None = None
         self._transport_chosen = False  # by configure(), or from the environment on first use
 

@@ -174,7 +174,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
 
-    def start(kwargs: dict[str, Any]) -> _Started | None:
+    def start(resource: Any, kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
         try:
             call = provider.request_call(operation, kwargs)
@@ -185,8 +185,9 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             if call.stream:
                 swallow = False
                 ask = endpoint.ask_stream_usage
-                if ask is not None and settings.llm_stream_usage:
-                    with_usage = ask(kwargs)
+                mode = settings.llm_stream_usage
+                if ask is not None and mode is not False:
+                    with_usage = ask(kwargs, resource, mode is True)
                     if with_usage is not None:
                         send, swallow = with_usage, True
                 watch = _Watch(endpoint.new_stream_state(swallow), provider, endpoint)
@@ -231,7 +232,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
 
         @functools.wraps(original)
         async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(kwargs) if settings.enabled else None
+            started = start(self, kwargs) if settings.enabled else None
             if started is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -246,7 +247,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(kwargs) if settings.enabled else None
+        started = start(self, kwargs) if settings.enabled else None
         if started is None:
             return original(self, *args, **kwargs)
         try:

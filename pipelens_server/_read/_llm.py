@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens import _pricing
+from pipelens_server._read._shapes import LLMTotals
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -98,7 +99,17 @@ def _known(has_usage: str, json_field: str) -> sql.Composable:
     )
 
 
-def _usage_sql(bucketed: bool) -> sql.Composed:
+#: The usage CTE's filters: a time range, or a list of runs.
+_IN_RANGE = (
+    "r.start_ns >= %(since)s AND r.start_ns < %(until)s",
+    "s.start_ns >= %(since)s AND s.start_ns < %(until)s",
+)
+_OF_RUNS = ("r.run_id = ANY(%(runs)s)", "s.run_id = ANY(%(runs)s)")
+
+
+def _usage_cte(where: tuple[str, str]) -> sql.Composed:
+    """``WITH usage AS (...)``: one row per run and model (finished runs' ``llm_usage``) or per
+    call (the steps of runs without it), filtered by ``where`` (runs', steps' condition)."""
     run_has = sql.SQL("({c} < {calls})").format(
         c=_count("u.value->'calls_without_usage'"), calls=_count("u.value->'calls'", missing=1)
     )
@@ -112,45 +123,25 @@ def _usage_sql(bucketed: bool) -> sql.Composed:
     step_tokens = sql.SQL(", ").join(
         _known(step_has, f"s.llm->'usage'->'{name}'") for name in TOKEN_FIELDS
     )
-    sums = sql.SQL(", ").join(
-        sql.SQL("sum({})::bigint").format(sql.Identifier(name)) for name in TOKEN_FIELDS
-    )
     calls = _count("u.value->'calls'", missing=1)
-    select = (
-        sql.SQL("floor(at_ns::numeric / %(bucket)s)::bigint * %(bucket)s AS bucket_ns,")
-        if bucketed
-        else sql.SQL("min(at_ns) AS first_ns, max(at_ns) AS last_ns")
-    )
-    tail = (
-        sql.SQL(
-            """
-            pipeline, model, sum(calls)::bigint, sum(calls_without_usage)::bigint, {sums}
-            FROM usage GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-            """
-        ).format(sums=sums)
-        if bucketed
-        else sql.SQL(" FROM usage")
-    )
     return sql.SQL(
         """
         WITH usage AS (
-            SELECT r.pipeline, u.key AS model, r.start_ns AS at_ns, {calls} AS calls,
+            SELECT r.run_id, r.pipeline, u.key AS model, r.start_ns AS at_ns, {calls} AS calls,
                    least({run_missing}, {calls}) AS calls_without_usage, {run_tokens}
             FROM runs r CROSS JOIN LATERAL jsonb_each(r.llm_usage) u
             WHERE r.llm_usage IS NOT NULL AND jsonb_typeof(r.llm_usage) = 'object'
-              AND r.start_ns >= %(since)s AND r.start_ns < %(until)s
+              AND {run_where}
             UNION ALL
-            SELECT coalesce(s.pipeline, r.pipeline),
+            SELECT r.run_id, coalesce(s.pipeline, r.pipeline),
                    coalesce(s.llm->>'response_model', s.llm->>'request_model',
                             s.llm->>'model', 'unknown'),
                    s.start_ns, 1,
                    CASE WHEN {step_has} THEN 0 ELSE 1 END,
                    {step_tokens}
             FROM steps s JOIN runs r ON r.run_id = s.run_id
-            WHERE s.llm IS NOT NULL AND r.llm_usage IS NULL
-              AND s.start_ns >= %(since)s AND s.start_ns < %(until)s
+            WHERE s.llm IS NOT NULL AND r.llm_usage IS NULL AND {step_where}
         )
-        SELECT {select} {tail}
         """
     ).format(
         calls=calls,
@@ -158,13 +149,33 @@ def _usage_sql(bucketed: bool) -> sql.Composed:
         run_tokens=run_tokens,
         step_has=sql.SQL(step_has),
         step_tokens=step_tokens,
-        select=select,
-        tail=tail,
+        run_where=sql.SQL(where[0]),
+        step_where=sql.SQL(where[1]),
     )
 
 
-_BUCKETED = _usage_sql(bucketed=True)
-_SPAN = _usage_sql(bucketed=False)
+#: The sums of the token columns, in ``TOKEN_FIELDS`` order.
+_SUMS = sql.SQL(", ").join(
+    sql.SQL("sum({})::bigint").format(sql.Identifier(name)) for name in TOKEN_FIELDS
+)
+_BUCKETED = sql.SQL(
+    """{cte}
+    SELECT floor(at_ns::numeric / %(bucket)s)::bigint * %(bucket)s AS bucket_ns,
+           pipeline, model, sum(calls)::bigint, sum(calls_without_usage)::bigint, {sums}
+    FROM usage GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    """
+).format(cte=_usage_cte(_IN_RANGE), sums=_SUMS)
+_SPAN = sql.SQL("{cte} SELECT min(at_ns) AS first_ns, max(at_ns) AS last_ns FROM usage").format(
+    cte=_usage_cte(_IN_RANGE)
+)
+#: Per run and model: the first call's time (the day its prices are read at) and the sums.
+_OF_RUNS_SQL = sql.SQL(
+    """{cte}
+    SELECT run_id, model, min(at_ns), sum(calls)::bigint, sum(calls_without_usage)::bigint,
+           {sums}
+    FROM usage GROUP BY 1, 2 ORDER BY 1, 2
+    """
+).format(cte=_usage_cte(_OF_RUNS), sums=_SUMS)
 
 
 async def usage_span(
@@ -247,6 +258,47 @@ async def first_token_by_model(
         FirstToken(model=row[0], calls=row[1], p50_ns=round(row[2]), p95_ns=round(row[3]))
         for row in rows
     ]
+
+
+async def run_llm_totals(
+    pool: AsyncConnectionPool[Any], run_ids: list[str]
+) -> dict[str, LLMTotals]:
+    """The LLM calls, tokens and cost of each of ``run_ids`` that made any (the others are left
+    out), priced per model at the prices of the day of its first call."""
+    if not run_ids:
+        return {}
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_OF_RUNS_SQL, {"runs": run_ids})
+        rows = await cursor.fetchall()
+    totals: dict[str, LLMTotals] = {}
+    for run_id, model, at_ns, calls, without, *tokens in rows:
+        row = UsageRow(
+            bucket_ns=at_ns or 0,
+            pipeline=None,
+            model=model,
+            calls=calls,
+            calls_without_usage=without,
+            **dict(zip(TOKEN_FIELDS, tokens, strict=True)),
+        )
+        totals[run_id] = _plus(totals.get(run_id, LLMTotals()), row)
+    return totals
+
+
+def _plus(totals: LLMTotals, row: UsageRow) -> LLMTotals:
+    """``totals`` with one model's ``row`` added."""
+    calls = totals.calls + row.calls
+    without = totals.calls_without_usage + row.calls_without_usage
+    if row.input_tokens is None:
+        return msgspec.structs.replace(totals, calls=calls, calls_without_usage=without)
+    cost = row.priced()
+    return LLMTotals(
+        calls=calls,
+        calls_without_usage=without,
+        input_tokens=(totals.input_tokens or 0) + row.input_tokens,
+        output_tokens=(totals.output_tokens or 0) + (row.output_tokens or 0),
+        cost_usd=totals.cost_usd if cost is None else (totals.cost_usd or 0.0) + cost,
+        unpriced=totals.unpriced if cost is not None else [*totals.unpriced, row.model],
+    )
 
 
 async def step_llm(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> CallView | None:

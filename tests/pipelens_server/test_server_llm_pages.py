@@ -343,7 +343,7 @@ def test_step_panel_of_a_failed_call_with_an_unknown_model(client: Client) -> No
     ingest(client, captured.events)
     html = _panel(client, *_one_run(captured.events))
     assert "HTTP 429 rate_limit_exceeded" in html
-    assert "unknown (my-llama is not in the price table)" in html
+    assert "unknown (my-llama has no known price)" in html
 
 
 @pytest.fixture(scope="module")
