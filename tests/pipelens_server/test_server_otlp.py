@@ -212,6 +212,17 @@ def test_bad_json_and_bad_hex_ids_are_400s_naming_what(client: Client) -> None:
     assert response.json()["path"] == "$.resourceSpans[0].scopeSpans[0].spans[0].traceId"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"2.5e214", b"[]", b'{"resourceSpans": [5]}', b'{"resourceSpans": [{"scopeSpans": 1}]}'],
+)
+def test_json_of_the_wrong_shape_is_a_400(client: Client, body: bytes) -> None:
+    """JSON that is no ExportTraceServiceRequest (a number, a list, scalars for objects): 400."""
+    response = _post(client, body, JSON)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("invalid OTLP JSON")
+
+
 def test_other_content_types_and_encodings_are_415s(client: Client) -> None:
     """Neither protobuf nor JSON, or an encoding other than gzip: 415 naming what to send."""
     response = _post(client, b"x", {"content-type": "text/plain"})
