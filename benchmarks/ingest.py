@@ -317,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [("--runs", runs), ("--requests", requests), *(("--producers", n) for n in producers)]
     if args.max_batch is not None:
         checks.append(("--max-batch", args.max_batch))
+    checks.append(("--otlp-senders", args.otlp_senders))
     for name, value in checks:
         if value < 1:
             parser.error(f"{name} {value}: expected a positive integer")
@@ -359,8 +360,6 @@ def _otlp_main(requests: int, senders: int, quick: bool) -> int:
     """``--otlp``: OTLP and msgpack ingest on one server, in one run."""
     from benchmarks._ingest_otlp import compare
 
-    if senders < 1:
-        raise SystemExit(f"--otlp-senders {senders}: expected a positive integer")
     directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-"))
     try:
         with running_server(directory) as server:
