@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,13 +14,14 @@ import pytest
 from _otlp_kit import (
     JSON,
     PROTOBUF,
+    export,
     exporting_provider,
     memory_provider,
     protobuf_body,
     run_detail,
     run_id_of,
 )
-from _pg_testkit import LOCAL, live_server, read_rows
+from _pg_testkit import LOCAL, live_server, read_rows, serve
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from litestar import Litestar
@@ -27,6 +29,7 @@ from litestar.testing import TestClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import Status as SpanStatus
 
@@ -188,6 +191,24 @@ def test_children_before_root_in_two_requests_and_twice_converge(
     steps = {step["name"]: step["pipeline"] for step in after["steps"]}
     assert steps == {"pipeline": "pipeline", "child": "pipeline"}
     assert len(after["steps"]) == 3
+
+
+def test_a_trace_whose_root_never_comes_is_abandoned_until_it_does(database_url: str) -> None:
+    """A real ``pipelens serve`` abandoning runs silent for two seconds: a child exported
+    without its root leaves the run ``running``, then ``abandoned``; the root, exported late,
+    completes it."""
+    spans, trace_id = _three_spans()
+    run_id = run_id_of(trace_id)
+    with serve("--database-url", database_url, "--abandon-after", "2") as (_, url):
+        assert export(url, spans[:1]) == SpanExportResult.SUCCESS
+        assert run_detail(url, run_id)["run"]["status"] in ("running", "abandoned")
+        deadline = time.monotonic() + 30
+        while run_detail(url, run_id)["run"]["status"] != "abandoned":
+            assert time.monotonic() < deadline, "the run was never abandoned"
+            time.sleep(0.1)
+        assert export(url, spans[1:]) == SpanExportResult.SUCCESS
+        run = run_detail(url, run_id)["run"]
+    assert (run["status"], run["pipeline"]) == ("completed", "pipeline")
 
 
 def test_bad_protobuf_is_a_400_status_and_writes_nothing(client: Client, database_url: str) -> None:
