@@ -7,6 +7,7 @@ import base64
 import gzip
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import msgspec
@@ -311,3 +312,86 @@ def test_secrets_in_attributes_are_redacted(client: Client, database_url: str) -
     text = msgspec.json.encode(rows).decode()
     assert "sk-live-1234567890abcdef" not in text
     assert rows["steps"][0]["records"]["api_key"] == "[REDACTED]"
+
+
+def _llm_of(client: Client, attributes: dict[str, Any], events: dict[str, Any]) -> Any:
+    """The stored LLM call of a root span carrying ``attributes`` and ``events``."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes(attributes)
+            for name, event_attributes in events.items():
+                span.add_event(name, event_attributes)
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    detail = client.get(f"/api/v1/runs/{run_id_of(span.get_span_context().trace_id)}").json()
+    (step,) = detail["steps"]
+    assert step["kind"] == "llm"
+    return step["llm"]
+
+
+def test_older_genai_attributes_make_the_same_llm_call(client: Client) -> None:
+    """``gen_ai.system``, ``prompt_tokens``/``completion_tokens`` and the indexed
+    ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*`` attributes (tool calls too)."""
+    llm = _llm_of(
+        client,
+        {
+            "gen_ai.system": "openai",
+            "llm.request.type": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.request.max_tokens": 100,
+            "gen_ai.usage.prompt_tokens": 30,
+            "gen_ai.usage.completion_tokens": 7,
+            "gen_ai.prompt.0.role": "system",
+            "gen_ai.prompt.0.content": "Be brief.",
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": "Weather?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.finish_reason": "tool_calls",
+            "gen_ai.completion.0.tool_calls.0.id": "call_1",
+            "gen_ai.completion.0.tool_calls.0.name": "weather",
+            "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
+        },
+        {},
+    )
+    assert (llm["provider"], llm["operation"], llm["response_model"]) == (
+        "openai",
+        "chat",
+        "gpt-4o",
+    )
+    assert llm["params"] == {"max_tokens": 100}
+    assert (llm["usage"]["input_tokens"], llm["usage"]["output_tokens"]) == (30, 7)
+    assert [m["role"] for m in llm["messages"]] == ["system", "user"]
+    assert llm["output"]["finish_reason"] == "tool_calls"
+    call = {"id": "call_1", "name": "weather", "arguments": '{"city": "Paris"}'}
+    assert llm["output"]["tool_calls"] == [call]
+
+
+def test_genai_events_carry_the_messages(client: Client) -> None:
+    """The older ``gen_ai.content.prompt``/``gen_ai.content.completion`` events."""
+    llm = _llm_of(
+        client,
+        {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "acme"},
+        {
+            "gen_ai.content.prompt": {"gen_ai.prompt": '[{"role": "user", "content": "Hi"}]'},
+            "gen_ai.content.completion": {
+                "gen_ai.completion": '[{"role": "assistant", "content": "Hello"}]'
+            },
+        },
+    )
+    assert (llm["provider"], llm["operation"]) == ("acme", "completion")
+    assert llm["messages"] == [{"role": "user", "content": "Hi"}]
+    assert llm["output"]["text"] == "Hello"
+
+
+def test_a_token_count_out_of_range_refuses_its_span(client: Client) -> None:
+    """A negative token count: that span is refused (``partial_success`` names the
+    attribute), as our own events' are."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes({"gen_ai.system": "openai", "gen_ai.usage.input_tokens": -5})
+        spans = list(memory.get_finished_spans())
+    response = _response(_post(client, protobuf_body(spans)).content)
+    assert response.partial_success.rejected_spans == 1
+    assert "gen_ai.usage.input_tokens" in response.partial_success.error_message
+    run_id = run_id_of(span.get_span_context().trace_id)
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
