@@ -300,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-batch", type=int, help="HttpTransport(max_batch=...) of the producers (its default)"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a producer posting to this URL
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="OTLP ingest beside msgpack (benchmarks/_ingest_otlp.py)",
+    )
+    parser.add_argument("--otlp-senders", type=int, default=2, help="sender threads (--otlp)")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs if args.runs is not None else (2 if quick else 500)
@@ -311,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = [("--runs", runs), ("--requests", requests), *(("--producers", n) for n in producers)]
     if args.max_batch is not None:
         checks.append(("--max-batch", args.max_batch))
+    checks.append(("--otlp-senders", args.otlp_senders))
     for name, value in checks:
         if value < 1:
             parser.error(f"{name} {value}: expected a positive integer")
@@ -318,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(_produce(args.worker, runs, args.max_batch)), flush=True)
         return 0
+    if args.otlp:
+        return _otlp_main(requests, args.otlp_senders, quick)
 
     directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-"))
     try:
@@ -344,6 +353,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(_report(machine, flows, latency, copy, quick))
+    return 0
+
+
+def _otlp_main(requests: int, senders: int, quick: bool) -> int:
+    """``--otlp``: OTLP and msgpack ingest on one server, in one run."""
+    from benchmarks._ingest_otlp import compare
+
+    directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-"))
+    try:
+        with running_server(directory) as server:
+            machine = machine_lines(
+                ("pipelens", "litestar", "uvicorn", "psycopg", "protobuf", "opentelemetry-proto"),
+                postgres_version(server.conninfo),
+            )
+            print("measuring msgpack and OTLP ingest ...", file=sys.stderr, flush=True)
+            lines = compare(server, requests, senders)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    title = "PipeLens ingest, OTLP beside msgpack: pipelens serve on the embedded PostgreSQL"
+    note = ["(--quick figures mean nothing)"] if quick else []
+    print("\n".join([title, *machine, "", *lines, *note]))
     return 0
 
 

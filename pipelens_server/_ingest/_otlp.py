@@ -152,19 +152,23 @@ def decode_request(body: bytes, is_json: bool) -> ExportTraceServiceRequest:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidBatchError(f"invalid OTLP JSON: {exc} - at `$`") from None
+    if not isinstance(document, dict):
+        raise InvalidBatchError(
+            "invalid OTLP JSON: the body must be an object (an ExportTraceServiceRequest) - at `$`"
+        )
     _ids_to_base64(document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    # The parser raises its own error for most bad values, and Python's for a scalar where it
+    # expects an object or a list.
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidBatchError(f"invalid OTLP JSON: {exc} - at `$`") from None
     return message
 
 
-def _ids_to_base64(document: Any) -> None:
+def _ids_to_base64(document: dict[str, Any]) -> None:
     """OTLP's JSON writes trace and span ids in hex where protobuf's JSON mapping (which
     ``json_format`` reads) has base64: rewrite them in place; a 400 naming a bad one."""
-    if not isinstance(document, dict):
-        return
     for r, resource in enumerate(_list(document.get("resourceSpans"))):
         for s, scope in enumerate(_list(_get(resource, "scopeSpans"))):
             for i, span in enumerate(_list(_get(scope, "spans"))):
