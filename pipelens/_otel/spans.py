@@ -7,18 +7,22 @@ when the first batch is encoded. A finished step is one span (OTLP has no open s
   parent span id = the parent step's id (for a run continued from another process or an OTel
   span, that parent's id);
 * name = the step's name; kind ``CLIENT`` for an LLM call, else ``INTERNAL``; times as sent;
+* inputs and result as OpenInference's ``input.value`` and ``output.value`` (JSON text, their
+  ``*.mime_type`` ``application/json``), which OTel backends and our own ``/v1/traces`` read
+  as a step's inputs and result;
 * attributes ``pipelens.run_id``, ``pipelens.step.key``, ``pipelens.step.kind``,
-  ``pipelens.status``, and when known ``pipelens.inputs``, ``pipelens.result``,
-  ``pipelens.records`` and ``pipelens.llm`` (the JSON texts our own server stores, so nothing
-  is lost on the way to an ingest that reads them back); a run's root adds
-  ``pipelens.pipeline`` (and the run's attributes as ``pipelens.run.<name>``);
+  ``pipelens.status``, and when known ``pipelens.records`` and ``pipelens.llm`` (the JSON texts
+  our own server stores); a run's root adds ``pipelens.pipeline`` (and the run's attributes as
+  ``pipelens.run.<name>``);
 * a failed step has status ``ERROR`` with the message, and an ``exception`` event
   (``exception.type``, ``exception.message``, ``exception.stacktrace``); a cancelled one keeps
   status unset (``pipelens.status`` says ``cancelled``);
 * an LLM step has the GenAI semantic conventions: ``gen_ai.provider.name`` (and the older
   ``gen_ai.system``), ``gen_ai.operation.name``, ``gen_ai.request.model``,
   ``gen_ai.response.model``, ``gen_ai.response.id``, ``gen_ai.response.finish_reasons``,
-  ``gen_ai.usage.input_tokens``/``output_tokens``, ``gen_ai.request.<param>`` for scalar request
+  ``gen_ai.usage.input_tokens``/``output_tokens`` (and ``cache_read.input_tokens``,
+  ``cache_creation.input_tokens``, ``reasoning.output_tokens``), ``gen_ai.request.<param>`` for
+  scalar request
   parameters, ``gen_ai.input.messages``/``gen_ai.output.messages`` as JSON text.
 
 A step's inputs travel in its start event; they are held here until its end (at most
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 MAX_OPEN = 100_000
+_JSON = "application/json"
 _json = msgspec.json.Decoder()
 _json_encode = msgspec.json.Encoder()
 _GENAI_PARAMS = (
@@ -187,8 +192,6 @@ class SpanEncoder:
             ("pipelens.step.key", step.key),
             ("pipelens.step.kind", step.kind),
             ("pipelens.status", step.status),
-            ("pipelens.inputs", step.inputs if step.inputs is not None else inputs),
-            ("pipelens.result", step.result),
             ("pipelens.records", step.records),
             ("pipelens.llm", step.llm),
         ]
@@ -200,6 +203,12 @@ class SpanEncoder:
             attributes.append(("pipelens.pipeline", pipeline))
             if run is not None:
                 attributes += [(f"pipelens.run.{k}", v) for k, v in run.attributes.items()]
+        if inputs is None:
+            inputs = step.inputs
+        if inputs is not None:
+            attributes += [("input.value", inputs), ("input.mime_type", _JSON)]
+        if step.result is not None:
+            attributes += [("output.value", step.result), ("output.mime_type", _JSON)]
         if step.llm is not None:
             attributes += _genai(step.llm)
         for key, value in attributes:
@@ -247,6 +256,11 @@ def _genai(llm_json: str) -> list[tuple[str, Any]]:
         ("gen_ai.response.id", call.get("response_id")),
         ("gen_ai.usage.input_tokens", usage.get("input_tokens")),
         ("gen_ai.usage.output_tokens", usage.get("output_tokens")),
+        # Left out when zero, as our own record leaves them out.
+        ("gen_ai.usage.cache_read.input_tokens", usage.get("cached_tokens")),
+        ("gen_ai.usage.cache_creation.input_tokens", usage.get("cache_write_tokens")),
+        ("gen_ai.usage.reasoning.output_tokens", usage.get("reasoning_tokens")),
+        ("gen_ai.usage.total_tokens", usage.get("total_tokens")),
     ]
     finish = output.get("finish_reason")
     if finish is not None:

@@ -72,12 +72,13 @@ def test_a_run_arrives_as_spans_with_our_ids_nesting_and_values(
     for name in ("retrieve", "broken", "openai_chat"):
         assert spans[name].parent_span_id == root.span_id
     assert attributes(root)["pipelens.pipeline"] == "rag"
-    assert attributes(root)["pipelens.result"] == '"q doc"'
+    assert attributes(root)["output.value"] == '"q doc"'
     got = attributes(spans["retrieve"])
     assert (got["pipelens.step.key"], got["pipelens.status"]) == ("rag.retrieve", "completed")
-    assert msgspec.json.decode(got["pipelens.inputs"]) == {"query": "q"}
+    assert msgspec.json.decode(got["input.value"]) == {"query": "q"}
     assert msgspec.json.decode(got["pipelens.records"]) == {"n_docs": 2}
-    assert msgspec.json.decode(got["pipelens.result"]) == ["q", "doc"]
+    assert msgspec.json.decode(got["output.value"]) == ["q", "doc"]
+    assert (got["input.mime_type"], got["output.mime_type"]) == ("application/json",) * 2
     assert spans["retrieve"].kind == Span.SPAN_KIND_INTERNAL
     assert spans["retrieve"].end_time_unix_nano > spans["retrieve"].start_time_unix_nano > 0
     assert (root.status.code, spans["retrieve"].status.code) == (
@@ -125,6 +126,7 @@ def test_an_llm_step_has_the_genai_attributes(receiver: tuple[str, Received]) ->
         "gen_ai.request.model": "gpt-4o-mini",
         "gen_ai.usage.input_tokens": 12,
         "gen_ai.usage.output_tokens": 5,
+        "gen_ai.usage.total_tokens": 17,
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.max_tokens": 64,
     }
