@@ -6,6 +6,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 from _pg_testkit import JSON, T0, json_with, read_rows, run_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -175,3 +177,55 @@ def test_the_batch_merge_keeps_the_largest_step_count() -> None:
     resent = msgspec.structs.replace(first, step_count=2)
     (row,) = batch_rows(Batch(events=[first, resent])).runs.values()
     assert row[RUNS.column_names.index("step_count")] == 2
+
+
+def _slow_rows(events: list[StepStarted | StepFinished]) -> dict[tuple[str, str], list[object]]:
+    """Each event's row alone, merged one after the other by ``merge`` (no fast path)."""
+    merged: dict[tuple[str, str], list[object]] = {}
+    for event in events:
+        ((key, row),) = batch_rows(Batch(events=[event])).steps.items()
+        merged[key] = row if key not in merged else merge(STEPS, merged[key], row)
+    return merged
+
+
+_texts = st.sampled_from([None, '{"a":1}', '{"a":2}', "{}", '"x"'])
+_step_events = st.lists(
+    st.one_of(
+        st.builds(
+            StepStarted,
+            run_id=st.just("r1"),
+            step_id=st.sampled_from(["s1", "s2"]),
+            parent_id=st.sampled_from([None, "p1"]),
+            key=st.sampled_from(["a", "b"]),
+            name=st.just("n"),
+            start_ns=st.integers(T0, T0 + 3),
+            inputs=_texts,
+        ),
+        st.builds(
+            StepFinished,
+            run_id=st.just("r1"),
+            step_id=st.sampled_from(["s1", "s2"]),
+            parent_id=st.sampled_from([None, "p1", "p2"]),
+            key=st.sampled_from(["a", "b"]),
+            name=st.just("n"),
+            start_ns=st.integers(T0, T0 + 3),
+            end_ns=st.just(T0 + 10),
+            duration_ns=st.just(10),
+            status=st.sampled_from(["completed", "failed", "cancelled"]),
+            inputs=_texts,
+            result=_texts,
+            records=_texts,
+        ),
+    ),
+    max_size=6,
+)
+
+
+@given(events=_step_events)
+@settings(max_examples=300, deadline=None)
+def test_the_finish_fast_path_gives_the_rows_of_the_merge_rule(
+    events: list[StepStarted | StepFinished],
+) -> None:
+    """Step events in any order and number (a finish on a held start takes the fast path) give
+    the rows ``merge`` gives, one event at a time."""
+    assert _slow_rows(events) == batch_rows(Batch(events=list(events))).steps
