@@ -59,13 +59,22 @@ UPSERT_RUNS = _upsert_sql(
     {},
     stamp=", updated_at = now()",
 )
-UPSERT_STEPS = _upsert_sql(
-    STEPS,
+UPSERT_STEPS = (
     # Runs are upserted first, so a step learns its run's pipeline when the run event came first.
-    "SELECT s.run_id, s.key, r.pipeline, "  # noqa: S608
-    + ", ".join(f"s.{n}" for n in STEPS.column_names if n not in STEPS.key)
-    + f" FROM {STEPS.stage} s LEFT JOIN runs r ON r.run_id = s.run_id ORDER BY s.run_id, s.key",
-    {"pipeline": "COALESCE(t.pipeline, excluded.pipeline)"},
+    # Only the batch's runs are looked up, one index probe each (a scalar subquery is never
+    # turned into a join): a join of the staging table, which is never analysed, with ``runs``
+    # was planned as a hash join over all of ``runs``, a cost that grew with the data.
+    f"WITH touched AS MATERIALIZED (SELECT sr.run_id, "  # noqa: S608
+    f"(SELECT r.pipeline FROM runs r WHERE r.run_id = sr.run_id) AS pipeline "
+    f"FROM {RUNS.stage} sr) "
+    + _upsert_sql(
+        STEPS,
+        "SELECT s.run_id, s.key, r.pipeline, "  # noqa: S608
+        + ", ".join(f"s.{n}" for n in STEPS.column_names if n not in STEPS.key)
+        + f" FROM {STEPS.stage} s LEFT JOIN touched r ON r.run_id = s.run_id "
+        "ORDER BY s.run_id, s.key",
+        {"pipeline": "COALESCE(t.pipeline, excluded.pipeline)"},
+    )
 )
 INSERT_PIPELINES = (
     f"INSERT INTO pipelines (name) SELECT DISTINCT pipeline FROM {RUNS.stage} "  # noqa: S608
