@@ -395,3 +395,14 @@ def test_a_token_count_out_of_range_refuses_its_span(client: Client) -> None:
     assert "gen_ai.usage.input_tokens" in response.partial_success.error_message
     run_id = run_id_of(span.get_span_context().trace_id)
     assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+def test_the_openapi_document_describes_the_route(client: Client) -> None:
+    """``POST /v1/traces`` is documented: both encodings of its body and answer, its token and
+    its error statuses (the schemathesis run fuzzes it from there)."""
+    operation = client.get("/schema/openapi.json").json()["paths"]["/v1/traces"]["post"]
+    media = {"application/x-protobuf", "application/json"}
+    assert set(operation["requestBody"]["content"]) == media
+    assert set(operation["responses"]["200"]["content"]) == media
+    assert {"200", "400", "401", "413", "415", "429", "503"} == set(operation["responses"])
+    assert operation["security"] == [{"token": []}]
