@@ -329,6 +329,12 @@ def test_auto_stream_usage_asks_only_openais_own_api() -> None:
         assert ask(raw, official.chat.completions, True) is None
 
 
+def test_stream_usage_setting_is_checked() -> None:
+    """llm_stream_usage takes True, False or "auto", and names the bad value otherwise."""
+    with pytest.raises(pipelens.ConfigurationError, match=r"llm_stream_usage='yes'.*'auto'"):
+        pipelens.configure(llm_stream_usage="yes")  # type: ignore[arg-type]
+
+
 @pytest.mark.usefixtures("patched")
 def test_raw_stream_is_never_asked_for_usage(
     client: openai.OpenAI, stub: StubServer, events: CapturedEvents
