@@ -166,8 +166,12 @@ def test_heartbeats_keep_a_long_silent_step_running(server: str) -> None:
         assert client.stdout.readline().strip() == "ready"
         run_id = _run_id_of(server, "patient")
         seen: list[str | None] = []
+        running_at: list[float] = []  # when each "running" was seen (monotonic seconds)
         while client.poll() is None:
-            seen.append(_status(server, run_id))
+            status = _status(server, run_id)
+            seen.append(status)
+            if status == "running":
+                running_at.append(time.monotonic())
             time.sleep(0.2)
         assert client.returncode == 0
     finally:
@@ -178,9 +182,12 @@ def test_heartbeats_keep_a_long_silent_step_running(server: str) -> None:
             client.stdout.close()
     final = _poll("the run to complete", lambda: _status(server, run_id) == "completed")
     assert final
-    # Watched through the whole silence (running), and never abandoned on the way.
+    # Watched through the whole silence (running), and never abandoned on the way: "running"
+    # was still seen well past the time a run without heartbeats is abandoned (however few
+    # polls a loaded machine managed).
     assert "abandoned" not in seen, seen
-    assert seen.count("running") >= silence_s / 0.5, seen
+    assert running_at, seen
+    assert running_at[-1] - running_at[0] >= 2 * ABANDON_AFTER_S, seen
 
 
 def test_a_late_finish_converges_and_a_late_start_never_reopens(server: str) -> None:
