@@ -9,6 +9,7 @@ The whole tree::
     ├── UnauthorizedError              401: a missing or wrong bearer token
     ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
     ├── RunNotFoundError               404: no run with that id
+    ├── RunIdReusedError               409: a second run under the id of another (names it)
     ├── UnsupportedMediaTypeError      415: a content type the endpoint does not read
     ├── OverloadedError                429: the database is not keeping up; retry after a while
     ├── TooManyAttemptsError           429: too many failed logins from one address; wait
@@ -99,6 +100,20 @@ class TooManyAttemptsError(ServerError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RunIdReusedError(ServerError):
+    """A run whose id is another run's (started at another time): refused, never merged."""
+
+    status_code = 409
+
+    def __init__(self, run_id: str, stored_ns: int, new_ns: int) -> None:
+        super().__init__(
+            f"run_id {run_id!r} is already the id of a run that started at {stored_ns} ns; this "
+            f"run starts at {new_ns} ns: give each run its own run_id (nothing of this batch "
+            "was stored)"
+        )
+        self.run_id = run_id
 
 
 class DatabaseUnavailableError(ServerError):
