@@ -5,11 +5,11 @@ The whole tree::
     ServerError                   anything the server raises on purpose (``status_code`` says how
     │                             it is answered over HTTP)
     ├── InvalidBatchError              400: a body that does not decode or validate (names the path)
+    │   └── RunIdReusedError           409: a second run under the id of another (names it)
     ├── InvalidParameterError          400: a query or path parameter no route can take (names it)
     ├── UnauthorizedError              401: a missing or wrong bearer token
     ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
     ├── RunNotFoundError               404: no run with that id
-    ├── RunIdReusedError               409: a second run under the id of another (names it)
     ├── UnsupportedMediaTypeError      415: a content type the endpoint does not read
     ├── OverloadedError                429: the database is not keeping up; retry after a while
     ├── TooManyAttemptsError           429: too many failed logins from one address; wait
@@ -102,8 +102,9 @@ class TooManyAttemptsError(ServerError):
         self.retry_after_s = retry_after_s
 
 
-class RunIdReusedError(ServerError):
-    """A run whose id is another run's (started at another time): refused, never merged."""
+class RunIdReusedError(InvalidBatchError):
+    """A run whose id is another run's (started at another time): refused, never merged (a
+    batch error, so that a file import reports it as its own)."""
 
     status_code = 409
 
@@ -111,7 +112,8 @@ class RunIdReusedError(ServerError):
         super().__init__(
             f"run_id {run_id!r} is already the id of a run that started at {stored_ns} ns; this "
             f"run starts at {new_ns} ns: give each run its own run_id (nothing of this batch "
-            "was stored)"
+            "was stored)",
+            path=None,
         )
         self.run_id = run_id
 
