@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelens_server._errors import RunIdReusedError
+
 #: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0009). The server
 #: alone sets ``abandoned`` (``_db/_abandon.py``): a late finish outranks it, a late start not.
 STATUS_RANK = {"running": 0, "abandoned": 1, "completed": 2, "cancelled": 3, "failed": 4}
@@ -125,6 +127,8 @@ RUNS = Table(
     least=frozenset({"start_ns"}),
     greatest=frozenset({"step_count", "dropped_events"}),
 )
+
+_RUN_START = RUNS.column_names.index("start_ns")
 
 STEPS = Table(
     name="steps",
@@ -281,7 +285,13 @@ class Rows:
         """Add a partial run row."""
         run_id = row[0]
         held = self.runs.get(run_id)
-        self.runs[run_id] = row if held is None else merge(RUNS, held, row)
+        if held is None:
+            self.runs[run_id] = row
+            return
+        # One id, two starts: two runs, which a merge would silently make one.
+        if None not in (held[_RUN_START], row[_RUN_START]) and held[_RUN_START] != row[_RUN_START]:
+            raise RunIdReusedError(run_id, held[_RUN_START], row[_RUN_START])
+        self.runs[run_id] = merge(RUNS, held, row)
 
     def add_step(self, row: Row) -> None:
         """Add a partial step row; its run gets a (placeholder) row too."""

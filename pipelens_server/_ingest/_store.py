@@ -24,7 +24,7 @@ from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._errors import InvalidBatchError, OverloadedError
+from pipelens_server._errors import InvalidBatchError, OverloadedError, RunIdReusedError
 from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
 from pipelens_server._settings import Settings
 
@@ -85,6 +85,13 @@ FILL_STEP_PIPELINES = (
     f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "  # noqa: S608
     "ON r.run_id = st.run_id WHERE st.pipeline IS NOT NULL AND s.run_id = st.run_id "
     "AND s.pipeline IS NULL"
+)
+
+# A run of the batch whose start is not the stored run's of that id: a second run (``Rows``
+# checks within the batch). A resend starts when the stored run did.
+REUSED_RUN_ID = (
+    f"SELECT s.run_id, r.start_ns, s.start_ns FROM {RUNS.stage} s JOIN runs r "  # noqa: S608
+    "ON r.run_id = s.run_id WHERE s.start_ns <> r.start_ns ORDER BY s.run_id LIMIT 1"
 )
 
 #: The database's clock in nanoseconds since the epoch (as ``runs.last_seen_ns``'s default).
@@ -218,6 +225,9 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
     async with conn.cursor() as cur:
         if rows.runs:
             await _copy(cur, RUNS, rows.runs.values())
+            await cur.execute(REUSED_RUN_ID)
+            if (reused := await cur.fetchone()) is not None:
+                raise RunIdReusedError(*reused)
             if rows.steps:
                 await _copy(cur, STEPS, rows.steps.values())
             await cur.execute(INSERT_PIPELINES)
