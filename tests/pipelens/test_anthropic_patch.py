@@ -37,6 +37,7 @@ USAGE = {
     "output_tokens": 4,
     "cached_tokens": 5,
     "cache_write_tokens": 3,
+    "reasoning_tokens": 1,  # of the 4 output tokens: Anthropic's thinking tokens
     "total_tokens": 22,
 }
 TOOL_CALL = {"id": "toolu_1", "name": "weather", "arguments": '{"city": "Paris"}'}
