@@ -50,6 +50,19 @@ def anthropic_stub() -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def otlp_endpoint() -> Iterator[str]:
+    """A local OTLP/HTTP receiver (tests/pipelens/_otlp_receiver.py), as an OTel collector."""
+    path = Path(__file__).parent / "pipelens" / "_otlp_receiver.py"
+    spec = importlib.util.spec_from_file_location("_readme_otlp_receiver", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.otlp_receiver() as (url, _):
+        yield url
+
+
 def python_blocks() -> list[str]:
     if not README.is_file():
         pytest.fail(f"README.md is missing: expected it at {README}")
@@ -81,10 +94,14 @@ def test_readme_example_prints_what_it_promises(
     monkeypatch: pytest.MonkeyPatch,
     openai_stub: Any,
     anthropic_stub: Any,
+    otlp_endpoint: str,
 ) -> None:
     """The block runs, and its promised lines are printed, in order (OpenAI and Anthropic calls
-    go to the local stub servers through the environment, as a user's would go to the API)."""
+    go to the local stub servers and OTLP to a local receiver through the environment, as a
+    user's would go to the API and their collector)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+    monkeypatch.setenv("PIPELENS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-test")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_stub.base_url)

@@ -75,10 +75,23 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     )
 
 
-def with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """Request arguments asking for usage in a chat stream, or ``None`` when the caller chose."""
-    if kwargs.get("stream") is not True or "stream_options" in kwargs:
+#: The API known to take ``stream_options``; OpenAI-compatible servers (older Azure API
+#: versions, local servers, proxies) may answer 400 to an argument they do not know.
+_USAGE_SAFE_HOSTS = frozenset(("api.openai.com",))
+
+
+def with_stream_usage(kwargs: dict[str, Any], resource: Any, always: bool) -> dict[str, Any] | None:
+    """Request arguments asking for usage in a chat stream, or ``None``: the caller chose, the
+    call is raw (its caller reads every chunk or byte), or — unless ``always`` — the client's
+    server is not one known to take the argument."""
+    if kwargs.get("stream") is not True or raw_mode(kwargs):
         return None
+    if "stream_options" in kwargs and _given(kwargs["stream_options"]):
+        return None  # the caller chose (the stream helpers pass openai's ``omit`` when not)
+    if not always:
+        base_url = getattr(getattr(resource, "_client", None), "base_url", None)
+        if getattr(base_url, "host", None) not in _USAGE_SAFE_HOSTS:
+            return None
     return {**kwargs, "stream_options": {"include_usage": True}}
 
 
@@ -86,7 +99,7 @@ def read_raw(call: LLMCall, raw: Any, mode: str | None) -> None:
     """Fill ``call`` from a ``with_raw_response`` result (parsing it: openai caches the parse).
 
     A ``with_streaming_response`` result, or a raw stream, keeps its unread body for the caller:
-    only its request id is read.
+    only its request id is read here (the engine watches a raw stream once the caller parses it).
     """
     request_id = getattr(raw, "request_id", None)
     if isinstance(request_id, str):
@@ -102,7 +115,11 @@ def read_raw(call: LLMCall, raw: Any, mode: str | None) -> None:
 
 
 def read_error(call: LLMCall, exc: BaseException) -> None:
-    """Fill ``call`` from an ``openai`` error: HTTP status, error code, request id."""
+    """Fill ``call`` from an ``openai`` error: HTTP status, error code, request id; and from the
+    completion a ``parse`` refused (``LengthFinishReasonError``): its model, usage and output."""
+    completion = getattr(exc, "completion", None)
+    if completion is not None:
+        read_response(call, completion)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         call.status_code = status
@@ -137,6 +154,13 @@ class ChatStream(StreamState):
         usage = get(chunk, "usage")
         if usage is not None:
             call.usage = usage_from_openai(usage)
+        elif self.swallow_usage:
+            # Asked for usage, the API adds "usage": null to every other chunk: unset it again,
+            # so the caller's chunk is the one it would get without PipeLens (to_dict(),
+            # model_dump(exclude_unset=True) and model_fields_set included).
+            fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+            if isinstance(fields_set, set):
+                fields_set.discard("usage")
         choices = get(chunk, "choices") or []  # empty on usage and content-filter chunks
         if not choices:
             return not (usage is not None and self.swallow_usage), False
@@ -204,20 +228,25 @@ class ResponsesStream(StreamState):
             call.output = LLMOutput(text="".join(self.parts) if self.parts else None)
 
 
-def _endpoint(module: str, class_name: str, operation: str) -> EndpointConfig:
-    if operation == "chat":
-        return EndpointConfig(
-            module, class_name, "create", operation, ChatStream, with_stream_usage
-        )
-    return EndpointConfig(module, class_name, "create", operation, ResponsesStream)
+def _endpoints(module: str, operation: str, *methods: str) -> tuple[EndpointConfig, ...]:
+    """The endpoints of ``methods`` on the sync class of ``module`` and its ``Async`` twin."""
+    class_name = {"chat": "Completions", "responses": "Responses", "embeddings": "Embeddings"}
+    stream = ChatStream if operation == "chat" else ResponsesStream
+    ask = with_stream_usage if operation == "chat" else None
+    return tuple(
+        EndpointConfig(module, prefix + class_name[operation], method, operation, stream, ask)
+        for prefix in ("", "Async")
+        for method in methods
+    )
 
 
-#: Each class's ``create`` is one endpoint; Azure uses the same ones.
+#: Each class's ``create`` and ``parse``. ``parse`` posts the request itself and the stream
+#: helpers (``chat.completions.stream``, ``responses.stream``) call ``create(stream=True)``, so
+#: each call is one step. ``client.beta.chat.completions`` is the same class; the beta
+#: ``responses`` is its own (``create`` only). Azure uses the same classes.
 ENDPOINTS: tuple[EndpointConfig, ...] = (
-    _endpoint("openai.resources.chat.completions", "Completions", "chat"),
-    _endpoint("openai.resources.chat.completions", "AsyncCompletions", "chat"),
-    _endpoint("openai.resources.responses", "Responses", "responses"),
-    _endpoint("openai.resources.responses", "AsyncResponses", "responses"),
-    _endpoint("openai.resources.embeddings", "Embeddings", "embeddings"),
-    _endpoint("openai.resources.embeddings", "AsyncEmbeddings", "embeddings"),
+    *_endpoints("openai.resources.chat.completions", "chat", "create", "parse"),
+    *_endpoints("openai.resources.responses", "responses", "create", "parse"),
+    *_endpoints("openai.resources.beta.responses", "responses", "create"),
+    *_endpoints("openai.resources.embeddings", "embeddings", "create"),
 )

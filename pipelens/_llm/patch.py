@@ -3,8 +3,22 @@
 ``auto_patch(openai)`` replaces each endpoint method on its *class* (so clients made before and
 after are covered) by a wrapper that opens a ``kind="llm"`` step, calls the original with the
 caller's arguments, and returns exactly what the original returned. A streamed result is the same
-stream object, its iterator swapped for one that watches the chunks go by; the step ends when the
-stream is exhausted, closed or garbage-collected. ``unpatch(openai)`` puts the originals back.
+stream object, its iterator swapped for one that watches the chunks go by. ``unpatch(openai)``
+puts the originals back.
+
+A stream's step ends with the stream, by one rule:
+
+- exhausted: ``completed``; the stream raised: ``failed`` with that error;
+- its HTTP response closed before the end: ``cancelled`` at that moment, ``stream_closed_early``
+  set. Every way of closing reaches the response: ``stream.close()``, leaving a ``with`` block
+  (a consumer's exception or ``break`` included), the SDK's stream helpers and raw responses;
+- dropped unclosed: ``cancelled`` when it is garbage-collected (a stream and its generator form a
+  reference cycle, so that is the next collection, when the SDK itself lets the connection go).
+
+A raw result (``with_raw_response`` / ``with_streaming_response``) of a streamed call is watched
+from the moment the caller parses its stream; a body the caller reads itself ends the step when
+the response closes. The stream shape is the one Stainless-made SDKs (openai, anthropic) share:
+``stream._iterator`` and ``stream.response``; a raw result's ``parse()`` and ``http_response``.
 
 What to patch and what to read is the provider module's business (``openai``), through the typed
 contract of :mod:`pipelens._llm.provider`: this module knows nothing of any provider's types.
@@ -72,10 +86,10 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
             try:
                 for endpoint in provider.ENDPOINTS:
                     cls = _installed_class(endpoint)
-                    if cls is None:
-                        continue
                     attr = endpoint.method
-                    original = cls.__dict__[attr]
+                    original = None if cls is None else cls.__dict__.get(attr)
+                    if cls is None or original is None:  # an older library without it
+                        continue
                     wrapper = _make_wrapper(original, provider, endpoint)
                     setattr(cls, attr, wrapper)
                     replaced.append((cls, attr, original))
@@ -160,7 +174,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
 
-    def start(kwargs: dict[str, Any]) -> _Started | None:
+    def start(resource: Any, kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
         try:
             call = provider.request_call(operation, kwargs)
@@ -171,8 +185,9 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             if call.stream:
                 swallow = False
                 ask = endpoint.ask_stream_usage
-                if ask is not None and settings.llm_stream_usage:
-                    with_usage = ask(kwargs)
+                mode = settings.llm_stream_usage
+                if ask is not None and mode is not False:
+                    with_usage = ask(kwargs, resource, mode is True)
                     if with_usage is not None:
                         send, swallow = with_usage, True
                 watch = _Watch(endpoint.new_stream_state(swallow), provider, endpoint)
@@ -190,6 +205,9 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             mode = provider.raw_mode(kwargs)
             if mode is not None:
                 provider.read_raw(call, result, mode)
+                if watch is not None:  # a raw stream: the step ends with the stream, not here
+                    watch.attach_raw(step, call, result, provider.stream_types())
+                    return
             elif watch is not None and isinstance(result, provider.stream_types()):
                 watch.attach(step, call, result)
                 return
@@ -214,7 +232,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
 
         @functools.wraps(original)
         async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(kwargs) if settings.enabled else None
+            started = start(self, kwargs) if settings.enabled else None
             if started is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -229,7 +247,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(kwargs) if settings.enabled else None
+        started = start(self, kwargs) if settings.enabled else None
         if started is None:
             return original(self, *args, **kwargs)
         try:
@@ -254,6 +272,22 @@ def _contained(fn: Callable[..., None], *args: Any) -> None:
         containment.internal_error("auto_patch", exc)
 
 
+class _StreamClosed(GeneratorExit):
+    """Why a streamed call's step was cancelled: its consumer closed or dropped the stream first."""
+
+
+# Stored as the step's error type (module + qualname), like ``pipelens._GeneratorClosed``.
+_StreamClosed.__module__ = "pipelens"
+_CLOSED_MESSAGE = "the consumer closed or dropped the stream before its end"
+
+
+def _suspended(gen: Any) -> bool:
+    """Whether the (async) generator ``gen`` waits at a ``yield``: neither running nor done."""
+    if hasattr(gen, "ag_frame"):
+        return gen.ag_frame is not None and not gen.ag_running
+    return getattr(gen, "gi_frame", None) is not None and not gen.gi_running
+
+
 class _Watch:
     """Watches a stream's items on their way to the caller and ends the step with the stream."""
 
@@ -264,6 +298,7 @@ class _Watch:
         "chunks",
         "ended",
         "first_ns",
+        "inner",
         "read_error",
         "request_id_header",
         "step",
@@ -278,38 +313,99 @@ class _Watch:
         self.chunks = 0
         self.first_ns: int | None = None
         self.ended = False
+        # A weak reference: the finalizer holds this watch, which must not keep the stream alive.
+        self.inner: weakref.ref[Any] | None = None
 
     def attach(self, step: Step, call: LLMCall, stream: Any) -> None:
-        """Swap ``stream``'s iterator and ``close`` for watched ones; the object stays the same."""
+        """Watch ``stream``'s items and its response's close; the object stays the same."""
         self.step = step
         self.call = call
-        headers = getattr(getattr(stream, "response", None), "headers", None)
-        if headers is not None:
-            call.request_id = headers.get(self.request_id_header)
+        self._watch_close(getattr(stream, "response", None))
+        self._watch_items(stream)
+        # Dropped unclosed, the stream ends its step when it is collected.
+        weakref.finalize(stream, self.end, True)
+
+    def attach_raw(
+        self, step: Step, call: LLMCall, raw: Any, stream_types: tuple[type, ...]
+    ) -> None:
+        """Watch a raw result: its response's close now, its stream once the caller parses it."""
+        self.step = step
+        self.call = call
+        response = raw.http_response
+        self._watch_close(response)
+        # Whether parsed or not, the response lives as long as anything can still read it.
+        weakref.finalize(response, self.end, True)
+        parse = raw.parse
+
+        def parsed(result: Any) -> None:
+            if self.inner is None and not self.ended and isinstance(result, stream_types):
+                try:
+                    self._watch_items(result)
+                except Exception as exc:
+                    containment.internal_error("auto_patch.raw_stream", exc)
+
+        if _is_async(parse):
+
+            async def aparse(*args: Any, **kwargs: Any) -> Any:
+                result = await parse(*args, **kwargs)
+                parsed(result)
+                return result
+
+            raw.parse = aparse
+        else:
+
+            def sparse(*args: Any, **kwargs: Any) -> Any:
+                result = parse(*args, **kwargs)
+                parsed(result)
+                return result
+
+            raw.parse = sparse
+
+    def _watch_items(self, stream: Any) -> None:
+        """Swap ``stream``'s iterator for one that watches the items go by."""
         inner = stream._iterator
-        close = stream.close
+        self.inner = weakref.ref(inner)
         if hasattr(inner, "__anext__"):
             stream._iterator = self._aiterate(inner)
-
-            async def aclose() -> None:
-                try:
-                    await close()
-                finally:
-                    self.end(True)
-
-            stream.close = aclose
         else:
             stream._iterator = self._iterate(inner)
 
-            def sclose() -> None:
-                try:
-                    close()
-                finally:
-                    self.end(True)
+    def _watch_close(self, response: Any) -> None:
+        """Learn of ``response``'s close (every way of closing a stream ends there); read its
+        request id."""
+        if response is None:
+            return
+        headers = getattr(response, "headers", None)
+        if headers is not None:
+            self.call.request_id = headers.get(self.request_id_header) or self.call.request_id
+        close = response.close
+        aclose = getattr(response, "aclose", None)
 
-            stream.close = sclose
-        # A stream dropped half-read ends its step when it is collected.
-        weakref.finalize(stream, self.end, True)
+        def sclose() -> None:
+            try:
+                close()
+            finally:
+                self.closed()
+
+        response.close = sclose
+        if aclose is not None:
+
+            async def saclose() -> None:
+                try:
+                    await aclose()
+                finally:
+                    self.closed()
+
+            response.aclose = saclose
+
+    def closed(self) -> None:
+        """The response was closed: by the stream's own generator (running or done: at the end
+        or on an error, which the iteration reports), else by the consumer, early."""
+        ref = self.inner
+        if ref is None:  # a raw body the caller read itself: the call ends with it
+            self.end(False)
+        elif _suspended(ref()):
+            self.end(True)
 
     def item(self, item: Any) -> bool:
         """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
@@ -333,8 +429,11 @@ class _Watch:
             call, step = self.call, self.step
             now = perf_ns()
             call.latency_ns = now - step._t0
-            call.chunks = self.chunks
-            call.stream_closed_early = early and exc is None
+            if self.inner is not None:
+                call.chunks = self.chunks
+            if early and exc is None:
+                call.stream_closed_early = True
+                exc = _StreamClosed(_CLOSED_MESSAGE)
             if self.first_ns is not None:
                 call.time_to_first_token_ns = self.first_ns - step._t0
                 usage = call.usage

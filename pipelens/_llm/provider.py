@@ -32,8 +32,11 @@ class StreamState(ABC):
 #: Makes the state of one stream; its argument says PipeLens asked for the usage chunk the caller
 #: did not ask for (so that chunk is not handed to the caller).
 NewStreamState = Callable[[bool], StreamState]
-#: The request arguments asking a stream to report its usage, or ``None`` when the caller chose.
-AskStreamUsage = Callable[[dict[str, Any]], dict[str, Any] | None]
+#: The request arguments asking a stream to report its usage, or ``None`` (the caller chose, or
+#: it is not safe). Its arguments: the request's, the patched method's ``self`` (the resource,
+#: which knows its client), and whether the user asked for usage on every stream (``True``) or
+#: only where the provider knows the server takes the request (``False``: the ``"auto"`` default).
+AskStreamUsage = Callable[[dict[str, Any], Any, bool], dict[str, Any] | None]
 #: Puts a traced request in place of the one a method's result makes later (a stream helper's
 #: manager sends it on ``__enter__``): ``trace`` takes that pending request (a callable, or an
 #: awaitable) and gives the traced twin to put in its place. Such a request always streams.

@@ -1,11 +1,16 @@
 """A local HTTP server speaking enough of the OpenAI API for the real ``openai`` client.
 
-``/v1/chat/completions`` (plain and SSE-streamed, with a usage chunk when the request's
-``stream_options.include_usage`` asks for it, tool calls when ``tools`` are given),
-``/v1/responses`` (plain and streamed) and ``/v1/embeddings``. The model name picks a failure:
-``error-429`` and ``error-500`` answer with that status, ``slow`` waits before answering (for
-client timeouts), ``filtered`` starts a stream with an empty-``choices`` chunk (as Azure's
-content filter does). Every request body is kept in ``requests``.
+``/v1/chat/completions`` (plain and SSE-streamed, with a usage chunk — and ``"usage": null`` on
+every other chunk, as OpenAI sends — when the request's ``stream_options.include_usage`` asks
+for it, tool calls when ``tools`` are given),
+``/v1/responses`` (plain and streamed, with the output item and content part events the SDK's
+``responses.stream`` helper needs) and ``/v1/embeddings``. A request for structured output (a
+``json_schema`` response format, as ``parse`` and the stream helpers send) is answered with
+``STRUCTURED``. The model name picks a failure: ``error-429`` and ``error-500`` answer with that
+status, ``slow`` waits before answering (for client timeouts), ``filtered`` starts a stream with
+an empty-``choices`` chunk (as Azure's content filter does), ``bad-json`` answers plain text even
+to a structured request, ``length`` stops for the length limit. Every request body is kept in
+``requests``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 TEXT_PARTS = ("Hello", ", ", "world", "!")
 TEXT = "".join(TEXT_PARTS)
+STRUCTURED_PARTS = ('{"answer": ', '"Hello, world!"}')
+STRUCTURED = "".join(STRUCTURED_PARTS)
 TOOL_ARGS_PARTS = ('{"city": ', '"Paris"}')
 SLOW_SECONDS = 0.6
 USAGE = {
@@ -29,7 +36,17 @@ USAGE = {
 }
 
 
-def _chat_body(model: str, tools: bool) -> dict[str, Any]:
+def _structured(model: str, response_format: Any) -> bool:
+    """Whether the answer is JSON: asked for by a ``json_schema`` format, and not ``bad-json``."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    return kind == "json_schema" and model != "bad-json"
+
+
+def _finish(model: str, tools: bool) -> str:
+    return "length" if model == "length" else "tool_calls" if tools else "stop"
+
+
+def _chat_body(model: str, tools: bool, structured: bool) -> dict[str, Any]:
     if tools:
         message: dict[str, Any] = {
             "role": "assistant",
@@ -43,7 +60,7 @@ def _chat_body(model: str, tools: bool) -> dict[str, Any]:
             ],
         }
     else:
-        message = {"role": "assistant", "content": TEXT}
+        message = {"role": "assistant", "content": STRUCTURED if structured else TEXT}
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -53,7 +70,7 @@ def _chat_body(model: str, tools: bool) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if tools else "stop",
+                "finish_reason": _finish(model, tools),
                 "logprobs": None,
             }
         ],
@@ -61,56 +78,69 @@ def _chat_body(model: str, tools: bool) -> dict[str, Any]:
     }
 
 
-def _chunk(model: str, choices: list[Any], usage: Any = None) -> dict[str, Any]:
-    return {
+def _chunk(
+    model: str, choices: list[Any], usage: Any = None, *, with_usage: bool
+) -> dict[str, Any]:
+    chunk = {
         "id": "chatcmpl-1",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": f"{model}-2024-08-06",
         "choices": choices,
-        "usage": usage,
     }
+    if with_usage:  # as OpenAI does: "usage" on every chunk once asked for, null but the last
+        chunk["usage"] = usage
+    return chunk
 
 
-def _chat_chunks(model: str, tools: bool, usage: bool) -> list[dict[str, Any]]:
+def _chat_chunks(model: str, tools: bool, usage: bool, structured: bool) -> list[dict[str, Any]]:
     chunks = []
     if model == "filtered":
-        chunks.append(_chunk(model, []))
-    chunks.append(_chunk(model, [{"index": 0, "delta": {"role": "assistant"}}]))
+        chunks.append(_chunk(model, [], with_usage=usage))
+    chunks.append(_chunk(model, [{"index": 0, "delta": {"role": "assistant"}}], with_usage=usage))
     if tools:
         for i, part in enumerate(TOOL_ARGS_PARTS):
             call: dict[str, Any] = {"index": 0, "function": {"arguments": part}}
             if i == 0:
                 call.update(id="call_1", type="function")
                 call["function"]["name"] = "weather"
-            chunks.append(_chunk(model, [{"index": 0, "delta": {"tool_calls": [call]}}]))
+            chunks.append(
+                _chunk(model, [{"index": 0, "delta": {"tool_calls": [call]}}], with_usage=usage)
+            )
     else:
+        parts = STRUCTURED_PARTS if structured else TEXT_PARTS
         chunks.extend(
-            _chunk(model, [{"index": 0, "delta": {"content": part}}]) for part in TEXT_PARTS
+            _chunk(model, [{"index": 0, "delta": {"content": part}}], with_usage=usage)
+            for part in parts
         )
-    finish = "tool_calls" if tools else "stop"
-    chunks.append(_chunk(model, [{"index": 0, "delta": {}, "finish_reason": finish}]))
+    finish = _finish(model, tools)
+    chunks.append(
+        _chunk(model, [{"index": 0, "delta": {}, "finish_reason": finish}], with_usage=usage)
+    )
     if usage:
-        chunks.append(_chunk(model, [], USAGE))
+        chunks.append(_chunk(model, [], USAGE, with_usage=True))
     return chunks
 
 
-def _response_body(model: str) -> dict[str, Any]:
+def _message(text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if text else []
+    return {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+def _response_body(model: str, structured: bool) -> dict[str, Any]:
     return {
         "id": "resp_1",
         "object": "response",
         "created_at": 1,
         "model": f"{model}-2024-08-06",
         "status": "completed",
-        "output": [
-            {
-                "type": "message",
-                "id": "msg_1",
-                "role": "assistant",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": TEXT, "annotations": []}],
-            }
-        ],
+        "output": [_message(STRUCTURED if structured else TEXT, "completed")],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
@@ -124,26 +154,38 @@ def _response_body(model: str) -> dict[str, Any]:
     }
 
 
-def _response_events(model: str) -> list[dict[str, Any]]:
-    body = _response_body(model)
-    created = {**body, "status": "in_progress", "output": [], "usage": None}
+def _response_events(model: str, structured: bool) -> list[dict[str, Any]]:
+    """The events of a streamed response, in the order (and with the fields) the API sends."""
+    body = _response_body(model, structured)
+    text = STRUCTURED if structured else TEXT
+    started = {**body, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": text, "annotations": []}
     events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": created, "sequence_number": 0}
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": _message("", "in_progress"),
+        },
+        {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
     ]
     events.extend(
-        {
-            "type": "response.output_text.delta",
-            "item_id": "msg_1",
-            "output_index": 0,
-            "content_index": 0,
-            "delta": part,
-            "logprobs": [],
-            "sequence_number": i + 1,
-        }
-        for i, part in enumerate(TEXT_PARTS)
+        {"type": "response.output_text.delta", **where, "delta": delta, "logprobs": []}
+        for delta in (STRUCTURED_PARTS if structured else TEXT_PARTS)
     )
-    events.append({"type": "response.completed", "response": body, "sequence_number": 9})
-    return events
+    events += [
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": part},
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": _message(text, "completed"),
+        },
+        {"type": "response.completed", "response": body},
+    ]
+    return [{**event, "sequence_number": i} for i, event in enumerate(events)]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -199,16 +241,18 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.endswith("/chat/completions"):  # Azure adds /deployments/<model> before it
             tools = bool(body.get("tools"))
+            structured = _structured(model, body.get("response_format"))
             if stream:
                 usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._send_sse(_chat_chunks(model, tools, usage), named=False)
+                self._send_sse(_chat_chunks(model, tools, usage, structured), named=False)
             else:
-                self._send_json(200, _chat_body(model, tools))
+                self._send_json(200, _chat_body(model, tools, structured))
         elif path.endswith("/responses"):
+            structured = _structured(model, (body.get("text") or {}).get("format"))
             if stream:
-                self._send_sse(_response_events(model), named=True)
+                self._send_sse(_response_events(model, structured), named=True)
             else:
-                self._send_json(200, _response_body(model))
+                self._send_json(200, _response_body(model, structured))
         elif path.endswith("/embeddings"):
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [

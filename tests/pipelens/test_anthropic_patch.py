@@ -374,7 +374,7 @@ def test_stream_helper_sends_nothing_until_entered(
 def test_stream_helper_left_halfway_is_marked_closed_early(
     client: anthropic.Anthropic, events: CapturedEvents
 ) -> None:
-    """Leaving the helper's ``with`` after the first text ends the step, closed early."""
+    """Leaving the helper's ``with`` after the first text ends the step, cancelled, closed early."""
     with client.messages.stream(**ASK) as stream:
         for text in stream.text_stream:
             assert text == TEXT_PARTS[0]
@@ -382,7 +382,7 @@ def test_stream_helper_left_halfway_is_marked_closed_early(
         assert events.steps() == []
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["output"]["text"]) == (True, TEXT_PARTS[0])
-    assert events.step("anthropic_chat").status == "completed"
+    assert events.step("anthropic_chat").status == "cancelled"
 
 
 @pytest.mark.usefixtures("patched")

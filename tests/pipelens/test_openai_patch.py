@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
+import pydantic
 import pytest
-from _openai_stub import TEXT, TEXT_PARTS, StubServer
+from _openai_stub import STRUCTURED, STRUCTURED_PARTS, TEXT, TEXT_PARTS, StubServer
 
 import pipelens
 from pipelens._core import containment
 from pipelens._llm import openai as _openai
+from pipelens.events import StepFinished
 from pipelens.testing import CapturedEvents
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -55,6 +57,24 @@ async def aclient(stub: StubServer) -> Any:
         base_url=stub.base_url, api_key="sk-test", max_retries=0, timeout=5
     ) as c:
         yield c
+
+
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * len(TEXT_PARTS),
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def cancelled_as_closed(step: StepFinished) -> bool:
+    """Whether ``step`` ended ``cancelled`` because its consumer closed or dropped the stream."""
+    return (step.status, step.error and step.error.type) == ("cancelled", "pipelens._StreamClosed")
 
 
 def llm_of(events: CapturedEvents, key: str = "openai_chat") -> dict[str, Any]:
@@ -155,6 +175,7 @@ def test_call_inside_a_step_nests_and_the_run_carries_usage(
         "input_tokens": 24,
         "output_tokens": 8,
         "cached_tokens": 4,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 2,
         "calls_without_usage": 0,
     }
@@ -264,16 +285,62 @@ def test_sync_stream_gives_every_chunk_and_assembles_the_text(
     assert "stream_closed_early" not in llm
 
 
-def test_stream_chunks_are_the_same_patched_or_not(client: openai.OpenAI) -> None:
-    """Patching changes nothing the caller receives from a stream."""
+def _seen(chunks: Any) -> list[tuple[Any, Any, set[str]]]:
+    """What a caller can see of each chunk: every field, the fields the API set, their names."""
+    return [(c.model_dump(), c.to_dict(), set(c.model_fields_set)) for c in chunks]
+
+
+@pytest.mark.parametrize("stream_usage", [True, False, "auto"])
+def test_stream_chunks_are_the_same_patched_or_not(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents, stream_usage: Any
+) -> None:
+    """Whatever llm_stream_usage says, the caller gets the chunks of an unpatched call: no
+    usage chunk, no ``usage`` field set on the others, nothing more, nothing less."""
     kwargs: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
-    plain = [c.model_dump() for c in client.chat.completions.create(**kwargs)]
+    plain = _seen(client.chat.completions.create(**kwargs))
+    pipelens.configure(llm_stream_usage=stream_usage)
     pipelens.auto_patch(openai)
     try:
-        traced = [c.model_dump() for c in client.chat.completions.create(**kwargs)]
+        traced = _seen(client.chat.completions.create(**kwargs))
     finally:
         pipelens.unpatch(openai)
     assert plain == traced
+    asked = "stream_options" in stub.requests[-1][1]
+    usage = llm_of(events).get("usage")
+    # "auto" asks only OpenAI's own API, not this stub: unknown usage, never zero.
+    assert (asked, usage) == ((True, CHAT_USAGE) if stream_usage is True else (False, None))
+
+
+def test_auto_stream_usage_asks_only_openais_own_api() -> None:
+    """The "auto" default adds stream_options for api.openai.com only, never to a raw call."""
+    kwargs: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
+    with (
+        openai.OpenAI(api_key="sk-test") as official,
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-test") as local,
+    ):
+        ask = _openai.with_stream_usage
+        assert ask(kwargs, official.chat.completions, False) == {
+            **kwargs,
+            "stream_options": {"include_usage": True},
+        }
+        assert ask(kwargs, local.chat.completions, False) is None
+        assert ask(kwargs, local.chat.completions, True) is not None
+        raw = {**kwargs, "extra_headers": {"X-Stainless-Raw-Response": "true"}}
+        assert ask(raw, official.chat.completions, True) is None
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_is_never_asked_for_usage(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """A raw stream's caller reads every chunk itself: usage is not asked for, even when on."""
+    pipelens.configure(llm_stream_usage=True)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    chunks = list(raw.parse())
+    assert "stream_options" not in stub.requests[-1][1]
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
 
 
 @pytest.mark.usefixtures("patched")
@@ -319,6 +386,7 @@ async def test_async_stream_in_a_context_manager(aclient: Any, events: CapturedE
     assert [None, *TEXT_PARTS, None] == _texts(got)
     llm = llm_of(events)
     assert (llm["output"]["text"], llm.get("stream_closed_early", False)) == (TEXT, False)
+    assert events.step("openai_chat").status == "completed"
 
 
 @pytest.mark.usefixtures("patched")
@@ -342,10 +410,11 @@ def test_chunk_with_empty_choices_is_passed_on(
 
 
 @pytest.mark.usefixtures("patched")
-def test_stream_closed_halfway_ends_the_step_marked(
+def test_stream_closed_halfway_is_cancelled_at_close(
     client: openai.OpenAI, events: CapturedEvents
 ) -> None:
-    """Leaving a ``with`` stream after two chunks ends the step, marked closed early."""
+    """A ``break`` after two chunks leaves the step running; leaving the ``with`` (the close)
+    ends it ``cancelled``, marked closed early, with what had come."""
     with client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True) as stream:
         for i, _chunk in enumerate(stream):
             if i == 1:
@@ -353,7 +422,7 @@ def test_stream_closed_halfway_ends_the_step_marked(
         assert events.steps() == []
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"], llm["output"]["text"]) == (True, 2, "Hello")
-    assert events.step("openai_chat").status == "completed"
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
@@ -368,15 +437,14 @@ def test_stream_abandoned_halfway_ends_when_collected(
     gc.collect()
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"]) == (True, 2)
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
 def test_responses_stream_is_assembled(client: openai.OpenAI, events: CapturedEvents) -> None:
     """A streamed responses call gives every event and records the final response's usage."""
     kinds = [e.type for e in client.responses.create(model="gpt-4o", input="hi", stream=True)]
-    assert kinds == ["response.created"] + ["response.output_text.delta"] * 4 + [
-        "response.completed"
-    ]
+    assert kinds == RESPONSE_EVENTS
     llm = llm_of(events, "openai_responses")
     assert (llm["output"]["text"], llm["usage"]["total_tokens"]) == (TEXT, 25)
     assert llm["time_to_first_token_ns"] > 0
@@ -542,6 +610,7 @@ async def test_async_stream_abandoned_halfway_ends_when_collected(
     gc.collect()
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"]) == (True, 1)
+    assert cancelled_as_closed(events.step("openai_chat"))
 
 
 @pytest.mark.usefixtures("patched")
@@ -553,3 +622,500 @@ def test_secrets_in_messages_are_scrubbed(client: openai.OpenAI, events: Capture
     )
     llm = llm_of(events)
     assert llm["messages"] == [{"role": "user", "content": "my key is [REDACTED]"}]
+
+
+# --- structured output: parse ------------------------------------------------------------------
+
+
+class Answer(pydantic.BaseModel):
+    """The structured answer the stub gives to a ``json_schema`` request."""
+
+    answer: str
+
+
+ANSWER = Answer(answer=TEXT)
+
+
+def only_step(events: CapturedEvents, key: str) -> StepFinished:
+    """The one step of the test, which must be ``key``: one call, one step."""
+    assert [s.key for s in events.steps()] == [key]
+    return events.step(key)
+
+
+@pytest.mark.usefixtures("patched")
+def test_chat_parse_is_one_llm_step(client: openai.OpenAI, events: CapturedEvents) -> None:
+    """``chat.completions.parse`` is one LLM step like ``create``, with the JSON text, the usage
+    and the response format asked for; the caller gets the parsed answer."""
+    reply = client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Answer)
+    assert reply.choices[0].message.parsed == ANSWER
+    assert only_step(events, "openai_chat").status == "completed"
+    llm = llm_of(events)
+    assert (llm["output"]["text"], llm["usage"], llm["response_model"]) == (
+        STRUCTURED,
+        CHAT_USAGE,
+        "gpt-4o-2024-08-06",
+    )
+    assert "Answer" in llm["params"]["response_format"]
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_chat_parse_is_one_llm_step(aclient: Any, events: CapturedEvents) -> None:
+    """``AsyncOpenAI``'s ``chat.completions.parse`` is one LLM step too."""
+    reply = await aclient.chat.completions.parse(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    )
+    assert reply.choices[0].message.parsed == ANSWER
+    assert only_step(events, "openai_chat").status == "completed"
+    assert llm_of(events)["output"]["text"] == STRUCTURED
+
+
+@pytest.mark.usefixtures("patched")
+def test_responses_parse_is_one_llm_step(client: openai.OpenAI, events: CapturedEvents) -> None:
+    """``responses.parse`` is one LLM step like ``responses.create``."""
+    reply = client.responses.parse(model="gpt-4o", input="hi", text_format=Answer)
+    assert reply.output_parsed == ANSWER
+    assert only_step(events, "openai_responses").status == "completed"
+    llm = llm_of(events, "openai_responses")
+    assert (llm["output"]["text"], llm["usage"]["total_tokens"]) == (STRUCTURED, 25)
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_responses_parse_is_one_llm_step(aclient: Any, events: CapturedEvents) -> None:
+    """``AsyncOpenAI``'s ``responses.parse`` is one LLM step too."""
+    reply = await aclient.responses.parse(model="gpt-4o", input="hi", text_format=Answer)
+    assert reply.output_parsed == ANSWER
+    assert only_step(events, "openai_responses").status == "completed"
+
+
+def test_parse_returns_what_it_returns_unpatched(client: openai.OpenAI) -> None:
+    """Patched or not, ``parse`` returns an equal object of the same class."""
+    kwargs: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "response_format": Answer}
+    plain = client.chat.completions.parse(**kwargs)
+    pipelens.auto_patch(openai)
+    try:
+        traced = client.chat.completions.parse(**kwargs)
+    finally:
+        pipelens.unpatch(openai)
+    # warnings=False: pydantic warns that ``parsed`` is typed None in the generic base
+    assert (type(plain), plain.model_dump(warnings=False)) == (
+        type(traced),
+        traced.model_dump(warnings=False),
+    )
+
+
+def _parse_chat(client: openai.OpenAI, model: str) -> Any:
+    return client.chat.completions.parse(model=model, messages=MESSAGES, response_format=Answer)
+
+
+def _parse_responses(client: openai.OpenAI, model: str) -> Any:
+    return client.responses.parse(model=model, input="hi", text_format=Answer)
+
+
+@pytest.mark.parametrize(
+    ("parse", "key"),
+    [(_parse_chat, "openai_chat"), (_parse_responses, "openai_responses")],
+    ids=["chat", "responses"],
+)
+def test_a_parse_validation_error_fails_the_step_and_reaches_the_caller(
+    client: openai.OpenAI, events: CapturedEvents, parse: Any, key: str
+) -> None:
+    """An answer that does not validate fails the step with pydantic's ``ValidationError``, the
+    very error (type and message) the caller gets without PipeLens."""
+    with pytest.raises(pydantic.ValidationError) as plain:
+        parse(client, "bad-json")
+    pipelens.auto_patch(openai)
+    try:
+        with pytest.raises(pydantic.ValidationError) as traced:
+            parse(client, "bad-json")
+    finally:
+        pipelens.unpatch(openai)
+    assert str(plain.value) == str(traced.value)
+    step = only_step(events, key)
+    assert (step.status, step.error and step.error.message) == ("failed", str(traced.value))
+    assert step.error is not None
+    assert step.error.type.endswith("ValidationError")
+
+
+@pytest.mark.usefixtures("patched")
+def test_a_length_limited_parse_fails_the_step_with_its_usage(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``LengthFinishReasonError`` fails the step and reaches the caller; the step still has the
+    completion's model, tokens and finish reason (they were spent)."""
+    with pytest.raises(openai.LengthFinishReasonError):
+        _parse_chat(client, "length")
+    step = only_step(events, "openai_chat")
+    assert (step.status, step.error and step.error.type) == (
+        "failed",
+        "openai.LengthFinishReasonError",
+    )
+    llm = llm_of(events)
+    assert (llm["usage"], llm["output"]["finish_reason"]) == (CHAT_USAGE, "length")
+
+
+# --- stream helpers ----------------------------------------------------------------------------
+
+
+def _deltas(events: list[Any]) -> list[str]:
+    return [e.delta for e in events if e.type in ("content.delta", "response.output_text.delta")]
+
+
+@pytest.mark.usefixtures("patched")
+def test_chat_stream_helper_is_one_step_ending_with_the_stream(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``chat.completions.stream``: the step runs while the caller reads, and ends with the
+    stream, with its chunks, text, time to first token and response model; the caller gets the
+    deltas and the final (parsed) completion."""
+    with client.chat.completions.stream(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    ) as stream:
+        assert events.steps() == []
+        got = list(stream)
+        final = stream.get_final_completion()
+    assert _deltas(got) == list(STRUCTURED_PARTS)
+    assert final.choices[0].message.parsed == ANSWER
+    assert only_step(events, "openai_chat").status == "completed"
+    llm = llm_of(events)
+    assert (llm["chunks"], llm["output"]["text"], llm["response_model"]) == (
+        len(STRUCTURED_PARTS) + 2,  # with the role's chunk and the finish's
+        STRUCTURED,
+        "gpt-4o-2024-08-06",
+    )
+    assert 0 < llm["time_to_first_token_ns"] <= llm["latency_ns"]
+    assert "stream_closed_early" not in llm
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_chat_stream_helper_is_one_step(aclient: Any, events: CapturedEvents) -> None:
+    """The async ``chat.completions.stream`` is one step, ending with the stream."""
+    async with aclient.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+        assert events.steps() == []
+        got = [event async for event in stream]
+        final = await stream.get_final_completion()
+    assert (_deltas(got), final.choices[0].message.content) == (list(TEXT_PARTS), TEXT)
+    assert only_step(events, "openai_chat").status == "completed"
+    assert (llm_of(events)["chunks"], llm_of(events)["output"]["text"]) == (6, TEXT)
+
+
+@pytest.mark.usefixtures("patched")
+def test_responses_stream_helper_is_one_step(client: openai.OpenAI, events: CapturedEvents) -> None:
+    """``responses.stream`` is one step, ending with the stream, with the final usage."""
+    with client.responses.stream(model="gpt-4o", input="hi") as stream:
+        assert events.steps() == []
+        got = list(stream)
+        final = stream.get_final_response()
+    assert (_deltas(got), final.output_text) == (list(TEXT_PARTS), TEXT)
+    assert only_step(events, "openai_responses").status == "completed"
+    llm = llm_of(events, "openai_responses")
+    assert (llm["output"]["text"], llm["usage"]["total_tokens"]) == (TEXT, 25)
+    assert llm["time_to_first_token_ns"] > 0
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_responses_stream_helper_is_one_step(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async ``responses.stream`` is one step, with the parsed final response."""
+    async with aclient.responses.stream(model="gpt-4o", input="hi", text_format=Answer) as stream:
+        got = [event async for event in stream]
+        final = await stream.get_final_response()
+    assert (_deltas(got), final.output_parsed) == (list(STRUCTURED_PARTS), ANSWER)
+    assert only_step(events, "openai_responses").status == "completed"
+
+
+def test_stream_helper_events_are_the_same_patched_or_not(client: openai.OpenAI) -> None:
+    """Patching changes nothing the caller receives from a stream helper, with stream usage
+    asked for behind its back or not."""
+
+    def read() -> list[Any]:
+        with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+            return [event.model_dump() for event in stream]
+
+    plain = read()
+    pipelens.auto_patch(openai)
+    try:
+        traced = read()
+        pipelens.configure(llm_stream_usage=True)
+        with_usage = read()
+    finally:
+        pipelens.unpatch(openai)
+    assert plain == traced == with_usage
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_helper_gets_usage_when_asked(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """With ``llm_stream_usage`` the stream helper's request asks for usage (the helper passes
+    openai's ``omit`` for stream_options) and the step records it."""
+    pipelens.configure(llm_stream_usage=True)
+    with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+        stream.until_done()
+    assert stub.requests[-1][1]["stream_options"] == {"include_usage": True}
+    assert llm_of(events)["usage"] == CHAT_USAGE
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_helper_left_early_is_cancelled_at_close(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """Breaking out of a stream helper leaves its step running until the ``with`` closes it:
+    then ``cancelled``, closed early, with the text that had come."""
+    with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+        for event in stream:
+            if event.type == "content.delta":
+                break
+        assert events.steps() == []
+    assert cancelled_as_closed(only_step(events, "openai_chat"))
+    llm = llm_of(events)
+    assert (llm["stream_closed_early"], llm["output"]["text"]) == (True, TEXT_PARTS[0])
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_responses_stream_helper_left_early_is_cancelled(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async ``responses.stream`` left after the first delta ends ``cancelled`` at close."""
+    async with aclient.responses.stream(model="gpt-4o", input="hi") as stream:
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+    assert cancelled_as_closed(only_step(events, "openai_responses"))
+    assert llm_of(events, "openai_responses")["stream_closed_early"] is True
+
+
+# --- raw streams -------------------------------------------------------------------------------
+
+
+def assert_raw_stream_step(events: CapturedEvents) -> None:
+    """One completed chat step carrying the whole stream, marked raw."""
+    assert only_step(events, "openai_chat").status == "completed"
+    llm = llm_of(events)
+    assert (llm["raw_response"], llm["stream"], llm["chunks"], llm["output"]["text"]) == (
+        True,
+        True,
+        6,
+        TEXT,
+    )
+    assert llm["response_model"] == "gpt-4o-2024-08-06"
+    assert 0 < llm["time_to_first_token_ns"] <= llm["latency_ns"]
+    assert llm["request_id"].startswith("req_")
+
+
+@pytest.mark.usefixtures("patched")
+def test_with_raw_response_stream_ends_with_the_stream(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``with_raw_response.create(stream=True)``: the step is still running at the headers and
+    ends with the stream, carrying its chunks; the caller's chunks are untouched."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    assert events.steps() == []
+    chunks = list(raw.parse())
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
+    assert_raw_stream_step(events)
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_with_raw_response_stream_ends_with_the_stream(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async ``with_raw_response`` stream ends its step with the stream."""
+    raw = await aclient.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    assert events.steps() == []
+    chunks = [chunk async for chunk in raw.parse()]
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
+    assert_raw_stream_step(events)
+
+
+@pytest.mark.usefixtures("patched")
+def test_with_streaming_response_stream_ends_with_the_stream(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``with_streaming_response.create(stream=True)``: the step ends with the parsed stream."""
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        assert events.steps() == []
+        chunks = list(response.parse())
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
+    assert_raw_stream_step(events)
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_with_streaming_response_stream_ends_with_the_stream(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async ``with_streaming_response`` stream (``await response.parse()``) ends its step
+    with the stream."""
+    async with aclient.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        stream = await response.parse()
+        chunks = [chunk async for chunk in stream]
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
+    assert_raw_stream_step(events)
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_read_as_lines_ends_with_its_body(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """A raw stream whose body the caller reads itself ends its step when the body ends (the
+    response closes); PipeLens saw no chunk, so it claims none."""
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+        assert only_step(events, "openai_chat").status == "completed"
+    assert lines[-1] == "data: [DONE]"
+    llm = llm_of(events)
+    assert (llm["raw_response"], "chunks" in llm, "stream_closed_early" in llm) == (
+        True,
+        False,
+        False,
+    )
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_left_early_is_cancelled_at_close(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """A ``with_streaming_response`` stream left after one chunk ends ``cancelled`` at close."""
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        next(iter(response.parse()))
+    assert cancelled_as_closed(only_step(events, "openai_chat"))
+    assert llm_of(events)["chunks"] == 1
+
+
+# --- beta aliases ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("patched")
+def test_beta_chat_completions_parse_and_stream_are_one_step_each(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``client.beta.chat.completions`` (the same class in this openai) parses and streams as
+    one step per call."""
+    reply = client.beta.chat.completions.parse(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    )
+    with client.beta.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as stream:
+        stream.until_done()
+    assert reply.choices[0].message.parsed == ANSWER
+    assert [s.key for s in events.steps()] == ["openai_chat", "openai_chat"]
+
+
+@pytest.mark.usefixtures("patched")
+def test_beta_responses_create_is_recorded(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """``client.beta.responses.create`` (its own class, posting ``?beta=true``) is an LLM step,
+    plain and streamed."""
+    reply = client.beta.responses.create(model="gpt-4o", input="hi")
+    kinds = [e.type for e in client.beta.responses.create(model="gpt-4o", input="hi", stream=True)]
+    assert stub.requests[-1][0].endswith("/responses?beta=true")
+    assert (reply.output[0].content[0].text, kinds) == (TEXT, RESPONSE_EVENTS)
+    steps = events.steps()
+    assert [s.key for s in steps] == ["openai_responses", "openai_responses"]
+    texts = [json.loads(s.llm or "{}")["output"]["text"] for s in steps]
+    assert texts == [TEXT, TEXT]
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_beta_responses_create_is_recorded(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """``AsyncOpenAI``'s ``beta.responses.create`` is an LLM step."""
+    await aclient.beta.responses.create(model="gpt-4o", input="hi")
+    assert llm_of(events, "openai_responses")["usage"]["total_tokens"] == 25
+
+
+# --- abandoned streams -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("patched")
+def test_consumer_error_in_a_with_stream_cancels_at_close(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """The consumer's own exception out of the loop inside ``with`` reaches it unchanged; the
+    ``with`` closes the stream, which ends the step ``cancelled``."""
+    boom = ValueError("consumer bug")
+
+    def consume() -> None:
+        with client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True
+        ) as stream:
+            for _chunk in stream:
+                raise boom
+
+    with pytest.raises(ValueError, match="consumer bug") as caught:
+        consume()
+    assert caught.value is boom
+    assert cancelled_as_closed(events.step("openai_chat"))
+    assert llm_of(events)["stream_closed_early"] is True
+
+
+@pytest.mark.usefixtures("patched")
+def test_consumer_error_out_of_a_bare_loop_cancels_when_collected(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """Without ``with`` nothing closes the stream: its step ends ``cancelled`` when the stream
+    is collected (a stream is a reference cycle, so at the next garbage collection)."""
+
+    def consume() -> None:
+        stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        for _chunk in stream:
+            raise ValueError("consumer bug")
+
+    with pytest.raises(ValueError, match="consumer bug"):
+        consume()
+    gc.collect()
+    assert cancelled_as_closed(events.step("openai_chat"))
+    assert llm_of(events)["chunks"] == 1
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_stream_closed_halfway_is_cancelled_at_close(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """``await stream.close()`` after one chunk ends the step ``cancelled`` then and there."""
+    stream = await aclient.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    await stream.__anext__()
+    assert events.steps() == []
+    await stream.close()
+    assert cancelled_as_closed(events.step("openai_chat"))
+    assert llm_of(events)["chunks"] == 1
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_closed_after_its_end_stays_completed(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """Closing a stream that was read to its end changes nothing: completed, not closed early."""
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    list(stream)
+    stream.close()
+    assert events.step("openai_chat").status == "completed"
+    assert "stream_closed_early" not in llm_of(events)
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_abandoned_is_cancelled_when_collected(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """A raw stream parsed, read a chunk and dropped unclosed ends ``cancelled`` once collected."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    next(iter(raw.parse()))
+    del raw
+    gc.collect()
+    assert cancelled_as_closed(only_step(events, "openai_chat"))
+    assert llm_of(events)["chunks"] == 1
