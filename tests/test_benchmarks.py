@@ -20,7 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=180,  # a dozen worker processes, the LLM SDKs slow to import
         check=False,
     )
 

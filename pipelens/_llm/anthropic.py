@@ -79,14 +79,19 @@ def usage_from_anthropic(usage: Any) -> TokenUsage | None:
     """Our token counts of an Anthropic ``usage`` (object or dict): input includes the cache."""
     if usage is None:
         return None
-    fresh, read, write, output = (as_int(get(usage, name)) for name in _USAGE_FIELDS)
+    # Every call reads one: the fields straight from the dict (a pydantic model's own too).
+    fields = usage if isinstance(usage, dict) else getattr(usage, "__dict__", None) or {}
+    fresh, read, write, output = (
+        value if type(value) is int else 0 for value in map(fields.get, _USAGE_FIELDS)
+    )
+    details = fields.get("output_tokens_details")
     total_input = fresh + read + write
     return TokenUsage(
         input_tokens=total_input,
         output_tokens=output,
         cached_tokens=read,
         cache_write_tokens=write,
-        reasoning_tokens=as_int(get(get(usage, "output_tokens_details"), "thinking_tokens")),
+        reasoning_tokens=0 if details is None else as_int(get(details, "thinking_tokens")),
         total_tokens=total_input + output,
     )
 

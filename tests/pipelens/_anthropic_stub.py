@@ -37,6 +37,7 @@ USAGE = {
     "cache_creation_input_tokens": 3,
     "cache_read_input_tokens": 5,
     "output_tokens": 4,
+    "output_tokens_details": {"thinking_tokens": 1},
 }
 _ERRORS = {
     "error-429": (429, "rate_limit_error", "Number of requests has exceeded your rate limit"),

@@ -37,6 +37,7 @@ USAGE = {
     "output_tokens": 4,
     "cached_tokens": 5,
     "cache_write_tokens": 3,
+    "reasoning_tokens": 1,  # of the 4 output tokens: Anthropic's thinking tokens
     "total_tokens": 22,
 }
 TOOL_CALL = {"id": "toolu_1", "name": "weather", "arguments": '{"city": "Paris"}'}
@@ -176,15 +177,18 @@ def test_system_blocks_and_unknown_models(
 def test_claude_models_are_priced_with_the_cache_read_price(
     client: anthropic.Anthropic, events: CapturedEvents, model: str
 ) -> None:
-    """A dated Claude model of the 3.5, 3.7 and 4 families has a cost, the tokens read from the
-    cache priced below the input price."""
+    """A dated Claude model of the 3.5, 3.7 and 4 families has a cost: the tokens read from the
+    cache priced below the input price, those written to it above."""
     client.messages.create(**{**ASK, "model": model})
     cost = llm_of(events)["cost_usd"]
     price = price_for(model)
     assert price is not None
     assert price.cached_input is not None
-    assert price.cached_input < price.input
-    assert 0 < cost < (USAGE["input_tokens"] * price.input + 4 * price.output) / 1e6
+    assert price.cache_write_input is not None
+    assert price.cached_input < price.input < price.cache_write_input
+    fresh, read, write, output = 10, 5, 3, 4
+    expected = fresh * price.input + read * price.cached_input + write * price.cache_write_input
+    assert pytest.approx((expected + output * price.output) / 1e6) == cost
 
 
 @pytest.mark.usefixtures("patched")
