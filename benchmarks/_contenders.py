@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -269,20 +270,40 @@ _CHAT_REPLY = (
     b'"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,'
     b'"total_tokens":16}}'
 )
+_CHUNK = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
+    b'"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}\n\n'
+)
+#: Each kind of call's answer: ``create`` gets a completion, ``stream`` five chunks.
+_OPENAI_REPLIES = {
+    "create": (_CHAT_REPLY, "application/json"),
+    "stream": (
+        b"".join(
+            [
+                _CHUNK % (b'{"role":"assistant"}', b"null"),
+                *(_CHUNK % (b'{"content":"%s"}' % part, b"null") for part in (b"He", b"llo", b"!")),
+                _CHUNK % (b"{}", b'"stop"'),
+                b"data: [DONE]\n\n",
+            ]
+        ),
+        "text/event-stream",
+    ),
+}
 
 
-def _openai(plan: Plan, *, patched: bool) -> list[float]:
-    """``chat.completions.create`` on the real client over an in-process transport (no network).
+def _openai(plan: Plan, kind: str, *, patched: bool) -> list[float]:
+    """One chat call of ``kind`` on the real client over an in-process transport (no network):
+    ``create``, or ``stream`` (the ``chat.completions.stream`` helper, read to its end).
 
     The unpatched call is the twin: the difference is what ``auto_patch`` adds per call.
     """
     import httpx2
     import openai
 
+    body, content_type = _OPENAI_REPLIES[kind]
+
     def reply(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
-            200, content=_CHAT_REPLY, headers={"content-type": "application/json"}
-        )
+        return httpx2.Response(200, content=body, headers={"content-type": content_type})
 
     client = openai.OpenAI(
         api_key="sk-bench",
@@ -290,14 +311,24 @@ def _openai(plan: Plan, *, patched: bool) -> list[float]:
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
     )
-    create = client.chat.completions.create
-    messages = [{"role": "user", "content": "hi"}]
-    plan = replace(plan, number=max(plan.number // OPENAI_CALL_SHARE, plan.run_size))
+    completions = client.chat.completions
+    messages: Any = [{"role": "user", "content": "hi"}]
+
+    def call() -> None:
+        if kind == "create":
+            completions.create(model="gpt-4o", messages=messages)
+        else:
+            with completions.stream(model="gpt-4o", messages=messages) as stream:
+                stream.until_done()
+
+    # Whole runs of at most 100 calls; a --quick run's few calls make one short run.
+    calls = max(plan.number // OPENAI_CALL_SHARE, 10)
+    plan = replace(plan, number=calls, run_size=min(plan.run_size, calls))
     if not patched:
 
         def run(n: int) -> None:
             for _ in range(n):
-                create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+                call()
 
         return _time_sync(run, plan)
 
@@ -308,17 +339,9 @@ def _openai(plan: Plan, *, patched: bool) -> list[float]:
     @pipelens.step
     def traced_run(n: int) -> None:
         for _ in range(n):
-            create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+            call()
 
     return _time_sync(traced_run, plan)
-
-
-def _openai_bare(plan: Plan) -> list[float]:
-    return _openai(plan, patched=False)
-
-
-def _openai_patched(plan: Plan) -> list[float]:
-    return _openai(plan, patched=True)
 
 
 def _rss_bytes() -> int:
@@ -375,6 +398,9 @@ class Contender:
 
 
 BASELINE = "otel"
+#: The OpenAI calls measured plain and patched: a chat call and a stream helper (``parse`` takes
+#: the same path through the patch as ``create``; a stream adds the watch of its chunks).
+OPENAI_KINDS = ("create", "stream")
 CONTENDERS = (
     Contender("bare", "bare call", None, _bare),
     Contender("bare_async", "bare await", None, _bare_async),
@@ -386,7 +412,23 @@ CONTENDERS = (
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
-    Contender("openai", "openai call (stub)", None, _openai_bare),
-    Contender("openai_patched", "openai call + auto_patch", "openai", _openai_patched),
+    *(
+        contender
+        for kind in OPENAI_KINDS
+        for contender in (
+            Contender(
+                f"openai_{kind}",
+                f"openai {kind} (stub)",
+                None,
+                partial(_openai, kind=kind, patched=False),
+            ),
+            Contender(
+                f"openai_{kind}_patched",
+                f"openai {kind} + auto_patch",
+                f"openai_{kind}",
+                partial(_openai, kind=kind, patched=True),
+            ),
+        )
+    ),
 )
 MEMORY_LABEL = "memory"

@@ -15,6 +15,8 @@ from _openai_stub import STRUCTURED, STRUCTURED_PARTS, TEXT, TEXT_PARTS, StubSer
 import pipelens
 from pipelens._core import containment
 from pipelens._llm import openai as _openai
+from pipelens._llm.openai import ChatStream
+from pipelens._llm.provider import EndpointConfig
 from pipelens.events import StepFinished
 from pipelens.testing import CapturedEvents
 
@@ -491,6 +493,23 @@ def test_clients_made_before_and_after_patching_are_covered(
         pipelens.unpatch(openai)
         before.close()
     assert [s.key for s in events.steps()] == ["openai_chat", "openai_chat"]
+
+
+def test_an_endpoint_the_installed_library_lacks_is_skipped(
+    client: openai.OpenAI, events: CapturedEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint whose method this openai lacks (``chat.completions.parse`` before 1.92) is
+    skipped: the others are patched and recorded."""
+    missing = EndpointConfig(
+        "openai.resources.chat.completions", "Completions", "no_such_method", "chat", ChatStream
+    )
+    monkeypatch.setattr(_openai, "ENDPOINTS", (missing, *_openai.ENDPOINTS))
+    pipelens.auto_patch(openai)
+    try:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    finally:
+        pipelens.unpatch(openai)
+    assert [s.key for s in events.steps()] == ["openai_chat"]
 
 
 def test_unsupported_library_is_refused_by_name() -> None:
