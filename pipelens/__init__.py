@@ -9,7 +9,7 @@ import contextlib as _contextlib
 
 import msgspec as _msgspec
 
-from pipelens._configure import configure
+from pipelens._configure import auto_patch, configure, unpatch
 from pipelens._core import propagation as _propagation
 from pipelens._core.context import current_run, current_step
 from pipelens._core.decorator import span, step
@@ -23,10 +23,10 @@ from pipelens._llm import (
     ModelUsage,
     TokenUsage,
     ToolCall,
-    auto_patch,
     llm_call,
-    unpatch,
 )
+from pipelens._otel import OtlpTransport, continue_run, propagation_headers
+from pipelens._otel import bridge as _bridge
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
@@ -66,6 +66,7 @@ __all__ = [  # noqa: RUF022
     "ModelUsage",
     "NestedStepMeta",
     "OpenAICompatibleChatCompletionResponse",
+    "OtlpTransport",
     "PipelensError",
     "Pipeline",
     "PipelineMeta",
@@ -83,10 +84,12 @@ __all__ = [  # noqa: RUF022
     "__version__",
     "auto_patch",
     "configure",
+    "continue_run",
     "current_run",
     "current_step",
     "flush",
     "llm_call",
+    "propagation_headers",
     "read_event_file",
     "record",
     "shutdown",
@@ -111,3 +114,4 @@ for _name in __all__:
 del _name, _obj
 
 _propagation.install()
+_bridge.install()

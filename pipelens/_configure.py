@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from collections.abc import Iterable, Mapping
-from typing import Any
+from types import EllipsisType
+from typing import Any, Literal
 
 from pipelens._core import containment, propagation
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import compile_keys, settings, use_env_transport
 from pipelens._core.sink import Transport
+from pipelens._llm import patch as llm_patch
 from pipelens._llm.prices import load_prices
+from pipelens._otel import http_clients
+from pipelens._otel.export import OtlpTransport, env_endpoint, env_headers
 from pipelens._seed.transport import SeedTransportAdapter, is_seed_transport
-from pipelens._transports import FileTransport, HttpTransport, set_transport
+from pipelens._transports import FileTransport, HttpTransport, combine, parts_of, set_transport
 
 
 def configure(
@@ -35,8 +40,12 @@ def configure(
     max_records: int | None = None,
     propagate_threads: bool | None = None,
     exit_timeout: float | None = None,
+    heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    llm_stream_usage: bool | None = None,
+    llm_stream_usage: bool | Literal["auto"] | None = None,
+    otlp: bool | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
 ) -> None:
     """Change how PipeLens captures and where it sends runs. Unnamed options keep their value.
 
@@ -56,11 +65,28 @@ def configure(
         max_records: how many records one step keeps (default 1000); later ones are dropped.
         propagate_threads: nest steps started in worker threads under the submitting step.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
+        heartbeat: seconds between the heartbeats that tell the server which runs are still open
+            (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
+            makes: give it with ``url=``, or before the first run. A run the server hears
+            nothing of for its ``--abandon-after`` timeout is shown ``abandoned``.
         prices: LLM prices over the shipped table: ``{model: {"input": USD, "cached_input": USD,
             "output": USD}}`` per million tokens, or the path of a JSON file of that shape
             (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
         llm_stream_usage: ask OpenAI for token usage on streamed chat calls
-            (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
+            (``stream_options.include_usage``): ``True`` always, ``False`` never, ``"auto"`` (the
+            default) only on OpenAI's own API (``api.openai.com``), since some OpenAI-compatible
+            servers refuse the argument. Either way the caller's chunks stay as they would be
+            without PipeLens: the extra usage chunk is kept from the caller. A stream without
+            usage records unknown tokens and cost, never zero.
+        otlp: ``True`` also sends every run as OTLP spans to the endpoint that the standard
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` name, with
+            the headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` (read only when asked: an
+            OTel SDK of the same program may use them for its own spans); ``False`` stops
+            the OTLP export.
+        otlp_endpoint: also send every run as OTLP/HTTP protobuf spans to this OpenTelemetry
+            endpoint (``http://localhost:4318``; ``/v1/traces`` is added), beside the
+            transport (our server, a file) or alone. Needs ``pipelens[otlp]``.
+        otlp_headers: headers for the OTLP endpoint (an API key); goes with ``otlp_endpoint``.
     """
     # Every argument is checked before anything changes: a bad call leaves the settings as is.
     flags: tuple[tuple[str, object], ...] = (
@@ -69,11 +95,16 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
-        ("llm_stream_usage", llm_stream_usage),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
             raise ConfigurationError(f"configure({name}={flag!r}): expected True or False")
+    if llm_stream_usage is not None and not (
+        isinstance(llm_stream_usage, bool) or llm_stream_usage == "auto"
+    ):
+        raise ConfigurationError(
+            f"configure(llm_stream_usage={llm_stream_usage!r}): expected True, False or 'auto'"
+        )
     for name, value in (
         ("max_value_bytes", max_value_bytes),
         ("max_records", max_records),
@@ -88,6 +119,15 @@ def configure(
         or not exit_timeout >= 0
     ):
         raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
+    if heartbeat is not None and (
+        not isinstance(heartbeat, int | float)
+        or isinstance(heartbeat, bool)
+        or not 0 <= heartbeat < float("inf")
+    ):
+        raise ConfigurationError(
+            f"configure(heartbeat={heartbeat!r}): expected seconds > 0 (or 0 to send none)"
+        )
+    beat = settings.heartbeat if heartbeat is None else (float(heartbeat) or None)
     key_re = None
     if redact_keys is not None:
         keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
@@ -106,6 +146,30 @@ def configure(
     price_table = None
     if prices is not None:
         price_table = load_prices(prices)
+    if otlp is not None and not isinstance(otlp, bool):
+        raise ConfigurationError(f"configure(otlp={otlp!r}): expected True or False")
+    if otlp is False and (otlp_endpoint is not None or otlp_headers is not None):
+        raise ConfigurationError("configure(otlp=False): give no otlp_endpoint or otlp_headers")
+    if otlp_headers is not None and otlp_endpoint is None and otlp is not True:
+        raise ConfigurationError(
+            "configure(otlp_headers=...): the headers go with otlp_endpoint=... (or otlp=True)"
+        )
+    otlp_transport: Transport | EllipsisType | None = ...
+    if otlp_endpoint is not None or otlp is True:
+        endpoint = otlp_endpoint if otlp_endpoint is not None else env_endpoint()
+        if endpoint is None:
+            raise ConfigurationError(
+                "configure(otlp=True): neither OTEL_EXPORTER_OTLP_TRACES_ENDPOINT nor "
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set; give otlp_endpoint=..."
+            )
+        headers = (
+            otlp_headers
+            if otlp_headers is not None
+            else (env_headers() if otlp_endpoint is None else None)
+        )
+        otlp_transport = OtlpTransport(endpoint, headers)
+    elif otlp is False:
+        otlp_transport = None
     if token is not None and url is None:
         raise ConfigurationError(
             "configure(token=...): the token goes with url=...; pass both "
@@ -114,7 +178,8 @@ def configure(
     if url is not None:
         if transport is not ... or file is not None:
             raise ConfigurationError("configure(): give one of transport=, file= or url=")
-        transport = HttpTransport(url, token=token or os.environ.get("PIPELENS_TOKEN") or None)
+        token = token or os.environ.get("PIPELENS_TOKEN") or None
+        transport = HttpTransport(url, token=token, heartbeat=beat)
     if file is not None:
         if transport is not ...:
             raise ConfigurationError("configure(): give either transport= or file=, not both")
@@ -129,8 +194,17 @@ def configure(
                 f"configure(transport=...): {transport!r} has no send/flush/close methods; "
                 "pass a pipelens.Transport such as MemoryTransport() or FileTransport(path)"
             )
+    if transport is not ... or otlp_transport is not ...:
+        current = parts_of(settings.transport)
+        primary = (
+            transport
+            if transport is not ...
+            else combine(*(p for p in current if not isinstance(p, OtlpTransport)))
+        )
+        if otlp_transport is ...:
+            otlp_transport = next((p for p in current if isinstance(p, OtlpTransport)), None)
         settings._transport_chosen = True  # the environment no longer counts
-        set_transport(transport)
+        set_transport(combine(primary, otlp_transport))
     if enabled is not None:
         settings.enabled = bool(enabled)
     if capture_args is not None:
@@ -147,6 +221,7 @@ def configure(
         settings.max_records = max_records
     if exit_timeout is not None:
         settings.exit_timeout = float(exit_timeout)
+    settings.heartbeat = beat
     if price_table is not None:
         settings.prices = price_table or None
     if llm_stream_usage is not None:
@@ -168,10 +243,62 @@ def _transport_from_env() -> Transport | None:
     if not url:
         return None
     try:
-        return HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
+        token = os.environ.get("PIPELENS_TOKEN") or None
+        return HttpTransport(url, token=token, heartbeat=settings.heartbeat)
     except Exception as exc:
         containment.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
         return None
 
 
 use_env_transport(_transport_from_env)
+
+
+def _library(library: types.ModuleType | str) -> str | None:
+    name = library if isinstance(library, str) else getattr(library, "__name__", None)
+    return name if name in http_clients.CLIENTS else None
+
+
+def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
+    """Trace every call of the given LLM libraries, and carry runs across processes on the
+    given HTTP clients.
+
+    LLM libraries (``openai``...): every call becomes a ``kind="llm"`` step. HTTP clients
+    (``httpx``, ``requests``): a request sent inside a step carries the W3C ``traceparent`` and
+    ``tracestate`` of that step (:func:`pipelens.propagation_headers`), so a service using our
+    FastAPI, Litestar or ASGI integration continues the run. With no argument, every supported
+    *LLM* library installed: the HTTP clients are patched only when named, because their
+    headers would go to every host the program calls (a run id is then visible to it, and a
+    strict API may refuse headers it does not know).
+
+    Idempotent; returns the names of the libraries patched now or before.
+
+    Raises:
+        ConfigurationError: for a library PipeLens does not support, or one not installed.
+    """
+    clients = [name for name in map(_library, libraries) if name is not None]
+    llm = [lib for lib in libraries if _library(lib) is None]
+    names = llm_patch.auto_patch(*llm) if llm or not libraries else []
+    for name in clients:
+        try:
+            http_clients.patch(name)
+        except ImportError:
+            raise ConfigurationError(
+                f"auto_patch({name!r}): {name} is not installed; pip install {name}"
+            ) from None
+        names.append(name)
+    return names
+
+
+def unpatch(*libraries: types.ModuleType | str) -> None:
+    """Restore the original methods (default: of every patched library, LLM and HTTP)."""
+    if not libraries:
+        llm_patch.unpatch()
+        for patched in http_clients.patched():
+            http_clients.unpatch(patched)
+        return
+    llm = [lib for lib in libraries if _library(lib) is None]
+    if llm:
+        llm_patch.unpatch(*llm)
+    for client in map(_library, libraries):
+        if client is not None:
+            http_clients.unpatch(client)

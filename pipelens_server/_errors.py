@@ -9,6 +9,7 @@ The whole tree::
     ├── UnauthorizedError              401: a missing or wrong bearer token
     ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
     ├── RunNotFoundError               404: no run with that id
+    ├── BodyTooLargeError              413: a body that decompresses past the body limit
     ├── UnsupportedMediaTypeError      415: a content type the endpoint does not read
     ├── OverloadedError                429: the database is not keeping up; retry after a while
     ├── TooManyAttemptsError           429: too many failed logins from one address; wait
@@ -73,6 +74,12 @@ class RunNotFoundError(ServerError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with run_id {run_id!r}")
         self.run_id = run_id
+
+
+class BodyTooLargeError(ServerError):
+    """A compressed body that inflates past the server's body limit."""
+
+    status_code = 413
 
 
 class UnsupportedMediaTypeError(ServerError):

@@ -18,7 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from pipelens_server._api import _health
+from pipelens_server._api import _health, _otlp
 from pipelens_server._api._openapi import TrueJsonRenderPlugin
 from pipelens_server._api._router import api_router
 from pipelens_server._db._abandon import abandon_lifespan
@@ -59,7 +59,7 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
 
 #: Paths answered as JSON; everything else is a page (or would be one), answered as HTML.
-_JSON_PREFIXES = ("/api/", "/schema")
+_JSON_PREFIXES = ("/api/", "/schema", "/v1/")
 _JSON_PATHS = frozenset({"/api", "/healthz", "/readyz"})
 
 
@@ -81,6 +81,8 @@ def _error_response(
         headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
     if status_code == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="pipelens"'}
+    if (otlp := _otlp.otlp_error(request, status_code, detail, headers)) is not None:
+        return otlp
     if _is_page(request):
         return error_page(request, status_code, detail, headers)
     return Response(
@@ -136,6 +138,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             f"the request body is larger than the server's limit of {settings.max_body_bytes} "
             "bytes: send smaller batches"
         )
+    if (otlp := _otlp.otlp_error(request, exc.status_code, detail, exc.headers)) is not None:
+        return otlp
     if _is_page(request):
         return error_page(request, exc.status_code, detail, exc.headers)
     return Response(
@@ -185,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             api_router(),
             *_health.route_handlers,
+            *_otlp.route_handlers,
             *page_routes(),
         ],
         template_config=template_config(),

@@ -162,9 +162,13 @@ def test_the_client_never_imports_the_server() -> None:
 
 
 def test_the_server_imports_only_the_wire_contract_of_the_client() -> None:
-    """``pipelens_server`` takes ``pipelens.events`` and nothing else of the client."""
+    """``pipelens_server`` takes ``pipelens.events`` and the price lookup (``pipelens._pricing``,
+    a leaf), nothing else of the client."""
     taken = {e.target for e in EDGES if e.source.split(".")[0] == "pipelens_server"}
-    assert {t for t in taken if t.split(".")[0] == "pipelens"} == {"pipelens.events"}
+    assert {t for t in taken if t.split(".")[0] == "pipelens"} <= {
+        "pipelens.events",
+        "pipelens._pricing",
+    }
 
 
 class House(NamedTuple):
@@ -185,17 +189,20 @@ CLIENT = House(
         "pipelens._core": set(),
         "pipelens._transports": {"pipelens._core"},
         "pipelens._llm": {"pipelens._core"},
-        "pipelens._integrations": {"pipelens._core", "pipelens._llm"},
+        "pipelens._otel": {"pipelens._core", "pipelens._transports"},
+        # The ASGI core reads the W3C headers of a request to continue its caller's run.
+        "pipelens._integrations": {"pipelens._core", "pipelens._llm", "pipelens._otel"},
         "pipelens._seed": {"pipelens._core", "pipelens._llm", "pipelens._transports"},
         "pipelens._configure": {
             "pipelens._core",
             "pipelens._transports",
             "pipelens._llm",
             "pipelens._integrations",
+            "pipelens._otel",
             "pipelens._seed",
         },
     },
-    leaves={"pipelens.events", "pipelens._version"},
+    leaves={"pipelens.events", "pipelens._version", "pipelens._pricing"},
 )
 SERVER = House(
     package="pipelens_server",
@@ -219,6 +226,7 @@ SERVER = House(
     },
     leaves={
         "pipelens.events",
+        "pipelens._pricing",
         "pipelens_server._errors",
         "pipelens_server._logging",
         "pipelens_server._settings",
@@ -275,7 +283,8 @@ def test_the_room_rules_catch_an_import_against_them() -> None:
 
 def test_each_client_room_imports_only_the_rooms_below_it() -> None:
     """``_core`` → nothing of ours but the leaves; ``_transports``, ``_llm`` → ``_core``;
-    ``_integrations`` → ``_core``, ``_llm``; ``_seed`` → ``_core``, ``_llm``, ``_transports``."""
+    ``_otel`` → ``_core``, ``_transports``; ``_integrations`` → ``_core``, ``_llm``, ``_otel``;
+    ``_seed`` → ``_core``, ``_llm``, ``_transports``."""
     assert {room_of(m) for m in modules() if m.startswith("pipelens.")} >= set(CLIENT.rooms)
     assert room_breaches(CLIENT, EDGES) == []
 

@@ -211,7 +211,9 @@ def _may_hold_secret(text: str) -> bool:
         lowered = text.lower()
         if not any(fragment in lowered for fragment in _DEFAULT_FRAGMENTS):
             return False
-    return _secret_hint().search(text.encode()) is not None
+    # The hint reads JSON text as it is, where an escape (``\u001f``, ``\n``) stands for the
+    # character a pattern's ``\s`` or ``$`` would match: such a text is decoded and walked.
+    return "\\" in text or _secret_hint().search(text.encode()) is not None
 
 
 def is_secret_key(key: str) -> bool:

@@ -99,6 +99,7 @@ class Run:
         "_finished_sent",
         "_has_llm",
         "_listeners",
+        "_owned",
         "_quiet",
         "_scrub_inline",
         "_send_starts",
@@ -106,6 +107,7 @@ class Run:
         "dropped_events",
         "id",
         "pipeline",
+        "remote_parent_id",
         "root",
         "step_count",
     )
@@ -126,6 +128,10 @@ class Run:
         self.dropped_events = 0
         self._has_llm = False  # an LLM call was recorded: RunFinished carries the usage
         self._finished_sent = False
+        #: The step (or OTel span) elsewhere that this run's root continues: see open_continued.
+        self.remote_parent_id: str | None = None
+        #: False for a part of a run another process owns: its start and end are the owner's.
+        self._owned = True
         self.root: Step
         self._connect(transport, listeners)
 
@@ -283,9 +289,9 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
 
     @property
     def parent_id(self) -> str | None:
-        """The parent step's id (``None`` for a run's root)."""
+        """The parent step's id (for a run's root: the remote parent it continues, or ``None``)."""
         parent = self.parent
-        return None if parent is None else f"{parent._n:016x}"
+        return self.run.remote_parent_id if parent is None else f"{parent._n:016x}"
 
     @property
     def _pipelens_key(self) -> str:
@@ -403,7 +409,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
         """Emit the step's start (and its run's, for a root); only called for non-quiet runs."""
         run = self.run
         if run._send_starts and run._transport is not None:
-            if self.parent is None:
+            if self.parent is None and run._owned:
                 run._emit(RunStarted(run_id=run.id, pipeline=run.pipeline, start_ns=self.start_ns))
             run._emit(
                 StepStarted(
@@ -459,7 +465,7 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
             else:
                 listeners.emit("step-error", self.key, exc, meta)
             listeners.emit("step-complete", self.key, meta)
-        if self.parent is None or run._finished_sent:
+        if (self.parent is None or run._finished_sent) and run._owned:
             # A step of a thread that outlived its run's root still counts: the run's end is
             # sent again with the new step count (the server keeps the latest).
             run._finished()
@@ -513,6 +519,12 @@ def open_step(
     """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
     if parent is None:
         parent = current_step_var.get()
+    if parent is None and root_parent is not None:
+        remote = root_parent()
+        if remote is not None:
+            return open_continued(
+                name, remote[0], remote[1], None, owned=True, inputs=inputs, kind=kind
+            )
     if parent is None:
         run = Run(name, transport=settings.transport)
         t0 = _perf_ns()
@@ -534,6 +546,12 @@ def open_step(
     if not step.run._quiet:
         step._announce()
     return step
+
+
+#: Asked when a run's root step opens: ``(run id, parent span id)`` of a parent outside
+#: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
+#: ``pipelens._otel.bridge``; the core knows no OTel.
+root_parent: Callable[[], tuple[str, str] | None] | None = None
 
 
 def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
@@ -624,6 +642,48 @@ def open_run(
         None,
         "step",
         next(clock.step_ids),
+        t0,
+        t0 + _WALL_OFFSET_NS,
+    )
+    run.step_count = 1
+    if not run._quiet:
+        step._announce()
+    return step
+
+
+def open_continued(
+    name: str,
+    run_id: str,
+    parent_id: str,
+    parent_key: str | None,
+    *,
+    owned: bool,
+    inputs: str | None = None,
+    kind: str = "step",
+) -> Step:
+    """Open a step of run ``run_id`` under a parent in another process (or an OTel span).
+
+    Its key is ``{parent_key}.{name}___{its own id}``, or ``{name}___{its own id}`` when the
+    parent's key is unknown: the parent's process gives keys to its own children, so two parts
+    opened under one parent (two requests from one step) need a suffix no other process can
+    pick. ``owned=False`` (the run is another process's) sends no ``RunStarted``/``RunFinished``:
+    the owner's say when the run started, ended and how it went.
+    """
+    run = Run(name, run_id=run_id, transport=settings.transport)
+    run.remote_parent_id = parent_id
+    run._owned = owned
+    n = next(clock.step_ids)
+    segment = f"{sanitize_name(name)}___{n:016x}"
+    t0 = _perf_ns()
+    step = run.root = _make(
+        Step,
+        name,
+        segment if parent_key is None else f"{parent_key}.{segment}",
+        None,
+        run,
+        inputs,
+        kind,
+        n,
         t0,
         t0 + _WALL_OFFSET_NS,
     )

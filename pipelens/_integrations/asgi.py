@@ -14,7 +14,8 @@ from typing import Any
 from pipelens._core import containment
 from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError
-from pipelens._core.step import Step, open_run, sanitize_name
+from pipelens._core.step import Step, sanitize_name
+from pipelens._otel.remote import open_from_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,10 +41,15 @@ def check_pipeline(pipeline: object) -> None:
 def open_request_run(
     scope: Scope, pipeline: str | None, route: str | None
 ) -> tuple[Step, Token[Any]]:
-    """Open the request's run, record what is known before the handler, and make it current."""
+    """Open the request's run, record what is known before the handler, and make it current.
+
+    A request whose W3C ``traceparent`` names a PipeLens step continues that step's run (the
+    caller's ``auto_patch(httpx)``, or ``propagation_headers()``), nesting under it; a foreign
+    ``traceparent`` is followed as :mod:`pipelens._otel.remote` says.
+    """
     method = str(scope.get("method", ""))
     name = pipeline if pipeline is not None else f"{method} {route or UNMATCHED}"
-    root = open_run(sanitize_name(name))
+    root = open_from_headers(scope.get("headers") or (), sanitize_name(name))
     root.record("http.method", method)
     root.record("http.path", scope.get("path"))
     if route is not None:

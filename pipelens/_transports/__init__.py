@@ -5,12 +5,14 @@ the implementations. This package only re-exports.
 
 from pipelens._transports.base import BatchingTransport, Transport, flush, set_transport, shutdown
 from pipelens._transports.delivery import TransportStats
+from pipelens._transports.fanout import Fanout, combine, parts_of
 from pipelens._transports.file import FileFormat, FileTransport, read_event_file
 from pipelens._transports.http import HttpTransport, HttpTransportOptions, transport_stats
 from pipelens._transports.memory import MemoryTransport
 
 __all__ = [
     "BatchingTransport",
+    "Fanout",
     "FileFormat",
     "FileTransport",
     "HttpTransport",
@@ -18,7 +20,9 @@ __all__ = [
     "MemoryTransport",
     "Transport",
     "TransportStats",
+    "combine",
     "flush",
+    "parts_of",
     "read_event_file",
     "set_transport",
     "shutdown",

@@ -25,6 +25,7 @@ from pipelens._core.capture import scrub_event
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
+from pipelens._transports.fanout import parts_of
 from pipelens._transports.heartbeat import Heartbeat
 from pipelens.events import Batch, Event, RunFinished
 
@@ -228,8 +229,12 @@ def set_transport(transport: Transport | None) -> None:
     settings.transport = transport
     if transport is not None:
         _live.add(transport)
-    if previous is not None and previous is not transport:
-        previous.close(settings.exit_timeout)
+    # A part of the previous Fanout kept in the new one (our server's, when only the OTLP
+    # export changes) goes on sending.
+    kept = parts_of(transport)
+    for part in parts_of(previous):
+        if all(part is not k for k in kept):
+            part.close(settings.exit_timeout)
 
 
 def flush(timeout: float | None = None) -> bool:

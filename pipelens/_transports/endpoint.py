@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import time
+from collections.abc import Mapping
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
@@ -94,18 +95,34 @@ class Endpoint:
         url: the server's base URL (``http://localhost:3000``); a path prefix is kept.
         token: sent as ``Authorization: Bearer <token>`` when given.
         timeout: seconds any one connect, send or receive may block.
+        path: what is posted to, under the URL's path (the OTLP export posts ``/v1/traces``).
+        content_type: the bodies' media type.
+        headers: more headers for every request (an OTLP backend's API key).
+        owner: how errors about the URL name the transport.
     """
 
-    def __init__(self, url: str, token: str | None, timeout: float, user_agent: str) -> None:
-        scheme, host, port, prefix = parse_url(url, "HttpTransport")
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float,
+        user_agent: str,
+        *,
+        path: str = INGEST_PATH,
+        content_type: str = CONTENT_TYPE,
+        headers: Mapping[str, str] | None = None,
+        owner: str = "HttpTransport",
+    ) -> None:
+        scheme, host, port, prefix = parse_url(url, owner)
         self.url = url.strip().rstrip("/")
-        self.path = prefix + INGEST_PATH
+        self.path = prefix + path
         self.timeout = timeout
         self._scheme = scheme
         self._host = host
         self._port = port
         self._headers = {
-            "Content-Type": CONTENT_TYPE,
+            **(headers or {}),
+            "Content-Type": content_type,
             "Accept": "application/json",
             "User-Agent": user_agent,
         }

@@ -1,8 +1,9 @@
 """``HttpTransport``: runs to a PipeLens server over HTTP, off the user's code path.
 
 ``send`` only appends to the bounded queue of :class:`~pipelens.BatchingTransport`. Its thread
-scrubs and batches events (by count and time) and :meth:`HttpTransport.write` cuts each batch
-into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
+scrubs and batches events (by count and time) and :meth:`HttpTransport.write` folds each step's
+start into its finish when both are in the batch (:mod:`pipelens._transports.coalesce`) and cuts
+the batch into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
 (:mod:`pipelens._transports.delivery`) posts them to ``{url}/api/v1/events``. Two threads rather
 than one so that a slow or dead server never stops the queue from draining into memory or the
 disk spool, which is what keeps ``send`` from dropping events during an outage.
@@ -17,7 +18,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from pipelens._core import containment
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
+from pipelens._transports.coalesce import coalesce_steps
 from pipelens._transports.delivery import Delivery, TransportStats
-from pipelens._transports.endpoint import Endpoint
+from pipelens._transports.endpoint import CONTENT_TYPE, INGEST_PATH, Endpoint
 from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
 from pipelens._transports.spool import Spool, default_spool_dir
 from pipelens._version import __version__
@@ -105,6 +107,7 @@ class HttpTransport(BatchingTransport):
         heartbeat: seconds between the heartbeats that tell the server which runs are still
             open (15; ``None`` sends none): a run it hears nothing of for its ``--abandon-after``
             timeout is shown ``abandoned``.
+        headers: more headers for every request (a proxy's credentials).
 
     Raises:
         ConfigurationError: an option is invalid (the message names it).
@@ -131,6 +134,7 @@ class HttpTransport(BatchingTransport):
         interval: float = 0.5,
         debug: bool = False,
         heartbeat: float | None = DEFAULT_INTERVAL_S,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.options: HttpTransportOptions | None = None
         if isinstance(url, HttpTransportOptions):
@@ -158,7 +162,18 @@ class HttpTransport(BatchingTransport):
                 "HttpTransport(token=...): expected a string of printable characters "
                 "(the bearer token the server was started with)"
             )
-        endpoint = Endpoint(url, token or None, float(timeout), f"pipelens-python/{__version__}")
+        owner = type(self).__name__
+        _check_headers(owner, headers)
+        endpoint = Endpoint(
+            url,
+            token or None,
+            float(timeout),
+            f"pipelens-python/{__version__}",
+            path=self._path,
+            content_type=self._content_type,
+            headers=headers,
+            owner=owner,
+        )
         self.url = endpoint.url
         #: The URL with a trailing ``/``, as the seed's transport kept it.
         self.base_url = self.url if self.url.endswith("/") else f"{self.url}/"
@@ -189,42 +204,53 @@ class HttpTransport(BatchingTransport):
         )
         _instances.add(self)
 
+    #: Where bodies are posted under the URL, and their media type (the OTLP export's differ).
+    _path = INGEST_PATH
+    _content_type = CONTENT_TYPE
+
     def __repr__(self) -> str:
-        return f"<HttpTransport {self.url!r}>"
+        return f"<{type(self).__name__} {self.url!r}>"
 
     def write(self, batch: Batch) -> None:
         """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""
         if not batch.events:  # heartbeats
             self._delivery.put(encode_msgpack(batch), 0)
             return
-        for body, count in self._bodies(batch.events):
+        # Counts stay in the program's events: a coalesced step is two of them.
+        events, doubled = coalesce_steps(batch.events)
+        for body, count in self._bodies(events, doubled):
             self._delivery.put(body, count)
 
-    def _bodies(self, events: list[Event]) -> Iterator[tuple[bytes, int]]:
+    def _bodies(self, events: list[Event], doubled: frozenset[int]) -> Iterator[tuple[bytes, int]]:
+        """Request bodies of ``events`` and the events each stands for (``doubled``: the
+        positions of coalesced steps)."""
         try:
             body = encode_msgpack(Batch(events=events))
         except Exception:
             # One event that cannot be encoded must not take the batch (other runs' events
             # too) with it: send the others, drop that one and count it.
-            events = self._encodable(events)
+            events, doubled = self._encodable(events, doubled)
             if not events:
                 return
             body = encode_msgpack(Batch(events=events))
         if len(body) <= self.max_batch_bytes or len(events) < 2:
-            yield body, len(events)
+            yield body, len(events) + len(doubled)
             return
         half = len(events) // 2
-        yield from self._bodies(events[:half])
-        yield from self._bodies(events[half:])
+        yield from self._bodies(events[:half], frozenset(i for i in doubled if i < half))
+        yield from self._bodies(events[half:], frozenset(i - half for i in doubled if i >= half))
 
-    def _encodable(self, events: list[Event]) -> list[Event]:
+    def _encodable(
+        self, events: list[Event], doubled: frozenset[int]
+    ) -> tuple[list[Event], frozenset[int]]:
         kept: list[Event] = []
-        for event in events:
+        kept_doubled: set[int] = set()
+        for i, event in enumerate(events):
             try:
                 encode_msgpack(Batch(events=[event]))
             except Exception as exc:
                 with self._lock:
-                    self.dropped += 1
+                    self.dropped += 2 if i in doubled else 1
                 self._warn_once(
                     "unencodable",
                     f"{self!r}: an event of run {event.run_id!r} could not be encoded and was "
@@ -232,8 +258,10 @@ class HttpTransport(BatchingTransport):
                     f"it): {type(exc).__name__}: {exc}",
                 )
             else:
+                if i in doubled:
+                    kept_doubled.add(len(kept))
                 kept.append(event)
-        return kept
+        return kept, frozenset(kept_doubled)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every event queued now; ``False`` when ``timeout`` seconds were not enough.
@@ -301,6 +329,19 @@ def _check_counts(**values: Any) -> None:
             raise ConfigurationError(
                 f"HttpTransport({name}={value!r}): expected a positive integer"
             )
+
+
+def _check_headers(owner: str, headers: object) -> None:
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.isprintable() and v.isprintable()
+        for k, v in headers.items()
+    ):
+        raise ConfigurationError(
+            f"{owner}(headers=...): expected a mapping of header names to values, all "
+            "printable strings"
+        )
 
 
 def _after_fork_in_child() -> None:

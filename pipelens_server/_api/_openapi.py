@@ -45,6 +45,28 @@ _INGEST_ERRORS = {
     "413": "The body is larger than the server's limit: send smaller batches.",
     "415": "The Content-Type is not one the endpoint reads.",
 }
+#: OTLP/HTTP trace ingest (``_otlp``): bodies are the OpenTelemetry project's protobuf messages.
+_OTLP_PATH = "/v1/traces"
+_PROTOBUF = "application/x-protobuf"
+_BINARY = {"type": "string", "format": "binary"}
+_OTLP_BODY = {
+    "description": "an OTLP ExportTraceServiceRequest: protobuf, or OTLP's JSON mapping (hex ids); "
+    "Content-Encoding gzip or none",
+    "required": True,
+    "content": {_PROTOBUF: {"schema": _BINARY}, _JSON: {"schema": {"type": "object"}}},
+}
+_OTLP_OK = {
+    "description": "Stored: an ExportTraceServiceResponse in the request's encoding, its "
+    "partial_success counting the spans refused (and why) when there were any.",
+    "content": {_PROTOBUF: {"schema": _BINARY}, _JSON: {"schema": {"type": "object"}}},
+}
+_OTLP_ERRORS = {
+    "400": "The body does not decode as OTLP: `detail` (or the Status message) says what.",
+    "401": "The server has a token and the request does not carry it as a bearer token.",
+    "429": "The database is busy: retry after `Retry-After` seconds.",
+    "503": "The database is unavailable: retry after `Retry-After` seconds.",
+    **_INGEST_ERRORS,
+}
 
 
 class TrueJsonRenderPlugin(JsonRenderPlugin):
@@ -75,6 +97,9 @@ def complete(document: dict[str, Any], error_type: type[msgspec.Struct]) -> dict
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            if path == _OTLP_PATH and method == "post":
+                _complete_otlp(operation, schemas[-1])
                 continue
             errors = dict(_API_ERRORS) if path.startswith("/api/") else {}
             if method == "post" and path in _BODIES:
@@ -107,6 +132,16 @@ def complete(document: dict[str, Any], error_type: type[msgspec.Struct]) -> dict
     }
     completed: dict[str, Any] = _any_or_null(document)
     return completed
+
+
+def _complete_otlp(operation: dict[str, Any], error_schema: dict[str, Any]) -> None:
+    """``POST /v1/traces``: OTLP bodies, and errors as a ``google.rpc.Status`` (protobuf) or
+    our JSON error body, as the request was encoded."""
+    operation["requestBody"] = _OTLP_BODY
+    operation["responses"] = {"200": _OTLP_OK}
+    content = {_JSON: {"schema": error_schema}, _PROTOBUF: {"schema": _BINARY}}
+    for status, why in _OTLP_ERRORS.items():
+        operation["responses"][status] = {"description": why, "content": content}
 
 
 def _any_or_null(node: Any) -> Any:

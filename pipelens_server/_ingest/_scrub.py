@@ -3,7 +3,7 @@
 The client scrubs before a value leaves the process; the raw API (any client, JSON or msgpack),
 the seed's endpoints and file import store what they are sent, so the server applies the same
 rules, from the same list: ``pipelens/secrets.json`` (read by path beside ``pipelens.events``, as
-``_read._pricing`` reads ``prices.json``; its ``description`` says the format). A value under a
+``pipelens._pricing`` reads ``prices.json``; its ``description`` says the format). A value under a
 key matching a ``keys`` pattern becomes ``[REDACTED]``, and every match of a ``values`` pattern
 in a string too, the same output as ``pipelens._core.capture.scrub`` for the same text.
 
@@ -149,6 +149,29 @@ def scrub_value(value: Any) -> Any:
             clean[k] = new
         return clean if changed else value
     return value
+
+
+def scrub_usage_json(text: str, value: Any) -> str:
+    """A run's ``llm_usage`` JSON ``text`` (decoded: ``value``) scrubbed: its keys are model
+    names, the caller's text (a URL with a password, a key in a deployment name), so they are
+    scrubbed as text too. Two names that become one add up their counts (nothing is lost)."""
+    if not isinstance(value, dict) or not may_hold_secret(text):
+        return scrub_json(text, value)
+    merged: dict[str, Any] = {}
+    for model, usage in value.items():
+        name, clean = scrub_text(model), scrub_value(usage)
+        before = merged.get(name)
+        if isinstance(before, dict) and isinstance(clean, dict):
+            clean = before | {
+                k: before.get(k, 0) + v if _is_count(v) and _is_count(before.get(k, 0)) else v
+                for k, v in clean.items()
+            }
+        merged[name] = clean
+    return msgspec.json.encode(merged).decode()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _scrub_preview(preview: str) -> str:

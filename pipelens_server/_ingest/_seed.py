@@ -22,7 +22,9 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES, MAX_RUN_ID_BYTES
 from pipelens_server._errors import InvalidBatchError
+from pipelens_server._ingest._checks import check_length_at
 from pipelens_server._ingest._decode import clean_json_text, without_nul
 from pipelens_server._ingest._rows import Rows, run_row, step_row
 from pipelens_server._ingest._scrub import scrub_json, scrub_text
@@ -126,16 +128,23 @@ def _json(raw: msgspec.Raw | msgspec.UnsetType) -> str | None:
     return None if text == _NULL else clean_json_text(scrub_json(text.decode()))
 
 
-def _required(value: str | None, path: str) -> str:
+def _required(value: str | None, path: str, limit: int) -> str:
     if not value:
         raise InvalidBatchError(f"invalid body: a non-empty string is required - at `{path}`")
+    check_length_at(value, limit, path.rpartition(".")[2], path, "invalid body")
     return without_nul(value)
+
+
+def _run_id(value: str | None, path: str) -> str:
+    return _required(value, path, MAX_RUN_ID_BYTES)
 
 
 def add_step(rows: Rows, run_id: str, step: StepMeta, path: str, *, started: bool = False) -> None:
     """Add the seed step ``step`` of run ``run_id`` (found at ``path`` of the body) to ``rows``;
     ``started`` when it comes from a start event (see the module's docstring)."""
-    key = _required(step.key, f"{path}.key")
+    key = _required(step.key, f"{path}.key", MAX_KEY_BYTES)
+    if step.name:
+        check_length_at(step.name, MAX_NAME_BYTES, "name", f"{path}.name", "invalid body")
     time = step.time or TimeMeta()
     start_ns = _ns(time.start_ts, f"{path}.time.startTs")
     end_ns = _ns(time.end_ts, f"{path}.time.endTs")
@@ -174,8 +183,8 @@ def add_pipeline(
     The steps of a pipeline that has not finished are starts (``add_step``'s ``started``); those
     of a finish are the final copy of every step, which repairs what the step events missed.
     """
-    run_id = _required(meta.run_id, f"{path}.runId")
-    pipeline = _required(meta.name, f"{path}.name")
+    run_id = _run_id(meta.run_id, f"{path}.runId")
+    pipeline = _required(meta.name, f"{path}.name", MAX_PIPELINE_BYTES)
     time = meta.time or TimeMeta()
     steps = meta.steps or []
     rows.add_run(
@@ -219,11 +228,11 @@ def _finish_rows(rows: Rows, body: PipelineFinish) -> None:
 
 
 def _step_start_rows(rows: Rows, body: StepBody) -> None:
-    add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step", started=True)
+    add_step(rows, _run_id(body.run_id, "$.runId"), body.step, "$.step", started=True)
 
 
 def _step_finish_rows(rows: Rows, body: StepBody) -> None:
-    add_step(rows, _required(body.run_id, "$.runId"), body.step, "$.step")
+    add_step(rows, _run_id(body.run_id, "$.runId"), body.step, "$.step")
 
 
 def _batch_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
@@ -232,7 +241,7 @@ def _batch_rows(rows: Rows, items: list[PipelineOp | StepOp]) -> None:
             finished = item.operation == "finish" and item.status != "running"
             add_pipeline(rows, item.meta, item.status, finished, path=f"$[{i}].meta")
         else:
-            run_id = _required(item.run_id, f"$[{i}].runId")
+            run_id = _run_id(item.run_id, f"$[{i}].runId")
             started = item.operation == "start"
             add_step(rows, run_id, item.step, f"$[{i}].step", started=started)
 

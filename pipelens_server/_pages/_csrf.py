@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 
-from pipelens_server._errors import ForbiddenError
+from pipelens_server._errors import ForbiddenError, InvalidParameterError
 
 COOKIE = "pipelens_csrf"
 FIELD = "csrf_token"
@@ -56,7 +56,8 @@ def set_cookie(request: Request[Any, Any, Any], response: Response[Any]) -> None
 
 
 def check_form(request: Request[Any, Any, Any], form: Any) -> None:
-    """Raise ``ForbiddenError`` unless the form's ``csrf_token`` is the browser's cookie."""
+    """Raise ``ForbiddenError`` unless the form's ``csrf_token`` is the browser's cookie, and
+    ``InvalidParameterError`` (400) naming a field that holds a NUL."""
     cookie = request.cookies.get(COOKIE, "")
     given = str(form.get(FIELD, "") if form is not None else "")
     if not cookie or not hmac.compare_digest(given.encode(), cookie.encode()):
@@ -64,3 +65,17 @@ def check_form(request: Request[Any, Any, Any], form: Any) -> None:
             "this form lacks the token of the page it came from (or the page is older than the "
             "browser's cookie): reload the page and send the form again"
         )
+    _refuse_nul(form)
+
+
+def _refuse_nul(form: Any) -> None:
+    # A form's body is not in the query string, so the app's NUL check (``_params``) never sees
+    # it, and PostgreSQL's text cannot hold a NUL: name the field rather than 500.
+    for name, value in form.multi_items():
+        if isinstance(value, str) and ("\x00" in value or "\x00" in name):
+            shown = name.replace("\x00", "%00")
+            raise InvalidParameterError(
+                f"the form field {shown} contains a NUL character (%00), which no name or "
+                "setting can hold: remove it",
+                parameter=shown,
+            )

@@ -352,3 +352,30 @@ def test_the_roots_are_capped_as_children_are(client: Client) -> None:
     assert f">root-{n // 2}<" not in page.text
     every = client.get("/runs/wide", params={"all": ""})
     assert f">root-{n // 2}<" in every.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("pipeline", "rag\x00", "pipeline"),
+        ("pipeline", "p" * 5_000, "pipeline"),
+        ("days", "1\x00", "days"),
+        ("days", "\x00", "days"),
+        ("csrf_token", "\x00", "token"),
+        ("csrf_token", "é" * 43, "token"),
+    ],
+)
+def test_settings_form_with_a_bad_value_is_an_html_4xx_naming_it(
+    client: Client, database_url: str, field: str, value: str, named: str
+) -> None:
+    """A NUL, an oversized name or a non-ASCII token in any ``/settings`` field is an HTML 4xx
+    page naming the field, never a 500, and changes nothing."""
+    ingest(client, run_events("r-settings"))
+    data = {"pipeline": "rag", "days": "3", "csrf_token": form_token(client, "/settings")}
+    data[field] = value
+    response = client.post("/settings", data=data, follow_redirects=False)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["content-type"].startswith("text/html")
+    assert named in response.text
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT pipeline, days FROM retention").fetchall() == []

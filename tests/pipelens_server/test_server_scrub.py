@@ -4,6 +4,7 @@ endpoints, ``/import``) is stored redacted, by the same rules as the client's.""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -11,6 +12,8 @@ import msgspec
 import pytest
 from _dashboard_kit import form_token
 from _pg_testkit import JSON, MSGPACK, T0, json_body, msgpack_body, read_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -23,6 +26,7 @@ from pipelens_server._ingest._scrub import (
     patterns,
     scrub_json,
     scrub_text,
+    secrets_file,
 )
 
 Client = TestClient[Litestar]
@@ -209,3 +213,70 @@ def test_the_pre_check_misses_no_folded_letter_and_shares_the_fragments() -> Non
     assert patterns().fragments == SECRET_FRAGMENTS
     assert json.loads(scrub_json('{"pa\u017fsword": "x"}')) == {"pa\u017fsword": REDACTED}
     assert all(may_hold_secret(secret) for secret in (URL, JWT, GOOGLE, SLACK, API_KEY))
+
+
+def test_a_run_s_llm_usage_is_stored_redacted(client: Client, database_url: str) -> None:
+    """A run's ``llm_usage`` (by model name, which may be a URL with a password or carry a key)
+    is scrubbed like every other captured text; the counts stay, and two names that scrub to
+    one add up."""
+    usage = {
+        URL: {"calls": 1, "input_tokens": 3},
+        URL.replace("pw-1", "pw-2"): {"calls": 4},
+        "gpt-4o": {"calls": 2, "note": GOOGLE},
+    }
+    finished = RunFinished(
+        run_id="u", pipeline="p", start_ns=T0, end_ns=T0 + 5, duration_ns=5,
+        status="completed", step_count=0, llm_usage=json.dumps(usage),
+    )  # fmt: skip
+    events: list[Event] = [finished]
+    response = client.post("/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
+    assert response.status_code == 202
+    (run,) = _assert_scrubbed(database_url)["runs"]
+    assert run["llm_usage"] == {
+        "https://[REDACTED]@db.example/prod": {"calls": 5, "input_tokens": 3},
+        "gpt-4o": {"calls": 2, "note": REDACTED},
+    }
+
+
+_SECRETS = json.loads(secrets_file().read_text())
+# ASCII only: the pre-check lets every non-ASCII text through, which would prove nothing.
+_ASCII = st.characters(codec="ascii")
+_EXAMPLES = settings(
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.mark.parametrize("pattern", _SECRETS["values"])
+def test_every_value_pattern_is_reached_through_a_fragment(pattern: str) -> None:
+    """Any text matching a ``values`` pattern of ``secrets.json`` passes the hand-kept
+    ``fragments`` pre-check and is redacted by server and client alike: a pattern added without
+    its fragment fails here."""
+
+    @_EXAMPLES
+    @given(st.from_regex(pattern, alphabet=_ASCII))
+    def check(text: str) -> None:
+        assert patterns().suspect(text)
+        assert REDACTED in scrub_text(text)
+        assert REDACTED in (scrub(json.dumps([text])) or "")
+
+    check()
+
+
+@pytest.mark.parametrize("pattern", _SECRETS["keys"])
+def test_every_key_pattern_is_reached_through_a_fragment(pattern: str) -> None:
+    """Any key matching a ``keys`` pattern (case-insensitively) passes the pre-check, and the
+    value under it is redacted by server and client alike."""
+
+    @_EXAMPLES
+    @given(st.from_regex(re.compile(pattern, re.IGNORECASE), alphabet=_ASCII))
+    def check(key: str) -> None:
+        assert patterns().suspect(key)
+        document = json.dumps({key: "plain"})
+        assert json.loads(scrub_json(document)) == {key: REDACTED}
+        assert json.loads(scrub(document) or "") == {key: REDACTED}
+
+    check()

@@ -227,3 +227,37 @@ def test_finish_records_win_over_a_start_s_partial_records(
         client.post(path, json={"runId": "p", "step": step})
     (stored,) = read_rows(database_url, "p")["steps"]
     assert (stored["status"], stored["records"]) == ("completed", {"a": 1, "b": 2})
+
+
+def _bad_seed_posts(value: str) -> list[tuple[str, Any, str]]:
+    """Each seed endpoint with ``value`` as a run id, pipeline or step key; the path named."""
+    step = _step("demo", MS, None, python=False)
+    bad_key = {**step, "key": value}
+    return [
+        ("/api/ingestion/pipeline/start", {**_pipeline("r9", [step], python=False),
+         "runId": value}, "$.runId"),
+        ("/api/ingestion/pipeline/start", {**_pipeline("r9", [step], python=False),
+         "name": value}, "$.name"),
+        ("/api/ingestion/pipeline/finish", {"pipelineMeta": {**_pipeline("r9", [step],
+         python=False), "runId": value}}, "$.pipelineMeta.runId"),
+        ("/api/ingestion/step/start", {"runId": value, "step": step}, "$.runId"),
+        ("/api/ingestion/step/finish", {"runId": "r9", "step": bad_key}, "$.step.key"),
+        ("/api/ingestion/batch", [
+            {"type": "pipeline", "operation": "start", "meta": _pipeline("r9", [step],
+             python=False)},
+            {"type": "step", "operation": "start", "runId": value, "step": step},
+        ], "$[1].runId"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["", "x" * 3_000], ids=["empty", "3000-chars"])
+@pytest.mark.parametrize("case", range(6))
+def test_seed_empty_or_oversized_ids_are_a_400_naming_the_field(
+    client: Client, database_url: str, value: str, case: int
+) -> None:
+    """An empty or over-long ``runId``, ``name`` or step ``key`` on any seed endpoint is a 400
+    naming its path (not stored, not a 503 retried forever); a rejected body writes nothing."""
+    url, body, path = _bad_seed_posts(value)[case]
+    response = client.post(url, json=body)
+    assert (response.status_code, response.json().get("path")) == (400, path), response.text
+    assert read_rows(database_url) == {"runs": [], "steps": [], "pipelines": []}

@@ -1,0 +1,135 @@
+"""One tree with the OpenTelemetry spans of the same process, whichever side exports.
+
+Two directions, both only once the program itself imported ``opentelemetry`` (we never import
+it, and never replace a tracer provider):
+
+* **a step opened inside an OTel span** — a run's root step opened while an OTel span is
+  current continues that span's trace, as an incoming foreign ``traceparent`` would
+  (:func:`pipelens._otel.remote.open_under`): the run's id is the trace id as a UUID, its root's
+  parent the span. Steps opened under a step stay under that step: an OTel span between two
+  steps is not seen by the inner one (it nests under the outer step).
+* **an OTel span started inside a step** — while a step is current, OTel's current context
+  names that step (a non-recording span: trace id from the run id, span id = step id, our
+  ``tracestate`` entry so an instrumented HTTP client carries the run on), so the span's
+  parent is the step. OTel's runtime context (``opentelemetry.context._RUNTIME_CONTEXT``) is
+  wrapped, not replaced: attach and detach are its own; only ``get_current`` adds the step when
+  the context in force was not made inside that very step. A marker key in the contexts we hand
+  out says which step they were made in, so spans started inside an OTel span inside the step
+  nest under that span, not the step.
+
+The hot path pays nothing for this: the step wrappers never look at OTel. A run's root step
+asks :func:`root_parent` (a ``sys.modules`` look-up while OTel is not imported).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from contextvars import Token
+from typing import Any, cast
+
+from pipelens._core import containment, step
+from pipelens._core.context import current_step_var
+from pipelens._otel.trace_context import run_id_of, trace_id_of, tracestate_entry
+
+_lock = threading.Lock()
+#: The runtime context we wrapped (``None``: not wrapped, or put back).
+_wrapped: Any = None
+#: Marks the OTel contexts we hand out with the step they name.
+_MARK = "pipelens-step"
+
+
+def _spans_context(step_: step.Step, base: Any) -> Any:
+    """``base`` with ``step_`` as its current span (a non-recording span with our ids)."""
+    from opentelemetry import trace
+    from opentelemetry.context import set_value
+
+    run = step_.run
+    span_context = trace.SpanContext(
+        trace_id=int(trace_id_of(run.id), 16),
+        span_id=step_._n & 0xFFFFFFFFFFFFFFFF,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        trace_state=trace.TraceState([tracestate_entry(run.id, step_.key)]),
+    )
+    # Both given a context: neither asks the current one (which would be us again).
+    return set_value(
+        _MARK, step_, trace.set_span_in_context(trace.NonRecordingSpan(span_context), base)
+    )
+
+
+class _StepAwareContext:
+    """OTel's runtime context, whose current context names the current step when it is newer
+    than the context's own span."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def attach(self, context: Any) -> Token[Any]:
+        token: Token[Any] = self.inner.attach(context)
+        return token
+
+    def detach(self, token: Token[Any]) -> None:
+        self.inner.detach(token)
+
+    def get_current(self) -> Any:
+        context = self.inner.get_current()
+        current = current_step_var.get()
+        if current is None or context.get(_MARK) is current:
+            return context
+        try:
+            return _spans_context(current, context)
+        except Exception as exc:
+            containment.internal_error("otel.bridge", exc)
+            return context
+
+
+def install_context() -> None:
+    """Wrap OTel's runtime context (once; OTel must be imported)."""
+    global _wrapped
+    with _lock:
+        if _wrapped is not None:
+            return
+        import opentelemetry.context as otel_context
+
+        _wrapped = otel_context._RUNTIME_CONTEXT
+        # Duck-typed: subclassing OTel's abstract class would import OTel with PipeLens.
+        otel_context._RUNTIME_CONTEXT = cast("Any", _StepAwareContext(_wrapped))
+
+
+def uninstall_context() -> None:
+    """Put OTel's own runtime context back."""
+    global _wrapped
+    with _lock:
+        if _wrapped is None:
+            return
+        import opentelemetry.context as otel_context
+
+        otel_context._RUNTIME_CONTEXT = _wrapped
+        _wrapped = None
+
+
+def root_parent() -> tuple[str, str] | None:
+    """``(run id, span id)`` of the OTel span a new run's root opens under, if OTel is imported
+    and a span is current: the run is the span's trace (its id as a UUID).
+
+    Called by the core whenever a run's root step opens (see :func:`install`).
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    try:
+        if _wrapped is None:
+            install_context()
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        return run_id_of(f"{span_context.trace_id:032x}"), f"{span_context.span_id:016x}"
+    except Exception as exc:
+        containment.internal_error("otel.root_parent", exc)
+        return None
+
+
+def install() -> None:
+    """Let the core ask :func:`root_parent` when a run's root opens."""
+    step.root_parent = root_parent

@@ -1,0 +1,162 @@
+"""W3C trace context: our ids as OTel ids, and ``traceparent``/``tracestate`` made and read.
+
+The mapping, one rule each way, shared by propagation, the OTLP export and (on the server) the
+OTLP ingest:
+
+* **trace id ↔ run id** — a run id that is a lower-case UUID (what PipeLens makes) *is* its trace
+  id: the UUID's 32 hex digits, and a trace id read back is written as a UUID again. Any other
+  run id (one a user chose) hashes to its trace id (BLAKE2b, 16 bytes), and the run id itself
+  travels in ``tracestate`` (and in the export's ``pipelens.run_id`` attribute).
+* **span id ↔ step id** — a step id is 16 hex digits already: it is the span id unchanged.
+
+``traceparent`` is ``00-{trace id}-{step id}-01`` (sampled: PipeLens records every step).
+``tracestate`` carries our entry ``pipelens={run id};{step key}``, both percent-encoded (the key
+is left out when the entry would pass the 256 characters W3C allows); it says the parent is a
+PipeLens step, whose run the receiver continues. A ``traceparent`` without our entry comes from
+another OTel program; see :mod:`pipelens._otel.remote` for what the receiver makes of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+from pipelens._core.context import current_step_var
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+#: Our key among the ``tracestate`` entries.
+VENDOR = "pipelens"
+_MAX_VALUE = 256
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# version-traceid-parentid-flags; a later version may append fields after another "-".
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def trace_id_of(run_id: str) -> str:
+    """The 32 hex digits of the OTel trace id of run ``run_id``."""
+    if len(run_id) == 36 and _UUID.fullmatch(run_id):
+        return run_id.replace("-", "")
+    return hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def run_id_of(trace_id: str) -> str:
+    """The run id a trace id stands for, when nothing else says: the trace id as a UUID."""
+    t = trace_id.lower()
+    return f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:32]}"
+
+
+class Parent(NamedTuple):
+    """The parent that incoming headers name.
+
+    Attributes:
+        trace_id: 32 hex digits; span_id: the parent span's (for ours: step's) 16 hex digits.
+        run_id: the PipeLens run to continue, ``None`` for a parent that is not a PipeLens step.
+        key: the parent step's key, when it was carried.
+    """
+
+    trace_id: str
+    span_id: str
+    run_id: str | None
+    key: str | None
+
+
+def format_traceparent(trace_id: str, span_id: str) -> str:
+    """``00-{trace_id}-{span_id}-01``."""
+    return f"00-{trace_id}-{span_id}-01"
+
+
+def parse_traceparent(value: str) -> tuple[str, str] | None:
+    """``(trace id, span id)`` of a valid ``traceparent``, else ``None`` (W3C's rules: version
+    ``ff`` and all-zero ids are invalid; a version 00 header has exactly four fields)."""
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None:
+        return None
+    version, trace_id, span_id, _, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
+        return None
+    if span_id == _ZERO_SPAN:
+        return None
+    return trace_id, span_id
+
+
+def _our_entry(tracestate: str) -> tuple[str, str | None] | None:
+    """``(run id, key or None)`` from our ``tracestate`` entry, if there is one."""
+    for member in tracestate.split(","):
+        name, sep, value = member.strip().partition("=")
+        if sep and name == VENDOR:
+            run_id, _, key = value.partition(";")
+            run = unquote(run_id, errors="strict") if run_id else ""
+            if not run:
+                return None
+            return run, (unquote(key, errors="strict") or None) if key else None
+    return None
+
+
+def parent_from(traceparent: str | None, tracestate: str | None) -> Parent | None:
+    """The parent that a ``traceparent`` (and ``tracestate``) name, ``None`` when invalid."""
+    if not traceparent:
+        return None
+    ids = parse_traceparent(traceparent)
+    if ids is None:
+        return None
+    run_id = key = None
+    if tracestate:
+        try:
+            ours = _our_entry(tracestate)
+        except UnicodeDecodeError:  # not what we write: read it as a foreign parent
+            ours = None
+        if ours is not None:
+            run_id, key = ours
+    return Parent(ids[0], ids[1], run_id, key)
+
+
+def header_values(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> Parent | None:
+    """The parent named by a mapping of headers (any case), or by ASGI's ``(name, value)`` byte
+    pairs."""
+    traceparent = tracestate = None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        lower = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
+        if lower in (TRACEPARENT, TRACESTATE):
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if lower == TRACEPARENT:
+                traceparent = text
+            else:  # several tracestate headers are one list
+                tracestate = text if tracestate is None else f"{tracestate},{text}"
+    return parent_from(traceparent, tracestate)
+
+
+def propagation_headers() -> dict[str, str]:
+    """The W3C ``traceparent`` and ``tracestate`` headers naming the current step.
+
+    Send them with a request or a queued message; the receiver's ``pipelens.continue_run(headers)``
+    (or our FastAPI/Litestar/ASGI integration) continues this run, nesting under this step.
+    Outside any step the dict is empty.
+    """
+    step = current_step_var.get()
+    if step is None:
+        return {}
+    run_id = step.run.id
+    headers = {TRACEPARENT: format_traceparent(trace_id_of(run_id), f"{step._n:016x}")}
+    name, value = tracestate_entry(run_id, step.key)
+    if value:
+        headers[TRACESTATE] = f"{name}={value}"
+    return headers
+
+
+def tracestate_entry(run_id: str, key: str) -> tuple[str, str]:
+    """Our ``tracestate`` entry as ``(name, value)``: the run id and step key, percent-encoded;
+    the key left out when the value would pass W3C's limit, the value empty when even the run
+    id alone does."""
+    run_part = quote(run_id, safe="")
+    value = f"{run_part};{quote(key, safe='')}"
+    if len(value) > _MAX_VALUE:
+        value = run_part if len(run_part) <= _MAX_VALUE else ""
+    return VENDOR, value

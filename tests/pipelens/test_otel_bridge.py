@@ -1,0 +1,180 @@
+"""One tree with in-process OpenTelemetry: the real opentelemetry-sdk (a provider of the
+test's own, never the global one) and opentelemetry-instrumentation-httpx."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+
+import pipelens
+from pipelens._otel import bridge
+from pipelens._otel.trace_context import run_id_of, trace_id_of
+from pipelens.testing import CapturedEvents
+
+
+@pytest.fixture
+def otel() -> Iterator[tuple[Tracer, InMemorySpanExporter, TracerProvider]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield provider.get_tracer("test"), exporter, provider
+    finally:
+        provider.shutdown()
+        bridge.uninstall_context()
+
+
+def _by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def test_a_step_opened_inside_an_otel_span_nests_under_it(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """The run is the span's trace (its id as a UUID) and the root's parent is the span."""
+    tracer, _, _ = otel
+
+    @pipelens.step
+    def work() -> int:
+        return 1
+
+    with tracer.start_as_current_span("request") as span:
+        work()
+        work()
+    context = span.get_span_context()
+    run_id = run_id_of(f"{context.trace_id:032x}")
+    roots = events.steps(run_id)
+    assert [(s.name, s.parent_id) for s in roots] == [("work", f"{context.span_id:016x}")] * 2
+    assert len({s.key for s in roots}) == 2  # two parts of one run, a key each
+
+
+def test_otel_spans_started_inside_a_step_nest_under_it(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """A span opened in a step has the step as parent and the run's trace; a span inside that
+    span nests under it, and a step inside that again under the step."""
+    tracer, exporter, _ = otel
+
+    @pipelens.step
+    def inner() -> None:
+        with tracer.start_as_current_span("deepest"):
+            pass
+
+    @pipelens.step
+    def pipeline() -> None:
+        with tracer.start_as_current_span("db"), tracer.start_as_current_span("query"):
+            inner()
+
+    pipeline()
+    spans = _by_name(exporter)
+    outer, inner_step = events.step("pipeline"), events.step("pipeline.inner")
+    trace_id = int(trace_id_of(outer.run_id), 16)
+    assert {s.context.trace_id for s in spans.values()} == {trace_id}
+    parents = {name: f"{s.parent.span_id:016x}" for name, s in spans.items() if s.parent}
+    assert parents == {
+        "db": outer.step_id,
+        "query": f"{spans['db'].context.span_id:016x}",
+        "deepest": inner_step.step_id,
+    }
+
+
+def test_the_otel_side_sees_no_step_outside_steps(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """Outside any step OTel works as without PipeLens: a root span is a root, and a run
+    opened with no span current has no parent."""
+    tracer, exporter, _ = otel
+
+    @pipelens.step
+    def alone() -> None:
+        return None
+
+    alone()
+    with tracer.start_as_current_span("plain"):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+    assert events.step("alone").parent_id is None
+
+
+def test_an_exception_passes_through_both(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """The user's exception leaves an OTel span inside a step unchanged; both record it."""
+    tracer, exporter, _ = otel
+
+    @pipelens.step
+    def failing() -> None:
+        with tracer.start_as_current_span("db"):
+            raise LookupError("row")
+
+    with pytest.raises(LookupError, match="row"):
+        failing()
+    (span,) = exporter.get_finished_spans()
+    assert span.status.is_ok is False
+    assert events.step("failing").status == "failed"
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_instrumented_httpx_call_in_a_step_is_its_child_and_carries_the_run(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider],
+    events: CapturedEvents,
+    echo_url: str,
+) -> None:
+    """opentelemetry-instrumentation-httpx: the client span's parent is the step, and the
+    request's traceparent/tracestate name the run (so a PipeLens service continues it)."""
+    _, exporter, provider = otel
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+
+        @pipelens.step
+        def call() -> dict[str, str]:
+            with httpx.Client() as client:
+                return dict(client.get(echo_url).json())
+
+        headers = call()
+    finally:
+        instrumentor.uninstrument()
+    (span,) = exporter.get_finished_spans()
+    step = events.step("call")
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == step.step_id
+    assert span.context.trace_id == int(trace_id_of(step.run_id), 16)
+    assert headers["traceparent"] == (
+        f"00-{trace_id_of(step.run_id)}-{span.context.span_id:016x}-01"
+    )
+    assert headers["tracestate"].startswith(f"pipelens={step.run_id};call")

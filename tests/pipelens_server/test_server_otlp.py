@@ -1,0 +1,408 @@
+"""``POST /v1/traces``: OTLP/HTTP from the OpenTelemetry SDK and its real exporter into runs and
+steps on a real PostgreSQL, in every encoding, in any order, and refused when it must be."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from _otlp_kit import (
+    JSON,
+    PROTOBUF,
+    export,
+    exporting_provider,
+    memory_provider,
+    protobuf_body,
+    run_detail,
+    run_id_of,
+)
+from _pg_testkit import LOCAL, live_server, read_rows, serve
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
+from litestar import Litestar
+from litestar.testing import TestClient
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Status as SpanStatus
+
+from pipelens.events import MAX_NAME_BYTES
+from pipelens_server import Settings, create_app
+
+Client = TestClient[Litestar]
+TOKEN = "otlp-token"
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[str]:
+    """A real uvicorn server of the app on the test's database."""
+    with live_server(create_app(Settings(database_url=database_url))) as url:
+        yield url
+
+
+def _three_spans() -> tuple[list[ReadableSpan], int]:
+    """A root span ``pipeline`` with children ``child`` (twice); in end order (children
+    first), with the trace id."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("pipeline") as root:
+            for i in range(2):
+                with tracer.start_as_current_span("child") as child:
+                    child.set_attribute("i", i)
+        spans = list(memory.get_finished_spans())
+    return spans, root.get_span_context().trace_id
+
+
+def _post(client: Client, body: bytes, headers: dict[str, str] = PROTOBUF) -> httpx.Response:
+    return client.post("/v1/traces", content=body, headers=headers)
+
+
+def _response(data: bytes) -> ExportTraceServiceResponse:
+    message = ExportTraceServiceResponse()
+    message.ParseFromString(data)
+    return message
+
+
+def test_a_plain_sdk_program_becomes_a_run_with_nesting_error_and_every_value_type(
+    server: str,
+) -> None:
+    """Nested spans, an exception and attributes of every OTLP value type, exported by the real
+    OTLP/HTTP exporter, read back from the API: one run, nested by span, values kept."""
+    with exporting_provider(server, service="billing") as provider:
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("nightly-etl", kind=SpanKind.SERVER) as root:
+            root.set_attributes(
+                {
+                    "text": "hello",
+                    "flag": True,
+                    "count": 42,
+                    "ratio": 0.5,
+                    "names": ["a", "b"],
+                    "numbers": [1, 2, 3],
+                }
+            )
+            with tracer.start_as_current_span("extract") as extract:
+                extract.add_event("batch read", {"rows": 10})
+                with tracer.start_as_current_span("parse"):
+                    pass
+            try:
+                with tracer.start_as_current_span("load"):
+                    raise ValueError("disk full")
+            except ValueError:
+                pass
+        trace_id = root.get_span_context().trace_id
+        span_ids = {
+            "extract": f"{extract.get_span_context().span_id:016x}",
+            "root": f"{root.get_span_context().span_id:016x}",
+        }
+    detail = run_detail(server, run_id_of(trace_id))
+    run, steps = detail["run"], detail["by_key"]
+    assert (run["pipeline"], run["status"]) == ("nightly-etl", "completed")
+    assert run["attributes"]["service.name"] == "billing"
+    names = {step["name"]: step for step in detail["steps"]}
+    assert set(names) == {"nightly-etl", "extract", "parse", "load"}
+    assert steps["nightly-etl"]["parent_id"] is None
+    assert names["extract"]["parent_id"] == span_ids["root"]
+    assert names["parse"]["parent_id"] == span_ids["extract"]
+    assert names["extract"]["key"] == f"extract___{span_ids['extract']}"
+    records = steps["nightly-etl"]["records"]
+    expected = {"text": "hello", "flag": True, "count": 42, "ratio": 0.5, "names": ["a", "b"]}
+    assert expected.items() <= records.items()
+    assert (records["numbers"], records["otel.span_kind"]) == ([1, 2, 3], "server")
+    assert names["extract"]["records"]["otel.events"][0]["name"] == "batch read"
+    assert names["extract"]["records"]["otel.events"][0]["attributes"] == {"rows": 10}
+    load = names["load"]
+    assert (load["status"], load["error"]["type"], load["error"]["message"]) == (
+        "failed",
+        "ValueError",
+        "disk full",
+    )
+    assert "raise ValueError" in load["error"]["traceback"]
+
+
+def test_kvlist_and_bytes_values_are_kept_as_json(client: Client) -> None:
+    """The two value types the SDK cannot set: a key-value list becomes an object, bytes
+    base64 text (as OTLP's JSON mapping writes them)."""
+    spans, trace_id = _three_spans()
+    request = encode_spans(spans)
+    attribute = request.resource_spans[0].scope_spans[0].spans[-1].attributes.add()
+    attribute.key = "nested"
+    pair = attribute.value.kvlist_value.values.add()
+    pair.key, pair.value.bytes_value = "raw", b"\x00\xff"
+    assert _post(client, request.SerializeToString()).status_code == 200
+    detail = client.get(f"/api/v1/runs/{run_id_of(trace_id)}").json()
+    root = next(step for step in detail["steps"] if step["parent_id"] is None)
+    assert root["records"]["nested"] == {"raw": "AP8="}
+
+
+def test_json_encoding_is_read_and_answered_in_json(client: Client) -> None:
+    """OTLP's JSON mapping (hex ids, camelCase, enums as numbers) stores the same rows as
+    protobuf, and the answer is JSON."""
+    spans, trace_id = _three_spans()
+    document = json_format.MessageToDict(encode_spans(spans))
+    for resource in document["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for name in ("traceId", "spanId", "parentSpanId"):
+                    if name in span:  # protobuf's JSON mapping has base64; OTLP's hex
+                        span[name] = base64.b64decode(span[name]).hex()
+                span["kind"] = 1  # an enum as its number
+    response = _post(client, msgspec.json.encode(document), JSON)
+    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert response.json() == {}
+    detail = client.get(f"/api/v1/runs/{run_id_of(trace_id)}").json()
+    assert detail["run"]["pipeline"] == "pipeline"
+    assert sorted(step["name"] for step in detail["steps"]) == ["child", "child", "pipeline"]
+
+
+def test_gzip_bodies_are_read(client: Client, database_url: str) -> None:
+    """``Content-Encoding: gzip`` stores the same as the plain body."""
+    spans, trace_id = _three_spans()
+    headers = {**PROTOBUF, "content-encoding": "gzip"}
+    response = _post(client, gzip.compress(protobuf_body(spans)), headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-protobuf"
+    assert len(read_rows(database_url, run_id_of(trace_id))["steps"]) == 3
+
+
+def test_children_before_root_in_two_requests_and_twice_converge(
+    client: Client, database_url: str
+) -> None:
+    """Children first (the run still running, its pipeline unknown), then the root, then both
+    again: the same rows as the whole trace sent once, in one request."""
+    spans, trace_id = _three_spans()
+    run_id = run_id_of(trace_id)
+    assert _post(client, protobuf_body(spans[:2])).status_code == 200
+    early = read_rows(database_url, run_id)
+    assert (early["runs"][0]["status"], early["runs"][0]["pipeline"]) == ("running", None)
+    assert _post(client, protobuf_body(spans[2:])).status_code == 200
+    after = read_rows(database_url, run_id)
+    for _ in range(2):
+        assert _post(client, protobuf_body(spans)).status_code == 200
+    assert read_rows(database_url, run_id) == after
+    assert (after["runs"][0]["status"], after["runs"][0]["pipeline"]) == ("completed", "pipeline")
+    steps = {step["name"]: step["pipeline"] for step in after["steps"]}
+    assert steps == {"pipeline": "pipeline", "child": "pipeline"}
+    assert len(after["steps"]) == 3
+
+
+def test_a_trace_whose_root_never_comes_is_abandoned_until_it_does(database_url: str) -> None:
+    """A real ``pipelens serve`` abandoning runs silent for two seconds: a child exported
+    without its root leaves the run ``running``, then ``abandoned``; the root, exported late,
+    completes it."""
+    spans, trace_id = _three_spans()
+    run_id = run_id_of(trace_id)
+    with serve("--database-url", database_url, "--abandon-after", "2") as (_, url):
+        assert export(url, spans[:1]) == SpanExportResult.SUCCESS
+        assert run_detail(url, run_id)["run"]["status"] in ("running", "abandoned")
+        deadline = time.monotonic() + 30
+        while run_detail(url, run_id)["run"]["status"] != "abandoned":
+            assert time.monotonic() < deadline, "the run was never abandoned"
+            time.sleep(0.1)
+        assert export(url, spans[1:]) == SpanExportResult.SUCCESS
+        run = run_detail(url, run_id)["run"]
+    assert (run["status"], run["pipeline"]) == ("completed", "pipeline")
+
+
+def test_bad_protobuf_is_a_400_status_and_writes_nothing(client: Client, database_url: str) -> None:
+    """A body that is not an ExportTraceServiceRequest: 400 with a ``google.rpc.Status``."""
+    response = _post(client, b"\x0a\xff\xff\xff\xff\x0f garbage")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/x-protobuf"
+    status = Status()
+    status.ParseFromString(response.content)
+    assert "invalid OTLP protobuf" in status.message
+    assert read_rows(database_url)["runs"] == []
+
+
+def test_bad_json_and_bad_hex_ids_are_400s_naming_what(client: Client) -> None:
+    """JSON that is not JSON, and a trace id that is not hex: a 400 saying which."""
+    response = _post(client, b"{nope", JSON)
+    assert response.status_code == 400
+    assert "invalid OTLP JSON" in response.json()["detail"]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz", "name": "a"}]}]}]}
+    response = _post(client, msgspec.json.encode(body), JSON)
+    assert response.status_code == 400
+    assert response.json()["path"] == "$.resourceSpans[0].scopeSpans[0].spans[0].traceId"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"2.5e214", b"[]", b'{"resourceSpans": [5]}', b'{"resourceSpans": [{"scopeSpans": 1}]}'],
+)
+def test_json_of_the_wrong_shape_is_a_400(client: Client, body: bytes) -> None:
+    """JSON that is no ExportTraceServiceRequest (a number, a list, scalars for objects): 400."""
+    response = _post(client, body, JSON)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("invalid OTLP JSON")
+
+
+def test_other_content_types_and_encodings_are_415s(client: Client) -> None:
+    """Neither protobuf nor JSON, or an encoding other than gzip: 415 naming what to send."""
+    response = _post(client, b"x", {"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert "application/x-protobuf" in response.json()["detail"]
+    response = _post(client, b"x", {**PROTOBUF, "content-encoding": "br"})
+    assert response.status_code == 415
+
+
+def test_too_large_bodies_and_gzip_bombs_are_413s(database_url: str) -> None:
+    """A body past the limit, and a small gzip body that inflates past it: 413, nothing kept."""
+    settings = Settings(database_url=database_url, max_body_bytes=4096)
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
+        assert _post(client, b"\x00" * 5000).status_code == 413
+        bomb = gzip.compress(b"\x00" * 1_000_000)
+        assert len(bomb) < 4096
+        response = _post(client, bomb, {**PROTOBUF, "content-encoding": "gzip"})
+        assert response.status_code == 413
+        assert read_rows(database_url)["runs"] == []
+
+
+def test_the_token_is_required_when_one_is_set(database_url: str) -> None:
+    """No token: 401 (nothing stored); the exporter's ``Authorization`` header: stored."""
+    spans, trace_id = _three_spans()
+    settings = Settings(database_url=database_url, token=TOKEN)
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
+        assert _post(client, protobuf_body(spans)).status_code == 401
+        assert read_rows(database_url)["runs"] == []
+        headers = {**PROTOBUF, "authorization": f"Bearer {TOKEN}"}
+        assert _post(client, protobuf_body(spans), headers).status_code == 200
+    assert len(read_rows(database_url, run_id_of(trace_id))["steps"]) == 3
+
+
+def test_a_span_with_an_over_long_name_is_refused_alone(client: Client, database_url: str) -> None:
+    """One span's name past the limit: ``partial_success`` counts and names it, the others are
+    stored."""
+    spans, trace_id = _three_spans()
+    request = encode_spans(spans)
+    request.resource_spans[0].scope_spans[0].spans[0].name = "n" * (MAX_NAME_BYTES + 1)
+    response = _post(client, request.SerializeToString())
+    assert response.status_code == 200
+    partial = _response(response.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "longer than the limit of 1024 bytes" in partial.error_message
+    names = sorted(s["name"] for s in read_rows(database_url, run_id_of(trace_id))["steps"])
+    assert names == ["child", "pipeline"]
+
+
+def test_a_fully_accepted_request_has_no_partial_success(client: Client) -> None:
+    """Everything stored: the answer's ``partial_success`` is left unset."""
+    spans, _ = _three_spans()
+    response = _response(_post(client, protobuf_body(spans)).content)
+    assert not response.HasField("partial_success")
+
+
+def test_secrets_in_attributes_are_redacted(client: Client, database_url: str) -> None:
+    """An attribute named like a secret is stored redacted, as in our own events."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("job") as span:
+            span.set_attribute("api_key", "sk-live-1234567890abcdef")
+            span.set_status(SpanStatus(StatusCode.ERROR, "failed with sk-live-1234567890abcdef"))
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    rows = read_rows(database_url, run_id_of(span.get_span_context().trace_id))
+    text = msgspec.json.encode(rows).decode()
+    assert "sk-live-1234567890abcdef" not in text
+    assert rows["steps"][0]["records"]["api_key"] == "[REDACTED]"
+
+
+def _llm_of(client: Client, attributes: dict[str, Any], events: dict[str, Any]) -> Any:
+    """The stored LLM call of a root span carrying ``attributes`` and ``events``."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes(attributes)
+            for name, event_attributes in events.items():
+                span.add_event(name, event_attributes)
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    detail = client.get(f"/api/v1/runs/{run_id_of(span.get_span_context().trace_id)}").json()
+    (step,) = detail["steps"]
+    assert step["kind"] == "llm"
+    return step["llm"]
+
+
+def test_older_genai_attributes_make_the_same_llm_call(client: Client) -> None:
+    """``gen_ai.system``, ``prompt_tokens``/``completion_tokens`` and the indexed
+    ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*`` attributes (tool calls too)."""
+    llm = _llm_of(
+        client,
+        {
+            "gen_ai.system": "openai",
+            "llm.request.type": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.request.max_tokens": 100,
+            "gen_ai.usage.prompt_tokens": 30,
+            "gen_ai.usage.completion_tokens": 7,
+            "gen_ai.prompt.0.role": "system",
+            "gen_ai.prompt.0.content": "Be brief.",
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": "Weather?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.finish_reason": "tool_calls",
+            "gen_ai.completion.0.tool_calls.0.id": "call_1",
+            "gen_ai.completion.0.tool_calls.0.name": "weather",
+            "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
+        },
+        {},
+    )
+    assert (llm["provider"], llm["operation"], llm["response_model"]) == (
+        "openai",
+        "chat",
+        "gpt-4o",
+    )
+    assert llm["params"] == {"max_tokens": 100}
+    assert (llm["usage"]["input_tokens"], llm["usage"]["output_tokens"]) == (30, 7)
+    assert [m["role"] for m in llm["messages"]] == ["system", "user"]
+    assert llm["output"]["finish_reason"] == "tool_calls"
+    call = {"id": "call_1", "name": "weather", "arguments": '{"city": "Paris"}'}
+    assert llm["output"]["tool_calls"] == [call]
+
+
+def test_genai_events_carry_the_messages(client: Client) -> None:
+    """The older ``gen_ai.content.prompt``/``gen_ai.content.completion`` events."""
+    llm = _llm_of(
+        client,
+        {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "acme"},
+        {
+            "gen_ai.content.prompt": {"gen_ai.prompt": '[{"role": "user", "content": "Hi"}]'},
+            "gen_ai.content.completion": {
+                "gen_ai.completion": '[{"role": "assistant", "content": "Hello"}]'
+            },
+        },
+    )
+    assert (llm["provider"], llm["operation"]) == ("acme", "completion")
+    assert llm["messages"] == [{"role": "user", "content": "Hi"}]
+    assert llm["output"]["text"] == "Hello"
+
+
+def test_a_token_count_out_of_range_refuses_its_span(client: Client) -> None:
+    """A negative token count: that span is refused (``partial_success`` names the
+    attribute), as our own events' are."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes({"gen_ai.system": "openai", "gen_ai.usage.input_tokens": -5})
+        spans = list(memory.get_finished_spans())
+    response = _response(_post(client, protobuf_body(spans)).content)
+    assert response.partial_success.rejected_spans == 1
+    assert "gen_ai.usage.input_tokens" in response.partial_success.error_message
+    run_id = run_id_of(span.get_span_context().trace_id)
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+def test_the_openapi_document_describes_the_route(client: Client) -> None:
+    """``POST /v1/traces`` is documented: both encodings of its body and answer, its token and
+    its error statuses (the schemathesis run fuzzes it from there)."""
+    operation = client.get("/schema/openapi.json").json()["paths"]["/v1/traces"]["post"]
+    media = {"application/x-protobuf", "application/json"}
+    assert set(operation["requestBody"]["content"]) == media
+    assert set(operation["responses"]["200"]["content"]) == media
+    assert {"200", "400", "401", "413", "415", "429", "503"} == set(operation["responses"])
+    assert operation["security"] == [{"token": []}]
