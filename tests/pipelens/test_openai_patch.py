@@ -772,6 +772,27 @@ def test_a_length_limited_parse_fails_the_step_with_its_usage(
     assert (llm["usage"], llm["output"]["finish_reason"]) == (CHAT_USAGE, "length")
 
 
+@pytest.mark.usefixtures("patched")
+def test_with_raw_response_parse_is_one_step_and_its_refusal_the_callers(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``with_raw_response.parse`` is one step with the parsed answer's text; an answer that
+    does not validate reaches the caller when it parses, and is no PipeLens error."""
+    raw = client.chat.completions.with_raw_response.parse(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    )
+    assert raw.parse().choices[0].message.parsed == ANSWER
+    refused = client.chat.completions.with_raw_response.parse(
+        model="bad-json", messages=MESSAGES, response_format=Answer
+    )
+    with pytest.raises(pydantic.ValidationError):
+        refused.parse()
+    steps = events.steps()
+    assert [(s.key, s.status) for s in steps] == [("openai_chat", "completed")] * 2
+    outputs = [json.loads(s.llm or "{}").get("output") for s in steps]
+    assert outputs == [{"text": STRUCTURED, "finish_reason": "stop"}, None]
+
+
 # --- stream helpers ----------------------------------------------------------------------------
 
 
