@@ -9,6 +9,10 @@ to an OpenTelemetry SDK span, the baseline users know. A last subprocess makes 1
 over 10,000 runs and reports how much the process's RSS grew. Two more rows time an OpenAI chat
 call through the real client over an in-process transport, plain and ``auto_patch``-ed (1/20 as
 many calls): the difference is what PipeLens adds to an LLM call outside network time.
+Three rows measure OpenTelemetry's side: a ``@step`` in a program that imported the OTel SDK
+(the bridge armed, no span current), and a ``@step`` with the OTLP export on — once on the
+caller's thread alone (the export's thread asleep, flushed outside the timing), once with the
+encoding and posting to a collector stand-in (another process) timed too.
 
 The targets are printed as information, never as an exit status: timings belong here, and a
 noisy machine must not fail anything.
