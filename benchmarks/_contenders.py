@@ -187,6 +187,92 @@ def _step_file(plan: Plan) -> list[float]:
     return times
 
 
+def _step_otel_imported(plan: Plan) -> list[float]:
+    """``@step`` in a program that uses OpenTelemetry (an SDK provider of its own, no span
+    current): what the bridge costs when it is armed but has nothing to join."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    provider.get_tracer("benchmarks.overhead")
+    times = _step_sync(plan)
+    provider.shutdown()
+    return times
+
+
+_DISCARD_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def _step_otlp(plan: Plan, *, flush_timed: bool) -> list[float]:
+    """``@step`` with the OTLP export on, posting to a collector stand-in in another process.
+
+    ``flush_timed=False`` measures the caller's thread alone: the export's thread is kept
+    asleep while the steps run (a long interval, a batch bigger than a repeat) and flushed
+    outside the timing. ``True`` times the flush too: encoding every span and posting them.
+    """
+    import subprocess
+    import sys
+
+    import pipelens
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", _DISCARD_SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        events = plan.number * 2 + plan.number // plan.run_size * 4 + 1
+        transport = pipelens.OtlpTransport(
+            f"http://127.0.0.1:{port}",
+            spool=False,
+            interval=3600.0,
+            max_batch=events,
+            max_queue=events,
+        )
+        pipelens.configure(transport=transport)
+        traced = pipelens.step(work)
+
+        @pipelens.step
+        def run(n: int) -> None:
+            for i in range(n):
+                traced(i, i)
+
+        def flushed() -> None:
+            if not transport.flush(120) or transport.stats().dropped:
+                raise RuntimeError(f"the OTLP export lost spans: {transport.stats()}")
+
+        if flush_timed:
+            times = _time_sync(run, plan, finish=flushed)
+        else:
+            times = _time_sync(run, plan, after=flushed)
+        pipelens.configure(transport=None)
+        return times
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _step_otlp_caller(plan: Plan) -> list[float]:
+    return _step_otlp(plan, flush_timed=False)
+
+
+def _step_otlp_flushed(plan: Plan) -> list[float]:
+    return _step_otlp(plan, flush_timed=True)
+
+
 def _step_async(plan: Plan) -> list[float]:
     import pipelens
 
@@ -465,6 +551,9 @@ CONTENDERS = (
     Contender("step", "@step sync", "bare", _step_sync),
     Contender("step_big_run", "@step sync, 10,000-step runs", "bare", _step_big_run),
     Contender("step_file", "@step sync + FileTransport", "bare", _step_file),
+    Contender("step_otel", "@step sync, OTel SDK imported", "bare", _step_otel_imported),
+    Contender("step_otlp", "@step sync + OTLP (caller)", "bare", _step_otlp_caller),
+    Contender("step_otlp_flush", "@step sync + OTLP (+encode,post)", "bare", _step_otlp_flushed),
     Contender("step_async", "@step async", "bare_async", _step_async),
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),

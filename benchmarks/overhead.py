@@ -11,6 +11,10 @@ calls through the real client over an in-process transport (``create``, and the 
 read to its end), plain and ``auto_patch``-ed (1/20 as many calls): the differences are what
 PipeLens adds to an LLM call outside network time. Four more do the same with Anthropic's
 client, then with the SDK's own work cut out (its noise hides tens of µs).
+Three rows measure OpenTelemetry's side: a ``@step`` in a program that imported the OTel SDK
+(the bridge armed, no span current), and a ``@step`` with the OTLP export on — once on the
+caller's thread alone (the export's thread asleep, flushed outside the timing), once with the
+encoding and posting to a collector stand-in (another process) timed too.
 
 The targets are printed as information, never as an exit status: timings belong here, and a
 noisy machine must not fail anything.
