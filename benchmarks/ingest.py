@@ -15,6 +15,8 @@ against it, then measures, in one run:
   load (its ``max_batch``);
 * **scale**: the same 5,000-event requests with 10,000 and then 100,000 runs already stored
   (p50 per request and the ratio): the cost of a batch must not grow with the data;
+* **fresh data**: while N producers run, ``GET /api/v1/runs`` is polled every 20 ms; how long
+  after its end each finished run first appears there (p50/p99; the poll adds up to 20 ms);
 * **baseline**: raw ``COPY`` of the same step rows with psycopg into a scratch table shaped like
   ``steps`` with its indexes (one transaction) — the most the database can take without merging;
   the end-to-end figure is printed as a share of it.
@@ -51,6 +53,8 @@ TARGET_STEPS_PER_S = 100_000
 TARGET_SHARE_OF_COPY = 0.75
 #: Runs stored before the scale measurement's requests (the cost must be flat between them).
 SCALE_RUNS = (10_000, 100_000)
+TARGET_FRESH_P50_MS = 150
+TARGET_FRESH_P99_MS = 500
 _STORE_TIMEOUT_S = 600
 
 
@@ -248,6 +252,45 @@ def raw_copy(conninfo: str, events: list[Any]) -> dict[str, Any]:
     return {"rows": len(rows), "seconds": elapsed, "rows_per_s": len(rows) / elapsed}
 
 
+FRESH_POLL_S = 0.02
+
+
+def freshness(server: Server, producers: int, runs: int) -> dict[str, Any]:
+    """Seconds from a run's end until ``GET /api/v1/runs`` shows it finished, under load."""
+    import threading
+
+    import httpx
+
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not done.is_set():
+                answer = client.get("/api/v1/runs", params={"status": "completed", "limit": 200})
+                now = time.time_ns()
+                for run in answer.json()["runs"]:
+                    if run["run_id"] not in seen and run["end_ns"] is not None:
+                        seen[run["run_id"]] = (now - run["end_ns"]) / 1e9
+                done.wait(FRESH_POLL_S)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        flow = end_to_end(server, producers, runs)
+    finally:
+        done.set()
+        poller.join()
+    delays = sorted(seen.values()) or [float("nan")]
+    return {
+        "producers": producers,
+        "runs": len(delays),
+        "p50_ms": _percentile(delays, 50) * 1e3,
+        "p99_ms": _percentile(delays, 99) * 1e3,
+        "steps_per_s": flow["steps_per_s"],
+    }
+
+
 def at_scale(server: Server, events: list[Any], requests: int) -> list[dict[str, Any]]:
     """5,000-event requests timed with ``SCALE_RUNS`` runs already stored (one size after the
     other, the same requests each time on emptied tables)."""
@@ -287,6 +330,7 @@ def _report(
     flows: list[dict[str, Any]],
     latency: list[dict[str, Any]],
     scale: list[dict[str, Any]],
+    fresh: dict[str, Any],
     copy: dict[str, Any],
     quick: bool,
 ) -> str:
@@ -330,6 +374,9 @@ def _report(
             if len(scale) > 1
             else []
         ),
+        f"fresh data, {fresh['producers']} producers ({fresh['steps_per_s']:,.0f} steps/s): "
+        f"{fresh['runs']} finished runs shown by GET /api/v1/runs p50 {fresh['p50_ms']:.0f} ms, "
+        f"p99 {fresh['p99_ms']:.0f} ms after their end (polled every {FRESH_POLL_S * 1e3:.0f} ms)",
         f"raw COPY baseline (psycopg write_row, one transaction, into a table with the indexes of "
         f"steps): {copy['rows']:,} step rows in {copy['seconds']:.3f} s = "
         f"{copy['rows_per_s']:,.0f} rows/s",
@@ -342,6 +389,11 @@ def _report(
     lines.append(
         f"  end to end >= {TARGET_STEPS_PER_S:,} steps/s: "
         f"{'met' if best >= TARGET_STEPS_PER_S else 'missed'} ({best:,.0f} steps/s at best)"
+    )
+    fresh_met = fresh["p50_ms"] <= TARGET_FRESH_P50_MS and fresh["p99_ms"] <= TARGET_FRESH_P99_MS
+    lines.append(
+        f"  fresh data p50 <= {TARGET_FRESH_P50_MS} ms, p99 <= {TARGET_FRESH_P99_MS} ms: "
+        f"{'met' if fresh_met else 'missed'}"
     )
     lines.append(
         f"  end to end >= {TARGET_SHARE_OF_COPY:.0%} of raw indexed COPY in this run: "
@@ -392,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in producers:
                 print(f"measuring {n} producers ...", file=sys.stderr, flush=True)
                 flows.append(end_to_end(server, n, runs, args.max_batch))
+            print("measuring fresh data ...", file=sys.stderr, flush=True)
+            fresh = freshness(server, max(producers), -(-runs // 5))
             print("measuring request latency ...", file=sys.stderr, flush=True)
             # Runs of 202 events: enough whole runs for the requests, new run ids throughout.
             latency: list[dict[str, Any]] = []
@@ -408,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale = at_scale(server, scale_events, scale_requests)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(_report(machine, flows, latency, scale, copy, quick))
+    print(_report(machine, flows, latency, scale, fresh, copy, quick))
     return 0
 
 

@@ -152,6 +152,19 @@ def test_a_start_sent_before_its_finish_still_goes_alone(
     ] == ["StepStarted", "StepStarted", "StepFinished", "StepFinished"]
 
 
+def test_a_run_end_is_sent_without_waiting_for_the_interval(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """With a minute between writes, a finished run still goes out at once (after ``linger``),
+    with no flush: the server shows finished runs soon."""
+    transport = make_transport(server.url, interval=HOLD)
+    expected = run_pipeline(transport)
+    deadline = time.monotonic() + HOLD / 4
+    while Counter(expected) != arrived(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert Counter(expected) == arrived(server)
+
+
 def test_no_token_sends_no_authorization_header(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:
