@@ -49,6 +49,7 @@ class Settings:
         "enabled",
         "exit_timeout",
         "llm_stream_usage",
+        "max_memory_bytes",
         "max_records",
         "max_value_bytes",
         "prices",
@@ -65,6 +66,8 @@ class Settings:
         self.redact_key_re = compile_keys(DEFAULT_REDACT_KEYS)
         self.max_value_bytes = 32 * 1024
         self.max_records = 1000
+        #: Request bodies an ``HttpTransport`` holds in memory; the rest waits in the spool.
+        self.max_memory_bytes = 32 * 1024 * 1024
         self.propagate_threads = True
         self.exit_timeout = 2.0
         self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
