@@ -30,16 +30,16 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step
-from pipelens._llm import openai
+from pipelens._llm import litellm, openai
 from pipelens._llm.call import close_llm_step, open_llm_step
-from pipelens._llm.provider import EndpointConfig, Provider, StreamState
+from pipelens._llm.provider import AttachStream, EndpointConfig, Provider, StreamState
 
 #: Library name → the provider module that knows it.
-_PROVIDERS: dict[str, Provider] = {"openai": openai}
+_PROVIDERS: dict[str, Provider] = {"openai": openai, "litellm": litellm}
 
 _lock = threading.Lock()
-#: Library name → the (class, attribute, original) triples it replaced.
-_patched: dict[str, list[tuple[type, str, Any]]] = {}
+#: Library name → the (class or module, attribute, original) triples it replaced.
+_patched: dict[str, list[tuple[Any, str, Any]]] = {}
 
 
 def _library_name(library: types.ModuleType | str) -> str:
@@ -68,10 +68,10 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
             if name in _patched:
                 continue
             provider = _PROVIDERS[name]
-            replaced: list[tuple[type, str, Any]] = []
+            replaced: list[tuple[Any, str, Any]] = []
             try:
                 for endpoint in provider.ENDPOINTS:
-                    cls = _installed_class(endpoint)
+                    cls = _installed_owner(endpoint)
                     if cls is None:
                         continue
                     attr = endpoint.method
@@ -105,13 +105,14 @@ def is_patched(library: types.ModuleType | str) -> bool:
     return _library_name(library) in _patched
 
 
-def _installed_class(endpoint: EndpointConfig) -> type | None:
-    """The class of ``endpoint`` in the installed library, ``None`` when it has none."""
+def _installed_owner(endpoint: EndpointConfig) -> Any:
+    """The class (or module) holding ``endpoint`` in the installed library, ``None`` if none."""
     try:
-        cls: type = getattr(importlib.import_module(endpoint.module), endpoint.class_name)
+        module = importlib.import_module(endpoint.module)
+        owner = getattr(module, endpoint.class_name) if endpoint.class_name else module
     except (ImportError, AttributeError):  # an older library without this endpoint
         return None
-    return cls
+    return owner if endpoint.method in owner.__dict__ else None
 
 
 _Started = tuple[Step, LLMCall, dict[str, Any], "_Watch | None", Token[Step | None]]
@@ -122,11 +123,22 @@ def _make_wrapper(
 ) -> Any:
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
+    positional = endpoint.positional
+    skip = 1 if endpoint.class_name else 0  # a method's ``self``
 
-    def start(kwargs: dict[str, Any]) -> _Started | None:
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
+        parent = current_step_var.get()
+        if parent is not None and parent.llm is not None:
+            # A library calling another underneath (litellm → openai): one call, one step.
+            return None
         try:
-            call = provider.request_call(operation, kwargs)
+            request = kwargs
+            if len(args) > skip:
+                request = {**dict(zip(positional, args[skip:], strict=False)), **kwargs}
+            call = provider.request_call(operation, request)
+            if endpoint.streams:
+                call.stream = True
             send = kwargs
             watch = None
             if call.stream:
@@ -136,15 +148,16 @@ def _make_wrapper(
                     with_usage = ask(kwargs)
                     if with_usage is not None:
                         send, swallow = with_usage, True
-                watch = _Watch(endpoint.new_stream_state(swallow))
+                watch = _Watch(endpoint.new_stream_state(swallow), provider.read_error)
             step = open_llm_step(call, name)
         except Exception as exc:
             containment.internal_error("auto_patch.start", exc)
             return None
         return step, call, send, watch, current_step_var.set(step)
 
-    def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> None:
-        """Read ``result``; a stream is handed to the watch, which ends the step later."""
+    def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> Any:
+        """Read ``result`` and return it; a stream is handed to the watch, which ends the step
+        later (and may hand the caller a watching generator of the same items)."""
         step, call, _, watch, token = started
         current_step_var.reset(token)
         try:
@@ -152,8 +165,7 @@ def _make_wrapper(
             if mode is not None:
                 provider.read_raw(call, result, mode)
             elif watch is not None and isinstance(result, provider.stream_types()):
-                watch.attach(step, call, result)
-                return
+                return watch.attach(step, call, result, endpoint.attach_stream)
             else:
                 provider.read_response(call, result)
         except Exception:
@@ -162,6 +174,7 @@ def _make_wrapper(
             raise
         output = call.output
         close_llm_step(step, None, None if output is None else output.text)
+        return result
 
     def fail(started: _Started, exc: BaseException) -> None:
         step, call, _, _, token = started
@@ -174,32 +187,30 @@ def _make_wrapper(
     if _is_async(original):
 
         @functools.wraps(original)
-        async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(kwargs) if settings.enabled else None
+        async def async_create(*args: Any, **kwargs: Any) -> Any:
+            started = start(args, kwargs) if settings.enabled else None
             if started is None:
-                return await original(self, *args, **kwargs)
+                return await original(*args, **kwargs)
             try:
-                result = await original(self, *args, **started[2])
+                result = await original(*args, **started[2])
             except BaseException as exc:
                 _contained(fail, started, exc)
                 raise
-            _contained(finish, started, result, kwargs)
-            return result
+            return _finished(finish, started, result, kwargs)
 
         return async_create
 
     @functools.wraps(original)
-    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(kwargs) if settings.enabled else None
+    def create(*args: Any, **kwargs: Any) -> Any:
+        started = start(args, kwargs) if settings.enabled else None
         if started is None:
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
         try:
-            result = original(self, *args, **started[2])
+            result = original(*args, **started[2])
         except BaseException as exc:
             _contained(fail, started, exc)
             raise
-        _contained(finish, started, result, kwargs)
-        return result
+        return _finished(finish, started, result, kwargs)
 
     return create
 
@@ -215,28 +226,56 @@ def _contained(fn: Callable[..., None], *args: Any) -> None:
         containment.internal_error("auto_patch", exc)
 
 
+def _finished(fn: Callable[..., Any], started: _Started, result: Any, kwargs: Any) -> Any:
+    """What ``finish`` hands the caller; on a PipeLens bug, the original result itself."""
+    try:
+        return fn(started, result, kwargs)
+    except Exception as exc:
+        containment.internal_error("auto_patch", exc)
+        return result
+
+
 class _Watch:
     """Watches a stream's items on their way to the caller and ends the step with the stream."""
 
-    __slots__ = ("__weakref__", "assembler", "call", "chunks", "ended", "first_ns", "step")
+    __slots__ = (
+        "__weakref__",
+        "assembler",
+        "call",
+        "chunks",
+        "ended",
+        "first_ns",
+        "read_error",
+        "step",
+    )
 
-    def __init__(self, assembler: StreamState) -> None:
+    def __init__(
+        self, assembler: StreamState, read_error: Callable[[LLMCall, BaseException], None]
+    ) -> None:
         self.assembler = assembler
+        self.read_error = read_error
         self.chunks = 0
         self.first_ns: int | None = None
         self.ended = False
 
-    def attach(self, step: Step, call: LLMCall, stream: Any) -> None:
-        """Swap ``stream``'s iterator and ``close`` for watched ones; the object stays the same."""
+    def attach(self, step: Step, call: LLMCall, stream: Any, hook: AttachStream | None) -> Any:
+        """Watch ``stream`` (by ``hook``, else :meth:`swap_iterator`); what the caller gets."""
         self.step = step
         self.call = call
+        given = self.swap_iterator(stream) if hook is None else hook(self, call, stream)
+        # A stream dropped half-read ends its step when it is collected.
+        weakref.finalize(given, self.end, True)
+        return given
+
+    def swap_iterator(self, stream: Any) -> Any:
+        """Swap ``stream``'s iterator and ``close`` for watched ones; the object stays the same."""
         headers = getattr(getattr(stream, "response", None), "headers", None)
         if headers is not None:
-            call.request_id = headers.get("x-request-id")
+            self.call.request_id = headers.get("x-request-id")
         inner = stream._iterator
         close = stream.close
         if hasattr(inner, "__anext__"):
-            stream._iterator = self._aiterate(inner)
+            stream._iterator = self.aiterate(inner)
 
             async def aclose() -> None:
                 try:
@@ -246,7 +285,7 @@ class _Watch:
 
             stream.close = aclose
         else:
-            stream._iterator = self._iterate(inner)
+            stream._iterator = self.iterate(inner)
 
             def sclose() -> None:
                 try:
@@ -255,8 +294,7 @@ class _Watch:
                     self.end(True)
 
             stream.close = sclose
-        # A stream dropped half-read ends its step when it is collected.
-        weakref.finalize(stream, self.end, True)
+        return stream
 
     def item(self, item: Any) -> bool:
         """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
@@ -289,13 +327,16 @@ class _Watch:
                     call.tokens_per_second = round(
                         usage.output_tokens / ((now - self.first_ns) / 1e9), 3
                     )
+            if exc is not None:
+                self.read_error(call, exc)
             self.assembler.finish(call)
             output = call.output
             close_llm_step(step, exc, None if output is None else output.text)
         except Exception as internal:
             containment.internal_error("auto_patch.stream_end", internal)
 
-    def _iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+    def iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+        """``inner``'s items, each recorded on its way to the caller; the step ends with it."""
         try:
             for item in inner:
                 if self.item(item):
@@ -312,7 +353,8 @@ class _Watch:
                 close()
         self.end(False)
 
-    async def _aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The same for an async ``inner``."""
         try:
             async for item in inner:
                 if self.item(item):

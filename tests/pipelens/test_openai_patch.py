@@ -446,11 +446,11 @@ def test_patching_twice_records_each_call_once(
 ) -> None:
     """auto_patch is idempotent: twice patched, a call is still one step."""
     assert pipelens.auto_patch(openai) == ["openai"]
-    assert pipelens.auto_patch() == ["openai"]
+    assert "openai" in pipelens.auto_patch()  # with every other supported library installed
     try:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     finally:
-        pipelens.unpatch(openai)
+        pipelens.unpatch()
     assert [s.key for s in events.steps()] == ["openai_chat"]
 
 
@@ -475,7 +475,8 @@ def test_clients_made_before_and_after_patching_are_covered(
 def test_unsupported_library_is_refused_by_name() -> None:
     """auto_patch of a library PipeLens does not know names it and the supported ones."""
     with pytest.raises(
-        pipelens.ConfigurationError, match=r"auto_patch\('json'\): PipeLens patches \['openai'\]"
+        pipelens.ConfigurationError,
+        match=r"auto_patch\('json'\): PipeLens patches \[.*'openai'.*\]",
     ):
         pipelens.auto_patch("json")
 
