@@ -30,12 +30,16 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step
-from pipelens._llm import litellm, openai
+from pipelens._llm import google_genai, litellm, openai
 from pipelens._llm.call import close_llm_step, open_llm_step
 from pipelens._llm.provider import AttachStream, EndpointConfig, Provider, StreamState
 
 #: Library name → the provider module that knows it.
-_PROVIDERS: dict[str, Provider] = {"openai": openai, "litellm": litellm}
+_PROVIDERS: dict[str, Provider] = {
+    "openai": openai,
+    "litellm": litellm,
+    "google.genai": google_genai,  # ``from google import genai``: the module's own name
+}
 
 _lock = threading.Lock()
 #: Library name → the (class or module, attribute, original) triples it replaced.
