@@ -118,8 +118,8 @@ class RunIdReusedError(InvalidBatchError):
     def __init__(self, run_id: str, stored_ns: int, new_ns: int) -> None:
         super().__init__(
             f"run_id {run_id!r} is already the id of a run that started at {stored_ns} ns; this "
-            f"run starts at {new_ns} ns: give each run its own run_id (nothing of this batch "
-            "was stored)",
+            f"run starts at {new_ns} ns: give each run its own run_id (none of this run's events "
+            "were stored)",
             path=None,
         )
         self.run_id = run_id

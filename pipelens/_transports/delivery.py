@@ -32,6 +32,29 @@ RESCAN_SECONDS = 60.0
 DENIED = (401, 403)
 #: The longest ``Retry-After`` obeyed as given.
 MAX_RETRY_AFTER = 600.0
+#: In an accepted batch's answer, the runs the server did not store (their id names another run).
+_REFUSED_MARK = b'"refused":[{'
+
+
+class _Refused(msgspec.Struct):
+    run_id: str
+    events: int
+    detail: str
+
+
+class _Answer(msgspec.Struct):
+    refused: list[_Refused] = []
+
+
+def _refused_runs(body: bytes) -> list[_Refused]:
+    """The runs an accepted batch's answer says were not stored (most answers: none, at the cost
+    of one ``in``)."""
+    if _REFUSED_MARK not in body:
+        return []
+    try:
+        return msgspec.json.decode(body, type=_Answer).refused
+    except msgspec.DecodeError:
+        return []
 
 
 class TransportStats(msgspec.Struct, kw_only=True, frozen=True):
@@ -335,13 +358,20 @@ class Delivery:
             else:
                 spool.remove(claim)
                 done = True
+        refused = (
+            _refused_runs(outcome.body)
+            if isinstance(outcome, Response) and verdict == "delivered"
+            else []
+        )
+        refused_events = min(sum(r.events for r in refused), item.events)
         give_up: list[_Item] = []
         with self._cond:
             if done and claim is not None:
                 self._own_spooled.discard(claim.name)
             queued = claim is None and item in self._outbox  # not moved to the spool by a flush
             if verdict == "delivered":
-                self.sent += item.events
+                self.sent += item.events - refused_events
+                self.rejected += refused_events
                 if claim is not None:
                     self.replayed += item.events
                 if self._failures:  # the server is back: look for spooled batches
@@ -388,6 +418,13 @@ class Delivery:
                 with self._cond:
                     self._spooling -= len(give_up)
                     self._cond.notify_all()
+        if refused:
+            self._warn(
+                "refused-runs",
+                f"{self.owner}: the server stored a batch but refused {refused_events} events of "
+                f"{len(refused)} run(s) (counted in pipelens.transport_stats().rejected): "
+                + "; ".join(r.detail for r in refused[:3]),
+            )
         if verdict == "rejected":
             assert isinstance(outcome, Response)
             detail = outcome.body[:300].decode("utf-8", "replace")

@@ -7,11 +7,14 @@ answers.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request, post
 
+from pipelens.events import Batch
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._ingest import _seed
 from pipelens_server._ingest._decode import (
@@ -23,13 +26,25 @@ from pipelens_server._ingest._decode import (
 from pipelens_server._ingest._rows import Rows
 from pipelens_server._ingest._store import LimiterDep, ingest
 
+log = structlog.get_logger("pipelens_server.ingest")
 
-class Accepted(msgspec.Struct, kw_only=True, frozen=True):
-    """The answer to an ingest request: how many events, runs and steps it carried."""
+
+class RefusedRun(msgspec.Struct, kw_only=True, frozen=True):
+    """A run of the batch that was not stored, and why (its id names another run)."""
+
+    run_id: str
+    events: int
+    detail: str
+
+
+class Accepted(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The answer to an ingest request: how many events, runs and steps it carried, and the runs
+    refused (not stored, the rest of the batch was) because their id names another run."""
 
     accepted: int
     runs: int
     steps: int
+    refused: list[RefusedRun] = []
 
 
 class Success(msgspec.Struct, kw_only=True, frozen=True):
@@ -50,14 +65,30 @@ async def post_events(
     content_type = request.headers.get("content-type")
     check_media_type(content_type)  # 415 before reading the body
 
-    def to_rows(body: bytes) -> tuple[Rows, Accepted]:
-        batch = decode_batch(body, content_type)
-        rows = batch_rows(batch)
-        return rows, Accepted(
-            accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps)
-        )
+    decoded: list[tuple[Batch, Rows]] = []
 
-    return await ingest(request, pool, limiter, settings, to_rows)
+    def to_rows(body: bytes) -> tuple[Rows, None]:
+        batch = decode_batch(body, content_type)
+        rows = batch_rows(batch, partial=True)
+        decoded.append((batch, rows))
+        return rows, None
+
+    await ingest(request, pool, limiter, settings, to_rows)
+    [(batch, rows)] = decoded
+    if not rows.refused:
+        return Accepted(accepted=len(batch.events), runs=len(rows.runs), steps=len(rows.steps))
+    # Known only once stored (the refusal may come from the stored runs): counted now.
+    counts = Counter(e.run_id for e in batch.events if e.run_id in rows.refused)
+    refused = [
+        RefusedRun(run_id=r, events=counts[r], detail=str(e)) for r, e in rows.refused.items()
+    ]
+    log.warning("ingest refused runs", run_ids=sorted(rows.refused))
+    return Accepted(
+        accepted=len(batch.events) - sum(counts.values()),
+        runs=len(rows.runs) - len(refused),
+        steps=sum(1 for key in rows.steps if key[0] not in rows.refused),
+        refused=refused,
+    )
 
 
 @post("/ingestion/pipeline/start", status_code=201)

@@ -128,9 +128,12 @@ def _check_version(version: int) -> None:
         )
 
 
-def batch_rows(batch: Batch) -> Rows:
-    """The batch's events as merged partial rows; ``InvalidBatchError`` on the first bad one."""
-    rows = Rows()
+def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
+    """The batch's events as merged partial rows; ``InvalidBatchError`` on the first bad one.
+
+    ``partial``: a run id naming a second run refuses that run's events alone (``Rows.refused``).
+    """
+    rows = Rows(partial=partial)
     rows.events = len(batch.events)
     add_start, add_finish = rows.add_start, rows.add_finish
     # Step events are nearly all of a batch: built positionally (in ``STEPS.columns`` order, as

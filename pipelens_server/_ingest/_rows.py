@@ -269,9 +269,14 @@ HEARD_NOW = 2**63 - 1
 class Rows:
     """One batch's partial rows, merged per key as they are added."""
 
-    __slots__ = ("_starts", "events", "heartbeats", "runs", "steps")
+    __slots__ = ("_starts", "events", "heartbeats", "partial", "refused", "runs", "steps")
 
-    def __init__(self) -> None:
+    def __init__(self, *, partial: bool = False) -> None:
+        #: A run id naming a second run costs that run's events alone (``refused``), rather than
+        #: the whole batch: for batches of many runs (``/api/v1/events``).
+        self.partial = partial
+        #: Run ids refused for naming a second run, with why (``partial`` batches only).
+        self.refused: dict[str, RunIdReusedError] = {}
         self.runs: dict[str, Row] = {}
         self.steps: dict[tuple[str, str], Row] = {}
         self.events = 0
@@ -290,7 +295,10 @@ class Rows:
             return
         # One id, two starts: two runs, which a merge would silently make one.
         if None not in (held[_RUN_START], row[_RUN_START]) and held[_RUN_START] != row[_RUN_START]:
-            raise RunIdReusedError(run_id, held[_RUN_START], row[_RUN_START])
+            reused = RunIdReusedError(run_id, held[_RUN_START], row[_RUN_START])
+            if not self.partial:
+                raise reused
+            self.refused.setdefault(run_id, reused)
         self.runs[run_id] = merge(RUNS, held, row)
 
     def add_step(self, row: Row) -> None:
@@ -315,7 +323,7 @@ class Rows:
         now (:data:`HEARD_NOW`), a heartbeat-only run at its heartbeat's own time, since a
         heartbeat replayed from a spool by a later process says nothing of the run now."""
         heard = dict.fromkeys(self.runs, HEARD_NOW)
-        run_ids = sorted(heard.keys() | self.heartbeats.keys())
+        run_ids = sorted((heard.keys() | self.heartbeats.keys()) - self.refused.keys())
         return run_ids, [heard.get(run, self.heartbeats.get(run, HEARD_NOW)) for run in run_ids]
 
     def add_start(self, row: Row) -> None:

@@ -87,12 +87,13 @@ FILL_STEP_PIPELINES = (
     "AND s.pipeline IS NULL"
 )
 
-# A run of the batch whose start is not the stored run's of that id: a second run (``Rows``
+# The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
 # checks within the batch). A resend starts when the stored run did.
-REUSED_RUN_ID = (
+REUSED_RUN_IDS = (
     f"SELECT s.run_id, r.start_ns, s.start_ns FROM {RUNS.stage} s JOIN runs r "  # noqa: S608
-    "ON r.run_id = s.run_id WHERE s.start_ns <> r.start_ns ORDER BY s.run_id LIMIT 1"
+    "ON r.run_id = s.run_id WHERE s.start_ns <> r.start_ns ORDER BY s.run_id"
 )
+DROP_STAGED_RUNS = f"DELETE FROM {RUNS.stage} WHERE run_id = ANY(%s)"  # noqa: S608
 
 #: The database's clock in nanoseconds since the epoch (as ``runs.last_seen_ns``'s default).
 NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
@@ -225,11 +226,17 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
     async with conn.cursor() as cur:
         if rows.runs:
             await _copy(cur, RUNS, rows.runs.values())
-            await cur.execute(REUSED_RUN_ID)
-            if (reused := await cur.fetchone()) is not None:
-                raise RunIdReusedError(*reused)
-            if rows.steps:
-                await _copy(cur, STEPS, rows.steps.values())
+            await cur.execute(REUSED_RUN_IDS)
+            for run_id, stored_ns, new_ns in await cur.fetchall():
+                if not rows.partial:
+                    raise RunIdReusedError(run_id, stored_ns, new_ns)
+                rows.refused.setdefault(run_id, RunIdReusedError(run_id, stored_ns, new_ns))
+            steps: Iterable[Row] = rows.steps.values()
+            if rows.refused:  # a partial batch: the other runs are stored, these not at all
+                await cur.execute(DROP_STAGED_RUNS, (list(rows.refused),))
+                steps = [row for row in steps if row[0] not in rows.refused]
+            if steps:
+                await _copy(cur, STEPS, steps)
             await cur.execute(INSERT_PIPELINES)
             await cur.execute(UPSERT_RUNS)
             if rows.steps:

@@ -1,6 +1,6 @@
-"""Re-using a run id (issue 9): a second run under the id of a stored run is refused (409 naming
-the run id, nothing of its batch stored, the client counts it); a resend of the same run's events
-changes nothing."""
+"""Re-using a run id (issue 9): a second run under the id of a stored run is refused, named, and
+costs its own events alone (``/api/v1/events`` stores the rest of the batch and lists the refused
+runs; a seed request, one run, is a 409); a resend of the same run's events changes nothing."""
 
 from __future__ import annotations
 
@@ -29,30 +29,45 @@ def _post(client: Client, events: list[Event]) -> Any:
     return client.post("/api/v1/events", content=body, headers=JSON)
 
 
-def test_a_second_run_under_a_stored_run_id_is_a_409_naming_it(
+def _run_ids(database_url: str) -> set[str]:
+    return {row["run_id"] for row in read_rows(database_url)["runs"]}
+
+
+def test_a_second_run_under_a_stored_run_id_is_refused_alone_and_named(
     client: Client, database_url: str
 ) -> None:
-    """The second run of ``run-1`` (a later start) is refused whole and names the run id; the
-    first run is as it was, and a resend of the first run's batch is accepted and changes
-    nothing."""
+    """The second run of ``run-1`` (a later start) is refused, named, and costs its own events
+    alone: the other run of the same batch is stored. The first run is as it was, and a resend
+    of the first run's batch is accepted and changes nothing."""
     first = run_events("run-1")
     assert _post(client, first).status_code == 202
     stored = read_rows(database_url)
     second = _post(client, _later(first) + run_events("other-run"))
-    assert second.status_code == 409, second.text
-    assert "run-1" in second.json()["detail"]
-    assert "own run_id" in second.json()["detail"]
-    assert read_rows(database_url) == stored  # nothing of its batch, not even the other run
-    assert _post(client, first).status_code == 202
-    assert read_rows(database_url) == stored
+    assert second.status_code == 202, second.text
+    answer = second.json()
+    [refused] = answer["refused"]
+    assert (refused["run_id"], refused["events"]) == ("run-1", len(first))
+    assert "own run_id" in refused["detail"]
+    assert (answer["accepted"], answer["runs"]) == (len(run_events("other-run")), 1)
+    assert _run_ids(database_url) == {"run-1", "other-run"}
+    run_1 = [r for r in read_rows(database_url)["runs"] if r["run_id"] == "run-1"]
+    assert run_1 == [r for r in stored["runs"] if r["run_id"] == "run-1"]  # untouched
+    after = read_rows(database_url)
+    assert "refused" not in _post(client, first).json()
+    assert read_rows(database_url) == after
 
 
-def test_two_runs_under_one_id_in_one_batch_are_a_409(client: Client, database_url: str) -> None:
-    """Two starts of ``run-1`` in the same batch are refused too; nothing is stored."""
+def test_two_runs_under_one_id_in_one_batch_are_refused_the_rest_stored(
+    client: Client, database_url: str
+) -> None:
+    """Two starts of ``run-1`` in the same batch: neither can be told from the other, so
+    ``run-1`` is refused whole; the batch's other run is stored."""
     events = run_events("run-1")
-    response = _post(client, events + _later(events))
-    assert response.status_code == 409, response.text
-    assert read_rows(database_url) == {"runs": [], "steps": [], "pipelines": []}
+    response = _post(client, events + _later(events) + run_events("other-run"))
+    assert response.status_code == 202, response.text
+    [refused] = response.json()["refused"]
+    assert (refused["run_id"], refused["events"]) == ("run-1", 2 * len(events))
+    assert _run_ids(database_url) == {"other-run"}
 
 
 def test_a_seed_pipeline_started_again_under_its_run_id_is_a_409(
