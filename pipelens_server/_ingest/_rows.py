@@ -157,6 +157,7 @@ STEPS = Table(
     empty_is_gap=frozenset({"records"}),
 )
 
+#: The step columns :meth:`Rows.add_finish` fills from a held start.
 _PARENT_ID, _START_NS, _INPUTS = (
     STEPS.column_names.index(n) for n in ("parent_id", "start_ns", "inputs")
 )
@@ -329,11 +330,10 @@ class Rows:
     def add_start(self, row: Row) -> None:
         """Add a ``StepStarted``'s row: status ``running``, nothing known past its inputs."""
         key = (row[0], row[1])
-        if key in self.steps:
-            self.add_step(row)
-            return
+        alone = key not in self.steps
         self.add_step(row)
-        self._starts.add(key)
+        if alone:
+            self._starts.add(key)
 
     def add_finish(self, row: Row) -> None:
         """Add a ``StepFinished``'s row (a final status, every text known), which the caller
