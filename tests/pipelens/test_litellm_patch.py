@@ -283,3 +283,18 @@ def test_unpatch_restores_the_originals(route: dict[str, Any], events: CapturedE
     assert litellm.completion is ORIGINAL_COMPLETION
     litellm.completion("openai/gpt-4o", MESSAGES, **route)
     assert events.events == []
+
+
+def test_auto_patch_with_no_argument_patches_every_installed_library() -> None:
+    """``auto_patch()`` patches openai, litellm and google-genai when they are installed."""
+    from google import genai
+
+    original_generate = genai.models.Models.__dict__["generate_content"]
+    try:
+        assert {"openai", "litellm", "google.genai"} <= set(pipelens.auto_patch())
+        assert litellm.completion is not ORIGINAL_COMPLETION
+        assert genai.models.Models.__dict__["generate_content"] is not original_generate
+    finally:
+        pipelens.unpatch()
+    assert litellm.completion is ORIGINAL_COMPLETION
+    assert genai.models.Models.__dict__["generate_content"] is original_generate
