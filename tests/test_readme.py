@@ -114,7 +114,7 @@ def test_readme_example_prints_what_it_promises(
     try:
         printed = capsys.readouterr().out.splitlines()
     finally:
-        pipelens.unpatch()  # an example may have patched an SDK: leave the next test clean ones
+        pipelens.unpatch()  # an example may have patched a library: leave the next test a clean one
     expected = promises(block)
     found = iter(printed)  # a subsequence: other prints may come in between
     assert expected == [line for line in expected if any(line == out.rstrip() for out in found)], (

@@ -225,8 +225,9 @@ def openai_patched_too() -> Iterator[None]:
 def test_with_openai_patched_too_each_call_is_one_step(
     route: dict[str, Any], events: CapturedEvents
 ) -> None:
-    """litellm calls the OpenAI SDK underneath for ``openai/`` models: with both patched, each
-    call is one litellm step with its usage, never a second step for the inner call."""
+    """litellm calls the OpenAI SDK underneath for ``openai/`` models (1.110 posts through the
+    client, past the patched methods): with both patched, each call is one litellm step with its
+    usage, never a second step for the inner call."""
 
     @pipelens.step
     def ask() -> None:
@@ -243,6 +244,19 @@ def test_with_openai_patched_too_each_call_is_one_step(
     ]
     assert llm_of(events, "ask.litellm_chat")["usage"] == CHAT_USAGE
     assert llm_of(events, "ask.litellm_embeddings")["usage"]["input_tokens"] == 6
+
+
+@pytest.mark.usefixtures("openai_patched_too")
+def test_a_patched_call_inside_an_llm_step_is_not_a_second_step(
+    stub: StubServer, events: CapturedEvents
+) -> None:
+    """A patched call made while an LLM step is current is that step's call seen one level down
+    (a library calling another underneath): the inner openai call makes no step of its own."""
+    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as client:
+        with pipelens.llm_call(provider="litellm", model="gpt-4o"):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert [s.key for s in events.steps()] == ["litellm_chat", "openai_chat"]
 
 
 @pytest.mark.usefixtures("patched", "openai_patched_too")
@@ -283,3 +297,18 @@ def test_unpatch_restores_the_originals(route: dict[str, Any], events: CapturedE
     assert litellm.completion is ORIGINAL_COMPLETION
     litellm.completion("openai/gpt-4o", MESSAGES, **route)
     assert events.events == []
+
+
+def test_auto_patch_with_no_argument_patches_every_installed_library() -> None:
+    """``auto_patch()`` patches openai, litellm and google-genai when they are installed."""
+    from google import genai
+
+    original_generate = genai.models.Models.__dict__["generate_content"]
+    try:
+        assert {"openai", "litellm", "google.genai"} <= set(pipelens.auto_patch())
+        assert litellm.completion is not ORIGINAL_COMPLETION
+        assert genai.models.Models.__dict__["generate_content"] is not original_generate
+    finally:
+        pipelens.unpatch()
+    assert litellm.completion is ORIGINAL_COMPLETION
+    assert genai.models.Models.__dict__["generate_content"] is original_generate
