@@ -12,10 +12,12 @@ import gc
 import os
 import tempfile
 import time
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -357,6 +359,33 @@ _CHAT_REPLY = (
 )
 
 
+def _time_llm_calls(
+    plan: Plan, call: Callable[[], object], library: types.ModuleType | None
+) -> list[float]:
+    """Seconds per ``call()`` (1/``OPENAI_CALL_SHARE`` as many calls as steps), made plain when
+    ``library`` is ``None``, else with ``library`` patched, inside runs as users make them."""
+    number = max(plan.number // OPENAI_CALL_SHARE, 10)
+    plan = replace(plan, number=number, run_size=min(plan.run_size, number))
+    if library is None:
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                call()
+
+        return _time_sync(run, plan)
+
+    import pipelens
+
+    pipelens.auto_patch(library)
+
+    @pipelens.step
+    def traced_run(n: int) -> None:
+        for _ in range(n):
+            call()
+
+    return _time_sync(traced_run, plan)
+
+
 def _openai(plan: Plan, *, patched: bool) -> list[float]:
     """``chat.completions.create`` on the real client over an in-process transport (no network).
 
@@ -376,27 +405,15 @@ def _openai(plan: Plan, *, patched: bool) -> list[float]:
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
     )
-    create = client.chat.completions.create
+    completions = client.chat.completions
     messages = [{"role": "user", "content": "hi"}]
-    plan = replace(plan, number=max(plan.number // OPENAI_CALL_SHARE, plan.run_size))
-    if not patched:
 
-        def run(n: int) -> None:
-            for _ in range(n):
-                create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+    def call() -> None:
+        # Looked up at each call, as users do: a bound method kept from before auto_patch is
+        # the unpatched one.
+        completions.create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
 
-        return _time_sync(run, plan)
-
-    import pipelens
-
-    pipelens.auto_patch(openai)
-
-    @pipelens.step
-    def traced_run(n: int) -> None:
-        for _ in range(n):
-            create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
-
-    return _time_sync(traced_run, plan)
+    return _time_llm_calls(plan, call, openai if patched else None)
 
 
 def _openai_bare(plan: Plan) -> list[float]:
@@ -405,6 +422,53 @@ def _openai_bare(plan: Plan) -> list[float]:
 
 def _openai_patched(plan: Plan) -> list[float]:
     return _openai(plan, patched=True)
+
+
+_MESSAGE_USAGE = (
+    b'"usage":{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":3,'
+    b'"output_tokens":4}'
+)
+_MESSAGE_REPLY = (
+    b'{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514",'
+    b'"content":[{"type":"text","text":"Hello!"}],"stop_reason":"end_turn",'
+    b'"stop_sequence":null,' + _MESSAGE_USAGE + b"}"
+)
+
+
+def _anthropic(plan: Plan, *, patched: bool, sdk: bool = True) -> list[float]:
+    """``messages.create`` on the real client over an in-process transport (no network).
+
+    With ``sdk=False`` the SDK's own work (about 8 ms a call here, whose noise hides tens of µs)
+    is cut out: ``Messages.create`` hands back a message the real client parsed once, so the
+    patched twin times only what PipeLens adds around it.
+    """
+    import anthropic
+    import httpx2
+
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "application/json", "request-id": "req_1"}
+        return httpx2.Response(200, content=_MESSAGE_REPLY, headers=headers)
+
+    client = anthropic.Anthropic(
+        api_key="sk-ant-bench",
+        base_url="http://stub.invalid",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
+    )
+    resource = client.messages
+    messages: Any = [{"role": "user", "content": "hi"}]
+    if not sdk:
+        message = resource.create(model="claude-sonnet-4", max_tokens=100, messages=messages)
+
+        def parsed(self: object, **kwargs: object) -> object:
+            return message
+
+        anthropic.resources.messages.messages.Messages.create = parsed  # type: ignore[assignment]
+
+    def call() -> None:
+        resource.create(model="claude-sonnet-4", max_tokens=100, messages=messages)
+
+    return _time_llm_calls(plan, call, anthropic if patched else None)
 
 
 def _rss_bytes() -> int:
@@ -477,5 +541,24 @@ CONTENDERS = (
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
     Contender("openai", "openai call (stub)", None, _openai_bare),
     Contender("openai_patched", "openai call + auto_patch", "openai", _openai_patched),
+    Contender("anthropic", "anthropic call (stub)", None, partial(_anthropic, patched=False)),
+    Contender(
+        "anthropic_patched",
+        "anthropic call + auto_patch",
+        "anthropic",
+        partial(_anthropic, patched=True),
+    ),
+    Contender(
+        "anthropic_nosdk",
+        "anthropic, SDK cut out",
+        None,
+        partial(_anthropic, patched=False, sdk=False),
+    ),
+    Contender(
+        "anthropic_nosdk_patched",
+        "anthropic, SDK cut out + patch",
+        "anthropic_nosdk",
+        partial(_anthropic, patched=True, sdk=False),
+    ),
 )
 MEMORY_LABEL = "memory"

@@ -11,7 +11,7 @@ import re
 import types
 from collections.abc import Iterable, Mapping
 from types import EllipsisType
-from typing import Any
+from typing import Any, Literal
 
 from pipelens._core import containment, propagation
 from pipelens._core.errors import ConfigurationError
@@ -40,8 +40,9 @@ def configure(
     max_records: int | None = None,
     propagate_threads: bool | None = None,
     exit_timeout: float | None = None,
+    heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    llm_stream_usage: bool | None = None,
+    llm_stream_usage: bool | Literal["auto"] | None = None,
     otlp: bool | None = None,
     otlp_endpoint: str | None = None,
     otlp_headers: Mapping[str, str] | None = None,
@@ -64,11 +65,19 @@ def configure(
         max_records: how many records one step keeps (default 1000); later ones are dropped.
         propagate_threads: nest steps started in worker threads under the submitting step.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
+        heartbeat: seconds between the heartbeats that tell the server which runs are still open
+            (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
+            makes: give it with ``url=``, or before the first run. A run the server hears
+            nothing of for its ``--abandon-after`` timeout is shown ``abandoned``.
         prices: LLM prices over the shipped table: ``{model: {"input": USD, "cached_input": USD,
             "output": USD}}`` per million tokens, or the path of a JSON file of that shape
             (``{}`` drops earlier overrides). A model priced nowhere has an unknown cost.
         llm_stream_usage: ask OpenAI for token usage on streamed chat calls
-            (``stream_options.include_usage``); the extra usage-only chunk is kept from the caller.
+            (``stream_options.include_usage``): ``True`` always, ``False`` never, ``"auto"`` (the
+            default) only on OpenAI's own API (``api.openai.com``), since some OpenAI-compatible
+            servers refuse the argument. Either way the caller's chunks stay as they would be
+            without PipeLens: the extra usage chunk is kept from the caller. A stream without
+            usage records unknown tokens and cost, never zero.
         otlp: ``True`` also sends every run as OTLP spans to the endpoint that the standard
             ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` name, with
             the headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` (read only when asked: an
@@ -86,11 +95,16 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
-        ("llm_stream_usage", llm_stream_usage),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
             raise ConfigurationError(f"configure({name}={flag!r}): expected True or False")
+    if llm_stream_usage is not None and not (
+        isinstance(llm_stream_usage, bool) or llm_stream_usage == "auto"
+    ):
+        raise ConfigurationError(
+            f"configure(llm_stream_usage={llm_stream_usage!r}): expected True, False or 'auto'"
+        )
     for name, value in (
         ("max_value_bytes", max_value_bytes),
         ("max_records", max_records),
@@ -105,6 +119,15 @@ def configure(
         or not exit_timeout >= 0
     ):
         raise ConfigurationError(f"configure(exit_timeout={exit_timeout!r}): expected seconds >= 0")
+    if heartbeat is not None and (
+        not isinstance(heartbeat, int | float)
+        or isinstance(heartbeat, bool)
+        or not 0 <= heartbeat < float("inf")
+    ):
+        raise ConfigurationError(
+            f"configure(heartbeat={heartbeat!r}): expected seconds > 0 (or 0 to send none)"
+        )
+    beat = settings.heartbeat if heartbeat is None else (float(heartbeat) or None)
     key_re = None
     if redact_keys is not None:
         keys = [redact_keys] if isinstance(redact_keys, str) else list(redact_keys)
@@ -155,7 +178,8 @@ def configure(
     if url is not None:
         if transport is not ... or file is not None:
             raise ConfigurationError("configure(): give one of transport=, file= or url=")
-        transport = HttpTransport(url, token=token or os.environ.get("PIPELENS_TOKEN") or None)
+        token = token or os.environ.get("PIPELENS_TOKEN") or None
+        transport = HttpTransport(url, token=token, heartbeat=beat)
     if file is not None:
         if transport is not ...:
             raise ConfigurationError("configure(): give either transport= or file=, not both")
@@ -197,6 +221,7 @@ def configure(
         settings.max_records = max_records
     if exit_timeout is not None:
         settings.exit_timeout = float(exit_timeout)
+    settings.heartbeat = beat
     if price_table is not None:
         settings.prices = price_table or None
     if llm_stream_usage is not None:
@@ -218,7 +243,8 @@ def _transport_from_env() -> Transport | None:
     if not url:
         return None
     try:
-        return HttpTransport(url, token=os.environ.get("PIPELENS_TOKEN") or None)
+        token = os.environ.get("PIPELENS_TOKEN") or None
+        return HttpTransport(url, token=token, heartbeat=settings.heartbeat)
     except Exception as exc:
         containment.warn_once("env-url", f"PIPELENS_URL is ignored: {exc}")
         return None

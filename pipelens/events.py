@@ -83,8 +83,9 @@ class RunFinished(_Event, kw_only=True, frozen=True, tag="run.finished"):
     error: ErrorInfo | None = None
     step_count: NonNegative = 0
     dropped_events: NonNegative = 0
-    #: JSON text: LLM usage of the whole run by model,
-    #: ``{model: {calls, input_tokens, output_tokens, cached_tokens, reasoning_tokens}}``.
+    #: JSON text: LLM usage of the whole run by model, ``{model: {calls, calls_without_usage,
+    #: input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,
+    #: cost_usd}}``; tokens and cost ``null`` (unknown) when no call of the model reported usage.
     llm_usage: str | None = None
 
 

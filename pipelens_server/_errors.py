@@ -5,6 +5,7 @@ The whole tree::
     ServerError                   anything the server raises on purpose (``status_code`` says how
     │                             it is answered over HTTP)
     ├── InvalidBatchError              400: a body that does not decode or validate (names the path)
+    │   └── RunIdReusedError           409: a second run under the id of another (names it)
     ├── InvalidParameterError          400: a query or path parameter no route can take (names it)
     ├── UnauthorizedError              401: a missing or wrong bearer token
     ├── ForbiddenError                 403: a cross-site write, or a form without its CSRF token
@@ -106,6 +107,22 @@ class TooManyAttemptsError(ServerError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RunIdReusedError(InvalidBatchError):
+    """A run whose id is another run's (started at another time): refused, never merged (a
+    batch error, so that a file import reports it as its own)."""
+
+    status_code = 409
+
+    def __init__(self, run_id: str, stored_ns: int, new_ns: int) -> None:
+        super().__init__(
+            f"run_id {run_id!r} is already the id of a run that started at {stored_ns} ns; this "
+            f"run starts at {new_ns} ns: give each run its own run_id (nothing of this batch "
+            "was stored)",
+            path=None,
+        )
+        self.run_id = run_id
 
 
 class DatabaseUnavailableError(ServerError):

@@ -20,7 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=180,  # a dozen worker processes, the LLM SDKs slow to import
         check=False,
     )
 
@@ -64,6 +64,25 @@ def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
     assert re.search(r"3 sequential requests of 1,000 events .*: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     assert re.search(r"^raw COPY baseline .*: [\d,]+ step rows in [\d.]+ s", out, re.M), out
     assert re.search(r"end to end >= 50,000 steps/s: (met|missed) \(", out), out
+
+
+def test_ingest_otlp_quick_run_prints_otlp_beside_msgpack_and_exits_0() -> None:
+    """``benchmarks.ingest --otlp --quick`` exits 0 and prints msgpack's and OTLP's figures
+    (every step stored), OTLP's ratio to msgpack and its target line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest", "--otlp", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^ +msgpack: 3,000 steps in [\d.]+ s = [\d,]+ steps/s \(1\.00x", out, re.M)
+    otlp = r"^  OTLP protobuf: 3,000 steps in [\d.]+ s = [\d,]+ steps/s \([\d.]+x msgpack"
+    assert re.search(otlp, out, re.M), out
+    assert re.search(r"OTLP >= 30,000 spans/s .*: (met|missed) \(", out), out
 
 
 def test_ingest_bad_count_is_refused_with_its_option_named() -> None:

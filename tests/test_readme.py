@@ -25,16 +25,28 @@ _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _PROMISE = re.compile(r"^\s*print\(.*\)\s+# (.+)$")
 
 
-@pytest.fixture(scope="module")
-def openai_stub() -> Iterator[Any]:
-    """The local OpenAI stub server of the LLM tests (tests/pipelens/_openai_stub.py)."""
-    path = Path(__file__).parent / "pipelens" / "_openai_stub.py"
-    spec = importlib.util.spec_from_file_location("_readme_openai_stub", path)
+def _stub_server(name: str) -> Any:
+    """A stub server of the LLM tests (``tests/pipelens/<name>.py``), not started yet."""
+    path = Path(__file__).parent / "pipelens" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_readme{name}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    with module.StubServer() as server:
+    return module.StubServer()
+
+
+@pytest.fixture(scope="module")
+def openai_stub() -> Iterator[Any]:
+    """The local OpenAI stub server of the LLM tests (tests/pipelens/_openai_stub.py)."""
+    with _stub_server("_openai_stub") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def anthropic_stub() -> Iterator[Any]:
+    """The local Anthropic stub server of the LLM tests (tests/pipelens/_anthropic_stub.py)."""
+    with _stub_server("_anthropic_stub") as server:
         yield server
 
 
@@ -81,16 +93,19 @@ def test_readme_example_prints_what_it_promises(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     openai_stub: Any,
+    anthropic_stub: Any,
     otlp_endpoint: str,
 ) -> None:
-    """The block runs, and its promised lines are printed, in order (OpenAI calls go to the
-    local stub server and OTLP to a local receiver through the environment, as a user's would
-    go to the API and their collector)."""
+    """The block runs, and its promised lines are printed, in order (OpenAI and Anthropic calls
+    go to the local stub servers and OTLP to a local receiver through the environment, as a
+    user's would go to the API and their collector)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
     monkeypatch.setenv("PIPELENS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_stub.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-readme-test")
     block = python_blocks()[index]
     code = compile(block, f"{README}[python block {index}]", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     outcome = eval(code, {"__name__": f"readme_block_{index}"})
@@ -99,9 +114,7 @@ def test_readme_example_prints_what_it_promises(
     try:
         printed = capsys.readouterr().out.splitlines()
     finally:
-        import openai  # an example may have patched it: leave the next test a clean client
-
-        pipelens.unpatch(openai)
+        pipelens.unpatch()  # an example may have patched an SDK: leave the next test clean ones
     expected = promises(block)
     found = iter(printed)  # a subsequence: other prints may come in between
     assert expected == [line for line in expected if any(line == out.rstrip() for out in found)], (

@@ -35,9 +35,10 @@ Tokens are authoritative: ``input_tokens`` includes ``cached_tokens`` (read from
 prompt cache) and ``cache_write_tokens`` (written to it: Anthropic's cache creation), and
 ``output_tokens`` includes ``reasoning_tokens`` (OpenAI's counting; a provider that counts
 otherwise is converted by its reader). ``RunFinished.llm_usage`` is JSON text of
-``{model: {calls, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
-calls_without_usage, cost_usd}}`` (``cost_usd`` ``null``: the model's price is unknown; it covers
-the calls that reported tokens). The server recomputes costs from tokens when it reads them.
+``{model: {calls, input_tokens, output_tokens, cached_tokens, cache_write_tokens,
+reasoning_tokens, calls_without_usage, cost_usd}}``: the tokens and cost of the calls that
+reported usage, ``null`` (unknown, never zero) when none did; ``cost_usd`` is also ``null`` when the
+model's price is unknown. The server recomputes costs from tokens when it reads them.
 ``provider`` and ``operation`` are always present; absent booleans are false.
 
 What needs a provider's readers or the prices (reading a response, pricing a call) is ``_llm``'s:
@@ -179,16 +180,30 @@ _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 class ModelUsage(msgspec.Struct, kw_only=True):
-    """Calls and tokens of one model over a run or a step's subtree, and their cost in USD."""
+    """Calls and tokens of one model over a run or a step's subtree, and their cost in USD.
+
+    Token counts are ``None`` (unknown, never zero) until a call reports usage; they sum the
+    calls that did, and ``calls_without_usage`` counts the others.
+    """
 
     calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
     #: Calls that reported no tokens (a stream without usage): the sums above leave them out.
     calls_without_usage: int = 0
+    #: Of the calls that reported tokens; ``None``: none did, or one's model has no price.
     cost_usd: float | None = None
+
+    def add_tokens(self, usage: TokenUsage) -> None:
+        """Add one call's token counts."""
+        self.input_tokens = (self.input_tokens or 0) + usage.input_tokens
+        self.output_tokens = (self.output_tokens or 0) + usage.output_tokens
+        self.cached_tokens = (self.cached_tokens or 0) + usage.cached_tokens
+        self.cache_write_tokens = (self.cache_write_tokens or 0) + usage.cache_write_tokens
+        self.reasoning_tokens = (self.reasoning_tokens or 0) + usage.reasoning_tokens
 
 
 class _CallsOf(Protocol):
@@ -231,10 +246,7 @@ def usage_by_model(steps: Iterable[_CallsOf]) -> dict[str, ModelUsage]:
         if usage is None:
             total.calls_without_usage += 1
             return
-        total.input_tokens += usage.input_tokens
-        total.output_tokens += usage.output_tokens
-        total.cached_tokens += usage.cached_tokens
-        total.reasoning_tokens += usage.reasoning_tokens
+        total.add_tokens(usage)
         if call.cost_usd is None:
             unpriced.add(model)
         else:

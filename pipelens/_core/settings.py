@@ -38,6 +38,10 @@ SECRET_VALUE_PATTERN = "|".join(_VALUES)
 SECRET_FRAGMENTS: tuple[str, ...] = _FRAGMENTS
 
 
+#: Seconds between two heartbeats of a transport that sends them (``HttpTransport``).
+DEFAULT_HEARTBEAT_S = 15.0
+
+
 class Settings:
     """The current configuration; one instance, mutated only by :func:`configure`."""
 
@@ -48,6 +52,7 @@ class Settings:
         "capture_result",
         "enabled",
         "exit_timeout",
+        "heartbeat",
         "llm_stream_usage",
         "max_records",
         "max_value_bytes",
@@ -67,8 +72,11 @@ class Settings:
         self.max_records = 1000
         self.propagate_threads = True
         self.exit_timeout = 2.0
+        #: Seconds between the heartbeats of the transport ``url=``/``PIPELENS_URL`` builds.
+        self.heartbeat: float | None = DEFAULT_HEARTBEAT_S
         self.prices: dict[str, Any] | None = None  # the user's {model: Price}, over the shipped
-        self.llm_stream_usage = False
+        #: True: ask every stream for usage; False: never; "auto": where it is known to be safe.
+        self.llm_stream_usage: bool | str = "auto"
         self._transport: Transport | None = None
         self._transport_chosen = False  # by configure(), or from the environment on first use
 

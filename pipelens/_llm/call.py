@@ -31,7 +31,12 @@ def price(call: LLMCall) -> None:
     usage = call.usage
     if call.cost_usd is None and usage is not None:
         call.cost_usd = cost_usd(
-            call.model, usage.input_tokens, usage.output_tokens, usage.cached_tokens
+            call.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens,
+            call.provider,
         )
 
 

@@ -75,12 +75,23 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     )
 
 
-def with_stream_usage(kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """Request arguments asking for usage in a chat stream, or ``None`` when the caller chose."""
-    if kwargs.get("stream") is not True:
+#: The API known to take ``stream_options``; OpenAI-compatible servers (older Azure API
+#: versions, local servers, proxies) may answer 400 to an argument they do not know.
+_USAGE_SAFE_HOSTS = frozenset(("api.openai.com",))
+
+
+def with_stream_usage(kwargs: dict[str, Any], resource: Any, always: bool) -> dict[str, Any] | None:
+    """Request arguments asking for usage in a chat stream, or ``None``: the caller chose, the
+    call is raw (its caller reads every chunk or byte), or — unless ``always`` — the client's
+    server is not one known to take the argument."""
+    if kwargs.get("stream") is not True or raw_mode(kwargs):
         return None
     if "stream_options" in kwargs and _given(kwargs["stream_options"]):
         return None  # the caller chose (the stream helpers pass openai's ``omit`` when not)
+    if not always:
+        base_url = getattr(getattr(resource, "_client", None), "base_url", None)
+        if getattr(base_url, "host", None) not in _USAGE_SAFE_HOSTS:
+            return None
     return {**kwargs, "stream_options": {"include_usage": True}}
 
 
@@ -143,6 +154,13 @@ class ChatStream(StreamState):
         usage = get(chunk, "usage")
         if usage is not None:
             call.usage = usage_from_openai(usage)
+        elif self.swallow_usage:
+            # Asked for usage, the API adds "usage": null to every other chunk: unset it again,
+            # so the caller's chunk is the one it would get without PipeLens (to_dict(),
+            # model_dump(exclude_unset=True) and model_fields_set included).
+            fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+            if isinstance(fields_set, set):
+                fields_set.discard("usage")
         choices = get(chunk, "choices") or []  # empty on usage and content-filter chunks
         if not choices:
             return not (usage is not None and self.swallow_usage), False

@@ -44,12 +44,12 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step
-from pipelens._llm import openai
+from pipelens._llm import anthropic, openai
 from pipelens._llm.call import close_llm_step, open_llm_step
 from pipelens._llm.provider import EndpointConfig, Provider, StreamState
 
 #: Library name → the provider module that knows it.
-_PROVIDERS: dict[str, Provider] = {"openai": openai}
+_PROVIDERS: dict[str, Provider] = {"anthropic": anthropic, "openai": openai}
 
 _lock = threading.Lock()
 #: Library name → the (class, attribute, original) triples it replaced.
@@ -134,23 +134,63 @@ _Started = tuple[Step, LLMCall, dict[str, Any], "_Watch | None", Token[Step | No
 def _make_wrapper(
     original: Callable[..., Any], provider: Provider, endpoint: EndpointConfig
 ) -> Any:
+    trace_later = endpoint.trace_later
+    if trace_later is None:
+        return _traced(original, provider, endpoint)
+
+    @functools.wraps(original)
+    def lazy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if settings.enabled:
+            later = functools.partial(_trace_pending, provider, endpoint, kwargs)
+            _contained(trace_later, result, later)
+        return result
+
+    return lazy
+
+
+def _trace_pending(
+    provider: Provider, endpoint: EndpointConfig, kwargs: dict[str, Any], request: Any
+) -> Any:
+    """The traced twin of a pending ``request`` (a callable or an awaitable), a call of ``kwargs``.
+
+    The request is sent through the same traced wrapper as a plain method's, so the step opens
+    when the result sends it (``__enter__``), under the step current then.
+    """
+    if inspect.isawaitable(request):
+
+        async def send_awaited(_self: Any, **_kwargs: Any) -> Any:
+            return await request
+
+        return _traced(send_awaited, provider, endpoint)(None, **kwargs)
+
+    def send(_self: Any, **_kwargs: Any) -> Any:
+        return request()
+
+    return functools.partial(_traced(send, provider, endpoint), None, **kwargs)
+
+
+def _traced(original: Callable[..., Any], provider: Provider, endpoint: EndpointConfig) -> Any:
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
 
-    def start(kwargs: dict[str, Any]) -> _Started | None:
+    def start(resource: Any, kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
         try:
             call = provider.request_call(operation, kwargs)
+            if endpoint.trace_later is not None:  # a stream helper's request always streams
+                call.stream = True
             send = kwargs
             watch = None
             if call.stream:
                 swallow = False
                 ask = endpoint.ask_stream_usage
-                if ask is not None and settings.llm_stream_usage:
-                    with_usage = ask(kwargs)
+                mode = settings.llm_stream_usage
+                if ask is not None and mode is not False:
+                    with_usage = ask(kwargs, resource, mode is True)
                     if with_usage is not None:
                         send, swallow = with_usage, True
-                watch = _Watch(endpoint.new_stream_state(swallow))
+                watch = _Watch(endpoint.new_stream_state(swallow), provider, endpoint)
             step = open_llm_step(call, name)
         except Exception as exc:
             containment.internal_error("auto_patch.start", exc)
@@ -192,7 +232,7 @@ def _make_wrapper(
 
         @functools.wraps(original)
         async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(kwargs) if settings.enabled else None
+            started = start(self, kwargs) if settings.enabled else None
             if started is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -207,7 +247,7 @@ def _make_wrapper(
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(kwargs) if settings.enabled else None
+        started = start(self, kwargs) if settings.enabled else None
         if started is None:
             return original(self, *args, **kwargs)
         try:
@@ -259,11 +299,17 @@ class _Watch:
         "ended",
         "first_ns",
         "inner",
+        "read_error",
+        "request_id_header",
         "step",
     )
 
-    def __init__(self, assembler: StreamState) -> None:
+    def __init__(
+        self, assembler: StreamState, provider: Provider, endpoint: EndpointConfig
+    ) -> None:
         self.assembler = assembler
+        self.read_error = provider.read_error
+        self.request_id_header = endpoint.request_id_header
         self.chunks = 0
         self.first_ns: int | None = None
         self.ended = False
@@ -331,7 +377,7 @@ class _Watch:
             return
         headers = getattr(response, "headers", None)
         if headers is not None:
-            self.call.request_id = headers.get("x-request-id") or self.call.request_id
+            self.call.request_id = headers.get(self.request_id_header) or self.call.request_id
         close = response.close
         aclose = getattr(response, "aclose", None)
 
@@ -396,6 +442,8 @@ class _Watch:
                         usage.output_tokens / ((now - self.first_ns) / 1e9), 3
                     )
             self.assembler.finish(call)
+            if exc is not None:  # an error event mid-stream: its status and type
+                self.read_error(call, exc)
             output = call.output
             close_llm_step(step, exc, None if output is None else output.text)
         except Exception as internal:

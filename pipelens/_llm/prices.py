@@ -1,56 +1,26 @@
-"""LLM prices: the table shipped in ``prices.json``, the user's overrides, and the cost of a call.
+"""LLM prices on the client: the user's own (``configure(prices=...)``) over the shared lookup.
 
-Prices are USD per million tokens, per model: ``input``, ``cached_input`` (``None``: the input
-price) and ``output``. A model that is not in the table has an unknown cost (``None``), never zero.
-Tokens are what PipeLens stores; a cost is derived from them, so the server can recompute it with
-a corrected table.
+The lookup itself (genai-prices when installed, then the shipped ``prices.json``) is
+:mod:`pipelens._pricing`, which the server uses too. The user's prices win over both: a dict or
+a JSON file of ``{model: {input, output, cached_input, cache_write_input}}`` in USD per million
+tokens. A model no one prices has an unknown cost (``None``), never zero. Tokens are what
+PipeLens stores; a cost is derived from them, so the server recomputes it when it reads them.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from collections.abc import Mapping
-from importlib import resources
-from typing import Annotated, Any, TypeAlias
+from typing import Any
 
 import msgspec
 
+from pipelens import _pricing
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
+from pipelens._pricing import Price, PriceTable, shipped_prices
 
-USD: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
-
-#: A dated model name (``gpt-4o-2024-08-06``, ``o3-mini-0131``) is priced as its base name.
-_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
-
-
-class Price(
-    msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, forbid_unknown_fields=True
-):
-    """USD per million tokens for one model."""
-
-    input: USD = 0.0
-    output: USD = 0.0
-    cached_input: USD | None = None
-
-
-class PriceTable(msgspec.Struct, kw_only=True, frozen=True):
-    """The shape of ``prices.json`` (and of a file given to ``configure(prices=...)``)."""
-
-    models: dict[str, Price]
-    date: str | None = None
-    currency: str = "USD"
-    unit: str = "per million tokens"
-    note: str | None = None
-
-
-@functools.cache
-def shipped_prices() -> PriceTable:
-    """The table shipped with PipeLens (read once)."""
-    data = resources.files("pipelens").joinpath("prices.json").read_bytes()
-    return msgspec.json.decode(data, type=PriceTable)
+__all__ = ["Price", "PriceTable", "cost_usd", "load_prices", "price_for", "shipped_prices"]
 
 
 def load_prices(value: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Price]:
@@ -94,38 +64,32 @@ def load_prices(value: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, 
     return prices
 
 
-def price_for(model: str | None) -> Price | None:
-    """The price of ``model`` (the user's first, then the shipped table), or ``None``."""
+def price_for(model: str | None, provider: str | None = None) -> Price | None:
+    """The price of ``model`` (the user's first, then :func:`pipelens._pricing.price_of`), or
+    ``None``."""
     if not model:
         return None
     overrides: dict[str, Price] | None = settings.prices
-    table = shipped_prices().models
-    names = [model]
-    base = _DATE_SUFFIX.sub("", model)
-    if base != model:
-        names.append(base)
-    for name in names:
-        if overrides is not None and name in overrides:
-            return overrides[name]
-        if name in table:
-            return table[name]
-    return None
+    if overrides:
+        mine = _pricing.table_price(overrides, model)
+        if mine is not None:
+            return mine
+    return _pricing.price_of(provider, model)
 
 
 def cost_usd(
-    model: str | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+    model: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    provider: str | None = None,
 ) -> float | None:
-    """USD cost of a call, or ``None`` when the model's price is unknown.
+    """USD cost of one call, or ``None`` when the model's price is unknown.
 
-    ``input_tokens`` includes ``cached_tokens`` (as OpenAI counts them); reasoning tokens are
+    ``input_tokens`` includes ``cached_tokens`` and ``cache_write_tokens``; reasoning tokens are
     part of ``output_tokens``.
     """
-    price = price_for(model)
-    if price is None:
-        return None
-    cached = min(max(cached_tokens, 0), input_tokens)
-    cached_price = price.input if price.cached_input is None else price.cached_input
-    total = (
-        (input_tokens - cached) * price.input + cached * cached_price + output_tokens * price.output
+    return _pricing.cost_usd(
+        price_for(model, provider), input_tokens, output_tokens, cached_tokens, cache_write_tokens
     )
-    return round(total / 1_000_000, 10)

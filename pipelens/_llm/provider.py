@@ -32,8 +32,15 @@ class StreamState(ABC):
 #: Makes the state of one stream; its argument says PipeLens asked for the usage chunk the caller
 #: did not ask for (so that chunk is not handed to the caller).
 NewStreamState = Callable[[bool], StreamState]
-#: The request arguments asking a stream to report its usage, or ``None`` when the caller chose.
-AskStreamUsage = Callable[[dict[str, Any]], dict[str, Any] | None]
+#: The request arguments asking a stream to report its usage, or ``None`` (the caller chose, or
+#: it is not safe). Its arguments: the request's, the patched method's ``self`` (the resource,
+#: which knows its client), and whether the user asked for usage on every stream (``True``) or
+#: only where the provider knows the server takes the request (``False``: the ``"auto"`` default).
+AskStreamUsage = Callable[[dict[str, Any], Any, bool], dict[str, Any] | None]
+#: Puts a traced request in place of the one a method's result makes later (a stream helper's
+#: manager sends it on ``__enter__``): ``trace`` takes that pending request (a callable, or an
+#: awaitable) and gives the traced twin to put in its place. Such a request always streams.
+TraceLater = Callable[[Any, Callable[[Any], Any]], None]
 
 
 class EndpointConfig(NamedTuple):
@@ -45,6 +52,10 @@ class EndpointConfig(NamedTuple):
     operation: str  #: ``chat``, ``responses``, ``embeddings``: the LLMCall's operation
     new_stream_state: NewStreamState
     ask_stream_usage: AskStreamUsage | None = None
+    #: Set for a method that returns before its request is made (``messages.stream(...)``).
+    trace_later: TraceLater | None = None
+    #: The response header a stream's request id is read from.
+    request_id_header: str = "x-request-id"
 
 
 class Provider(Protocol):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from pipelens._core.settings import DEFAULT_HEARTBEAT_S
 from pipelens.events import Batch, Event, RunFinished, RunHeartbeat, RunStarted
 
 #: Seconds between two heartbeats of a transport that sends them (``HttpTransport``).
-DEFAULT_INTERVAL_S = 15.0
+DEFAULT_INTERVAL_S = DEFAULT_HEARTBEAT_S
 
 
 class Heartbeat:

@@ -1,8 +1,9 @@
 """``HttpTransport``: runs to a PipeLens server over HTTP, off the user's code path.
 
 ``send`` only appends to the bounded queue of :class:`~pipelens.BatchingTransport`. Its thread
-scrubs and batches events (by count and time) and :meth:`HttpTransport.write` cuts each batch
-into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
+scrubs and batches events (by count and time) and :meth:`HttpTransport.write` folds each step's
+start into its finish when both are in the batch (:mod:`pipelens._transports.coalesce`) and cuts
+the batch into msgpack request bodies of at most ``max_batch_bytes``; a sender thread
 (:mod:`pipelens._transports.delivery`) posts them to ``{url}/api/v1/events``. Two threads rather
 than one so that a slow or dead server never stops the queue from draining into memory or the
 disk spool, which is what keeps ``send`` from dropping events during an outage.
@@ -27,6 +28,7 @@ from pipelens._core import containment
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
+from pipelens._transports.coalesce import coalesce_steps
 from pipelens._transports.delivery import Delivery, TransportStats
 from pipelens._transports.endpoint import CONTENT_TYPE, INGEST_PATH, Endpoint
 from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
@@ -214,34 +216,41 @@ class HttpTransport(BatchingTransport):
         if not batch.events:  # heartbeats
             self._delivery.put(encode_msgpack(batch), 0)
             return
-        for body, count in self._bodies(batch.events):
+        # Counts stay in the program's events: a coalesced step is two of them.
+        events, doubled = coalesce_steps(batch.events)
+        for body, count in self._bodies(events, doubled):
             self._delivery.put(body, count)
 
-    def _bodies(self, events: list[Event]) -> Iterator[tuple[bytes, int]]:
+    def _bodies(self, events: list[Event], doubled: frozenset[int]) -> Iterator[tuple[bytes, int]]:
+        """Request bodies of ``events`` and the events each stands for (``doubled``: the
+        positions of coalesced steps)."""
         try:
             body = encode_msgpack(Batch(events=events))
         except Exception:
             # One event that cannot be encoded must not take the batch (other runs' events
             # too) with it: send the others, drop that one and count it.
-            events = self._encodable(events)
+            events, doubled = self._encodable(events, doubled)
             if not events:
                 return
             body = encode_msgpack(Batch(events=events))
         if len(body) <= self.max_batch_bytes or len(events) < 2:
-            yield body, len(events)
+            yield body, len(events) + len(doubled)
             return
         half = len(events) // 2
-        yield from self._bodies(events[:half])
-        yield from self._bodies(events[half:])
+        yield from self._bodies(events[:half], frozenset(i for i in doubled if i < half))
+        yield from self._bodies(events[half:], frozenset(i - half for i in doubled if i >= half))
 
-    def _encodable(self, events: list[Event]) -> list[Event]:
+    def _encodable(
+        self, events: list[Event], doubled: frozenset[int]
+    ) -> tuple[list[Event], frozenset[int]]:
         kept: list[Event] = []
-        for event in events:
+        kept_doubled: set[int] = set()
+        for i, event in enumerate(events):
             try:
                 encode_msgpack(Batch(events=[event]))
             except Exception as exc:
                 with self._lock:
-                    self.dropped += 1
+                    self.dropped += 2 if i in doubled else 1
                 self._warn_once(
                     "unencodable",
                     f"{self!r}: an event of run {event.run_id!r} could not be encoded and was "
@@ -249,8 +258,10 @@ class HttpTransport(BatchingTransport):
                     f"it): {type(exc).__name__}: {exc}",
                 )
             else:
+                if i in doubled:
+                    kept_doubled.add(len(kept))
                 kept.append(event)
-        return kept
+        return kept, frozenset(kept_doubled)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every event queued now; ``False`` when ``timeout`` seconds were not enough.

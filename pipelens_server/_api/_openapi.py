@@ -42,6 +42,8 @@ _API_ERRORS = {
     "503": "The database is unavailable: retry after `Retry-After` seconds.",
 }
 _INGEST_ERRORS = {
+    "409": "A run under the id of a stored run that started at another time: nothing of the "
+    "body was stored; give each run its own run id.",
     "413": "The body is larger than the server's limit: send smaller batches.",
     "415": "The Content-Type is not one the endpoint reads.",
 }

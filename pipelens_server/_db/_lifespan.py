@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._embedded import EmbeddedPostgres
 from pipelens_server._db._migrate import migrate
-from pipelens_server._db._watchdog import DatabaseHealth, watch
+from pipelens_server._db._watchdog import DatabaseHealth, watch, watch_external
 from pipelens_server._errors import DatabaseUnavailableError, ServerError
 from pipelens_server._settings import Settings
 
@@ -66,7 +66,8 @@ async def database_lifespan(
     app: Litestar, *, configure: Configure | None = None
 ) -> AsyncIterator[None]:
     """Start the embedded PostgreSQL when no URL is set, open the pool, migrate; undo on exit.
-    The embedded one is watched and restarted if it dies (``_watchdog``).
+    The embedded one is watched and restarted if it dies, an external one watched until it
+    answers again (``_watchdog``).
 
     ``configure`` prepares each new connection (ingest's staging tables: ``create_app`` passes
     it, so that this room knows nothing of ingest).
@@ -101,16 +102,17 @@ async def database_lifespan(
             app.state.pool = pool
             health = app.state.database_health = DatabaseHealth()
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
-            watchdog = (
-                None if embedded is None else asyncio.create_task(watch(embedded, pool, health))
+            watchdog = asyncio.create_task(
+                watch_external(conninfo, redacted(conninfo), pool, health)
+                if embedded is None
+                else watch(embedded, pool, health)
             )
             try:
                 yield
             finally:
-                if watchdog is not None:
-                    watchdog.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watchdog
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
         finally:
             await pool.close()
     finally:

@@ -10,8 +10,11 @@ server is started again in the same data dir (retried for up to :data:`RESTART_T
 pool's broken connections are replaced, and requests flow again. If it cannot be restarted in
 that time the process exits with status :data:`EXIT_DATABASE_LOST`, so that a supervisor
 (systemd, a container runtime) starts a fresh server rather than one that can only answer 503.
-An external database (``--database-url``) is not ours to restart: queries that find it gone
-answer 503 (``app.py``).
+An external database (``--database-url``) is not ours to restart, but it is watched too
+(:func:`watch_external`): one connection of its own asks it ``SELECT 1`` every
+:data:`INTERVAL_S`. While it does not answer, the same guard answers 503 "the database ... does
+not answer" on every route (``/healthz`` too), and once it answers again the pool's broken
+connections are replaced and requests flow by themselves, with no restart of ours.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import psycopg
 import structlog
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -37,6 +41,8 @@ log = structlog.get_logger("pipelens_server.watchdog")
 INTERVAL_S = 0.5
 #: Longest a restart is tried before the process gives up and exits.
 RESTART_TIMEOUT_S = 60.0
+#: Longest a look at an external database may take before it counts as not answering.
+PROBE_TIMEOUT_S = 2.0
 #: The exit status when the embedded PostgreSQL cannot be brought back (EX_UNAVAILABLE).
 EXIT_DATABASE_LOST = 69
 
@@ -71,6 +77,39 @@ async def watch(
         await pool.check()  # replace the connections to the dead server
         health.down = None
         log.info("the embedded PostgreSQL is back")
+
+
+async def watch_external(
+    conninfo: str, where: str, pool: AsyncConnectionPool[Any], health: DatabaseHealth
+) -> None:
+    """Tell ``health`` whether the external database at ``conninfo`` (``where``: the same
+    without its password) answers, until cancelled."""
+    probe: psycopg.AsyncConnection[Any] | None = None
+    try:
+        while True:
+            await asyncio.sleep(INTERVAL_S)
+            try:
+                if probe is None:
+                    probe = await psycopg.AsyncConnection.connect(
+                        conninfo, autocommit=True, connect_timeout=int(PROBE_TIMEOUT_S)
+                    )
+                await asyncio.wait_for(probe.execute("SELECT 1"), PROBE_TIMEOUT_S)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if probe is not None:
+                    await probe.close()
+                    probe = None
+                if health.down is None:
+                    health.down = f"the database at {where} does not answer: retry shortly"
+                    # Its message says why; a traceback of a refused connection would not.
+                    log.error("the external database does not answer", error=str(exc).strip())  # noqa: TRY400
+                continue
+            if health.down is not None:
+                await pool.check()  # replace the connections to the server that went away
+                health.down = None
+                log.info("the external database answers again")
+    finally:
+        if probe is not None:
+            await probe.close()
 
 
 def require_database(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -28,12 +28,21 @@ MAX_TOKENS = 10**12
 #: How deep a captured JSON value may nest (PostgreSQL and Python both recurse on nesting).
 MAX_DEPTH = 500
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 # A JSON number PostgreSQL's ``numeric`` may refuse: an exponent of 4+ digits, or a long run of
 # digits (``0.000…1`` with more than 16,383 decimals). Such text is stored re-encoded (as the
 # float it decodes to), which any JSON reader would make of it anyway.
-_RISKY_NUMBER = re.compile(rb"[eE][+-]?\d{4}|\d{1000}")
+# Searched in the text itself (ASCII digits only, as in a JSON number), not its UTF-8 bytes.
+_RISKY_NUMBER = re.compile(r"[eE][+-]?\d{4}|\d{1000}", re.ASCII)
+#: Texts this short cannot nest deeper than ``MAX_DEPTH`` (each level takes two characters).
+_SHALLOW_TEXT = 2 * MAX_DEPTH
 
 
 def check_length(value: str, limit: int, index: int, field: str) -> None:
@@ -72,22 +81,23 @@ def check_order(start_ns: int, end_ns: int, index: int) -> None:
 def json_value(text: str, index: int, field: str) -> tuple[Any, str]:
     """``text`` decoded (to check it) and the JSON text to store; a 400 naming the field when it
     is not JSON, or nests too deep."""
-    where = f"$.events[{index}].{field}"
     try:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise InvalidBatchError(
-            f"invalid batch: {field} must be JSON text ({exc}) - at `{where}`"
+            f"invalid batch: {field} must be JSON text ({exc}) - at `$.events[{index}].{field}`"
         ) from None
     except RecursionError:
         raise InvalidBatchError(
-            f"invalid batch: {field} nests deeper than this server reads - at `{where}`"
+            f"invalid batch: {field} nests deeper than this server reads - "
+            f"at `$.events[{index}].{field}`"
         ) from None
-    if _too_deep(value):
+    if len(text) > _SHALLOW_TEXT and _too_deep(value):
         raise InvalidBatchError(
-            f"invalid batch: {field} nests deeper than {MAX_DEPTH} levels - at `{where}`"
+            f"invalid batch: {field} nests deeper than {MAX_DEPTH} levels - "
+            f"at `$.events[{index}].{field}`"
         )
-    if _RISKY_NUMBER.search(text.encode("utf-8", "replace")):
+    if _RISKY_NUMBER.search(text):
         text = msgspec.json.encode(value).decode()
     return value, text
 

@@ -132,7 +132,7 @@ def batch_rows(batch: Batch) -> Rows:
     """The batch's events as merged partial rows; ``InvalidBatchError`` on the first bad one."""
     rows = Rows()
     rows.events = len(batch.events)
-    add_step = rows.add_step
+    add_start, add_finish = rows.add_start, rows.add_finish
     # Step events are nearly all of a batch: built positionally (in ``STEPS.columns`` order, as
     # ``step_row`` documents it) rather than through keyword calls, a third of the batch's time.
     for i, event in enumerate(batch.events):
@@ -155,7 +155,7 @@ def batch_rows(batch: Batch) -> Rows:
                 None if error is None else error.traceback,
             )
             error_type, error_message, error_traceback = _error(error, secret)
-            add_step(
+            add_finish(
                 [
                     *_step_texts(event, i),
                     event.status,
@@ -173,7 +173,7 @@ def batch_rows(batch: Batch) -> Rows:
             )
         elif isinstance(event, StepStarted):
             inputs = event.inputs
-            add_step(
+            add_start(
                 [
                     *_step_texts(event, i),
                     "running",
@@ -225,7 +225,8 @@ def batch_rows(batch: Batch) -> Rows:
                 )
             )
     if batch.heartbeats is not msgspec.UNSET:
-        rows.heartbeats.update(without_nul(beat.run_id) for beat in batch.heartbeats)
+        for beat in batch.heartbeats:
+            rows.add_heartbeat(without_nul(beat.run_id), beat.at_ns)
     return rows
 
 

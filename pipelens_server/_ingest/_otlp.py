@@ -33,6 +33,7 @@ rest of the request is stored. Texts are scrubbed (``_scrub``) and made NUL-free
 from __future__ import annotations
 
 import base64
+import functools
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,8 @@ _KINDS = {
 }
 #: How many refused spans the answer's ``error_message`` describes (the count says the rest).
 _REASONS_SHOWN = 3
+_NO_SPAN = bytes(8)
+_ESCAPED_NUL = "\\u0000"
 _encode = msgspec.json.encode
 
 
@@ -152,19 +155,23 @@ def decode_request(body: bytes, is_json: bool) -> ExportTraceServiceRequest:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidBatchError(f"invalid OTLP JSON: {exc} - at `$`") from None
+    if not isinstance(document, dict):
+        raise InvalidBatchError(
+            "invalid OTLP JSON: the body must be an object (an ExportTraceServiceRequest) - at `$`"
+        )
     _ids_to_base64(document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    # The parser raises its own error for most bad values, and Python's for a scalar where it
+    # expects an object or a list.
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidBatchError(f"invalid OTLP JSON: {exc} - at `$`") from None
     return message
 
 
-def _ids_to_base64(document: Any) -> None:
+def _ids_to_base64(document: dict[str, Any]) -> None:
     """OTLP's JSON writes trace and span ids in hex where protobuf's JSON mapping (which
     ``json_format`` reads) has base64: rewrite them in place; a 400 naming a bad one."""
-    if not isinstance(document, dict):
-        return
     for r, resource in enumerate(_list(document.get("resourceSpans"))):
         for s, scope in enumerate(_list(_get(resource, "scopeSpans"))):
             for i, span in enumerate(_list(_get(scope, "spans"))):
@@ -237,11 +244,16 @@ def request_rows(message: ExportTraceServiceRequest) -> Outcome:
 def attributes_of(pairs: Any) -> dict[str, Any]:
     """OTLP key-value pairs as a dict of JSON values (bytes as base64 text, as OTLP's JSON
     mapping writes them; a later duplicate key wins)."""
-    return {pair.key: _value(pair.value) for pair in pairs}
+    out = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        # Most values are strings: read without a call.
+        out[pair.key] = value.string_value if kind == "string_value" else _value(value, kind)
+    return out
 
 
-def _value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
+def _value(value: AnyValue, kind: str | None) -> Any:
     if kind == "string_value":
         return value.string_value
     if kind == "int_value":
@@ -251,7 +263,7 @@ def _value(value: AnyValue) -> Any:
     if kind == "double_value":
         return value.double_value  # NaN and infinities are JSON null
     if kind == "array_value":
-        return [_value(item) for item in value.array_value.values]
+        return [_value(item, item.WhichOneof("value")) for item in value.array_value.values]
     if kind == "kvlist_value":
         return attributes_of(value.kvlist_value.values)
     if kind == "bytes_value":
@@ -259,21 +271,29 @@ def _value(value: AnyValue) -> Any:
     return None
 
 
-def _ids(span: Span) -> tuple[str, str, str | None]:
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+@functools.lru_cache(maxsize=4096)
+def _run_id(trace_id: bytes) -> str:
+    """The run id of a trace (remembered: a request holds many spans of few traces)."""
     if len(trace_id) != 16 or not any(trace_id):
         raise _RefusedSpanError(
             f"trace_id must be 16 bytes, not all zero (got {len(trace_id)} bytes)"
         )
-    if len(span_id) != 8 or not any(span_id):
+    h = trace_id.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _ids(span: Span) -> tuple[str, str, str | None]:
+    span_id, parent = span.span_id, span.parent_span_id
+    run_id = _run_id(span.trace_id)
+    if len(span_id) != 8 or span_id == _NO_SPAN:
         raise _RefusedSpanError(f"span_id must be 8 bytes, not all zero (got {len(span_id)} bytes)")
-    if parent and len(parent) != 8:
+    if not parent or parent == _NO_SPAN:
+        return run_id, span_id.hex(), None
+    if len(parent) != 8:
         raise _RefusedSpanError(
             f"parent_span_id must be 8 bytes or empty (got {len(parent)} bytes)"
         )
-    h = trace_id.hex()
-    run_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    return run_id, span_id.hex(), parent.hex() if any(parent) else None
+    return run_id, span_id.hex(), parent.hex()
 
 
 def _name(span: Span, root: bool) -> str:
@@ -353,7 +373,8 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
             end - start,
             None if inputs is None else clean_json_text(inputs),
             None if result is None else clean_json_text(result),
-            clean_json_text(records_text),
+            # Never an empty object (it has the span kind): only a NUL needs cleaning.
+            clean_json_text(records_text) if _ESCAPED_NUL in records_text else records_text,
             error_type,
             error_message,
             error_traceback,

@@ -62,7 +62,15 @@ _TOKENS = {
         "gen_ai.usage.total_tokens",
     ),
 }
-_MARKS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model")
+_MARKS = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "gen_ai.request.model",
+        "llm.request.type",  # OpenLLMetry's older spans
+    }
+)
 _STREAMING = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")
 _OPENINFERENCE_LLM = frozenset({"LLM", "EMBEDDING"})
 _OPERATIONS = {
@@ -87,7 +95,7 @@ def is_llm_span(attributes: Attributes) -> bool:
     kind = attributes.get("openinference.span.kind")
     if kind is not None:
         return kind in _OPENINFERENCE_LLM
-    return any(mark in attributes for mark in _MARKS) or "llm.request.type" in attributes
+    return not _MARKS.isdisjoint(attributes)
 
 
 def llm_call(

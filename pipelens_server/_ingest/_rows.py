@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelens_server._errors import RunIdReusedError
+
 #: Status ranks; mirrors the SQL function ``pipelens_status_rank`` (migration 0009). The server
 #: alone sets ``abandoned`` (``_db/_abandon.py``): a late finish outranks it, a late start not.
 STATUS_RANK = {"running": 0, "abandoned": 1, "completed": 2, "cancelled": 3, "failed": 4}
@@ -126,6 +128,8 @@ RUNS = Table(
     greatest=frozenset({"step_count", "dropped_events"}),
 )
 
+_RUN_START = RUNS.column_names.index("start_ns")
+
 STEPS = Table(
     name="steps",
     stage="pipelens_stage_steps",
@@ -151,6 +155,10 @@ STEPS = Table(
     ),
     least=frozenset({"start_ns"}),
     empty_is_gap=frozenset({"records"}),
+)
+
+_PARENT_ID, _START_NS, _INPUTS = (
+    STEPS.column_names.index(n) for n in ("parent_id", "start_ns", "inputs")
 )
 
 
@@ -253,38 +261,94 @@ def merge(table: Table, held: Row, new: Row) -> Row:
     return merged
 
 
+#: "Heard of now": the time given for a run an event of the batch speaks of (the server's clock
+#: caps every time, see ``_store.TOUCH_RUNS``).
+HEARD_NOW = 2**63 - 1
+
+
 class Rows:
     """One batch's partial rows, merged per key as they are added."""
 
-    __slots__ = ("events", "heartbeats", "runs", "steps")
+    __slots__ = ("_starts", "events", "heartbeats", "runs", "steps")
 
     def __init__(self) -> None:
         self.runs: dict[str, Row] = {}
         self.steps: dict[tuple[str, str], Row] = {}
         self.events = 0
-        #: Runs a heartbeat says are alive (they get no row of their own: heard of, no more).
-        self.heartbeats: set[str] = set()
+        #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
+        #: their own: heard of, no more).
+        self.heartbeats: dict[str, int] = {}
+        #: Keys whose row is one ``StepStarted``'s, merged with nothing yet (``add_start``).
+        self._starts: set[tuple[str, str]] = set()
 
     def add_run(self, row: Row) -> None:
         """Add a partial run row."""
         run_id = row[0]
         held = self.runs.get(run_id)
-        self.runs[run_id] = row if held is None else merge(RUNS, held, row)
+        if held is None:
+            self.runs[run_id] = row
+            return
+        # One id, two starts: two runs, which a merge would silently make one.
+        if None not in (held[_RUN_START], row[_RUN_START]) and held[_RUN_START] != row[_RUN_START]:
+            raise RunIdReusedError(run_id, held[_RUN_START], row[_RUN_START])
+        self.runs[run_id] = merge(RUNS, held, row)
 
     def add_step(self, row: Row) -> None:
         """Add a partial step row; its run gets a (placeholder) row too."""
         key = (row[0], row[1])
         held = self.steps.get(key)
         if held is not None:  # its run has a row already
+            self._starts.discard(key)
             self.steps[key] = merge(STEPS, held, row)
             return
         self.steps[key] = row
         if row[0] not in self.runs:
             self.runs[row[0]] = run_row(run_id=row[0])
 
-    def heard_of(self) -> list[str]:
-        """Every run the batch speaks of, events or heartbeats, in key order."""
-        return sorted(self.heartbeats.union(self.runs))
+    def add_heartbeat(self, run_id: str, at_ns: int) -> None:
+        """A heartbeat of ``run_id`` the client sent at ``at_ns`` (past ``bigint``: now)."""
+        at_ns = min(at_ns, HEARD_NOW)
+        self.heartbeats[run_id] = max(at_ns, self.heartbeats.get(run_id, at_ns))
+
+    def heard_of(self) -> tuple[list[str], list[int]]:
+        """Every run the batch speaks of, in key order, and when it was heard of: an event's run
+        now (:data:`HEARD_NOW`), a heartbeat-only run at its heartbeat's own time, since a
+        heartbeat replayed from a spool by a later process says nothing of the run now."""
+        heard = dict.fromkeys(self.runs, HEARD_NOW)
+        run_ids = sorted(heard.keys() | self.heartbeats.keys())
+        return run_ids, [heard.get(run, self.heartbeats.get(run, HEARD_NOW)) for run in run_ids]
+
+    def add_start(self, row: Row) -> None:
+        """Add a ``StepStarted``'s row: status ``running``, nothing known past its inputs."""
+        key = (row[0], row[1])
+        if key in self.steps:
+            self.add_step(row)
+            return
+        self.add_step(row)
+        self._starts.add(key)
+
+    def add_finish(self, row: Row) -> None:
+        """Add a ``StepFinished``'s row (a final status, every text known), which the caller
+        hands over: it may be changed and kept.
+
+        The common case, the step's start held alone, is :func:`merge` written out for these
+        two shapes: the finish wins (its rank is higher); of the start's columns only
+        ``parent_id`` and ``inputs`` can fill a gap and ``start_ns`` take the earlier value;
+        the start has no ``records`` to put in place of an empty one.
+        """
+        key = (row[0], row[1])
+        if key not in self._starts:
+            self.add_step(row)
+            return
+        self._starts.discard(key)
+        held = self.steps[key]
+        if row[_PARENT_ID] is None:
+            row[_PARENT_ID] = held[_PARENT_ID]
+        if row[_INPUTS] is None:
+            row[_INPUTS] = held[_INPUTS]
+        if held[_START_NS] < row[_START_NS]:
+            row[_START_NS] = held[_START_NS]
+        self.steps[key] = row
 
     def __len__(self) -> int:
         return len(self.runs) + len(self.steps)

@@ -3,7 +3,7 @@
 The client scrubs before a value leaves the process; the raw API (any client, JSON or msgpack),
 the seed's endpoints and file import store what they are sent, so the server applies the same
 rules, from the same list: ``pipelens/secrets.json`` (read by path beside ``pipelens.events``, as
-``_read._pricing`` reads ``prices.json``; its ``description`` says the format). A value under a
+``pipelens._pricing`` reads ``prices.json``; its ``description`` says the format). A value under a
 key matching a ``keys`` pattern becomes ``[REDACTED]``, and every match of a ``values`` pattern
 in a string too, the same output as ``pipelens._core.capture.scrub`` for the same text.
 

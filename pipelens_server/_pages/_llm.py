@@ -2,8 +2,8 @@
 over time as a server-drawn stacked bar chart; an empty state until a run records an LLM call.
 The same figures as JSON at ``/api/v1/llm/usage`` (``_api._llm``).
 
-Costs are computed here from the stored tokens with today's price table, so a corrected table
-reprices past runs; a model without a price shows an unknown cost, never zero.
+Costs are computed from the stored tokens at read time, so a corrected table reprices past runs;
+a model without a price, or calls without usage, show an unknown cost, never zero.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
 
+from pipelens import _pricing
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._pages._llm_chart import format_count, format_usd, summarize
 from pipelens_server._pages._runs import RangeParam
@@ -24,8 +25,12 @@ from pipelens_server._pages._templating import (
     render,
     zone_of,
 )
-from pipelens_server._read._llm import bucket_width, usage_rows, usage_span
-from pipelens_server._read._pricing import price_table
+from pipelens_server._read._llm import (
+    bucket_width,
+    first_token_by_model,
+    usage_rows,
+    usage_span,
+)
 from pipelens_server._timerange import RANGES, preset_start
 
 StackParam = Annotated[
@@ -70,6 +75,7 @@ async def llm_usage(
         zone=zone_of(request),
         stack_by=by,
     )
+    first_token = await first_token_by_model(pool, since_ns, until_ns, pipeline) if span else []
     ever = span is not None or await usage_span(pool, 0, until_ns) is not None
     context = base_context(request, "LLM usage") | {
         "usage": usage,
@@ -83,7 +89,8 @@ async def llm_usage(
         "pipelines": pipelines,
         "usd": format_usd,
         "count": format_count,
-        "prices_date": price_table().date,
+        "prices_source": _pricing.source(),
+        "first_token": first_token,
         "self_url": page_url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
         "runs_url": lambda name: (
             page_url(pipeline_path(name, "runs"), range=range_)

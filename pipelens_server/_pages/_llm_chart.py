@@ -2,8 +2,9 @@
 tokens or cost per time bucket, one colour per model (or per pipeline), laid out for a
 server-drawn SVG.
 
-Costs are priced here, from the tokens, with today's price table (``_read._pricing``): a model
-without a price adds nothing to a cost and is listed as unknown instead, so "$0.00" never hides it.
+Costs are priced from the tokens (``UsageRow.priced``): a model without a price adds nothing to
+a cost and is listed as unknown instead, and calls without usage add no tokens and are counted
+apart, so "0" or "$0.00" never hides what is unknown.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import datetime, tzinfo
 import msgspec
 
 from pipelens_server._read._llm import SECOND, UsageRow
-from pipelens_server._read._pricing import cost_usd
 
 #: Series colours (the last one for the rest), readable on light and dark backgrounds.
 PALETTE = ["#2f81f7", "#d4761a", "#2da44e", "#a371f7", "#cf4a8c", "#1b9aaa", "#b08800", "#8c959f"]
@@ -28,34 +28,39 @@ NO_PIPELINE = "(no pipeline)"
 
 
 class Totals(msgspec.Struct, kw_only=True):
-    """Calls, tokens and the known part of the cost of a set of usage rows."""
+    """Calls, tokens and the known part of the cost of a set of usage rows; tokens and cost are
+    ``None`` (unknown) until a row reports them."""
 
     calls: int = 0
     calls_without_usage: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
     #: Models whose price is unknown: the cost above leaves their tokens out.
     unpriced: list[str] = []
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> int | None:
         """Input plus output tokens (cached are part of input, reasoning of output)."""
-        return self.input_tokens + self.output_tokens
+        if self.input_tokens is None:
+            return None
+        return self.input_tokens + (self.output_tokens or 0)
 
     def add(self, row: UsageRow, cost: float | None) -> None:
         """Count ``row``, whose cost is ``cost`` (``None``: unknown)."""
         self.calls += row.calls
         self.calls_without_usage += row.calls_without_usage
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        self.cached_tokens += row.cached_tokens
-        self.reasoning_tokens += row.reasoning_tokens
+        if row.input_tokens is None:
+            return
+        self.input_tokens = (self.input_tokens or 0) + row.input_tokens
+        self.output_tokens = (self.output_tokens or 0) + (row.output_tokens or 0)
+        self.cached_tokens = (self.cached_tokens or 0) + (row.cached_tokens or 0)
+        self.reasoning_tokens = (self.reasoning_tokens or 0) + (row.reasoning_tokens or 0)
         if cost is not None:
-            self.cost_usd += cost
-        elif row.model not in self.unpriced and (row.input_tokens or row.output_tokens):
+            self.cost_usd = (self.cost_usd or 0.0) + cost
+        elif row.model not in self.unpriced:
             self.unpriced.append(row.model)
 
 
@@ -99,8 +104,11 @@ class Usage(msgspec.Struct, kw_only=True, frozen=True):
     chart: Chart
 
 
-def format_usd(value: float) -> str:
-    """``$1,234.56`` from a dollar up, two significant digits below (``$0.013``, ``$0.00004``)."""
+def format_usd(value: float | None) -> str:
+    """``$1,234.56`` from a dollar up, two significant digits below (``$0.013``, ``$0.00004``);
+    ``unknown`` for ``None``."""
+    if value is None:
+        return "unknown"
     if value == 0 or value >= 1:
         return f"${value:,.2f}"
     return f"${value:.{max(2, 1 - math.floor(math.log10(value)))}f}"
@@ -150,20 +158,21 @@ def summarize(
     pipelines: dict[str, Totals] = {}
     stacks: dict[int, dict[str, float]] = {}
     for row in rows:
-        cost = cost_usd(row.model, row.input_tokens, row.output_tokens, row.cached_tokens)
+        cost = row.priced()
         for totals in (
             total,
             models.setdefault(row.model, Totals()),
             pipelines.setdefault(row.pipeline or NO_PIPELINE, Totals()),
         ):
             totals.add(row, cost)
-        value = float(row.input_tokens + row.output_tokens) if metric == "tokens" else cost
+        tokens = None if row.input_tokens is None else row.input_tokens + (row.output_tokens or 0)
+        value = tokens if metric == "tokens" else cost
         if value:
             stack = stacks.setdefault(row.bucket_ns, {})
             name = row.model if stack_by == "model" else row.pipeline or NO_PIPELINE
             stack[name] = stack.get(name, 0.0) + value
-    by_model = sorted(models.items(), key=lambda item: (-item[1].tokens, item[0]))
-    by_pipeline = sorted(pipelines.items(), key=lambda item: (-item[1].tokens, item[0]))
+    by_model = sorted(models.items(), key=lambda item: (-(item[1].tokens or 0), item[0]))
+    by_pipeline = sorted(pipelines.items(), key=lambda item: (-(item[1].tokens or 0), item[0]))
     series = by_model if stack_by == "model" else by_pipeline
     colours = {name: PALETTE[min(i, len(PALETTE) - 1)] for i, (name, _) in enumerate(series)}
     legend = [

@@ -28,7 +28,7 @@ from pipelens_server._pages._templating import (
     run_path,
     zone_of,
 )
-from pipelens_server._read._llm import CallView, step_llm
+from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
 from pipelens_server._read._run import run_with_steps, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page
 from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
@@ -171,6 +171,7 @@ async def pipeline_runs(
             page_url(path, **filters, after=cursor_text(*next_cursor)) if next_cursor else None
         ),
         "run_url": run_path,
+        "llm_totals": await run_llm_totals(pool, [run.run_id for run in runs]),
     }
     # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
     status_code = 400 if error is not None and not is_htmx(request) else 200
@@ -249,6 +250,7 @@ async def run_page(
         "llm": await _llm_of(pool, detail),
         "step_key": step,
         "pipeline_url": (pipeline_path(run.pipeline, "runs") if run.pipeline else None),
+        "llm_totals": (await run_llm_totals(pool, [run_id])).get(run_id),
     }
     ended = target == "run_live" and run.status != "running"
     return render(

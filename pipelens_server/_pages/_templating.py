@@ -22,6 +22,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
 from pipelens_server._pages import _csrf
+from pipelens_server._pages._llm_chart import format_usd
 from pipelens_server._settings import Settings
 from pipelens_server._timerange import zone_name
 
@@ -87,6 +88,7 @@ def pretty_json(text: str | None) -> str:
 def _configure(engine: JinjaTemplateEngine) -> None:
     env: Environment = engine.engine
     env.filters["ms"] = format_ms
+    env.filters["usd"] = format_usd
     env.filters["pretty_json"] = pretty_json
     env.globals["htmx_file"] = HTMX_FILE
     env.trim_blocks = True

@@ -2,8 +2,13 @@
 
 Usage comes from two places, never both for one run: a finished run's ``llm_usage`` (by model,
 and it also counts the seed's ``LLMTrack`` records), else the ``llm`` of each of its steps (a run
-still running, or one whose client sent no usage). Stored JSON is read defensively: a token count
-that is not a number counts as 0 rather than failing the page.
+still running, or one whose client sent no usage). Stored JSON is read defensively: in a call
+that reported usage, a token count that is not a number counts as 0 rather than failing the page.
+
+Unknown is not zero: the tokens of calls that reported no usage are ``NULL`` (``None``), so a sum
+over none of them is unknown, never 0, and nothing is priced for them; ``calls_without_usage``
+counts them. Costs are priced here, at read time, with :mod:`pipelens._pricing` (genai-prices
+when installed, else the shipped ``prices.json``), so a corrected table reprices past runs.
 """
 
 from __future__ import annotations
@@ -14,9 +19,16 @@ import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._read._pricing import cost_usd
+from pipelens import _pricing
+from pipelens_server._read._shapes import LLMTotals
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 SECOND = 1_000_000_000
 #: Bucket widths the chart may use, narrowest first.
 BUCKETS_NS = [
@@ -36,17 +48,33 @@ def bucket_width(span_ns: int) -> int:
 
 
 class UsageRow(msgspec.Struct, kw_only=True, frozen=True):
-    """Calls and tokens of one model in one pipeline within one time bucket."""
+    """Calls and tokens of one model in one pipeline within one time bucket; tokens ``None``
+    when none of the calls reported usage."""
 
     bucket_ns: int
     pipeline: str | None
     model: str
     calls: int
     calls_without_usage: int
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+
+    def priced(self) -> float | None:
+        """The calls' cost in USD at the prices of the bucket's day; ``None`` when unknown
+        (no call reported usage, or the model has no price)."""
+        if self.input_tokens is None:
+            return None
+        return _pricing.cost_usd(
+            _pricing.price_of(None, self.model, self.bucket_ns),
+            self.input_tokens,
+            self.output_tokens or 0,
+            self.cached_tokens or 0,
+            self.cache_write_tokens or 0,
+            calls=self.calls - self.calls_without_usage,
+        )
 
 
 #: The largest count one stored value adds (ingest refuses larger ones; rows stored before it
@@ -64,68 +92,90 @@ def _count(json_field: str, missing: int = 0) -> sql.Composable:
     ).format(e=expr, cap=sql.Literal(MAX_COUNT), missing=sql.Literal(missing))
 
 
-def _usage_sql(bucketed: bool) -> sql.Composed:
-    run_tokens = [_count(f"u.value->'{name}'") for name in TOKEN_FIELDS]
-    step_tokens = [_count(f"s.llm->'usage'->'{name}'") for name in TOKEN_FIELDS]
-    calls = _count("u.value->'calls'", missing=1)
-    select = (
-        sql.SQL("floor(at_ns::numeric / %(bucket)s)::bigint * %(bucket)s AS bucket_ns,")
-        if bucketed
-        else sql.SQL("min(at_ns) AS first_ns, max(at_ns) AS last_ns")
+def _known(has_usage: str, json_field: str) -> sql.Composable:
+    """A token count of calls that reported usage (``has_usage``, SQL); ``NULL`` otherwise."""
+    return sql.SQL("CASE WHEN {has} THEN {count} END").format(
+        has=sql.SQL(has_usage), count=_count(json_field)
     )
-    tail = (
-        sql.SQL(
-            """
-            pipeline, model, sum(calls)::bigint, sum(calls_without_usage)::bigint,
-            sum(input_tokens)::bigint, sum(output_tokens)::bigint,
-            sum(cached_tokens)::bigint, sum(reasoning_tokens)::bigint
-            FROM usage GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-            """
+
+
+#: The usage CTE's filters: a time range, or a list of runs.
+_IN_RANGE = (
+    "r.start_ns >= %(since)s AND r.start_ns < %(until)s",
+    "s.start_ns >= %(since)s AND s.start_ns < %(until)s",
+)
+_OF_RUNS = ("r.run_id = ANY(%(runs)s)", "s.run_id = ANY(%(runs)s)")
+
+
+def _usage_cte(where: tuple[str, str]) -> sql.Composed:
+    """``WITH usage AS (...)``: one row per run and model (finished runs' ``llm_usage``) or per
+    call (the steps of runs without it), filtered by ``where`` (runs', steps' condition)."""
+    run_has = sql.SQL("({c} < {calls})").format(
+        c=_count("u.value->'calls_without_usage'"), calls=_count("u.value->'calls'", missing=1)
+    )
+    step_has = "jsonb_typeof(s.llm->'usage') = 'object'"
+    run_tokens = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN {has} THEN {count} END AS {name}").format(
+            has=run_has, count=_count(f"u.value->'{name}'"), name=sql.Identifier(name)
         )
-        if bucketed
-        else sql.SQL(" FROM usage")
+        for name in TOKEN_FIELDS
     )
+    step_tokens = sql.SQL(", ").join(
+        _known(step_has, f"s.llm->'usage'->'{name}'") for name in TOKEN_FIELDS
+    )
+    calls = _count("u.value->'calls'", missing=1)
     return sql.SQL(
         """
         WITH usage AS (
-            SELECT r.pipeline, u.key AS model, r.start_ns AS at_ns, {calls} AS calls,
-                   {run_missing} AS calls_without_usage,
-                   {run_in} AS input_tokens, {run_out} AS output_tokens,
-                   {run_cached} AS cached_tokens, {run_reasoning} AS reasoning_tokens
+            SELECT r.run_id, r.pipeline, u.key AS model, r.start_ns AS at_ns, {calls} AS calls,
+                   least({run_missing}, {calls}) AS calls_without_usage, {run_tokens}
             FROM runs r CROSS JOIN LATERAL jsonb_each(r.llm_usage) u
             WHERE r.llm_usage IS NOT NULL AND jsonb_typeof(r.llm_usage) = 'object'
-              AND r.start_ns >= %(since)s AND r.start_ns < %(until)s
+              AND {run_where}
             UNION ALL
-            SELECT coalesce(s.pipeline, r.pipeline),
+            SELECT r.run_id, coalesce(s.pipeline, r.pipeline),
                    coalesce(s.llm->>'response_model', s.llm->>'request_model',
                             s.llm->>'model', 'unknown'),
                    s.start_ns, 1,
-                   CASE WHEN jsonb_typeof(s.llm->'usage') = 'object' THEN 0 ELSE 1 END,
-                   {step_in}, {step_out}, {step_cached}, {step_reasoning}
+                   CASE WHEN {step_has} THEN 0 ELSE 1 END,
+                   {step_tokens}
             FROM steps s JOIN runs r ON r.run_id = s.run_id
-            WHERE s.llm IS NOT NULL AND r.llm_usage IS NULL
-              AND s.start_ns >= %(since)s AND s.start_ns < %(until)s
+            WHERE s.llm IS NOT NULL AND r.llm_usage IS NULL AND {step_where}
         )
-        SELECT {select} {tail}
         """
     ).format(
         calls=calls,
         run_missing=_count("u.value->'calls_without_usage'"),
-        run_in=run_tokens[0],
-        run_out=run_tokens[1],
-        run_cached=run_tokens[2],
-        run_reasoning=run_tokens[3],
-        step_in=step_tokens[0],
-        step_out=step_tokens[1],
-        step_cached=step_tokens[2],
-        step_reasoning=step_tokens[3],
-        select=select,
-        tail=tail,
+        run_tokens=run_tokens,
+        step_has=sql.SQL(step_has),
+        step_tokens=step_tokens,
+        run_where=sql.SQL(where[0]),
+        step_where=sql.SQL(where[1]),
     )
 
 
-_BUCKETED = _usage_sql(bucketed=True)
-_SPAN = _usage_sql(bucketed=False)
+#: The sums of the token columns, in ``TOKEN_FIELDS`` order.
+_SUMS = sql.SQL(", ").join(
+    sql.SQL("sum({})::bigint").format(sql.Identifier(name)) for name in TOKEN_FIELDS
+)
+_BUCKETED = sql.SQL(
+    """{cte}
+    SELECT floor(at_ns::numeric / %(bucket)s)::bigint * %(bucket)s AS bucket_ns,
+           pipeline, model, sum(calls)::bigint, sum(calls_without_usage)::bigint, {sums}
+    FROM usage GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    """
+).format(cte=_usage_cte(_IN_RANGE), sums=_SUMS)
+_SPAN = sql.SQL("{cte} SELECT min(at_ns) AS first_ns, max(at_ns) AS last_ns FROM usage").format(
+    cte=_usage_cte(_IN_RANGE)
+)
+#: Per run and model: the first call's time (the day its prices are read at) and the sums.
+_OF_RUNS_SQL = sql.SQL(
+    """{cte}
+    SELECT run_id, model, min(at_ns), sum(calls)::bigint, sum(calls_without_usage)::bigint,
+           {sums}
+    FROM usage GROUP BY 1, 2 ORDER BY 1, 2
+    """
+).format(cte=_usage_cte(_OF_RUNS), sums=_SUMS)
 
 
 async def usage_span(
@@ -160,22 +210,107 @@ async def usage_rows(
             input_tokens=row[5],
             output_tokens=row[6],
             cached_tokens=row[7],
-            reasoning_tokens=row[8],
+            cache_write_tokens=row[8],
+            reasoning_tokens=row[9],
         )
         for row in rows
     ]
+
+
+class FirstToken(msgspec.Struct, kw_only=True, frozen=True):
+    """Time to first token of one model's streamed calls over a time range."""
+
+    model: str
+    #: Streamed calls that reached a first token.
+    calls: int
+    p50_ns: int
+    p95_ns: int
+
+
+_FIRST_TOKEN = sql.SQL(
+    """
+    SELECT model, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft)
+    FROM (
+        SELECT coalesce(s.llm->>'response_model', s.llm->>'request_model',
+                        s.llm->>'model', 'unknown') AS model,
+               {ttft} AS ttft
+        FROM steps s JOIN runs r ON r.run_id = s.run_id
+        WHERE s.llm IS NOT NULL AND jsonb_typeof(s.llm->'time_to_first_token_ns') = 'number'
+          AND s.start_ns >= %(since)s AND s.start_ns < %(until)s
+          AND (%(pipeline)s = '' OR coalesce(s.pipeline, r.pipeline) = %(pipeline)s)
+    ) t
+    GROUP BY model ORDER BY model
+    """
+).format(ttft=_count("s.llm->'time_to_first_token_ns'"))
+
+
+async def first_token_by_model(
+    pool: AsyncConnectionPool[Any], since_ns: int, until_ns: int, pipeline: str = ""
+) -> list[FirstToken]:
+    """Time to first token, p50 and p95, of each model's streamed calls between ``since_ns``
+    and ``until_ns`` (of one pipeline when ``pipeline`` is given), from the calls' steps."""
+    params = {"since": since_ns, "until": until_ns, "pipeline": pipeline}
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_FIRST_TOKEN, params)
+        rows = await cursor.fetchall()
+    return [
+        FirstToken(model=row[0], calls=row[1], p50_ns=round(row[2]), p95_ns=round(row[3]))
+        for row in rows
+    ]
+
+
+async def run_llm_totals(
+    pool: AsyncConnectionPool[Any], run_ids: list[str]
+) -> dict[str, LLMTotals]:
+    """The LLM calls, tokens and cost of each of ``run_ids`` that made any (the others are left
+    out), priced per model at the prices of the day of its first call."""
+    if not run_ids:
+        return {}
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_OF_RUNS_SQL, {"runs": run_ids})
+        rows = await cursor.fetchall()
+    totals: dict[str, LLMTotals] = {}
+    for run_id, model, at_ns, calls, without, *tokens in rows:
+        row = UsageRow(
+            bucket_ns=at_ns or 0,
+            pipeline=None,
+            model=model,
+            calls=calls,
+            calls_without_usage=without,
+            **dict(zip(TOKEN_FIELDS, tokens, strict=True)),
+        )
+        totals[run_id] = _plus(totals.get(run_id, LLMTotals()), row)
+    return totals
+
+
+def _plus(totals: LLMTotals, row: UsageRow) -> LLMTotals:
+    """``totals`` with one model's ``row`` added."""
+    calls = totals.calls + row.calls
+    without = totals.calls_without_usage + row.calls_without_usage
+    if row.input_tokens is None:
+        return msgspec.structs.replace(totals, calls=calls, calls_without_usage=without)
+    cost = row.priced()
+    return LLMTotals(
+        calls=calls,
+        calls_without_usage=without,
+        input_tokens=(totals.input_tokens or 0) + row.input_tokens,
+        output_tokens=(totals.output_tokens or 0) + (row.output_tokens or 0),
+        cost_usd=totals.cost_usd if cost is None else (totals.cost_usd or 0.0) + cost,
+        unpriced=totals.unpriced if cost is not None else [*totals.unpriced, row.model],
+    )
 
 
 async def step_llm(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> CallView | None:
     """The LLM call a step made, for the step panel; ``None`` when it made none."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            "SELECT llm::text FROM steps WHERE run_id = %s AND key = %s", [run_id, key]
+            "SELECT llm::text, start_ns FROM steps WHERE run_id = %s AND key = %s", [run_id, key]
         )
         row = await cursor.fetchone()
     if row is None or row[0] is None:
         return None
-    return call_view(msgspec.json.decode(row[0]))
+    return call_view(msgspec.json.decode(row[0]), row[1])
 
 
 #: A message longer than this (characters, or lines) is shown collapsed.
@@ -292,10 +427,11 @@ def _arguments(text: Any) -> str:
         return text
 
 
-def call_view(data: Any) -> CallView | None:
+def call_view(data: Any, at_ns: int | None = None) -> CallView | None:
     """The step panel's view of a decoded ``steps.llm``; ``None`` when it is not an object.
 
-    The cost is the server's, from the tokens and today's price table.
+    The cost is the server's, from the tokens, at the prices of the day of ``at_ns`` (the
+    step's start; default today).
     """
     if not isinstance(data, dict):
         return None
@@ -342,8 +478,12 @@ def call_view(data: Any) -> CallView | None:
         cost_usd=(
             None
             if tokens is None
-            else cost_usd(
-                model, tokens["input_tokens"], tokens["output_tokens"], tokens["cached_tokens"]
+            else _pricing.cost_usd(
+                _pricing.price_of(_str(data.get("provider")), model, at_ns),
+                tokens["input_tokens"],
+                tokens["output_tokens"],
+                tokens["cached_tokens"],
+                tokens["cache_write_tokens"],
             )
         ),
         latency_ns=_int(data.get("latency_ns")),

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
+from pipelens_server._read._llm import run_llm_totals
 from pipelens_server._read._shapes import (
     DETAIL_FIELDS,
     RUN_OUT_COLUMNS,
@@ -45,7 +47,8 @@ async def get_run(pool: AsyncConnectionPool[Any], run_id: str) -> RunDetail:
             [run_id],
         )
         steps = [step_out(step) for step in await cursor.fetchall()]
-    return RunDetail(run=run_out(row), steps=steps)
+    llm = (await run_llm_totals(pool, [run_id])).get(run_id)
+    return RunDetail(run=msgspec.structs.replace(run_out(row), llm=llm), steps=steps)
 
 
 async def run_with_steps(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._read._llm import run_llm_totals
 from pipelens_server._read._search import (
     RunCursor,
     RunSearch,
@@ -182,4 +184,6 @@ async def list_runs(
     more = len(runs) > limit
     runs = runs[:limit]
     next_ = cursor_text(runs[-1].start_ns, runs[-1].run_id) if more else None
+    llm = await run_llm_totals(pool, [run.run_id for run in runs])
+    runs = [msgspec.structs.replace(run, llm=llm.get(run.run_id)) for run in runs]
     return RunList(runs=runs, next=next_)

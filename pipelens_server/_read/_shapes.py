@@ -110,6 +110,29 @@ class ErrorOut(msgspec.Struct, kw_only=True, frozen=True):
     traceback: str | None
 
 
+class LLMTotals(msgspec.Struct, kw_only=True, frozen=True):
+    """A run's LLM calls, tokens and cost; unknown is ``None``, never zero.
+
+    Tokens and cost sum the calls that reported usage; ``calls_without_usage`` counts the
+    others. ``cost_usd`` is of the priced models (``None``: none is); ``unpriced`` names the
+    models with tokens but no price.
+    """
+
+    calls: int = 0
+    calls_without_usage: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    unpriced: list[str] = []
+
+    @property
+    def tokens(self) -> int | None:
+        """Input plus output tokens; ``None`` when no call reported usage."""
+        if self.input_tokens is None:
+            return None
+        return self.input_tokens + (self.output_tokens or 0)
+
+
 class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     """A run as the read API shows it. ``pipeline`` is ``None`` until a run event names it."""
 
@@ -124,8 +147,10 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     dropped_events: int | None
     attributes: msgspec.Raw | None
     updated_at: str
-    #: LLM usage by model: ``{model: {calls, input_tokens, output_tokens, ...}}``.
+    #: LLM usage by model as the client sent it: ``{model: {calls, input_tokens, ...}}``.
     llm_usage: msgspec.Raw | None
+    #: The run's LLM totals, priced by the server; ``None`` when it made no LLM call.
+    llm: LLMTotals | None = None
 
 
 class StepOut(msgspec.Struct, kw_only=True, frozen=True):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from pipelens.events import Batch, Event, decode_msgpack
+from pipelens.events import Batch, Event, StepFinished, StepStarted, decode_msgpack
 
 #: Close the connection after reading the request, before storing it or answering.
 KILL = "kill"
@@ -217,7 +217,31 @@ class IngestServer:
             self._plan.clear()
 
     def events(self) -> list[Event]:
-        """Every event stored, in arrival order (a resent batch appears twice)."""
+        """Every event the program emitted, as stored, in arrival order (a resent batch appears
+        twice): a finish the transport sent in place of its step's start too
+        (``pipelens._transports.coalesce``) stands for both, the start just before it."""
+        wire = self.wire_events()
+        started = {e.step_id for e in wire if isinstance(e, StepStarted)}
+        events: list[Event] = []
+        for e in wire:
+            if isinstance(e, StepFinished) and e.step_id not in started:
+                events.append(
+                    StepStarted(
+                        run_id=e.run_id,
+                        step_id=e.step_id,
+                        parent_id=e.parent_id,
+                        key=e.key,
+                        name=e.name,
+                        kind=e.kind,
+                        start_ns=e.start_ns,
+                        inputs=e.inputs,
+                    )
+                )
+            events.append(e)
+        return events
+
+    def wire_events(self) -> list[Event]:
+        """Every event as it came over the wire, in arrival order."""
         with self._lock:
             return [e for b in self.batches for e in b.events]
 

@@ -1,7 +1,8 @@
 """A local HTTP server speaking enough of the OpenAI API for the real ``openai`` client.
 
-``/v1/chat/completions`` (plain and SSE-streamed, with a usage chunk when the request's
-``stream_options.include_usage`` asks for it, tool calls when ``tools`` are given),
+``/v1/chat/completions`` (plain and SSE-streamed, with a usage chunk — and ``"usage": null`` on
+every other chunk, as OpenAI sends — when the request's ``stream_options.include_usage`` asks
+for it, tool calls when ``tools`` are given),
 ``/v1/responses`` (plain and streamed, with the output item and content part events the SDK's
 ``responses.stream`` helper needs) and ``/v1/embeddings``. A request for structured output (a
 ``json_schema`` response format, as ``parse`` and the stream helpers send) is answered with
@@ -77,36 +78,47 @@ def _chat_body(model: str, tools: bool, structured: bool) -> dict[str, Any]:
     }
 
 
-def _chunk(model: str, choices: list[Any], usage: Any = None) -> dict[str, Any]:
-    return {
+def _chunk(
+    model: str, choices: list[Any], usage: Any = None, *, with_usage: bool
+) -> dict[str, Any]:
+    chunk = {
         "id": "chatcmpl-1",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": f"{model}-2024-08-06",
         "choices": choices,
-        "usage": usage,
     }
+    if with_usage:  # as OpenAI does: "usage" on every chunk once asked for, null but the last
+        chunk["usage"] = usage
+    return chunk
 
 
 def _chat_chunks(model: str, tools: bool, usage: bool, structured: bool) -> list[dict[str, Any]]:
     chunks = []
     if model == "filtered":
-        chunks.append(_chunk(model, []))
-    chunks.append(_chunk(model, [{"index": 0, "delta": {"role": "assistant"}}]))
+        chunks.append(_chunk(model, [], with_usage=usage))
+    chunks.append(_chunk(model, [{"index": 0, "delta": {"role": "assistant"}}], with_usage=usage))
     if tools:
         for i, part in enumerate(TOOL_ARGS_PARTS):
             call: dict[str, Any] = {"index": 0, "function": {"arguments": part}}
             if i == 0:
                 call.update(id="call_1", type="function")
                 call["function"]["name"] = "weather"
-            chunks.append(_chunk(model, [{"index": 0, "delta": {"tool_calls": [call]}}]))
+            chunks.append(
+                _chunk(model, [{"index": 0, "delta": {"tool_calls": [call]}}], with_usage=usage)
+            )
     else:
         parts = STRUCTURED_PARTS if structured else TEXT_PARTS
-        chunks.extend(_chunk(model, [{"index": 0, "delta": {"content": part}}]) for part in parts)
+        chunks.extend(
+            _chunk(model, [{"index": 0, "delta": {"content": part}}], with_usage=usage)
+            for part in parts
+        )
     finish = _finish(model, tools)
-    chunks.append(_chunk(model, [{"index": 0, "delta": {}, "finish_reason": finish}]))
+    chunks.append(
+        _chunk(model, [{"index": 0, "delta": {}, "finish_reason": finish}], with_usage=usage)
+    )
     if usage:
-        chunks.append(_chunk(model, [], USAGE))
+        chunks.append(_chunk(model, [], USAGE, with_usage=True))
     return chunks
 
 

@@ -28,7 +28,8 @@ from _ingest_server import (
 
 import pipelens
 from pipelens import HttpTransport, Run, TransportStats
-from pipelens.events import RunFinished
+from pipelens._core.settings import settings as pipelens_settings
+from pipelens.events import RunFinished, StepFinished, StepStarted
 
 #: An interval so long that only flush() hands events over: one request per flush.
 HOLD = 60.0
@@ -113,6 +114,43 @@ def test_configure_url_sends_msgpack_with_bearer_token(server: IngestServer) -> 
     assert (request.path, request.content_type) == ("/api/v1/events", "application/msgpack")
     assert {"Bearer s3cret-token"} == {r.authorization for r in server.requests}
     assert len(expected) == pipelens.transport_stats().sent
+
+
+def test_a_step_whose_start_and_finish_share_a_batch_is_sent_as_one_event(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """Start and finish of a step in one batch go as one finish carrying the start's inputs;
+    the counts stay in the program's events."""
+    transport = make_transport(server.url)
+    expected = run_pipeline(transport)
+    assert transport.flush(10)
+    wire = server.wire_events()
+    finished = [e for e in wire if isinstance(e, StepFinished)]
+    assert [e for e in wire if isinstance(e, StepStarted)] == []
+    assert {None, '{"i":0}', '{"i":1}', '{"i":2}'} == {e.inputs for e in finished}  # root: none
+    assert len(expected) - len(finished) == len(wire)
+    assert len(expected) == transport.stats().sent
+    assert Counter(expected) == arrived(server)
+
+
+def test_a_start_sent_before_its_finish_still_goes_alone(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """A step still running when its batch is cut keeps its own start (the live view shows
+    it); its finish follows alone."""
+    transport = make_transport(server.url)
+
+    @pipelens.step
+    def slow() -> None:
+        assert transport.flush(10)  # the start is on the wire before the step ends
+
+    with pipelens.Pipeline("p", transport=transport).run():
+        slow()
+    assert transport.flush(10)
+    # The pipeline's root step and ``slow``: both started, then both finished.
+    assert [
+        type(e).__name__ for e in server.wire_events() if isinstance(e, StepStarted | StepFinished)
+    ] == ["StepStarted", "StepStarted", "StepFinished", "StepFinished"]
 
 
 def test_no_token_sends_no_authorization_header(
@@ -612,3 +650,42 @@ def test_debug_logs_each_request(
     run_pipeline(transport)
     assert transport.flush(10)
     assert sum("HTTP 202" in r.getMessage() for r in caplog.records) == 1
+
+
+def _heartbeats(server: IngestServer) -> list[str]:
+    return [beat.run_id for b in server.batches if b.heartbeats for beat in b.heartbeats]
+
+
+@pytest.mark.parametrize("source", ["url", "env"])
+def test_configure_heartbeat_sets_the_interval(
+    server: IngestServer, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """``configure(heartbeat=s)`` is the interval of the transport ``url=`` or ``PIPELENS_URL``
+    makes: a step that waits sees its run's heartbeat arrive."""
+    if source == "url":
+        pipelens.configure(url=server.url, heartbeat=0.05)
+    else:
+        monkeypatch.setenv("PIPELENS_URL", server.url)
+        pipelens.configure(heartbeat=0.05)
+    seen: list[bool] = []
+
+    @pipelens.step
+    def waits() -> None:
+        run = pipelens.current_run()
+        assert run is not None
+        seen.append(wait_until(lambda: run.id in _heartbeats(server)))
+
+    waits()
+    assert pipelens.flush(10)
+    assert seen == [True]
+
+
+def test_configure_heartbeat_zero_sends_none(server: IngestServer) -> None:
+    """``heartbeat=0`` makes a transport that sends no heartbeats; later calls that do not
+    name it keep it, as every option is kept."""
+    pipelens.configure(url=server.url, heartbeat=0)
+    assert pipelens_settings.transport.heartbeat_interval is None  # type: ignore[union-attr]
+    pipelens.configure(url=server.url)
+    assert pipelens_settings.transport.heartbeat_interval is None  # type: ignore[union-attr]
+    pipelens.configure(url=server.url, heartbeat=15)
+    assert pipelens_settings.transport.heartbeat_interval == 15.0  # type: ignore[union-attr]

@@ -160,6 +160,7 @@ def test_run_and_subtree_usage_are_summed_by_model(events: CapturedEvents) -> No
         "input_tokens": 200,
         "output_tokens": 200,
         "cached_tokens": 2,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 0,
         "calls_without_usage": 0,
         "cost_usd": pytest.approx((198 * 2.5 + 2 * 1.25 + 200 * 10) / 1e6),
@@ -185,10 +186,29 @@ def test_unknown_model_cost_is_null_and_calls_without_usage_are_counted(
         sent["my-finetune"]["calls"],
         sent["my-finetune"]["calls_without_usage"],
     ) == (None, 1, 0)
-    with pipelens.llm_call(provider="p", model="gpt-4o"):
-        pass
-    sent = json.loads(events.runs()[1].llm_usage or "null")
-    assert (sent["gpt-4o"]["calls_without_usage"], sent["gpt-4o"]["input_tokens"]) == (1, 0)
+
+
+def test_calls_without_usage_have_unknown_tokens_and_cost_not_zero(
+    events: CapturedEvents,
+) -> None:
+    """A model whose calls reported no usage has tokens and cost null, in process and sent."""
+    with pipelens.Pipeline("p").run() as run:
+        with pipelens.llm_call(provider="openai", model="gpt-4o"):
+            pass
+        with pipelens.llm_call(provider="openai", model="gpt-4o-mini") as c:
+            c.set_usage(10, 5)
+        with pipelens.llm_call(provider="openai", model="gpt-4o-mini"):
+            pass
+    in_process = run.llm_usage()
+    unknown = in_process["gpt-4o"]
+    assert (unknown.calls, unknown.calls_without_usage, unknown.input_tokens) == (1, 1, None)
+    assert (unknown.output_tokens, unknown.cost_usd) == (None, None)
+    mixed = in_process["gpt-4o-mini"]
+    assert (mixed.calls, mixed.calls_without_usage, mixed.input_tokens) == (2, 1, 10)
+    assert pytest.approx((10 * 0.15 + 5 * 0.6) / 1e6) == mixed.cost_usd
+    sent = json.loads(events.runs()[0].llm_usage or "null")
+    assert (sent["gpt-4o"]["input_tokens"], sent["gpt-4o"]["cost_usd"]) == (None, None)
+    assert "cost_usd" not in llm_of(events, "p.openai_chat")
 
 
 def test_llmtrack_and_llm_calls_agree(events: CapturedEvents) -> None:
@@ -227,6 +247,26 @@ def test_configured_prices_override_the_table(tmp_path: Path) -> None:
     assert pytest.approx(5.0) == prices.cost_usd("mine", 2_000_000, 0, cached_tokens=1_000_000)
     pipelens.configure(prices={})
     assert pytest.approx(12.5) == prices.cost_usd("gpt-4o", 1_000_000, 1_000_000)
+
+
+def test_cache_reads_and_writes_are_priced_at_their_own_prices(events: CapturedEvents) -> None:
+    """Anthropic's cache write and read tokens cost their prices, not the input price."""
+    with pipelens.llm_call(provider="anthropic", model="claude-sonnet-4-20250514") as c:
+        c.set_usage(input_tokens=1000, output_tokens=100, cached_tokens=600, cache_write_tokens=300)
+    cost = (100 * 3.0 + 600 * 0.3 + 300 * 3.75 + 100 * 15.0) / 1e6
+    assert pytest.approx(cost) == llm_of(events, "anthropic_chat")["cost_usd"]
+
+
+def test_configured_prices_win_over_genai_prices() -> None:
+    """A user's price for a model genai-prices knows is the one used."""
+    pipelens.configure(prices={"claude-sonnet-4-5": {"input": 1.0, "output": 1.0}})
+    assert pytest.approx(0.2) == prices.cost_usd(
+        "claude-sonnet-4-5", 100_000, 100_000, provider="anthropic"
+    )
+    pipelens.configure(prices={})
+    assert pytest.approx(1.8) == prices.cost_usd(
+        "claude-sonnet-4-5", 100_000, 100_000, provider="anthropic"
+    )
 
 
 @pytest.mark.parametrize(

@@ -175,6 +175,7 @@ def test_call_inside_a_step_nests_and_the_run_carries_usage(
         "input_tokens": 24,
         "output_tokens": 8,
         "cached_tokens": 4,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 2,
         "calls_without_usage": 0,
     }
@@ -284,16 +285,68 @@ def test_sync_stream_gives_every_chunk_and_assembles_the_text(
     assert "stream_closed_early" not in llm
 
 
-def test_stream_chunks_are_the_same_patched_or_not(client: openai.OpenAI) -> None:
-    """Patching changes nothing the caller receives from a stream."""
+def _seen(chunks: Any) -> list[tuple[Any, Any, set[str]]]:
+    """What a caller can see of each chunk: every field, the fields the API set, their names."""
+    return [(c.model_dump(), c.to_dict(), set(c.model_fields_set)) for c in chunks]
+
+
+@pytest.mark.parametrize("stream_usage", [True, False, "auto"])
+def test_stream_chunks_are_the_same_patched_or_not(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents, stream_usage: Any
+) -> None:
+    """Whatever llm_stream_usage says, the caller gets the chunks of an unpatched call: no
+    usage chunk, no ``usage`` field set on the others, nothing more, nothing less."""
     kwargs: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
-    plain = [c.model_dump() for c in client.chat.completions.create(**kwargs)]
+    plain = _seen(client.chat.completions.create(**kwargs))
+    pipelens.configure(llm_stream_usage=stream_usage)
     pipelens.auto_patch(openai)
     try:
-        traced = [c.model_dump() for c in client.chat.completions.create(**kwargs)]
+        traced = _seen(client.chat.completions.create(**kwargs))
     finally:
         pipelens.unpatch(openai)
     assert plain == traced
+    asked = "stream_options" in stub.requests[-1][1]
+    usage = llm_of(events).get("usage")
+    # "auto" asks only OpenAI's own API, not this stub: unknown usage, never zero.
+    assert (asked, usage) == ((True, CHAT_USAGE) if stream_usage is True else (False, None))
+
+
+def test_auto_stream_usage_asks_only_openais_own_api() -> None:
+    """The "auto" default adds stream_options for api.openai.com only, never to a raw call."""
+    kwargs: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
+    with (
+        openai.OpenAI(api_key="sk-test") as official,
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-test") as local,
+    ):
+        ask = _openai.with_stream_usage
+        assert ask(kwargs, official.chat.completions, False) == {
+            **kwargs,
+            "stream_options": {"include_usage": True},
+        }
+        assert ask(kwargs, local.chat.completions, False) is None
+        assert ask(kwargs, local.chat.completions, True) is not None
+        raw = {**kwargs, "extra_headers": {"X-Stainless-Raw-Response": "true"}}
+        assert ask(raw, official.chat.completions, True) is None
+
+
+def test_stream_usage_setting_is_checked() -> None:
+    """llm_stream_usage takes True, False or "auto", and names the bad value otherwise."""
+    with pytest.raises(pipelens.ConfigurationError, match=r"llm_stream_usage='yes'.*'auto'"):
+        pipelens.configure(llm_stream_usage="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_is_never_asked_for_usage(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """A raw stream's caller reads every chunk itself: usage is not asked for, even when on."""
+    pipelens.configure(llm_stream_usage=True)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    chunks = list(raw.parse())
+    assert "stream_options" not in stub.requests[-1][1]
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
 
 
 @pytest.mark.usefixtures("patched")
@@ -467,11 +520,11 @@ def test_patching_twice_records_each_call_once(
 ) -> None:
     """auto_patch is idempotent: twice patched, a call is still one step."""
     assert pipelens.auto_patch(openai) == ["openai"]
-    assert pipelens.auto_patch() == ["openai"]
+    assert "openai" in pipelens.auto_patch()  # every supported SDK installed, openai among them
     try:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     finally:
-        pipelens.unpatch(openai)
+        pipelens.unpatch()
     assert [s.key for s in events.steps()] == ["openai_chat"]
 
 
@@ -496,7 +549,8 @@ def test_clients_made_before_and_after_patching_are_covered(
 def test_unsupported_library_is_refused_by_name() -> None:
     """auto_patch of a library PipeLens does not know names it and the supported ones."""
     with pytest.raises(
-        pipelens.ConfigurationError, match=r"auto_patch\('json'\): PipeLens patches \['openai'\]"
+        pipelens.ConfigurationError,
+        match=r"auto_patch\('json'\): PipeLens patches \[.*'openai'.*\]",
     ):
         pipelens.auto_patch("json")
 

@@ -233,6 +233,32 @@ def test_thread_pool_workers_do_not_carry_one_run_into_later_tasks(
     assert first != later.run_id
 
 
+def test_thread_pool_tasks_nest_under_the_submitting_step(events: CapturedEvents) -> None:
+    """``ThreadPool`` tasks (``apply``, ``apply_async``, ``map``, ``starmap``, ``imap``,
+    ``imap_unordered``) are children of the step that submitted them, in its run."""
+    with ThreadPool(2) as pool:
+
+        @pipelens.step
+        def submitter() -> None:
+            pool.apply(child)
+            pool.apply_async(child).get(10)
+            pool.map(echo, range(3))
+            pool.starmap(echo, [(1,), (2,)])
+            list(pool.imap(echo, range(2)))
+            list(pool.imap_unordered(echo, range(2)))
+
+        submitter()
+        # Outside any step, a task is a run of its own again.
+        pool.apply(child)
+    root = events.step("submitter")
+    nested = [s for s in events.steps() if s.key != "submitter"][:-1]
+    assert len(nested) == 11
+    assert {(s.parent_id, s.run_id) for s in nested} == {(root.step_id, root.run_id)}
+    assert len({s.key for s in nested}) == 11
+    later = events.steps()[-1]
+    assert (later.parent_id, later.run_id != root.run_id) == (None, True)
+
+
 def test_steps_of_a_thread_that_outlives_its_run_still_count(events: CapturedEvents) -> None:
     """A step started after its run's root ended is counted: the run's end is sent again."""
     release = threading.Event()

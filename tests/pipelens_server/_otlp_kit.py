@@ -13,7 +13,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
@@ -39,6 +39,15 @@ def exporting_provider(
         yield provider
     finally:
         provider.shutdown()
+
+
+def export(url: str, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    """``spans`` sent in one request by the real ``OTLPSpanExporter`` to the server at ``url``."""
+    exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", timeout=30)
+    try:
+        return exporter.export(spans)
+    finally:
+        exporter.shutdown()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _pg_testkit import data_dir, serve
+from _pg_testkit import MSGPACK, data_dir, serve
 
 from pipelens_server import EmbeddedPostgres
 
@@ -124,3 +124,55 @@ def _kill_postmaster_and_send_throughout(directory: Path, embedded: EmbeddedPost
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
     assert embedded.running_pid() is None  # the restarted postmaster stopped with the server
+
+
+def test_an_external_database_that_goes_away_is_waited_for_and_nothing_is_lost() -> None:
+    """A ``--database-url`` PostgreSQL (a second, separate server) stopped under a running
+    ``pipelens serve``: ``/healthz`` and ingest answer 503 naming the database, the client keeps
+    its steps; started again, the server recovers by itself and every step lands."""
+    with data_dir() as directory:
+        external = EmbeddedPostgres(directory / "external")
+        conninfo = external.start()
+        try:
+            with serve("--database-url", conninfo) as (server, url):
+                stop = directory / "stop-client"
+                client = _client(url, stop)
+                try:
+                    _poll("the first steps", lambda: _stored_steps(url) > 5)
+                    external.stop()
+                    down = _poll(
+                        "/healthz to answer 503",
+                        lambda: (r := httpx.get(f"{url}/healthz")).status_code == 503 and r,
+                        deadline_s=20,
+                    )
+                    assert down.headers["retry-after"]
+                    assert "does not answer" in down.json()["detail"]
+                    ingest = httpx.post(
+                        f"{url}/api/v1/events", content=b"\x80", headers=MSGPACK, timeout=30
+                    )
+                    assert ingest.status_code == 503
+                    assert external.start() == conninfo
+                    _poll(
+                        "/healthz to answer 200",
+                        lambda: httpx.get(f"{url}/healthz").status_code == 200,
+                    )
+                    resumed_at = _stored_steps(url)
+                    _poll("ingest to resume", lambda: _stored_steps(url) > resumed_at + 5)
+                    stop.touch()
+                    assert client.stdout is not None
+                    out, _ = client.communicate(timeout=180)
+                finally:
+                    if client.poll() is None:
+                        client.kill()
+                    client.wait(30)
+                    if client.stdout is not None:
+                        client.stdout.close()
+                ran, flushed = out.split()
+                assert (client.returncode, flushed) == (0, "True")
+                runs = httpx.get(f"{url}/api/v1/runs", params={"pipeline": "ticker"}).json()
+                detail = httpx.get(f"{url}/api/v1/runs/{runs['runs'][0]['run_id']}").json()
+                assert runs["runs"][0]["status"] == "completed"
+                assert len(detail["steps"]) == int(ran) + 1  # every tick and the root
+                assert server.poll() is None
+        finally:
+            external.stop()

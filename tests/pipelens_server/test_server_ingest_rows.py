@@ -3,15 +3,21 @@ keyword builders describe, and still refuse or clean every field the slow path d
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import pytest
 from _pg_testkit import JSON, T0, json_with, read_rows, run_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from pipelens._transports.coalesce import coalesce_steps
 from pipelens.events import (
     Batch,
     ErrorInfo,
+    Event,
     RunFinished,
     StepFinished,
     StepStarted,
@@ -175,3 +181,108 @@ def test_the_batch_merge_keeps_the_largest_step_count() -> None:
     resent = msgspec.structs.replace(first, step_count=2)
     (row,) = batch_rows(Batch(events=[first, resent])).runs.values()
     assert row[RUNS.column_names.index("step_count")] == 2
+
+
+def _slow_rows(events: list[StepStarted | StepFinished]) -> dict[tuple[str, str], list[object]]:
+    """Each event's row alone, merged one after the other by ``merge`` (no fast path)."""
+    merged: dict[tuple[str, str], list[object]] = {}
+    for event in events:
+        ((key, row),) = batch_rows(Batch(events=[event])).steps.items()
+        merged[key] = row if key not in merged else merge(STEPS, merged[key], row)
+    return merged
+
+
+_texts = st.sampled_from([None, '{"a":1}', '{"a":2}', "{}", '"x"'])
+_step_events = st.lists(
+    st.one_of(
+        st.builds(
+            StepStarted,
+            run_id=st.just("r1"),
+            step_id=st.sampled_from(["s1", "s2"]),
+            parent_id=st.sampled_from([None, "p1"]),
+            key=st.sampled_from(["a", "b"]),
+            name=st.just("n"),
+            start_ns=st.integers(T0, T0 + 3),
+            inputs=_texts,
+        ),
+        st.builds(
+            StepFinished,
+            run_id=st.just("r1"),
+            step_id=st.sampled_from(["s1", "s2"]),
+            parent_id=st.sampled_from([None, "p1", "p2"]),
+            key=st.sampled_from(["a", "b"]),
+            name=st.just("n"),
+            start_ns=st.integers(T0, T0 + 3),
+            end_ns=st.just(T0 + 10),
+            duration_ns=st.just(10),
+            status=st.sampled_from(["completed", "failed", "cancelled"]),
+            inputs=_texts,
+            result=_texts,
+            records=_texts,
+        ),
+    ),
+    max_size=6,
+)
+
+
+@given(events=_step_events)
+@settings(max_examples=300, deadline=None)
+def test_the_finish_fast_path_gives_the_rows_of_the_merge_rule(
+    events: list[StepStarted | StepFinished],
+) -> None:
+    """Step events in any order and number (a finish on a held start takes the fast path) give
+    the rows ``merge`` gives, one event at a time."""
+    assert _slow_rows(events) == batch_rows(Batch(events=list(events))).steps
+
+
+def _program_events() -> list[Event]:
+    """What ``@pipelens.step`` emits for two runs of nested steps with inputs and records."""
+    import pipelens
+    from pipelens import MemoryTransport
+
+    @pipelens.step
+    def leaf(i: int) -> int:
+        pipelens.record("i", i)
+        return i
+
+    @pipelens.step
+    def middle(n: int) -> int:
+        return sum(leaf(i) for i in range(n))
+
+    @pipelens.step
+    def root() -> int:
+        return middle(2) + middle(3)
+
+    memory = MemoryTransport()
+    pipelens.configure(transport=memory)
+    try:
+        root()
+        root()
+    finally:
+        pipelens.configure(transport=None)
+    return list(memory.events)
+
+
+def _stored(batches: list[list[Event]]) -> tuple[dict[object, object], dict[object, object]]:
+    """The rows the batches leave once merged, as the database merges them (by ``merge``)."""
+    runs: dict[object, object] = {}
+    steps: dict[object, object] = {}
+    for events in batches:
+        rows = batch_rows(Batch(events=events))
+        for into, table, merged in ((runs, RUNS, rows.runs), (steps, STEPS, rows.steps)):
+            for key, row in merged.items():
+                into[key] = row if key not in into else merge(table, into[key], row)  # type: ignore[arg-type]
+    return runs, steps
+
+
+@given(cuts=st.lists(st.integers(0, 40), max_size=4))
+@settings(max_examples=100, deadline=None)
+def test_coalesced_batches_store_the_rows_of_the_events_sent_one_by_one(cuts: list[int]) -> None:
+    """Cut into batches anywhere, each batch coalesced as ``HttpTransport`` sends it (a start
+    left in an earlier batch than its finish goes alone): the same rows as every event alone."""
+    events = _program_events()
+    bounds = [0, *sorted(cuts), len(events)]
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+    coalesced = [coalesce_steps(batch)[0] for batch in batches]
+    assert sum(map(len, coalesced)) < len(events)
+    assert _stored([[e] for e in events]) == _stored(coalesced)

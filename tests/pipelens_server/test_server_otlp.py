@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import msgspec
@@ -13,13 +15,14 @@ import pytest
 from _otlp_kit import (
     JSON,
     PROTOBUF,
+    export,
     exporting_provider,
     memory_provider,
     protobuf_body,
     run_detail,
     run_id_of,
 )
-from _pg_testkit import LOCAL, live_server, read_rows
+from _pg_testkit import LOCAL, live_server, read_rows, serve
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from litestar import Litestar
@@ -27,6 +30,7 @@ from litestar.testing import TestClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import Status as SpanStatus
 
@@ -190,6 +194,24 @@ def test_children_before_root_in_two_requests_and_twice_converge(
     assert len(after["steps"]) == 3
 
 
+def test_a_trace_whose_root_never_comes_is_abandoned_until_it_does(database_url: str) -> None:
+    """A real ``pipelens serve`` abandoning runs silent for two seconds: a child exported
+    without its root leaves the run ``running``, then ``abandoned``; the root, exported late,
+    completes it."""
+    spans, trace_id = _three_spans()
+    run_id = run_id_of(trace_id)
+    with serve("--database-url", database_url, "--abandon-after", "2") as (_, url):
+        assert export(url, spans[:1]) == SpanExportResult.SUCCESS
+        assert run_detail(url, run_id)["run"]["status"] in ("running", "abandoned")
+        deadline = time.monotonic() + 30
+        while run_detail(url, run_id)["run"]["status"] != "abandoned":
+            assert time.monotonic() < deadline, "the run was never abandoned"
+            time.sleep(0.1)
+        assert export(url, spans[1:]) == SpanExportResult.SUCCESS
+        run = run_detail(url, run_id)["run"]
+    assert (run["status"], run["pipeline"]) == ("completed", "pipeline")
+
+
 def test_bad_protobuf_is_a_400_status_and_writes_nothing(client: Client, database_url: str) -> None:
     """A body that is not an ExportTraceServiceRequest: 400 with a ``google.rpc.Status``."""
     response = _post(client, b"\x0a\xff\xff\xff\xff\x0f garbage")
@@ -210,6 +232,17 @@ def test_bad_json_and_bad_hex_ids_are_400s_naming_what(client: Client) -> None:
     response = _post(client, msgspec.json.encode(body), JSON)
     assert response.status_code == 400
     assert response.json()["path"] == "$.resourceSpans[0].scopeSpans[0].spans[0].traceId"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"2.5e214", b"[]", b'{"resourceSpans": [5]}', b'{"resourceSpans": [{"scopeSpans": 1}]}'],
+)
+def test_json_of_the_wrong_shape_is_a_400(client: Client, body: bytes) -> None:
+    """JSON that is no ExportTraceServiceRequest (a number, a list, scalars for objects): 400."""
+    response = _post(client, body, JSON)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("invalid OTLP JSON")
 
 
 def test_other_content_types_and_encodings_are_415s(client: Client) -> None:
@@ -279,3 +312,97 @@ def test_secrets_in_attributes_are_redacted(client: Client, database_url: str) -
     text = msgspec.json.encode(rows).decode()
     assert "sk-live-1234567890abcdef" not in text
     assert rows["steps"][0]["records"]["api_key"] == "[REDACTED]"
+
+
+def _llm_of(client: Client, attributes: dict[str, Any], events: dict[str, Any]) -> Any:
+    """The stored LLM call of a root span carrying ``attributes`` and ``events``."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes(attributes)
+            for name, event_attributes in events.items():
+                span.add_event(name, event_attributes)
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    detail = client.get(f"/api/v1/runs/{run_id_of(span.get_span_context().trace_id)}").json()
+    (step,) = detail["steps"]
+    assert step["kind"] == "llm"
+    return step["llm"]
+
+
+def test_older_genai_attributes_make_the_same_llm_call(client: Client) -> None:
+    """``gen_ai.system``, ``prompt_tokens``/``completion_tokens`` and the indexed
+    ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*`` attributes (tool calls too)."""
+    llm = _llm_of(
+        client,
+        {
+            "gen_ai.system": "openai",
+            "llm.request.type": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.request.max_tokens": 100,
+            "gen_ai.usage.prompt_tokens": 30,
+            "gen_ai.usage.completion_tokens": 7,
+            "gen_ai.prompt.0.role": "system",
+            "gen_ai.prompt.0.content": "Be brief.",
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": "Weather?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.finish_reason": "tool_calls",
+            "gen_ai.completion.0.tool_calls.0.id": "call_1",
+            "gen_ai.completion.0.tool_calls.0.name": "weather",
+            "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
+        },
+        {},
+    )
+    assert (llm["provider"], llm["operation"], llm["response_model"]) == (
+        "openai",
+        "chat",
+        "gpt-4o",
+    )
+    assert llm["params"] == {"max_tokens": 100}
+    assert (llm["usage"]["input_tokens"], llm["usage"]["output_tokens"]) == (30, 7)
+    assert [m["role"] for m in llm["messages"]] == ["system", "user"]
+    assert llm["output"]["finish_reason"] == "tool_calls"
+    call = {"id": "call_1", "name": "weather", "arguments": '{"city": "Paris"}'}
+    assert llm["output"]["tool_calls"] == [call]
+
+
+def test_genai_events_carry_the_messages(client: Client) -> None:
+    """The older ``gen_ai.content.prompt``/``gen_ai.content.completion`` events."""
+    llm = _llm_of(
+        client,
+        {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "acme"},
+        {
+            "gen_ai.content.prompt": {"gen_ai.prompt": '[{"role": "user", "content": "Hi"}]'},
+            "gen_ai.content.completion": {
+                "gen_ai.completion": '[{"role": "assistant", "content": "Hello"}]'
+            },
+        },
+    )
+    assert (llm["provider"], llm["operation"]) == ("acme", "completion")
+    assert llm["messages"] == [{"role": "user", "content": "Hi"}]
+    assert llm["output"]["text"] == "Hello"
+
+
+def test_a_token_count_out_of_range_refuses_its_span(client: Client) -> None:
+    """A negative token count: that span is refused (``partial_success`` names the
+    attribute), as our own events' are."""
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes({"gen_ai.system": "openai", "gen_ai.usage.input_tokens": -5})
+        spans = list(memory.get_finished_spans())
+    response = _response(_post(client, protobuf_body(spans)).content)
+    assert response.partial_success.rejected_spans == 1
+    assert "gen_ai.usage.input_tokens" in response.partial_success.error_message
+    run_id = run_id_of(span.get_span_context().trace_id)
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+def test_the_openapi_document_describes_the_route(client: Client) -> None:
+    """``POST /v1/traces`` is documented: both encodings of its body and answer, its token and
+    its error statuses (the schemathesis run fuzzes it from there)."""
+    operation = client.get("/schema/openapi.json").json()["paths"]["/v1/traces"]["post"]
+    media = {"application/x-protobuf", "application/json"}
+    assert set(operation["requestBody"]["content"]) == media
+    assert set(operation["responses"]["200"]["content"]) == media
+    assert {"200", "400", "401", "413", "415", "429", "503"} == set(operation["responses"])
+    assert operation["security"] == [{"token": []}]

@@ -48,8 +48,12 @@ def _client_imports(package: Path) -> set[str]:
 
 
 def test_only_the_wire_contract_is_imported_from_the_client() -> None:
-    """The server takes nothing from ``pipelens`` but ``pipelens.events``."""
-    assert _client_imports(Path(pipelens_server.__file__).parent) == {"pipelens.events"}
+    """The server takes nothing from ``pipelens`` but ``pipelens.events`` and the price lookup
+    both sides share (``pipelens._pricing``, a leaf)."""
+    assert _client_imports(Path(pipelens_server.__file__).parent) == {
+        "pipelens.events",
+        "pipelens._pricing",
+    }
 
 
 def test_the_import_check_sees_private_client_imports_in_subpackages(tmp_path: Path) -> None:

@@ -91,5 +91,5 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server: str) -> None:
                 continue
             except (Exception, BaseExceptionGroup) as exc:  # run all, then fail with the list
                 failures.append(f"{label} [{mode.value}]: {exc}")
-    print(f"schemathesis: {len(operations)} operations, {sent} requests")
+    print(f"schemathesis: {len(operations)} operations, {sent} requests, {len(failures)} failures")
     assert failures == [], "\n\n".join(failures[:10])

@@ -1,0 +1,76 @@
+"""Re-using a run id (issue 9): a second run under the id of a stored run is refused (409 naming
+the run id, nothing of its batch stored, the client counts it); a resend of the same run's events
+changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from _pg_testkit import JSON, read_rows, run_events
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from pipelens.events import Batch, Event, encode_json
+
+Client = TestClient[Litestar]
+LATER = 10**12  # a second run, a quarter of an hour after the first
+
+
+def _later(events: list[Event]) -> list[Event]:
+    """The same run id and steps, started ``LATER``: a second run of the same program."""
+    return [msgspec.structs.replace(e, start_ns=e.start_ns + LATER, **(
+        {"end_ns": e.end_ns + LATER} if getattr(e, "end_ns", None) is not None else {}
+    )) for e in events]  # fmt: skip
+
+
+def _post(client: Client, events: list[Event]) -> Any:
+    body = encode_json(Batch(events=events))
+    return client.post("/api/v1/events", content=body, headers=JSON)
+
+
+def test_a_second_run_under_a_stored_run_id_is_a_409_naming_it(
+    client: Client, database_url: str
+) -> None:
+    """The second run of ``run-1`` (a later start) is refused whole and names the run id; the
+    first run is as it was, and a resend of the first run's batch is accepted and changes
+    nothing."""
+    first = run_events("run-1")
+    assert _post(client, first).status_code == 202
+    stored = read_rows(database_url)
+    second = _post(client, _later(first) + run_events("other-run"))
+    assert second.status_code == 409, second.text
+    assert "run-1" in second.json()["detail"]
+    assert "own run_id" in second.json()["detail"]
+    assert read_rows(database_url) == stored  # nothing of its batch, not even the other run
+    assert _post(client, first).status_code == 202
+    assert read_rows(database_url) == stored
+
+
+def test_two_runs_under_one_id_in_one_batch_are_a_409(client: Client, database_url: str) -> None:
+    """Two starts of ``run-1`` in the same batch are refused too; nothing is stored."""
+    events = run_events("run-1")
+    response = _post(client, events + _later(events))
+    assert response.status_code == 409, response.text
+    assert read_rows(database_url) == {"runs": [], "steps": [], "pipelines": []}
+
+
+def test_a_seed_pipeline_started_again_under_its_run_id_is_a_409(
+    client: Client, database_url: str
+) -> None:
+    """The seed README's ``{"run_id": "run-1"}`` twice: the second ``/pipeline/start`` (a later
+    ``startTs``) is a 409 naming ``run-1``; resending the first start is still a 201."""
+    ms = 1_700_000_000_000
+    root = {"name": "demo", "key": "demo", "time": {"startTs": ms}, "records": {}}
+    start = {**root, "logVersion": 1, "runId": "run-1", "steps": [root]}
+    done = {**root, "time": {"startTs": ms, "endTs": ms + 5, "timeUsageMs": 5}}
+    finish = {"pipelineMeta": {**start, **done, "steps": [done]}, "status": "completed"}
+    assert client.post("/api/ingestion/pipeline/start", json=start).status_code == 201
+    assert client.post("/api/ingestion/pipeline/finish", json=finish).status_code == 200
+    stored = read_rows(database_url)
+    again = {**start, "time": {"startTs": ms + 60_000}}
+    response = client.post("/api/ingestion/pipeline/start", json=again)
+    assert response.status_code == 409, response.text
+    assert "run-1" in response.json()["detail"]
+    assert client.post("/api/ingestion/pipeline/start", json=start).status_code == 201
+    assert read_rows(database_url) == stored
