@@ -357,6 +357,25 @@ _CHAT_REPLY = (
     b'"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,'
     b'"total_tokens":16}}'
 )
+_CHUNK = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
+    b'"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}\n\n'
+)
+#: Each kind of call's answer: ``create`` gets a completion, ``stream`` five chunks.
+_OPENAI_REPLIES = {
+    "create": (_CHAT_REPLY, "application/json"),
+    "stream": (
+        b"".join(
+            [
+                _CHUNK % (b'{"role":"assistant"}', b"null"),
+                *(_CHUNK % (b'{"content":"%s"}' % part, b"null") for part in (b"He", b"llo", b"!")),
+                _CHUNK % (b"{}", b'"stop"'),
+                b"data: [DONE]\n\n",
+            ]
+        ),
+        "text/event-stream",
+    ),
+}
 
 
 def _time_llm_calls(
@@ -386,18 +405,19 @@ def _time_llm_calls(
     return _time_sync(traced_run, plan)
 
 
-def _openai(plan: Plan, *, patched: bool) -> list[float]:
-    """``chat.completions.create`` on the real client over an in-process transport (no network).
+def _openai(plan: Plan, kind: str, *, patched: bool) -> list[float]:
+    """One chat call of ``kind`` on the real client over an in-process transport (no network):
+    ``create``, or ``stream`` (the ``chat.completions.stream`` helper, read to its end).
 
     The unpatched call is the twin: the difference is what ``auto_patch`` adds per call.
     """
     import httpx2
     import openai
 
+    body, content_type = _OPENAI_REPLIES[kind]
+
     def reply(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
-            200, content=_CHAT_REPLY, headers={"content-type": "application/json"}
-        )
+        return httpx2.Response(200, content=body, headers={"content-type": content_type})
 
     client = openai.OpenAI(
         api_key="sk-bench",
@@ -406,22 +426,18 @@ def _openai(plan: Plan, *, patched: bool) -> list[float]:
         http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
     )
     completions = client.chat.completions
-    messages = [{"role": "user", "content": "hi"}]
+    messages: Any = [{"role": "user", "content": "hi"}]
 
     def call() -> None:
         # Looked up at each call, as users do: a bound method kept from before auto_patch is
         # the unpatched one.
-        completions.create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+        if kind == "create":
+            completions.create(model="gpt-4o", messages=messages)
+        else:
+            with completions.stream(model="gpt-4o", messages=messages) as stream:
+                stream.until_done()
 
     return _time_llm_calls(plan, call, openai if patched else None)
-
-
-def _openai_bare(plan: Plan) -> list[float]:
-    return _openai(plan, patched=False)
-
-
-def _openai_patched(plan: Plan) -> list[float]:
-    return _openai(plan, patched=True)
 
 
 _MESSAGE_USAGE = (
@@ -525,6 +541,9 @@ class Contender:
 
 
 BASELINE = "otel"
+#: The OpenAI calls measured plain and patched: a chat call and a stream helper (``parse`` takes
+#: the same path through the patch as ``create``; a stream adds the watch of its chunks).
+OPENAI_KINDS = ("create", "stream")
 CONTENDERS = (
     Contender("bare", "bare call", None, _bare),
     Contender("bare_async", "bare await", None, _bare_async),
@@ -539,8 +558,24 @@ CONTENDERS = (
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
-    Contender("openai", "openai call (stub)", None, _openai_bare),
-    Contender("openai_patched", "openai call + auto_patch", "openai", _openai_patched),
+    *(
+        contender
+        for kind in OPENAI_KINDS
+        for contender in (
+            Contender(
+                f"openai_{kind}",
+                f"openai {kind} (stub)",
+                None,
+                partial(_openai, kind=kind, patched=False),
+            ),
+            Contender(
+                f"openai_{kind}_patched",
+                f"openai {kind} + auto_patch",
+                f"openai_{kind}",
+                partial(_openai, kind=kind, patched=True),
+            ),
+        )
+    ),
     Contender("anthropic", "anthropic call (stub)", None, partial(_anthropic, patched=False)),
     Contender(
         "anthropic_patched",

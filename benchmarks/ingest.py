@@ -15,6 +15,11 @@ against it, then measures, in one run:
   load (its ``max_batch``);
 * **scale**: the same 5,000-event requests with 10,000 and then 100,000 runs already stored
   (p50 per request and the ratio): the cost of a batch must not grow with the data;
+* **fresh data**: while N producers run, ``GET /api/v1/runs`` is polled every 20 ms; how long
+  after its end each finished run first appears there (p50/p99; the poll adds up to 20 ms);
+* **client memory**: one producer makes 1,000,000 steps through ``HttpTransport`` to this
+  server, which is slower than it: the producer's RSS growth, with the defaults and with the
+  old 64 MiB in-memory bound in the same run (the rest goes to the spool; nothing is dropped);
 * **baseline**: raw ``COPY`` of the same step rows with psycopg into a scratch table shaped like
   ``steps`` with its indexes (one transaction) — the most the database can take without merging;
   the end-to-end figure is printed as a share of it.
@@ -51,6 +56,11 @@ TARGET_STEPS_PER_S = 100_000
 TARGET_SHARE_OF_COPY = 0.75
 #: Runs stored before the scale measurement's requests (the cost must be flat between them).
 SCALE_RUNS = (10_000, 100_000)
+TARGET_FRESH_P50_MS = 150
+#: Runs of the client memory measurement (1,000,000 steps) and its target RSS growth.
+MEMORY_RUNS = 10_000
+TARGET_CLIENT_MB = 40
+TARGET_FRESH_P99_MS = 500
 _STORE_TIMEOUT_S = 600
 
 
@@ -102,6 +112,60 @@ def _produce(url: str, runs: int, max_batch: int | None) -> dict[str, Any]:
         "spooled": stats.spooled,
         "dropped": stats.dropped,
     }
+
+
+def _memory_worker(url: str, runs: int, buffer_mib: int | None) -> dict[str, Any]:
+    """Memory worker: ``runs`` runs as fast as it can to ``url``; RSS growth, then out."""
+    import pipelens
+    from benchmarks._contenders import _rss_bytes
+
+    options = {} if buffer_mib is None else {"max_buffer_bytes": buffer_mib * 1024 * 1024}
+    transport = pipelens.HttpTransport(url, **options)
+    pipelens.configure(transport=transport)
+    pipeline = _pipeline_steps()
+    for _ in range(100):  # warm-up: imports, caches, allocator arenas, the connection
+        pipeline(STEPS_PER_RUN)
+    before = peak = _rss_bytes()
+    for i in range(runs):
+        pipeline(STEPS_PER_RUN)
+        if i % 50 == 0:
+            peak = max(peak, _rss_bytes())
+    after = _rss_bytes()
+    transport.flush(0)  # what is not sent yet goes to the spool: the server need not catch up
+    stats = transport.stats()
+    return {
+        "steps": runs * STEPS_PER_RUN,
+        "growth_mb": (after - before) / 2**20,
+        "peak_growth_mb": (max(peak, after) - before) / 2**20,
+        "peak_buffer_mb": transport._delivery.peak_bytes / 2**20,
+        "spooled": stats.spooled,
+        "dropped": stats.dropped,
+    }
+
+
+def client_memory(server: Server, runs: int) -> list[dict[str, Any]]:
+    """The memory worker with the defaults, then with the old 64 MiB bound."""
+    measured = []
+    for buffer_mib in (None, 64):
+        spool = tempfile.mkdtemp(prefix="pipelens-bench-spool-")
+        command = [sys.executable, "-m", "benchmarks.ingest", "--memory-worker", server.url]
+        command += ["--runs", str(runs)]
+        if buffer_mib is not None:
+            command += ["--buffer-mib", str(buffer_mib)]
+        try:
+            out = subprocess.run(
+                command,
+                cwd=ROOT,
+                env={**os.environ, "PIPELENS_SPOOL_DIR": spool},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=_STORE_TIMEOUT_S,
+            ).stdout
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+        measured.append({"buffer_mib": buffer_mib, **json.loads(out)})
+    return measured
 
 
 # --- the three measurements -------------------------------------------------------------------
@@ -248,6 +312,45 @@ def raw_copy(conninfo: str, events: list[Any]) -> dict[str, Any]:
     return {"rows": len(rows), "seconds": elapsed, "rows_per_s": len(rows) / elapsed}
 
 
+FRESH_POLL_S = 0.02
+
+
+def freshness(server: Server, producers: int, runs: int) -> dict[str, Any]:
+    """Seconds from a run's end until ``GET /api/v1/runs`` shows it finished, under load."""
+    import threading
+
+    import httpx
+
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not done.is_set():
+                answer = client.get("/api/v1/runs", params={"status": "completed", "limit": 200})
+                now = time.time_ns()
+                for run in answer.json()["runs"]:
+                    if run["run_id"] not in seen and run["end_ns"] is not None:
+                        seen[run["run_id"]] = (now - run["end_ns"]) / 1e9
+                done.wait(FRESH_POLL_S)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        flow = end_to_end(server, producers, runs)
+    finally:
+        done.set()
+        poller.join()
+    delays = sorted(seen.values()) or [float("nan")]
+    return {
+        "producers": producers,
+        "runs": len(delays),
+        "p50_ms": _percentile(delays, 50) * 1e3,
+        "p99_ms": _percentile(delays, 99) * 1e3,
+        "steps_per_s": flow["steps_per_s"],
+    }
+
+
 def at_scale(server: Server, events: list[Any], requests: int) -> list[dict[str, Any]]:
     """5,000-event requests timed with ``SCALE_RUNS`` runs already stored (one size after the
     other, the same requests each time on emptied tables)."""
@@ -287,6 +390,8 @@ def _report(
     flows: list[dict[str, Any]],
     latency: list[dict[str, Any]],
     scale: list[dict[str, Any]],
+    fresh: dict[str, Any],
+    memory: list[dict[str, Any]],
     copy: dict[str, Any],
     quick: bool,
 ) -> str:
@@ -330,6 +435,17 @@ def _report(
             if len(scale) > 1
             else []
         ),
+        f"fresh data, {fresh['producers']} producers ({fresh['steps_per_s']:,.0f} steps/s): "
+        f"{fresh['runs']} finished runs shown by GET /api/v1/runs p50 {fresh['p50_ms']:.0f} ms, "
+        f"p99 {fresh['p99_ms']:.0f} ms after their end (polled every {FRESH_POLL_S * 1e3:.0f} ms)",
+        *(
+            f"client memory, {m['steps']:,} steps to this server, "
+            + ("defaults" if m["buffer_mib"] is None else f"old bound {m['buffer_mib']} MiB")
+            + f": RSS +{m['growth_mb']:.1f} MB (peak +{m['peak_growth_mb']:.1f}), bodies in "
+            f"memory at most {m['peak_buffer_mb']:.1f} MiB, spooled {m['spooled']:,}, "
+            f"dropped {m['dropped']}"
+            for m in memory
+        ),
         f"raw COPY baseline (psycopg write_row, one transaction, into a table with the indexes of "
         f"steps): {copy['rows']:,} step rows in {copy['seconds']:.3f} s = "
         f"{copy['rows_per_s']:,.0f} rows/s",
@@ -342,6 +458,16 @@ def _report(
     lines.append(
         f"  end to end >= {TARGET_STEPS_PER_S:,} steps/s: "
         f"{'met' if best >= TARGET_STEPS_PER_S else 'missed'} ({best:,.0f} steps/s at best)"
+    )
+    fresh_met = fresh["p50_ms"] <= TARGET_FRESH_P50_MS and fresh["p99_ms"] <= TARGET_FRESH_P99_MS
+    lines.append(
+        f"  fresh data p50 <= {TARGET_FRESH_P50_MS} ms, p99 <= {TARGET_FRESH_P99_MS} ms: "
+        f"{'met' if fresh_met else 'missed'}"
+    )
+    growth = memory[0]["peak_growth_mb"]
+    lines.append(
+        f"  client RSS growth < {TARGET_CLIENT_MB} MB over {memory[0]['steps']:,} steps: "
+        f"{'met' if growth < TARGET_CLIENT_MB else 'missed'} (+{growth:.1f} MB at peak)"
     )
     lines.append(
         f"  end to end >= {TARGET_SHARE_OF_COPY:.0%} of raw indexed COPY in this run: "
@@ -367,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="OTLP ingest beside msgpack (benchmarks/_ingest_otlp.py)",
     )
     parser.add_argument("--otlp-senders", type=int, default=2, help="sender threads (--otlp)")
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # the client memory worker
+    parser.add_argument("--buffer-mib", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs if args.runs is not None else (2 if quick else 500)
@@ -387,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(_produce(args.worker, runs, args.max_batch)), flush=True)
         return 0
+    if args.memory_worker:
+        print(json.dumps(_memory_worker(args.memory_worker, runs, args.buffer_mib)), flush=True)
+        return 0
     if args.otlp:
         return _otlp_main(requests, args.otlp_senders, quick)
 
@@ -401,6 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in producers:
                 print(f"measuring {n} producers ...", file=sys.stderr, flush=True)
                 flows.append(end_to_end(server, n, runs, args.max_batch))
+            print("measuring client memory ...", file=sys.stderr, flush=True)
+            memory = client_memory(server, 20 if quick else MEMORY_RUNS)
+            print("measuring fresh data ...", file=sys.stderr, flush=True)
+            fresh = freshness(server, max(producers), -(-runs // 5))
             print("measuring request latency ...", file=sys.stderr, flush=True)
             # Runs of 202 events: enough whole runs for the requests, new run ids throughout.
             latency: list[dict[str, Any]] = []
@@ -417,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale = at_scale(server, scale_events, scale_requests)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(_report(machine, flows, latency, scale, copy, quick))
+    print(_report(machine, flows, latency, scale, fresh, memory, copy, quick))
     return 0
 
 

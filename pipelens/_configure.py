@@ -38,6 +38,7 @@ def configure(
     redact_keys: Iterable[str] | None = None,
     max_value_bytes: int | None = None,
     max_records: int | None = None,
+    max_memory: int | None = None,
     propagate_threads: bool | None = None,
     exit_timeout: float | None = None,
     heartbeat: float | None = None,
@@ -63,6 +64,9 @@ def configure(
         redact_keys: regular expressions of key names to redact, replacing the defaults.
         max_value_bytes: the JSON size above which a captured value is truncated (default 32 KiB).
         max_records: how many records one step keeps (default 1000); later ones are dropped.
+        max_memory: bytes of request bodies an ``HttpTransport`` made from now on holds in memory
+            while the server is slower than the program (default 32 MiB); the rest goes to its
+            disk spool and is sent from there.
         propagate_threads: nest steps started in worker threads under the submitting step.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
         heartbeat: seconds between the heartbeats that tell the server which runs are still open
@@ -108,6 +112,7 @@ def configure(
     for name, value in (
         ("max_value_bytes", max_value_bytes),
         ("max_records", max_records),
+        ("max_memory", max_memory),
     ):
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -175,6 +180,8 @@ def configure(
             "configure(token=...): the token goes with url=...; pass both "
             "(or set PIPELENS_URL and PIPELENS_TOKEN)"
         )
+    if max_memory is not None:  # before url= makes its transport
+        settings.max_memory_bytes = max_memory
     if url is not None:
         if transport is not ... or file is not None:
             raise ConfigurationError("configure(): give one of transport=, file= or url=")

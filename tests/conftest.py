@@ -6,6 +6,8 @@ import os
 
 # A bug in PipeLens must fail the test that hit it, not be logged and swallowed.
 os.environ["PIPELENS_RAISE_INTERNAL_ERRORS"] = "1"
+# litellm reads its bundled price map instead of downloading one (there is no network in tests).
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 from collections.abc import Iterator
 

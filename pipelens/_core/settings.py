@@ -54,6 +54,7 @@ class Settings:
         "exit_timeout",
         "heartbeat",
         "llm_stream_usage",
+        "max_memory_bytes",
         "max_records",
         "max_value_bytes",
         "prices",
@@ -70,6 +71,8 @@ class Settings:
         self.redact_key_re = compile_keys(DEFAULT_REDACT_KEYS)
         self.max_value_bytes = 32 * 1024
         self.max_records = 1000
+        #: Request bodies an ``HttpTransport`` holds in memory; the rest waits in the spool.
+        self.max_memory_bytes = 32 * 1024 * 1024
         self.propagate_threads = True
         self.exit_timeout = 2.0
         #: Seconds between the heartbeats of the transport ``url=``/``PIPELENS_URL`` builds.

@@ -75,12 +75,20 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     )
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """``obj``'s fields as a dict, read once and looked up fast: a dict is itself, an SDK object
+    (a pydantic model) keeps its fields in ``__dict__``; ``None`` has none."""
+    if isinstance(obj, dict):
+        return obj
+    fields = getattr(obj, "__dict__", None)
+    return fields if isinstance(fields, dict) else {}
+
+
 def usage_from_anthropic(usage: Any) -> TokenUsage | None:
     """Our token counts of an Anthropic ``usage`` (object or dict): input includes the cache."""
     if usage is None:
         return None
-    # Every call reads one: the fields straight from the dict (a pydantic model's own too).
-    fields = usage if isinstance(usage, dict) else getattr(usage, "__dict__", None) or {}
+    fields = _fields(usage)
     fresh, read, write, output = (
         value if type(value) is int else 0 for value in map(fields.get, _USAGE_FIELDS)
     )
@@ -189,28 +197,29 @@ class MessagesStream(StreamState):
 
     def record_chunk(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
         """Read one event: (hand it to the caller?, did it carry output?)."""
-        kind = get(event, "type")
+        fields = _fields(event)  # once per event: the hot path of a stream
+        kind = fields.get("type")
         if kind == "content_block_delta":
-            delta = get(event, "delta")
-            delta_kind = get(delta, "type")
+            delta = _fields(fields.get("delta"))
+            delta_kind = delta.get("type")
             if delta_kind == "text_delta":
-                self.parts.append(get(delta, "text") or "")
+                self.parts.append(delta.get("text") or "")
             elif delta_kind == "input_json_delta":
-                block = self.blocks.get(as_int(get(event, "index")))
+                block = self.blocks.get(as_int(fields.get("index")))
                 if block is not None:
-                    block[1].append(get(delta, "partial_json") or "")
+                    block[1].append(delta.get("partial_json") or "")
             return True, True  # thinking and citation deltas are output too
         if kind == "content_block_start":
-            block = get(event, "content_block")
+            block = fields.get("content_block")
             if get(block, "type") in _TOOL_BLOCKS:
-                self.blocks[as_int(get(event, "index"))] = (block, [])
+                self.blocks[as_int(fields.get("index"))] = (block, [])
         elif kind == "message_delta":
-            self.finish_reason = get(get(event, "delta"), "stop_reason") or self.finish_reason
-            usage = get(event, "usage")
+            self.finish_reason = get(fields.get("delta"), "stop_reason") or self.finish_reason
+            usage = fields.get("usage")
             if usage is not None:
                 self._add_usage(call, usage)
         elif kind == "message_start":
-            message = get(event, "message")
+            message = fields.get("message")
             call.response_model = get(message, "model") or call.response_model
             call.response_id = get(message, "id") or call.response_id
             usage = get(message, "usage")

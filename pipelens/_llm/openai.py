@@ -105,7 +105,10 @@ def read_raw(call: LLMCall, raw: Any, mode: str | None) -> None:
     if isinstance(request_id, str):
         call.request_id = request_id
     if mode == "true" and not call.stream:
-        parsed = raw.parse()
+        try:
+            parsed = raw.parse()
+        except Exception:  # ``with_raw_response.parse`` refusing the answer: the caller meets
+            return  # the same error when it parses, and the step has no output to show
         if inspect.isawaitable(parsed):  # a future openai whose async parse() is a coroutine
             close = getattr(parsed, "close", None)
             if close is not None:

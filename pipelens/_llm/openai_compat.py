@@ -22,9 +22,11 @@ def get(obj: Any, name: str) -> Any:
     if fields is not None:
         if name in fields:
             return fields[name]
-        # A pydantic model's missing attribute goes through a slow __getattr__ that raises.
+        # A pydantic model's missing attribute goes through a slow __getattr__ that raises; a
+        # field beyond the model's own (litellm's ``usage``) is among its extras.
         if hasattr(type(obj), "__pydantic_fields__"):
-            return None
+            extra = getattr(obj, "__pydantic_extra__", None)
+            return extra.get(name) if extra else None
     return getattr(obj, name, None)
 
 

@@ -44,12 +44,17 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step
-from pipelens._llm import anthropic, openai
+from pipelens._llm import anthropic, google_genai, litellm, openai
 from pipelens._llm.call import close_llm_step, open_llm_step
-from pipelens._llm.provider import EndpointConfig, Provider, StreamState
+from pipelens._llm.provider import AttachStream, EndpointConfig, Provider, StreamState
 
 #: Library name → the provider module that knows it.
-_PROVIDERS: dict[str, Provider] = {"anthropic": anthropic, "openai": openai}
+_PROVIDERS: dict[str, Provider] = {
+    "openai": openai,
+    "anthropic": anthropic,
+    "litellm": litellm,
+    "google.genai": google_genai,  # ``from google import genai``: the module's own name
+}
 
 _lock = threading.Lock()
 #: Library name → the (class, attribute, original) triples it replaced.
@@ -82,14 +87,14 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
             if name in _patched:
                 continue
             provider = _PROVIDERS[name]
-            replaced: list[tuple[type, str, Any]] = []
+            replaced: list[tuple[Any, str, Any]] = []
             try:
                 for endpoint in provider.ENDPOINTS:
-                    cls = _installed_class(endpoint)
-                    attr = endpoint.method
-                    original = None if cls is None else cls.__dict__.get(attr)
-                    if cls is None or original is None:  # an older library without it
+                    cls = _installed_owner(endpoint)
+                    if cls is None:  # an older library without it
                         continue
+                    attr = endpoint.method
+                    original = cls.__dict__[attr]
                     wrapper = _make_wrapper(original, provider, endpoint)
                     setattr(cls, attr, wrapper)
                     replaced.append((cls, attr, original))
@@ -119,13 +124,14 @@ def is_patched(library: types.ModuleType | str) -> bool:
     return _library_name(library) in _patched
 
 
-def _installed_class(endpoint: EndpointConfig) -> type | None:
-    """The class of ``endpoint`` in the installed library, ``None`` when it has none."""
+def _installed_owner(endpoint: EndpointConfig) -> Any:
+    """The class (or module) holding ``endpoint`` in the installed library, ``None`` if none."""
     try:
-        cls: type = getattr(importlib.import_module(endpoint.module), endpoint.class_name)
+        module = importlib.import_module(endpoint.module)
+        owner = getattr(module, endpoint.class_name) if endpoint.class_name else module
     except (ImportError, AttributeError):  # an older library without this endpoint
         return None
-    return cls
+    return owner if endpoint.method in owner.__dict__ else None
 
 
 _Started = tuple[Step, LLMCall, dict[str, Any], "_Watch | None", Token[Step | None]]
@@ -173,13 +179,25 @@ def _trace_pending(
 def _traced(original: Callable[..., Any], provider: Provider, endpoint: EndpointConfig) -> Any:
     operation = endpoint.operation
     name = f"{provider.NAME}_{operation}"
+    positional = endpoint.positional
+    skip = 1 if endpoint.class_name else 0  # a method's ``self``
+    # A stream helper's request, and a method such as ``generate_content_stream``, always stream.
+    always_streams = endpoint.streams or endpoint.trace_later is not None
 
-    def start(resource: Any, kwargs: dict[str, Any]) -> _Started | None:
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
+        parent = current_step_var.get()
+        if parent is not None and parent.llm is not None:
+            # A library calling another underneath (litellm → openai): one call, one step.
+            return None
         try:
-            call = provider.request_call(operation, kwargs)
-            if endpoint.trace_later is not None:  # a stream helper's request always streams
+            request = kwargs
+            if len(args) > skip:
+                request = {**dict(zip(positional, args[skip:], strict=False)), **kwargs}
+            call = provider.request_call(operation, request)
+            if always_streams:
                 call.stream = True
+            resource = args[0] if skip and args else None  # the method's ``self``
             send = kwargs
             watch = None
             if call.stream:
@@ -197,8 +215,9 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             return None
         return step, call, send, watch, current_step_var.set(step)
 
-    def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> None:
-        """Read ``result``; a stream is handed to the watch, which ends the step later."""
+    def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> Any:
+        """Read ``result`` and return it; a stream is handed to the watch, which ends the step
+        later (and may hand the caller a watching generator of the same items)."""
         step, call, _, watch, token = started
         current_step_var.reset(token)
         try:
@@ -207,10 +226,9 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
                 provider.read_raw(call, result, mode)
                 if watch is not None:  # a raw stream: the step ends with the stream, not here
                     watch.attach_raw(step, call, result, provider.stream_types())
-                    return
+                    return result
             elif watch is not None and isinstance(result, provider.stream_types()):
-                watch.attach(step, call, result)
-                return
+                return watch.attach(step, call, result, endpoint.attach_stream)
             else:
                 provider.read_response(call, result)
         except Exception:
@@ -219,6 +237,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             raise
         output = call.output
         close_llm_step(step, None, None if output is None else output.text)
+        return result
 
     def fail(started: _Started, exc: BaseException) -> None:
         step, call, _, _, token = started
@@ -231,32 +250,30 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
     if _is_async(original):
 
         @functools.wraps(original)
-        async def async_create(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = start(self, kwargs) if settings.enabled else None
+        async def async_create(*args: Any, **kwargs: Any) -> Any:
+            started = start(args, kwargs) if settings.enabled else None
             if started is None:
-                return await original(self, *args, **kwargs)
+                return await original(*args, **kwargs)
             try:
-                result = await original(self, *args, **started[2])
+                result = await original(*args, **started[2])
             except BaseException as exc:
                 _contained(fail, started, exc)
                 raise
-            _contained(finish, started, result, kwargs)
-            return result
+            return _finished(finish, started, result, kwargs)
 
         return async_create
 
     @functools.wraps(original)
-    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = start(self, kwargs) if settings.enabled else None
+    def create(*args: Any, **kwargs: Any) -> Any:
+        started = start(args, kwargs) if settings.enabled else None
         if started is None:
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
         try:
-            result = original(self, *args, **started[2])
+            result = original(*args, **started[2])
         except BaseException as exc:
             _contained(fail, started, exc)
             raise
-        _contained(finish, started, result, kwargs)
-        return result
+        return _finished(finish, started, result, kwargs)
 
     return create
 
@@ -270,6 +287,15 @@ def _contained(fn: Callable[..., None], *args: Any) -> None:
         fn(*args)
     except Exception as exc:
         containment.internal_error("auto_patch", exc)
+
+
+def _finished(fn: Callable[..., Any], started: _Started, result: Any, kwargs: Any) -> Any:
+    """What ``finish`` hands the caller; on a PipeLens bug, the original result itself."""
+    try:
+        return fn(started, result, kwargs)
+    except Exception as exc:
+        containment.internal_error("auto_patch", exc)
+        return result
 
 
 class _StreamClosed(GeneratorExit):
@@ -302,6 +328,7 @@ class _Watch:
         "read_error",
         "request_id_header",
         "step",
+        "watching",
     )
 
     def __init__(
@@ -315,15 +342,22 @@ class _Watch:
         self.ended = False
         # A weak reference: the finalizer holds this watch, which must not keep the stream alive.
         self.inner: weakref.ref[Any] | None = None
+        self.watching = False  # the items go through :meth:`iterate` (else: a raw body)
 
-    def attach(self, step: Step, call: LLMCall, stream: Any) -> None:
-        """Watch ``stream``'s items and its response's close; the object stays the same."""
+    def attach(self, step: Step, call: LLMCall, stream: Any, hook: AttachStream | None) -> Any:
+        """Watch ``stream`` (by the provider's ``hook``, else its items and its response's
+        close, the object staying the same); what the caller gets."""
         self.step = step
         self.call = call
-        self._watch_close(getattr(stream, "response", None))
-        self._watch_items(stream)
+        if hook is None:
+            self._watch_close(getattr(stream, "response", None))
+            self._watch_items(stream)
+            given = stream
+        else:
+            given = hook(self, call, stream)
         # Dropped unclosed, the stream ends its step when it is collected.
-        weakref.finalize(stream, self.end, True)
+        weakref.finalize(given, self.end, True)
+        return given
 
     def attach_raw(
         self, step: Step, call: LLMCall, raw: Any, stream_types: tuple[type, ...]
@@ -338,7 +372,7 @@ class _Watch:
         parse = raw.parse
 
         def parsed(result: Any) -> None:
-            if self.inner is None and not self.ended and isinstance(result, stream_types):
+            if not self.watching and not self.ended and isinstance(result, stream_types):
                 try:
                     self._watch_items(result)
                 except Exception as exc:
@@ -366,9 +400,9 @@ class _Watch:
         inner = stream._iterator
         self.inner = weakref.ref(inner)
         if hasattr(inner, "__anext__"):
-            stream._iterator = self._aiterate(inner)
+            stream._iterator = self.aiterate(inner)
         else:
-            stream._iterator = self._iterate(inner)
+            stream._iterator = self.iterate(inner)
 
     def _watch_close(self, response: Any) -> None:
         """Learn of ``response``'s close (every way of closing a stream ends there); read its
@@ -402,9 +436,9 @@ class _Watch:
         """The response was closed: by the stream's own generator (running or done: at the end
         or on an error, which the iteration reports), else by the consumer, early."""
         ref = self.inner
-        if ref is None:  # a raw body the caller read itself: the call ends with it
+        if not self.watching:  # a raw body the caller read itself: the call ends with it
             self.end(False)
-        elif _suspended(ref()):
+        elif ref is not None and _suspended(ref()):
             self.end(True)
 
     def item(self, item: Any) -> bool:
@@ -429,7 +463,7 @@ class _Watch:
             call, step = self.call, self.step
             now = perf_ns()
             call.latency_ns = now - step._t0
-            if self.inner is not None:
+            if self.watching:
                 call.chunks = self.chunks
             if early and exc is None:
                 call.stream_closed_early = True
@@ -448,6 +482,16 @@ class _Watch:
             close_llm_step(step, exc, None if output is None else output.text)
         except Exception as internal:
             containment.internal_error("auto_patch.stream_end", internal)
+
+    def iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+        """``inner``'s items, each recorded on its way to the caller; the step ends with it."""
+        self.watching = True
+        return self._iterate(inner)
+
+    def aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The same for an async ``inner``."""
+        self.watching = True
+        return self._aiterate(inner)
 
     def _iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
         try:

@@ -9,7 +9,7 @@ engine (``patch``) knows nothing of any provider's types; a provider knows nothi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from pipelens._core.llm_record import LLMCall
@@ -29,6 +29,25 @@ class StreamState(ABC):
         """The stream ended: put the assembled output on ``call``."""
 
 
+class Watch(Protocol):
+    """The engine's watch over one stream, as an :data:`AttachStream` hook sees it."""
+
+    def iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+        """``inner``'s items, each recorded on its way to the caller; the step ends with it."""
+        ...
+
+    def aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The same for an async ``inner``."""
+        ...
+
+    def end(self, early: bool) -> None:
+        """End the step now (``early``: the caller closed the stream before its end)."""
+        ...
+
+
+#: Hands a streamed result to the watch and returns what the caller gets: the same object with
+#: its iteration watched where the library allows it, else a generator of the same items.
+AttachStream = Callable[[Watch, LLMCall, Any], Any]
 #: Makes the state of one stream; its argument says PipeLens asked for the usage chunk the caller
 #: did not ask for (so that chunk is not handed to the caller).
 NewStreamState = Callable[[bool], StreamState]
@@ -47,7 +66,7 @@ class EndpointConfig(NamedTuple):
     """One patched method: where it is, what kind of call it makes, how its stream is read."""
 
     module: str  #: imported only when patching (``openai.resources.chat.completions``)
-    class_name: str
+    class_name: str  #: ``""``: ``method`` is a function of the module itself (``litellm``)
     method: str
     operation: str  #: ``chat``, ``responses``, ``embeddings``: the LLMCall's operation
     new_stream_state: NewStreamState
@@ -56,6 +75,13 @@ class EndpointConfig(NamedTuple):
     trace_later: TraceLater | None = None
     #: The response header a stream's request id is read from.
     request_id_header: str = "x-request-id"
+    #: ``None``: the stream's ``_iterator`` is swapped (the Stainless SDKs: openai, anthropic).
+    attach_stream: AttachStream | None = None
+    #: The method always streams (google-genai's ``generate_content_stream``).
+    streams: bool = False
+    #: Names of the positional parameters (after ``self``), so a request is read the same however
+    #: it was passed (``litellm.completion("gpt-4o", messages)``).
+    positional: tuple[str, ...] = ()
 
 
 class Provider(Protocol):

@@ -57,7 +57,8 @@ class BatchingTransport:
         max_queue: events held before new ones are dropped (and counted in ``dropped``). A
             run's ``RunFinished``, which carries its drop count, may use a small reserve above it.
         max_batch: events written at once; a full batch wakes the thread early.
-        interval: seconds between writes when fewer than ``max_batch`` events are waiting.
+        interval: seconds between writes when fewer than ``max_batch`` events are waiting and
+            no run ended (a run's end is written within ``linger`` seconds).
 
     Attributes:
         sent: events written. dropped: events refused by ``send`` (queue full, or closed).
@@ -68,6 +69,10 @@ class BatchingTransport:
     scrubs_events = True
     #: Seconds between heartbeats of the open runs (``heartbeat.py``); ``None`` sends none.
     heartbeat_interval: float | None = None
+    #: Seconds a run's end waits for the events right behind it before its batch is written,
+    #: instead of the whole ``interval``: a finished run shows up soon, and under load a batch
+    #: still holds whatever that moment brings (up to ``max_batch``), not a request per run.
+    linger: float = 0.05
 
     def __init__(
         self, *, max_queue: int = 100_000, max_batch: int = 1000, interval: float = 0.5
@@ -102,6 +107,7 @@ class BatchingTransport:
         self._taken = 0  # events taken off the queue by a writer
         self._done = 0  # events taken and then written or lost
         self._started = False
+        self._run_ended = False  # a RunFinished is queued: write within ``linger``
         self._thread: threading.Thread | None = None
         self._heartbeat = Heartbeat(self.heartbeat_interval)  # the parent's runs are not ours
 
@@ -120,6 +126,9 @@ class BatchingTransport:
         if not self._started:
             self._start_thread()
         elif len(queue) >= self.max_batch and not self._wake.is_set():
+            self._wake.set()
+        elif type(event) is RunFinished and not self._run_ended:
+            self._run_ended = True
             self._wake.set()
         return True
 
@@ -156,6 +165,10 @@ class BatchingTransport:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
+            if self._run_ended and len(self._queue) < self.max_batch:
+                self._wake.wait(self.linger)  # a full batch ends it early
+                self._wake.clear()
+            self._run_ended = False
             try:
                 self._drain(None)
                 if (beat := self._heartbeat.due()) is not None:

@@ -116,6 +116,9 @@ class Delivery:
         self._outbox: collections.deque[_Item] = collections.deque()
         self._outbox_bytes = 0
         self._outbox_events = 0
+        #: The most bytes the outbox held at once (never above ``max_buffer_bytes``, unless one
+        #: body alone is larger).
+        self.peak_bytes = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failures = 0  # consecutive failed attempts; drives the backoff
@@ -145,6 +148,7 @@ class Delivery:
                     self._outbox.append(_Item(body, events))
                     self._outbox_bytes += len(body)
                     self._outbox_events += events
+                    self.peak_bytes = max(self.peak_bytes, self._outbox_bytes)
                     self._cond.notify_all()
         if full:
             self._to_spool([_Item(body, events)], "the server is not keeping up")

@@ -92,7 +92,8 @@ class HttpTransport(BatchingTransport):
         token: sent as ``Authorization: Bearer <token>``.
         timeout: seconds one connect, send or receive may block (the sender's, never the user's).
         max_batch_bytes: largest request body; bigger batches are split.
-        max_buffer_bytes: request bodies held in memory before new ones go to the spool.
+        max_buffer_bytes: request bodies held in memory before new ones go to the spool
+            (default ``configure(max_memory=...)``, 32 MiB).
         max_attempts: tries of one batch before it moves to the spool.
         backoff: seconds before the first retry, doubled after each failure (with jitter) up to
             ``max_backoff``; a ``Retry-After`` from the server wins.
@@ -120,7 +121,7 @@ class HttpTransport(BatchingTransport):
         *,
         timeout: float = 10.0,
         max_batch_bytes: int = 4 * _MiB,
-        max_buffer_bytes: int = 64 * _MiB,
+        max_buffer_bytes: int | None = None,
         max_attempts: int = 10,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -151,6 +152,8 @@ class HttpTransport(BatchingTransport):
         if heartbeat is not None:
             _check_positive(heartbeat=heartbeat)
             self.heartbeat_interval = float(heartbeat)
+        if max_buffer_bytes is None:
+            max_buffer_bytes = settings.max_memory_bytes
         _check_counts(
             max_batch_bytes=max_batch_bytes,
             max_buffer_bytes=max_buffer_bytes,

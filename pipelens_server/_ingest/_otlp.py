@@ -49,7 +49,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from pipelens.events import MAX_NAME_BYTES, MAX_PIPELINE_BYTES
+from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES
 from pipelens_server._errors import BodyTooLargeError, InvalidBatchError, UnsupportedMediaTypeError
 from pipelens_server._ingest._checks import json_value
 from pipelens_server._ingest._decode import clean_json_text, media_type, without_nul
@@ -57,6 +57,8 @@ from pipelens_server._ingest._otlp_llm import TokenCountError, is_llm_span, llm_
 from pipelens_server._ingest._rows import Rows, run_row
 from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_text
 
+#: The attribute that carries a step's own key, when a PipeLens client exported the span.
+KEY_ATTRIBUTE = "pipelens.step.key"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -309,6 +311,25 @@ def _name(span: Span, root: bool) -> str:
     return name
 
 
+def _key(attributes: dict[str, Any], name: str, step_id: str, root: bool) -> str:
+    """The step's key: the one a PipeLens client's export names (``pipelens.step.key``), else
+    the root's name, or ``name___<span id>`` below it."""
+    key = attributes.get(KEY_ATTRIBUTE)
+    if key is None:
+        return name if root else f"{name}___{step_id}"
+    if not isinstance(key, str) or not key:
+        raise _RefusedSpanError(f"attribute {KEY_ATTRIBUTE} must be a step key (a text)")
+    key = without_nul(key)
+    if len(key) * 4 > MAX_KEY_BYTES and (size := len(key.encode("utf-8", "replace"))) > (
+        MAX_KEY_BYTES
+    ):
+        raise _RefusedSpanError(
+            f"attribute {KEY_ATTRIBUTE} is {size} bytes long, longer than the limit of "
+            f"{MAX_KEY_BYTES} bytes"
+        )
+    return key
+
+
 def _times(span: Span) -> tuple[int, int]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start > _MAX_BIGINT or end > _MAX_BIGINT:
@@ -362,7 +383,7 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
     rows.add_step(
         [
             run_id,
-            name if root else f"{name}___{step_id}",
+            _key(attributes, name, step_id, root),
             step_id,
             parent_id,
             name,

@@ -106,6 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner = self.server.owner
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(owner.delay)
         action = owner._next_action()
         batch: Batch | None = None
         error = ""
@@ -181,6 +182,8 @@ class IngestServer:
         self.batches: list[Batch] = []
         self.requests: list[Request] = []
         self._plan: deque[Action] = deque()
+        #: Seconds each request takes before it is answered: a server slower than the program.
+        self.delay = 0.0
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

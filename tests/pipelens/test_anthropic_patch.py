@@ -603,6 +603,58 @@ def test_with_streaming_response_leaves_the_body_to_the_caller(
     assert (llm["raw_response"], llm["request_id"], "output" in llm) == (True, request_id, False)
 
 
+@pytest.mark.usefixtures("patched")
+def test_raw_stream_is_watched_once_parsed(
+    client: anthropic.Anthropic, events: CapturedEvents
+) -> None:
+    """``with_raw_response.create(stream=True)``: the stream the caller parses gives every event
+    and the step ends with it, assembled."""
+    raw = client.messages.with_raw_response.create(**ASK, stream=True)
+    assert events.steps() == []
+    got = list(raw.parse())
+    assert event_kinds() == _kinds(got)
+    llm = llm_of(events)
+    assert (llm["raw_response"], llm["chunks"], llm["output"]["text"], llm["usage"]) == (
+        True,
+        len(got),
+        TEXT,
+        USAGE,
+    )
+    assert llm["request_id"] == raw.request_id
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_raw_stream_is_watched_once_parsed(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async raw stream, parsed and read through, ends the step with the assembled text."""
+    raw = await aclient.messages.with_raw_response.create(**ASK, stream=True)
+    got = [event async for event in await raw.parse()]
+    assert event_kinds() == _kinds(got)
+    assert (llm_of(events)["output"]["text"], events.step("anthropic_chat").status) == (
+        TEXT,
+        "completed",
+    )
+
+
+@pytest.mark.usefixtures("patched")
+def test_streaming_response_of_a_stream_ends_with_its_body(
+    client: anthropic.Anthropic, events: CapturedEvents
+) -> None:
+    """with_streaming_response of a stream: the caller reads the SSE body; the step ends when the
+    response closes, not at its headers."""
+    with client.messages.with_streaming_response.create(**ASK, stream=True) as response:
+        assert events.steps() == []  # the headers are in, the body not read yet
+        lines = list(response.iter_lines())
+    assert "event: message_stop" in lines
+    llm = llm_of(events)
+    assert (llm["raw_response"], llm["stream"], events.step("anthropic_chat").status) == (
+        True,
+        True,
+        "completed",
+    )
+
+
 # --- patching ----------------------------------------------------------------------------------
 
 

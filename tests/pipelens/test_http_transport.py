@@ -153,6 +153,39 @@ def test_a_start_sent_before_its_finish_still_goes_alone(
     ] == ["StepStarted", "StepStarted", "StepFinished", "StepFinished"]
 
 
+def test_a_run_end_is_sent_without_waiting_for_the_interval(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """With a minute between writes, a finished run still goes out at once (after ``linger``),
+    with no flush: the server shows finished runs soon."""
+    transport = make_transport(server.url, interval=HOLD)
+    expected = run_pipeline(transport)
+    deadline = time.monotonic() + HOLD / 4
+    while Counter(expected) != arrived(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert Counter(expected) == arrived(server)
+
+
+def test_a_slow_server_keeps_memory_under_the_bound_and_the_rest_goes_through_the_spool(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """With the server slower than the program, the bodies held in memory never exceed
+    ``configure(max_memory=...)``; the rest is spooled, and every event arrives, none dropped."""
+    bound = 16 * 1024
+    pipelens.configure(max_memory=bound)
+    server.delay = 0.05
+    transport = make_transport(server.url, max_batch=20, interval=0.01)
+    expected: set[Key] = set()
+    for _ in range(30):
+        expected |= run_pipeline(transport, children=10)
+    assert transport.flush(60)
+    stats = transport.stats()
+    assert transport._delivery.peak_bytes <= bound
+    assert stats.spooled > 0
+    assert stats.dropped == 0
+    assert Counter(expected) == Counter(set(arrived(server)))  # a replay may resend a body
+
+
 def test_no_token_sends_no_authorization_header(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:

@@ -15,6 +15,8 @@ from _openai_stub import STRUCTURED, STRUCTURED_PARTS, TEXT, TEXT_PARTS, StubSer
 import pipelens
 from pipelens._core import containment
 from pipelens._llm import openai as _openai
+from pipelens._llm.openai import ChatStream
+from pipelens._llm.provider import EndpointConfig
 from pipelens.events import StepFinished
 from pipelens.testing import CapturedEvents
 
@@ -546,6 +548,23 @@ def test_clients_made_before_and_after_patching_are_covered(
     assert [s.key for s in events.steps()] == ["openai_chat", "openai_chat"]
 
 
+def test_an_endpoint_the_installed_library_lacks_is_skipped(
+    client: openai.OpenAI, events: CapturedEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint whose method this openai lacks (``chat.completions.parse`` before 1.92) is
+    skipped: the others are patched and recorded."""
+    missing = EndpointConfig(
+        "openai.resources.chat.completions", "Completions", "no_such_method", "chat", ChatStream
+    )
+    monkeypatch.setattr(_openai, "ENDPOINTS", (missing, *_openai.ENDPOINTS))
+    pipelens.auto_patch(openai)
+    try:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    finally:
+        pipelens.unpatch(openai)
+    assert [s.key for s in events.steps()] == ["openai_chat"]
+
+
 def test_unsupported_library_is_refused_by_name() -> None:
     """auto_patch of a library PipeLens does not know names it and the supported ones."""
     with pytest.raises(
@@ -757,6 +776,27 @@ def test_a_length_limited_parse_fails_the_step_with_its_usage(
     )
     llm = llm_of(events)
     assert (llm["usage"], llm["output"]["finish_reason"]) == (CHAT_USAGE, "length")
+
+
+@pytest.mark.usefixtures("patched")
+def test_with_raw_response_parse_is_one_step_and_its_refusal_the_callers(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """``with_raw_response.parse`` is one step with the parsed answer's text; an answer that
+    does not validate reaches the caller when it parses, and is no PipeLens error."""
+    raw = client.chat.completions.with_raw_response.parse(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    )
+    assert raw.parse().choices[0].message.parsed == ANSWER
+    refused = client.chat.completions.with_raw_response.parse(
+        model="bad-json", messages=MESSAGES, response_format=Answer
+    )
+    with pytest.raises(pydantic.ValidationError):
+        refused.parse()
+    steps = events.steps()
+    assert [(s.key, s.status) for s in steps] == [("openai_chat", "completed")] * 2
+    outputs = [json.loads(s.llm or "{}").get("output") for s in steps]
+    assert outputs == [{"text": STRUCTURED, "finish_reason": "stop"}, None]
 
 
 # --- stream helpers ----------------------------------------------------------------------------

@@ -406,3 +406,18 @@ def test_the_openapi_document_describes_the_route(client: Client) -> None:
     assert set(operation["responses"]["200"]["content"]) == media
     assert {"200", "400", "401", "413", "415", "429", "503"} == set(operation["responses"])
     assert operation["security"] == [{"token": []}]
+
+
+def test_a_key_named_by_the_span_is_kept(client: Client, database_url: str) -> None:
+    """``pipelens.step.key`` (what our own client's export writes) is the step's key."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("t")
+        with (
+            tracer.start_as_current_span("answer") as root,
+            tracer.start_as_current_span("retrieve") as child,
+        ):
+            child.set_attribute("pipelens.step.key", "answer.retrieve___1")
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    rows = read_rows(database_url, run_id_of(root.get_span_context().trace_id))
+    assert [step["key"] for step in rows["steps"]] == ["answer", "answer.retrieve___1"]
