@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 from _pg_testkit import JSON, LOCAL, MSGPACK, run_events
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -104,6 +105,7 @@ def _body(events: list[Any], as_msgpack: bool) -> bytes:
     return msgspec.json.encode(batch)
 
 
+@pytest.mark.timeout(600)  # two to three minutes on two shared cores; the default is 120 s
 def test_bad_events_never_get_a_5xx_nor_write_half(database_url: str) -> None:
     """12,000 generated bad events in 500 batches: 0 x 5xx, and every refused batch writes
     nothing (not even its good run)."""

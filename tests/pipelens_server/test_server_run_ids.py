@@ -4,14 +4,19 @@ runs; a seed request, one run, is a 409); a resend of the same run's events chan
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import msgspec
-from _pg_testkit import JSON, read_rows, run_events
+from _pg_testkit import JSON, live_server, read_rows, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
+import pipelens
+from pipelens import HttpTransport, Pipeline, Step
 from pipelens.events import Batch, Event, encode_json
+from pipelens_server import Settings, create_app
 
 Client = TestClient[Litestar]
 LATER = 10**12  # a second run, a quarter of an hour after the first
@@ -89,3 +94,47 @@ def test_a_seed_pipeline_started_again_under_its_run_id_is_a_409(
     assert "run-1" in response.json()["detail"]
     assert client.post("/api/ingestion/pipeline/start", json=start).status_code == 201
     assert read_rows(database_url) == stored
+
+
+class _Warnings(logging.Handler):
+    """The messages logged to ``pipelens`` (uvicorn's logging set-up drops pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_our_client_counts_and_warns_the_refused_second_run(database_url: str) -> None:
+    """The seed README's ``Pipeline(..., {"run_id": "run-1"})`` run twice through our client
+    and a real server: the first run is stored whole, the second is refused, counted in
+    ``transport_stats().rejected`` and warned once with the server's reason."""
+
+    async def logic(st: Step) -> str:
+        await st.step("load", lambda _: asyncio.sleep(0, "text"))
+        return "done"
+
+    warnings = _Warnings()
+    logging.getLogger("pipelens").addHandler(warnings)
+    app = create_app(Settings(database_url=database_url))
+    with live_server(app) as url:
+        transport = HttpTransport(url, spool=False)
+        pipelens.configure(transport=transport)
+        try:
+            for _ in range(2):
+                pipeline = Pipeline("readme", {"run_id": "run-1"})
+                assert asyncio.run(pipeline.track(logic)) == "done"
+                transport.flush(30)
+            stats = pipelens.transport_stats()
+        finally:
+            pipelens.configure(transport=None)
+            transport.close()
+            logging.getLogger("pipelens").removeHandler(warnings)
+    assert stats.rejected > 0
+    (refusal,) = [m for m in warnings.messages if "HTTP 409" in m]
+    assert "run-1" in refusal
+    rows = read_rows(database_url)
+    assert [run["run_id"] for run in rows["runs"]] == ["run-1"]
+    assert sorted(step["key"] for step in rows["steps"]) == ["readme", "readme.load"]
