@@ -139,29 +139,3 @@ def test_a_server_killed_mid_send_loses_and_duplicates_nothing(
     stats = http.stats()
     assert (stats.retried > 0, stats.dropped) == (True, 0)  # the outage was hit, nothing lost
 
-
-def test_a_reused_run_id_costs_that_run_alone_counted_and_warned(
-    transport: tuple[pipelens.HttpTransport, str],
-    database_url: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The seed README's ``run_id="run-1"`` twice, another run right after the second: the
-    second ``run-1`` is refused and counted as rejected (a warning names it), the other run
-    arrives whole (in the same batch or not), and the first ``run-1`` is as it was."""
-    http, url = transport
-    with _serve(_port(url), database_url):
-        with pipelens.Pipeline("reused").run(run_id="run-1"):
-            pass
-        assert pipelens.flush(30) is True
-        first = _read(url, "run-1")["run"]
-        with pipelens.Pipeline("reused").run(run_id="run-1"):
-            pass
-        other = pipeline(CHILDREN)
-        assert pipelens.flush(30) is True
-        _assert_arrived_once(url, other)
-        assert "refused" in caplog.text
-        assert "'run-1'" in caplog.text
-        assert _read(url, "run-1")["run"] == first
-    stats = http.stats()
-    assert stats.rejected >= 2  # the second run-1's start and finish at least
-    assert stats.dropped == 0
