@@ -138,4 +138,3 @@ def test_a_server_killed_mid_send_loses_and_duplicates_nothing(
             _assert_arrived_once(url, run_id)
     stats = http.stats()
     assert (stats.retried > 0, stats.dropped) == (True, 0)  # the outage was hit, nothing lost
-
