@@ -68,7 +68,7 @@ def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
     assert re.search(r"^    CPU µs per step: producers [\d.]+, server [\d.]+", out, re.M), out
     assert re.search(r"3 sequential requests of 1,000 events .*: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     assert re.search(r"^raw COPY baseline .*: [\d,]+ step rows in [\d.]+ s", out, re.M), out
-    assert re.search(r"end to end >= 50,000 steps/s: (met|missed) \(", out), out
+    assert re.search(r"end to end >= 100,000 steps/s: (met|missed) \(", out), out
 
 
 def test_ingest_otlp_quick_run_prints_otlp_beside_msgpack_and_exits_0() -> None:
