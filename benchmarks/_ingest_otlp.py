@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks._ingest_server import Server, empty_tables, finished_steps
@@ -52,9 +53,9 @@ def otlp_bodies(requests: int) -> list[bytes]:
     return bodies
 
 
-def msgpack_bodies(requests: int) -> list[bytes]:
-    """``requests`` msgpack bodies of our events carrying :data:`SPANS_PER_REQUEST` steps."""
-    from benchmarks.ingest import realistic_events
+def msgpack_bodies(requests: int, realistic_events: Callable[[int], list[Any]]) -> list[bytes]:
+    """``requests`` msgpack bodies of our events carrying :data:`SPANS_PER_REQUEST` steps
+    (``realistic_events(runs)``: the events of that many 100-step runs, from ``ingest``)."""
     from pipelens.events import Batch, encode_msgpack
 
     runs_per_request = SPANS_PER_REQUEST // SPANS_PER_TRACE
@@ -110,11 +111,18 @@ def post_all(
     }
 
 
-def compare(server: Server, requests: int, senders: int) -> list[str]:
+def compare(
+    server: Server, requests: int, senders: int, realistic_events: Callable[[int], list[Any]]
+) -> list[str]:
     """Measure OTLP and msgpack ingest on ``server``; the report's lines."""
     measured = {}
     for name, path, content_type, bodies in (
-        ("msgpack", "/api/v1/events", "application/msgpack", msgpack_bodies(requests)),
+        (
+            "msgpack",
+            "/api/v1/events",
+            "application/msgpack",
+            msgpack_bodies(requests, realistic_events),
+        ),
         ("OTLP protobuf", "/v1/traces", "application/x-protobuf", otlp_bodies(requests)),
     ):
         measured[name] = post_all(server, path, bodies, content_type, senders)

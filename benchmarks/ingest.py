@@ -568,7 +568,7 @@ def _otlp_main(requests: int, senders: int, quick: bool) -> int:
                 postgres_version(server.conninfo),
             )
             print("measuring msgpack and OTLP ingest ...", file=sys.stderr, flush=True)
-            lines = compare(server, requests, senders)
+            lines = compare(server, requests, senders, realistic_events)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     title = "PipeLens ingest, OTLP beside msgpack: pipelens serve on the embedded PostgreSQL"
