@@ -19,8 +19,7 @@ from typing import Any
 import msgspec
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai import _given, raw_mode
-from pipelens._llm.openai_compat import as_int, get
+from pipelens._llm.openai_compat import as_int, get, given, raw_mode
 from pipelens._llm.provider import EndpointConfig, StreamState
 
 __all__ = [
@@ -68,8 +67,8 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
         provider=NAME,
         operation=operation,
         request_model=model if isinstance(model, str) else None,
-        params={k: v for k, v in kwargs.items() if k not in _NOT_PARAMS and _given(v)},
-        messages=messages if _given(messages) else None,
+        params={k: v for k, v in kwargs.items() if k not in _NOT_PARAMS and given(v)},
+        messages=messages if given(messages) else None,
         stream=kwargs.get("stream") is True,
         raw_response=raw_mode(kwargs) is not None,
     )

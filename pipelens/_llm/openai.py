@@ -11,7 +11,14 @@ import inspect
 from typing import Any
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, ToolCall
-from pipelens._llm.openai_compat import as_int, get, read_response, usage_from_openai
+from pipelens._llm.openai_compat import (
+    as_int,
+    get,
+    given,
+    raw_mode,
+    read_response,
+    usage_from_openai,
+)
 from pipelens._llm.provider import EndpointConfig, StreamState
 
 __all__ = [
@@ -35,7 +42,6 @@ _INPUT = {"chat": "messages", "responses": "input", "embeddings": "input"}
 _NOT_PARAMS = frozenset(
     ("model", "stream", "messages", "input", "extra_headers", "extra_query", "timeout")
 )
-_RAW_HEADER = "X-Stainless-Raw-Response"
 
 
 def stream_types() -> tuple[type, ...]:
@@ -43,20 +49,6 @@ def stream_types() -> tuple[type, ...]:
     import openai
 
     return (openai.Stream, openai.AsyncStream)
-
-
-def _given(value: Any) -> bool:
-    # openai's NOT_GIVEN / omit sentinels mean "not passed".
-    return type(value).__name__ not in ("NotGiven", "Omit")
-
-
-def raw_mode(kwargs: dict[str, Any]) -> str | None:
-    """``"true"`` under ``with_raw_response``, ``"stream"`` under ``with_streaming_response``."""
-    headers = kwargs.get("extra_headers")
-    if isinstance(headers, dict):
-        mode = headers.get(_RAW_HEADER)
-        return mode if isinstance(mode, str) else None
-    return None
 
 
 def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
@@ -68,8 +60,8 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
         provider=NAME,
         operation=operation,
         request_model=kwargs.get("model") if isinstance(kwargs.get("model"), str) else None,
-        params={k: v for k, v in kwargs.items() if k not in _NOT_PARAMS and _given(v)},
-        messages=messages if _given(messages) else None,
+        params={k: v for k, v in kwargs.items() if k not in _NOT_PARAMS and given(v)},
+        messages=messages if given(messages) else None,
         stream=kwargs.get("stream") is True,
         raw_response=raw_mode(kwargs) is not None,
     )
@@ -86,7 +78,7 @@ def with_stream_usage(kwargs: dict[str, Any], resource: Any, always: bool) -> di
     server is not one known to take the argument."""
     if kwargs.get("stream") is not True or raw_mode(kwargs):
         return None
-    if "stream_options" in kwargs and _given(kwargs["stream_options"]):
+    if "stream_options" in kwargs and given(kwargs["stream_options"]):
         return None  # the caller chose (the stream helpers pass openai's ``omit`` when not)
     if not always:
         base_url = getattr(getattr(resource, "_client", None), "base_url", None)

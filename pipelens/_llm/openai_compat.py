@@ -11,6 +11,24 @@ from typing import Any
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
 
+#: The header the Stainless-made SDKs (openai, anthropic) send with ``with_raw_response`` calls.
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+
+def given(value: Any) -> bool:
+    """Whether an argument was passed: the SDKs' ``NOT_GIVEN`` / ``omit`` sentinels mean not."""
+    return type(value).__name__ not in ("NotGiven", "Omit")
+
+
+def raw_mode(kwargs: dict[str, Any]) -> str | None:
+    """``"true"`` under ``with_raw_response``, ``"stream"`` under ``with_streaming_response``
+    (the Stainless-made SDKs say so in a request header)."""
+    headers = kwargs.get("extra_headers")
+    if isinstance(headers, dict):
+        mode = headers.get(_RAW_HEADER)
+        return mode if isinstance(mode, str) else None
+    return None
+
 
 def get(obj: Any, name: str) -> Any:
     """``obj``'s field ``name`` (a dict's key or an attribute), ``None`` when it has none."""
