@@ -16,7 +16,7 @@ from pipelens._core.errors import ConfigurationError
 from pipelens._otel.spans import SpanEncoder
 from pipelens._transports.http import HttpTransport
 from pipelens._transports.spool import default_spool_dir
-from pipelens.events import Batch
+from pipelens.events import Batch, Event
 
 #: OTLP/HTTP's path for traces, under the endpoint's base URL.
 TRACES_PATH = "/v1/traces"
@@ -89,6 +89,12 @@ class OtlpTransport(HttpTransport):
         """Encode ``batch`` as spans (here, on the batching thread) and queue the bodies."""
         for body, count in self._encoder.bodies(batch.events, self.max_batch_bytes):
             self._delivery.put(body, count)
+
+    def write_now(self, event: Event) -> bool:
+        """Nowhere to write one event off the batching thread: the span encoder pairs a step's
+        start with its finish and belongs to that thread, and the spool holds OTLP bodies only.
+        The event is dropped and counted (the PipeLens server's transport still has it)."""
+        return False
 
 
 def env_endpoint() -> str | None:

@@ -2,7 +2,12 @@
 exit (the file transport, built on the batching one, is in :mod:`pipelens._transports.file`).
 
 A transport's ``send`` is called on the user's code path, so it only appends to a bounded queue;
-it never blocks on I/O and never raises. One background daemon thread per transport and process
+it never blocks on I/O and never raises. A full queue is back-pressure, not loss: ``send`` waits
+until the thread takes a batch off it, at most ``max_wait`` seconds. Where waiting could never
+end or could deadlock (on the transport's own thread, with that thread dead or stuck, after
+``close``, at interpreter exit) the event is written by the caller instead (:meth:`write_now`:
+the file itself, the HTTP transport's disk spool); only a transport with nowhere to write counts
+it as dropped, and says so once. One background daemon thread per transport and process
 (a forked child starts its own and forgets the parent's queue) scrubs and writes batches, and is
 the only thread that writes while it is alive: ``flush`` waits for it with a deadline instead of
 writing itself, so a write that hangs delays a flush by its timeout at most. At interpreter exit
@@ -39,6 +44,8 @@ __all__ = [
 ]
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
+#: Set at interpreter exit: ``send`` no longer waits for a full queue (the exit flush does).
+_exiting = False
 
 
 def check_options(owner: str, max_queue: object, max_batch: object, interval: object) -> None:
@@ -54,14 +61,17 @@ class BatchingTransport:
     """A bounded queue drained in batches by one background thread; subclasses write batches.
 
     Args:
-        max_queue: events held before new ones are dropped (and counted in ``dropped``). A
-            run's ``RunFinished``, which carries its drop count, may use a small reserve above it.
+        max_queue: events held in memory; when it is full, ``send`` waits for the thread to make
+            room (at most ``max_wait`` seconds). A run's ``RunFinished``, and events sent on the
+            transport's own thread (which cannot wait for itself), may use a small reserve
+            above it; beyond that, or when the wait runs out, :meth:`write_now` takes the event.
         max_batch: events written at once; a full batch wakes the thread early.
         interval: seconds between writes when fewer than ``max_batch`` events are waiting and
             no run ended (a run's end is written within ``linger`` seconds).
 
     Attributes:
-        sent: events written. dropped: events refused by ``send`` (queue full, or closed).
+        sent: events written. dropped: events lost: no room in the queue and :meth:`write_now`
+            had nowhere to put them (the base class has none).
         failed_batches: batches lost because scrubbing, encoding or ``write`` raised.
     """
 
@@ -73,6 +83,11 @@ class BatchingTransport:
     #: instead of the whole ``interval``: a finished run shows up soon, and under load a batch
     #: still holds whatever that moment brings (up to ``max_batch``), not a request per run.
     linger: float = 0.05
+    #: Seconds ``send`` waits for room in a full queue before it writes the event itself
+    #: (:meth:`write_now`): long enough for any healthy writer, short enough that a stuck one
+    #: does not hang the program. After one such timeout, ``send`` stops waiting until the
+    #: thread takes a batch again.
+    max_wait: float = 5.0
 
     def __init__(
         self, *, max_queue: int = 100_000, max_batch: int = 1000, interval: float = 0.5
@@ -108,6 +123,7 @@ class BatchingTransport:
         self._done = 0  # events taken and then written or lost
         self._started = False
         self._run_ended = False  # a RunFinished is queued: write within ``linger``
+        self._stalled = False  # a wait for room timed out: do not wait again until a batch moves
         self._thread: threading.Thread | None = None
         self._heartbeat = Heartbeat(self.heartbeat_interval)  # the parent's runs are not ours
 
@@ -118,9 +134,10 @@ class BatchingTransport:
         )
 
     def send(self, event: Event) -> bool:
-        """Queue ``event``; ``False`` (and counted in ``dropped``) when the queue is full."""
+        """Queue ``event``, waiting for room when the queue is full; ``False`` (and counted in
+        ``dropped``) only when it could neither be queued nor written by :meth:`write_now`."""
         queue = self._queue
-        if len(queue) >= self.max_queue or self._closed:
+        if len(queue) >= self.max_queue or self._closed or _exiting:
             return self._overflow(event)
         queue.append(event)
         if not self._started:
@@ -133,17 +150,65 @@ class BatchingTransport:
         return True
 
     def _overflow(self, event: Event) -> bool:
-        if not self._closed and type(event) is RunFinished and len(self._queue) < self._hard_limit:
-            self._queue.append(event)
+        queue = self._queue
+        # The reserve: a run's end (which carries its drop count), or an event of our own
+        # thread, which would wait for itself.
+        if (
+            not (self._closed or _exiting)  # nobody would write the queue then
+            and len(queue) < self._hard_limit
+            and (type(event) is RunFinished or threading.current_thread() is self._thread)
+        ):
+            queue.append(event)
+            self._wake.set()
+            return True
+        if self._wait_for_room():
+            queue.append(event)
+            return True
+        try:
+            written = self.write_now(event)
+        except Exception as exc:
+            self._warn_once("write-now", f"{self!r}: an event could not be written", exc)
+            written = False
+        if written:
             return True
         with self._lock:
             self.dropped += 1
         if not self._closed:
             self._warn_once(
                 "full",
-                f"{self!r}: {self.max_queue} events are waiting to be written; new events are "
-                "dropped and counted until it catches up",
+                f"{self!r}: {self.max_queue} events are waiting and its thread is not making "
+                "room; events it cannot write elsewhere are dropped and counted. Is a write "
+                "stuck? A larger max_queue, or a transport with a spool (HttpTransport), keeps "
+                "them",
             )
+        return False
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the thread takes a batch and there is room (True), or give up (False):
+        after ``close``, at exit, on our own thread, with no live thread, or after ``max_wait``."""
+        if self._closed or _exiting or self._stalled:
+            return False
+        if not self._started:
+            self._start_thread()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return False
+        deadline = time.monotonic() + self.max_wait
+        self._wake.set()
+        with self._progress:
+            while len(self._queue) >= self.max_queue:
+                remaining = deadline - time.monotonic()
+                if self._closed or not thread.is_alive() or remaining <= 0:
+                    self._stalled = remaining <= 0
+                    return False
+                # Woken when a batch is taken; the timeout only re-checks the thread's life.
+                self._progress.wait(min(remaining, 1.0))
+        return True
+
+    def write_now(self, event: Event) -> bool:
+        """Write one event on the caller's thread, when it cannot be queued (the queue stays
+        full, the transport is closed, the interpreter is exiting); ``False`` if there is
+        nowhere to write it. The base class has nowhere: the event is dropped and counted."""
         return False
 
     def _start_thread(self) -> None:
@@ -185,6 +250,9 @@ class BatchingTransport:
             with self._lock:
                 batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                 self._taken += len(batch)
+                if batch:  # room: a producer waiting in send() may go on
+                    self._stalled = False
+                    self._progress.notify_all()
             if not batch:
                 return True
             self._heartbeat.observe(batch)
@@ -227,12 +295,14 @@ class BatchingTransport:
         return self._drain(deadline)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the background thread; later events are dropped and counted."""
+        """Flush, then stop the background thread; later events go to :meth:`write_now`."""
         if self._closed:
             return
         self.flush(timeout)
         self._closed = True
         self._wake.set()
+        with self._progress:  # a send() waiting for room writes its event itself now
+            self._progress.notify_all()
         _live.discard(self)  # nothing left to flush: pipelens.flush() need not wait for it
 
 
@@ -281,6 +351,8 @@ def shutdown(timeout: float | None = None) -> bool:
 
 @atexit.register
 def _flush_at_exit() -> None:
+    global _exiting
+    _exiting = True
     try:
         flush(settings.exit_timeout)
     except Exception:  # never turn an exit into a traceback; internal_error logged it

@@ -178,6 +178,13 @@ class Delivery:
         if self._thread is None:
             self._start()
 
+    def spool_now(self, body: bytes, events: int) -> bool:
+        """Write one body to the spool on the caller's thread, past the outbox (whose sender
+        may be stopped or behind); ``False`` without a spool or room, for the caller to count."""
+        if self.spool is None:
+            return False
+        return self._to_spool([_Item(body, events)], "its queue could not take them", count=False)
+
     def wait(self, deadline: float | None) -> bool:
         """Wait until every body queued, and every body this process spooled, is delivered
         (``True``) or ``deadline`` (monotonic) comes.
@@ -232,8 +239,11 @@ class Delivery:
                 pending=self._outbox_events + queued,
             )
 
-    def _to_spool(self, items: list[_Item], why: str) -> None:
+    def _to_spool(self, items: list[_Item], why: str, *, count: bool = True) -> bool:
+        """Spool ``items``; ``False`` if any was dropped (warned once, and counted here unless
+        ``count`` is false: the caller counts it then)."""
         spool = self.spool
+        kept = True
         for item in items:
             written = None
             if spool is not None:
@@ -247,15 +257,17 @@ class Delivery:
                     self.spooled += item.events
                     self._rescan_at = 0.0  # replay it once the server is back
                     self._cond.notify_all()
-                else:
+                elif count:
                     self.dropped += item.events
             if written is None:
+                kept = False
                 self._warn(
                     "dropped",
                     f"{self.owner}: events were dropped ({why}, and "
                     + ("no spool is configured" if spool is None else f"{spool!r} is full")
                     + "); pipelens.transport_stats() counts them",
                 )
+        return kept
 
     # -- the sender thread ----------------------------------------------------------------------
 

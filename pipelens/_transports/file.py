@@ -15,9 +15,10 @@ from typing import IO, Literal
 
 import msgspec
 
+from pipelens._core.capture import scrub_event
 from pipelens._core.errors import ConfigurationError, TransportError
 from pipelens._transports.base import BatchingTransport, check_options
-from pipelens.events import Batch, decode_json, decode_msgpack, encode_json, encode_msgpack
+from pipelens.events import Batch, Event, decode_json, decode_msgpack, encode_json, encode_msgpack
 
 FileFormat = Literal["jsonl", "msgpack"]
 _FORMATS = ("jsonl", "msgpack")
@@ -88,6 +89,15 @@ class FileTransport(BatchingTransport):
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+
+    def write_now(self, event: Event) -> bool:
+        """Append one event straight to the file, on the caller's thread: an ``O_APPEND`` write
+        of its own, so it cannot tear the batch thread's (the order of events may differ;
+        readers and the server's merge do not depend on it)."""
+        self.write(Batch(events=[scrub_event(event)]))
+        with self._lock:
+            self.sent += 1
+        return True
 
 
 def read_event_file(

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from pipelens._core import containment
+from pipelens._core.capture import scrub_event
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.settings import settings
 from pipelens._transports.base import BatchingTransport, Transport
@@ -224,6 +225,12 @@ class HttpTransport(BatchingTransport):
         for body, count in self._bodies(events, doubled):
             self._delivery.put(body, count)
 
+    def write_now(self, event: Event) -> bool:
+        """Put one event straight into the disk spool, on the caller's thread (it is replayed
+        like any spooled body, by this process or the next); ``False`` without a spool."""
+        body = encode_msgpack(Batch(events=[scrub_event(event)]))
+        return self._delivery.spool_now(body, 1)
+
     def _bodies(self, events: list[Event], doubled: frozenset[int]) -> Iterator[tuple[bytes, int]]:
         """Request bodies of ``events`` and the events each stands for (``doubled``: the
         positions of coalesced steps)."""
@@ -277,7 +284,8 @@ class HttpTransport(BatchingTransport):
         return self._delivery.wait(deadline) and handed_over
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush within ``timeout`` seconds, then stop both threads; later events are dropped."""
+        """Flush within ``timeout`` seconds, then stop both threads; later events go to the
+        spool (dropped and counted without one)."""
         if self._closed:
             return
         super().close(timeout)

@@ -383,16 +383,40 @@ def test_400_is_not_retried_and_counted_as_rejected(
     assert len(refusals) == 1
 
 
-def test_full_queue_drops_are_counted_and_reported_by_the_run(
+def test_a_small_queue_and_a_slow_server_lose_nothing(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:
-    """Events refused by a full queue are counted, and the run's RunFinished says how many."""
-    transport = make_transport(server.url, max_queue=3)
-    run_pipeline(transport, children=2)  # 8 events: 3 fit, the RunFinished uses the reserve
-    assert transport.flush(10)
-    (finished,) = [e for e in server.events() if isinstance(e, RunFinished)]
-    assert finished.dropped_events == 4
-    assert transport.stats().dropped == 4
+    """Events produced far faster than a slow server takes them, through a queue of 20 and
+    4 KiB of bodies in memory: the producer waits for room, the batching thread spools what
+    the sender cannot keep, and every event arrives, none dropped, the bounds held."""
+    pipelens.configure(max_memory=4 * 1024)
+    server.delay = 0.05
+    transport = make_transport(server.url, max_queue=20, max_batch=10, interval=0.01)
+    expected: set[Key] = set()
+    runs = 40
+    for _ in range(runs):
+        expected |= run_pipeline(transport, children=8)  # 20 events a run
+        assert len(transport._queue) <= 20 + 1  # max_queue and the RunFinished reserve
+    assert transport.flush(120)
+    stats = transport.stats()
+    assert (stats.dropped, stats.rejected) == (0, 0)
+    assert transport._delivery.peak_bytes <= 4 * 1024
+    assert Counter(expected) == Counter(set(arrived(server)))
+    assert len(expected) == runs * 20
+
+
+def test_a_closed_transport_spools_later_events_for_the_next_sender(
+    server: IngestServer, make_transport: MakeTransport, tmp_path: Path
+) -> None:
+    """A run after close() is written to the spool by the caller, and the next transport on
+    that spool delivers it: nothing dropped."""
+    transport = make_transport(server.url)
+    transport.close(10)
+    expected = run_pipeline(transport, children=2)
+    assert (transport.stats().dropped, transport.stats().spooled) == (0, 8)
+    replayer = make_transport(server.url)
+    assert wait_until(lambda: set(arrived(server)) == expected, timeout=30)
+    replayer.close(0)
 
 
 def test_without_spool_overflow_is_dropped_counted_and_logged_once(

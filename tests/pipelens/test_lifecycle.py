@@ -186,3 +186,69 @@ def test_new_steps_after_shutdown_run_and_a_new_transport_works(tmp_path: Path) 
         ["2"],
         ["21"],
     )
+
+
+def test_a_full_queue_at_exit_and_events_after_the_exit_flush_all_reach_the_file(
+    tmp_path: Path,
+) -> None:
+    """The program ends with a queue of 3 full, and an atexit hook that runs after PipeLens's
+    exit flush makes 20 more runs: the exit does not hang and every event is in the file."""
+    path = tmp_path / "events.jsonl"
+    # Registered before PRELUDE imports pipelens: atexit runs it after PipeLens's flush.
+    code = f"""
+    import atexit
+    atexit.register(lambda: [work(i) for i in range(20)])
+    import pipelens
+    pipelens.configure(transport=pipelens.FileTransport({str(path)!r}, max_queue=3,
+                                                        interval=3600))
+    for i in range(50):
+        work(i)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code).replace("import pipelens\n", PRELUDE, 1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(events_per_run(path).values()) == [4] * 70
+
+
+def test_a_forked_child_of_a_parent_with_a_full_queue_sends_without_waiting(
+    tmp_path: Path,
+) -> None:
+    """The parent's writer is held and its queue full when it forks: the child's runs do not
+    wait on the parent's queue (or its thread, absent in the child) and reach the file."""
+    path = tmp_path / "events.jsonl"
+    done = run_python(
+        f"""
+        import warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+        gate = threading.Event()
+
+        class Held(pipelens.FileTransport):
+            def write(self, batch):
+                gate.wait()
+                super().write(batch)
+
+        transport = Held({str(path)!r}, max_queue=3, interval=3600)
+        transport.max_wait = 600.0
+        pipelens.configure(transport=transport)
+        for i in range(3):
+            transport.send(pipelens.events.RunStarted(run_id=str(i), pipeline="p", start_ns=1))
+        pid = os.fork()
+        if pid == 0:
+            gate.set()
+            for i in range(10):
+                work(i)
+            os._exit(0 if pipelens.flush(30) and transport.dropped == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        gate.set()
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(events_per_run(path).values()) == [1] * 3 + [4] * 10

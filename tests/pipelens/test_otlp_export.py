@@ -241,3 +241,18 @@ def test_the_core_imports_no_opentelemetry_and_the_export_names_the_extra() -> N
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "pip install 'pipelens[otlp]'" in done.stdout
+
+
+def test_a_closed_otlp_export_spools_no_event_it_cannot_encode(
+    receiver: tuple[str, Received], tmp_path: Path
+) -> None:
+    """After close(), the OTLP export has nowhere to write an event (its spool holds OTLP
+    bodies, encoded on its own thread): each is counted as dropped, none spooled as msgpack."""
+    url, _ = receiver
+    transport = pipelens.OtlpTransport(url, spool_dir=tmp_path / "otlp-spool")
+    transport.close(10)
+    pipelens.configure(transport=transport)
+    retrieve("q")
+    stats = pipelens.transport_stats(transport)
+    assert (stats.dropped, stats.spooled) == (4, 0)  # run and step, start and end
+    assert not (tmp_path / "otlp-spool").exists() or not any((tmp_path / "otlp-spool").iterdir())

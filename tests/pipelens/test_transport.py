@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,36 +177,111 @@ def test_read_event_file_errors_name_the_file_the_line_and_the_field(tmp_path: P
         list(pipelens.read_event_file(frames))
 
 
-def test_full_queue_drops_are_counted_in_run_finished(tmp_path: Path) -> None:
-    """Events beyond max_queue are dropped and counted; RunFinished still arrives with the count."""
+def test_a_full_queue_makes_send_wait_and_every_event_arrives(tmp_path: Path) -> None:
+    """With room for 3 events, a run of 14 waits for the thread instead of dropping: all 14
+    arrive, in order, and the run counts no drop."""
     path = tmp_path / "events.jsonl"
-    transport = FileTransport(path, max_queue=3, interval=3600)
+    transport = RecordingFileTransport(path, max_queue=3, interval=3600)
     pipelens.configure(transport=transport)
     pipeline(5)  # 14 events: run + root start, 5 x (start + finish), root finish, run finish
     assert pipelens.flush(10)
     written = file_events(path)
-    assert [type(e).__name__ for e in written] == [
-        "RunStarted",
-        "StepStarted",
-        "StepStarted",
-        "RunFinished",
-    ]
+    assert transport.accepted == written
+    assert len(written) == 14
     run = written[-1]
     assert isinstance(run, RunFinished)
-    assert (run.dropped_events, transport.dropped) == (10, 10)
+    assert (run.dropped_events, transport.dropped) == (0, 0)
 
 
-def test_queue_stays_bounded_under_a_stalled_writer() -> None:
-    """Many runs against a writer that never finishes keep at most max_queue (+1 RunFinished)."""
+def test_a_producer_blocked_on_a_full_queue_resumes_when_the_writer_does() -> None:
+    """A thread sending into a full queue waits while the writer is held, and goes on once it
+    writes again: every event arrives, none dropped."""
+    events = _events_of_runs(5)  # 20 events
+    transport = GatedTransport(interval=3600, max_queue=2)
+    transport.max_wait = 600.0  # the held writer must not look stuck
+    transport.gate.clear()
+    producer = threading.Thread(target=lambda: [transport.send(e) for e in events])
+    producer.start()
+    # Blocked: the writer holds one batch at the gate and the queue behind it is full.
+    assert _eventually(lambda: transport.writer_threads and len(transport._queue) >= 2)
+    assert producer.is_alive()
+    transport.gate.set()
+    producer.join(60)
+    assert not producer.is_alive()
+    assert transport.flush(10)
+    assert events == [e for b in transport.batches for e in b.events]
+    assert transport.dropped == 0
+    transport.close(0)
+
+
+def test_a_stuck_writer_does_not_hang_the_program_and_the_queue_stays_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Against a writer that never finishes, send waits ``max_wait`` once, then counts what it
+    cannot write elsewhere as dropped (the base class has no spool) and says so once; the queue
+    never holds more than max_queue (+ the RunFinished reserve)."""
     transport = GatedTransport(interval=3600, max_queue=10)
+    transport.max_wait = 0.05
     transport.gate.clear()
     pipelens.configure(transport=transport)
     for i in range(20):
         fetch(i)  # 4 events per run
+        assert len(transport._queue) <= 11
     transport.gate.set()
     assert pipelens.flush(10)
     written = [e for b in transport.batches for e in b.events]
-    assert (len(written), transport.dropped) == (11, 69)
+    assert len(written) + transport.dropped == 80
+    assert transport.dropped > 0
+    assert caplog.text.count("its thread is not making room") == 1
+
+
+def test_events_sent_on_the_transports_own_thread_do_not_wait_for_it(tmp_path: Path) -> None:
+    """An event sent by the writing thread while the queue is full (a write that is itself
+    instrumented) is written, not waited for: no deadlock, nothing dropped."""
+    path = tmp_path / "events.jsonl"
+    extra = _events_of_runs(2)
+
+    class Reentrant(FileTransport):
+        def write(self, batch: Batch) -> None:
+            super().write(batch)
+            while extra:
+                self.send(extra.pop(0))
+
+    transport = Reentrant(path, max_queue=1, interval=3600)
+    first = _events_of_runs(1)
+    for event in first:
+        transport.send(event)
+    assert transport.flush(10)
+    assert (len(file_events(path)), transport.dropped) == (12, 0)
+    transport.close(0)
+
+
+def test_a_closed_file_transport_writes_later_events_straight_to_the_file(
+    tmp_path: Path,
+) -> None:
+    """After close(), a run still reaches the file, written by the caller: nothing dropped."""
+    path = tmp_path / "events.jsonl"
+    transport = FileTransport(path, interval=3600)
+    pipelens.configure(transport=transport)
+    transport.close(10)
+    pipeline(2)
+    assert (len(file_events(path)), transport.dropped) == (8, 0)
+
+
+def _events_of_runs(runs: int) -> list[Event]:
+    """The events of ``runs`` real runs of ``fetch`` (4 each), as a transport receives them."""
+    with capture_runs() as captured:
+        for i in range(runs):
+            fetch(i)
+    return list(captured.events)
+
+
+def _eventually(predicate: Any) -> bool:
+    for _ in range(1000):
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def test_closed_transport_counts_every_later_event_as_dropped(gated: GatedTransport) -> None:
