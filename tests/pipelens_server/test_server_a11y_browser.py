@@ -224,3 +224,22 @@ def test_keyboard_reaches_a_gantt_bar_and_enter_opens_its_step(
     tab.keyboard.press("Enter")
     expect(tab.locator("#step_panel h2")).to_contain_text("answer.retrieve")
     expect(tab).to_have_url(f"{site}/runs/ok-run?step=answer.retrieve")
+
+
+def test_charts_name_themselves_and_describe_their_figures(
+    seeded: tuple[str, dict[str, str]], tab: Page
+) -> None:
+    """The step statistics chart, the LLM usage chart and the Gantt are images whose accessible
+    description holds the figures drawn (counts, durations, tokens)."""
+    site, paths = seeded
+    tab.goto(site + paths["step-stats"])
+    chart = tab.get_by_role("img", name="Duration of answer.retrieve over time")
+    expect(chart).to_have_accessible_description(
+        re.compile(r"^2 finished steps: fastest 100\.0 ms, median 100\.0 ms, .*slowest 100\.0 ms")
+    )
+    tab.goto(site + paths["llm"])
+    chart = tab.get_by_role("img", name=re.compile(r"^Tokens per .* by model"))
+    expect(chart).to_have_accessible_description(re.compile(r"1 calls, 1,280 tokens.*gpt-4o"))
+    tab.goto(site + paths["run-failed-step"])
+    gantt = tab.get_by_role("group", name="Gantt chart of the steps")
+    expect(gantt).to_have_accessible_description(re.compile(r"^3 steps over 300\.0 ms"))
