@@ -18,3 +18,14 @@ document.addEventListener("htmx:beforeRequest", function (event) {
     event.preventDefault();
   }
 });
+
+// The Gantt's bars are SVG links without href (htmx asks for the step panel on click): Enter or
+// Space on a focused bar clicks it, as it would a link.
+document.addEventListener("keydown", function (event) {
+  var bar = event.target;
+  if ((event.key === "Enter" || event.key === " ") && bar.classList &&
+      bar.classList.contains("bar-link")) {
+    event.preventDefault();
+    bar.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  }
+});

@@ -26,6 +26,7 @@ from pipelens_server._pages._templating import (
     pipeline_path,
     render,
     run_path,
+    short_id,
     zone_of,
 )
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
@@ -238,7 +239,9 @@ async def run_page(
         keep_closed = [k for k in closed if k != bar.key] + ([bar.key] if bar.open else [])
         return _run_url(path, step, keep_open, keep_closed, whole)
 
-    context = base_context(request, f"Run {run_id}") | {
+    # The tab says which run of which pipeline; the whole id is the page's heading.
+    title = " · ".join(filter(None, (f"Run {short_id(run_id)}", run.pipeline)))
+    context = base_context(request, title) | {
         "run": run,
         "chart": chart,
         "toggle_url": toggle_url,

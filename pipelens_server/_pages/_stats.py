@@ -59,7 +59,7 @@ async def step_stats_page(
     series = await duration_series(pool, stats, since)
     slowest, failed = await slowest_and_failed(pool, name, key, since)
     path = stats_url(name, key)
-    context = base_context(request, f"{key} in {name}") | {
+    context = base_context(request, f"Statistics of {key} · {name}") | {
         "pipeline": name,
         "key": key,
         "stats": stats,

@@ -105,12 +105,38 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     )
 
 
+#: The navigation: each item's path and label, and the path prefixes of the pages it leads to
+#: (a run and a pipeline's pages are reached from the pipelines).
+NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/", "Pipelines", ("/pipelines/", "/runs/")),
+    ("/import", "Import", ()),
+    ("/settings", "Settings", ()),
+    ("/llm", "LLM usage", ()),
+)
+
+
+def nav_current(path: str) -> str | None:
+    """The navigation item (its path) that the page at ``path`` belongs to, if any."""
+    for href, _, prefixes in NAV:
+        if path == href or path.startswith(prefixes or (f"{href}/",)):
+            return href
+    return None
+
+
+def short_id(run_id: str, keep: int = 8) -> str:
+    """A run id short enough for a tab's title: its first ``keep`` characters and an ellipsis."""
+    return run_id if len(run_id) <= keep + 1 else f"{run_id[:keep]}…"
+
+
 def base_context(request: Request[Any, Any, Any], title: str) -> dict[str, Any]:
-    """What ``base.html`` needs on every page: the title, the zone, the time format, logout."""
+    """What ``base.html`` needs on every page: the title, the navigation and which item is the
+    current one, the zone, the time format, logout."""
     zone = zone_of(request)
     settings: Settings = request.app.state.settings
     return {
         "title": title,
+        "nav": NAV,
+        "nav_current": nav_current(request.url.path),
         "zone": zone_name(zone),
         "tz": zone,
         "fmt": format_time,

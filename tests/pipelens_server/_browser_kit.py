@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _pg_testkit import MSGPACK, live_server, msgpack_body
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from pipelens.events import Event
@@ -30,6 +31,11 @@ ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
+#: axe-core as the package bundles it (its ``axe.min.js``, injected into the page by
+#: ``page.evaluate``): the audit needs no network.
+AXE = Axe()
+#: The impacts an audit refuses; "minor" and "moderate" findings are reported by axe but allowed.
+REFUSED_IMPACTS = frozenset({"serious", "critical"})
 #: Long enough for a few 2 s polls on a busy machine.
 TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
@@ -60,9 +66,10 @@ def site(database_url: str) -> Iterator[str]:
         yield url
 
 
-def ingest(site: str, events: list[Event]) -> None:
-    """Send ``events`` to ``site`` the way clients do."""
-    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
+def ingest(site: str, events: list[Event], token: str | None = None) -> None:
+    """Send ``events`` to ``site`` the way clients do (with ``token`` when the server has one)."""
+    headers = MSGPACK | ({"Authorization": f"Bearer {token}"} if token else {})
+    response = httpx.post(f"{site}/api/v1/events", content=msgpack_body(events), headers=headers)
     assert response.status_code == 202, response.text
 
 
@@ -70,3 +77,15 @@ def shot(page: Page, name: str) -> None:
     """Save a full-page screenshot as ``tests/output/screenshots/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on ``page`` as it is now, one line each: the
+    rule id, its impact, and the elements at fault (empty when the page passes)."""
+    results = AXE.run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(" ".join(map(str, node["target"])) for node in v["nodes"])
+        for v in results.response["violations"]
+        if v["impact"] in REFUSED_IMPACTS
+    ]
