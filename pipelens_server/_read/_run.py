@@ -2,11 +2,15 @@
 page), and one step's panel.
 
 The run page reads no captured values (they can be large, and a run may have thousands of
-steps); the step panel reads them for one step.
+steps); the step panel reads them for one step. Nor does it read every step: of a parent's
+children it shows the first and last ``cap // 2`` in start order and a gap row for the others,
+so only those are read (a million root steps are 200 rows, not a 347 MiB page), with the
+counts that stand for the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -26,6 +30,7 @@ from pipelens_server._read._shapes import (
     RunRow,
     StepDetail,
     StepRow,
+    StepTree,
     run_out,
     step_out,
 )
@@ -73,6 +78,135 @@ async def run_with_steps(
             StepRow(**dict(zip(STEP_ROW_FIELDS, s, strict=True))) for s in await cursor.fetchall()
         ]
     return RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))), steps
+
+
+#: The run's steps, a step whose parent is not in the run counted as a root (parent ``NULL``),
+#: each with its index among its siblings in the page's order (start, then key in code point
+#: order, as Python sorts) and the counts the page shows for the steps it does not read.
+_TREE = """
+WITH RECURSIVE ids AS (SELECT DISTINCT step_id FROM steps WHERE run_id = %(run)s),
+s AS (
+    SELECT st.key, st.step_id, ids.step_id AS parent_id, st.name, st.kind, st.status,
+           st.start_ns, st.end_ns, st.duration_ns
+    FROM steps st LEFT JOIN ids ON ids.step_id = st.parent_id
+    WHERE st.run_id = %(run)s
+),
+ranked AS (
+    SELECT s.*,
+           row_number() OVER (
+               PARTITION BY parent_id ORDER BY start_ns NULLS LAST, key COLLATE "C"
+           ) - 1 AS position,
+           count(*) OVER (PARTITION BY parent_id) AS siblings,
+           count(*) OVER () AS total,
+           min(start_ns) OVER () AS first_start,
+           max(end_ns) OVER () AS last_end,
+           max(start_ns) OVER () AS last_start
+    FROM s
+),
+whole AS (SELECT step_id FROM steps WHERE run_id = %(run)s AND key = ANY(%(all)s)),
+chain AS (
+    SELECT step_id, parent_id FROM steps WHERE run_id = %(run)s AND key = %(reveal)s
+    UNION  -- not ALL: a parent-id cycle in bad data ends the walk
+    SELECT p.step_id, p.parent_id FROM chain c
+    JOIN steps p ON p.run_id = %(run)s AND p.step_id = c.parent_id
+),
+picked AS (
+    SELECT * FROM ranked
+    WHERE position < %(half)s OR position >= siblings - %(half)s
+       OR parent_id IN (SELECT step_id FROM whole)
+       OR (parent_id IS NULL AND %(all_roots)s)
+       OR step_id IN (SELECT step_id FROM chain)
+),
+kids AS (
+    SELECT parent_id, count(*) AS n FROM s
+    WHERE parent_id IN (SELECT step_id FROM picked) GROUP BY parent_id
+)
+SELECT picked.key, picked.step_id, picked.parent_id, picked.name, picked.kind, picked.status,
+       picked.start_ns, picked.end_ns, picked.duration_ns,
+       position, siblings, total, first_start, last_end, last_start, coalesce(kids.n, 0)
+FROM picked LEFT JOIN kids ON kids.parent_id = picked.step_id
+"""
+
+#: How many steps are under each of some steps (``UNION`` ends a parent-id cycle's walk).
+_UNDER = """
+WITH RECURSIVE down(top, step_id) AS (
+    SELECT parent_id, step_id FROM steps WHERE run_id = %(run)s AND parent_id = ANY(%(tops)s)
+    UNION
+    SELECT d.top, s.step_id FROM down d
+    JOIN steps s ON s.run_id = %(run)s AND s.parent_id = d.step_id
+)
+SELECT top, count(*) FROM down GROUP BY top
+"""
+
+
+async def run_tree(
+    pool: AsyncConnectionPool[Any],
+    run_id: str,
+    *,
+    cap: int,
+    show_all: Collection[str] = (),
+    reveal: str | None = None,
+) -> tuple[RunRow, StepTree]:
+    """A run and the steps its page can show; ``RunNotFoundError`` when unknown.
+
+    Of each parent's children (the roots' too) the first and last ``cap // 2`` in start order
+    are read; all of them for a parent whose key is in ``show_all`` (``""``: the roots); and
+    the step ``reveal`` with its ancestors. A step read under a parent that is not read (it is
+    in a gap) is dropped: the page could not place it.
+    """
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            sql.SQL("SELECT {} FROM runs WHERE run_id = %s").format(sql.SQL(RUN_ROW_COLUMNS)),
+            [run_id],
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        params = {
+            "run": run_id,
+            "all": list(show_all),
+            "all_roots": "" in show_all,
+            "reveal": reveal,
+            "half": cap // 2,
+        }
+        cursor = await conn.execute(_TREE, params)
+        rows = await cursor.fetchall()
+        fields = len(STEP_ROW_FIELDS)
+        read = {r[1]: r for r in rows}
+        kept = [r for r in rows if _placed(r[1], read)]
+        tops = [r[1] for r in kept if r[fields + 6]]
+        cursor = await conn.execute(_UNDER, {"run": run_id, "tops": tops})
+        under: dict[str, int] = dict(await cursor.fetchall())
+    children = {r[1]: r[fields + 6] for r in kept}
+    roots = next((r[fields + 1] for r in rows if r[2] is None), 0)
+    first = rows[0] if rows else None
+    tree = StepTree(
+        steps=[StepRow(**dict(zip(STEP_ROW_FIELDS, r[:fields], strict=True))) for r in kept],
+        total=first[fields + 2] if first else 0,
+        children={**children, "": roots},
+        position={r[1]: r[fields] for r in kept},
+        under=under,
+        first_start_ns=first[fields + 3] if first else None,
+        last_end_ns=first[fields + 4] if first else None,
+        last_start_ns=first[fields + 5] if first else None,
+    )
+    return RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))), tree
+
+
+def _placed(step_id: str, read: dict[str, tuple[Any, ...]]) -> bool:
+    """Whether the step's ancestors are all read (a root's are): else one of them is in a gap
+    and the page has no place for it. A parent-id cycle among the steps read counts as placed
+    (the page makes its first step a root)."""
+    seen = {step_id}
+    parent = read[step_id][2]
+    while parent is not None:
+        if parent not in read:
+            return False
+        if parent in seen:
+            return True
+        seen.add(parent)
+        parent = read[parent][2]
+    return True
 
 
 async def step_detail(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> StepDetail | None:
