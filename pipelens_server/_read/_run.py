@@ -1,11 +1,11 @@
-"""One run: with every step and captured value (the JSON API), with its steps' bars (the run
-page), and one step's panel.
+"""One run: with every step and captured value (the JSON API), with the steps its page shows
+(their bars), and one step's panel.
 
 The run page reads no captured values (they can be large, and a run may have thousands of
 steps); the step panel reads them for one step. Nor does it read every step: of a parent's
 children it shows the first and last ``cap // 2`` in start order and a gap row for the others,
-so only those are read (a million root steps are 200 rows, not a 347 MiB page), with the
-counts that stand for the rest.
+so only those are read (of a million root steps, 200 rows), with the counts that stand for the
+rest.
 """
 
 from __future__ import annotations
@@ -54,30 +54,6 @@ async def get_run(pool: AsyncConnectionPool[Any], run_id: str) -> RunDetail:
         steps = [step_out(step) for step in await cursor.fetchall()]
     llm = (await run_llm_totals(pool, [run_id])).get(run_id)
     return RunDetail(run=msgspec.structs.replace(run_out(row), llm=llm), steps=steps)
-
-
-async def run_with_steps(
-    pool: AsyncConnectionPool[Any], run_id: str
-) -> tuple[RunRow, list[StepRow]]:
-    """A run and all its steps (without captured values); ``RunNotFoundError`` when unknown."""
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            sql.SQL("SELECT {} FROM runs WHERE run_id = %s").format(sql.SQL(RUN_ROW_COLUMNS)),
-            [run_id],
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            raise RunNotFoundError(run_id)
-        cursor = await conn.execute(
-            sql.SQL("SELECT {} FROM steps WHERE run_id = %s").format(
-                sql.SQL(", ").join(map(sql.Identifier, STEP_ROW_FIELDS))
-            ),
-            [run_id],
-        )
-        steps = [
-            StepRow(**dict(zip(STEP_ROW_FIELDS, s, strict=True))) for s in await cursor.fetchall()
-        ]
-    return RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))), steps
 
 
 #: The run's steps, a step whose parent is not in the run counted as a root (parent ``NULL``),
