@@ -81,11 +81,7 @@ ranked AS (
            row_number() OVER (
                PARTITION BY parent_id ORDER BY start_ns NULLS LAST, key COLLATE "C"
            ) - 1 AS position,
-           count(*) OVER (PARTITION BY parent_id) AS siblings,
-           count(*) OVER () AS total,
-           min(start_ns) OVER () AS first_start,
-           max(end_ns) OVER () AS last_end,
-           max(start_ns) OVER () AS last_start
+           count(*) OVER (PARTITION BY parent_id) AS siblings
     FROM s
 ),
 whole AS (SELECT step_id FROM steps WHERE run_id = %(run)s AND key = ANY(%(all)s)),
@@ -108,11 +104,16 @@ kids AS (
 )
 SELECT picked.key, picked.step_id, picked.parent_id, st.name, st.kind, st.status,
        st.start_ns, st.end_ns, st.duration_ns,
-       position, siblings, total, first_start, last_end, last_start, coalesce(kids.n, 0)
+       position, siblings, coalesce(kids.n, 0)
 FROM picked
 JOIN steps st ON st.run_id = %(run)s AND st.key = picked.key
 LEFT JOIN kids ON kids.parent_id = picked.step_id
 """
+
+#: The step total and the chart's axis: an aggregate, not more windows over a sorted million.
+_SPAN = (
+    "SELECT count(*), min(start_ns), max(end_ns), max(start_ns) FROM steps WHERE run_id = %s"
+)
 
 #: How many steps are under each of some steps (``UNION`` ends a parent-id cycle's walk).
 _UNDER = """
@@ -161,21 +162,23 @@ async def run_tree(
         fields = len(STEP_ROW_FIELDS)
         read = {r[1]: r for r in rows}
         kept = [r for r in rows if _placed(r[1], read)]
-        tops = [r[1] for r in kept if r[fields + 6]]
+        tops = [r[1] for r in kept if r[fields + 2]]
         cursor = await conn.execute(_UNDER, {"run": run_id, "tops": tops})
         under: dict[str, int] = dict(await cursor.fetchall())
-    children = {r[1]: r[fields + 6] for r in kept}
+        cursor = await conn.execute(_SPAN, [run_id])
+        span = await cursor.fetchone()
+    total, first_start, last_end, last_start = span if span is not None else (0, None, None, None)
+    children = {r[1]: r[fields + 2] for r in kept}
     roots = next((r[fields + 1] for r in rows if r[2] is None), 0)
-    first = rows[0] if rows else None
     tree = StepTree(
         steps=[StepRow(**dict(zip(STEP_ROW_FIELDS, r[:fields], strict=True))) for r in kept],
-        total=first[fields + 2] if first else 0,
+        total=total,
         children={**children, "": roots},
         position={r[1]: r[fields] for r in kept},
         under=under,
-        first_start_ns=first[fields + 3] if first else None,
-        last_end_ns=first[fields + 4] if first else None,
-        last_start_ns=first[fields + 5] if first else None,
+        first_start_ns=first_start,
+        last_end_ns=last_end,
+        last_start_ns=last_start,
     )
     return RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))), tree
 
