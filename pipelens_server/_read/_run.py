@@ -111,9 +111,7 @@ LEFT JOIN kids ON kids.parent_id = picked.step_id
 """
 
 #: The step total and the chart's axis: an aggregate, not more windows over a sorted million.
-_SPAN = (
-    "SELECT count(*), min(start_ns), max(end_ns), max(start_ns) FROM steps WHERE run_id = %s"
-)
+_SPAN = "SELECT count(*), min(start_ns), max(end_ns), max(start_ns) FROM steps WHERE run_id = %s"
 
 #: How many steps are under each of some steps (``UNION`` ends a parent-id cycle's walk).
 _UNDER = """
