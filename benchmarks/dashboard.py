@@ -5,7 +5,8 @@ It starts an embedded PostgreSQL in a temporary directory, migrates it, and load
 (``generate_series``: the point is the read side), 100,000 runs of 20 steps (2 million steps)
 over 4 pipelines, their start times spread over 30 days, one run in 20 failed; plus two runs of
 10,000 steps (a root, 99 batches of 100 items), one finished and one still running, and a
-finished run of 10,000 steps whose root calls one step 9,999 times (a loop). The app
+finished run of 10,000 steps whose root calls one step 9,999 times (a loop), and a finished run
+of 1,000,000 root steps (the page shows 200 of them: it must not read them all). The app
 answers in process through Litestar's test client (no network), so a figure is the server's time
 for a request: routing, queries, layout and templates. Each page is asked ``--repeat`` times
 after a warm-up; the table shows the median and the minimum, and the size of the answer.
@@ -47,6 +48,9 @@ BIG_ITEMS = 100
 BIG_RUN = "big-run"
 BIG_RUNNING = "big-run-running"
 LOOP_RUN = "loop-run"
+#: A finished run of only root steps (1,000,000 by default, ``--wide-roots``).
+WIDE_RUN = "wide-run"
+WIDE_ROOTS = 1_000_000
 STATS_KEY_INDEX = 5  # the stats page of the key "pipeline_0.step_05"
 HTMX = {"HX-Request": "true"}
 
@@ -174,12 +178,27 @@ FROM generate_series(0::bigint, %(count)s - 2) k;
 """
 
 
+# A run of %(count)s root steps and nothing else.
+_WIDE = """
+INSERT INTO runs (run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count)
+VALUES (%(run)s, 'pipeline_2', 'completed', %(start)s, %(start)s + %(span)s, %(span)s, %(count)s);
+INSERT INTO steps (run_id, key, pipeline, step_id, parent_id, name, status, start_ns, end_ns,
+                   duration_ns)
+SELECT %(run)s, 'pipeline_2.call' || CASE WHEN k > 0 THEN '___' || k ELSE '' END, 'pipeline_2',
+       'w' || k, NULL, 'call', 'completed', %(start)s + k * %(item_ns)s,
+       %(start)s + (k + 1) * %(item_ns)s, %(item_ns)s
+FROM generate_series(0::bigint, %(count)s - 1) k;
+"""
+
+
 def _statements(script: str) -> list[str]:
     return [statement for statement in script.split(";\n") if statement.strip()]
 
 
-def load(conninfo: str, runs: int, batches: int, items: int) -> dict[str, float]:
-    """Load the runs, their steps and the two big runs; return counts and seconds taken."""
+def load(
+    conninfo: str, runs: int, batches: int, items: int, wide: int = WIDE_ROOTS
+) -> dict[str, float]:
+    """Load the runs, their steps and the big runs; return counts and seconds taken."""
     import psycopg
 
     now = time.time_ns()
@@ -214,6 +233,9 @@ def load(conninfo: str, runs: int, batches: int, items: int) -> dict[str, float]
         loop = {"run": LOOP_RUN, "count": count, "item_ns": item_ns, "span": count * item_ns}
         for statement in _statements(_LOOP):
             conn.execute(statement, {**loop, "start": now - 7200 * 1_000_000_000})
+        roots = {"run": WIDE_RUN, "count": wide, "item_ns": 1_000, "span": wide * 1_000}
+        for statement in _statements(_WIDE):
+            conn.execute(statement, {**roots, "start": now - 7200 * 1_000_000_000})
         # Keep all 30 days: the server's periodic purge (14 days by default) must not thin them.
         conn.execute(_KEEP_EVERYTHING)
         conn.execute("VACUUM ANALYZE")
@@ -297,6 +319,7 @@ def pages(batches: int) -> list[Page]:
         Page(f"run page ({BIG_RUN}, every row open)", f"/runs/{BIG_RUN}?{every_batch}", 500),
         Page(f"run page ({LOOP_RUN}, finished)", f"/runs/{LOOP_RUN}", 500),
         Page(f"run page ({LOOP_RUN}, every row open)", f"/runs/{LOOP_RUN}?all=pipeline_1", 500),
+        Page(f"run page ({WIDE_RUN}, finished)", f"/runs/{WIDE_RUN}", 500),
         Page(f"run page ({BIG_RUNNING}, running)", f"/runs/{BIG_RUNNING}", 500),
         Page(
             f"poll of {BIG_RUNNING} (htmx run_live)",
@@ -379,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="runs of 20 steps (default 100000)")
     parser.add_argument("--big-batches", type=int, help="batches of the big runs (default 99)")
     parser.add_argument("--big-items", type=int, help="items per batch (default 100)")
+    parser.add_argument("--wide-roots", type=int, help="root steps of the wide run (1000000)")
     parser.add_argument("--repeat", type=int, help="timed requests per page (default 7)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -386,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batches = args.big_batches if args.big_batches is not None else (3 if quick else BIG_BATCHES)
     items = args.big_items if args.big_items is not None else (4 if quick else BIG_ITEMS)
     repeat = args.repeat if args.repeat is not None else (2 if quick else 7)
+    wide = args.wide_roots if args.wide_roots is not None else (300 if quick else WIDE_ROOTS)
     checks = [("--runs", runs), ("--big-batches", batches), ("--big-items", items)]
+    checks.append(("--wide-roots", wide))
     for name, value in [*checks, ("--repeat", repeat)]:
         if value < 1:
             parser.error(f"{name} {value}: expected a positive integer")
@@ -404,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         conninfo = database.start()
         asyncio.run(_migrate(conninfo))
         print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
-        loaded = load(conninfo, runs, batches, items)
+        loaded = load(conninfo, runs, batches, items, wide)
         machine = machine_lines(
             ("pipelens", "litestar", "jinja2", "psycopg"), postgres_version(conninfo)
         )

@@ -119,21 +119,22 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    # 200 runs of 20 steps, and three runs of 1 + 3 * (1 + 4) steps.
-    assert re.search(r"^data: +203 runs, 4,048 steps over 30 days, 4 pipelines", out, re.M), out
+    # 200 runs of 20 steps, three runs of 1 + 3 * (1 + 4) steps and one of 300 root steps.
+    assert re.search(r"^data: +204 runs, 4,348 steps over 30 days, 4 pipelines", out, re.M), out
     rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +(\d{3}) +[\d.]+$", out, re.M)
     labels = [label for label, _ in rows]
-    assert labels[:8] == [
+    assert labels[:9] == [
         "runs page (30 days, first page)",
         "runs page (30 days, failed only)",
         "run page (big-run, finished)",
         "run page (big-run, every row open)",
         "run page (loop-run, finished)",
         "run page (loop-run, every row open)",
+        "run page (wide-run, finished)",
         "run page (big-run-running, running)",
         "poll of big-run-running (htmx run_live)",
     ]
-    assert [status for _, status in rows[:8]] == ["200"] * 8
+    assert [status for _, status in rows[:9]] == ["200"] * 9
     assert "step stats page (30 days)" in out
     targets = re.findall(r"^  (.*) < \d+ ms: (?:met|missed|not measured)", out, re.M)
     assert targets == labels

@@ -17,12 +17,12 @@ run's start, like the axis (the step panel has the wall-clock times).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from pipelens_server._pages._templating import format_ms
-from pipelens_server._read._shapes import RunRow, StepRow
+from pipelens_server._read._shapes import RunRow, StepRow, StepTree
 
 #: Bars are placed in percent of the chart's width: the SVG stretches to the page's width while
 #: its rows keep their height in pixels, level with the step tree's rows.
@@ -88,6 +88,31 @@ class Chart:
     shown: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """How many children each step has (``""``: the roots) and each step's index among its
+    siblings: counted from the steps when they are all there, read when only some are (a
+    :class:`StepTree`)."""
+
+    children: Mapping[str, int]
+    position: Mapping[str, int]
+
+
+def _counts(children: dict[str | None, list[StepRow]], tree: StepTree | None) -> _Counts:
+    if tree is None:
+        return _Counts(
+            children={parent or "": len(kids) for parent, kids in children.items()},
+            position={s.step_id: i for kids in children.values() for i, s in enumerate(kids)},
+        )
+    # A root made of a cycle's first step has its index among its old siblings: no index, so
+    # it is always shown.
+    position = dict(tree.position)
+    for root in children.get(None, []):
+        if root.parent_id is not None:
+            position.pop(root.step_id, None)
+    return _Counts(children=tree.children, position=position)
+
+
 def _children(steps: Sequence[StepRow]) -> dict[str | None, list[StepRow]]:
     """Each step's children in start order, keyed by parent id (``None``: the roots, orphans
     included)."""
@@ -135,11 +160,13 @@ def tree_order(
 ) -> list[tuple[StepRow, int]]:
     """Steps depth first, children in start order, each with its depth (roots have 0); with
     ``is_open``, only the children of steps whose id it holds."""
-    return [(step, depth) for step, depth, _ in _walk(_children(steps), is_open)]
+    children = _children(steps)
+    return [(step, depth) for step, depth, _ in _walk(children, _counts(children, None), is_open)]
 
 
 def _walk(
     children: dict[str | None, list[StepRow]],
+    counts: _Counts,
     is_open: Collection[str] | None,
     cap: int | None = None,
     show_all: Collection[str] = (),
@@ -152,14 +179,14 @@ def _walk(
     # An explicit stack: a deep recursion of steps must not hit Python's recursion limit.
     # The roots are capped as children are (a million top-level steps must not make a page of
     # hundreds of MiB): their gap row names the key ``ROOTS.key``.
-    stack = _shown(ROOTS, children.get(None, []), 0, cap, show_all, pinned)
+    stack = _shown(ROOTS, children.get(None, []), counts, 0, cap, show_all, pinned)
     while stack:
         step, depth, gap = stack.pop()
         ordered.append((step, depth, gap))
         if gap or (is_open is not None and step.step_id not in is_open):
             continue
         kids = children.get(step.step_id, [])
-        stack.extend(_shown(step, kids, depth + 1, cap, show_all, pinned))
+        stack.extend(_shown(step, kids, counts, depth + 1, cap, show_all, pinned))
     return ordered
 
 
@@ -180,23 +207,28 @@ ROOTS = StepRow(
 def _shown(
     parent: StepRow,
     kids: list[StepRow],
+    counts: _Counts,
     depth: int,
     cap: int | None,
     show_all: Collection[str],
     pinned: Collection[str],
 ) -> list[tuple[StepRow, int, int]]:
-    """The rows of ``parent``'s children at ``depth``, reversed for the walk's stack."""
+    """The rows of ``parent``'s children at ``depth``, reversed for the walk's stack (``kids``
+    may be only those shown: the gaps are counted from the indexes among all of them)."""
     rows: list[tuple[StepRow, int, int]] = [(child, depth, 0) for child in kids]
-    if cap is not None and len(kids) > cap and parent.key not in show_all:
-        rows, hidden, half = [], 0, cap // 2
-        for i, child in enumerate(kids):
-            if i < half or i >= len(kids) - half or child.step_id in pinned:
-                if hidden:
-                    rows.append((parent, depth, hidden))
-                    hidden = 0
-                rows.append((child, depth, 0))
-            else:
-                hidden += 1
+    total = counts.children.get(parent.step_id, len(kids))
+    if cap is not None and total > cap and parent.key not in show_all:
+        rows, before, half = [], -1, cap // 2
+        for child in kids:
+            index = counts.position.get(child.step_id)
+            middle = index is not None and half <= index < total - half
+            if middle and child.step_id not in pinned:
+                continue
+            if index is not None:
+                if index - before > 1:
+                    rows.append((parent, depth, index - before - 1))
+                before = index
+            rows.append((child, depth, 0))
     rows.reverse()
     return rows
 
@@ -219,12 +251,14 @@ def open_steps(
         budget: Rows to fill, breadth first, with the children of the other steps
             (default :data:`ROW_BUDGET`).
     """
-    return _open(steps, _children(steps), expand, collapse, reveal, budget)
+    children = _children(steps)
+    return _open(steps, children, _counts(children, None), expand, collapse, reveal, budget)
 
 
 def _open(
     steps: Sequence[StepRow],
     children: dict[str | None, list[StepRow]],
+    counts: _Counts,
     expand: Collection[str],
     collapse: Collection[str],
     reveal: str | None,
@@ -234,14 +268,15 @@ def _open(
     wanted = set(expand) | {step.key for step in _chain(steps, reveal)[1:]}
     opened: set[str] = set()
     level = children.get(None, [])
-    shown = min(len(level), CHILD_CAP + 1)  # the roots are capped as children are
+    shown = min(counts.children.get("", 0), CHILD_CAP + 1)  # roots are capped as children are
     while level:
         following = []
         for step in sorted(level, key=lambda s: _PRIORITY.get(s.status, 2)):
             kids = children.get(step.step_id, [])
-            if not kids or step.key in collapse:
+            if not counts.children.get(step.step_id, 0) or step.key in collapse:
                 continue
-            rows = min(len(kids), CHILD_CAP + 1)  # a gap row stands for the others
+            # A gap row stands for the others.
+            rows = min(counts.children[step.step_id], CHILD_CAP + 1)
             if step.key in wanted or shown + rows <= budget:
                 opened.add(step.step_id)
                 shown += rows
@@ -274,6 +309,11 @@ def _count_under(children: dict[str | None, list[StepRow]], step_id: str) -> int
     return count
 
 
+def _hidden(children: dict[str | None, list[StepRow]], tree: StepTree | None, step_id: str) -> int:
+    """How many steps are under a collapsed ``step_id``: counted, or read with ``tree``."""
+    return _count_under(children, step_id) if tree is None else tree.under.get(step_id, 0)
+
+
 def layout(
     run: RunRow,
     steps: Sequence[StepRow],
@@ -284,13 +324,20 @@ def layout(
     reveal: str | None = None,
     show_all: Collection[str] = (),
     budget: int | None = None,
+    tree: StepTree | None = None,
 ) -> Chart:
     """The chart of ``run``'s ``steps`` as of ``now_ns`` (times from the run's start); which
     subtrees are open: see :func:`open_steps`; a step with more than :data:`CHILD_CAP`
     children shows all of them only when its key is in ``show_all`` (else a gap row stands for
-    those in the middle, except the ``reveal``-ed step)."""
-    starts = [s.start_ns for s in steps if s.start_ns is not None]
-    ends = [s.end_ns for s in steps if s.end_ns is not None]
+    those in the middle, except the ``reveal``-ed step). With ``tree`` (what
+    :func:`~pipelens_server._read._run.run_tree` read), ``steps`` are only those it read and
+    the counts, indexes and times of all come from it."""
+    if tree is None:
+        starts = [s.start_ns for s in steps if s.start_ns is not None]
+        ends = [s.end_ns for s in steps if s.end_ns is not None]
+    else:
+        starts = [t for t in (tree.first_start_ns, tree.last_start_ns) if t is not None]
+        ends = [tree.last_end_ns] if tree.last_end_ns is not None else []
     t0 = min([*starts, *([run.start_ns] if run.start_ns is not None else [])], default=now_ns)
     if run.status == "running":
         t1 = max([now_ns, *ends])
@@ -299,10 +346,12 @@ def layout(
     span = max(t1 - t0, 1)
     scale = WIDTH / span
     children = _children(steps)
-    opened = _open(steps, children, expand, collapse, reveal, budget)
+    counts = _counts(children, tree)
+    opened = _open(steps, children, counts, expand, collapse, reveal, budget)
     pinned = {step.step_id for step in _chain(steps, reveal)}
     bars = []
-    for row, (step, depth, gap) in enumerate(_walk(children, opened, CHILD_CAP, show_all, pinned)):
+    rows = _walk(children, counts, opened, CHILD_CAP, show_all, pinned)
+    for row, (step, depth, gap) in enumerate(rows):
         y = AXIS_HEIGHT + row * ROW_HEIGHT + 3
         if gap:
             bars.append(
@@ -334,7 +383,7 @@ def layout(
             f"{'+' + format_ms(end - t0) if step.end_ns is not None else '…'}"
         )
         is_open = step.step_id in opened
-        kids = len(children.get(step.step_id, []))
+        kids = counts.children.get(step.step_id, 0)
         bars.append(
             Bar(
                 key=step.key,
@@ -349,7 +398,7 @@ def layout(
                 title=title,
                 children=kids,
                 open=is_open,
-                hidden=_count_under(children, step.step_id) if kids and not is_open else 0,
+                hidden=_hidden(children, tree, step.step_id) if kids and not is_open else 0,
             )
         )
     ticks = [
@@ -361,6 +410,6 @@ def layout(
         row_height=ROW_HEIGHT,
         bars=bars,
         ticks=ticks,
-        total=len(steps),
+        total=len(steps) if tree is None else tree.total,
         shown=sum(1 for bar in bars if not bar.gap),
     )

@@ -30,7 +30,7 @@ from pipelens_server._pages._templating import (
     zone_of,
 )
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
-from pipelens_server._read._run import run_with_steps, step_detail
+from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page
 from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
 from pipelens_server._read._shapes import RunRow, StepDetail
@@ -216,18 +216,20 @@ async def run_page(
             block="step_panel",
             status_code=STOP_POLLING if done else 200,
         )
-    run, steps = await run_with_steps(pool, run_id)
+    opened, closed, whole = expand or [], collapse or [], show_all or []
+    # Only the steps the page can show, with counts of the others (a run may have millions).
+    run, tree = await run_tree(pool, run_id, cap=_gantt.CHILD_CAP, show_all=whole, reveal=step)
     # A poll redraws the chart and the tree only: the step panel keeps itself up to date.
     detail = await step_detail(pool, run_id, step) if step and target != "run_live" else None
-    opened, closed, whole = expand or [], collapse or [], show_all or []
     chart = _gantt.layout(
         run,
-        steps,
+        tree.steps,
         time.time_ns(),
         expand=set(opened),
         collapse=set(closed),
         reveal=step,
         show_all=set(whole),
+        tree=tree,
     )
 
     def toggle_url(bar: _gantt.Bar) -> str:
@@ -245,7 +247,7 @@ async def run_page(
         "run": run,
         "chart": chart,
         "toggle_url": toggle_url,
-        # A huge run's poll costs more (every step is read and laid out): ask less often.
+        # A huge run's poll costs more (its counts are taken over every step): ask less often.
         "poll_s": POLL_S if chart.total <= LARGE_RUN_STEPS else LARGE_RUN_POLL_S,
         "path": path,
         "self_url": _run_url(path, step, opened, closed, whole),

@@ -88,6 +88,31 @@ RUN_ROW_COLUMNS = (
     "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, error_message"
 )
 RUN_ROW_FIELDS = tuple(name.strip() for name in RUN_ROW_COLUMNS.split(","))
+
+
+class StepTree(msgspec.Struct, kw_only=True, frozen=True):
+    """What the run page reads of a run: the steps it can show, and counts of them all.
+
+    A run may have a million steps; the page shows about :data:`_gantt.CHILD_CAP` children of
+    a parent, so only those (and what the user asked for) are read, with the numbers that
+    stand for the others (a gap row's count, a collapsed step's ``+N``, the step total).
+    """
+
+    steps: list[StepRow]
+    #: Every step of the run, read or not.
+    total: int
+    #: Direct children of each step read, by step id (``""``: the roots).
+    children: dict[str, int]
+    #: Each step's index among its siblings in start order (of all of them, read or not).
+    position: dict[str, int]
+    #: How many steps are under each step read that has children.
+    under: dict[str, int]
+    #: The earliest start, latest end and latest start of all the steps (the chart's axis).
+    first_start_ns: int | None
+    last_end_ns: int | None
+    last_start_ns: int | None
+
+
 STEP_ROW_FIELDS = (
     "key",
     "step_id",
