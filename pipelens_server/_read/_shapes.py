@@ -149,6 +149,10 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: str
     #: LLM usage by model as the client sent it: ``{model: {calls, input_tokens, ...}}``.
     llm_usage: msgspec.Raw | None
+    #: Who and why (``pipelens.tag``/``set_run``); ``attributes`` holds the metadata.
+    tags: list[str] = []
+    user_id: str | None = None
+    session_id: str | None = None
     #: The run's LLM totals, priced by the server; ``None`` when it made no LLM call.
     llm: LLMTotals | None = None
 
@@ -192,7 +196,8 @@ class RunDetail(msgspec.Struct, kw_only=True, frozen=True):
 RUN_OUT_COLUMNS = sql.SQL(
     "run_id, pipeline, status, start_ns, end_ns, duration_ns, error_type, error_message, "
     "error_traceback, step_count, dropped_events, attributes::text, "
-    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text"""
+    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text, """
+    "tags, user_id, session_id"
 )
 STEP_OUT_COLUMNS = sql.SQL(
     "key, step_id, parent_id, name, kind, status, start_ns, end_ns, duration_ns, inputs::text, "
@@ -225,6 +230,9 @@ def run_out(row: tuple[Any, ...]) -> RunOut:
         attributes=_raw(row[11]),
         updated_at=row[12],
         llm_usage=_raw(row[13]),
+        tags=row[14] or [],
+        user_id=row[15],
+        session_id=row[16],
     )
 
 
