@@ -48,6 +48,11 @@ class RunRow(msgspec.Struct, kw_only=True, frozen=True):
     step_count: int | None
     error_type: str | None
     error_message: str | None
+    #: Who and why (migration 0010); ``attributes`` is the metadata.
+    tags: list[str] | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    attributes: dict[str, str] | None = None
 
 
 class StepRow(msgspec.Struct, kw_only=True, frozen=True):
@@ -85,7 +90,8 @@ class StepDetail(msgspec.Struct, kw_only=True, frozen=True):
 
 #: The columns of ``RunRow``, ``StepRow`` and ``StepDetail``, in field order.
 RUN_ROW_COLUMNS = (
-    "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, error_message"
+    "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, "
+    "error_message, tags, user_id, session_id, attributes"
 )
 RUN_ROW_FIELDS = tuple(name.strip() for name in RUN_ROW_COLUMNS.split(","))
 STEP_ROW_FIELDS = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from _dashboard_kit import ingest, recent_run
+from _dashboard_kit import ingest, recent_run, table_rows
 from _pg_testkit import msgpack_body, read_rows
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -16,6 +16,7 @@ from pipelens.events import MAX_TAGS, Event, RunFinished, RunStarted
 
 Client = TestClient[Litestar]
 MSGPACK = {"Content-Type": "application/msgpack"}
+RUNS = "/pipelines/rag/runs"
 
 
 def _with_who(events: list[Event], *, started: bool = True, **who: Any) -> list[Event]:
@@ -123,3 +124,40 @@ def test_bad_filters_and_events_are_a_400_naming_the_field(client: Client) -> No
     response = client.post("/api/v1/events", content=msgpack_body(long), headers=MSGPACK)
     assert response.status_code == 400
     assert "user_id" in response.text
+
+
+def test_runs_page_filters_by_tag_user_session_and_metadata(client: Client) -> None:
+    """The runs page takes the API's filters, keeps them in its form, and names a bad one."""
+    _three_runs(client)
+
+    def ids(**params: str) -> list[str]:
+        return sorted(row[0] for row in table_rows(client.get(RUNS, params=params).text))
+
+    assert ids(tag="v2") == ["a", "b"]
+    assert ids(user_id="u-2") == ["b"]
+    assert ids(session_id="s-1") == ["a", "b"]
+    assert ids(metadata="plan=pro") == ["a"]
+    assert 'value="plan=pro"' in client.get(RUNS, params={"metadata": "plan=pro"}).text
+    bad = client.get(RUNS, params={"metadata": "=x"})
+    assert bad.status_code == 400
+    assert "metadata=" in bad.text
+
+
+def test_run_header_shows_who_and_links_the_session(client: Client) -> None:
+    """The run page's header shows tags, user, session (a link) and metadata."""
+    _three_runs(client)
+    html = client.get("/runs/a").text
+    for text in ('class="tag"', ">nightly<", ">u-1<", 'href="/sessions/s-1"', "plan=pro"):
+        assert text in html
+
+
+def test_session_page_lists_its_runs_oldest_first(client: Client) -> None:
+    """``/sessions/{id}`` lists the session's runs in time order, and only those."""
+    _three_runs(client)
+    assert [row[:2] for row in table_rows(client.get("/sessions/s-1").text)] == [
+        ["a", "rag"],
+        ["b", "rag"],
+    ]
+    empty = client.get("/sessions/nobody")
+    assert empty.status_code == 200
+    assert "No run of session nobody" in empty.text
