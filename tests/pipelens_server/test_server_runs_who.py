@@ -5,28 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-from _dashboard_kit import ingest, recent_run, table_rows
+from _dashboard_kit import ingest, recent_run, table_rows, with_who
 from _pg_testkit import msgpack_body, read_rows
 from litestar import Litestar
 from litestar.testing import TestClient
 
 import pipelens
-from pipelens.events import MAX_TAGS, Event, RunFinished, RunStarted
+from pipelens.events import MAX_TAGS, RunFinished
 
 Client = TestClient[Litestar]
 MSGPACK = {"Content-Type": "application/msgpack"}
 RUNS = "/pipelines/rag/runs"
-
-
-def _with_who(events: list[Event], *, started: bool = True, **who: Any) -> list[Event]:
-    """``events`` with ``who`` on the run's finish (and on its start unless ``started=False``)."""
-    out = []
-    for event in events:
-        if isinstance(event, RunFinished) or (started and isinstance(event, RunStarted)):
-            event = msgspec.structs.replace(event, **who)
-        out.append(event)
-    return out
 
 
 def _api_ids(client: Client, **params: Any) -> list[str]:
@@ -38,7 +27,7 @@ def _api_ids(client: Client, **params: Any) -> list[str]:
 def _three_runs(client: Client) -> None:
     ingest(
         client,
-        _with_who(
+        with_who(
             recent_run("a", ago_s=30),
             tags=["nightly", "v2"],
             user_id="u-1",
@@ -48,7 +37,7 @@ def _three_runs(client: Client) -> None:
     )
     ingest(
         client,
-        _with_who(recent_run("b", ago_s=20), tags=["v2"], user_id="u-2", session_id="s-1"),
+        with_who(recent_run("b", ago_s=20), tags=["v2"], user_id="u-2", session_id="s-1"),
     )
     ingest(client, recent_run("c", ago_s=10))
 
@@ -72,7 +61,7 @@ def test_tags_set_mid_run_arrive_with_the_finish_in_any_order(
     client: Client, database_url: str
 ) -> None:
     """Only the finish knows the tags (set mid-run): stored whichever event arrives first."""
-    events = _with_who(recent_run("late"), started=False, tags=["late"], user_id="u")
+    events = with_who(recent_run("late"), started=False, tags=["late"], user_id="u")
     finish_first = [e for e in events if isinstance(e, RunFinished)]
     ingest(client, finish_first)
     ingest(client, [e for e in events if not isinstance(e, RunFinished)])
@@ -102,7 +91,7 @@ def test_the_real_client_sends_what_the_server_filters_on(client: Client) -> Non
 
 def test_secret_metadata_is_redacted_by_the_server_too(client: Client, database_url: str) -> None:
     """A client that sends a secret-looking metadata key unredacted gets it redacted on ingest."""
-    ingest(client, _with_who(recent_run("s"), attributes={"api_key": "sk-live", "plan": "pro"}))
+    ingest(client, with_who(recent_run("s"), attributes={"api_key": "sk-live", "plan": "pro"}))
     (row,) = read_rows(database_url, "s")["runs"]
     assert row["attributes"] == {"api_key": "[REDACTED]", "plan": "pro"}
 
@@ -116,11 +105,11 @@ def test_bad_filters_and_events_are_a_400_naming_the_field(client: Client) -> No
     assert nul.status_code == 400
     assert "tag" in nul.text
     assert _api_ids(client, user_id="x" * 60_000) == []
-    many = _with_who(recent_run("m"), tags=[f"t{i}" for i in range(MAX_TAGS + 1)])
+    many = with_who(recent_run("m"), tags=[f"t{i}" for i in range(MAX_TAGS + 1)])
     response = client.post("/api/v1/events", content=msgpack_body(many), headers=MSGPACK)
     assert response.status_code == 400
     assert "tags" in response.text
-    long = _with_who(recent_run("l"), user_id="u" * 10_000)
+    long = with_who(recent_run("l"), user_id="u" * 10_000)
     response = client.post("/api/v1/events", content=msgpack_body(long), headers=MSGPACK)
     assert response.status_code == 400
     assert "user_id" in response.text
