@@ -16,6 +16,7 @@ from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
 from pipelens._core.step import Run, Step, record
 from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
+from pipelens._core.who import set_run, tag
 from pipelens._integrations import StructlogProcessor, structlog_processor
 from pipelens._llm import (
     LLMCall,
@@ -92,10 +93,12 @@ __all__ = [  # noqa: RUF022
     "propagation_headers",
     "read_event_file",
     "record",
+    "set_run",
     "shutdown",
     "span",
     "step",
     "structlog_processor",
+    "tag",
     "transport_stats",
     "unpatch",
     "with_step",

@@ -48,6 +48,14 @@ MAX_PIPELINE_BYTES = 512
 MAX_KEY_BYTES = 1536
 #: The longest step id, parent id, step name and kind.
 MAX_NAME_BYTES = 1024
+#: Who and why of a run (``pipelens.tag``/``pipelens.set_run``): at most this many tags and
+#: metadata entries, each tag and metadata key this long; a user or session id is as long as a
+#: run id, a metadata value as a step name.
+MAX_TAGS = 64
+MAX_TAG_BYTES = 256
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: What ends a string the client cut to a limit (keys also get a digest, to stay unique).
 TRUNCATED_MARK = "…[truncated]"
 
@@ -64,15 +72,27 @@ class _Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, tag_
     run_id: str
 
 
-class RunStarted(_Event, kw_only=True, frozen=True, tag="run.started"):
+class _Who(_Event, kw_only=True, frozen=True):
+    """Who and why (optional, added within version 1): ``attributes`` is the run's metadata.
+
+    ``RunStarted`` carries what was known when the run began and ``RunFinished`` all of it (set
+    mid-run too); the server merges them (tags and attributes united, an id kept once given).
+    """
+
+    attributes: dict[str, str] = {}
+    tags: list[str] = []
+    user_id: str | None = None
+    session_id: str | None = None
+
+
+class RunStarted(_Who, kw_only=True, frozen=True, tag="run.started"):
     """A run began: its pipeline name and wall-clock start."""
 
     pipeline: str
     start_ns: NonNegative
-    attributes: dict[str, str] = {}
 
 
-class RunFinished(_Event, kw_only=True, frozen=True, tag="run.finished"):
+class RunFinished(_Who, kw_only=True, frozen=True, tag="run.finished"):
     """A run ended (its root step ended). ``dropped_events`` counts events lost on the way."""
 
     pipeline: str

@@ -328,10 +328,12 @@ def wire_safe(event: Event) -> Event:
 
 def scrub_event(event: Event) -> Event:
     """``event`` made :func:`wire_safe`, with :func:`scrub` applied to every captured value and
-    to its error text."""
+    to its error text, and a run's metadata redacted as records are."""
     event = wire_safe(event)
-    if not settings.redact or not isinstance(event, StepStarted | StepFinished):
+    if not settings.redact:
         return event
+    if isinstance(event, RunStarted | RunFinished):
+        return _scrub_who(event)
     changes: dict[str, Any] = {}
     for field in _CAPTURED_FIELDS[type(event)]:
         text = getattr(event, field)
@@ -344,6 +346,29 @@ def scrub_event(event: Event) -> Event:
         tb = None if error.traceback is None else _value_re.sub(REDACTED, error.traceback)
         if message != error.message or tb != error.traceback:
             changes["error"] = ErrorInfo(type=error.type, message=message, traceback=tb)
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def _scrub_who(event: RunStarted | RunFinished) -> RunStarted | RunFinished:
+    """The run's metadata redacted as records are (a secret-looking key hides its value), and
+    secret-looking texts in its tags and ids."""
+    if not (event.attributes or event.tags or event.user_id or event.session_id):
+        return event
+    key_re = settings.redact_key_re
+    attributes = {
+        k: REDACTED if key_re.search(k) else _value_re.sub(REDACTED, v)
+        for k, v in event.attributes.items()
+    }
+    changes: dict[str, Any] = {}
+    if attributes != event.attributes:
+        changes["attributes"] = attributes
+    tags = [_value_re.sub(REDACTED, t) for t in event.tags]
+    if tags != event.tags:
+        changes["tags"] = tags
+    for field in ("user_id", "session_id"):
+        text = getattr(event, field)
+        if text is not None and (clean := _value_re.sub(REDACTED, text)) != text:
+            changes[field] = clean
     return msgspec.structs.replace(event, **changes) if changes else event
 
 

@@ -34,6 +34,7 @@ from pipelens._core.llm_record import LLMCall, ModelUsage, usage_by_model, usage
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
 from pipelens._core.views import StepViews
+from pipelens._core.who import Who
 from pipelens.events import (
     ErrorInfo,
     Event,
@@ -110,6 +111,7 @@ class Run:
         "remote_parent_id",
         "root",
         "step_count",
+        "who",
     )
 
     def __init__(
@@ -133,6 +135,8 @@ class Run:
         #: False for a part of a run another process owns: its start and end are the owner's.
         self._owned = True
         self.root: Step
+        #: Tags, user, session and metadata (``pipelens.tag``/``set_run``), sent with the run.
+        self.who = Who()
         self._connect(transport, listeners)
 
     def _connect(self, transport: Transport | None, listeners: Listeners | None) -> None:
@@ -212,6 +216,7 @@ class Run:
                 step_count=self.step_count,
                 dropped_events=self.dropped_events,
                 llm_usage=usage_json(root.walk()) if self._has_llm else None,
+                **self.who.fields(),
             )
         )
 
@@ -410,7 +415,14 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
         run = self.run
         if run._send_starts and run._transport is not None:
             if self.parent is None and run._owned:
-                run._emit(RunStarted(run_id=run.id, pipeline=run.pipeline, start_ns=self.start_ns))
+                run._emit(
+                    RunStarted(
+                        run_id=run.id,
+                        pipeline=run.pipeline,
+                        start_ns=self.start_ns,
+                        **run.who.fields(),
+                    )
+                )
             run._emit(
                 StepStarted(
                     run_id=run.id,
@@ -623,6 +635,7 @@ def open_run(
     listeners: Listeners | None = None,
     *,
     send_starts: bool = True,
+    who: Who | None = None,
 ) -> Step:
     """Open a new run explicitly (the seed's ``Pipeline``), returning its root step."""
     run = Run(
@@ -632,6 +645,8 @@ def open_run(
         listeners,
         send_starts=send_starts,
     )
+    if who is not None:
+        run.who = who
     t0 = _perf_ns()
     step = run.root = _make(
         Step,

@@ -16,7 +16,7 @@ import inspect
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from pipelens._core.views import (
     output_pipeline_meta,
     pipeline_meta,
 )
+from pipelens._core.who import Who, who_of
 from pipelens._seed.steps import with_step
 from pipelens._seed.transport import SeedTransport, SeedTransportAdapter, is_seed_transport
 from pipelens._transports import Transport
@@ -66,14 +67,15 @@ class RunScope(StepScope[Run]):
     when an exception leaves it (the exception passes through unchanged).
     """
 
-    __slots__ = ("_pipeline", "_run_id")
+    __slots__ = ("_pipeline", "_run_id", "_who")
 
-    def __init__(self, pipeline: Pipeline, run_id: str | None) -> None:
+    def __init__(self, pipeline: Pipeline, run_id: str | None, who: Who | None = None) -> None:
         self._pipeline = pipeline
         self._run_id = run_id
+        self._who = who
 
     def _open(self) -> Step:
-        return self._pipeline._open(self._run_id)
+        return self._pipeline._open(self._run_id, self._who)
 
     def _close(self, step: Step, exc: BaseException | None) -> None:
         if exc is None:
@@ -145,6 +147,10 @@ class Pipeline:
         run_id: str | None = None,
         auto_save: AutoSave | None = None,
         transport: Transport | SeedTransport | None = None,
+        tags: Iterable[str] | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"Pipeline(name={name!r}): expected a non-empty str")
@@ -187,6 +193,8 @@ class Pipeline:
                 "provided when auto_save is enabled); pass transport=... "
                 "or call pipelens.configure(...) first"
             )
+        #: Every run's tags, user, session and metadata (each run may add its own).
+        self._who = who_of(tags, user_id, session_id, metadata, where)
         self.name = name
         self._key = sanitize_name(name)
         self.auto_save: AutoSave = chosen_save  # type: ignore[assignment] # checked above
@@ -204,16 +212,29 @@ class Pipeline:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def run(self, run_id: str | None = None) -> RunScope:
+    def run(
+        self,
+        run_id: str | None = None,
+        *,
+        tags: Iterable[str] | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunScope:
         """Open a run: ``with pipeline.run() as run:`` or ``async with``; gives the :class:`Run`.
 
         Args:
             run_id: the run's id (default: the constructor's ``run_id`` for the first run, else a
                 new UUID).
+            tags: tags of this run, added to the pipeline's.
+            user_id: whose run it is (default: the pipeline's).
+            session_id: the session (conversation) it belongs to (default: the pipeline's).
+            metadata: entries merged over the pipeline's.
         """
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ConfigurationError(f"{self!r}.run(run_id={run_id!r}): expected a non-empty str")
-        return RunScope(self, run_id)
+        who = who_of(tags, user_id, session_id, metadata, f"{self!r}.run")
+        return RunScope(self, run_id, who)
 
     async def track(self, fn: Callable[[Step], Awaitable[Any] | Any]) -> Any:
         """Run ``fn(root_step)`` as one run of this pipeline and return its result.
@@ -229,14 +250,24 @@ class Pipeline:
             run.root.result = result
         return result
 
-    def _open(self, run_id: str | None) -> Step:
+    def _open(self, run_id: str | None, extra: Who | None = None) -> Step:
         if run_id is None and self._last_run is None:
             run_id = self._first_run_id  # the constructor's id names the first run only
         transport = self._sink
         if self.auto_save == "off":
             transport = _DISCARD
+        who = Who()
+        for part in (self._who, extra):
+            if part is not None:
+                who.add_tags(part.tags)
+                who.update(part.user_id, part.session_id, part.metadata)
         root = open_run(
-            self.name, run_id, transport, self._listeners, send_starts=self.auto_save != "finish"
+            self.name,
+            run_id,
+            transport,
+            self._listeners,
+            send_starts=self.auto_save != "finish",
+            who=who,
         )
         run = self._last_run = root.run
         self._runs.add(run)

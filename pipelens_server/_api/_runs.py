@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
-from pipelens_server._read._search import RunSearch, parse_cursor
+from pipelens_server._read._search import RunSearch, parse_cursor, parse_metadata
 from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
 from pipelens_server._timerange import RangePreset, custom_range, preset_start
 
@@ -47,17 +47,25 @@ async def get_runs(
     record_value: Annotated[
         str, QueryParameter(description="only runs having a step that recorded this value")
     ] = "",
+    tag: Annotated[str, QueryParameter(description="only runs with this tag")] = "",
+    user_id: Annotated[str, QueryParameter(description="only runs of this user")] = "",
+    session_id: Annotated[str, QueryParameter(description="only runs of this session")] = "",
+    metadata: Annotated[
+        str, QueryParameter(description="only runs whose metadata has key=value (or the key)")
+    ] = "",
     after: Annotated[
         str | None, QueryParameter(description="the page after this one: a previous 'next'")
     ] = None,
 ) -> RunList:
     """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
-    prefix), ``step`` (step name) and ``record_value`` (under ``record_key`` when given) filter
-    them, ``after`` (the previous answer's ``next``) pages through them."""
+    prefix), ``step`` (step name), ``record_value`` (under ``record_key`` when given), ``tag``,
+    ``user_id``, ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the
+    previous answer's ``next``) pages through them."""
     try:
         cursor = parse_cursor(after) if after else None
         since = None if range_ is None else preset_start(range_, time.time_ns())
         start, until = custom_range(from_ or "", to or "", UTC)
+        metadata_key, metadata_value = parse_metadata(metadata) if metadata else ("", None)
     except ValueError as exc:
         raise ValidationException(detail=str(exc)) from exc
     if start is not None:
@@ -75,6 +83,11 @@ async def get_runs(
             step_name=step.strip(),
             record_key=record_key.strip(),
             record_value=record_value.strip(),
+            tag=tag.strip(),
+            user_id=user_id.strip(),
+            session_id=session_id.strip(),
+            metadata_key=metadata_key,
+            metadata_value=metadata_value,
         ),
     )
 

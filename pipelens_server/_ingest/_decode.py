@@ -15,10 +15,15 @@ from typing import Any
 import msgspec
 
 from pipelens.events import (
+    MAX_ATTRIBUTE_KEY_BYTES,
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES,
     MAX_KEY_BYTES,
     MAX_NAME_BYTES,
     MAX_PIPELINE_BYTES,
     MAX_RUN_ID_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TAGS,
     VERSION,
     Batch,
     ErrorInfo,
@@ -210,21 +215,18 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     step_count=_bigint(event.step_count, i, "step_count", _MAX_INTEGER),
                     dropped_events=_bigint(event.dropped_events, i, "dropped_events"),
                     llm_usage=_llm_usage(event.llm_usage, i),
+                    **_who(event, i),
                 )
             )
         elif isinstance(event, RunStarted):
             _run_texts(event, i)
-            attributes = None
-            if event.attributes:
-                encoded = msgspec.json.encode(event.attributes).decode()
-                attributes = clean_json_text(scrub_json(encoded))
             rows.add_run(
                 run_row(
                     run_id=without_nul(event.run_id),
                     pipeline=without_nul(event.pipeline),
                     status="running",
                     start_ns=_bigint(event.start_ns, i, "start_ns"),
-                    attributes=attributes,
+                    **_who(event, i),
                 )
             )
     if batch.heartbeats is not msgspec.UNSET:
@@ -239,6 +241,38 @@ def _run_texts(event: RunStarted | RunFinished, index: int) -> None:
     check_not_empty(event.pipeline, index, "pipeline")
     check_length(event.run_id, MAX_RUN_ID_BYTES, index, "run_id")
     check_length(event.pipeline, MAX_PIPELINE_BYTES, index, "pipeline")
+
+
+def _who(event: RunStarted | RunFinished, index: int) -> dict[str, Any]:
+    """A run event's tags, user, session and metadata (``attributes``) as run row columns: within
+    the wire's limits (a 400 naming the field), without NUL characters, redacted."""
+    for field, count, limit in (
+        ("tags", len(event.tags), MAX_TAGS),
+        ("attributes", len(event.attributes), MAX_ATTRIBUTES),
+    ):
+        if count > limit:
+            raise InvalidBatchError(
+                f"invalid batch: {field} has {count} entries, more than the limit of {limit} "
+                f"- at `$.events[{index}].{field}`"
+            )
+    for tag in event.tags:
+        check_not_empty(tag, index, "tags")
+        check_length(tag, MAX_TAG_BYTES, index, "tags")
+    for key, value in event.attributes.items():
+        check_length(key, MAX_ATTRIBUTE_KEY_BYTES, index, "attributes")
+        check_length(value, MAX_ATTRIBUTE_VALUE_BYTES, index, "attributes")
+    who: dict[str, Any] = {}
+    for field in ("user_id", "session_id"):
+        text = getattr(event, field)
+        if text is not None:
+            check_not_empty(text, index, field)
+            check_length(text, MAX_RUN_ID_BYTES, index, field)
+            who[field] = scrub_text(without_nul(text))
+    for field in ("tags", "attributes"):
+        value = getattr(event, field)
+        if value:
+            who[field] = clean_json_text(scrub_json(msgspec.json.encode(value).decode()))
+    return who
 
 
 def _step_texts(

@@ -123,6 +123,9 @@ RUNS = Table(
         ("dropped_events", "bigint"),
         ("attributes", "jsonb"),
         ("llm_usage", "jsonb"),  # migration 0002
+        ("tags", "jsonb"),  # migration 0010
+        ("user_id", "text"),
+        ("session_id", "text"),
     ),
     least=frozenset({"start_ns"}),
     greatest=frozenset({"step_count", "dropped_events"}),
@@ -178,9 +181,12 @@ def run_row(
     dropped_events: int | None = None,
     attributes: str | None = None,
     llm_usage: str | None = None,
+    tags: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
 ) -> Row:
-    """A partial run row in ``RUNS.columns`` order (``attributes`` and ``llm_usage`` are JSON
-    text)."""
+    """A partial run row in ``RUNS.columns`` order (``attributes``, ``llm_usage`` and ``tags``
+    are JSON text)."""
     return [
         run_id,
         pipeline,
@@ -195,6 +201,9 @@ def run_row(
         dropped_events,
         attributes,
         llm_usage,
+        tags,
+        user_id,
+        session_id,
     ]
 
 

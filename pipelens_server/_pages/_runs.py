@@ -31,8 +31,14 @@ from pipelens_server._pages._templating import (
 )
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
 from pipelens_server._read._run import run_tree, step_detail
-from pipelens_server._read._runs import pipeline_summaries, runs_page
-from pipelens_server._read._search import RunCursor, RunSearch, cursor_text, parse_cursor
+from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
+from pipelens_server._read._search import (
+    RunCursor,
+    RunSearch,
+    cursor_text,
+    parse_cursor,
+    parse_metadata,
+)
 from pipelens_server._read._shapes import RunRow, StepDetail
 from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start
 
@@ -101,10 +107,15 @@ async def pipeline_runs(
     step: FromQuery[str] = "",
     record_key: FromQuery[str] = "",
     record_value: FromQuery[str] = "",
+    tag: FromQuery[str] = "",
+    user_id: FromQuery[str] = "",
+    session_id: FromQuery[str] = "",
+    metadata: FromQuery[str] = "",
 ) -> Response[str]:
     """A pipeline's runs, newest first, keyset pages, live. Filters: status, time range (a
-    preset, or ``custom`` from/to in the browser's zone), run id (prefix), step name, and a
-    record's value (under ``record_key`` when given)."""
+    preset, or ``custom`` from/to in the browser's zone), run id (prefix), step name, a
+    record's value (under ``record_key`` when given), tag, user, session and metadata
+    (``key=value``)."""
     zone = zone_of(request)
     custom = range_ == "custom"
     error: str | None = None
@@ -117,8 +128,21 @@ async def pipeline_runs(
             error = str(exc)
     else:
         since = preset_start(range_, time.time_ns())
+    metadata_key, metadata_value = "", None
+    if metadata.strip():
+        try:
+            metadata_key, metadata_value = parse_metadata(metadata)
+        except ValueError as exc:
+            error = str(exc)
     search = RunSearch(
-        step_name=step.strip(), record_key=record_key.strip(), record_value=record_value.strip()
+        step_name=step.strip(),
+        record_key=record_key.strip(),
+        record_value=record_value.strip(),
+        tag=tag.strip(),
+        user_id=user_id.strip(),
+        session_id=session_id.strip(),
+        metadata_key=metadata_key,
+        metadata_value=metadata_value,
     )
     try:
         cursor = parse_cursor(after) if after else None
@@ -149,6 +173,10 @@ async def pipeline_runs(
         "step": step,
         "record_key": record_key,
         "record_value": record_value,
+        "tag": tag,
+        "user_id": user_id,
+        "session_id": session_id,
+        "metadata": metadata,
     }
     context = base_context(request, f"Runs of {name}") | {
         "pipeline": name,
@@ -164,7 +192,11 @@ async def pipeline_runs(
         "step_name": step,
         "record_key": record_key,
         "record_value": record_value,
-        "searching": bool(search.step_name or search.record_key or search.record_value),
+        "tag": tag,
+        "user_id": user_id,
+        "session_id": session_id,
+        "metadata": metadata,
+        "searching": search != RunSearch(),
         "error": error,
         "self_url": page_url(path, **filters, after=after),
         "newest_url": page_url(path, **filters) if after else None,
@@ -177,6 +209,21 @@ async def pipeline_runs(
     # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
     status_code = 400 if error is not None and not is_htmx(request) else 200
     return render(request, "runs.html", context, fragments=("runs_table",), status_code=status_code)
+
+
+@get("/sessions/{session_id:str}")
+async def session_page(
+    request: Request[Any, Any, Any], pool: PoolDep, session_id: FromPath[str]
+) -> Response[str]:
+    """A session's runs (a conversation, across pipelines) in time order, oldest first."""
+    runs = await session_runs(pool, session_id)
+    context = base_context(request, f"Session {session_id}") | {
+        "session_id": session_id,
+        "runs": runs,
+        "run_url": run_path,
+        "pipeline_url": lambda name: pipeline_path(name, "runs"),
+    }
+    return render(request, "session.html", context)
 
 
 @get("/runs/{run_id:str}")
@@ -284,4 +331,4 @@ def _run_url(
     return f"{path}?{urlencode(params)}" if params else path
 
 
-route_handlers = [overview, pipeline_runs, run_page]
+route_handlers = [overview, pipeline_runs, session_page, run_page]

@@ -131,6 +131,22 @@ async def runs_page(
     return runs, next_cursor
 
 
+#: The most runs a session page lists (a conversation longer than that shows its first ones).
+SESSION_RUNS = 500
+
+
+async def session_runs(pool: AsyncConnectionPool[Any], session_id: str) -> list[RunRow]:
+    """The runs of session ``session_id`` in time order, oldest first (a conversation), of every
+    pipeline; migration 0010's ``runs (session_id, start_ns, run_id)`` answers it."""
+    query = sql.SQL(
+        "SELECT {} FROM runs WHERE session_id = %s ORDER BY start_ns, run_id LIMIT %s"
+    ).format(sql.SQL(RUN_ROW_COLUMNS))
+    async with pool.connection() as conn:
+        cursor = await conn.execute(query, [session_id, SESSION_RUNS])
+        rows = await cursor.fetchall()
+    return [RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))) for row in rows]
+
+
 async def list_runs(
     pool: AsyncConnectionPool[Any],
     *,

@@ -43,6 +43,39 @@ class RunSearch(msgspec.Struct, kw_only=True, frozen=True):
     step_name: str = ""
     record_key: str = ""
     record_value: str = ""
+    #: Who and why (migration 0010): runs with this tag, of this user or session, whose metadata
+    #: holds ``metadata_key`` (with ``metadata_value`` when given).
+    tag: str = ""
+    user_id: str = ""
+    session_id: str = ""
+    metadata_key: str = ""
+    metadata_value: str | None = None
+
+
+def parse_metadata(text: str) -> tuple[str, str | None]:
+    """``key=value`` (or a ``key`` alone) of the ``metadata`` filter; ``ValueError`` when the
+    key is empty."""
+    key, eq, value = text.strip().partition("=")
+    if not key.strip():
+        raise ValueError(f"metadata={text!r}: expected key=value (or a key alone), as plan=pro")
+    return key.strip(), value if eq else None
+
+
+def _who_conditions(search: RunSearch, conditions: list[sql.Composable], params: list[Any]) -> None:
+    # Containment and equality, so that migration 0010's indexes answer them.
+    if search.tag:
+        conditions.append(sql.SQL("runs.tags @> %s::jsonb"))
+        params.append(json.dumps([search.tag]))
+    for column in ("user_id", "session_id"):
+        if value := getattr(search, column):
+            conditions.append(sql.SQL("runs.{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if search.metadata_key and search.metadata_value is None:
+        conditions.append(sql.SQL("runs.attributes ? %s"))
+        params.append(search.metadata_key)
+    elif search.metadata_key:
+        conditions.append(sql.SQL("runs.attributes @> %s::jsonb"))
+        params.append(json.dumps({search.metadata_key: search.metadata_value}))
 
 
 def _record_candidates(value: str) -> list[Any]:
@@ -74,6 +107,7 @@ def search_conditions(
     primary key, newest run first, within the page's range, until the page is full: records have
     no index, since one would about double PostgreSQL's insert cost per step.
     """
+    _who_conditions(search, conditions, params)
     if search.step_name:
         conditions.append(
             sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.name = %s)")

@@ -48,6 +48,11 @@ class RunRow(msgspec.Struct, kw_only=True, frozen=True):
     step_count: int | None
     error_type: str | None
     error_message: str | None
+    #: Who and why (migration 0010); ``attributes`` is the metadata.
+    tags: list[str] | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    attributes: dict[str, str] | None = None
 
 
 class StepRow(msgspec.Struct, kw_only=True, frozen=True):
@@ -85,7 +90,8 @@ class StepDetail(msgspec.Struct, kw_only=True, frozen=True):
 
 #: The columns of ``RunRow``, ``StepRow`` and ``StepDetail``, in field order.
 RUN_ROW_COLUMNS = (
-    "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, error_message"
+    "run_id, pipeline, status, start_ns, end_ns, duration_ns, step_count, error_type, "
+    "error_message, tags, user_id, session_id, attributes"
 )
 RUN_ROW_FIELDS = tuple(name.strip() for name in RUN_ROW_COLUMNS.split(","))
 
@@ -174,6 +180,10 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: str
     #: LLM usage by model as the client sent it: ``{model: {calls, input_tokens, ...}}``.
     llm_usage: msgspec.Raw | None
+    #: Who and why (``pipelens.tag``/``set_run``); ``attributes`` holds the metadata.
+    tags: list[str] = []
+    user_id: str | None = None
+    session_id: str | None = None
     #: The run's LLM totals, priced by the server; ``None`` when it made no LLM call.
     llm: LLMTotals | None = None
 
@@ -217,7 +227,8 @@ class RunDetail(msgspec.Struct, kw_only=True, frozen=True):
 RUN_OUT_COLUMNS = sql.SQL(
     "run_id, pipeline, status, start_ns, end_ns, duration_ns, error_type, error_message, "
     "error_traceback, step_count, dropped_events, attributes::text, "
-    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text"""
+    """to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), llm_usage::text, """
+    "tags, user_id, session_id"
 )
 STEP_OUT_COLUMNS = sql.SQL(
     "key, step_id, parent_id, name, kind, status, start_ns, end_ns, duration_ns, inputs::text, "
@@ -250,6 +261,9 @@ def run_out(row: tuple[Any, ...]) -> RunOut:
         attributes=_raw(row[11]),
         updated_at=row[12],
         llm_usage=_raw(row[13]),
+        tags=row[14] or [],
+        user_id=row[15],
+        session_id=row[16],
     )
 
 

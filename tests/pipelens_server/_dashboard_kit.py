@@ -6,13 +6,14 @@ import re
 import time
 from collections.abc import Sequence
 from html.parser import HTMLParser
+from typing import Any
 
 import msgspec
 from _pg_testkit import MSGPACK, T0, msgpack_body, run_events
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from pipelens.events import Event, StepFinished, StepStarted
+from pipelens.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
 
 SECOND = 1_000_000_000
 MS = 1_000_000
@@ -74,6 +75,17 @@ def form_token(client: TestClient[Litestar], page: str = "/settings") -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(page).text)
     assert match is not None, f"{page} has no form with a CSRF token"
     return match.group(1)
+
+
+def with_who(events: list[Event], *, started: bool = True, **who: Any) -> list[Event]:
+    """``events`` with ``who`` (``tags``, ``user_id``, ``session_id``, ``attributes``) on the
+    run's finish, and on its start unless ``started=False`` (what a client sets mid-run)."""
+    out = []
+    for event in events:
+        if isinstance(event, RunFinished) or (started and isinstance(event, RunStarted)):
+            event = msgspec.structs.replace(event, **who)
+        out.append(event)
+    return out
 
 
 def ingest(client: TestClient[Litestar], events: Sequence[Event]) -> None:

@@ -47,6 +47,9 @@ def test_msgpack_batch_is_stored_and_counted(client: Client, database_url: str) 
         "dropped_events": 0,
         "attributes": {"env": "test"},
         "llm_usage": None,
+        "tags": None,
+        "user_id": None,
+        "session_id": None,
     }
     assert [s["key"] for s in rows["steps"]] == ["answer", "answer.rerank", "answer.retrieve"]
     retrieve = rows["steps"][2]

@@ -82,6 +82,9 @@ def test_run_detail_has_the_run_and_every_step_with_keys(client: Client) -> None
         "dropped_events": 0,
         "attributes": {"env": "test"},
         "llm_usage": None,
+        "tags": [],
+        "user_id": None,
+        "session_id": None,
         "llm": None,
     }
     assert [s["key"] for s in body["steps"]] == ["answer", "answer.retrieve", "answer.rerank"]

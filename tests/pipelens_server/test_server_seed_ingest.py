@@ -74,6 +74,9 @@ EXPECTED_RUN = {
     "dropped_events": None,
     "attributes": None,
     "llm_usage": None,
+    "tags": None,
+    "user_id": None,
+    "session_id": None,
 }
 EXPECTED_STEPS = [
     {
