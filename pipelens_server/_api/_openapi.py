@@ -42,10 +42,14 @@ _API_ERRORS = {
     "503": "The database is unavailable: retry after `Retry-After` seconds.",
 }
 _INGEST_ERRORS = {
-    "409": "A run under the id of a stored run that started at another time: nothing of the "
-    "body was stored; give each run its own run id.",
     "413": "The body is larger than the server's limit: send smaller batches.",
     "415": "The Content-Type is not one the endpoint reads.",
+}
+#: The seed's one-run requests answer a reused run id with 409 (``/api/v1/events`` stores the
+#: rest of its batch and lists the run under ``refused``; OTLP trace ids are the runs' own).
+_SEED_RUN_REUSED = {
+    "409": "A run under the id of a stored run that started at another time: nothing of the "
+    "body was stored; give each run its own run id.",
 }
 #: OTLP/HTTP trace ingest (``_otlp``): bodies are the OpenTelemetry project's protobuf messages.
 _OTLP_PATH = "/v1/traces"
@@ -113,6 +117,8 @@ def complete(document: dict[str, Any], error_type: type[msgspec.Struct]) -> dict
                     "content": {m: {"schema": schema} for m in media},
                 }
                 errors |= _INGEST_ERRORS
+                if path.startswith("/api/ingestion/"):
+                    errors |= _SEED_RUN_REUSED
             for status, why in errors.items():
                 operation["responses"][status] = error | {"description": why}
     document["paths"]["/login"] = _login()
