@@ -72,7 +72,7 @@ def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, p
     page.locator("#record_key").press_sequentially("doc")
     page.locator("#record_value").press_sequentially("d1")
     expect(rows).to_have_text(["embed-a", "old-embed"])
-    expect(page).to_have_url(re.compile(r"step=embed&record_key=doc&record_value=d1$"))
+    expect(page).to_have_url(re.compile(r"step=embed&record_key=doc&record_value=d1(&|$)"))
     page.select_option("#range", "custom")
     expect(page.locator("#from")).to_be_visible()
     now = datetime.now(PARIS)
