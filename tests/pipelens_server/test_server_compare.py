@@ -215,3 +215,19 @@ def test_the_compare_page_refuses_missing_and_unknown_runs(client: Client) -> No
         "/compare", params=[("run", "new"), ("run", "base")], follow_redirects=False
     )
     assert (picked.status_code, picked.headers["location"]) == (302, "/compare?a=base&b=new")
+
+
+def test_the_run_and_runs_pages_offer_a_comparison(client: Client) -> None:
+    """The run page's "compare with" form defaults to the previous run of its pipeline; the
+    runs page's to the two newest runs (the older the baseline)."""
+    ingest(client, recent_run("older", ago_s=120))
+    ingest(client, recent_run("newer", ago_s=60))
+    ingest(client, recent_run("other", "etl", ago_s=90))
+    run_page = client.get("/runs/newer").text
+    assert '<input type="hidden" name="b" value="newer">' in run_page
+    assert 'id="compare_a" name="a" value="older"' in run_page
+    first = client.get("/runs/older").text
+    assert 'id="compare_a" name="a" value=""' in first
+    runs_page = client.get("/pipelines/rag/runs").text
+    assert 'id="pick_a" name="a" value="older"' in runs_page
+    assert 'id="pick_b" name="b" value="newer"' in runs_page
