@@ -40,6 +40,7 @@ def configure(
     max_records: int | None = None,
     max_memory: int | None = None,
     propagate_threads: bool | None = None,
+    propagate_processes: bool | None = None,
     exit_timeout: float | None = None,
     heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
@@ -68,6 +69,10 @@ def configure(
             while the server is slower than the program (default 32 MiB); the rest goes to its
             disk spool and is sent from there.
         propagate_threads: nest steps started in worker threads under the submitting step.
+        propagate_processes: nest steps run in worker processes (``ProcessPoolExecutor``,
+            ``multiprocessing``: fork and spawn) under the submitting step, when the run's
+            transport can be rebuilt there (``url=``, ``otlp_endpoint=``): each worker sends its
+            own steps (default on).
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
         heartbeat: seconds between the heartbeats that tell the server which runs are still open
             (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
@@ -99,6 +104,7 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
+        ("propagate_processes", propagate_processes),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
@@ -233,6 +239,8 @@ def configure(
         settings.prices = price_table or None
     if llm_stream_usage is not None:
         settings.llm_stream_usage = llm_stream_usage
+    if propagate_processes is not None:
+        settings.propagate_processes = propagate_processes
     if propagate_threads is not None:
         settings.propagate_threads = bool(propagate_threads)
         if propagate_threads:

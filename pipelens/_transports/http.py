@@ -15,10 +15,11 @@ with its own connection, and leaves the parent's pending events to the parent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,24 @@ class HttpTransport(BatchingTransport):
             debug=debug,
         )
         _instances.add(self)
+        #: How a worker process builds its own copy (``worker_recipe``): the same server, token,
+        #: headers and spool, no heartbeats (the parent's run stays the parent's to keep open).
+        self._recipe: Callable[[], Transport] = functools.partial(
+            HttpTransport,
+            self.options or self.url,
+            token,
+            timeout=timeout,
+            spool=spool,
+            spool_dir=spool_dir,
+            headers=dict(headers) if headers is not None else None,
+            heartbeat=None,
+        )
+
+    def worker_recipe(self) -> Callable[[], Transport] | None:
+        """A picklable callable that builds this transport again in a worker process (a task
+        sent to a ``ProcessPoolExecutor`` or ``multiprocessing``), or ``None`` for a subclass,
+        whose arguments we do not know (each class of ours makes its own recipe)."""
+        return self._recipe if getattr(self._recipe, "func", None) is type(self) else None
 
     #: Where bodies are posted under the URL, and their media type (the OTLP export's differ).
     _path = INGEST_PATH
