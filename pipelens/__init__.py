@@ -14,6 +14,7 @@ from pipelens._core import propagation as _propagation
 from pipelens._core.context import current_run, current_step
 from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
+from pipelens._core.score import score
 from pipelens._core.step import Run, Step, record
 from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
 from pipelens._core.who import set_run, tag
@@ -94,6 +95,7 @@ __all__ = [  # noqa: RUF022
     "propagation_headers",
     "read_event_file",
     "record",
+    "score",
     "set_run",
     "shutdown",
     "span",

@@ -281,9 +281,14 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
     (``httpx``, ``requests``): a request sent inside a step carries the W3C ``traceparent`` and
     ``tracestate`` of that step (:func:`pipelens.propagation_headers`), so a service using our
     FastAPI, Litestar or ASGI integration continues the run. With no argument, every supported
-    *LLM* library installed: the HTTP clients are patched only when named, because their
-    headers would go to every host the program calls (a run id is then visible to it, and a
-    strict API may refuse headers it does not know).
+    *LLM* library installed: those imported already now, the others when the program imports
+    them (PipeLens never imports them itself). The HTTP clients are patched only when named,
+    because their headers would go to every host the program calls (a run id is then visible
+    to it, and a strict API may refuse headers it does not know).
+
+    litellm's calls are module functions: a name imported from it before the patch
+    (``from litellm import completion``) keeps the unpatched function, so call ``auto_patch``
+    first. SDK classes (``from openai import OpenAI``) are patched whenever they were imported.
 
     Idempotent; returns the names of the libraries patched now or before.
 

@@ -36,7 +36,7 @@ from pipelens._transports.endpoint import CONTENT_TYPE, INGEST_PATH, Endpoint
 from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
 from pipelens._transports.spool import Spool, default_spool_dir
 from pipelens._version import __version__
-from pipelens.events import Batch, Event, encode_msgpack
+from pipelens.events import Batch, Event, ScoreAdded, encode_msgpack
 
 _MiB = 1024 * 1024
 
@@ -239,8 +239,16 @@ class HttpTransport(BatchingTransport):
         if not batch.events:  # heartbeats
             self._delivery.put(encode_msgpack(batch), 0)
             return
+        # Scores go in requests of their own: a server older than them refuses a batch that
+        # holds one (an unknown event type), and must not lose the steps beside them.
+        events: list[Event] = batch.events
+        scores: list[Event] = [e for e in events if type(e) is ScoreAdded]
+        if scores:
+            events = [e for e in events if type(e) is not ScoreAdded]
+            for body, count in self._bodies(scores, frozenset()):
+                self._delivery.put(body, count)
         # Counts stay in the program's events: a coalesced step is two of them.
-        events, doubled = coalesce_steps(batch.events)
+        events, doubled = coalesce_steps(events)
         for body, count in self._bodies(events, doubled):
             self._delivery.put(body, count)
 
