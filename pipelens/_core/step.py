@@ -531,6 +531,12 @@ def open_step(
     """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
     if parent is None:
         parent = current_step_var.get()
+    if parent is None:
+        remote = getattr(task_parent, "value", None)
+        if remote is not None:  # a task sent to this worker process by a step of another
+            return open_continued(
+                name, *remote[:3], owned=False, inputs=inputs, kind=kind, transport=remote[3]
+            )
     if parent is None and root_parent is not None:
         remote = root_parent()
         if remote is not None:
@@ -564,6 +570,11 @@ def open_step(
 #: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
 #: ``pipelens._otel.bridge``; the core knows no OTel.
 root_parent: Callable[[], tuple[str, str] | None] | None = None
+
+#: ``.value``: ``(run id, step id, step key, transport)`` of the step in another process that
+#: submitted the task this thread runs (set around the task by ``pipelens._otel.processes`` in a
+#: worker process), or absent: a run's root opened meanwhile is that step's child instead.
+task_parent = threading.local()
 
 
 def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
@@ -689,6 +700,7 @@ def open_continued(
     owned: bool,
     inputs: str | None = None,
     kind: str = "step",
+    transport: Transport | None = None,
 ) -> Step:
     """Open a step of run ``run_id`` under a parent in another process (or an OTel span).
 
@@ -696,9 +708,10 @@ def open_continued(
     parent's key is unknown: the parent's process gives keys to its own children, so two parts
     opened under one parent (two requests from one step) need a suffix no other process can
     pick. ``owned=False`` (the run is another process's) sends no ``RunStarted``/``RunFinished``:
-    the owner's say when the run started, ended and how it went.
+    the owner's say when the run started, ended and how it went. Events go to ``transport``,
+    by default the configured one.
     """
-    run = Run(name, run_id=run_id, transport=settings.transport)
+    run = Run(name, run_id=run_id, transport=transport or settings.transport)
     run.remote_parent_id = parent_id
     run._owned = owned
     n = next(clock.step_ids)
