@@ -51,6 +51,7 @@ def test_bad_count_is_refused_with_its_option_named() -> None:
     assert "--number 0: expected a positive integer" in proc.stderr
 
 
+@pytest.mark.timeout(300)  # past the run's own 180 s limit, so that limit names the cause
 def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
     """``benchmarks.ingest --quick`` exits 0 and prints the end-to-end, latency, COPY and target
     lines, with every step of the end-to-end run stored."""
