@@ -545,6 +545,7 @@ class _Watch:
             if early and exc is None:
                 call.stream_closed_early = True
                 exc = _StreamClosed(_CLOSED_MESSAGE)
+            self.assembler.finish(call)  # first: it may put the usage on the call
             if self.first_ns is not None:
                 call.time_to_first_token_ns = self.first_ns - step._t0
                 usage = call.usage
@@ -552,7 +553,6 @@ class _Watch:
                     call.tokens_per_second = round(
                         usage.output_tokens / ((now - self.first_ns) / 1e9), 3
                     )
-            self.assembler.finish(call)
             if exc is not None:  # an error event mid-stream: its status and type
                 self.read_error(call, exc)
             output = call.output
