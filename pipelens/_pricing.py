@@ -11,10 +11,12 @@ Where a price comes from, first to last:
    was true): used when genai-prices is not installed or does not know the model.
 3. Neither knows the model: the cost is unknown (``None``), never zero.
 
-The client puts the user's own prices (``configure(prices=...)``) before both
-(``pipelens._llm.prices``). Prices are USD per million tokens. Token counts follow
-``pipelens._core.llm_record``: ``input_tokens`` includes ``cached_tokens`` (read from a prompt
-cache) and ``cache_write_tokens`` (written to it); ``output_tokens`` includes reasoning.
+The user's own prices go before both: on the client ``configure(prices=...)``
+(``pipelens._llm.prices``), on the server ``pipelens serve --prices FILE``; both are read by
+:func:`read_prices` and handed to :func:`price_of` as its ``overrides``. Prices are USD per
+million tokens. Token counts follow ``pipelens._core.llm_record``: ``input_tokens`` includes
+``cached_tokens`` (read from a prompt cache) and ``cache_write_tokens`` (written to it);
+``output_tokens`` includes reasoning.
 
 This module imports nothing of PipeLens, so the server may import it beside ``events``;
 genai-prices is imported on the first lookup (about 50 ms once ``openai`` is loaded), and each
@@ -27,8 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import re
 import time
+from collections.abc import Mapping
 from importlib import resources
 from typing import Annotated, Any, TypeAlias
 
@@ -75,7 +79,7 @@ def shipped_prices() -> PriceTable:
     return msgspec.json.decode(data, type=PriceTable)
 
 
-def table_price(table: dict[str, Price], model: str) -> Price | None:
+def table_price(table: Mapping[str, Price], model: str) -> Price | None:
     """``model``'s price in ``table``, or its undated base name's."""
     found = table.get(model)
     if found is None:
@@ -84,11 +88,61 @@ def table_price(table: dict[str, Price], model: str) -> Price | None:
     return found
 
 
-def price_of(provider: str | None, model: str | None, at_ns: int | None = None) -> Price | None:
-    """The price of ``model`` served by ``provider`` on the day of ``at_ns`` (default: today);
-    ``None`` when it is unknown."""
+def read_prices(raw: Any, where: str) -> dict[str, Price]:
+    """Prices of a ``{model: {input, output, cached_input, cache_write_input}}`` mapping, or of
+    a whole table (``{"models": {...}, "date": ...}``): the user's (``configure(prices=...)``)
+    and the server operator's (``pipelens serve --prices``).
+
+    Raises:
+        ValueError: naming ``where`` (the setting or file), the model and the field at fault.
+    """
+    if isinstance(raw, Mapping) and isinstance(raw.get("models"), Mapping):
+        raw = raw["models"]
+    if not isinstance(raw, Mapping):
+        # ValueError, not TypeError: the callers report one kind of bad setting
+        raise ValueError(f"{where}: expected a JSON object of models, got {raw!r:.80}")  # noqa: TRY004
+    prices = {}
+    for model, entry in raw.items():
+        try:
+            prices[str(model)] = msgspec.convert(entry, type=Price)
+        except msgspec.ValidationError as exc:
+            raise ValueError(
+                f"{where}: model {model!r}: {exc}; each model maps to {{'input': USD, "
+                "'output': USD, 'cached_input': USD}, per million tokens"
+            ) from None
+    return prices
+
+
+def read_prices_file(path: str | os.PathLike[str], where: str) -> dict[str, Price]:
+    """The prices of a JSON file, as :func:`read_prices` reads them.
+
+    Raises:
+        ValueError: the file cannot be read, is not JSON, or has a bad price (named).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw: Any = msgspec.json.decode(f.read())
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read the file: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{where}: not JSON: {exc}") from None
+    return read_prices(raw, where)
+
+
+def price_of(
+    provider: str | None,
+    model: str | None,
+    at_ns: int | None = None,
+    overrides: Mapping[str, Price] | None = None,
+) -> Price | None:
+    """The price of ``model`` served by ``provider`` on the day of ``at_ns`` (default: today):
+    from ``overrides`` (the user's own prices) when they have it; ``None`` when it is unknown."""
     if not model:
         return None
+    if overrides:
+        mine = table_price(overrides, model)
+        if mine is not None:
+            return mine
     day = (time.time_ns() if at_ns is None else at_ns) // _NS_PER_DAY
     return _price_on(provider or None, model, day)
 

@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         abandon_after_s: Seconds without an event or heartbeat after which a running run is
             marked ``abandoned``, with its open steps (``--abandon-after``,
             ``PIPELENS_ABANDON_AFTER``).
+        prices_file: The operator's price file (``--prices``, ``PIPELENS_PRICES``), read by
+            ``create_app``: its prices win over genai-prices and prices.json wherever a cost is
+            shown.
         allowed_hosts: ``Host`` names the server answers besides its own address (``*`` any,
             ``*.example.com`` a domain's names). Bound to a loopback address the server answers
             only ``127.0.0.1``, ``localhost`` and ``[::1]`` and these (a DNS-rebinding page
@@ -80,6 +83,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     retry_after_s: int = 1
     abandon_after_s: float = 600.0
     allowed_hosts: tuple[str, ...] = ()
+    prices_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -126,8 +130,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT``,
         ``PIPELENS_TOKEN_FILE`` (preferred) or ``PIPELENS_TOKEN``, ``PIPELENS_ALLOWED_HOSTS``
         (comma-separated), ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``,
-        ``PIPELENS_INGEST_WAIT`` and ``PIPELENS_ABANDON_AFTER``; keyword arguments that are not
-        ``None`` take precedence."""
+        ``PIPELENS_INGEST_WAIT``, ``PIPELENS_ABANDON_AFTER`` and ``PIPELENS_PRICES`` (the path of
+        a price file); keyword arguments that are not ``None`` take precedence."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if url := env.get("PIPELENS_DATABASE_URL"):
@@ -147,6 +151,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             values["token"] = token
         if hosts := env.get("PIPELENS_ALLOWED_HOSTS"):
             values["allowed_hosts"] = split_hosts(hosts)
+        if prices_file := env.get("PIPELENS_PRICES"):
+            values["prices_file"] = Path(prices_file)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 

@@ -39,6 +39,7 @@ from pipelens_server._pages._router import error_page, page_routes
 from pipelens_server._pages._sessions import LoginLimiter
 from pipelens_server._pages._templating import template_config
 from pipelens_server._params import RefuseNul
+from pipelens_server._read import _prices
 from pipelens_server._security import (
     HostGate,
     add_security_headers,
@@ -181,8 +182,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     the schema migrations are opened in the app's lifespan, not here. Every request passes the
     ``Host`` check and every write the same-origin check of ``_security``; every answer carries
     its security headers.
+
+    Raises:
+        ValueError: ``settings.prices_file`` cannot be read or holds a bad price (named).
     """
     settings = Settings() if settings is None else settings
+    _prices.use(settings.prices_file)  # a bad file: a ValueError naming it, before anything
     if not structlog.is_configured():
         configure_logging()
     app = Litestar(

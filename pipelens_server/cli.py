@@ -92,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
         help="mark a running run 'abandoned', with its open steps, when nothing (no event, no "
         "heartbeat) came for it in this long (env PIPELENS_ABANDON_AFTER, default 600)",
     )
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="a JSON file of your own prices, {model: {input, output, cached_input, "
+        "cache_write_input}} in USD per million tokens (or a table shaped like PipeLens's "
+        "prices.json): they win over genai-prices and prices.json on every page and in the API "
+        "(env PIPELENS_PRICES)",
+    )
     return parser
 
 
@@ -114,6 +123,7 @@ def main(argv: Sequence[str]) -> int:
             ingest_queue=args.ingest_queue,
             ingest_wait_s=args.ingest_wait,
             abandon_after_s=args.abandon_after,
+            prices_file=args.prices,
         )
     except ValueError as exc:
         print(f"pipelens serve: {exc}", file=sys.stderr)
@@ -122,11 +132,17 @@ def main(argv: Sequence[str]) -> int:
         print(f"pipelens serve: {problem}", file=sys.stderr)
         return 2
 
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a bad --prices file, named with its fault
+        print(f"pipelens serve: {exc}", file=sys.stderr)
+        return 2
+
     import uvicorn  # the server's heaviest import, only once the arguments are known good
 
     configure_logging()
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         lifespan="on",

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai_compat import as_int, get, given, raw_mode
+from pipelens._llm.openai_compat import as_int, fields_of, get, given, raw_mode
 from pipelens._llm.provider import EndpointConfig, StreamState
 
 __all__ = [
@@ -74,20 +74,11 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     )
 
 
-def _fields(obj: Any) -> dict[str, Any]:
-    """``obj``'s fields as a dict, read once and looked up fast: a dict is itself, an SDK object
-    (a pydantic model) keeps its fields in ``__dict__``; ``None`` has none."""
-    if isinstance(obj, dict):
-        return obj
-    fields = getattr(obj, "__dict__", None)
-    return fields if isinstance(fields, dict) else {}
-
-
 def usage_from_anthropic(usage: Any) -> TokenUsage | None:
     """Our token counts of an Anthropic ``usage`` (object or dict): input includes the cache."""
     if usage is None:
         return None
-    fields = _fields(usage)
+    fields = fields_of(usage)
     fresh, read, write, output = (
         value if type(value) is int else 0 for value in map(fields.get, _USAGE_FIELDS)
     )
@@ -196,10 +187,10 @@ class MessagesStream(StreamState):
 
     def record_chunk(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
         """Read one event: (hand it to the caller?, did it carry output?)."""
-        fields = _fields(event)  # once per event: the hot path of a stream
+        fields = fields_of(event)  # once per event: the hot path of a stream
         kind = fields.get("type")
         if kind == "content_block_delta":
-            delta = _fields(fields.get("delta"))
+            delta = fields_of(fields.get("delta"))
             delta_kind = delta.get("type")
             if delta_kind == "text_delta":
                 self.parts.append(delta.get("text") or "")

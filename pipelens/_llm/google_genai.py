@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai_compat import as_int, get
+from pipelens._llm.openai_compat import as_int, fields_of, get
 from pipelens._llm.provider import EndpointConfig, StreamState, Watch
 
 __all__ = [
@@ -153,36 +153,57 @@ def read_error(call: LLMCall, exc: BaseException) -> None:
 
 
 class GeminiStream(StreamState):
-    """Assembles a streamed ``generate_content`` from its chunks (each a partial response)."""
+    """Assembles a streamed ``generate_content`` from its chunks (each a partial response).
 
-    __slots__ = ("finish_reason", "parts", "tool_calls")
+    Each chunk's fields are read once from its ``__dict__`` (a stream's hot path), and the
+    usage each chunk repeats is converted once, at the end, from the last chunk's.
+    """
+
+    __slots__ = ("finish_reason", "parts", "tool_calls", "usage")
 
     def __init__(self, swallow_usage: bool = False) -> None:  # usage comes unasked
         self.parts: list[str] = []
         self.tool_calls: list[ToolCall] = []
         self.finish_reason: str | None = None
+        self.usage: Any = None
 
     def record_chunk(self, call: LLMCall, chunk: Any) -> tuple[bool, bool]:
         """Read one chunk: (hand it to the caller?, did it carry output?)."""
-        _read_meta(call, chunk)
+        fields = fields_of(chunk)
+        version = fields.get("model_version")
+        if version:
+            call.response_model = version
+        if call.response_id is None:
+            call.response_id = fields.get("response_id")
+        usage = fields.get("usage_metadata")
+        if usage is not None:
+            self.usage = usage
+        candidates = fields.get("candidates")
+        if not candidates:
+            return True, False
+        candidate = fields_of(candidates[0])
         content = False
-        for part in _parts(chunk):
-            text = get(part, "text")
-            if text and not get(part, "thought"):
+        for part in fields_of(candidate.get("content")).get("parts") or ():
+            part_fields = fields_of(part)
+            text = part_fields.get("text")
+            if text and not part_fields.get("thought"):
                 self.parts.append(text)
                 content = True
-            tool = _tool_call(part)
-            if tool is not None:
-                self.tool_calls.append(tool)
+            if part_fields.get("function_call") is not None:
+                tool = _tool_call(part)
+                if tool is not None:
+                    self.tool_calls.append(tool)
                 content = True
-        candidates = get(chunk, "candidates") or []
-        reason = _reason(get(candidates[0], "finish_reason")) if candidates else None
+        reason = candidate.get("finish_reason")
         if reason:
-            self.finish_reason = reason
+            self.finish_reason = _reason(reason)
         return True, content
 
     def finish(self, call: LLMCall) -> None:
-        """Put the assembled output on ``call``."""
+        """Put the assembled output and the last usage on ``call``."""
+        usage = usage_from_gemini(self.usage)
+        if usage is not None:
+            call.usage = usage
         call.output = LLMOutput(
             text="".join(self.parts) if self.parts else None,
             tool_calls=self.tool_calls,

@@ -11,8 +11,8 @@ patched, the engine sees this module's LLM step current and does not record that
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pipelens._core.llm_record import LLMCall
@@ -52,6 +52,7 @@ _NOT_PARAMS = frozenset(
         "timeout",
         "client",
         "litellm_logging_obj",
+        "acompletion",
         "shared_session",
     )
 )
@@ -146,8 +147,6 @@ class LiteLLMStream(openai.ChatStream):
         return result
 
 
-#: The end of a ``CustomStreamWrapper`` read through its class's ``__next__``.
-_END = object()
 #: A stream class → its watched subclass, made once.
 _watched: dict[type, type] = {}
 
@@ -167,31 +166,67 @@ def attach_stream(watch: Watch, call: LLMCall, stream: Any) -> Any:
 
 
 def _watching(cls: type) -> type:
+    """The watched subclass of ``cls``: iterated through the watch, closed (``close``, leaving a
+    ``with``) ending the step then. Its chunk generators hold the stream weakly (the stream holds
+    them): no cycle of ours keeps a dropped stream; litellm's own (its logging object keeps the
+    stream) ends it at the next collection, as an OpenAI SDK stream is."""
     base_next = cls.__next__  # type: ignore[attr-defined]
     base_anext = cls.__anext__  # type: ignore[attr-defined]
+    base_close = cls.close  # type: ignore[attr-defined]
+    base_aclose = cls.aclose  # type: ignore[attr-defined]
 
-    async def each(stream: Any) -> AsyncIterator[Any]:
+    def chunks(ref: weakref.ref[Any]) -> Iterator[Any]:
         while True:
             try:
-                chunk = await base_anext(stream)
+                chunk = base_next(ref())
+            except StopIteration:
+                return
+            yield chunk
+
+    async def achunks(ref: weakref.ref[Any]) -> AsyncIterator[Any]:
+        while True:
+            try:
+                chunk = await base_anext(ref())
             except StopAsyncIteration:
                 return
             yield chunk
 
     def __next__(self: Any) -> Any:  # noqa: N807 - the iterator protocol's name
-        chunks = self.__dict__.get("_pipelens_chunks")
-        if chunks is None:
-            inner = iter(functools.partial(base_next, self), _END)
-            chunks = self._pipelens_chunks = self._pipelens_watch.iterate(inner)
-        return next(chunks)
+        watched = self.__dict__.get("_pipelens_chunks")
+        if watched is None:
+            watched = self._pipelens_chunks = self._pipelens_watch.iterate(
+                chunks(weakref.ref(self))
+            )
+        return next(watched)
 
     async def __anext__(self: Any) -> Any:  # noqa: N807 - the iterator protocol's name
-        chunks = self.__dict__.get("_pipelens_achunks")
-        if chunks is None:
-            chunks = self._pipelens_achunks = self._pipelens_watch.aiterate(each(self))
-        return await chunks.__anext__()
+        watched = self.__dict__.get("_pipelens_achunks")
+        if watched is None:
+            watched = self._pipelens_achunks = self._pipelens_watch.aiterate(
+                achunks(weakref.ref(self))
+            )
+        return await watched.__anext__()
 
-    namespace = {"__next__": __next__, "__anext__": __anext__, "__module__": cls.__module__}
+    # Closed by the caller: ended now, cancelled unless the stream was done.
+    def close(self: Any) -> None:
+        try:
+            base_close(self)
+        finally:
+            self._pipelens_watch.end(True)
+
+    async def aclose(self: Any) -> None:
+        try:
+            await base_aclose(self)
+        finally:
+            self._pipelens_watch.end(True)
+
+    namespace = {
+        "__next__": __next__,
+        "__anext__": __anext__,
+        "close": close,
+        "aclose": aclose,
+        "__module__": cls.__module__,
+    }
     return type(cls.__name__, (cls,), namespace)
 
 

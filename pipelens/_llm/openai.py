@@ -237,11 +237,16 @@ def _endpoints(module: str, operation: str, *methods: str) -> tuple[EndpointConf
 
 #: Each class's ``create`` and ``parse``. ``parse`` posts the request itself and the stream
 #: helpers (``chat.completions.stream``, ``responses.stream``) call ``create(stream=True)``, so
-#: each call is one step. ``client.beta.chat.completions`` is the same class; the beta
+#: each call is one step; ``responses.stream(response_id=...)`` calls a streamed ``retrieve``.
+#: ``client.beta.chat.completions`` is the same class; the beta
 #: ``responses`` is its own (``create`` only). Azure uses the same classes.
 ENDPOINTS: tuple[EndpointConfig, ...] = (
     *_endpoints("openai.resources.chat.completions", "chat", "create", "parse"),
     *_endpoints("openai.resources.responses", "responses", "create", "parse"),
     *_endpoints("openai.resources.beta.responses", "responses", "create"),
+    *(
+        endpoint._replace(positional=("response_id",), only_streams=True)
+        for endpoint in _endpoints("openai.resources.responses", "responses", "retrieve")
+    ),
     *_endpoints("openai.resources.embeddings", "embeddings", "create"),
 )

@@ -48,6 +48,16 @@ def get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def fields_of(obj: Any) -> dict[str, Any]:
+    """``obj``'s fields as a dict, read once and looked up fast (a stream's hot path): a dict is
+    itself, an SDK object (a pydantic model) keeps its fields in ``__dict__``; ``None`` has
+    none."""
+    if isinstance(obj, dict):
+        return obj
+    fields = getattr(obj, "__dict__", None)
+    return fields if isinstance(fields, dict) else {}
+
+
 def as_int(value: Any) -> int:
     """``value`` when it is an int (not a bool), else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

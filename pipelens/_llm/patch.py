@@ -15,6 +15,9 @@ A stream's step ends with the stream, by one rule:
 - dropped unclosed: ``cancelled`` when it is garbage-collected (a stream and its generator form a
   reference cycle, so that is the next collection, when the SDK itself lets the connection go).
 
+A sync method answering with a coroutine (litellm's ``completion(..., acompletion=True)``) ends
+its step when that is awaited, the step current again meanwhile.
+
 A raw result (``with_raw_response`` / ``with_streaming_response``) of a streamed call is watched
 from the moment the caller parses its stream; a body the caller reads itself ends the step when
 the response closes. The stream shape is the one Stainless-made SDKs (openai, anthropic) share:
@@ -237,9 +240,12 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
     skip = 1 if endpoint.class_name else 0  # a method's ``self``
     # A stream helper's request, and a method such as ``generate_content_stream``, always stream.
     always_streams = endpoint.streams or endpoint.trace_later is not None
+    only_streams = endpoint.only_streams
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Started | None:
         """Open the call's step and make it current; ``None``: call the original untraced."""
+        if only_streams and kwargs.get("stream") is not True:
+            return None
         parent = current_step_var.get()
         if parent is not None and parent.llm is not None:
             # A library calling another underneath (litellm → openai): one call, one step.
@@ -272,8 +278,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
     def finish(started: _Started, result: Any, kwargs: dict[str, Any]) -> Any:
         """Read ``result`` and return it; a stream is handed to the watch, which ends the step
         later (and may hand the caller a watching generator of the same items)."""
-        step, call, _, watch, token = started
-        current_step_var.reset(token)
+        step, call, _, watch, _ = started
         try:
             mode = provider.raw_mode(kwargs)
             if mode is not None:
@@ -294,8 +299,7 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
         return result
 
     def fail(started: _Started, exc: BaseException) -> None:
-        step, call, _, _, token = started
-        current_step_var.reset(token)
+        step, call = started[0], started[1]
         try:
             provider.read_error(call, exc)
         finally:
@@ -311,11 +315,26 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
             try:
                 result = await original(*args, **started[2])
             except BaseException as exc:
+                current_step_var.reset(started[4])
                 _contained(fail, started, exc)
                 raise
+            current_step_var.reset(started[4])
             return _finished(finish, started, result, kwargs)
 
         return async_create
+
+    async def awaited(started: _Started, pending: Any, kwargs: dict[str, Any]) -> Any:
+        """The answer of a sync method's coroutine (litellm's ``completion(acompletion=True)``),
+        awaited with the step current again, so the call ends when the answer comes."""
+        token = current_step_var.set(started[0])
+        try:
+            result = await pending
+        except BaseException as exc:
+            current_step_var.reset(token)
+            _contained(fail, started, exc)
+            raise
+        current_step_var.reset(token)
+        return _finished(finish, started, result, kwargs)
 
     @functools.wraps(original)
     def create(*args: Any, **kwargs: Any) -> Any:
@@ -325,8 +344,12 @@ def _traced(original: Callable[..., Any], provider: Provider, endpoint: Endpoint
         try:
             result = original(*args, **started[2])
         except BaseException as exc:
+            current_step_var.reset(started[4])
             _contained(fail, started, exc)
             raise
+        current_step_var.reset(started[4])
+        if type(result) is types.CoroutineType:
+            return awaited(started, result, kwargs)
         return _finished(finish, started, result, kwargs)
 
     return create
@@ -522,6 +545,7 @@ class _Watch:
             if early and exc is None:
                 call.stream_closed_early = True
                 exc = _StreamClosed(_CLOSED_MESSAGE)
+            self.assembler.finish(call)  # first: it may put the usage on the call
             if self.first_ns is not None:
                 call.time_to_first_token_ns = self.first_ns - step._t0
                 usage = call.usage
@@ -529,7 +553,6 @@ class _Watch:
                     call.tokens_per_second = round(
                         usage.output_tokens / ((now - self.first_ns) / 1e9), 3
                     )
-            self.assembler.finish(call)
             if exc is not None:  # an error event mid-stream: its status and type
                 self.read_error(call, exc)
             output = call.output

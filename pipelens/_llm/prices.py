@@ -9,11 +9,10 @@ PipeLens stores; a cost is derived from them, so the server recomputes it when i
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
-
-import msgspec
 
 from pipelens import _pricing
 from pipelens._core.errors import ConfigurationError
@@ -31,50 +30,27 @@ def load_prices(value: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, 
     Raises:
         ConfigurationError: naming the file, model or field at fault.
     """
-    where = "configure(prices=...)"
     if isinstance(value, str | os.PathLike):
+        read = functools.partial(_pricing.read_prices_file, value)
         where = f"configure(prices={os.fspath(value)!r})"
-        try:
-            with open(value, "rb") as f:
-                raw: Any = msgspec.json.decode(f.read())
-        except OSError as exc:
-            raise ConfigurationError(f"{where}: cannot read the file: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise ConfigurationError(f"{where}: not JSON: {exc}") from None
     elif isinstance(value, Mapping):
-        raw = value
+        read = functools.partial(_pricing.read_prices, value)
+        where = "configure(prices=...)"
     else:
         raise ConfigurationError(
             f"configure(prices={value!r}): expected a dict {{model: {{'input': ..., "
             "'output': ...}} in USD per million tokens, or the path of a JSON file"
         )
-    if isinstance(raw, Mapping) and isinstance(raw.get("models"), Mapping):
-        raw = raw["models"]
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"{where}: expected a JSON object of models, got {raw!r:.80}")
-    prices = {}
-    for model, entry in raw.items():
-        try:
-            prices[str(model)] = msgspec.convert(entry, type=Price)
-        except msgspec.ValidationError as exc:
-            raise ConfigurationError(
-                f"{where}: model {model!r}: {exc}; each model maps to {{'input': USD, "
-                "'output': USD, 'cached_input': USD}, per million tokens"
-            ) from None
-    return prices
+    try:
+        return read(where)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def price_for(model: str | None, provider: str | None = None) -> Price | None:
     """The price of ``model`` (the user's first, then :func:`pipelens._pricing.price_of`), or
     ``None``."""
-    if not model:
-        return None
-    overrides: dict[str, Price] | None = settings.prices
-    if overrides:
-        mine = _pricing.table_price(overrides, model)
-        if mine is not None:
-            return mine
-    return _pricing.price_of(provider, model)
+    return _pricing.price_of(provider, model, overrides=settings.prices)
 
 
 def cost_usd(

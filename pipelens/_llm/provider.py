@@ -82,6 +82,9 @@ class EndpointConfig(NamedTuple):
     #: Names of the positional parameters (after ``self``), so a request is read the same however
     #: it was passed (``litellm.completion("gpt-4o", messages)``).
     positional: tuple[str, ...] = ()
+    #: Only a streamed call of it is a model's (``responses.retrieve(id, stream=True)``, which
+    #: ``responses.stream(response_id=...)`` resumes; a plain retrieve reads a stored answer).
+    only_streams: bool = False
 
 
 class Provider(Protocol):

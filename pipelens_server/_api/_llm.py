@@ -17,6 +17,7 @@ from litestar.params import QueryParameter
 from pipelens import _pricing
 from pipelens_server._api._stats import RangeQuery
 from pipelens_server._db._lifespan import PoolDep
+from pipelens_server._read import _prices
 from pipelens_server._read._llm import (
     FirstToken,
     UsageRow,
@@ -82,7 +83,7 @@ async def llm_usage_api(
         until_ns=until_ns,
         bucket_ns=bucket_ns,
         prices_date=_pricing.shipped_prices().date,
-        prices_source=_pricing.source(),
+        prices_source=_prices.source(),
         usage=[_out(row) for row in rows if not pipeline or row.pipeline == pipeline],
         time_to_first_token=first_token,
     )

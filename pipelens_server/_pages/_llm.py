@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
 
-from pipelens import _pricing
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._pages._llm_chart import format_count, format_usd, summarize
 from pipelens_server._pages._runs import RangeParam
@@ -25,6 +24,7 @@ from pipelens_server._pages._templating import (
     render,
     zone_of,
 )
+from pipelens_server._read import _prices
 from pipelens_server._read._llm import (
     bucket_width,
     first_token_by_model,
@@ -89,7 +89,7 @@ async def llm_usage(
         "pipelines": pipelines,
         "usd": format_usd,
         "count": format_count,
-        "prices_source": _pricing.source(),
+        "prices_source": _prices.source(),
         "first_token": first_token,
         "self_url": page_url("/llm", range=range_, metric=metric, by=by, pipeline=pipeline),
         "runs_url": lambda name: (

@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens import _pricing
+from pipelens_server._read import _prices
 from pipelens_server._read._shapes import LLMTotals
 
 TOKEN_FIELDS = (
@@ -68,7 +69,7 @@ class UsageRow(msgspec.Struct, kw_only=True, frozen=True):
         if self.input_tokens is None:
             return None
         return _pricing.cost_usd(
-            _pricing.price_of(None, self.model, self.bucket_ns),
+            _prices.price_of(None, self.model, self.bucket_ns),
             self.input_tokens,
             self.output_tokens or 0,
             self.cached_tokens or 0,
@@ -479,7 +480,7 @@ def call_view(data: Any, at_ns: int | None = None) -> CallView | None:
             None
             if tokens is None
             else _pricing.cost_usd(
-                _pricing.price_of(_str(data.get("provider")), model, at_ns),
+                _prices.price_of(_str(data.get("provider")), model, at_ns),
                 tokens["input_tokens"],
                 tokens["output_tokens"],
                 tokens["cached_tokens"],

@@ -264,6 +264,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
+    def do_GET(self) -> None:
+        """``GET /responses/{id}``: a stored response (``?stream=true``: its events again)."""
+        with self.server.lock:
+            self.server.count += 1
+            self.server.requests.append((self.path, {}))
+        path, _, query = self.path.partition("?")
+        if "/responses/" not in path:
+            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+        elif "stream=true" in query:
+            self._send_sse(_response_events("gpt-4o", False), named=True)
+        else:
+            self._send_json(200, _response_body("gpt-4o", False))
+
 
 class StubServer(ThreadingHTTPServer):
     """The stub, serving on a free port of 127.0.0.1 from a daemon thread."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 from collections.abc import Iterator
@@ -193,6 +194,82 @@ async def test_async_stream_is_assembled(route: dict[str, Any], events: Captured
     assert [None, *TEXT_PARTS, None] == _texts(chunks)
     assert [s.key for s in events.steps()] == ["litellm_chat"]
     assert (llm_of(events)["output"]["text"], llm_of(events)["chunks"]) == (TEXT, 6)
+
+
+def cancelled_as_closed(llm: dict[str, Any], events: CapturedEvents) -> bool:
+    """Whether the litellm step ended ``cancelled`` as a stream closed after two chunks."""
+    step = events.step("litellm_chat")
+    return (step.status, step.error and step.error.type, llm["stream_closed_early"]) == (
+        "cancelled",
+        "pipelens._StreamClosed",
+        True,
+    ) and (llm["chunks"], llm["output"]["text"]) == (2, "Hello")
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_left_halfway_is_cancelled_at_close(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """A ``break`` after two chunks leaves the step running; leaving the ``with`` (litellm's
+    ``close``) ends it ``cancelled`` then, with what had come."""
+    with litellm.completion("openai/gpt-4o", MESSAGES, stream=True, **route) as stream:
+        for i, _chunk in enumerate(stream):
+            if i == 1:
+                break
+        assert events.steps() == []
+    assert cancelled_as_closed(llm_of(events), events)
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_dropped_halfway_is_cancelled_when_collected(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """A stream dropped after two chunks, unclosed, ends ``cancelled`` when collected (litellm's
+    logging object and the stream hold each other, so not before)."""
+    stream = litellm.completion("openai/gpt-4o", MESSAGES, stream=True, **route)
+    next(stream)
+    next(stream)
+    del stream
+    assert events.steps() == []
+    gc.collect()
+    assert cancelled_as_closed(llm_of(events), events)
+
+
+@pytest.mark.usefixtures("patched")
+@module_loop
+async def test_async_stream_left_halfway_is_cancelled_at_aclose(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """An ``acompletion`` stream left after two chunks (``async with``: litellm's ``aclose``)
+    ends ``cancelled`` then."""
+    stream = await litellm.acompletion(
+        model="openai/gpt-4o", messages=MESSAGES, stream=True, **route
+    )
+    async with stream:
+        seen = 0
+        async for _chunk in stream:
+            seen += 1
+            if seen == 2:
+                break
+        assert events.steps() == []
+    assert cancelled_as_closed(llm_of(events), events)
+
+
+@pytest.mark.usefixtures("patched")
+@module_loop
+async def test_completion_with_acompletion_true_is_one_async_step(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """``completion(..., acompletion=True)`` (litellm's async form of the sync name) is one
+    step, ended when the awaited answer comes."""
+    pending = litellm.completion("openai/gpt-4o", MESSAGES, acompletion=True, **route)
+    assert inspect.isawaitable(pending)
+    assert events.steps() == []
+    response = await pending
+    assert response.choices[0].message.content == TEXT
+    assert [s.key for s in events.steps()] == ["litellm_chat"]
+    llm = llm_of(events)
+    assert (llm["output"]["text"], llm["usage"]) == (TEXT, CHAT_USAGE)
 
 
 @pytest.mark.usefixtures("patched")

@@ -870,6 +870,40 @@ async def test_async_responses_stream_helper_is_one_step(
     assert only_step(events, "openai_responses").status == "completed"
 
 
+@pytest.mark.usefixtures("patched")
+def test_responses_stream_resumed_by_id_is_one_step(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """``responses.stream(response_id=...)`` (streaming a stored response again, a GET) is one
+    step with the response's model, text and usage; a plain ``retrieve`` is no call of a model."""
+    with client.responses.stream(response_id="resp_1") as stream:
+        got = list(stream)
+    assert stub.requests[-1][0].startswith("/v1/responses/resp_1?")
+    assert _deltas(got) == list(TEXT_PARTS)
+    assert only_step(events, "openai_responses").status == "completed"
+    llm = llm_of(events, "openai_responses")
+    assert (llm["response_model"], llm["output"]["text"], llm["usage"]["total_tokens"]) == (
+        "gpt-4o-2024-08-06",
+        TEXT,
+        25,
+    )
+    assert llm["params"]["response_id"] == "resp_1"
+    assert client.responses.retrieve("resp_1").output_text == TEXT
+    assert len(events.steps()) == 1
+
+
+@pytest.mark.usefixtures("patched")
+async def test_async_responses_stream_resumed_by_id_is_one_step(
+    aclient: Any, events: CapturedEvents
+) -> None:
+    """The async ``responses.stream(response_id=...)`` is one step too."""
+    async with aclient.responses.stream(response_id="resp_1") as stream:
+        got = [event async for event in stream]
+    assert _deltas(got) == list(TEXT_PARTS)
+    assert only_step(events, "openai_responses").status == "completed"
+    assert llm_of(events, "openai_responses")["output"]["text"] == TEXT
+
+
 def test_stream_helper_events_are_the_same_patched_or_not(client: openai.OpenAI) -> None:
     """Patching changes nothing the caller receives from a stream helper, with stream usage
     asked for behind its back or not."""
