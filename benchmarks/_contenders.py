@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExportResult
 
+#: CPU seconds per call of the calling thread, one per timed repeat of the last contender
+#: measured in this process (the worker reports them beside the wall-clock times): on a loaded
+#: machine they show the cost without the waits for a core, and never count the export's thread.
+CPU_TIMES: list[float] = []
 RUN_SIZE = 100  # calls per run: a new run every 100 calls, as real pipelines do
 BIG_RUN_SIZE = 10_000  # shows whether a step's cost grows with the size of its run
 MB = 1024 * 1024
@@ -77,16 +81,19 @@ def _time_sync(
         # Garbage collection stays on while timing: steps form reference cycles, and collecting
         # them is a cost users pay too. Collecting before each repeat keeps repeats comparable.
         gc.collect()
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         for _ in range(runs):
             run(plan.run_size)
         if finish is not None:
             finish()
         elapsed = time.perf_counter() - t0
+        cpu = time.thread_time() - c0
         if after is not None:
             after()
         if i:
             times.append(elapsed / (runs * plan.run_size))
+            CPU_TIMES.append(cpu / (runs * plan.run_size))
     return times
 
 
@@ -98,12 +105,15 @@ def _time_async(run: Callable[[int], Awaitable[object]], plan: Plan) -> list[flo
         times: list[float] = []
         for i in range(plan.repeat + 1):
             gc.collect()
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             for _ in range(runs):
                 await run(plan.run_size)
             elapsed = time.perf_counter() - t0
+            cpu = time.thread_time() - c0
             if i:
                 times.append(elapsed / (runs * plan.run_size))
+                CPU_TIMES.append(cpu / (runs * plan.run_size))
         return times
 
     return asyncio.run(main())

@@ -109,6 +109,7 @@ class Run:
         "id",
         "pipeline",
         "remote_parent_id",
+        "remote_tracestate",
         "root",
         "step_count",
         "who",
@@ -132,6 +133,8 @@ class Run:
         self._finished_sent = False
         #: The step (or OTel span) elsewhere that this run's root continues: see open_continued.
         self.remote_parent_id: str | None = None
+        #: Other vendors' W3C ``tracestate`` entries received with that parent, passed on.
+        self.remote_tracestate: tuple[str, ...] = ()
         #: False for a part of a run another process owns: its start and end are the owner's.
         self._owned = True
         self.root: Step
@@ -701,6 +704,7 @@ def open_continued(
     inputs: str | None = None,
     kind: str = "step",
     transport: Transport | None = None,
+    tracestate: tuple[str, ...] = (),
 ) -> Step:
     """Open a step of run ``run_id`` under a parent in another process (or an OTel span).
 
@@ -709,10 +713,12 @@ def open_continued(
     opened under one parent (two requests from one step) need a suffix no other process can
     pick. ``owned=False`` (the run is another process's) sends no ``RunStarted``/``RunFinished``:
     the owner's say when the run started, ended and how it went. Events go to ``transport``,
-    by default the configured one.
+    by default the configured one. ``tracestate``: the other vendors' entries that came with
+    the parent, passed on by the run's outgoing requests.
     """
     run = Run(name, run_id=run_id, transport=transport or settings.transport)
     run.remote_parent_id = parent_id
+    run.remote_tracestate = tracestate
     run._owned = owned
     n = next(clock.step_ids)
     segment = _part_key(name, n)

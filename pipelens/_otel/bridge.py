@@ -31,7 +31,12 @@ from typing import Any, cast
 
 from pipelens._core import containment, step
 from pipelens._core.context import current_step_var
-from pipelens._otel.trace_context import run_id_of, trace_id_of, tracestate_entry
+from pipelens._otel.trace_context import (
+    merge_tracestate,
+    run_id_of,
+    trace_id_of,
+    tracestate_entry,
+)
 
 _lock = threading.Lock()
 #: The runtime context we wrapped (``None``: not wrapped, or put back).
@@ -51,12 +56,21 @@ def _spans_context(step_: step.Step, base: Any) -> Any:
         span_id=step_._n & 0xFFFFFFFFFFFFFFFF,
         is_remote=False,
         trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-        trace_state=trace.TraceState([tracestate_entry(run.id, step_.key)]),
+        trace_state=trace.TraceState(_state_pairs(run.id, step_.key, run.remote_tracestate)),
     )
     # Both given a context: neither asks the current one (which would be us again).
     return set_value(
         _MARK, step_, trace.set_span_in_context(trace.NonRecordingSpan(span_context), base)
     )
+
+
+def _state_pairs(run_id: str, key: str, others: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Our ``tracestate`` entry and the other vendors' the run received, as OTel's pairs."""
+    name, value = tracestate_entry(run_id, key)
+    merged = merge_tracestate(f"{name}={value}" if value else None, others)
+    if not merged:
+        return []
+    return [(name, value) for name, _, value in (m.partition("=") for m in merged.split(","))]
 
 
 class _StepAwareContext:
@@ -129,6 +143,18 @@ def root_parent() -> tuple[str, str] | None:
     except Exception as exc:
         containment.internal_error("otel.root_parent", exc)
         return None
+
+
+def follow_otel() -> None:
+    """Wrap OTel's runtime context now if the program imported OTel: a run continued from
+    another process (whose root never asks :func:`root_parent`) is then the parent of the OTel
+    spans started in it too."""
+    if _wrapped is not None or "opentelemetry.trace" not in sys.modules:
+        return
+    try:
+        install_context()
+    except Exception as exc:
+        containment.internal_error("otel.install_context", exc)
 
 
 def install() -> None:

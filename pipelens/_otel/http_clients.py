@@ -2,11 +2,12 @@
 
 Each client's one sending method (``httpx.Client.send``, ``httpx.AsyncClient.send``,
 ``requests.Session.send``: every request, redirects included, goes through it) is replaced on
-its class by a wrapper that adds :func:`~pipelens.propagation_headers` to the request when a step
-is current and the request has no ``traceparent`` yet (the caller's own, or an OTel
-instrumentation's, wins), then calls the original with the same arguments and returns what it
-returned. Outside a step the wrapper costs one context-variable read. Lazy (the library is
-imported only by ``auto_patch``), idempotent and undoable, like the LLM patches.
+its class by a wrapper that adds :func:`~pipelens.propagation_headers` to the request when a
+step is current and the request has no ``traceparent`` yet (the caller's own, or an OTel
+instrumentation's, wins; a ``tracestate`` of the request's own keeps its other entries), then
+calls the original with the same arguments and returns what it returned. Outside a step the
+wrapper costs one context-variable read. Lazy (the library is imported only by ``auto_patch``),
+idempotent and undoable, like the LLM patches.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 
 from pipelens._core import containment
 from pipelens._core.context import current_step_var
-from pipelens._otel.trace_context import TRACEPARENT, propagation_headers
+from pipelens._otel.trace_context import TRACEPARENT, TRACESTATE, step_headers
 
 
 class _Method(NamedTuple):
@@ -44,8 +45,11 @@ _patched: dict[str, list[tuple[type, str, Any]]] = {}
 
 def _inject(headers: MutableMapping[str, str]) -> None:
     try:
-        if TRACEPARENT not in headers:  # both libraries' headers ignore case
-            headers.update(propagation_headers())
+        step = current_step_var.get()
+        if step is not None and TRACEPARENT not in headers:  # both libraries' ignore case
+            # A tracestate of the request's own keeps its other vendors' entries; ours is
+            # added or updated.
+            headers.update(step_headers(step, headers.get(TRACESTATE)))
     except Exception as exc:
         containment.internal_error("auto_patch.propagation", exc)
 

@@ -12,6 +12,9 @@ What the receiver makes of a parent (:class:`~pipelens._otel.trace_context.Paren
   caller's spans when they are sent to its ``/v1/traces`` too. Several requests of one trace are
   then parts of one run.
 * **nothing valid**: a new run, as without headers.
+
+Either way the other vendors' ``tracestate`` entries that came with the parent go out again,
+unchanged, with the continued run's outgoing requests (:func:`~pipelens.propagation_headers`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pipelens._core.decorator import span
 from pipelens._core.settings import settings
 from pipelens._core.step import Step, StepScope, check_name, open_continued, open_run
+from pipelens._otel.bridge import follow_otel
 from pipelens._otel.trace_context import Parent, header_values, run_id_of
 
 Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
@@ -28,9 +32,19 @@ Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
 
 def open_under(parent: Parent, name: str) -> Step:
     """Open a step named ``name`` continuing ``parent``'s run (see the module's docstring)."""
+    follow_otel()
     if parent.run_id is not None:
-        return open_continued(name, parent.run_id, parent.span_id, parent.key, owned=False)
-    return open_continued(name, run_id_of(parent.trace_id), parent.span_id, None, owned=True)
+        return open_continued(
+            name, parent.run_id, parent.span_id, parent.key, owned=False, tracestate=parent.others
+        )
+    return open_continued(
+        name,
+        run_id_of(parent.trace_id),
+        parent.span_id,
+        None,
+        owned=True,
+        tracestate=parent.others,
+    )
 
 
 def open_from_headers(headers: Headers, name: str) -> Step:

@@ -14,6 +14,12 @@ OTLP ingest:
 is left out when the entry would pass the 256 characters W3C allows); it says the parent is a
 PipeLens step, whose run the receiver continues. A ``traceparent`` without our entry comes from
 another OTel program; see :mod:`pipelens._otel.remote` for what the receiver makes of each.
+
+Other vendors' ``tracestate`` entries are passed on unchanged: the ones a continued run received
+go out again with every request it makes, after ours (W3C puts the entry a hop updated first),
+and so do those already on an outgoing request. We add or update only our own entry, and keep
+the list within W3C's limits (32 entries, 512 characters: entries over 128 characters are left
+out first, then the right-most). Malformed entries are not passed on.
 """
 
 from __future__ import annotations
@@ -25,12 +31,23 @@ from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from pipelens._core.context import current_step_var
+from pipelens._core.step import Step
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 #: Our key among the ``tracestate`` entries.
 VENDOR = "pipelens"
 _MAX_VALUE = 256
+#: W3C's limits on a ``tracestate`` list: entries, characters, and the entries over which a
+#: list too long loses first.
+MAX_ENTRIES = 32
+MAX_LENGTH = 512
+_LONG_ENTRY = 128
+# W3C's key (``vendor`` or ``tenant@vendor``) and value grammar.
+_MEMBER = re.compile(
+    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # version-traceid-parentid-flags; a later version may append fields after another "-".
@@ -59,12 +76,15 @@ class Parent(NamedTuple):
         trace_id: 32 hex digits; span_id: the parent span's (for ours: step's) 16 hex digits.
         run_id: the PipeLens run to continue, ``None`` for a parent that is not a PipeLens step.
         key: the parent step's key, when it was carried.
+        others: other vendors' ``tracestate`` entries, in order.
     """
 
     trace_id: str
     span_id: str
     run_id: str | None
     key: str | None
+    #: Other vendors' ``tracestate`` entries (``key=value`` texts), to pass on unchanged.
+    others: tuple[str, ...] = ()
 
 
 def format_traceparent(trace_id: str, span_id: str) -> str:
@@ -107,6 +127,7 @@ def parent_from(traceparent: str | None, tracestate: str | None) -> Parent | Non
     if ids is None:
         return None
     run_id = key = None
+    others: tuple[str, ...] = ()
     if tracestate:
         try:
             ours = _our_entry(tracestate)
@@ -114,7 +135,48 @@ def parent_from(traceparent: str | None, tracestate: str | None) -> Parent | Non
             ours = None
         if ours is not None:
             run_id, key = ours
-    return Parent(ids[0], ids[1], run_id, key)
+        others = foreign_entries(tracestate)
+    return Parent(ids[0], ids[1], run_id, key, others)
+
+
+def foreign_entries(tracestate: str | None) -> tuple[str, ...]:
+    """The well-formed entries of a ``tracestate`` list other than ours, in order (a key's
+    first entry only, at most :data:`MAX_ENTRIES`)."""
+    if not tracestate:
+        return ()
+    found: list[str] = []
+    seen = {VENDOR}
+    for member in tracestate.split(","):
+        member = member.strip(" \t")
+        if not _MEMBER.fullmatch(member):
+            continue
+        name = member.partition("=")[0]
+        if name not in seen:
+            seen.add(name)
+            found.append(member)
+            if len(found) == MAX_ENTRIES:
+                break
+    return tuple(found)
+
+
+def merge_tracestate(ours: str | None, others: Iterable[str]) -> str:
+    """A ``tracestate`` value: ``ours`` first, then ``others`` (well-formed entries of other
+    vendors), within W3C's limits: past :data:`MAX_ENTRIES` the right-most go; past
+    :data:`MAX_LENGTH` characters entries longer than 128 go first, then the right-most."""
+    members = [ours] if ours else []
+    members += others
+    del members[MAX_ENTRIES:]
+    length = sum(map(len, members)) + len(members) - 1
+    if length > MAX_LENGTH:
+        first = 1 if ours else 0  # ours is never the one to go
+        for i in range(len(members) - 1, first - 1, -1):
+            if length <= MAX_LENGTH:
+                break
+            if len(members[i]) > _LONG_ENTRY:
+                length -= len(members.pop(i)) + 1
+        while length > MAX_LENGTH and len(members) > first:
+            length -= len(members.pop()) + 1
+    return ",".join(members)
 
 
 def header_values(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> Parent | None:
@@ -143,11 +205,22 @@ def propagation_headers() -> dict[str, str]:
     step = current_step_var.get()
     if step is None:
         return {}
-    run_id = step.run.id
-    headers = {TRACEPARENT: format_traceparent(trace_id_of(run_id), f"{step._n:016x}")}
-    name, value = tracestate_entry(run_id, step.key)
-    if value:
-        headers[TRACESTATE] = f"{name}={value}"
+    return step_headers(step, None)
+
+
+def step_headers(step: Step, tracestate: str | None) -> dict[str, str]:
+    """The ``traceparent`` and ``tracestate`` naming ``step``: our entry, then the other
+    vendors' entries of ``tracestate`` (a request's own) and of those the run received."""
+    run = step.run
+    headers = {TRACEPARENT: format_traceparent(trace_id_of(run.id), f"{step._n:016x}")}
+    name, value = tracestate_entry(run.id, step.key)
+    others = foreign_entries(tracestate)
+    if run.remote_tracestate:
+        taken = {member.partition("=")[0] for member in others}
+        others += tuple(m for m in run.remote_tracestate if m.partition("=")[0] not in taken)
+    merged = merge_tracestate(f"{name}={value}" if value else None, others)
+    if merged:
+        headers[TRACESTATE] = merged
     return headers
 
 

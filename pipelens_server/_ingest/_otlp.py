@@ -54,7 +54,13 @@ from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES
 from pipelens_server._errors import BodyTooLargeError, InvalidBatchError, UnsupportedMediaTypeError
 from pipelens_server._ingest._checks import json_value
 from pipelens_server._ingest._decode import clean_json_text, media_type, without_nul
-from pipelens_server._ingest._otlp_llm import TokenCountError, is_llm_span, llm_call
+from pipelens_server._ingest._otlp_llm import (
+    TokenCountError,
+    is_llm_span,
+    is_llm_text_event,
+    llm_call,
+    without_llm_texts,
+)
 from pipelens_server._ingest._rows import Rows, run_row
 from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_text
 
@@ -80,6 +86,8 @@ _KINDS = {
 #: How many refused spans the answer's ``error_message`` describes (the count says the rest).
 _REASONS_SHOWN = 3
 _NO_SPAN = bytes(8)
+#: OpenInference's attributes that are a step's inputs and result, not records too.
+_CAPTURED = frozenset({"input.value", "input.mime_type", "output.value", "output.mime_type"})
 _ESCAPED_NUL = "\\u0000"
 _encode = msgspec.json.encode
 
@@ -231,19 +239,33 @@ def encode_response(outcome: Outcome, is_json: bool) -> bytes:
 def request_rows(message: ExportTraceServiceRequest) -> Outcome:
     """Every span of the request as partial rows, the spans that cannot be stored refused."""
     outcome = Outcome(Rows())
+    spans: list[_SpanRows] = []
     for resource_spans in message.resource_spans:
         resource = attributes_of(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
+            run_attributes: list[str | None] = []  # computed once, for the scope's first root
             for span in scope_spans.spans:
                 outcome.spans += 1
                 try:
-                    _add_span(outcome.rows, span, resource, scope)
+                    rows = _span_rows(span, scope)
                 except _RefusedSpanError as exc:
                     outcome.rejected += 1
                     if len(outcome.reasons) < _REASONS_SHOWN:
                         label = without_nul(span.name[:60])
                         outcome.reasons.append(f"span {label!r} ({span.span_id.hex()}): {exc}")
+                    continue
+                if rows.root:
+                    if not run_attributes:
+                        run_attributes.append(_run_attributes(resource, scope))
+                    rows.run_attributes = run_attributes[0]
+                spans.append(rows)
+    # One look for secrets over the whole request: most requests hold none, and then no span
+    # needs a look of its own.
+    texts = [text for rows in spans for text in rows.step[_TEXTS]]
+    scrub = may_hold_secret(*texts)
+    for rows in spans:
+        _store(outcome.rows, rows, scrub)
     outcome.rows.events = outcome.spans - outcome.rejected
     return outcome
 
@@ -344,32 +366,32 @@ def _times(span: Span) -> tuple[int, int]:
     return start, end
 
 
-def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> None:
+@dataclass(slots=True)
+class _SpanRows:
+    """A span's step row (its texts not yet scrubbed nor cleaned) and whether it is a root."""
+
+    step: list[Any]
+    root: bool
+    run_attributes: str | None = None
+
+
+#: The texts of a step row that may hold a secret: inputs, result, records, the error's type,
+#: message and traceback, the LLM call.
+_TEXTS = slice(10, 17)
+_INPUTS, _RESULT, _RECORDS, _ERROR_TYPE, _ERROR_MESSAGE, _ERROR_TRACEBACK, _LLM = range(10, 17)
+
+
+def _span_rows(span: Span, scope: str) -> _SpanRows:
     run_id, step_id, parent_id = _ids(span)
     root = parent_id is None
     name = _name(span, root)
     start, end = _times(span)
     attributes = attributes_of(span.attributes)
-    events = [(event.name, attributes_of(event.attributes)) for event in span.events]
-    records: dict[str, Any] = {
-        **attributes,
-        "otel.span_kind": _KINDS.get(span.kind, "unspecified"),
-    }
-    if scope:
-        records["otel.scope"] = scope
-    if span.status.message:
-        records["otel.status_message"] = span.status.message
-    if events:
-        records["otel.events"] = [
-            {"name": name_, "time_unix_nano": event.time_unix_nano, "attributes": attrs}
-            for (name_, attrs), event in zip(events, span.events, strict=True)
-        ]
-    status = _status(span.status.code, attributes)
-    error_type = error_message = error_traceback = None
-    if status != "completed":
-        error_type, error_message, error_traceback = _error(
-            span.status.message, events, status == "failed"
-        )
+    events = (
+        [(event.name, attributes_of(event.attributes)) for event in span.events]
+        if len(span.events)
+        else []
+    )
     llm = None
     if is_llm_span(attributes):
         try:
@@ -378,49 +400,81 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
             raise _RefusedSpanError(str(exc)) from None
     inputs = _captured(attributes.get("input.value"), attributes.get("input.mime_type"))
     result = _captured(attributes.get("output.value"), attributes.get("output.mime_type"))
-    records_text = _encode(records).decode()
-    if may_hold_secret(records_text, inputs, result, llm, error_message, error_traceback):
-        records_text = scrub_json(records_text)
+    kept = attributes if llm is None else without_llm_texts(attributes)
+    if inputs is not None or result is not None:  # stored as the step's inputs and result
+        kept = {k: v for k, v in kept.items() if k not in _CAPTURED}
+    records: dict[str, Any] = {**kept, "otel.span_kind": _KINDS.get(span.kind, "unspecified")}
+    if scope:
+        records["otel.scope"] = scope
+    status_message = span.status.message
+    if status_message:
+        records["otel.status_message"] = status_message
+    if events:
+        records["otel.events"] = [
+            {"name": name_, "time_unix_nano": event.time_unix_nano, "attributes": attrs}
+            for (name_, attrs), event in zip(events, span.events, strict=True)
+            if llm is None or not is_llm_text_event(name_)
+        ]
+    status = _status(span.status.code, attributes)
+    error_type = error_message = error_traceback = None
+    if status != "completed":
+        error_type, error_message, error_traceback = _error(
+            status_message, events, status == "failed"
+        )
+    step = [
+        run_id,
+        _key(attributes, name, step_id, root),
+        step_id,
+        parent_id,
+        name,
+        "step" if llm is None else "llm",
+        status,
+        start,
+        end,
+        end - start,
+        inputs,
+        result,
+        _encode(records).decode(),
+        error_type,
+        error_message,
+        error_traceback,
+        llm,
+    ]
+    return _SpanRows(step, root)
+
+
+def _store(rows: Rows, span: _SpanRows, scrub: bool) -> None:
+    """Add a span's rows, its texts scrubbed (when the request may hold a secret) and cleaned."""
+    step = span.step
+    inputs, result, records, llm = step[_INPUTS], step[_RESULT], step[_RECORDS], step[_LLM]
+    message, traceback = step[_ERROR_MESSAGE], step[_ERROR_TRACEBACK]
+    if scrub and may_hold_secret(records, inputs, result, llm, message, traceback):
+        records = scrub_json(records)
         inputs = None if inputs is None else scrub_json(inputs)
         result = None if result is None else scrub_json(result)
         llm = None if llm is None else scrub_json(llm)
-        error_message = None if error_message is None else scrub_text(error_message)
-        error_traceback = None if error_traceback is None else scrub_text(error_traceback)
-    rows.add_step(
-        [
-            run_id,
-            _key(attributes, name, step_id, root),
-            step_id,
-            parent_id,
-            name,
-            "step" if llm is None else "llm",
-            status,
-            start,
-            end,
-            end - start,
-            None if inputs is None else clean_json_text(inputs),
-            None if result is None else clean_json_text(result),
-            # Never an empty object (it has the span kind): only a NUL needs cleaning.
-            clean_json_text(records_text) if _ESCAPED_NUL in records_text else records_text,
-            error_type,
-            error_message,
-            error_traceback,
-            None if llm is None else clean_json_text(llm),
-        ]
-    )
-    if root:
+        step[_ERROR_MESSAGE] = message = None if message is None else scrub_text(message)
+        step[_ERROR_TRACEBACK] = traceback = None if traceback is None else scrub_text(traceback)
+    step[_INPUTS] = None if inputs is None else clean_json_text(inputs)
+    step[_RESULT] = None if result is None else clean_json_text(result)
+    # Never an empty object (it has the span kind): only a NUL needs cleaning.
+    step[_RECORDS] = clean_json_text(records) if _ESCAPED_NUL in records else records
+    step[_LLM] = None if llm is None else clean_json_text(llm)
+    rows.add_step(step)
+    if span.root:
+        start, end = step[7], step[8]
         rows.add_run(
             run_row(
-                run_id=run_id,
-                pipeline=name,
-                status=status,
+                run_id=step[0],
+                pipeline=step[4],
+                status=step[6],
                 start_ns=start,
                 end_ns=end,
                 duration_ns=end - start,
-                error_type=error_type,
-                error_message=error_message,
-                error_traceback=error_traceback,
-                attributes=_run_attributes(resource, scope),
+                error_type=step[_ERROR_TYPE],
+                error_message=message,
+                error_traceback=traceback,
+                attributes=span.run_attributes,
             )
         )
 

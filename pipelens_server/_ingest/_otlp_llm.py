@@ -297,3 +297,31 @@ def _decode(value: Any) -> Any:
         return msgspec.json.decode(value)
     except (msgspec.DecodeError, RecursionError):
         return None
+
+
+#: The attributes and events whose content an LLM call holds (its messages and output): kept
+#: in the call only, not again among the step's records.
+_MESSAGE_ATTRIBUTES = frozenset({"gen_ai.input.messages", "gen_ai.output.messages"})
+_MESSAGE_PREFIXES = (
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "llm.input_messages.",
+    "llm.output_messages.",
+)
+_TEXT_EVENTS = frozenset(
+    {"gen_ai.content.prompt", "gen_ai.content.completion", "gen_ai.choice", *_MESSAGE_EVENTS}
+)
+
+
+def without_llm_texts(attributes: Attributes) -> dict[str, Any]:
+    """An LLM span's attributes without those its call holds (the messages, the output)."""
+    return {
+        k: v
+        for k, v in attributes.items()
+        if k not in _MESSAGE_ATTRIBUTES and not k.startswith(_MESSAGE_PREFIXES)
+    }
+
+
+def is_llm_text_event(name: str) -> bool:
+    """Whether an LLM span's event named ``name`` carries a message its call holds."""
+    return name in _TEXT_EVENTS

@@ -230,3 +230,20 @@ def test_an_instrumented_httpx_call_in_a_step_is_its_child_and_carries_the_run(
         f"00-{trace_id_of(step.run_id)}-{span.context.span_id:016x}-01"
     )
     assert headers["tracestate"].startswith(f"pipelens={step.run_id};call")
+
+
+def test_an_otel_span_in_a_continued_run_carries_the_other_vendors_entries(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider],
+) -> None:
+    """The trace state an OTel span started in a step inherits holds our entry first, then the
+    other vendors' entries the run received (what an instrumented client then sends)."""
+    tracer, exporter, _ = otel
+    headers = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+    }
+    with pipelens.continue_run(headers, "job"), tracer.start_as_current_span("call"):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert list(span.context.trace_state.keys()) == ["pipelens", "congo", "rojo"]
+    assert span.context.trace_state["congo"] == "t61rcWkgMzE"

@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -297,3 +298,97 @@ def test_the_litestar_plugin_continues_the_caller_run_and_follows_a_foreign_trac
     assert sorted(r.run_id for r in events.runs()) == sorted(
         [run_id, "0af76519-16cd-43dd-8448-eb211c80319c"]
     )
+
+
+VENDORS = "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"
+
+
+def test_other_vendors_entries_received_go_out_again_after_ours(echo_url: str) -> None:
+    """A run continued from headers with other vendors' ``tracestate`` entries sends them on
+    unchanged, after our entry (updated to the new step), through ``propagation_headers`` and
+    a patched client; a malformed entry and a stale ``pipelens`` entry are not passed on."""
+    tracestate = f"pipelens=old-run;old.key,{VENDORS},bad entry,=x"
+    pipelens.auto_patch(httpx)
+    try:
+        with pipelens.continue_run({"traceparent": FOREIGN, "tracestate": tracestate}, "job"):
+            step = pipelens.current_step()
+            assert step is not None
+            headers = pipelens.propagation_headers()
+            sent = httpx.get(echo_url).json()
+    finally:
+        pipelens.unpatch(httpx)
+    ours = f"pipelens=old-run;{quote(step.key, safe='')}"
+    assert step.run.id == "old-run"
+    assert headers["tracestate"] == f"{ours},congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    assert sent["tracestate"] == headers["tracestate"]
+    assert sent["traceparent"] == headers["traceparent"]
+
+
+@pytest.mark.parametrize("library", ["httpx", "requests"])
+def test_a_request_tracestate_keeps_its_entries_and_gets_ours(library: str, echo_url: str) -> None:
+    """A ``tracestate`` the caller put on a request (without a ``traceparent``) keeps its
+    other vendors' entries, in order, after ours; an old ``pipelens`` entry in it is
+    replaced."""
+
+    @pipelens.step
+    def inside() -> tuple[dict[str, str], dict[str, str]]:
+        state = {"tracestate": f"{VENDORS},pipelens=stale"}
+        if library == "httpx":
+            got = dict(httpx.get(echo_url, headers=state).json())
+        else:
+            got = dict(requests.get(echo_url, headers=state, timeout=10).json())
+        return got, pipelens.propagation_headers()
+
+    pipelens.auto_patch(library)
+    try:
+        got, expected = inside()
+    finally:
+        pipelens.unpatch(library)
+    assert got["traceparent"] == expected["traceparent"]
+    assert got["tracestate"] == f"{expected['tracestate']},congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+
+
+def test_the_asgi_integration_passes_other_vendors_entries_on(
+    echo_url: str, events: CapturedEvents
+) -> None:
+    """A request continued by the Litestar plugin (the ASGI core) with other vendors' entries
+    sends them on with its own outgoing calls."""
+
+    @get("/relay", sync_to_thread=False)
+    def relay() -> dict[str, str]:
+        return dict(httpx.get(echo_url).json())
+
+    app = Litestar([relay], plugins=[pipelens.litestar.PipelensPlugin()])
+    pipelens.auto_patch(httpx)
+    try:
+        with LitestarClient(app, base_url="http://127.0.0.1") as client:
+            sent = client.get(
+                "/relay", headers={"traceparent": FOREIGN, "tracestate": VENDORS}
+            ).json()
+    finally:
+        pipelens.unpatch(httpx)
+    entries = sent["tracestate"].split(",")
+    assert entries[0].startswith("pipelens=0af76519-16cd-43dd-8448-eb211c80319c;")
+    assert entries[1:] == ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"]
+
+
+def test_tracestate_stays_within_32_entries_and_512_characters() -> None:
+    """Past 32 entries the right-most go; past 512 characters entries over 128 characters
+    go first, then the right-most; ours is always first and always kept."""
+    many = ",".join(f"v{i}=x" for i in range(40))
+    with pipelens.continue_run({"traceparent": FOREIGN, "tracestate": many}, "job"):
+        entries = pipelens.propagation_headers()["tracestate"].split(",")
+    assert len(entries) == 32
+    assert entries[0].startswith("pipelens=")
+    assert entries[1:] == [f"v{i}=x" for i in range(31)]
+    long = "big=" + "y" * 200
+    wide = ",".join([long] + [f"w{i}=" + "z" * 40 for i in range(12)])
+    with pipelens.continue_run({"traceparent": FOREIGN, "tracestate": wide}, "job"):
+        value = pipelens.propagation_headers()["tracestate"]
+    entries = value.split(",")
+    assert len(value) <= 512
+    assert entries[0].startswith("pipelens=")
+    assert long not in entries  # the long one went first
+    kept = [e.partition("=")[0] for e in entries[1:]]
+    assert kept == [f"w{i}" for i in range(len(kept))]  # then from the right
+    assert len(value) + len(f",w{len(kept)}=" + "z" * 40) > 512  # and no more than needed

@@ -453,3 +453,61 @@ def test_pipelens_status_cancelled_is_read_only_under_an_unset_status(client: Cl
         "error": ("failed", "CancelledError"),
         "ok": ("completed", None),
     }
+
+
+def test_an_llm_span_keeps_its_messages_once_in_its_llm_call(
+    client: Client, database_url: str
+) -> None:
+    """The messages and output an LLM call holds (``gen_ai.input.messages``, indexed
+    ``gen_ai.prompt.N.*``, ``gen_ai.choice`` events) are not stored again among the records,
+    nor OpenInference's ``input.value``/``output.value`` beside the step's inputs and result;
+    every other attribute and event stays a record."""
+    messages = '[{"role": "user", "parts": [{"type": "text", "content": "hello there"}]}]'
+    with memory_provider() as (provider, memory):
+        with provider.get_tracer("t").start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.input.messages": messages,
+                    "gen_ai.prompt.0.content": "hello there",
+                    "input.value": '{"q": "hello there"}',
+                    "input.mime_type": "application/json",
+                    "team": "search",
+                }
+            )
+            span.add_event("gen_ai.choice", {"index": 0, "message": '{"content": "hi"}'})
+            span.add_event("retry", {"attempt": 2})
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    (step,) = read_rows(database_url, run_id_of(span.get_span_context().trace_id))["steps"]
+    assert step["llm"]["messages"] == [{"role": "user", "content": "hello there"}]
+    assert step["llm"]["output"]["text"] == "hi"
+    assert step["inputs"] == {"q": "hello there"}
+    records = step["records"]
+    assert "hello there" not in msgspec.json.encode(records).decode()
+    assert records["team"] == "search"
+    assert records["gen_ai.request.model"] == "gpt-4o-mini"
+    assert [e["name"] for e in records["otel.events"]] == ["retry"]
+
+
+def test_a_secret_in_one_span_of_a_large_request_is_redacted(
+    client: Client, database_url: str
+) -> None:
+    """The request is looked at for secrets as a whole first; a secret in one of its many
+    spans is still redacted in that span, and the others are stored as sent."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("t")
+        with tracer.start_as_current_span("job") as root:
+            for i in range(50):
+                with tracer.start_as_current_span("work") as span:
+                    span.set_attribute("i", i)
+                    if i == 37:
+                        span.set_attribute("password", "hunter2-hunter2")
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    rows = read_rows(database_url, run_id_of(root.get_span_context().trace_id))
+    assert "hunter2-hunter2" not in msgspec.json.encode(rows).decode()
+    works = {s["records"]["i"]: s["records"] for s in rows["steps"] if s["name"] == "work"}
+    assert works[37]["password"] == "[REDACTED]"
+    assert works[36] == {"i": 36, "otel.span_kind": "internal", "otel.scope": "t"}
