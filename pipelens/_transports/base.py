@@ -84,6 +84,7 @@ class BatchingTransport:
     #: Seconds a run's end waits for the events right behind it before its batch is written,
     #: instead of the whole ``interval``: a finished run shows up soon, and under load a batch
     #: still holds whatever that moment brings (up to ``max_batch``), not a request per run.
+    #: A writer that is idle (:meth:`_writer_idle`) takes a run's end at once.
     linger: float = 0.05
     #: Seconds ``send`` waits for room in a full queue before it writes the event itself
     #: (:meth:`write_now`): long enough for any healthy writer, short enough that a stuck one
@@ -234,7 +235,7 @@ class BatchingTransport:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
-            if self._run_ended and len(self._queue) < self.max_batch:
+            if self._run_ended and len(self._queue) < self.max_batch and not self._writer_idle():
                 self._wake.wait(self.linger)  # a full batch ends it early
                 self._wake.clear()
             self._run_ended = False
@@ -279,6 +280,11 @@ class BatchingTransport:
                 with self._lock:
                     self._done += len(batch)
                     self._progress.notify_all()
+
+    def _writer_idle(self) -> bool:
+        """Whether a batch written now would go out at once (then a run's end does not wait
+        ``linger``: nothing would be gained by it). The base class cannot tell: ``False``."""
+        return False
 
     def _queue_budget(self) -> int | None:
         """Bytes the queued events may take in memory now; ``None`` (the base class): the

@@ -157,7 +157,8 @@ class Delivery:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of request bodies in the outbox now (read without the lock: a moment's view)."""
+        """Bytes of request bodies in the outbox now, the one being posted included (read
+        without the lock: a moment's view)."""
         return self._outbox_bytes
 
     # -- the batching thread's side -------------------------------------------------------------

@@ -246,6 +246,11 @@ class HttpTransport(BatchingTransport):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url!r}>"
 
+    def _writer_idle(self) -> bool:
+        """No request body waits or is on its way: one cut now is posted at once, so a run's end
+        need not linger. A busy sender lingers as before, and its next batch grows meanwhile."""
+        return self._delivery.buffered_bytes == 0
+
     def _queue_budget(self) -> int:
         """The events' share of ``max_buffer_bytes`` (the request bodies have the rest)."""
         return self._events_bytes

@@ -33,6 +33,9 @@ TRUNCATED_KEY = "$truncated"
 #: A key in JSON text: what a truncated value's ``preview`` (a cut JSON document) holds.
 #: How many keys' verdicts :meth:`Patterns.secret_key` keeps (then it starts afresh).
 _KEYS_REMEMBERED = 4096
+#: Below this many characters one regular expression of every fragment tells faster than a test
+#: of each in turn (0.7 against 1.4 µs at 8 characters, measured); from about 48 the loop wins.
+_SHORT_TEXT = 48
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 
 
@@ -45,10 +48,11 @@ class _SecretsFile(msgspec.Struct):
 class Patterns:
     """The shared list, compiled: key names, secret-looking values, and the cheap pre-check."""
 
-    __slots__ = ("_keys_seen", "fragments", "key", "value")
+    __slots__ = ("_any_fragment", "_keys_seen", "fragments", "key", "value")
 
     def __init__(self, keys: list[str], values: list[str], fragments: list[str]) -> None:
         self.fragments = tuple(fragments)
+        self._any_fragment = re.compile("|".join(map(re.escape, self.fragments)))
         # As the client compiles them (``pipelens._core.settings``).
         self.key = re.compile("|".join(f"(?:{p})" for p in keys), re.IGNORECASE)
         self.value = re.compile("|".join(values))
@@ -70,6 +74,8 @@ class Patterns:
         if not text.isascii():
             return True
         lowered = text.lower()
+        if len(lowered) < _SHORT_TEXT:  # most captured values: '{"i":57}', '58'
+            return self._any_fragment.search(lowered) is not None
         for fragment in self.fragments:  # noqa: SIM110 - a loop is faster than any()
             if fragment in lowered:
                 return True

@@ -166,6 +166,33 @@ def test_a_run_end_is_sent_without_waiting_for_the_interval(
     assert Counter(expected) == arrived(server)
 
 
+def test_a_run_end_goes_at_once_when_the_sender_is_idle(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """With nothing waiting to be posted, a finished run is cut at once: it does not wait
+    ``linger`` (a minute here), nor the interval."""
+    transport = make_transport(server.url, interval=HOLD)
+    transport.linger = HOLD
+    expected = run_pipeline(transport)
+    assert wait_until(lambda: Counter(expected) == arrived(server), timeout=HOLD / 4)
+
+
+def test_run_ends_behind_a_busy_sender_linger_and_share_one_request(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """While a request is on its way, the runs that end behind it wait ``linger`` and go
+    together: batches do not shrink to a request per run under load."""
+    server.delay = 1.0
+    transport = make_transport(server.url, interval=HOLD)
+    transport.linger = 2.0  # the flush below ends it
+    first = run_pipeline(transport)
+    assert wait_until(lambda: transport._delivery.buffered_bytes > 0)  # posted, not answered
+    later = [run_pipeline(transport) for _ in range(3)]
+    assert transport.flush(30)
+    assert Counter(first.union(*later)) == arrived(server)
+    assert [len(r.runs) for r in server.requests] == [1, 3]
+
+
 def test_a_slow_server_keeps_memory_under_the_bound_and_the_rest_goes_through_the_spool(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:

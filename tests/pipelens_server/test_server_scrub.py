@@ -215,6 +215,17 @@ def test_the_pre_check_misses_no_folded_letter_and_shares_the_fragments() -> Non
     assert all(may_hold_secret(secret) for secret in (URL, JWT, GOOGLE, SLACK, API_KEY))
 
 
+@pytest.mark.parametrize("padding", [0, 100], ids=["short", "long"])
+def test_the_pre_check_finds_each_fragment_in_short_and_long_texts(padding: int) -> None:
+    """Each fragment, lower or upper case, is found in a short text (one regular expression)
+    and in a long one (a test per fragment); a text with none of them passes."""
+    pad = "x" * padding
+    for fragment in patterns().fragments:
+        for text in (fragment, fragment.upper()):
+            assert patterns().suspect(f'{pad}["{text}"]'), text
+    assert not patterns().suspect(f'{pad}{{"i":57}}')
+
+
 def test_a_run_s_llm_usage_is_stored_redacted(client: Client, database_url: str) -> None:
     """A run's ``llm_usage`` (by model name, which may be a URL with a password or carry a key)
     is scrubbed like every other captured text; the counts stay, and two names that scrub to
