@@ -267,6 +267,18 @@ def counts(conninfo: str) -> tuple[int, int]:
     return found[0], found[1]
 
 
+async def _roll_up(conninfo: str) -> float:
+    """Roll up what the load wrote (the server's job would, within its interval); seconds."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from pipelens_server._db._rollup import roll_up
+
+    start = time.perf_counter()
+    async with AsyncConnectionPool(conninfo, min_size=1, max_size=1, open=False) as pool:
+        await roll_up(pool)
+    return time.perf_counter() - start
+
+
 async def _migrate(conninfo: str) -> None:
     import psycopg
 
@@ -396,6 +408,7 @@ class Size:
     runs: int
     steps: int
     load_s: float
+    rollup_s: float
     timings: list[Timing]
 
 
@@ -423,7 +436,7 @@ def _report(
         *machine,
         *(
             f"data:     {s.runs:,} runs, {s.steps:,} steps over {DAYS} days, "
-            f"{PIPELINES} pipelines (loaded in {s.load_s:.1f} s)"
+            f"{PIPELINES} pipelines (loaded in {s.load_s:.1f} s, rolled up in {s.rollup_s:.1f} s)"
             for s in sizes
         ),
         f"(median of {repeat} requests after one warm-up; ratio: the largest size over the "
@@ -526,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
             load_s = grow(conninfo, loaded + 1, runs) + (big_s if not loaded else 0.0)
             loaded = runs
+            rollup_s = asyncio.run(_roll_up(conninfo))
             timings = []
             # A loopback base URL: the server answers no other Host (DNS rebinding).
             app = create_app(Settings(database_url=conninfo))
@@ -534,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for page in pages(batches):
                     print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
                     timings.append(measure(client.get, page, repeat))
-            measured.append(Size(*counts(conninfo), load_s, timings))
+            measured.append(Size(*counts(conninfo), load_s, rollup_s, timings))
         explained = {
             t.page.label: [
                 plan for _, query, params in t.queries if (plan := explain(conninfo, query, params))
