@@ -80,7 +80,8 @@ def _exact(database_url: str, since: int) -> dict[str, Any]:
             "FROM runs WHERE pipeline = 'bulk' AND start_ns >= %s",
             [since],
         ).fetchone()
-    assert steps is not None and runs is not None
+    assert steps is not None
+    assert runs is not None
     return {"steps": steps, "runs": runs}
 
 
