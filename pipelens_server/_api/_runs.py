@@ -64,8 +64,8 @@ async def get_runs(
     ] = None,
 ) -> RunList:
     """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
-    prefix, or a substring of a step's name, error message or record value), ``step`` (step name), ``record_value`` (under ``record_key`` when given), ``tag``,
-    ``user_id``, ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the
+    prefix, or a substring of a step's name, error message or record value), ``step`` (step
+    name), ``record_value`` (under ``record_key`` when given), ``tag``, ``user_id``, ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the
     previous answer's ``next``) pages through them."""
     try:
         cursor = parse_cursor(after) if after else None
