@@ -65,8 +65,9 @@ async def get_runs(
 ) -> RunList:
     """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
     prefix, or a substring of a step's name, error message or record value), ``step`` (step
-    name), ``record_value`` (under ``record_key`` when given), ``tag``, ``user_id``, ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the
-    previous answer's ``next``) pages through them."""
+    name), ``record_value`` (under ``record_key`` when given), ``tag``, ``user_id``,
+    ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the previous
+    answer's ``next``) pages through them."""
     try:
         cursor = parse_cursor(after) if after else None
         since = None if range_ is None else preset_start(range_, time.time_ns())
