@@ -186,3 +186,25 @@ async def test_small_ranges_are_answered_exactly_from_raw_rows(
         pool, "bulk", KEY, since, **RAW
     )
     assert await pipeline_summaries(pool, since) == await pipeline_summaries(pool, since, **RAW)
+
+
+async def test_an_hour_is_sealed_only_once_no_transaction_begun_before_its_end_is_open(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A write begun before an hour ended notes nothing for it (the hour was open): the job
+    waits for that transaction before sealing the hour, so its rows are never missed."""
+
+    def sealed() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT sealed_until_ns FROM rollup_state").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    now = time.time_ns()
+    hour = now - now % HOUR_NS
+    with psycopg.connect(database_url) as open_conn:
+        open_conn.execute("SELECT 1")  # a transaction begun now, in the current hour
+        await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
+        assert sealed() <= hour
+    await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
+    assert sealed() == hour + 3 * HOUR_NS
