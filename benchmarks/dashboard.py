@@ -267,6 +267,18 @@ def counts(conninfo: str) -> tuple[int, int]:
     return found[0], found[1]
 
 
+async def _roll_up(conninfo: str) -> float:
+    """Roll up what the load wrote (the server's job would, within its interval); seconds."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from pipelens_server._db._rollup import roll_up
+
+    start = time.perf_counter()
+    async with AsyncConnectionPool(conninfo, min_size=1, max_size=1, open=False) as pool:
+        await roll_up(pool)
+    return time.perf_counter() - start
+
+
 async def _migrate(conninfo: str) -> None:
     import psycopg
 
@@ -342,6 +354,16 @@ def pages(batches: int) -> list[Page]:
             "/pipelines/pipeline_0/runs?range=30d&status=failed",
             10,
         ),
+        Page(
+            "runs page (search q=step_1, every run)",
+            "/pipelines/pipeline_0/runs?range=30d&q=STEP_1",
+            10,
+        ),
+        Page(
+            "runs page (search q=input 12, 1 in 20)",
+            "/pipelines/pipeline_0/runs?range=30d&q=INPUT+12",
+            10,
+        ),
         Page(f"run page ({BIG_RUN}, finished)", f"/runs/{BIG_RUN}", 40),
         Page(f"run page ({BIG_RUN}, every row open)", f"/runs/{BIG_RUN}?{every_batch}", 200),
         Page(f"run page ({LOOP_RUN}, finished)", f"/runs/{LOOP_RUN}", 40),
@@ -363,6 +385,7 @@ def pages(batches: int) -> list[Page]:
         Page("API runs (newest 50)", "/api/v1/runs", None),
         Page("API runs (pipeline, 30 days)", "/api/v1/runs?pipeline=pipeline_0&range=30d", None),
         Page("API runs (failed, 30 days)", "/api/v1/runs?status=failed&range=30d", None),
+        Page("API runs (search q=input 12)", "/api/v1/runs?range=30d&q=input+12", None),
         Page("API run (20 steps)", "/api/v1/runs/run-0000001", None),
         Page("API step stats (30 days)", f"{api}/stats?range=30d", None),
         Page("API step timeseries (30 days)", f"{api}/timeseries?range=30d", None),
@@ -396,6 +419,7 @@ class Size:
     runs: int
     steps: int
     load_s: float
+    rollup_s: float
     timings: list[Timing]
 
 
@@ -423,7 +447,7 @@ def _report(
         *machine,
         *(
             f"data:     {s.runs:,} runs, {s.steps:,} steps over {DAYS} days, "
-            f"{PIPELINES} pipelines (loaded in {s.load_s:.1f} s)"
+            f"{PIPELINES} pipelines (loaded in {s.load_s:.1f} s, rolled up in {s.rollup_s:.1f} s)"
             for s in sizes
         ),
         f"(median of {repeat} requests after one warm-up; ratio: the largest size over the "
@@ -526,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
             load_s = grow(conninfo, loaded + 1, runs) + (big_s if not loaded else 0.0)
             loaded = runs
+            rollup_s = asyncio.run(_roll_up(conninfo))
             timings = []
             # A loopback base URL: the server answers no other Host (DNS rebinding).
             app = create_app(Settings(database_url=conninfo))
@@ -534,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for page in pages(batches):
                     print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
                     timings.append(measure(client.get, page, repeat))
-            measured.append(Size(*counts(conninfo), load_s, timings))
+            measured.append(Size(*counts(conninfo), load_s, rollup_s, timings))
         explained = {
             t.page.label: [
                 plan for _, query, params in t.queries if (plan := explain(conninfo, query, params))

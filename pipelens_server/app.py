@@ -24,6 +24,7 @@ from pipelens_server._api._router import api_router
 from pipelens_server._db._abandon import abandon_lifespan
 from pipelens_server._db._lifespan import database_lifespan, provide_pool, provide_settings
 from pipelens_server._db._retention import purge_lifespan
+from pipelens_server._db._rollup import rollup_lifespan
 from pipelens_server._db._watchdog import require_database
 from pipelens_server._errors import (
     DatabaseUnavailableError,
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             functools.partial(database_lifespan, configure=create_staging_tables),
             purge_lifespan,  # after the database: the purge uses the pool
             abandon_lifespan,  # likewise
+            rollup_lifespan,  # likewise
         ],
         state=State(
             {

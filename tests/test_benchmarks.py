@@ -123,14 +123,19 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     # 100 then 200 runs of 20 steps, three runs of 1 + 3 * (1 + 4) steps and one of 300 roots.
-    assert re.search(r"^data: +104 runs, 2,348 steps over 30 days, 4 pipelines", out, re.M), out
+    loaded = r"\(loaded in [\d.]+ s, rolled up in [\d.]+ s\)"
+    assert re.search(
+        rf"^data: +104 runs, 2,348 steps over 30 days, 4 pipelines {loaded}", out, re.M
+    )
     assert re.search(r"^data: +204 runs, 4,348 steps over 30 days, 4 pipelines", out, re.M), out
     rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +[\d.]+x +(\d{3}) +[\d.]+$", out, re.M)
     labels = [label for label, _ in rows]
-    assert labels[:10] == [
+    assert labels[:12] == [
         "overview (30 days)",
         "runs page (30 days, first page)",
         "runs page (30 days, failed only)",
+        "runs page (search q=step_1, every run)",
+        "runs page (search q=input 12, 1 in 20)",
         "run page (big-run, finished)",
         "run page (big-run, every row open)",
         "run page (loop-run, finished)",

@@ -45,7 +45,13 @@ async def get_runs(
         str | None,
         QueryParameter(description="only runs started before this ISO 8601 time (no offset: UTC)"),
     ] = None,
-    q: Annotated[str, QueryParameter(description="only runs whose id starts with this")] = "",
+    q: Annotated[
+        str,
+        QueryParameter(
+            description="only runs whose id starts with this, or with a step whose name, error "
+            "message or a string record value holds it (case-insensitive)"
+        ),
+    ] = "",
     step: Annotated[str, QueryParameter(description="only runs having a step of this name")] = "",
     record_key: Annotated[
         str, QueryParameter(description="with record_value: the record key it is under")
@@ -64,9 +70,10 @@ async def get_runs(
     ] = None,
 ) -> RunList:
     """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
-    prefix), ``step`` (step name), ``record_value`` (under ``record_key`` when given), ``tag``,
-    ``user_id``, ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the
-    previous answer's ``next``) pages through them."""
+    prefix, or a substring of a step's name, error message or record value), ``step`` (step
+    name), ``record_value`` (under ``record_key`` when given), ``tag``, ``user_id``,
+    ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the previous
+    answer's ``next``) pages through them."""
     try:
         cursor = parse_cursor(after) if after else None
         since = None if range_ is None else preset_start(range_, time.time_ns())
@@ -83,10 +90,10 @@ async def get_runs(
         status=status,
         since_ns=since,
         until_ns=until,
-        run_id_prefix=q.strip(),
         after=cursor,
         search=RunSearch(
             step_name=step.strip(),
+            text=q.strip(),
             record_key=record_key.strip(),
             record_value=record_value.strip(),
             tag=tag.strip(),

@@ -120,7 +120,8 @@ async def pipeline_runs(
     metadata: FromQuery[str] = "",
 ) -> Response[str]:
     """A pipeline's runs, newest first, keyset pages, live. Filters: status, time range (a
-    preset, or ``custom`` from/to in the browser's zone), run id (prefix), step name, a
+    preset, or ``custom`` from/to in the browser's zone), search (run id prefix, or a substring
+    of a step's name, error or record value), step name, a
     record's value (under ``record_key`` when given), tag, user, session and metadata
     (``key=value``)."""
     zone = zone_of(request)
@@ -143,6 +144,7 @@ async def pipeline_runs(
             error = str(exc)
     search = RunSearch(
         step_name=step.strip(),
+        text=q.strip(),
         record_key=record_key.strip(),
         record_value=record_value.strip(),
         tag=tag.strip(),
@@ -166,7 +168,6 @@ async def pipeline_runs(
             status=status or None,
             after=cursor,
             limit=PAGE_SIZE,
-            run_id_prefix=q.strip(),
             search=search,
         )
     path = pipeline_path(name, "runs")

@@ -169,7 +169,7 @@ async def run_tree(
     children = {r[1]: r[fields + 2] for r in kept}
     roots = next((r[fields + 1] for r in rows if r[2] is None), 0)
     tree = StepTree(
-        steps=[StepRow(**dict(zip(STEP_ROW_FIELDS, r[:fields], strict=True))) for r in kept],
+        steps=[StepRow(*r[:fields]) for r in kept],
         total=total,
         children={**children, "": roots},
         position={r[1]: r[fields] for r in kept},

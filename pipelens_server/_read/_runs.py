@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
+from pipelens_server._read._rollup import EXACT_BELOW, MERGED, Plan, merge, plan, sources
 from pipelens_server._read._search import (
     RunCursor,
     RunSearch,
@@ -60,13 +62,31 @@ _OVERVIEW = sql.SQL(
 )
 
 
+_LAST_RUNS = sql.SQL(
+    """
+    SELECT p.name, last.run_id, last.start_ns FROM pipelines p
+    LEFT JOIN LATERAL (
+        SELECT r.run_id, r.start_ns FROM runs r
+        WHERE r.pipeline = p.name AND r.start_ns IS NOT NULL
+        ORDER BY r.start_ns DESC, r.run_id DESC
+        LIMIT 1
+    ) last ON true
+    """
+)
+
+
 async def pipeline_summaries(
-    pool: AsyncConnectionPool[Any], since_ns: int
+    pool: AsyncConnectionPool[Any], since_ns: int, *, exact_below: int = EXACT_BELOW
 ) -> list[PipelineSummary]:
-    """Every known pipeline, most recently run first, with its figures since ``since_ns``."""
+    """Every known pipeline, most recently run first, with its figures since ``since_ns``: from
+    the rollups for the rolled-up hours of the range (``_rollup``; p50 and p95 then within half
+    a bucket), raw rows for the rest."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
-        rows = await cursor.fetchall()
+        the_plan = await plan(conn, since_ns, None)
+        rows = await _rolled_summaries(conn, the_plan) if the_plan.rolled else []
+        if sum(row[1] for row in rows) <= exact_below:
+            cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
+            rows = await cursor.fetchall()
     return [
         PipelineSummary(
             name=row[0],
@@ -81,6 +101,30 @@ async def pipeline_summaries(
         )
         for row in rows
     ]
+
+
+async def _rolled_summaries(
+    conn: psycopg.AsyncConnection[Any], the_plan: Plan
+) -> list[tuple[Any, ...]]:
+    """The rows of ``_OVERVIEW``, summed from the rollups and the raw edges."""
+    params: list[Any] = []
+    runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
+    query = sql.SQL("SELECT pipeline, bucket, {} FROM ({}) r GROUP BY pipeline, bucket").format(
+        sql.SQL(MERGED), runs
+    )
+    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
+    for row in await (await conn.execute(query, params)).fetchall():
+        by_pipeline.setdefault(row[0], []).append(row[1:])
+    last = await (await conn.execute(_LAST_RUNS)).fetchall()
+    rows = []
+    for name, run_id, start_ns in last:
+        merged = merge(by_pipeline.get(name, []))
+        p50, p95 = merged.percentile(0.5), merged.percentile(0.95)
+        figures = (merged.count, merged.failed, merged.running, p50, p95)
+        rows.append((name, *figures, run_id, start_ns, merged.abandoned))
+    # As _OVERVIEW orders: most recently run first (never run last), then by name.
+    rows.sort(key=lambda r: (r[7] is None, -(r[7] or 0), r[0]))
+    return rows
 
 
 async def runs_page(

@@ -41,6 +41,10 @@ class RunSearch(msgspec.Struct, kw_only=True, frozen=True):
     recorded that key). Empty fields match all; the two searches may match different steps."""
 
     step_name: str = ""
+    #: Runs whose id starts with ``text``, or having a step whose name, error message or any
+    #: string record value (at any depth) holds ``text``, case-insensitively (``ali`` finds
+    #: ``Alice``).
+    text: str = ""
     record_key: str = ""
     record_value: str = ""
     #: Who and why (migration 0010): runs with this tag, of this user or session, whose metadata
@@ -108,6 +112,8 @@ def search_conditions(
     no index, since one would about double PostgreSQL's insert cost per step.
     """
     _who_conditions(search, conditions, params)
+    if search.text:
+        _text_condition(search.text, conditions, params)
     if search.step_name:
         conditions.append(
             sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.name = %s)")
@@ -140,6 +146,31 @@ def search_conditions(
         sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND ({}))").format(
             matches
         )
+    )
+
+
+def _text_condition(text: str, conditions: list[sql.Composable], params: list[Any]) -> None:
+    """The substring search. Where PostgreSQL has ``pg_trgm`` (migration 0012), its GIN indexes
+    answer each ILIKE, the record text's one narrowing down what the JSON path then checks
+    (values only, never keys); without it, like record searches, the runs of the page's range
+    are read newest first until the page is full."""
+    pattern = f"%{like_escaped(text)}%"
+    regex = json.dumps(text)  # a JSON string literal is a jsonpath one; flag "q": taken literally
+    conditions.append(
+        sql.SQL(
+            "(runs.run_id LIKE %s OR EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id "
+            "AND (s.name ILIKE %s OR s.error_message ILIKE %s OR (s.records::text ILIKE %s "
+            "AND s.records @? %s::jsonpath))))"
+        )
+    )
+    params.extend(
+        [
+            like_escaped(text) + "%",
+            pattern,
+            pattern,
+            pattern,
+            f'$.** ? (@ like_regex {regex} flag "iq")',
+        ]
     )
 
 

@@ -5,6 +5,14 @@ Every query filters on ``pipeline = … AND key = … AND start_ns >= …`` so t
 ``steps (pipeline, key, start_ns)`` index (migration 0001) and only that step's rows. Durations
 are of finished steps (a running step has none yet); the count and the error rate include every
 step started in the range.
+
+A range that holds rolled-up hours (``_rollup``: every whole hour but the current one, once the
+job has seen it) is read from the rollups there and from raw rows only at its edges, so a page
+costs the same over 30 days of any size: the percentiles are then within half a bucket (4.4 %)
+of the nearest-rank value, the other figures exact; the slowest runs are looked for only in the
+hours whose slowest step could be among them, the latest failures only in the latest hours that
+had failures. A range of raw rows only (the last hour) is answered exactly, as
+``percentile_cont``.
 """
 
 from __future__ import annotations
@@ -12,8 +20,20 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._read._rollup import (
+    EXACT_BELOW,
+    HOUR_NS,
+    MERGED,
+    Plan,
+    merge,
+    plan,
+    raw_condition,
+    sources,
+)
 
 #: Above this many durations in the range, the time series is downsampled.
 MAX_POINTS = 2000
@@ -118,12 +138,29 @@ async def step_stats(
     key: str,
     since_ns: int,
     until_ns: int | None = None,
+    *,
+    exact_below: int = EXACT_BELOW,
 ) -> StepStats:
     """Count, error rate and duration figures of ``key`` in ``pipeline`` over the range."""
-    where, params = _where(pipeline, key, since_ns, until_ns)
     async with pool.connection() as conn:
-        cursor = await conn.execute(sql.SQL(_STATS).format(where), params)
-        row = await cursor.fetchone()
+        the_plan = await plan(conn, since_ns, until_ns)
+        if the_plan.rolled:
+            rolled = await _rolled_stats(conn, pipeline, key, the_plan)
+            if rolled.count > exact_below:
+                return rolled
+        return await _exact_stats(conn, pipeline, key, since_ns, until_ns)
+
+
+async def _exact_stats(
+    conn: psycopg.AsyncConnection[Any],
+    pipeline: str,
+    key: str,
+    since_ns: int,
+    until_ns: int | None,
+) -> StepStats:
+    where, params = _where(pipeline, key, since_ns, until_ns)
+    cursor = await conn.execute(sql.SQL(_STATS).format(where), params)
+    row = await cursor.fetchone()
     assert row is not None  # an aggregate always answers one row
     count, failed = row[0], row[1]
     return StepStats(
@@ -144,12 +181,43 @@ async def step_stats(
     )
 
 
+_KEY = sql.SQL("pipeline = %s AND key = %s")
+
+
+async def _rolled_stats(
+    conn: psycopg.AsyncConnection[Any], pipeline: str, key: str, the_plan: Plan
+) -> StepStats:
+    params: list[Any] = []
+    rows = sources("step", _KEY, [pipeline, key], the_plan, params)
+    query = sql.SQL("SELECT bucket, {} FROM ({}) r GROUP BY bucket").format(sql.SQL(MERGED), rows)
+    merged = merge(await (await conn.execute(query, params)).fetchall())
+    count = merged.count
+    return StepStats(
+        pipeline=pipeline,
+        key=key,
+        count=count,
+        failed=merged.failed,
+        error_rate=merged.failed / count if count else None,
+        finished=merged.finished,
+        min_ns=merged.min_ns,
+        avg_ns=merged.dur_sum / merged.finished if merged.dur_sum is not None else None,
+        p50_ns=merged.percentile(0.5),
+        p95_ns=merged.percentile(0.95),
+        p99_ns=merged.percentile(0.99),
+        max_ns=merged.max_ns,
+        first_start_ns=merged.first_ns if count else None,
+        last_start_ns=merged.last_ns if count else None,
+    )
+
+
 async def duration_series(
     pool: AsyncConnectionPool[Any],
     stats: StepStats,
     since_ns: int,
     until_ns: int | None = None,
     max_points: int = MAX_POINTS,
+    *,
+    exact_below: int = EXACT_BELOW,
 ) -> Series:
     """The durations of ``stats``'s step over the range: every finished step when there are at
     most ``max_points``, else ``BUCKETS`` equal time buckets over the steps' span with each
@@ -169,6 +237,10 @@ async def duration_series(
         return Series(
             downsampled=False, total=len(points), bucket_ns=None, points=points, buckets=[]
         )
+    async with pool.connection() as conn:
+        the_plan = await plan(conn, since_ns, until_ns)
+        if the_plan.rolled and stats.count > exact_below:
+            return await _rolled_series(conn, stats, the_plan)
     width = max(1, -(-(hi - lo + 1) // BUCKETS))  # ceiling: BUCKETS buckets cover [lo, hi]
     query = sql.SQL(
         """
@@ -200,6 +272,31 @@ async def duration_series(
     return Series(downsampled=True, total=total, bucket_ns=width, points=[], buckets=buckets)
 
 
+async def _rolled_series(
+    conn: psycopg.AsyncConnection[Any], stats: StepStats, the_plan: Plan
+) -> Series:
+    """Hour by hour: the rollups' hour totals (bucket -2), raw rows by hour at the edges."""
+    params: list[Any] = [stats.pipeline, stats.key, the_plan.clean_hours()]
+    raw = raw_condition(the_plan.raw, params)
+    params += [stats.pipeline, stats.key]
+    query = sql.SQL(
+        f"SELECT start_ns, n, failed, dur_min, dur_sum::float8 / n, dur_max FROM rollups "  # noqa: S608 - constants only
+        f"WHERE kind = 'step' AND {{key}} AND span_ns = {HOUR_NS} AND bucket = -2 "
+        "AND start_ns = ANY(%s) "
+        "UNION ALL SELECT pipelens_hour(start_ns), count(*), "
+        "count(*) FILTER (WHERE status = 'failed'), min(duration_ns), avg(duration_ns)::float8, "
+        "max(duration_ns) FROM steps WHERE {raw} AND {key} AND duration_ns IS NOT NULL "
+        "GROUP BY 1 ORDER BY 1"
+    ).format(key=_KEY, raw=raw)
+    rows = await (await conn.execute(query, params)).fetchall()
+    buckets = [
+        Bucket(start_ns=r[0], count=r[1], failed=r[2], min_ns=r[3], avg_ns=r[4], max_ns=r[5])
+        for r in rows
+    ]
+    total = sum(b.count for b in buckets)
+    return Series(downsampled=True, total=total, bucket_ns=HOUR_NS, points=[], buckets=buckets)
+
+
 _RUN_FIELDS = sql.SQL("run_id, status, start_ns, duration_ns, error_type, error_message")
 
 
@@ -210,31 +307,89 @@ async def slowest_and_failed(
     since_ns: int,
     until_ns: int | None = None,
     limit: int = TOP_RUNS,
+    *,
+    exact_below: int = EXACT_BELOW,
 ) -> tuple[list[StepRun], list[StepRun]]:
     """The runs where the step took longest, and the latest runs where it failed."""
-    where, params = _where(pipeline, key, since_ns, until_ns)
-    # Pick the runs from the covering index alone, then read just those rows' error columns.
-    top = sql.SQL(
-        "SELECT {fields} FROM ("
-        "SELECT run_id FROM steps WHERE {where} AND {cond} ORDER BY {order} LIMIT %s"
-        ") t JOIN steps USING (run_id) WHERE key = %s ORDER BY {order}"
-    )
-    slowest = top.format(
-        fields=_RUN_FIELDS,
-        where=where,
-        cond=sql.SQL("duration_ns IS NOT NULL"),
-        order=sql.SQL("duration_ns DESC, run_id"),
-    )
-    failed = top.format(
-        fields=_RUN_FIELDS,
-        where=where,
-        cond=sql.SQL("status = 'failed'"),
-        order=sql.SQL("start_ns DESC, run_id DESC"),
-    )
     async with pool.connection() as conn:
-        slow_rows = await (await conn.execute(slowest, [*params, limit, key])).fetchall()
-        failed_rows = await (await conn.execute(failed, [*params, limit, key])).fetchall()
+        the_plan = await plan(conn, since_ns, until_ns)
+        where, params = _where(pipeline, key, since_ns, until_ns)
+        slow_where, slow_params = where, params
+        failed_where, failed_params = where, params
+        hours = await _slow_hours(conn, pipeline, key, the_plan, limit) if the_plan.rolled else None
+        if hours is not None and hours[0] > exact_below:
+            slow_where, slow_params = _in_hours(pipeline, key, hours[1], the_plan.raw)
+            failed_where, failed_params = await _failed_hours(conn, pipeline, key, the_plan, limit)
+        # Pick the runs from the covering index alone, then read just those rows' error columns.
+        top = sql.SQL(
+            "SELECT {fields} FROM ("
+            "SELECT run_id FROM steps WHERE {where} AND {cond} ORDER BY {order} LIMIT %s"
+            ") t JOIN steps USING (run_id) WHERE key = %s ORDER BY {order}"
+        )
+        slowest = top.format(
+            fields=_RUN_FIELDS,
+            where=slow_where,
+            cond=sql.SQL("duration_ns IS NOT NULL"),
+            order=sql.SQL("duration_ns DESC, run_id"),
+        )
+        failed = top.format(
+            fields=_RUN_FIELDS,
+            where=failed_where,
+            cond=sql.SQL("status = 'failed'"),
+            order=sql.SQL("start_ns DESC, run_id DESC"),
+        )
+        slow_rows = await (await conn.execute(slowest, [*slow_params, limit, key])).fetchall()
+        failed_rows = await (await conn.execute(failed, [*failed_params, limit, key])).fetchall()
     return [_step_run(r) for r in slow_rows], [_step_run(r) for r in failed_rows]
+
+
+def _in_hours(
+    pipeline: str, key: str, hours: list[int], raw: list[tuple[int, int | None]]
+) -> tuple[sql.Composable, list[Any]]:
+    """The key's steps started in one of ``hours`` or of the ``raw`` intervals."""
+    params: list[Any] = [pipeline, key]
+    ranges = [*((h, h + HOUR_NS) for h in sorted(hours)), *raw]
+    return sql.SQL("{} AND {}").format(_KEY, raw_condition(ranges, params)), params
+
+
+async def _slow_hours(
+    conn: psycopg.AsyncConnection[Any], pipeline: str, key: str, the_plan: Plan, limit: int
+) -> tuple[int, list[int]]:
+    """How many finished steps the rolled-up hours hold, and the ``limit`` hours with the
+    slowest: the slowest ``limit`` steps lie in those or in the raw intervals, since any other
+    hour's slowest is slower than none of them."""
+    query = (
+        f"SELECT start_ns, dur_max, n FROM rollups WHERE kind = 'step' AND pipeline = %s "  # noqa: S608 - constants only
+        f"AND key = %s AND span_ns = {HOUR_NS} AND bucket = -2 AND start_ns = ANY(%s)"
+    )
+    rows = await (await conn.execute(query, [pipeline, key, the_plan.clean_hours()])).fetchall()
+    slowest = sorted(rows, key=lambda r: -r[1])[:limit]
+    return sum(r[2] for r in rows), [r[0] for r in slowest]
+
+
+async def _failed_hours(
+    conn: psycopg.AsyncConnection[Any],
+    pipeline: str,
+    key: str,
+    the_plan: Plan,
+    limit: int,
+) -> tuple[sql.Composable, list[Any]]:
+    """The latest ``limit`` failures lie in the raw intervals or in the latest rolled-up hours
+    that hold ``limit`` failures between them."""
+    query = (
+        "SELECT start_ns, sum(failed) FROM rollups WHERE kind = 'step' AND pipeline = %s "  # noqa: S608 - constants only
+        f"AND key = %s AND span_ns = {HOUR_NS} AND bucket >= -1 AND failed > 0 "
+        "AND start_ns = ANY(%s) GROUP BY start_ns ORDER BY start_ns DESC"
+    )
+    cursor = await conn.execute(query, [pipeline, key, the_plan.clean_hours()])
+    hours: list[int] = []
+    seen = 0
+    async for hour, failed in cursor:
+        if seen >= limit:
+            break
+        hours.append(hour)
+        seen += failed
+    return _in_hours(pipeline, key, hours, the_plan.raw)
 
 
 def _step_run(row: tuple[Any, ...]) -> StepRun:

@@ -33,6 +33,9 @@ def test_migrations_create_the_schema_then_do_nothing(empty_database_url: str) -
         "pipelines",
         "retention",  # 0005
         "retention_default",  # 0005
+        "rollup_dirty",  # 0013
+        "rollup_state",  # 0013
+        "rollups",  # 0013
         "runs",
         "schema_migrations",
         "sessions",  # 0008

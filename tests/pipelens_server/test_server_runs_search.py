@@ -232,3 +232,21 @@ def test_step_name_search_can_use_the_0007_index(database_url: str) -> None:
             conn.execute("SET enable_nestloop = off")
             plan = "\n".join(row[0] for row in conn.execute(query, params))
         assert index.strip() in plan, plan
+
+
+def test_search_finds_substrings_of_step_names_errors_and_record_values(client: Client) -> None:
+    """``q`` matches part of a step's name, of its error message or of a string record value at
+    any depth, in any case (``ali`` finds ``Alice``), besides a run id's start; never a record
+    key alone; ``%`` and ``_`` are literal. The page and ``GET /api/v1/runs?q=`` agree."""
+    ingest(client, _run_with("by-name", ago_s=50, step_name="fetch_ALICE_docs"))
+    ingest(client, _run_with("by-value", ago_s=40, records='{"who": {"user": "Malice"}}'))
+    ingest(client, _run_with("by-key", ago_s=30, records='{"alice": 1}'))
+    ingest(client, recent_run("by-error", fail=True, ago_s=20))  # "bad doc"
+    ingest(client, _run_with("plain", ago_s=10, records='{"n": "100%"}'))
+    assert _ids(client, q="ali") == ["by-value", "by-name"]
+    assert _api_ids(client, q="ALI") == ["by-value", "by-name"]
+    assert _ids(client, q="BAD D") == ["by-error"]
+    assert _api_ids(client, q="by-") == ["by-error", "by-key", "by-value", "by-name"]
+    assert _ids(client, q="0%") == ["plain"]
+    assert _ids(client, q="e_a") == []  # "_" is no wildcard: "fetch_ALICE" has "h_A"
+    assert _ids(client, q="h_a") == ["by-name"]

@@ -93,3 +93,22 @@ def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, p
     page.fill("#to", _paris(now - timedelta(hours=2)))
     expect(page.locator("#runs_table [role=alert]")).to_contain_text("is not before to=")
     page.screenshot(path=SCREENSHOTS / "runs-search-inverted.png", full_page=True)
+
+
+def test_search_box_finds_part_of_a_record_value_in_any_case(site: str, page: Page) -> None:
+    """Typing ``ALI`` in the search box lists the runs with a step whose record value or name
+    holds ``ali`` (``Alice``, ``fetch_alice``), puts ``q=`` in the URL, and a reload keeps it."""
+    _ingest(site, _run("alice-run", 40, "retrieve", '{"user": "Alice"}'))
+    _ingest(site, _run("named", 30, "fetch_alice", '{"user": "bob"}'))
+    _ingest(site, _run("bob-run", 20, "retrieve", '{"user": "bob"}'))
+    page.goto(f"{site}/pipelines/rag/runs")
+    rows = page.locator("#runs_table tbody tr td:first-child")
+    expect(rows).to_have_text(["bob-run", "named", "alice-run"])
+    page.locator("#q").press_sequentially("ALI")
+    expect(rows).to_have_text(["named", "alice-run"])
+    expect(page).to_have_url(re.compile(r"q=ALI(&|$)"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "runs-search-substring.png", full_page=True)
+    page.reload()
+    expect(page.locator("#q")).to_have_value("ALI")
+    expect(rows).to_have_text(["named", "alice-run"])

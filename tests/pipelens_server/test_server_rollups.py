@@ -1,0 +1,210 @@
+"""Rollups (migration 0013): the overview's and the step statistics' figures read from hourly and
+daily sums plus raw edges agree with the raw rows' answer, before and after late writes, on a
+real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._db._rollup import HOUR_NS, roll_up
+from pipelens_server._read._rollup import plan
+from pipelens_server._read._runs import pipeline_summaries
+from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
+
+#: Half a bucket: how far a rolled-up percentile may be from the nearest-rank value.
+HALF_BUCKET = 2 ** (1 / 16)
+DAYS = 3
+RUNS = 6000
+KEY = "bulk.work"
+#: Every answer from the rollups, however few the rows (the default reads small ranges raw).
+ROLLED = {"exact_below": 0}
+#: Every answer from raw rows.
+RAW = {"exact_below": 10**12}
+
+
+def _load(database_url: str, first: int, count: int, now: int) -> None:
+    """Runs ``b<first>``.. of pipeline ``bulk`` spread over the last ``DAYS`` days, each with a
+    root and one ``work`` step of 1 ms to ~8 s (log-uniform, so every bucket has some); one run
+    in 40 failed, one in 100 still running, one in 250 abandoned."""
+    span = DAYS * 24 * HOUR_NS
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT setseed(0.25)")
+        conn.execute("INSERT INTO pipelines (name) VALUES ('bulk') ON CONFLICT DO NOTHING")
+        conn.execute(
+            "INSERT INTO runs (run_id, pipeline, status, start_ns, duration_ns) "
+            "SELECT 'b' || i, 'bulk', s.status, %(now)s - (random() * %(span)s)::bigint, "
+            "CASE WHEN s.status = 'running' THEN NULL "
+            "ELSE (1000000 * power(8000, random()))::bigint END "
+            "FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN LATERAL (SELECT "
+            "CASE WHEN i %% 100 = 0 THEN 'running' WHEN i %% 250 = 0 THEN 'abandoned' "
+            "WHEN i %% 40 = 0 THEN 'failed' ELSE 'completed' END AS status) s",
+            {"now": now, "span": span, "first": first, "last": first + count - 1},
+        )
+        conn.execute(
+            "INSERT INTO steps (run_id, key, pipeline, step_id, name, status, start_ns, "
+            "duration_ns) SELECT run_id, %(key)s, 'bulk', 'w', 'work', "
+            "CASE WHEN status = 'abandoned' THEN 'completed' ELSE status END, start_ns, "
+            "CASE WHEN status = 'running' THEN NULL "
+            "ELSE (1000000 * power(8000, random()))::bigint END "
+            "FROM runs WHERE run_id = ANY(%(ids)s)",
+            {"key": KEY, "ids": [f"b{i}" for i in range(first, first + count)]},
+        )
+
+
+def _exact(database_url: str, since: int) -> dict[str, Any]:
+    """The raw rows' figures: the nearest-rank percentiles, as rollups approximate them."""
+    with psycopg.connect(database_url) as conn:
+        steps = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'failed'), count(duration_ns), "
+            "min(duration_ns), max(duration_ns), avg(duration_ns)::float8, "
+            "percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ns), "
+            "percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ns), "
+            "percentile_disc(0.99) WITHIN GROUP (ORDER BY duration_ns) "
+            "FROM steps WHERE pipeline = 'bulk' AND key = %s AND start_ns >= %s",
+            [KEY, since],
+        ).fetchone()
+        runs = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'failed'), "
+            "count(*) FILTER (WHERE status = 'running'), "
+            "count(*) FILTER (WHERE status = 'abandoned'), "
+            "percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ns) "
+            "FILTER (WHERE status <> 'abandoned'), "
+            "percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ns) "
+            "FILTER (WHERE status <> 'abandoned') "
+            "FROM runs WHERE pipeline = 'bulk' AND start_ns >= %s",
+            [since],
+        ).fetchone()
+    assert steps is not None
+    assert runs is not None
+    return {"steps": steps, "runs": runs}
+
+
+def _near(approx: float | None, exact: int) -> bool:
+    assert approx is not None
+    return exact / HALF_BUCKET <= approx <= exact * HALF_BUCKET
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as opened:
+        yield opened
+
+
+async def _check(pool: AsyncConnectionPool[Any], database_url: str, since: int) -> None:
+    exact = _exact(database_url, since)
+    stats = await step_stats(pool, "bulk", KEY, since, **ROLLED)
+    count, failed, finished, low, high, mean, p50, p95, p99 = exact["steps"]
+    assert (stats.count, stats.failed, stats.finished) == (count, failed, finished)
+    assert (stats.min_ns, stats.max_ns) == (low, high)
+    assert stats.avg_ns == pytest.approx(mean)
+    assert [_near(stats.p50_ns, p50), _near(stats.p95_ns, p95), _near(stats.p99_ns, p99)] == [
+        True,
+        True,
+        True,
+    ]
+    [summary] = await pipeline_summaries(pool, since, **ROLLED)
+    runs, runs_failed, running, abandoned, run_p50, run_p95 = exact["runs"]
+    figures = (summary.runs, summary.failed, summary.running, summary.abandoned)
+    assert figures == (runs, runs_failed, running, abandoned)
+    assert [_near(summary.p50_ns, run_p50), _near(summary.p95_ns, run_p95)] == [True, True]
+    # The slowest and the latest failed runs are the raw rows' very ones.
+    assert await slowest_and_failed(pool, "bulk", KEY, since, **ROLLED) == (
+        await slowest_and_failed(pool, "bulk", KEY, since, **RAW)
+    )
+    series = await duration_series(pool, stats, since, max_points=1, **ROLLED)
+    assert series.downsampled
+    assert (sum(b.count for b in series.buckets), sum(b.failed for b in series.buckets)) == (
+        finished,
+        failed,
+    )
+    assert (min(b.min_ns for b in series.buckets), max(b.max_ns for b in series.buckets)) == (
+        low,
+        high,
+    )
+
+
+async def test_rolled_up_figures_agree_with_the_raw_rows_within_half_a_bucket(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Over ranges cut anywhere (days, hours and raw edges), counts, failures, min, max and mean
+    equal the raw rows', percentiles are within half a bucket of the nearest-rank value, the
+    slowest and failed runs and the series' sums are the raw rows'."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    assert await roll_up(pool) > 0
+    async with pool.connection() as conn:
+        whole = await plan(conn, now - DAYS * 24 * HOUR_NS, None)
+    assert (len(whole.days) >= 1, len(whole.hours) >= 1) == (True, True)
+    for since in (now - DAYS * 24 * HOUR_NS, now - 30 * HOUR_NS - 12345, now - 5 * HOUR_NS):
+        await _check(pool, database_url, since)
+    stats = await step_stats(pool, "bulk", KEY, now - 5 * HOUR_NS, **ROLLED)
+    hourly = await duration_series(pool, stats, now - 5 * HOUR_NS, max_points=1, **ROLLED)
+    assert (hourly.bucket_ns, len(hourly.buckets) in (5, 6)) == (HOUR_NS, True)
+
+
+async def test_a_late_write_into_a_rolled_up_hour_is_counted_before_and_after_the_next_round(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Runs written into hours already rolled up (a late batch, an import) are noted dirty by
+    the triggers: reads take those hours raw until the job rolls them up again, then from the
+    rollups; a deleted run (retention) likewise leaves the figures."""
+    now = time.time_ns()
+    since = now - DAYS * 24 * HOUR_NS
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    _load(database_url, RUNS + 1, 500, now)
+    async with pool.connection() as conn:
+        late = await plan(conn, since, None)
+    assert late.raw != [(since, None)]  # some hours stay rolled up
+    await _check(pool, database_url, since)
+    await roll_up(pool)
+    await _check(pool, database_url, since)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM steps WHERE run_id LIKE 'b1%%'")
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'b1%%'")
+    await _check(pool, database_url, since)
+    await roll_up(pool)
+    await _check(pool, database_url, since)
+
+
+async def test_small_ranges_are_answered_exactly_from_raw_rows(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Below ``EXACT_BELOW`` rows the figures are the raw rows' (``percentile_cont``), rolled up
+    or not."""
+    now = time.time_ns()
+    since = now - DAYS * 24 * HOUR_NS
+    _load(database_url, 1, 2000, now)
+    await roll_up(pool)
+    assert await step_stats(pool, "bulk", KEY, since) == await step_stats(
+        pool, "bulk", KEY, since, **RAW
+    )
+    assert await pipeline_summaries(pool, since) == await pipeline_summaries(pool, since, **RAW)
+
+
+async def test_an_hour_is_sealed_only_once_no_transaction_begun_before_its_end_is_open(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A write begun before an hour ended notes nothing for it (the hour was open): the job
+    waits for that transaction before sealing the hour, so its rows are never missed."""
+
+    def sealed() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT sealed_until_ns FROM rollup_state").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    now = time.time_ns()
+    hour = now - now % HOUR_NS
+    with psycopg.connect(database_url) as open_conn:
+        open_conn.execute("SELECT 1")  # a transaction begun now, in the current hour
+        await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
+        assert sealed() <= hour
+    await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
+    assert sealed() == hour + 3 * HOUR_NS
