@@ -14,7 +14,7 @@ from pipelens_server._read._scores import ScoreSummary
 #: Each small chart's coordinate system (its viewBox).
 WIDTH = 320
 HEIGHT = 120
-LEFT = 34
+LEFT = 40
 RIGHT = 6
 TOP = 8
 BOTTOM = 22
@@ -97,7 +97,7 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         (x(p.start_ns + half), y(p.mean), f"{p.mean:.3g} over {p.count} score(s)")
         for p in summary.means
     ]
-    time_format = "%H:%M" if span < 86_400 * 10**9 else "%m-%d"
+    time_format = "%H:%M" if span <= 86_400 * 10**9 else "%m-%d"
     x_ticks = [
         Tick(
             at=x(since_ns + span * f),
