@@ -16,6 +16,7 @@ from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from pipelens.events import Batch
+from pipelens_server._ingest._scores import ScoreIn
 from pipelens_server._ingest._seed import PipelineFinish, PipelineMeta, PipelineOp, StepBody, StepOp
 
 _REF = "#/components/schemas/{name}"
@@ -31,6 +32,7 @@ _BODIES: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "/api/ingestion/step/start": ((_JSON,), StepBody, "the seed's step start"),
     "/api/ingestion/step/finish": ((_JSON,), StepBody, "the seed's step end"),
     "/api/ingestion/batch": ((_JSON,), list[PipelineOp | StepOp], "the seed's operations"),
+    "/api/v1/runs/{run_id}/scores": ((_JSON,), ScoreIn, "a score: name, value, comment, ..."),
 }
 
 #: Error statuses by the kind of route that answers them, with why.

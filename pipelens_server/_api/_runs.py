@@ -19,6 +19,7 @@ from pipelens_server._read._export import (
 )
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
+from pipelens_server._read._scores import parse_score_filter
 from pipelens_server._read._search import RunSearch, parse_cursor, parse_metadata
 from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
 from pipelens_server._timerange import RangePreset, custom_range, preset_start
@@ -65,6 +66,13 @@ async def get_runs(
     metadata: Annotated[
         str, QueryParameter(description="only runs whose metadata has key=value (or the key)")
     ] = "",
+    score: Annotated[
+        str,
+        QueryParameter(
+            description="only runs with this score: name, name:value, or name>=number "
+            "(also >, <=, <)"
+        ),
+    ] = "",
     after: Annotated[
         str | None, QueryParameter(description="the page after this one: a previous 'next'")
     ] = None,
@@ -72,13 +80,15 @@ async def get_runs(
     """Runs, newest first; ``pipeline``, ``status``, ``range``, ``from``/``to``, ``q`` (run id
     prefix, or a substring of a step's name, error message or record value), ``step`` (step
     name), ``record_value`` (under ``record_key`` when given), ``tag``, ``user_id``,
-    ``session_id`` and ``metadata`` (``key=value``) filter them, ``after`` (the previous
-    answer's ``next``) pages through them."""
+    ``session_id``, ``metadata`` (``key=value``) and ``score`` (``name``, ``name:value``,
+    ``name>=number``) filter them, ``after`` (the previous answer's ``next``) pages through
+    them."""
     try:
         cursor = parse_cursor(after) if after else None
         since = None if range_ is None else preset_start(range_, time.time_ns())
         start, until = custom_range(from_ or "", to or "", UTC)
         metadata_key, metadata_value = parse_metadata(metadata) if metadata else ("", None)
+        score_filter = parse_score_filter(score) if score.strip() else None
     except ValueError as exc:
         raise ValidationException(detail=str(exc)) from exc
     if start is not None:
@@ -101,6 +111,7 @@ async def get_runs(
             session_id=session_id.strip(),
             metadata_key=metadata_key,
             metadata_value=metadata_value,
+            score=score_filter,
         ),
     )
 

@@ -43,7 +43,7 @@ _PIPELINE_DAYS = """
     FROM pipelines p CROSS JOIN retention_default d LEFT JOIN retention r ON r.pipeline = p.name
     ORDER BY p.name
 """
-# The steps go in the same statement as their runs: no step outlives its run.
+# The steps and scores go in the same statement as their runs: none outlives its run.
 _PURGE = """
     WITH doomed AS (
         SELECT run_id FROM runs r
@@ -52,6 +52,8 @@ _PURGE = """
         FOR UPDATE SKIP LOCKED
     ), gone_steps AS (
         DELETE FROM steps s USING doomed d WHERE s.run_id = d.run_id
+    ), gone_scores AS (
+        DELETE FROM scores s USING doomed d WHERE s.run_id = d.run_id
     )
     DELETE FROM runs r USING doomed d WHERE r.run_id = d.run_id
 """

@@ -29,6 +29,7 @@ from pipelens.events import (
     ErrorInfo,
     RunFinished,
     RunStarted,
+    ScoreAdded,
     StepFinished,
     StepStarted,
     decode_json,
@@ -44,6 +45,7 @@ from pipelens_server._ingest._checks import (
     json_value,
 )
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
+from pipelens_server._ingest._scores import score_row
 from pipelens_server._ingest._scrub import (
     may_hold_secret,
     scrub_json,
@@ -229,6 +231,8 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     **_who(event, i),
                 )
             )
+        elif isinstance(event, ScoreAdded):
+            rows.add_score(score_row(event, f"$.events[{i}]"))
     if batch.heartbeats is not msgspec.UNSET:
         for beat in batch.heartbeats:
             rows.add_heartbeat(without_nul(beat.run_id), beat.at_ns)

@@ -279,7 +279,16 @@ HEARD_NOW = 2**63 - 1
 class Rows:
     """One batch's partial rows, merged per key as they are added."""
 
-    __slots__ = ("_starts", "events", "heartbeats", "partial", "refused", "runs", "steps")
+    __slots__ = (
+        "_starts",
+        "events",
+        "heartbeats",
+        "partial",
+        "refused",
+        "runs",
+        "scores",
+        "steps",
+    )
 
     def __init__(self, *, partial: bool = False) -> None:
         #: A run id naming a second run costs that run's events alone (``refused``), rather than
@@ -289,6 +298,9 @@ class Rows:
         self.refused: dict[str, RunIdReusedError] = {}
         self.runs: dict[str, Row] = {}
         self.steps: dict[tuple[str, str], Row] = {}
+        #: Score rows (``_scores.SCORE_COLUMNS``) by (run id, score id): the first one given
+        #: wins, as the stored one does (a score is never changed, only given again).
+        self.scores: dict[tuple[str, str], Row] = {}
         self.events = 0
         #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
         #: their own: heard of, no more).
@@ -322,6 +334,10 @@ class Rows:
         self.steps[key] = row
         if row[0] not in self.runs:
             self.runs[row[0]] = run_row(run_id=row[0])
+
+    def add_score(self, row: Row) -> None:
+        """Add a score row; it needs no run row (a score may come before its run)."""
+        self.scores.setdefault((row[0], row[1]), row)
 
     def add_heartbeat(self, run_id: str, at_ns: int) -> None:
         """A heartbeat of ``run_id`` the client sent at ``at_ns`` (past ``bigint``: now)."""

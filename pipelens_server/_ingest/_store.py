@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import InvalidBatchError, OverloadedError, RunIdReusedError
 from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
+from pipelens_server._ingest._scores import SCORE_COLUMNS
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.ingest")
@@ -94,6 +95,13 @@ REUSED_RUN_IDS = (
     "ON r.run_id = s.run_id WHERE s.start_ns <> r.start_ns ORDER BY s.run_id"
 )
 DROP_STAGED_RUNS = f"DELETE FROM {RUNS.stage} WHERE run_id = ANY(%s)"  # noqa: S608
+
+# A score is given once: the same (run, score id) again changes nothing.
+INSERT_SCORES = (
+    f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(SCORE_COLUMNS))}) "
+    "ON CONFLICT (run_id, score_id) DO NOTHING"
+)
 
 #: The database's clock in nanoseconds since the epoch (as ``runs.last_seen_ns``'s default).
 NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
@@ -209,7 +217,7 @@ async def ingest(
 
 async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -> None:
     """Write ``rows`` in one transaction (retried on deadlock); return once committed."""
-    if not rows.runs and not rows.heartbeats:
+    if not rows.runs and not rows.heartbeats and not rows.scores:
         return
     for attempt in range(1, _ATTEMPTS + 1):
         try:
@@ -242,6 +250,9 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
             if rows.steps:
                 await cur.execute(UPSERT_STEPS)
             await cur.execute(FILL_STEP_PIPELINES)
+        scores = [row for key, row in sorted(rows.scores.items()) if key[0] not in rows.refused]
+        if scores:
+            await cur.executemany(INSERT_SCORES, scores)
         run_ids, at_ns = rows.heard_of()
         await cur.execute(TOUCH_RUNS, {"run_ids": run_ids, "at_ns": at_ns})
 

@@ -12,7 +12,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server._errors import ServerError
-from pipelens_server._pages import _admin, _compare, _llm, _login, _runs, _stats
+from pipelens_server._pages import _admin, _compare, _llm, _login, _runs, _scores, _stats
 from pipelens_server._pages._templating import base_context, render, static_dir
 
 log = structlog.get_logger("pipelens_server.pages")
@@ -55,6 +55,7 @@ def page_routes() -> list[ControllerRouterHandler]:
             *_stats.route_handlers,
             *_llm.route_handlers,
             *_admin.route_handlers,
+            *_scores.route_handlers,
         ],
         before_request=_login.require_session,
         exception_handlers={ServerError: page_error, HTTPException: page_error},

@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._pages import _gantt
+from pipelens_server._pages import _gantt, _score_chart
 from pipelens_server._pages._templating import (
     base_context,
     is_htmx,
@@ -39,6 +39,12 @@ from pipelens_server._read._export import (
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
+from pipelens_server._read._scores import (
+    parse_score_filter,
+    pipeline_scores,
+    run_scores,
+    scores_of_runs,
+)
 from pipelens_server._read._search import (
     RunCursor,
     RunSearch,
@@ -118,12 +124,14 @@ async def pipeline_runs(
     user_id: FromQuery[str] = "",
     session_id: FromQuery[str] = "",
     metadata: FromQuery[str] = "",
+    score: FromQuery[str] = "",
 ) -> Response[str]:
     """A pipeline's runs, newest first, keyset pages, live. Filters: status, time range (a
     preset, or ``custom`` from/to in the browser's zone), search (run id prefix, or a substring
-    of a step's name, error or record value), step name, a
-    record's value (under ``record_key`` when given), tag, user, session and metadata
-    (``key=value``)."""
+    of a step's name, error or record value), step name, a record's value (under
+    ``record_key`` when given), tag, user, session, metadata (``key=value``) and score
+    (``name``, ``name:value``, ``name>=number``). The page (not its polls) ends with the
+    range's scores: each one's distribution and mean over time."""
     zone = zone_of(request)
     custom = range_ == "custom"
     error: str | None = None
@@ -142,6 +150,12 @@ async def pipeline_runs(
             metadata_key, metadata_value = parse_metadata(metadata)
         except ValueError as exc:
             error = str(exc)
+    score_filter = None
+    if score.strip():
+        try:
+            score_filter = parse_score_filter(score)
+        except ValueError as exc:
+            error = str(exc)
     search = RunSearch(
         step_name=step.strip(),
         text=q.strip(),
@@ -152,6 +166,7 @@ async def pipeline_runs(
         session_id=session_id.strip(),
         metadata_key=metadata_key,
         metadata_value=metadata_value,
+        score=score_filter,
     )
     try:
         cursor = parse_cursor(after) if after else None
@@ -185,6 +200,7 @@ async def pipeline_runs(
         "user_id": user_id,
         "session_id": session_id,
         "metadata": metadata,
+        "score": score,
     }
     context = base_context(request, f"Runs of {name}") | {
         "pipeline": name,
@@ -213,6 +229,13 @@ async def pipeline_runs(
         ),
         "run_url": run_path,
         "llm_totals": await run_llm_totals(pool, [run.run_id for run in runs]),
+        "score": score,
+        "run_scores": await scores_of_runs(pool, [run.run_id for run in runs]),
+        "score_charts": (
+            await _score_charts(pool, name, since or 0, until, zone)
+            if error is None and not is_htmx(request)
+            else []
+        ),
     }
     # A bad range is shown in the table (htmx swaps only a success) and, on a page, with 400.
     status_code = 400 if error is not None and not is_htmx(request) else 200
@@ -313,6 +336,12 @@ async def run_page(
         "llm_totals": (await run_llm_totals(pool, [run_id])).get(run_id),
         # The "compare with…" form's default baseline (read once: a poll keeps the form).
         "previous_run": await previous_run(pool, run_id) if target != "run_live" else None,
+        # The scores and their form, outside the polled part (a poll must not wipe a comment
+        # being typed).
+        "scores": await run_scores(pool, run_id) if target != "run_live" else [],
+        "score_url": f"{path}/scores",
+        "score_error": None,
+        "score_given": {},
     }
     ended = target == "run_live" and run.status != "running"
     return render(
@@ -322,6 +351,15 @@ async def run_page(
         fragments=("run_live",),
         status_code=STOP_POLLING if ended else 200,
     )
+
+
+async def _score_charts(
+    pool: PoolDep, pipeline: str, since_ns: int, until_ns: int | None, zone: tzinfo
+) -> list[_score_chart.ScoreChart]:
+    """The charts of each score given to the pipeline's runs in the range (up to now)."""
+    until = until_ns if until_ns is not None else time.time_ns()
+    summaries = await pipeline_scores(pool, pipeline, since_ns, until)
+    return [_score_chart.layout(s, since_ns, until, zone) for s in summaries]
 
 
 async def _llm_of(pool: PoolDep, detail: StepDetail | None) -> CallView | None:

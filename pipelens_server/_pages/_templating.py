@@ -66,6 +66,15 @@ def format_time(ns: int | None, zone: tzinfo) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} {moment:%Z}"
 
 
+def format_score(value: bool | float | str) -> str:
+    """A score's value for people: ``true``/``false``, a number to 3 digits, a category as is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return value
+
+
 def format_ms(ns: float | None) -> str:
     """A duration in milliseconds (the UI's unit): ``1,234.5 ms``."""
     if ns is None:
@@ -88,6 +97,7 @@ def pretty_json(text: str | None) -> str:
 def _configure(engine: JinjaTemplateEngine) -> None:
     env: Environment = engine.engine
     env.filters["ms"] = format_ms
+    env.filters["score_value"] = format_score
     env.filters["usd"] = format_usd
     env.filters["pretty_json"] = pretty_json
     env.globals["htmx_file"] = HTMX_FILE

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
 from pipelens_server._read._llm import run_llm_totals
+from pipelens_server._read._scores import run_scores
 from pipelens_server._read._shapes import (
     DETAIL_FIELDS,
     RUN_OUT_COLUMNS,
@@ -53,7 +54,8 @@ async def get_run(pool: AsyncConnectionPool[Any], run_id: str) -> RunDetail:
         )
         steps = [step_out(step) for step in await cursor.fetchall()]
     llm = (await run_llm_totals(pool, [run_id])).get(run_id)
-    return RunDetail(run=msgspec.structs.replace(run_out(row), llm=llm), steps=steps)
+    scores = await run_scores(pool, run_id)
+    return RunDetail(run=msgspec.structs.replace(run_out(row), llm=llm, scores=scores), steps=steps)
 
 
 #: The run's steps, a step whose parent is not in the run counted as a root (parent ``NULL``),

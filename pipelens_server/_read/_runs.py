@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
 from pipelens_server._read._rollup import EXACT_BELOW, MERGED, Plan, merge, plan, sources
+from pipelens_server._read._scores import scores_of_runs
 from pipelens_server._read._search import (
     RunCursor,
     RunSearch,
@@ -244,6 +245,11 @@ async def list_runs(
     more = len(runs) > limit
     runs = runs[:limit]
     next_ = cursor_text(runs[-1].start_ns, runs[-1].run_id) if more else None
-    llm = await run_llm_totals(pool, [run.run_id for run in runs])
-    runs = [msgspec.structs.replace(run, llm=llm.get(run.run_id)) for run in runs]
+    run_ids = [run.run_id for run in runs]
+    llm = await run_llm_totals(pool, run_ids)
+    scores = await scores_of_runs(pool, run_ids)
+    runs = [
+        msgspec.structs.replace(run, llm=llm.get(run.run_id), scores=scores.get(run.run_id, []))
+        for run in runs
+    ]
     return RunList(runs=runs, next=next_)

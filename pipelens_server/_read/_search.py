@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
+from pipelens_server._read._scores import ScoreFilter, score_condition
+
 #: A position in a run list: the last run shown (its start, unknown for a run known only from
 #: its steps, and its id).
 RunCursor = tuple[int | None, str]
@@ -54,6 +56,8 @@ class RunSearch(msgspec.Struct, kw_only=True, frozen=True):
     session_id: str = ""
     metadata_key: str = ""
     metadata_value: str | None = None
+    #: Runs with a score of this name (and value or range, see ``_scores``).
+    score: ScoreFilter | None = None
 
 
 def parse_metadata(text: str) -> tuple[str, str | None]:
@@ -114,6 +118,8 @@ def search_conditions(
     _who_conditions(search, conditions, params)
     if search.text:
         _text_condition(search.text, conditions, params)
+    if search.score is not None:
+        score_condition(search.score, conditions, params)
     if search.step_name:
         conditions.append(
             sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND s.name = %s)")

@@ -157,6 +157,23 @@ class LLMTotals(msgspec.Struct, kw_only=True, frozen=True):
         return self.input_tokens + (self.output_tokens or 0)
 
 
+class ScoreOut(msgspec.Struct, kw_only=True, frozen=True):
+    """A score given to a run (or to its step ``step_key``), as pages and API show it.
+
+    ``kind`` is ``numeric``, ``boolean`` or ``categorical`` (``value`` a ``str``); ``source``
+    says who gave it: ``code`` (``pipelens.score``), ``api`` or ``ui`` (the run page's form).
+    """
+
+    score_id: str
+    name: str
+    kind: str
+    value: bool | float | str
+    comment: str | None = None
+    step_key: str | None = None
+    source: str
+    at_ns: int
+
+
 class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     """A run as the read API shows it. ``pipeline`` is ``None`` until a run event names it."""
 
@@ -179,6 +196,8 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     session_id: str | None = None
     #: The run's LLM totals, priced by the server; ``None`` when it made no LLM call.
     llm: LLMTotals | None = None
+    #: Its scores (``pipelens.score``, ``POST /api/v1/runs/{id}/scores``), in the order given.
+    scores: list[ScoreOut] = []
 
 
 class StepOut(msgspec.Struct, kw_only=True, frozen=True):
