@@ -13,7 +13,9 @@ after a warm-up; the table shows the median and the minimum, and the size of the
 
 Measured: the runs page (30 days, newest page), the 10,000-step run page as it opens (big
 subtrees collapsed) and with every subtree opened, the poll of the running one (htmx
-``run_live``), and the step stats page over 30 days
+``run_live``), the comparison of the two 10,000-step runs (changed steps, all steps, the JSON
+API; each also as a ratio to the finished one's run page, measured in the same run), and the
+step stats page over 30 days
 (``/pipelines/{name}/steps/{key}``). A page whose median misses its target gets the EXPLAIN
 (ANALYZE, BUFFERS) of the queries it ran, slowest first.
 
@@ -63,6 +65,8 @@ class Page:
     url: str
     target_ms: float
     headers: dict[str, str] = field(default_factory=dict)
+    #: The label of the page this one is compared with (a ratio in the report).
+    baseline: str | None = None
 
 
 @dataclass
@@ -328,6 +332,18 @@ def pages(batches: int) -> list[Page]:
             {**HTMX, "HX-Target": "run_live"},
         ),
     ]
+    opened = f"run page ({BIG_RUN}, finished)"
+    compare = f"/compare?a={BIG_RUN}&b={BIG_RUNNING}"
+    listed += [
+        Page("compare page (10,000 steps, changed)", compare, 500, baseline=opened),
+        Page("compare page (10,000 steps, all)", f"{compare}&view=all", 500, baseline=opened),
+        Page(
+            "GET /api/v1/compare (10,000 steps)",
+            f"/api/v1/compare?a={BIG_RUN}&b={BIG_RUNNING}",
+            500,
+            baseline=opened,
+        ),
+    ]
     if stats_route_exists():
         listed.append(Page("step stats page (30 days)", stats, 300))
     return listed
@@ -374,6 +390,11 @@ def _report(
             f"{t.page.label:<44}{t.median_ms:>11.1f}{min(t.seconds) * 1e3:>9.1f}"
             f"{t.status:>8}{t.size / 1024:>9.1f}"
         )
+    by_label = {t.page.label: t for t in timings}
+    for t in timings:
+        if t.page.baseline in by_label:
+            base = by_label[t.page.baseline]
+            lines.append(f"  {t.page.label}: {t.median_ms / base.median_ms:.2f}x {base.page.label}")
     if not any(t.page.label.startswith("step stats") for t in timings):
         lines.append(f"{'step stats page (30 days)':<44}{'not measured: no such page yet':>37}")
     lines += [
