@@ -15,10 +15,11 @@ largest to the smallest (the issue's target: at most 1.5x) and the size of the a
 
 Measured: the overview over 30 days, the runs page (30 days, newest page), the 10,000-step run
 pages as they open (big subtrees collapsed) and with every subtree opened, the poll of the
-running one (htmx ``run_live``), the step stats page over 30 days, and the JSON API's pipelines,
-run lists, one run, and a step key's stats and time series. A page whose median misses its
-target at the largest size gets the EXPLAIN (ANALYZE, BUFFERS) of the queries it ran, slowest
-first.
+running one (htmx ``run_live``), the comparison of the two 10,000-step runs (changed steps, all
+steps, the JSON API; each also as a ratio to the finished one's run page), the step stats page
+over 30 days, and the JSON API's pipelines, run lists, one run, and a step key's stats and time
+series. A page whose median misses its target at the largest size gets the EXPLAIN (ANALYZE,
+BUFFERS) of the queries it ran, slowest first.
 
 The targets are printed as information, never as an exit status: a noisy machine must not fail
 anything.
@@ -68,6 +69,8 @@ class Page:
     url: str
     target_ms: float | None
     headers: dict[str, str] = field(default_factory=dict)
+    #: The label of the page this one is compared with (a ratio in the report).
+    baseline: str | None = None
 
 
 @dataclass
@@ -377,6 +380,18 @@ def pages(batches: int) -> list[Page]:
             {**HTMX, "HX-Target": "run_live"},
         ),
     ]
+    opened = f"run page ({BIG_RUN}, finished)"
+    compare = f"/compare?a={BIG_RUN}&b={BIG_RUNNING}"
+    listed += [
+        Page("compare page (10,000 steps, changed)", compare, 500, baseline=opened),
+        Page("compare page (10,000 steps, all)", f"{compare}&view=all", 500, baseline=opened),
+        Page(
+            "GET /api/v1/compare (10,000 steps)",
+            f"/api/v1/compare?a={BIG_RUN}&b={BIG_RUNNING}",
+            500,
+            baseline=opened,
+        ),
+    ]
     if stats_route_exists():
         listed.append(Page("step stats page (30 days)", stats, 50))
     api = f"/api/v1/pipelines/pipeline_0/steps/{key}"
@@ -465,6 +480,11 @@ def _report(
             + "".join(f"{s.timings[i].median_ms:>10.1f}" for s in sizes)
             + f"{ratio:>7.2f}x{t.status:>8}{t.size / 1024:>9.1f}"
         )
+    by_label = {t.page.label: t for t in large.timings}
+    for t in large.timings:
+        if t.page.baseline in by_label:
+            base = by_label[t.page.baseline]
+            lines.append(f"  {t.page.label}: {t.median_ms / base.median_ms:.2f}x {base.page.label}")
     if not any(t.page.label.startswith("step stats page") for t in large.timings):
         lines.append(f"{'step stats page (30 days)':<44}{'not measured: no such page yet':>37}")
     lines += [

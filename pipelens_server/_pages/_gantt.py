@@ -13,12 +13,16 @@ choices (keys to expand, keys to collapse) override that, and the selected step'
 A step with more than :data:`CHILD_CAP` children (a loop) shows its first and last ones and a gap
 row counting the others, until the user asks for all of them. Hover titles give times from the
 run's start, like the axis (the step panel has the wall-clock times).
+
+The critical path is marked: the chain of steps that set the run's duration, from the root that
+ends last, each time the child that ends last (a step still running ends latest of all). Its
+steps are shown wherever they are among their siblings, like the selected step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from pipelens_server._pages._templating import format_ms
@@ -65,6 +69,8 @@ class Bar:
     hidden: int = 0
     #: A gap row (no bar): this many children of the step ``key`` are not shown here.
     gap: int = 0
+    #: On the critical path.
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,9 @@ class Chart:
     #: All the run's steps, shown or not; the steps shown (rows without the gap rows).
     total: int = 0
     shown: int = 0
+    #: The critical path from the root down, as (key, duration in ms as text) for its text
+    #: alternative.
+    critical: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +305,24 @@ def _chain(steps: Sequence[StepRow], key: str | None) -> list[StepRow]:
     return chain
 
 
+def _ends_last(step: StepRow) -> tuple[bool, int, int, str]:
+    """Sort key of ``max``: a step still running ends last of all, then the latest end, the
+    latest start, the last key (as ``_read._run``'s query orders them)."""
+    return step.end_ns is None, step.end_ns or 0, step.start_ns or 0, step.key
+
+
+def critical_path(children: dict[str | None, list[StepRow]]) -> list[StepRow]:
+    """The chain of steps that set the run's duration: from the root that ends last, each time
+    the child that ends last (ties: the later start)."""
+    path: list[StepRow] = []
+    level = children.get(None, [])
+    while level:
+        step = max(level, key=_ends_last)
+        path.append(step)
+        level = children.get(step.step_id, [])
+    return path
+
+
 def _count_under(children: dict[str | None, list[StepRow]], step_id: str) -> int:
     """How many steps are under ``step_id`` (only asked of shown, collapsed steps, whose
     subtrees do not overlap: all of them together cost one pass over the run at most)."""
@@ -348,7 +375,14 @@ def layout(
     children = _children(steps)
     counts = _counts(children, tree)
     opened = _open(steps, children, counts, expand, collapse, reveal, budget)
-    pinned = {step.step_id for step in _chain(steps, reveal)}
+    by_id = {step.step_id: step for step in steps}
+    if tree is None:
+        critical = critical_path(children)
+    else:
+        critical = [by_id[i] for i in tree.critical if i in by_id]
+        critical.sort(key=lambda step: len(_chain(steps, step.key)))
+    on_path = {step.step_id for step in critical}
+    pinned = {step.step_id for step in _chain(steps, reveal)} | on_path
     bars = []
     rows = _walk(children, counts, opened, CHILD_CAP, show_all, pinned)
     for row, (step, depth, gap) in enumerate(rows):
@@ -399,6 +433,7 @@ def layout(
                 children=kids,
                 open=is_open,
                 hidden=_hidden(children, tree, step.step_id) if kids and not is_open else 0,
+                critical=step.step_id in on_path,
             )
         )
     ticks = [
@@ -412,4 +447,5 @@ def layout(
         ticks=ticks,
         total=len(steps) if tree is None else tree.total,
         shown=sum(1 for bar in bars if not bar.gap),
+        critical=[(step.key, format_ms(step.duration_ns)) for step in critical],
     )

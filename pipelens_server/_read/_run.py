@@ -93,12 +93,25 @@ chain AS (
     SELECT p.step_id, p.parent_id FROM chain c
     JOIN steps p ON p.run_id = %(run)s AND p.step_id = c.parent_id
 ),
+-- The critical path: from the root that ends last, each time the child that ends last (one
+-- still running ends latest of all), the chain of steps that set the run's duration.
+latest AS (
+    SELECT DISTINCT ON (parent_id) parent_id, step_id FROM s
+    ORDER BY parent_id, end_ns DESC NULLS FIRST, start_ns DESC NULLS LAST, key COLLATE "C" DESC
+),
+critical AS (
+    SELECT step_id, 1 AS n FROM latest WHERE parent_id IS NULL
+    UNION ALL
+    SELECT l.step_id, c.n + 1 FROM critical c JOIN latest l ON l.parent_id = c.step_id
+    WHERE c.n < 100000  -- no root reaches a parent-id cycle; a bound all the same
+),
 picked AS (
     SELECT * FROM ranked
     WHERE position < %(half)s OR position >= siblings - %(half)s
        OR parent_id IN (SELECT step_id FROM whole)
        OR (parent_id IS NULL AND %(all_roots)s)
        OR step_id IN (SELECT step_id FROM chain)
+       OR step_id IN (SELECT step_id FROM critical)
 ),
 kids AS (
     SELECT parent_id, count(*) AS n FROM s
@@ -106,7 +119,8 @@ kids AS (
 )
 SELECT picked.key, picked.step_id, picked.parent_id, st.name, st.kind, st.status,
        st.start_ns, st.end_ns, st.duration_ns,
-       position, siblings, coalesce(kids.n, 0)
+       position, siblings, coalesce(kids.n, 0),
+       picked.step_id IN (SELECT step_id FROM critical)
 FROM picked
 JOIN steps st ON st.run_id = %(run)s AND st.key = picked.key
 LEFT JOIN kids ON kids.parent_id = picked.step_id
@@ -138,9 +152,9 @@ async def run_tree(
     """A run and the steps its page can show; ``RunNotFoundError`` when unknown.
 
     Of each parent's children (the roots' too) the first and last ``cap // 2`` in start order
-    are read; all of them for a parent whose key is in ``show_all`` (``""``: the roots); and
-    the step ``reveal`` with its ancestors. A step read under a parent that is not read (it is
-    in a gap) is dropped: the page could not place it.
+    are read; all of them for a parent whose key is in ``show_all`` (``""``: the roots); the
+    step ``reveal`` with its ancestors; and the steps of the critical path. A step read under
+    a parent that is not read (it is in a gap) is dropped: the page could not place it.
     """
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -179,6 +193,7 @@ async def run_tree(
         first_start_ns=first_start,
         last_end_ns=last_end,
         last_start_ns=last_start,
+        critical=[r[1] for r in kept if r[fields + 3]],
     )
     return RunRow(**dict(zip(RUN_ROW_FIELDS, row, strict=True))), tree
 

@@ -119,6 +119,9 @@ class StepTree(msgspec.Struct, kw_only=True, frozen=True):
     first_start_ns: int | None
     last_end_ns: int | None
     last_start_ns: int | None
+    #: Ids of the steps on the critical path (see ``_gantt.critical_path``), read wherever
+    #: they are among their siblings.
+    critical: list[str] = []
 
 
 #: The columns of a ``StepRow``, in its fields' order.

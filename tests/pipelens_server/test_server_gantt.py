@@ -198,3 +198,32 @@ def test_past_the_child_cap_a_gap_row_stands_for_the_middle_children(
         ("a.c3", 0),
         ("a", 1),
     ]
+
+
+def test_the_critical_path_follows_the_child_that_ends_last() -> None:
+    """From the root, each time the child whose end is latest: a → a.y (ends at 90, a.q at 80)
+    → a.y.z (ends at 90, a.y.w at 50); only those bars are marked, and the chart lists them
+    from the root down with their durations."""
+    steps = [
+        _step("a", 0, 100),
+        _step("a.x", 0, 40, parent="a"),
+        _step("a.y", 10, 90, parent="a"),
+        _step("a.y.w", 20, 50, parent="a.y"),
+        _step("a.y.z", 20, 90, parent="a.y"),
+        _step("a.q", 50, 80, parent="a"),
+    ]
+    chart = layout(_run(), steps, T0)
+    assert chart.critical == [("a", "100.0 ms"), ("a.y", "80.0 ms"), ("a.y.z", "70.0 ms")]
+    assert {bar.key for bar in chart.bars if bar.critical} == {"a", "a.y", "a.y.z"}
+
+
+def test_a_running_step_is_on_the_critical_path() -> None:
+    """A step still running ends latest of all: the path goes through it, not through a
+    sibling that has ended."""
+    steps = [
+        _step("a", 0, None, status="running"),
+        _step("a.done", 0, 90, parent="a"),
+        _step("a.busy", 10, None, parent="a", status="running"),
+    ]
+    chart = layout(_run("running", None), steps, T0 + 100 * MS)
+    assert [key for key, _ in chart.critical] == ["a", "a.busy"]

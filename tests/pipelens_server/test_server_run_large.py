@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import msgspec
 import pytest
 from _dashboard_kit import MS, ingest
 from litestar import Litestar
@@ -120,3 +121,25 @@ def test_a_long_loop_shows_its_ends_and_a_gap_that_shows_all(
     whole = client.get("/runs/wide", params={"all": "loop"}, headers=HTMX_LIVE).text
     assert len(_bars(whole)) == CHILDREN + 1
     assert 'id="run_live" hx-get="/runs/wide?all=loop"' in whole
+
+
+def test_the_critical_path_is_read_and_marked_even_inside_a_gap(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop whose middle child ends last: its bar is read (though in the gap between the
+    first and last children shown), outlined, and named by the text alternative."""
+    monkeypatch.setattr(_gantt, "ROW_BUDGET", 20)
+    monkeypatch.setattr(_gantt, "CHILD_CAP", 10)
+    events = _wide_run("wide")
+    slow = next(e for e in events if isinstance(e, StepFinished) and e.key == "loop.item___20")
+    events[events.index(slow)] = msgspec.structs.replace(
+        slow, end_ns=slow.start_ns + 4_000 * MS, duration_ns=4_000 * MS
+    )
+    ingest(client, events)
+    html = client.get("/runs/wide").text
+    assert "loop.item___20" in _bars(html)
+    critical = re.findall(
+        r'<rect class="bar [^"]+" data-key="([^"]+)"[^>]* data-critical="true"', html
+    )
+    assert critical == ["loop", "loop.item___20"]
+    assert '<span class="critical-step">loop.item___20 (4,000.0 ms)</span>' in html
