@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._pages import _gantt
+from pipelens_server._pages import _gantt, _pictures
 from pipelens_server._pages._templating import (
     base_context,
     is_htmx,
@@ -30,6 +30,7 @@ from pipelens_server._pages._templating import (
     zone_of,
 )
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
+from pipelens_server._read._pictures import run_points
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._search import (
@@ -144,6 +145,31 @@ async def pipeline_runs(
         metadata_key=metadata_key,
         metadata_value=metadata_value,
     )
+    path = pipeline_path(name, "runs")
+    if is_htmx(request) and request.headers.get("hx-target") == "runs_timeline":
+        # The timeline is asked apart (on load, on a filter's change, every 10 s), so the list
+        # and its 2 s poll never wait for it.
+        now_ns = time.time_ns()
+        found = None
+        if error is None:
+            found = await run_points(
+                pool,
+                pipeline=name,
+                since_ns=since or 0,
+                until_ns=until,
+                now_ns=now_ns,
+                status=status or None,
+                run_id_prefix=q.strip(),
+                search=search,
+            )
+        chart = _pictures.timeline(found, since or None, until or now_ns, zone) if found else None
+        context = base_context(request, f"Runs of {name}") | {
+            "pipeline": name,
+            "timeline": chart,
+            "timeline_read": found is not None,
+            "run_url": run_path,
+        }
+        return render(request, "runs.html", context, block="runs_timeline")
     try:
         cursor = parse_cursor(after) if after else None
     except ValueError as exc:
@@ -162,7 +188,6 @@ async def pipeline_runs(
             run_id_prefix=q.strip(),
             search=search,
         )
-    path = pipeline_path(name, "runs")
     # Every filter, in every link and poll of this view (from/to only with a custom range).
     filters: dict[str, str | None] = {
         "range": range_,

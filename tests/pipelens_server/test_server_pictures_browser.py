@@ -1,0 +1,106 @@
+"""The dashboard's small pictures in a real headless Chromium: the runs page's timeline (points
+where the data puts them, a click opens its run, a drag filters the list), the overview's
+sparklines and totals, the run page's time strip, the step statistics page's histogram and
+regressions. Fixtures as in ``test_server_pages_browser.py``; screenshots go to
+``tests/output/screenshots/``."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from _browser_kit import TIMEOUT_MS, ingest, shot
+from _dashboard_kit import MS, SECOND, at
+from _pg_testkit import run_events
+from playwright.sync_api import Browser, Page, expect
+
+pytestmark = pytest.mark.browser
+
+#: The timeline's plot in viewBox units (``_pages._pictures``).
+LEFT, RIGHT, TOP, BOTTOM, WIDTH, HEIGHT = 76, 12, 10, 26, 1000, 200
+
+
+@pytest.fixture
+def page(browser: Browser, site: str) -> Iterator[Page]:
+    """A fresh tab in Paris's time zone (the zone cookie already set), 1280 px wide."""
+    context = browser.new_context(
+        timezone_id="Europe/Paris", viewport={"width": 1280, "height": 900}
+    )
+    context.add_cookies([{"name": "tz", "value": "Europe/Paris", "url": site}])
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    yield tab
+    context.close()
+
+
+def _six_runs(site: str) -> dict[str, tuple[int, int]]:
+    """Six runs of ``rag`` 40 s apart, the i-th ``i`` times as long as the first (run-3 fails);
+    each one's start and duration."""
+    now = time.time_ns()
+    runs = {}
+    for i in range(1, 7):
+        start = now - (250 - i * 40) * SECOND
+        ingest(site, at(run_events(f"run-{i}", fail=i == 3), start, i * MS))
+        runs[f"run-{i}"] = (start, 300 * i * MS)
+    return runs
+
+
+def test_timeline_points_sit_where_their_runs_are_and_open_them(site: str, page: Page) -> None:
+    """Each run is one point: x its start in the range, y its duration against the slowest,
+    coloured by status; a click on a point opens its run."""
+    runs = _six_runs(site)
+    page.goto(f"{site}/pipelines/rag/runs?range=5m")
+    chart = page.locator("svg.timeline")
+    expect(chart.locator("circle.point")).to_have_count(6)
+    lo, hi = (
+        int(chart.get_attribute("data-lo-ns") or 0),
+        int(chart.get_attribute("data-hi-ns") or 0),
+    )
+    slowest = max(d for _, d in runs.values())
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    for run_id, (start, duration) in runs.items():
+        dot = chart.locator(f'circle[data-run="{run_id}"]')
+        cx, cy = float(dot.get_attribute("cx") or 0), float(dot.get_attribute("cy") or 0)
+        assert cx == pytest.approx(LEFT + (start - lo) / (hi - lo) * plot_w, abs=0.11)
+        assert cy == pytest.approx(TOP + plot_h - duration / slowest * plot_h, abs=0.11)
+    expect(chart.locator("circle.point.failed")).to_have_count(1)
+    expect(chart.locator('circle.point.failed[data-run="run-3"]')).to_have_count(1)
+    expect(chart).to_have_accessible_description(
+        re.compile(r"^6 runs from .*, 1 failed; slowest 1,800\.0 ms")
+    )
+    shot(page, "runs-timeline")
+    chart.locator('circle[data-run="run-4"]').click()
+    expect(page).to_have_url(f"{site}/runs/run-4")
+
+
+def test_dragging_across_the_timeline_filters_the_list_and_keeps_the_url(
+    site: str, page: Page
+) -> None:
+    """A drag from just before run-2 to just after run-4 shows those three runs alone, with the
+    custom range in the URL; a reload shows the same."""
+    _six_runs(site)
+    page.goto(f"{site}/pipelines/rag/runs?range=5m")
+    rows = page.locator("#runs_table tbody tr td:first-child")
+    expect(rows).to_have_count(6)
+    chart = page.locator("svg.timeline")
+    expect(chart.locator("circle.point")).to_have_count(6)
+    a = chart.locator('circle[data-run="run-2"]').bounding_box()
+    b = chart.locator('circle[data-run="run-4"]').bounding_box()
+    box = chart.bounding_box()
+    assert a is not None
+    assert b is not None
+    assert box is not None
+    y = box["y"] + box["height"] * 0.05  # above every point: the drag starts on no link
+    page.mouse.move(a["x"] - 20, y)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] + 20, y, steps=8)
+    page.mouse.up()
+    expect(page).to_have_url(re.compile(r"range=custom&from=[^&]+&to=[^&]+"))
+    expect(rows).to_have_text(["run-4", "run-3", "run-2"])
+    expect(chart.locator("circle.point")).to_have_count(3)
+    shot(page, "runs-timeline-brushed")
+    page.reload()
+    expect(rows).to_have_text(["run-4", "run-3", "run-2"])
+    expect(page.locator("#range")).to_have_value("custom")
