@@ -19,6 +19,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
 from pipelens_server._pages import _gantt, _pictures
+from pipelens_server._pages._llm_chart import Totals
 from pipelens_server._pages._templating import (
     base_context,
     is_htmx,
@@ -29,8 +30,8 @@ from pipelens_server._pages._templating import (
     short_id,
     zone_of,
 )
-from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
-from pipelens_server._read._pictures import run_points
+from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
+from pipelens_server._read._pictures import first_start, run_buckets, run_points
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._search import (
@@ -55,6 +56,8 @@ STOP_POLLING = 286
 POLL_S = 2
 LARGE_RUN_POLL_S = 5
 LARGE_RUN_STEPS = 2000
+#: Seconds between two polls of the overview (its figures scan the whole range).
+OVERVIEW_POLL_S = 5
 
 RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
 #: The runs page's ranges: the presets, or ``custom`` between its ``from`` and ``to``.
@@ -76,11 +79,25 @@ async def overview(
     settings: SettingsDep,
     range_: RangeParam = "24h",
 ) -> Response[str]:
-    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
+    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range,
+    sparklines of its runs (failures in red) and p95 over the range, and the range's totals;
+    live (the ``overview_live`` block polls)."""
     now_ns = time.time_ns()
-    pipelines = await pipeline_summaries(pool, preset_start(range_, now_ns))
+    since = preset_start(range_, now_ns)
+    pipelines = await pipeline_summaries(pool, since)
+    lo = since or await first_start(pool) or now_ns
+    buckets = await run_buckets(pool, lo, now_ns + 1, _pictures.SPARK_BARS) if pipelines else []
+    llm = Totals()
+    for row in await usage_rows(pool, since, now_ns + 1, 86400 * SECOND) if pipelines else []:
+        llm.add(row, row.priced())
     context = base_context(request, "Pipelines") | {
         "pipelines": pipelines,
+        "sparks": _pictures.sparklines(buckets, lo, now_ns + 1, zone_of(request)),
+        "total_runs": sum(p.runs for p in pipelines),
+        "total_failed": sum(p.failed for p in pipelines),
+        "llm": llm,
+        "poll_s": OVERVIEW_POLL_S,
+        "self_url": page_url("/", range=range_),
         "range": range_,
         "ranges": RANGES,
         "server_url": str(request.base_url).rstrip("/"),
@@ -88,7 +105,7 @@ async def overview(
         "runs_url": lambda name: page_url(pipeline_path(name, "runs"), range=range_),
         "run_url": run_path,
     }
-    return render(request, "overview.html", context)
+    return render(request, "overview.html", context, fragments=("overview_live",))
 
 
 @get("/pipelines/{name:str}/runs")

@@ -15,6 +15,7 @@ from _browser_kit import TIMEOUT_MS, ingest, shot
 from _dashboard_kit import MS, SECOND, at
 from _pg_testkit import run_events
 from playwright.sync_api import Browser, Page, expect
+from test_server_llm_pages import llm_run
 
 pytestmark = pytest.mark.browser
 
@@ -104,3 +105,53 @@ def test_dragging_across_the_timeline_filters_the_list_and_keeps_the_url(
     page.reload()
     expect(rows).to_have_text(["run-4", "run-3", "run-2"])
     expect(page.locator("#range")).to_have_value("custom")
+
+
+def _in_bucket(now: int, index: int, range_s: int = 3600, buckets: int = 24) -> int:
+    """A start time in the middle of the ``index``-th sparkline bucket of a range ending now."""
+    width = range_s * SECOND // buckets
+    return now - range_s * SECOND + index * width + width // 2
+
+
+def test_overview_sparklines_stack_failures_totals_add_up_and_it_refreshes_live(
+    site: str, page: Page
+) -> None:
+    """Per pipeline, a bar per time bucket with runs (one scale for all rows), its failures
+    stacked in red on top, and a p95 point per bucket; the totals line counts the range's runs,
+    failures and LLM cost; a run sent meanwhile shows up without a reload."""
+    now = time.time_ns()
+    ingest(site, at(run_events("a1"), _in_bucket(now, 10), MS))
+    ingest(site, at(run_events("a2", fail=True), _in_bucket(now, 10) + SECOND, MS))
+    ingest(site, at(run_events("a3"), _in_bucket(now, 20), 2 * MS))
+    ingest(site, at(run_events("b1", "etl"), _in_bucket(now, 20), MS))
+    ingest(site, llm_run("rag", [("gpt-4o", "gpt-4o-2024-08-06", 1_200, 0, 80)], ago_s=1200))
+    page.goto(f"{site}/?range=1h")
+    totals = page.locator(".totals strong")
+    expect(totals).to_have_text(["5", "1", "$0.0038"])
+    rag = page.locator("tr", has=page.get_by_role("link", name="rag", exact=True))
+    runs = rag.locator('svg[data-kind="runs"]')
+    expect(runs).to_have_accessible_name("Runs of rag over the range")
+    # Bucket 10: one completed run (green, bottom half) and one failed (red, top half); the
+    # busiest bucket of all rows holds 2 runs, so one run is half the 28 px height.
+    slot = 144 / 24
+    bars = [
+        (r.get_attribute("class"), *(float(r.get_attribute(a) or 0) for a in ("x", "y", "height")))
+        for r in runs.locator("rect").all()
+    ]
+    assert [(c, round(x / slot), y, h) for c, x, y, h in bars[:2]] == [
+        ("ok", 10, 14.0, 14.0),
+        ("failed", 10, 0.0, 14.0),
+    ]
+    assert [c for c, *_ in bars] == ["ok", "failed", "ok", "ok"]  # bucket 20: a3 and the LLM run
+    expect(runs.locator("rect.failed title")).to_have_text([re.compile(r": 2 runs, 1 failed$")])
+    p95 = rag.locator('svg[data-kind="p95"] circle.mark')
+    expect(p95).to_have_count(3)
+    etl = page.locator("tr", has=page.get_by_role("link", name="etl", exact=True))
+    expect(etl.locator('svg[data-kind="runs"] rect')).to_have_count(1)
+    shot(page, "overview-sparklines")
+    page.emulate_media(color_scheme="dark")
+    shot(page, "overview-sparklines-dark")
+    page.emulate_media(color_scheme="light")
+    ingest(site, at(run_events("b2", "etl", fail=True), _in_bucket(now, 22), MS))
+    expect(totals).to_have_text(["6", "2", "$0.0038"])  # the poll, no reload
+    expect(etl.locator('svg[data-kind="runs"] rect.failed')).to_have_count(1)
