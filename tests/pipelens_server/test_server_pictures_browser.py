@@ -155,3 +155,44 @@ def test_overview_sparklines_stack_failures_totals_add_up_and_it_refreshes_live(
     ingest(site, at(run_events("b2", "etl", fail=True), _in_bucket(now, 22), MS))
     expect(totals).to_have_text(["6", "2", "$0.0038"])  # the poll, no reload
     expect(etl.locator('svg[data-kind="runs"] rect.failed')).to_have_count(1)
+
+
+def test_step_histogram_bars_and_the_change_against_the_previous_period(
+    site: str, page: Page
+) -> None:
+    """Beside the time series, a bar per duration bin holding the steps of that duration (three
+    of 200 ms in the first bin, one of 600 ms in the last); above, this hour's p50 and p95
+    against the hour before, a slowdown marked."""
+    now = time.time_ns()
+    for i, scale in enumerate((2, 2, 2, 6)):
+        ingest(site, at(run_events(f"now-{i}"), now - (600 + i * 60) * SECOND, scale * MS))
+    for i in range(2):
+        ingest(site, at(run_events(f"before-{i}"), now - (4000 + i * 60) * SECOND, MS))
+    page.goto(f"{site}/pipelines/rag/steps/answer.retrieve?range=1h")
+    chart = page.get_by_role(
+        "img", name="Durations of answer.retrieve: how many steps took how long"
+    )
+    bars = chart.locator("rect")
+    expect(bars).to_have_count(2)
+    left, slot, plot_h = 56, (420 - 56 - 8) / 24, 200 - 10 - 26
+    drawn = [
+        (
+            round((float(b.get_attribute("x") or 0) - 0.5 - left) / slot),
+            float(b.get_attribute("height") or 0),
+        )
+        for b in bars.all()
+    ]
+    assert drawn == [(0, plot_h), (23, round(plot_h / 3, 2))]
+    expect(bars.first.locator("title")).to_have_text("200.0 ms to 216.7 ms: 3 steps, 0 failed")
+    expect(chart).to_have_accessible_description(
+        re.compile(r"^4 finished steps from 200\.0 ms to 600\.0 ms")
+    )
+    changes = page.locator("#changes li")
+    expect(changes.nth(0)).to_have_text(
+        re.compile(r"p50 200\.0 ms against 100\.0 ms:\s+\+100\.0 % slower")
+    )
+    expect(changes.nth(1)).to_have_text(
+        re.compile(r"p95 540\.0 ms against 100\.0 ms:\s+\+440\.0 % slower")
+    )
+    expect(changes.locator(".worse")).to_have_count(2)
+    shot(page, "step-stats-histogram")
