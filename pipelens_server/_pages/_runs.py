@@ -31,7 +31,7 @@ from pipelens_server._pages._templating import (
     zone_of,
 )
 from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
-from pipelens_server._read._pictures import first_start, run_buckets, run_points
+from pipelens_server._read._pictures import first_start, run_buckets, run_points, time_split
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._search import (
@@ -289,6 +289,15 @@ async def run_page(
     """
     path = run_path(run_id)
     target = request.headers.get("hx-target") if is_htmx(request) else None
+    if target == "run_strip":
+        # Asked apart on load: an aggregate over every step of the run, which the chart's
+        # capped read never makes.
+        totals = (await run_llm_totals(pool, [run_id])).get(run_id)
+        context = base_context(request, f"Run {run_id}") | {
+            "parts": _pictures.strip(await time_split(pool, run_id)),
+            "llm_totals": totals,
+        }
+        return render(request, "run.html", context, block="run_strip")
     if target == "step_panel":
         detail = await step_detail(pool, run_id, step) if step else None
         context = base_context(request, f"Run {run_id}") | {

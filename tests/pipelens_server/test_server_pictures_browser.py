@@ -196,3 +196,33 @@ def test_step_histogram_bars_and_the_change_against_the_previous_period(
     )
     expect(changes.locator(".worse")).to_have_count(2)
     shot(page, "step-stats-histogram")
+
+
+def test_run_strip_splits_the_time_by_kind_and_shows_the_llm_cost(site: str, page: Page) -> None:
+    """A 300 ms run whose root waits 100 ms between a 100 ms step and a 100 ms LLM call: three
+    equal parts, each its width of the strip; a run with a priced LLM call names its cost."""
+    ingest(site, at(run_events("split"), time.time_ns() - 30 * SECOND, MS))
+    page.goto(f"{site}/runs/split")
+    strip = page.get_by_role("img", name="Step time by kind")
+    parts = strip.locator("rect")
+    expect(parts).to_have_count(3)
+    drawn = [
+        (
+            p.get_attribute("data-kind"),
+            float(p.get_attribute("x") or 0),
+            float(p.get_attribute("width") or 0),
+        )
+        for p in parts.all()
+    ]
+    assert drawn == [("llm", 0, 33.33), ("steps", 33.33, 33.33), ("idle", 66.66, 33.33)]
+    expect(strip).to_have_accessible_description(
+        "LLM calls 100.0 ms (33.3 %); other steps 100.0 ms (33.3 %); "
+        "in parents, no child running 100.0 ms (33.3 %)."
+    )
+    shot(page, "run-strip")
+    llm = llm_run("rag", [("gpt-4o", "gpt-4o-2024-08-06", 1_200, 0, 80)], ago_s=20)
+    ingest(site, llm)
+    page.goto(f"{site}/runs/{llm[0].run_id}")
+    expect(page.locator(".time-strip figcaption")).to_have_text(
+        "Where the time went · LLM cost $0.0038"
+    )
