@@ -18,7 +18,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep, SettingsDep
-from pipelens_server._pages import _gantt, _score_chart
+from pipelens_server._pages import _gantt, _pictures, _score_chart
+from pipelens_server._pages._llm_chart import Totals
 from pipelens_server._pages._templating import (
     base_context,
     is_htmx,
@@ -36,7 +37,8 @@ from pipelens_server._read._export import (
     download_headers,
     export_run,
 )
-from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
+from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
+from pipelens_server._read._pictures import first_start, run_buckets, run_points, time_split
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._scores import (
@@ -67,6 +69,8 @@ STOP_POLLING = 286
 POLL_S = 2
 LARGE_RUN_POLL_S = 5
 LARGE_RUN_STEPS = 2000
+#: Seconds between two polls of the overview (its figures scan the whole range).
+OVERVIEW_POLL_S = 5
 
 RangeParam = Annotated[RangePreset, QueryParameter(name="range", description="time range preset")]
 #: The runs page's ranges: the presets, or ``custom`` between its ``from`` and ``to``.
@@ -88,11 +92,25 @@ async def overview(
     settings: SettingsDep,
     range_: RangeParam = "24h",
 ) -> Response[str]:
-    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range."""
+    """Every pipeline with its runs, error rate, p50/p95 duration and last run over a range,
+    sparklines of its runs (failures in red) and p95 over the range, and the range's totals;
+    live (the ``overview_live`` block polls)."""
     now_ns = time.time_ns()
-    pipelines = await pipeline_summaries(pool, preset_start(range_, now_ns))
+    since = preset_start(range_, now_ns)
+    pipelines = await pipeline_summaries(pool, since)
+    lo = since or await first_start(pool) or now_ns
+    buckets = await run_buckets(pool, lo, now_ns + 1, _pictures.SPARK_BARS) if pipelines else []
+    llm = Totals()
+    for row in await usage_rows(pool, since, now_ns + 1, 86400 * SECOND) if pipelines else []:
+        llm.add(row, row.priced())
     context = base_context(request, "Pipelines") | {
         "pipelines": pipelines,
+        "sparks": _pictures.sparklines(buckets, lo, now_ns + 1, zone_of(request)),
+        "total_runs": sum(p.runs for p in pipelines),
+        "total_failed": sum(p.failed for p in pipelines),
+        "llm": llm,
+        "poll_s": OVERVIEW_POLL_S,
+        "self_url": page_url("/", range=range_),
         "range": range_,
         "ranges": RANGES,
         "server_url": str(request.base_url).rstrip("/"),
@@ -100,7 +118,7 @@ async def overview(
         "runs_url": lambda name: page_url(pipeline_path(name, "runs"), range=range_),
         "run_url": run_path,
     }
-    return render(request, "overview.html", context)
+    return render(request, "overview.html", context, fragments=("overview_live",))
 
 
 @get("/pipelines/{name:str}/runs")
@@ -168,6 +186,30 @@ async def pipeline_runs(
         metadata_value=metadata_value,
         score=score_filter,
     )
+    path = pipeline_path(name, "runs")
+    if is_htmx(request) and request.headers.get("hx-target") == "runs_timeline":
+        # The timeline is asked apart (on load, on a filter's change, every 10 s), so the list
+        # and its 2 s poll never wait for it.
+        now_ns = time.time_ns()
+        found = None
+        if error is None:
+            found = await run_points(
+                pool,
+                pipeline=name,
+                since_ns=since or 0,
+                until_ns=until,
+                now_ns=now_ns,
+                status=status or None,
+                search=search,
+            )
+        chart = _pictures.timeline(found, since or None, until or now_ns, zone) if found else None
+        context = base_context(request, f"Runs of {name}") | {
+            "pipeline": name,
+            "timeline": chart,
+            "timeline_read": found is not None,
+            "run_url": run_path,
+        }
+        return render(request, "runs.html", context, block="runs_timeline")
     try:
         cursor = parse_cursor(after) if after else None
     except ValueError as exc:
@@ -185,7 +227,6 @@ async def pipeline_runs(
             limit=PAGE_SIZE,
             search=search,
         )
-    path = pipeline_path(name, "runs")
     # Every filter, in every link and poll of this view (from/to only with a custom range).
     filters: dict[str, str | None] = {
         "range": range_,
@@ -278,6 +319,15 @@ async def run_page(
     """
     path = run_path(run_id)
     target = request.headers.get("hx-target") if is_htmx(request) else None
+    if target == "run_strip":
+        # Asked apart on load: an aggregate over every step of the run, which the chart's
+        # capped read never makes.
+        totals = (await run_llm_totals(pool, [run_id])).get(run_id)
+        context = base_context(request, f"Run {run_id}") | {
+            "parts": _pictures.strip(await time_split(pool, run_id)),
+            "llm_totals": totals,
+        }
+        return render(request, "run.html", context, block="run_strip")
     if target == "step_panel":
         detail = await step_detail(pool, run_id, step) if step else None
         context = base_context(request, f"Run {run_id}") | {

@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._pages import _stats_chart
+from pipelens_server._pages import _pictures, _stats_chart
 from pipelens_server._pages._runs import RangeParam
 from pipelens_server._pages._templating import (
     base_context,
@@ -27,6 +27,7 @@ from pipelens_server._pages._templating import (
     run_path,
     zone_of,
 )
+from pipelens_server._read._pictures import duration_histogram
 from pipelens_server._read._stats import (
     MAX_POINTS,
     duration_series,
@@ -54,10 +55,25 @@ async def step_stats_page(
 ) -> Response[str]:
     """A step key's count, error rate, duration percentiles, durations over time, and its
     slowest and failed runs over a range."""
-    since = preset_start(range_, time.time_ns())
+    now_ns = time.time_ns()
+    since = preset_start(range_, now_ns)
     stats = await step_stats(pool, name, key, since)
     series = await duration_series(pool, stats, since)
     slowest, failed = await slowest_and_failed(pool, name, key, since)
+    histogram = None
+    if stats.min_ns is not None and stats.max_ns is not None:
+        counts = await duration_histogram(pool, name, key, since, stats.min_ns, stats.max_ns)
+        histogram = _pictures.histogram(
+            counts, stats.min_ns, stats.max_ns, stats.p50_ns, stats.p95_ns
+        )
+    # Regressions: this range against the one just before it, as long (``all`` has none).
+    changes: list[_pictures.Change] = []
+    if since and stats.count:
+        before = await step_stats(pool, name, key, since - (now_ns - since), since)
+        changes = [
+            _pictures.Change(label="p50", now_ns=stats.p50_ns, before_ns=before.p50_ns),
+            _pictures.Change(label="p95", now_ns=stats.p95_ns, before_ns=before.p95_ns),
+        ]
     path = stats_url(name, key)
     context = base_context(request, f"Statistics of {key} · {name}") | {
         "pipeline": name,
@@ -66,6 +82,8 @@ async def step_stats_page(
         "series": series,
         "max_points": MAX_POINTS,
         "chart": _stats_chart.layout(series, zone_of(request)),
+        "histogram": histogram,
+        "changes": changes,
         "slowest": slowest,
         "failed": failed,
         "range": range_,

@@ -63,7 +63,8 @@ class DurationChart:
     y_ticks: list[Tick]
 
 
-def _time_label(ns: int, span_ns: int, zone: tzinfo) -> str:
+def time_label(ns: int, span_ns: int, zone: tzinfo) -> str:
+    """A time on an axis spanning ``span_ns``: ``14:05:09`` within a day, else ``11-28 14:05``."""
     moment = datetime.fromtimestamp(ns / 1e9, zone)
     if span_ns < 86_400 * 10**9:
         return f"{moment:%H:%M:%S}"
@@ -122,11 +123,11 @@ def layout(series: Series, zone: tzinfo) -> DurationChart | None:
     )
     mean = " ".join(f"{cx},{y(b.avg_ns)}" for cx, b in centres)
     if hi == lo:
-        x_ticks = [Tick(at=x(lo), label=_time_label(lo, 1, zone))]
+        x_ticks = [Tick(at=x(lo), label=time_label(lo, 1, zone))]
     else:
         steps = _X_TICKS - 1
         x_ticks = [
-            Tick(at=x(lo + span * i / steps), label=_time_label(lo + span * i // steps, span, zone))
+            Tick(at=x(lo + span * i / steps), label=time_label(lo + span * i // steps, span, zone))
             for i in range(_X_TICKS)
         ]
     y_ticks = [Tick(at=y(top_ns * f), label=format_ms(top_ns * f)) for f in (0, 0.5, 1)]

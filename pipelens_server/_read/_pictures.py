@@ -1,0 +1,225 @@
+"""The figures the dashboard's small pictures draw, beside the tables that already read the rest:
+runs per time bucket of each pipeline (the overview's sparklines), the runs of a range as points
+(the runs page's timeline), where a run's time went (the run page's strip), and a step key's
+durations as a histogram (the step statistics page).
+
+Each query reads a bounded answer: buckets, at most ``MAX_POINTS`` runs, one row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from pipelens_server._read._search import RunSearch, like_escaped, search_conditions
+
+#: The most runs the timeline draws one by one; past it, each of ``POINT_BUCKETS`` time buckets
+#: keeps its slowest run and its slowest failed run (the outliers stay, each still a real run).
+MAX_POINTS = 1000
+POINT_BUCKETS = 400
+#: Bars of a histogram.
+HISTOGRAM_BINS = 24
+
+
+class RunBucket(msgspec.Struct, kw_only=True, frozen=True):
+    """A pipeline's runs started in the ``index``-th bucket of a range."""
+
+    pipeline: str
+    index: int
+    runs: int
+    failed: int
+    #: Of the finished runs (an abandoned run's duration is only how long it was heard of).
+    p95_ns: float | None
+
+
+class RunPoint(msgspec.Struct, kw_only=True, frozen=True):
+    """One run on the timeline: a running run's duration is its time so far."""
+
+    run_id: str
+    status: str
+    start_ns: int
+    duration_ns: int
+
+
+class Points(msgspec.Struct, kw_only=True, frozen=True):
+    """The runs drawn, how many there are in all, and the span of their starts."""
+
+    points: list[RunPoint]
+    total: int
+    first_ns: int | None
+    last_ns: int | None
+
+    @property
+    def sampled(self) -> bool:
+        """Whether only the slowest of each time bucket are drawn."""
+        return self.total > len(self.points)
+
+
+class TimeSplit(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a run's step time went: in LLM calls, in the other steps that have no children,
+    and in parents while none of their children ran (their own work, or waiting)."""
+
+    llm_ns: int
+    steps_ns: int
+    idle_ns: int
+
+    @property
+    def total_ns(self) -> int:
+        """The three together (more than the run's duration when steps ran side by side)."""
+        return self.llm_ns + self.steps_ns + self.idle_ns
+
+
+_BUCKETS = sql.SQL(
+    """
+    SELECT pipeline, ((start_ns - %(lo)s) / %(width)s)::int AS index, count(*),
+           count(*) FILTER (WHERE status = 'failed'),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns)
+               FILTER (WHERE status NOT IN ('abandoned', 'running'))
+    FROM runs
+    WHERE pipeline IS NOT NULL AND start_ns >= %(lo)s AND start_ns < %(hi)s
+    GROUP BY 1, 2 ORDER BY 1, 2
+    """
+)
+
+
+async def first_start(pool: AsyncConnectionPool[Any]) -> int | None:
+    """When the first run known started (the start of the ``all`` range)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT min(start_ns) FROM runs")
+        row = await cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def run_buckets(
+    pool: AsyncConnectionPool[Any], lo_ns: int, hi_ns: int, buckets: int
+) -> list[RunBucket]:
+    """Each pipeline's runs, failures and p95 duration in ``buckets`` equal time buckets of
+    ``[lo_ns, hi_ns)``; buckets without a run are left out."""
+    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
+        rows = await cursor.fetchall()
+    return [RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4]) for r in rows]
+
+
+async def run_points(
+    pool: AsyncConnectionPool[Any],
+    *,
+    pipeline: str,
+    since_ns: int,
+    until_ns: int | None,
+    now_ns: int,
+    status: str | None,
+    search: RunSearch,
+) -> Points:
+    """The runs of ``pipeline`` the runs page lists (the same range and filters) as points: all
+    of them up to ``MAX_POINTS``, else the slowest and the slowest failed of each time bucket."""
+    conditions: list[sql.Composable] = [
+        sql.SQL("pipeline = %s"),
+        sql.SQL("start_ns >= %s"),
+        sql.SQL("start_ns IS NOT NULL"),
+    ]
+    params: list[Any] = [pipeline, since_ns]
+    if until_ns is not None:
+        conditions.append(sql.SQL("start_ns < %s"))
+        params.append(until_ns)
+    if status is not None:
+        conditions.append(sql.SQL("status = %s"))
+        params.append(status)
+    search_conditions(search, conditions, params)
+    where = sql.SQL(" AND ").join(conditions)
+    span = sql.SQL("SELECT count(*), min(start_ns), max(start_ns) FROM runs WHERE {}").format(where)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(span, params)
+        row = await cursor.fetchone()
+        assert row is not None  # an aggregate always answers one row
+        total, lo, hi = row
+        if not total:
+            return Points(points=[], total=0, first_ns=None, last_ns=None)
+        duration = sql.SQL("coalesce(duration_ns, greatest(%s - start_ns, 0))")
+        if total <= MAX_POINTS:
+            query = sql.SQL(
+                "SELECT run_id, status, start_ns, {} FROM runs WHERE {} ORDER BY start_ns, run_id"
+            ).format(duration, where)
+            cursor = await conn.execute(query, [now_ns, *params])
+        else:
+            width = max(1, -(-(hi - lo + 1) // POINT_BUCKETS))
+            query = sql.SQL(
+                """
+                SELECT run_id, status, start_ns, d FROM (
+                    SELECT DISTINCT ON ((start_ns - %s) / %s, status = 'failed')
+                           run_id, status, start_ns, {} AS d
+                    FROM runs WHERE {}
+                    ORDER BY (start_ns - %s) / %s, status = 'failed', {} DESC, run_id
+                ) slowest ORDER BY start_ns, run_id
+                """
+            ).format(duration, where, duration)
+            cursor = await conn.execute(query, [lo, width, now_ns, *params, lo, width, now_ns])
+        rows = await cursor.fetchall()
+    points = [RunPoint(run_id=r[0], status=r[1], start_ns=r[2], duration_ns=r[3]) for r in rows]
+    return Points(points=points, total=total, first_ns=lo, last_ns=hi)
+
+
+_SPLIT = """
+    WITH children AS (
+        SELECT parent_id, sum(duration_ns) AS busy_ns
+        FROM steps WHERE run_id = %(run)s AND parent_id IS NOT NULL GROUP BY parent_id
+    )
+    SELECT coalesce(sum(s.duration_ns) FILTER (WHERE s.kind = 'llm'), 0),
+           coalesce(sum(s.duration_ns) FILTER (WHERE s.kind <> 'llm' AND c.parent_id IS NULL), 0),
+           coalesce(sum(greatest(s.duration_ns - c.busy_ns, 0))
+                    FILTER (WHERE s.kind <> 'llm' AND c.parent_id IS NOT NULL), 0)
+    FROM steps s LEFT JOIN children c ON c.parent_id = s.step_id
+    WHERE s.run_id = %(run)s
+"""
+
+
+async def time_split(pool: AsyncConnectionPool[Any], run_id: str) -> TimeSplit:
+    """Where the finished steps of ``run_id`` spent their time (a step still running counts
+    once it ends)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_SPLIT, {"run": run_id})
+        row = await cursor.fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return TimeSplit(llm_ns=int(row[0]), steps_ns=int(row[1]), idle_ns=int(row[2]))
+
+
+_HISTOGRAM = """
+    SELECT least(((duration_ns - %(lo)s) * %(bins)s / %(span)s)::int, %(bins)s - 1) AS bin,
+           count(*), count(*) FILTER (WHERE status = 'failed')
+    FROM steps
+    WHERE pipeline = %(pipeline)s AND key = %(key)s AND start_ns >= %(since)s
+      AND duration_ns IS NOT NULL
+    GROUP BY 1 ORDER BY 1
+"""
+
+
+async def duration_histogram(
+    pool: AsyncConnectionPool[Any],
+    pipeline: str,
+    key: str,
+    since_ns: int,
+    lo_ns: int,
+    hi_ns: int,
+    bins: int = HISTOGRAM_BINS,
+) -> list[tuple[int, int]]:
+    """How many finished steps of ``key`` (and how many of them failed) took a duration in each
+    of ``bins`` equal bins of ``[lo_ns, hi_ns]``, bin by bin (the step index's own columns)."""
+    params = {
+        "pipeline": pipeline,
+        "key": key,
+        "since": since_ns,
+        "lo": lo_ns,
+        "span": max(1, hi_ns - lo_ns),
+        "bins": bins,
+    }
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_HISTOGRAM, params)
+        rows = await cursor.fetchall()
+    counts = [(0, 0)] * bins
+    for index, count, failed in rows:
+        counts[index] = (count, failed)
+    return counts
