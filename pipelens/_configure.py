@@ -65,9 +65,9 @@ def configure(
         redact_keys: regular expressions of key names to redact, replacing the defaults.
         max_value_bytes: the JSON size above which a captured value is truncated (default 32 KiB).
         max_records: how many records one step keeps (default 1000); later ones are dropped.
-        max_memory: bytes of request bodies an ``HttpTransport`` made from now on holds in memory
-            while the server is slower than the program (default 32 MiB); the rest goes to its
-            disk spool and is sent from there.
+        max_memory: bytes of events and request bodies an ``HttpTransport`` made from now on
+            holds in memory while the server is slower than the program (default 32 MiB); the
+            rest goes to its disk spool and is sent from there.
         propagate_threads: nest steps started in worker threads under the submitting step.
         propagate_processes: nest steps run in worker processes (``ProcessPoolExecutor``,
             ``multiprocessing``: fork and spawn) under the submitting step, when the run's

@@ -648,26 +648,40 @@ def open_run(
     send_starts: bool = True,
     who: Who | None = None,
 ) -> Step:
-    """Open a new run explicitly (the seed's ``Pipeline``), returning its root step."""
+    """Open a new run explicitly (the seed's ``Pipeline``), returning its root step.
+
+    With no ``run_id`` given and no step current, a parent outside PipeLens (an OTel span
+    current in this process, see :data:`root_parent`) is followed as ``open_step`` follows it:
+    the run is that span's trace, its root under the span, with a part's key
+    (``{pipeline}___{its id}``: several runs opened under one span are parts of one run).
+    """
+    remote = None
+    if run_id is None and root_parent is not None and current_step_var.get() is None:
+        remote = root_parent()
     run = Run(
         pipeline,
-        run_id,
+        run_id if remote is None else remote[0],
         transport if transport is not None else settings.transport,
         listeners,
         send_starts=send_starts,
     )
     if who is not None:
         run.who = who
+    n = next(clock.step_ids)
+    key = sanitize_name(pipeline)
+    if remote is not None:
+        run.remote_parent_id = remote[1]
+        key = _part_key(pipeline, n)
     t0 = _perf_ns()
     step = run.root = _make(
         Step,
         pipeline,
-        sanitize_name(pipeline),
+        key,
         None,
         run,
         None,
         "step",
-        next(clock.step_ids),
+        n,
         t0,
         t0 + _WALL_OFFSET_NS,
     )
@@ -701,7 +715,7 @@ def open_continued(
     run.remote_parent_id = parent_id
     run._owned = owned
     n = next(clock.step_ids)
-    segment = f"{sanitize_name(name)}___{n:016x}"
+    segment = _part_key(name, n)
     t0 = _perf_ns()
     step = run.root = _make(
         Step,
@@ -719,6 +733,12 @@ def open_continued(
     if not run._quiet:
         step._announce()
     return step
+
+
+def _part_key(name: str, n: int) -> str:
+    """The key of a run's part opened under a parent elsewhere: its name and its own id, a
+    suffix no other process (nor another part) can pick."""
+    return f"{sanitize_name(name)}___{n:016x}"
 
 
 def record(key: str, value: Any) -> None:

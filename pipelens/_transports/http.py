@@ -39,6 +39,8 @@ from pipelens._version import __version__
 from pipelens.events import Batch, Event, ScoreAdded, encode_msgpack
 
 _MiB = 1024 * 1024
+#: Bytes an event is taken to weigh before the first batch is weighed (``sizing.py``).
+_GUESSED_EVENT_BYTES = 1024
 
 _instances: weakref.WeakSet[HttpTransport] = weakref.WeakSet()
 
@@ -94,8 +96,11 @@ class HttpTransport(BatchingTransport):
         token: sent as ``Authorization: Bearer <token>``.
         timeout: seconds one connect, send or receive may block (the sender's, never the user's).
         max_batch_bytes: largest request body; bigger batches are split.
-        max_buffer_bytes: request bodies held in memory before new ones go to the spool
-            (default ``configure(max_memory=...)``, 32 MiB).
+        max_buffer_bytes: memory for the events waiting to be batched and the request bodies
+            waiting to be sent, together (default ``configure(max_memory=...)``, 32 MiB): bodies
+            take at most three quarters of it (new ones go to the spool), events the rest, by
+            their weight (``send`` then waits for the batching thread, which spools what the
+            sender cannot keep).
         max_attempts: tries of one batch before it moves to the spool.
         backoff: seconds before the first retry, doubled after each failure (with jitter) up to
             ``max_backoff``; a ``Retry-After`` from the server wins.
@@ -195,12 +200,19 @@ class HttpTransport(BatchingTransport):
                 ) from None
         self.spool_dir = directory
         super().__init__(max_queue=max_queue, max_batch=max_batch, interval=interval)
+        self.max_buffer_bytes = max_buffer_bytes
+        # Fixed shares, not what the bodies held leave now: they may grow again while the
+        # events wait, and together the two must stay within the bound.
+        bodies_bytes = max(1, max_buffer_bytes * 3 // 4)
+        self._events_bytes = max(1, max_buffer_bytes - bodies_bytes)
+        # Until the first batch is weighed: one batch, of events a guess on the heavy side.
+        self._limit = max(1, min(max_queue, max_batch, self._events_bytes // _GUESSED_EVENT_BYTES))
         self._delivery = Delivery(
             endpoint,
             None
             if directory is None
             else Spool(directory, max_bytes=max_spool_bytes, stale_after=max(60.0, 3 * timeout)),
-            max_buffer_bytes=max_buffer_bytes,
+            max_buffer_bytes=bodies_bytes,
             max_attempts=max_attempts,
             backoff=float(backoff),
             max_backoff=float(max_backoff),
@@ -233,6 +245,10 @@ class HttpTransport(BatchingTransport):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url!r}>"
+
+    def _queue_budget(self) -> int:
+        """The events' share of ``max_buffer_bytes`` (the request bodies have the rest)."""
+        return self._events_bytes
 
     def write(self, batch: Batch) -> None:
         """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from pipelens_server._api import _dashboard, _ingest, _llm, _runs, _stats
+from pipelens_server._api import _compare, _dashboard, _ingest, _llm, _runs, _stats
 from pipelens_server._api._auth import require_token
 
 
@@ -17,6 +17,7 @@ def api_router() -> Router:
         route_handlers=[
             *_ingest.route_handlers,
             *_runs.route_handlers,
+            *_compare.route_handlers,
             *_stats.route_handlers,
             *_llm.route_handlers,
             *_dashboard.route_handlers,

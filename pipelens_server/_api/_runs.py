@@ -6,11 +6,17 @@ import time
 from datetime import UTC
 from typing import Annotated
 
-from litestar import get
+from litestar import Response, get
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep
+from pipelens_server._read._export import (
+    MEDIA_TYPES,
+    ExportFormat,
+    download_headers,
+    export_run,
+)
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
 from pipelens_server._read._search import RunSearch, parse_cursor, parse_metadata
@@ -98,4 +104,25 @@ async def get_run_detail(pool: PoolDep, run_id: FromPath[str]) -> RunDetail:
     return await get_run(pool, run_id)
 
 
-route_handlers = [get_runs, get_run_detail]
+@get("/v1/runs/{run_id:str}/export")
+async def get_run_export(
+    pool: PoolDep,
+    run_id: FromPath[str],
+    format_: Annotated[
+        ExportFormat,
+        QueryParameter(
+            name="format",
+            description="events: our event file (JSON lines); seed: the seed's PipelineMeta",
+        ),
+    ] = "events",
+) -> Response[bytes]:
+    """One run as a file the import reads back: our event file or the seed's JSON; 404 when
+    unknown."""
+    return Response(
+        await export_run(pool, run_id, format_),
+        media_type=MEDIA_TYPES[format_],
+        headers=download_headers(run_id, format_),
+    )
+
+
+route_handlers = [get_runs, get_run_detail, get_run_export]

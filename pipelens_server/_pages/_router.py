@@ -12,7 +12,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from pipelens_server._errors import ServerError
-from pipelens_server._pages import _admin, _llm, _login, _runs, _stats
+from pipelens_server._pages import _admin, _compare, _llm, _login, _runs, _stats
 from pipelens_server._pages._templating import base_context, render, static_dir
 
 log = structlog.get_logger("pipelens_server.pages")
@@ -51,6 +51,7 @@ def page_routes() -> list[ControllerRouterHandler]:
         "/",
         route_handlers=[
             *_runs.route_handlers,
+            *_compare.route_handlers,
             *_stats.route_handlers,
             *_llm.route_handlers,
             *_admin.route_handlers,

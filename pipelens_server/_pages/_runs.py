@@ -29,6 +29,13 @@ from pipelens_server._pages._templating import (
     short_id,
     zone_of,
 )
+from pipelens_server._read._compare import previous_run
+from pipelens_server._read._export import (
+    MEDIA_TYPES,
+    ExportFormat,
+    download_headers,
+    export_run,
+)
 from pipelens_server._read._llm import CallView, run_llm_totals, step_llm
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
@@ -303,6 +310,8 @@ async def run_page(
         "step_key": step,
         "pipeline_url": (pipeline_path(run.pipeline, "runs") if run.pipeline else None),
         "llm_totals": (await run_llm_totals(pool, [run_id])).get(run_id),
+        # The "compare with…" form's default baseline (read once: a poll keeps the form).
+        "previous_run": await previous_run(pool, run_id) if target != "run_live" else None,
     }
     ended = target == "run_live" and run.status != "running"
     return render(
@@ -331,4 +340,19 @@ def _run_url(
     return f"{path}?{urlencode(params)}" if params else path
 
 
-route_handlers = [overview, pipeline_runs, session_page, run_page]
+@get("/runs/{run_id:str}/download")
+async def run_download(
+    pool: PoolDep,
+    run_id: FromPath[str],
+    format_: Annotated[ExportFormat, QueryParameter(name="format")] = "events",
+) -> Response[bytes]:
+    """The run page's download links (behind the login, like the page): the run as our event
+    file or the seed's JSON, as ``GET /api/v1/runs/{id}/export`` answers it."""
+    return Response(
+        await export_run(pool, run_id, format_),
+        media_type=MEDIA_TYPES[format_],
+        headers=download_headers(run_id, format_),
+    )
+
+
+route_handlers = [overview, pipeline_runs, session_page, run_page, run_download]
