@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _browser_kit import TIMEOUT_MS, shot
 from _pg_testkit import free_port
+from playwright.sync_api import Browser, expect
 
 PIPELINES = {"rag_demo", "support_agent", "ingest_docs", "nightly_eval"}
 _DAY_NS = 86_400 * 10**9
@@ -114,3 +116,23 @@ def test_every_page_has_something_to_show(demo: str) -> None:
     assert positions == sorted(positions)  # oldest first
     run = next(r["run_id"] for r in rag_runs if r["status"] == "completed")
     assert "openai_chat" in httpx.get(f"{demo}/runs/{run}").text
+
+
+@pytest.mark.browser
+def test_the_demo_in_chromium(browser: Browser, demo: str) -> None:
+    """In a real Chromium the overview shows a row per demo pipeline and a run page draws its
+    Gantt; screenshots ``demo-overview.png``, ``demo-run.png``, ``demo-llm.png``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{demo}/")
+    expect(page.locator("main table tbody tr")).to_have_count(len(PIPELINES))
+    shot(page, "demo-overview")
+    run = next(r for r in _runs(demo, pipeline="support_agent") if r["status"] == "completed")
+    page.goto(f"{demo}/runs/{run['run_id']}")
+    expect(page.locator("svg").first).to_be_visible()
+    shot(page, "demo-run")
+    page.goto(f"{demo}/llm")
+    expect(page.locator(".llm-table td", has_text="gpt-4o-mini").first).to_be_visible()
+    shot(page, "demo-llm")
+    context.close()
