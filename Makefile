@@ -30,7 +30,7 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y --no-install-recommends chromium
 
-run: $(STAMP) ## Start the server (embedded PostgreSQL) on :3000 and send it a demo run
+run: $(STAMP) ## Start the server (embedded PostgreSQL) on :3000 and fill it with demo runs
 	$(BIN)/pipelens demo --serve
 
 demo: $(STAMP) ## Run the demo pipeline in-process and print its step tree (no server)

@@ -9,12 +9,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
 
-from pipelens._demo import run_demo
-from pipelens._transports import HttpTransport
+from pipelens._demo import fill, run_demo, run_live
+
+#: ``--abandon-after`` of the demo's server (unless given): seconds before a silent run is
+#: ``abandoned``.
+DEMO_ABANDON_AFTER_S = 15
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,9 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo",
         help="run a demo pipeline and print its step tree",
         description="Run the demo pipeline in-process and print its tree; with --serve, start "
-        "`pipelens serve` (further arguments go to it) and send it the demo run instead.",
+        "`pipelens serve` (further arguments go to it), fill it with days of demo runs of a few "
+        "pipelines and keep one running live.",
     )
-    demo.add_argument("--serve", action="store_true", help="start the server and send it the run")
+    demo.add_argument(
+        "--serve", action="store_true", help="start the server and fill it with demo runs"
+    )
     demo.add_argument("--port", type=int, default=3000, help="the server's port (3000)")
     commands.add_parser("serve", help="start the dashboard server (see: pipelens serve --help)")
     args, serve_args = parser.parse_known_args(argv)
@@ -68,26 +75,41 @@ def _serve(args: list[str]) -> int:
 
 
 def _serve_with_demo(port: int, serve_args: list[str]) -> int:
-    """Start ``pipelens serve`` as a child process, send it the demo run once it is ready, then
-    keep serving until the server exits (Ctrl-C stops it cleanly)."""
+    """Start ``pipelens serve`` as a child process, fill it with the demo's history once it is
+    ready, keep a demo run going live, and serve until the server exits (Ctrl-C stops it)."""
     url = f"http://127.0.0.1:{port}"
+    if not any(a.split("=")[0] == "--abandon-after" for a in serve_args):
+        # The demo's dead client shows as abandoned within seconds, not the default ten minutes.
+        serve_args = [*serve_args, "--abandon-after", str(DEMO_ABANDON_AFTER_S)]
     server = subprocess.Popen(  # noqa: S603 - our own interpreter and command, the user's args
         [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *serve_args]
     )
+    stop = threading.Event()
+    live: threading.Thread | None = None
     try:
         if not _wait_ready(server, url):
             print(f"pipelens demo: the server at {url} did not start", file=sys.stderr)
             return server.wait() or 1
-        transport = HttpTransport(url, os.environ.get("PIPELENS_TOKEN"))
-        run = run_demo(transport)
-        transport.close(10)
-        print(f"pipelens: demo run sent; see {url}/api/v1/runs/{run.id}", flush=True)
-        print(run.root.tree_text(), flush=True)
+        token = os.environ.get("PIPELENS_TOKEN")
+        started = time.monotonic()
+        runs = fill(url, token)
+        live_started = threading.Event()
+        live = threading.Thread(target=run_live, args=(url, token, stop, live_started), daemon=True)
+        live.start()
+        live_started.wait(30)
+        print(
+            f"pipelens: demo sent: {runs} runs in {time.monotonic() - started:.1f} s, and one "
+            f"running live; open {url}/",
+            flush=True,
+        )
         return server.wait()
     except KeyboardInterrupt:
         server.send_signal(signal.SIGINT)
         return server.wait()
     finally:
+        stop.set()
+        if live is not None:
+            live.join(10)
         if server.poll() is None:
             server.terminate()
             server.wait()

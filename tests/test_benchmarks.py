@@ -165,3 +165,20 @@ def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
     )
     message = "--runs: 0,10: expected a positive integer"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
+
+
+def test_processes_quick_run_prints_both_rows_and_loses_nothing() -> None:
+    """``benchmarks.processes`` with a few tasks exits 0 (every event received) and prints the
+    baseline and the carried row."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.processes", "--tasks", "5", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    labels = [line.split("  ")[0] for line in proc.stdout.splitlines()]
+    assert {"no transport (baseline)", "carried, HttpTransport"} <= set(labels)
+    assert "events received: 48 of 48 expected" in proc.stdout

@@ -38,7 +38,7 @@ def _stub_server(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def openai_stub() -> Iterator[Any]:
-    """The local OpenAI stub server of the LLM tests (tests/pipelens/_openai_stub.py)."""
+    """The local OpenAI stub server of the LLM tests (pipelens/_demo/openai_stub.py)."""
     with _stub_server("_openai_stub") as server:
         yield server
 

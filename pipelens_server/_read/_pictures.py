@@ -14,7 +14,7 @@ import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._read._search import RunSearch, like_escaped, search_conditions
+from pipelens_server._read._search import RunSearch, search_conditions
 
 #: The most runs the timeline draws one by one; past it, each of ``POINT_BUCKETS`` time buckets
 #: keeps its slowest run and its slowest failed run (the outliers stay, each still a real run).

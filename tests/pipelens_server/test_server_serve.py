@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from _dashboard_kit import recent_run
-from _pg_testkit import MSGPACK, data_dir, free_port, live_server, msgpack_body, serve
+from _pg_testkit import MSGPACK, data_dir, live_server, msgpack_body, serve
 
 from pipelens_server import EmbeddedPostgres, Settings, create_app
 from pipelens_server.cli import main
@@ -111,35 +110,6 @@ def test_serve_takes_over_postgres_orphaned_by_a_killed_server(embedded_dir: Pat
         assert httpx.get(f"{url}/api/v1/runs/before-kill").status_code == 200
         assert _stop(second) == 0
     assert _postmaster_pid(embedded_dir) is None
-
-
-def test_demo_serve_sends_a_run_visible_in_the_api(database_url: str) -> None:
-    """``pipelens demo --serve`` (what ``make run`` runs) shows the demo run at /api/v1/runs."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
-    command = [sys.executable, "-m", "pipelens", "demo", "--serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--database-url", database_url], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        announced = process.stdout.readline()  # blocks until the demo run was sent
-        assert announced.startswith("pipelens: demo run sent; see "), announced
-        run_id = announced.rstrip().rsplit("/", 1)[1]
-        runs = httpx.get(f"{url}/api/v1/runs", params={"pipeline": "rag_demo"}).json()["runs"]
-        detail = httpx.get(f"{url}/api/v1/runs/{run_id}").json()
-    finally:
-        process.send_signal(signal.SIGINT)
-        stopped = process.wait(30)
-        process.stdout.close()
-    assert stopped == 0
-    assert [(r["run_id"], r["status"]) for r in runs] == [(run_id, "completed")]
-    keys = {step["key"] for step in detail["steps"]}
-    # threads, asyncio tasks and a generator all nested under the step that started them
-    assert {"rag_demo.answer.score___2", "rag_demo.answer.rerank.fetch_detail___2"} <= keys
-    assert "rag_demo.answer.compose.stream_tokens" in keys
-    assert detail["run"]["step_count"] == len(keys)
 
 
 def test_serve_reads_its_token_from_a_file_not_the_command_line(

@@ -1,5 +1,5 @@
-"""The demo pipeline of ``pipelens demo`` and ``pipelens serve --demo``: a small RAG-shaped run
-whose steps nest across a thread pool, asyncio tasks and a generator."""
+"""The demo pipeline of ``pipelens demo``: a small RAG-shaped run whose steps nest across a
+thread pool, asyncio tasks and a generator (``history`` runs it with an LLM call too)."""
 
 from __future__ import annotations
 
