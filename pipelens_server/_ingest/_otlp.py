@@ -262,8 +262,7 @@ def request_rows(message: ExportTraceServiceRequest) -> Outcome:
                 spans.append(rows)
     # One look for secrets over the whole request: most requests hold none, and then no span
     # needs a look of its own.
-    texts = [text for rows in spans for text in rows.step[_TEXTS]]
-    scrub = may_hold_secret(*texts)
+    scrub = may_hold_secret(*[text for rows in spans for text in rows.texts])
     for rows in spans:
         _store(outcome.rows, rows, scrub)
     outcome.rows.events = outcome.spans - outcome.rejected
@@ -372,12 +371,12 @@ class _SpanRows:
 
     step: list[Any]
     root: bool
+    #: The row's texts that may hold a secret (records first, then those that are not None).
+    texts: list[str]
     run_attributes: str | None = None
 
 
-#: The texts of a step row that may hold a secret: inputs, result, records, the error's type,
-#: message and traceback, the LLM call.
-_TEXTS = slice(10, 17)
+#: Where a step row holds its texts.
 _INPUTS, _RESULT, _RECORDS, _ERROR_TYPE, _ERROR_MESSAGE, _ERROR_TRACEBACK, _LLM = range(10, 17)
 
 
@@ -406,7 +405,8 @@ def _span_rows(span: Span, scope: str) -> _SpanRows:
     records: dict[str, Any] = {**kept, "otel.span_kind": _KINDS.get(span.kind, "unspecified")}
     if scope:
         records["otel.scope"] = scope
-    status_message = span.status.message
+    span_status = span.status  # each read of a message field makes an object: read once
+    status_message = span_status.message
     if status_message:
         records["otel.status_message"] = status_message
     if events:
@@ -415,12 +415,13 @@ def _span_rows(span: Span, scope: str) -> _SpanRows:
             for (name_, attrs), event in zip(events, span.events, strict=True)
             if llm is None or not is_llm_text_event(name_)
         ]
-    status = _status(span.status.code, attributes)
+    status = _status(span_status.code, attributes)
     error_type = error_message = error_traceback = None
     if status != "completed":
         error_type, error_message, error_traceback = _error(
             status_message, events, status == "failed"
         )
+    records_text = _encode(records).decode()
     step = [
         run_id,
         _key(attributes, name, step_id, root),
@@ -434,13 +435,16 @@ def _span_rows(span: Span, scope: str) -> _SpanRows:
         end - start,
         inputs,
         result,
-        _encode(records).decode(),
+        records_text,
         error_type,
         error_message,
         error_traceback,
         llm,
     ]
-    return _SpanRows(step, root)
+    texts = [records_text]
+    if inputs is not None or result is not None or llm is not None or error_type is not None:
+        texts += [t for t in (inputs, result, llm, error_type, error_message, error_traceback) if t]
+    return _SpanRows(step, root, texts)
 
 
 def _store(rows: Rows, span: _SpanRows, scrub: bool) -> None:
