@@ -88,6 +88,8 @@ def test_a_demo_run_nests_across_threads_asyncio_generators_and_llm_calls(demo: 
     (llm,) = [s for s in steps.values() if s["kind"] == "llm"]
     assert llm["key"].startswith("rag_demo.generate.")
     assert "demo" in detail["run"]["tags"]
+    scores = httpx.get(f"{demo}/api/v1/runs/{run['run_id']}/scores").json()
+    assert {"helpful", "relevance"} == {score["name"] for score in scores}
     assert detail["run"]["user_id"]
     assert detail["run"]["session_id"]
 
