@@ -6,8 +6,9 @@ It starts an embedded PostgreSQL in a temporary directory, migrates it, and load
 of 100 items), one finished and one still running, a finished run of 10,000 steps whose root
 calls one step 9,999 times (a loop), and a finished run of 1,000,000 root steps (the page shows
 200 of them: it must not read them all). Then, for each size of ``--runs`` in turn (10,000 then
-1,000,000 runs by default, each loaded on top of the one before), runs of 20 steps over 4
-pipelines, their start times spread over 30 days, one run in 20 failed, and every page is timed.
+100,000 runs by default, each loaded on top of the one before), runs of 20 steps over 4
+pipelines, their start times spread over 30 days, one run in 20 failed, and every page is timed
+(``--runs 10000,1000000`` for the issue's sizes, where the machine can load them).
 The app answers in process through Litestar's test client (no network), so a figure is the
 server's time for a request: routing, queries, layout and templates. Each page is asked
 ``--repeat`` times after a warm-up; the table shows the median at each size, the ratio of the
@@ -55,8 +56,9 @@ LOOP_RUN = "loop-run"
 #: A finished run of only root steps (1,000,000 by default, ``--wide-roots``).
 WIDE_RUN = "wide-run"
 WIDE_ROOTS = 1_000_000
-#: The run counts measured in turn, each loaded on top of the one before.
-SIZES = [10_000, 1_000_000]
+#: The run counts measured in turn, each loaded on top of the one before. 1,000,000 runs (20M
+#: steps) did not load in 16 minutes on the shared 2-core machine; 100,000 load in about 3.
+SIZES = [10_000, 100_000]
 STATS_KEY_INDEX = 5  # the stats page of the key "pipeline_0.step_05"
 HTMX = {"HX-Request": "true"}
 
@@ -530,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument(
-        "--runs", type=_sizes, help="run counts of 20 steps measured in turn (10000,1000000)"
+        "--runs", type=_sizes, help="run counts of 20 steps measured in turn (10000,100000)"
     )
     parser.add_argument("--big-batches", type=int, help="batches of the big runs (default 99)")
     parser.add_argument("--big-items", type=int, help="items per batch (default 100)")
