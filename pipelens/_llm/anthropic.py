@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai_compat import as_int, fields_of, get, given, raw_mode
+from pipelens._llm.openai_compat import as_int, fields_of, get, given, raw_mode, request_id_of
 from pipelens._llm.provider import EndpointConfig, StreamState
 
 __all__ = [
@@ -106,8 +106,8 @@ def read_response(call: LLMCall, message: Any) -> None:
     """Fill ``call`` from a complete (non-streamed) message."""
     call.response_model = get(message, "model") or call.response_model
     call.response_id = get(message, "id") or call.response_id
-    request_id = getattr(message, "_request_id", None)
-    if isinstance(request_id, str):
+    request_id = request_id_of(message)
+    if request_id is not None:
         call.request_id = request_id
     usage = usage_from_anthropic(get(message, "usage"))
     if usage is not None:

@@ -58,6 +58,21 @@ def fields_of(obj: Any) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+def request_id_of(response: Any) -> str | None:
+    """The ``_request_id`` the Stainless SDKs set on a response (kept in its ``__dict__``, or
+    among pydantic's private values), read without ``getattr``: on a model without it (litellm's
+    ``ModelResponse``) that goes through pydantic's failing ``__getattr__``, microseconds."""
+    fields = getattr(response, "__dict__", None)
+    if not isinstance(fields, dict):
+        value = getattr(response, "_request_id", None)
+    else:
+        value = fields.get("_request_id")
+        if value is None:
+            private = getattr(response, "__pydantic_private__", None)
+            value = private.get("_request_id") if isinstance(private, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def as_int(value: Any) -> int:
     """``value`` when it is an int (not a bool), else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -91,8 +106,8 @@ def read_response(call: LLMCall, response: Any) -> None:
     """Fill ``call`` from a complete (non-streamed) response of its operation."""
     call.response_model = get(response, "model") or call.response_model
     call.response_id = get(response, "id") or call.response_id
-    request_id = getattr(response, "_request_id", None)
-    if isinstance(request_id, str):
+    request_id = request_id_of(response)
+    if request_id is not None:
         call.request_id = request_id
     usage = usage_from_openai(get(response, "usage"))
     if usage is not None:
