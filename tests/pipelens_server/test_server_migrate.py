@@ -38,6 +38,7 @@ def test_migrations_create_the_schema_then_do_nothing(empty_database_url: str) -
         "rollups",  # 0013
         "runs",
         "schema_migrations",
+        "scores",  # 0011
         "sessions",  # 0008
         "steps",
     ]
