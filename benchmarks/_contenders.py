@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -50,6 +50,10 @@ def work(x: int, y: int) -> int:
 
 async def awork(x: int, y: int) -> int:
     return x + y
+
+
+def gen_work(x: int, y: int) -> Iterator[int]:
+    yield x + y
 
 
 def middle(x: int, y: int) -> int:
@@ -136,6 +140,15 @@ def _bare_async(plan: Plan) -> list[float]:
             await awork(i, i)
 
     return _time_async(run, plan)
+
+
+def _bare_generator(plan: Plan) -> list[float]:
+    def run(n: int) -> None:
+        for i in range(n):
+            for _ in gen_work(i, i):
+                pass
+
+    return _time_sync(run, plan)
 
 
 def _bare_nested(plan: Plan) -> list[float]:
@@ -294,6 +307,65 @@ def _step_async(plan: Plan) -> list[float]:
             await traced(i, i)
 
     return _time_async(run, plan)
+
+
+def _step_generator(plan: Plan) -> list[float]:
+    """A ``@step`` generator consumed to its end: the step is made current around each resume."""
+    import pipelens
+
+    traced = pipelens.step(gen_work)
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for i in range(n):
+            for _ in traced(i, i):
+                pass
+
+    return _time_sync(run, plan)
+
+
+def _floor(plan: Plan) -> list[float]:
+    """The least any contextvar tracer's decorator pays per call, PipeLens or not: a wrapper
+    that sets a ContextVar, reads the clocks (monotonic start and end, wall start), builds a
+    small msgspec Struct and resets the ContextVar. No ids, no capture, no queue: the Struct is
+    dropped, so the figure is a floor, not a tracer."""
+    from contextvars import ContextVar
+
+    import msgspec
+
+    class Span(msgspec.Struct, kw_only=True, frozen=True):
+        name: str
+        parent: str | None
+        wall_ns: int
+        duration_ns: int
+
+    current: ContextVar[str | None] = ContextVar("floor_span", default=None)
+    get, set_, reset = current.get, current.set, current.reset
+    perf, wall = time.perf_counter_ns, time.time_ns
+
+    def traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = fn.__name__
+
+        def wrapper(*args: Any) -> Any:
+            parent = get()
+            token = set_(name)
+            start, wall_ns = perf(), wall()
+            result = fn(*args)
+            Span(name=name, parent=parent, wall_ns=wall_ns, duration_ns=perf() - start)
+            reset(token)
+            return result
+
+        return wrapper
+
+    child = traced(work)
+
+    # The same shape as the steps: a parent span per 100 calls, one child span per call.
+    @traced
+    def run(n: int) -> None:
+        for i in range(n):
+            child(i, i)
+
+    return _time_sync(run, plan)
 
 
 def _step_nested(plan: Plan) -> list[float]:
@@ -557,7 +629,9 @@ OPENAI_KINDS = ("create", "stream")
 CONTENDERS = (
     Contender("bare", "bare call", None, _bare),
     Contender("bare_async", "bare await", None, _bare_async),
+    Contender("bare_generator", "bare generator", None, _bare_generator),
     Contender("bare_nested", "bare 3-deep call", None, _bare_nested),
+    Contender("floor", "minimal-span floor", "bare", _floor),
     Contender("step", "@step sync", "bare", _step_sync),
     Contender("step_big_run", "@step sync, 10,000-step runs", "bare", _step_big_run),
     Contender("step_file", "@step sync + FileTransport", "bare", _step_file),
@@ -565,6 +639,7 @@ CONTENDERS = (
     Contender("step_otlp", "@step sync + OTLP (caller)", "bare", _step_otlp_caller),
     Contender("step_otlp_flush", "@step sync + OTLP (+encode,post)", "bare", _step_otlp_flushed),
     Contender("step_async", "@step async", "bare_async", _step_async),
+    Contender("step_generator", "@step generator", "bare_generator", _step_generator),
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
