@@ -18,8 +18,9 @@ against it, then measures, in one run:
 * **fresh data**: while N producers run, ``GET /api/v1/runs`` is polled every 20 ms; how long
   after its end each finished run first appears there (p50/p99; the poll adds up to 20 ms);
 * **client memory**: one producer makes 1,000,000 steps through ``HttpTransport`` to this
-  server, which is slower than it: the producer's RSS growth, with the defaults and with the
-  old 64 MiB in-memory bound in the same run (the rest goes to the spool; nothing is dropped);
+  server, which is slower than it: the producer's RSS growth, with the defaults and with its
+  queue bounded by count alone (as before) in the same run (the rest goes to the spool; nothing
+  is dropped);
 * **baseline**: raw ``COPY`` of the same step rows with psycopg into a scratch table shaped like
   ``steps`` with its indexes (one transaction) — the most the database can take without merging;
   the end-to-end figure is printed as a share of it.
@@ -114,44 +115,65 @@ def _produce(url: str, runs: int, max_batch: int | None) -> dict[str, Any]:
     }
 
 
-def _memory_worker(url: str, runs: int, buffer_mib: int | None) -> dict[str, Any]:
-    """Memory worker: ``runs`` runs as fast as it can to ``url``; RSS growth, then out."""
+def _memory_worker(url: str, runs: int, count_bound: bool) -> dict[str, Any]:
+    """Memory worker: ``runs`` runs as fast as it can to ``url``; RSS growth, then out.
+
+    ``count_bound``: the transport as it was before its queue was bounded by bytes (100,000
+    events whatever they weigh, 32 MiB of request bodies beside them).
+    """
     import pipelens
     from benchmarks._contenders import _rss_bytes
 
-    options = {} if buffer_mib is None else {"max_buffer_bytes": buffer_mib * 1024 * 1024}
-    transport = pipelens.HttpTransport(url, **options)
+    class CountBound(pipelens.HttpTransport):
+        def _queue_budget(self) -> None:
+            return None
+
+    if count_bound:
+        transport: pipelens.HttpTransport = CountBound(url, max_buffer_bytes=32 * 2**20 * 4 // 3)
+        transport._limit = transport.max_queue
+    else:
+        transport = pipelens.HttpTransport(url)
     pipelens.configure(transport=transport)
     pipeline = _pipeline_steps()
     for _ in range(100):  # warm-up: imports, caches, allocator arenas, the connection
         pipeline(STEPS_PER_RUN)
     before = peak = _rss_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_at_start = usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    peak_queue = 0
     for i in range(runs):
         pipeline(STEPS_PER_RUN)
         if i % 50 == 0:
             peak = max(peak, _rss_bytes())
+            peak_queue = max(peak_queue, len(transport._queue))
     after = _rss_bytes()
+    seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     transport.flush(0)  # what is not sent yet goes to the spool: the server need not catch up
     stats = transport.stats()
     return {
         "steps": runs * STEPS_PER_RUN,
+        "seconds": seconds,
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_start,
         "growth_mb": (after - before) / 2**20,
         "peak_growth_mb": (max(peak, after) - before) / 2**20,
         "peak_buffer_mb": transport._delivery.peak_bytes / 2**20,
+        "peak_queue": peak_queue,
         "spooled": stats.spooled,
         "dropped": stats.dropped,
     }
 
 
 def client_memory(server: Server, runs: int) -> list[dict[str, Any]]:
-    """The memory worker with the defaults, then with the old 64 MiB bound."""
+    """The memory worker with the defaults, then with the queue bounded by count alone."""
     measured = []
-    for buffer_mib in (None, 64):
+    for count_bound in (False, True):
         spool = tempfile.mkdtemp(prefix="pipelens-bench-spool-")
         command = [sys.executable, "-m", "benchmarks.ingest", "--memory-worker", server.url]
         command += ["--runs", str(runs)]
-        if buffer_mib is not None:
-            command += ["--buffer-mib", str(buffer_mib)]
+        if count_bound:
+            command.append("--count-bound")
         try:
             out = subprocess.run(
                 command,
@@ -164,7 +186,7 @@ def client_memory(server: Server, runs: int) -> list[dict[str, Any]]:
             ).stdout
         finally:
             shutil.rmtree(spool, ignore_errors=True)
-        measured.append({"buffer_mib": buffer_mib, **json.loads(out)})
+        measured.append({"count_bound": count_bound, **json.loads(out)})
     return measured
 
 
@@ -440,10 +462,12 @@ def _report(
         f"p99 {fresh['p99_ms']:.0f} ms after their end (polled every {FRESH_POLL_S * 1e3:.0f} ms)",
         *(
             f"client memory, {m['steps']:,} steps to this server, "
-            + ("defaults" if m["buffer_mib"] is None else f"old bound {m['buffer_mib']} MiB")
+            + ("queue bounded by count (before)" if m["count_bound"] else "defaults")
             + f": RSS +{m['growth_mb']:.1f} MB (peak +{m['peak_growth_mb']:.1f}), bodies in "
-            f"memory at most {m['peak_buffer_mb']:.1f} MiB, spooled {m['spooled']:,}, "
-            f"dropped {m['dropped']}"
+            f"memory at most {m['peak_buffer_mb']:.1f} MiB, events queued at most "
+            f"{m['peak_queue']:,}, spooled {m['spooled']:,}, dropped {m['dropped']}; "
+            f"{m['steps'] / m['seconds']:,.0f} steps/s, "
+            f"CPU {m['cpu_s'] * 1e6 / m['steps']:.1f} µs per step"
             for m in memory
         ),
         f"raw COPY baseline (psycopg write_row, one transaction, into a table with the indexes of "
@@ -494,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--otlp-senders", type=int, default=2, help="sender threads (--otlp)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # the client memory worker
-    parser.add_argument("--buffer-mib", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count-bound", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     runs = args.runs if args.runs is not None else (2 if quick else 500)
@@ -516,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_produce(args.worker, runs, args.max_batch)), flush=True)
         return 0
     if args.memory_worker:
-        print(json.dumps(_memory_worker(args.memory_worker, runs, args.buffer_mib)), flush=True)
+        print(json.dumps(_memory_worker(args.memory_worker, runs, args.count_bound)), flush=True)
         return 0
     if args.otlp:
         return _otlp_main(requests, args.otlp_senders, quick)

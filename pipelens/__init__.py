@@ -14,6 +14,7 @@ from pipelens._core import propagation as _propagation
 from pipelens._core.context import current_run, current_step
 from pipelens._core.decorator import span, step
 from pipelens._core.errors import ConfigurationError, PipelensError, TransportError
+from pipelens._core.score import score
 from pipelens._core.step import Run, Step, record
 from pipelens._core.views import NestedStepMeta, PipelineMeta, StepGanttArg, StepMeta, TimeMeta
 from pipelens._core.who import set_run, tag
@@ -28,6 +29,7 @@ from pipelens._llm import (
 )
 from pipelens._otel import OtlpTransport, continue_run, propagation_headers
 from pipelens._otel import bridge as _bridge
+from pipelens._otel import processes as _processes
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
@@ -93,6 +95,7 @@ __all__ = [  # noqa: RUF022
     "propagation_headers",
     "read_event_file",
     "record",
+    "score",
     "set_run",
     "shutdown",
     "span",
@@ -117,4 +120,5 @@ for _name in __all__:
 del _name, _obj
 
 _propagation.install()
+_processes.install()
 _bridge.install()

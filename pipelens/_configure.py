@@ -40,6 +40,7 @@ def configure(
     max_records: int | None = None,
     max_memory: int | None = None,
     propagate_threads: bool | None = None,
+    propagate_processes: bool | None = None,
     exit_timeout: float | None = None,
     heartbeat: float | None = None,
     prices: Mapping[str, Any] | str | os.PathLike[str] | None = None,
@@ -64,10 +65,14 @@ def configure(
         redact_keys: regular expressions of key names to redact, replacing the defaults.
         max_value_bytes: the JSON size above which a captured value is truncated (default 32 KiB).
         max_records: how many records one step keeps (default 1000); later ones are dropped.
-        max_memory: bytes of request bodies an ``HttpTransport`` made from now on holds in memory
-            while the server is slower than the program (default 32 MiB); the rest goes to its
-            disk spool and is sent from there.
+        max_memory: bytes of events and request bodies an ``HttpTransport`` made from now on
+            holds in memory while the server is slower than the program (default 32 MiB); the
+            rest goes to its disk spool and is sent from there.
         propagate_threads: nest steps started in worker threads under the submitting step.
+        propagate_processes: nest steps run in worker processes (``ProcessPoolExecutor``,
+            ``multiprocessing``: fork and spawn) under the submitting step, when the run's
+            transport can be rebuilt there (``url=``, ``otlp_endpoint=``): each worker sends its
+            own steps (default on).
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
         heartbeat: seconds between the heartbeats that tell the server which runs are still open
             (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
@@ -99,6 +104,7 @@ def configure(
         ("capture_result", capture_result),
         ("redact", redact),
         ("propagate_threads", propagate_threads),
+        ("propagate_processes", propagate_processes),
     )
     for name, flag in flags:
         if flag is not None and not isinstance(flag, bool):
@@ -233,6 +239,8 @@ def configure(
         settings.prices = price_table or None
     if llm_stream_usage is not None:
         settings.llm_stream_usage = llm_stream_usage
+    if propagate_processes is not None:
+        settings.propagate_processes = propagate_processes
     if propagate_threads is not None:
         settings.propagate_threads = bool(propagate_threads)
         if propagate_threads:
@@ -273,9 +281,14 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
     (``httpx``, ``requests``): a request sent inside a step carries the W3C ``traceparent`` and
     ``tracestate`` of that step (:func:`pipelens.propagation_headers`), so a service using our
     FastAPI, Litestar or ASGI integration continues the run. With no argument, every supported
-    *LLM* library installed: the HTTP clients are patched only when named, because their
-    headers would go to every host the program calls (a run id is then visible to it, and a
-    strict API may refuse headers it does not know).
+    *LLM* library installed: those imported already now, the others when the program imports
+    them (PipeLens never imports them itself). The HTTP clients are patched only when named,
+    because their headers would go to every host the program calls (a run id is then visible
+    to it, and a strict API may refuse headers it does not know).
+
+    litellm's calls are module functions: a name imported from it before the patch
+    (``from litellm import completion``) keeps the unpatched function, so call ``auto_patch``
+    first. SDK classes (``from openai import OpenAI``) are patched whenever they were imported.
 
     Idempotent; returns the names of the libraries patched now or before.
 

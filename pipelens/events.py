@@ -20,8 +20,15 @@ runs every few seconds. ``heartbeats`` is an optional field (left out of the enc
 unset), added within version 1: servers older than it ignore it as an unknown field, and clients
 older than it never send it (their runs are kept alive by their events alone).
 
-Decoding ignores unknown fields, so adding an optional field is backwards compatible;
-anything else bumps :data:`VERSION`. Times, durations and counts must be ``>= 0``.
+Scores: ``ScoreAdded`` (``pipelens.score``), an event type added within version 1. A server older
+than it refuses a batch holding one (an unknown ``type``), so ``HttpTransport`` sends scores in
+requests of their own: such a server loses the scores, never the steps beside them. A score is
+identified by ``(run_id, score_id)``: a resent one changes nothing, and it may arrive before its
+run.
+
+Decoding ignores unknown fields, so adding an optional field is backwards compatible; a new
+event type is sent apart (as scores are); anything else bumps :data:`VERSION`. Times,
+durations and counts must be ``>= 0``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,12 @@ MAX_TAG_BYTES = 256
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_KEY_BYTES = 256
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
+#: Scores (``pipelens.score``): a name and a categorical value as long as a tag, a comment as
+#: long as four metadata values (not indexed); the score id (the giver's) as long as a step id.
+MAX_SCORE_NAME_BYTES = 256
+MAX_SCORE_VALUE_BYTES = 256
+MAX_COMMENT_BYTES = 4096
+MAX_SCORE_ID_BYTES = 1024
 #: What ends a string the client cut to a limit (keys also get a digest, to stay unique).
 TRUNCATED_MARK = "…[truncated]"
 
@@ -142,7 +155,28 @@ class StepFinished(_Event, kw_only=True, frozen=True, tag="step.finished"):
     llm: str | None = None
 
 
-Event: TypeAlias = RunStarted | RunFinished | StepStarted | StepFinished
+#: A score's value: a number, a boolean (pass/fail, thumbs up/down) or a category (a ``str``).
+ScoreValue: TypeAlias = bool | float | str
+#: Where a score came from: the program (``pipelens.score``), the API, the run page's form.
+ScoreSource: TypeAlias = Literal["code", "api", "ui"]
+
+
+class ScoreAdded(_Event, kw_only=True, frozen=True, tag="score.added"):
+    """A score (or a person's feedback) given to a run, or to one of its steps (``step_key``).
+
+    ``score_id`` is the giver's: the same id twice is one score. A float must be finite.
+    """
+
+    score_id: str
+    name: str
+    value: ScoreValue
+    comment: str | None = None
+    step_key: str | None = None
+    source: ScoreSource = "code"
+    at_ns: NonNegative
+
+
+Event: TypeAlias = RunStarted | RunFinished | StepStarted | StepFinished | ScoreAdded
 
 
 class RunHeartbeat(msgspec.Struct, kw_only=True, frozen=True):

@@ -31,7 +31,8 @@ actually sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -46,13 +47,22 @@ from pipelens._integrations.asgi import (
     close_request_run,
     end_with_exception,
     http_status,
+    identify_request,
     open_request_run,
 )
+from pipelens._integrations.who import RequestWho
 
 __all__ = ["PipelensMiddleware", "run"]
 
 
-def run(pipeline: str | None = None) -> Callable[[Request, Response], AsyncIterator[Run]]:
+def run(
+    pipeline: str | None = None,
+    *,
+    user_id_header: str | None = None,
+    session_id_header: str | None = None,
+    tags: Iterable[str] = (),
+    identify: Callable[[Request], Mapping[str, Any] | None] | None = None,
+) -> Callable[[Request, Response], AsyncIterator[Run]]:
     """A FastAPI dependency making each request one run: ``Depends(pipelens.fastapi.run("qa"))``.
 
     Put it in the route's (or the app's) ``dependencies=[...]``, or first among the handler's
@@ -63,13 +73,29 @@ def run(pipeline: str | None = None) -> Callable[[Request, Response], AsyncItera
     Args:
         pipeline: the runs' pipeline name; ``None`` names each after its method and route
             (``"POST /ask"``).
+        user_id_header: a request header naming the run's user (``"X-User"``); absent or empty,
+            the run has none.
+        session_id_header: a request header naming the run's session (``"X-Session"``).
+        tags: tags of every request's run (``["api"]``).
+        identify: called with the :class:`fastapi.Request`, answering ``None`` or a dict of any
+            of ``user_id``, ``session_id``, ``tags``, ``metadata`` as :func:`pipelens.set_run`
+            takes them (``lambda r: {"user_id": r.state.user.id}``); its values win over the
+            headers'. A wrong answer or an exception is logged once; the request goes on.
+
+    Also when the middleware opened the run, these options apply to it.
+
+    Raises:
+        ConfigurationError: an option is invalid (the message names it).
     """
     check_pipeline(pipeline)
+    who = RequestWho("pipelens.fastapi.run", user_id_header, session_id_header, tags, identify)
 
     async def pipelens_run(request: Request, response: Response) -> AsyncIterator[Run]:
         scope = request.scope
         opened = scope.get(SCOPE_KEY)
         if isinstance(opened, Step):  # the middleware, or another run() dependency, opened it
+            if who:
+                identify_request(who, opened, scope, request)
             yield opened.run
             return
         route = scope.get("route")
@@ -80,6 +106,8 @@ def run(pipeline: str | None = None) -> Callable[[Request, Response], AsyncItera
             current = current_step_var.get()
             yield None if current is None else current.run  # type: ignore[misc]
             return
+        if who:
+            identify_request(who, root, scope, request)
         # FastAPI runs a request-scoped dependency's exit after the response is sent: after the
         # whole stream and the background tasks, so the run lasts as long as they do.
         try:

@@ -27,8 +27,8 @@ response fails it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
@@ -36,6 +36,7 @@ from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp
 
 from pipelens._integrations.asgi import PipelensMiddleware, check_pipeline
+from pipelens._integrations.who import RequestWho
 
 __all__ = ["PipelensMiddleware", "PipelensPlugin"]
 
@@ -45,15 +46,38 @@ class PipelensPlugin(InitPluginProtocol):
 
     Args:
         pipeline: the runs' pipeline name; ``None`` names each after its method and route.
+        user_id_header, session_id_header, tags, identify: the run's user, session and tags,
+            from the request, as :class:`PipelensMiddleware` takes them (``identify`` is given
+            the ASGI scope).
+
+    Raises:
+        ConfigurationError: an option is invalid (the message names it).
     """
 
-    def __init__(self, pipeline: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: str | None = None,
+        *,
+        user_id_header: str | None = None,
+        session_id_header: str | None = None,
+        tags: Iterable[str] = (),
+        identify: Callable[[Any], Mapping[str, Any] | None] | None = None,
+    ) -> None:
         check_pipeline(pipeline)
+        RequestWho("PipelensPlugin", user_id_header, session_id_header, tags, identify)
         self.pipeline = pipeline
+        self.options: dict[str, Any] = {
+            "user_id_header": user_id_header,
+            "session_id_header": session_id_header,
+            "tags": tags,
+            "identify": identify,
+        }
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Put the middleware first, so that it sees every other middleware's steps too."""
         # Our ASGI types are the plain mappings of the spec, not Litestar's TypedDicts.
         middleware = cast("Callable[..., ASGIApp]", PipelensMiddleware)
-        app_config.middleware.insert(0, DefineMiddleware(middleware, pipeline=self.pipeline))
+        app_config.middleware.insert(
+            0, DefineMiddleware(middleware, pipeline=self.pipeline, **self.options)
+        )
         return app_config

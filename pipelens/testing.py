@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from pipelens._core.settings import settings
 from pipelens._transports import MemoryTransport
-from pipelens.events import RunFinished, RunStarted, StepFinished, StepStarted
+from pipelens.events import RunFinished, RunStarted, ScoreAdded, StepFinished, StepStarted
 
 __all__ = ["CapturedEvents", "MemoryTransport", "capture_runs", "pipelens_events"]
 
@@ -46,6 +46,10 @@ class CapturedEvents(MemoryTransport):
     def steps_started(self, run_id: str | None = None) -> list[StepStarted]:
         """Started steps (of one run when ``run_id`` is given), in the order they started."""
         return [e for e in self.events if isinstance(e, StepStarted) and run_id in (None, e.run_id)]
+
+    def scores(self, run_id: str | None = None) -> list[ScoreAdded]:
+        """Scores given (to one run when ``run_id`` is given), in the order they were given."""
+        return [e for e in self.events if isinstance(e, ScoreAdded) and run_id in (None, e.run_id)]
 
     def step(self, key: str) -> StepFinished:
         """The finished step with ``key``; ``KeyError`` lists the keys there are."""

@@ -51,6 +51,7 @@ def test_bad_count_is_refused_with_its_option_named() -> None:
     assert "--number 0: expected a positive integer" in proc.stderr
 
 
+@pytest.mark.timeout(300)  # past the run's own 180 s limit, so that limit names the cause
 def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
     """``benchmarks.ingest --quick`` exits 0 and prints the end-to-end, latency, COPY and target
     lines, with every step of the end-to-end run stored."""
@@ -107,8 +108,9 @@ def test_ingest_bad_count_is_refused_with_its_option_named() -> None:
 
 
 def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
-    """``benchmarks.dashboard --quick`` exits 0 and prints the data loaded, a row per page with
-    its status and size, and a target line per page."""
+    """``benchmarks.dashboard --quick`` exits 0 and prints the data loaded at each of its two
+    sizes, a row per page and API route with both times, the ratio, status and size, and a
+    target line per page."""
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.dashboard", "--quick"],
         cwd=ROOT,
@@ -119,11 +121,13 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    # 200 runs of 20 steps, three runs of 1 + 3 * (1 + 4) steps and one of 300 root steps.
+    # 100 then 200 runs of 20 steps, three runs of 1 + 3 * (1 + 4) steps and one of 300 roots.
+    assert re.search(r"^data: +104 runs, 2,348 steps over 30 days, 4 pipelines", out, re.M), out
     assert re.search(r"^data: +204 runs, 4,348 steps over 30 days, 4 pipelines", out, re.M), out
-    rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +(\d{3}) +[\d.]+$", out, re.M)
+    rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +[\d.]+x +(\d{3}) +[\d.]+$", out, re.M)
     labels = [label for label, _ in rows]
-    assert labels[:9] == [
+    assert labels[:10] == [
+        "overview (30 days)",
         "runs page (30 days, first page)",
         "runs page (30 days, failed only)",
         "run page (big-run, finished)",
@@ -134,20 +138,24 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
         "run page (big-run-running, running)",
         "poll of big-run-running (htmx run_live)",
     ]
-    assert [status for _, status in rows[:9]] == ["200"] * 9
-    assert "step stats page (30 days)" in out
-    targets = re.findall(r"^  (.*) < \d+ ms: (?:met|missed|not measured)", out, re.M)
+    assert "step stats page (30 days)" in labels
+    assert "API step stats (30 days)" in labels
+    assert {status for _, status in rows} == {"200"}
+    targets = re.findall(
+        r"^  (.*?): (?:< \d+ ms: (?:met|missed).*; )?ratio [\d.]+ <= 1.5", out, re.M
+    )
     assert targets == labels
 
 
 def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive run count exits 2 with a message naming the option and the value."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.dashboard", "--runs", "0"],
+        [sys.executable, "-m", "benchmarks.dashboard", "--runs", "0,10"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert (proc.returncode, "--runs 0: expected a positive integer" in proc.stderr) == (2, True)
+    message = "--runs: 0,10: expected a positive integer"
+    assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr

@@ -63,6 +63,20 @@ def otlp_endpoint() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def pipelens_server() -> Iterator[str]:
+    """A real ``pipelens serve`` (embedded PostgreSQL in a fresh data directory), started only
+    for the blocks that send it something; its base URL."""
+    path = Path(__file__).parent / "pipelens_server" / "_pg_testkit.py"
+    spec = importlib.util.spec_from_file_location("_readme_pg_testkit", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.data_dir() as directory, module.serve("--data-dir", str(directory)) as (_, url):
+        yield url
+
+
 def python_blocks() -> list[str]:
     if not README.is_file():
         pytest.fail(f"README.md is missing: expected it at {README}")
@@ -95,18 +109,23 @@ def test_readme_example_prints_what_it_promises(
     openai_stub: Any,
     anthropic_stub: Any,
     otlp_endpoint: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The block runs, and its promised lines are printed, in order (OpenAI and Anthropic calls
-    go to the local stub servers and OTLP to a local receiver through the environment, as a
-    user's would go to the API and their collector)."""
+    go to the local stub servers and PipeLens's OTLP to a local receiver through the
+    environment, as a user's would go to the API and their collector; an OTel SDK's exporter
+    goes to a real ``pipelens serve``)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+    block = python_blocks()[index]
+    if "OTLPSpanExporter" in block:  # the "send OTLP to PipeLens" example
+        server: str = request.getfixturevalue("pipelens_server")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{server}/v1/traces")
     monkeypatch.setenv("PIPELENS_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("OPENAI_BASE_URL", openai_stub.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-test")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_stub.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-readme-test")
-    block = python_blocks()[index]
     code = compile(block, f"{README}[python block {index}]", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     outcome = eval(code, {"__name__": f"readme_block_{index}"})
     if inspect.iscoroutine(outcome):

@@ -28,6 +28,7 @@ from pipelens.events import (
     Event,
     RunFinished,
     RunStarted,
+    ScoreAdded,
     StepFinished,
     StepStarted,
 )
@@ -334,6 +335,8 @@ def scrub_event(event: Event) -> Event:
         return event
     if isinstance(event, RunStarted | RunFinished):
         return _scrub_who(event)
+    if isinstance(event, ScoreAdded):
+        return _scrub_score(event)
     changes: dict[str, Any] = {}
     for field in _CAPTURED_FIELDS[type(event)]:
         text = getattr(event, field)
@@ -369,6 +372,20 @@ def _scrub_who(event: RunStarted | RunFinished) -> RunStarted | RunFinished:
         text = getattr(event, field)
         if text is not None and (clean := _value_re.sub(REDACTED, text)) != text:
             changes[field] = clean
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def _scrub_score(event: ScoreAdded) -> ScoreAdded:
+    """Secret-looking texts in a score's comment and category, as in error texts."""
+    changes: dict[str, Any] = {}
+    if event.comment is not None:
+        comment = _value_re.sub(REDACTED, event.comment)
+        if comment != event.comment:
+            changes["comment"] = comment
+    if isinstance(event.value, str):
+        value = _value_re.sub(REDACTED, event.value)
+        if value != event.value:
+            changes["value"] = value
     return msgspec.structs.replace(event, **changes) if changes else event
 
 

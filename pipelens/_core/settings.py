@@ -58,6 +58,7 @@ class Settings:
         "max_records",
         "max_value_bytes",
         "prices",
+        "propagate_processes",
         "propagate_threads",
         "redact",
         "redact_key_re",
@@ -74,6 +75,7 @@ class Settings:
         #: Request bodies an ``HttpTransport`` holds in memory; the rest waits in the spool.
         self.max_memory_bytes = 32 * 1024 * 1024
         self.propagate_threads = True
+        self.propagate_processes = True
         self.exit_timeout = 2.0
         #: Seconds between the heartbeats of the transport ``url=``/``PIPELENS_URL`` builds.
         self.heartbeat: float | None = DEFAULT_HEARTBEAT_S

@@ -531,6 +531,12 @@ def open_step(
     """Open a step under ``parent`` (default: the current step), or a new run when there is none."""
     if parent is None:
         parent = current_step_var.get()
+    if parent is None:
+        remote = getattr(task_parent, "value", None)
+        if remote is not None:  # a task sent to this worker process by a step of another
+            return open_continued(
+                name, *remote[:3], owned=False, inputs=inputs, kind=kind, transport=remote[3]
+            )
     if parent is None and root_parent is not None:
         remote = root_parent()
         if remote is not None:
@@ -564,6 +570,11 @@ def open_step(
 #: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
 #: ``pipelens._otel.bridge``; the core knows no OTel.
 root_parent: Callable[[], tuple[str, str] | None] | None = None
+
+#: ``.value``: ``(run id, step id, step key, transport)`` of the step in another process that
+#: submitted the task this thread runs (set around the task by ``pipelens._otel.processes`` in a
+#: worker process), or absent: a run's root opened meanwhile is that step's child instead.
+task_parent = threading.local()
 
 
 def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
@@ -637,26 +648,40 @@ def open_run(
     send_starts: bool = True,
     who: Who | None = None,
 ) -> Step:
-    """Open a new run explicitly (the seed's ``Pipeline``), returning its root step."""
+    """Open a new run explicitly (the seed's ``Pipeline``), returning its root step.
+
+    With no ``run_id`` given and no step current, a parent outside PipeLens (an OTel span
+    current in this process, see :data:`root_parent`) is followed as ``open_step`` follows it:
+    the run is that span's trace, its root under the span, with a part's key
+    (``{pipeline}___{its id}``: several runs opened under one span are parts of one run).
+    """
+    remote = None
+    if run_id is None and root_parent is not None and current_step_var.get() is None:
+        remote = root_parent()
     run = Run(
         pipeline,
-        run_id,
+        run_id if remote is None else remote[0],
         transport if transport is not None else settings.transport,
         listeners,
         send_starts=send_starts,
     )
     if who is not None:
         run.who = who
+    n = next(clock.step_ids)
+    key = sanitize_name(pipeline)
+    if remote is not None:
+        run.remote_parent_id = remote[1]
+        key = _part_key(pipeline, n)
     t0 = _perf_ns()
     step = run.root = _make(
         Step,
         pipeline,
-        sanitize_name(pipeline),
+        key,
         None,
         run,
         None,
         "step",
-        next(clock.step_ids),
+        n,
         t0,
         t0 + _WALL_OFFSET_NS,
     )
@@ -675,6 +700,7 @@ def open_continued(
     owned: bool,
     inputs: str | None = None,
     kind: str = "step",
+    transport: Transport | None = None,
 ) -> Step:
     """Open a step of run ``run_id`` under a parent in another process (or an OTel span).
 
@@ -682,13 +708,14 @@ def open_continued(
     parent's key is unknown: the parent's process gives keys to its own children, so two parts
     opened under one parent (two requests from one step) need a suffix no other process can
     pick. ``owned=False`` (the run is another process's) sends no ``RunStarted``/``RunFinished``:
-    the owner's say when the run started, ended and how it went.
+    the owner's say when the run started, ended and how it went. Events go to ``transport``,
+    by default the configured one.
     """
-    run = Run(name, run_id=run_id, transport=settings.transport)
+    run = Run(name, run_id=run_id, transport=transport or settings.transport)
     run.remote_parent_id = parent_id
     run._owned = owned
     n = next(clock.step_ids)
-    segment = f"{sanitize_name(name)}___{n:016x}"
+    segment = _part_key(name, n)
     t0 = _perf_ns()
     step = run.root = _make(
         Step,
@@ -706,6 +733,12 @@ def open_continued(
     if not run._quiet:
         step._announce()
     return step
+
+
+def _part_key(name: str, n: int) -> str:
+    """The key of a run's part opened under a parent elsewhere: its name and its own id, a
+    suffix no other process (nor another part) can pick."""
+    return f"{sanitize_name(name)}___{n:016x}"
 
 
 def record(key: str, value: Any) -> None:

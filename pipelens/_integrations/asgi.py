@@ -7,7 +7,7 @@ in the middleware's own task, so the step it makes current is the one the handle
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from contextvars import Token
 from typing import Any
 
@@ -15,6 +15,7 @@ from pipelens._core import containment
 from pipelens._core.context import current_step_var
 from pipelens._core.errors import ConfigurationError
 from pipelens._core.step import Step, sanitize_name
+from pipelens._integrations.who import RequestWho
 from pipelens._otel.remote import open_from_headers
 
 Scope = MutableMapping[str, Any]
@@ -56,6 +57,14 @@ def open_request_run(
         root.record("http.route", route)
     scope[SCOPE_KEY] = root
     return root, current_step_var.set(root)
+
+
+def identify_request(who: RequestWho, root: Step, scope: Scope, request: object) -> None:
+    """Set the request's run's user, session and tags as ``who`` says (never raises)."""
+    try:
+        who.apply(root.run, scope.get("headers") or (), request)
+    except Exception as exc:
+        containment.internal_error("asgi.identify", exc)
 
 
 def close_request_run(root: Step, token: Token[Any], exc: BaseException | None) -> None:
@@ -133,12 +142,36 @@ class PipelensMiddleware:
         app: the ASGI app to wrap.
         pipeline: the runs' pipeline name; ``None`` names each after its method and route
             (``"GET /items/{item_id}"``).
+        user_id_header: a request header naming the run's user (``"X-User"``); absent or empty,
+            the run has none.
+        session_id_header: a request header naming the run's session (``"X-Session"``).
+        tags: tags of every request's run (``["api"]``).
+        identify: called with the ASGI scope of each request (its headers, path, ``state``, the
+            ``user`` an authentication middleware before this one set), answering ``None`` or a
+            dict of any of ``user_id``, ``session_id``, ``tags``, ``metadata``, as
+            :func:`pipelens.set_run` takes them. Its values win over the headers'. A wrong answer
+            or an exception is logged once; the request goes on.
+
+    Raises:
+        ConfigurationError: an option is invalid (the message names it).
     """
 
-    def __init__(self, app: ASGIApp, pipeline: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        pipeline: str | None = None,
+        *,
+        user_id_header: str | None = None,
+        session_id_header: str | None = None,
+        tags: Iterable[str] = (),
+        identify: Callable[[Scope], Mapping[str, Any] | None] | None = None,
+    ) -> None:
         check_pipeline(pipeline)
         self.app = app
         self.pipeline = pipeline
+        self.who = RequestWho(
+            type(self).__name__, user_id_header, session_id_header, tags, identify
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or SCOPE_KEY in scope:
@@ -150,6 +183,8 @@ class PipelensMiddleware:
             containment.internal_error("asgi.middleware.open", exc)
             await self.app(scope, receive, send)
             return
+        if self.who:
+            identify_request(self.who, root, scope, scope)
         # [status sent, response finished]: what the wrappers below saw.
         state: list[Any] = [None, False]
 

@@ -30,12 +30,15 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import sys
 import threading
 import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import Token
 from typing import Any
+
+import wrapt
 
 from pipelens._core import containment
 from pipelens._core.clock import perf_ns
@@ -56,9 +59,13 @@ _PROVIDERS: dict[str, Provider] = {
     "google.genai": google_genai,  # ``from google import genai``: the module's own name
 }
 
-_lock = threading.Lock()
+# Re-entrant: patching one library imports its modules, which may import another library whose
+# post-import hook patches it on the same thread (litellm imports openai).
+_lock = threading.RLock()
 #: Library name → the (class, attribute, original) triples it replaced.
 _patched: dict[str, list[tuple[type, str, Any]]] = {}
+#: Installed libraries ``auto_patch()`` patches when the program imports them.
+_pending: set[str] = set()
 
 
 def _library_name(library: types.ModuleType | str) -> str:
@@ -71,50 +78,97 @@ def _library_name(library: types.ModuleType | str) -> str:
     return name
 
 
+def _installed(name: str) -> bool:
+    try:  # finds the module without importing it (``google.genai`` imports ``google`` only)
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # ``google.genai`` without any ``google`` package
+        return False
+
+
 def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
     """Trace every call of the given LLM libraries (default: every supported one installed).
 
-    Idempotent; returns the names of the libraries patched now or before.
+    With no argument, a library the program has imported is patched now, and an installed one
+    it has not is patched when it is imported (importing litellm takes seconds: PipeLens does not
+    do it for you). Idempotent; returns the names of the libraries patched now, before, or on
+    their import.
 
     Raises:
         ConfigurationError: for a library PipeLens does not support, or one not installed.
     """
-    names = [_library_name(lib) for lib in libraries]
-    if not libraries:
-        names = [n for n in _PROVIDERS if importlib.util.find_spec(n) is not None]
+    if libraries:
+        names = [_library_name(lib) for lib in libraries]
+        for name in names:
+            _patch(name)
+        return names
+    names = [name for name in _PROVIDERS if _installed(name)]
     for name in names:
-        with _lock:
-            if name in _patched:
-                continue
-            provider = _PROVIDERS[name]
-            replaced: list[tuple[Any, str, Any]] = []
-            try:
-                for endpoint in provider.ENDPOINTS:
-                    cls = _installed_owner(endpoint)
-                    if cls is None:  # an older library without it
-                        continue
-                    attr = endpoint.method
-                    original = cls.__dict__[attr]
-                    wrapper = _make_wrapper(original, provider, endpoint)
-                    setattr(cls, attr, wrapper)
-                    replaced.append((cls, attr, original))
-            except BaseException:
-                for cls, attr, original in replaced:  # all or nothing
-                    setattr(cls, attr, original)
-                raise
-            if not replaced:
-                raise ConfigurationError(
-                    f"auto_patch({name!r}): {name} is not installed; pip install 'pipelens[{name}]'"
-                )
-            _patched[name] = replaced
+        if name in sys.modules:
+            _patch(name)
+        else:
+            _patch_when_imported(name)
     return names
 
 
+def _patch(name: str) -> None:
+    """Replace the endpoints of library ``name`` (importing it), all or none."""
+    with _lock:
+        _pending.discard(name)
+        if name in _patched:
+            return
+        provider = _PROVIDERS[name]
+        replaced: list[tuple[Any, str, Any]] = []
+        try:
+            for endpoint in provider.ENDPOINTS:
+                cls = _installed_owner(endpoint)
+                if cls is None:  # an older library without it
+                    continue
+                attr = endpoint.method
+                original = cls.__dict__[attr]
+                wrapper = _make_wrapper(original, provider, endpoint)
+                setattr(cls, attr, wrapper)
+                replaced.append((cls, attr, original))
+        except BaseException:
+            for cls, attr, original in replaced:  # all or nothing
+                setattr(cls, attr, original)
+            raise
+        if not replaced:
+            raise ConfigurationError(
+                f"auto_patch({name!r}): {name} is not installed; pip install 'pipelens[{name}]'"
+            )
+        _patched[name] = replaced
+
+
+def _patch_when_imported(name: str) -> None:
+    with _lock:
+        if name in _patched or name in _pending:
+            return
+        _pending.add(name)
+    # Called at once if the module was imported in the meantime.
+    wrapt.register_post_import_hook(_imported, name)
+
+
+def _imported(module: types.ModuleType) -> None:
+    """The post-import hook: patch a pending library the program has just imported."""
+    name = module.__name__
+    with _lock:
+        if name not in _pending:  # unpatched since, or patched by name
+            return
+    try:
+        _patch(name)
+    except Exception as exc:  # never break the program's ``import``
+        containment.internal_error("auto_patch.on_import", exc)
+
+
 def unpatch(*libraries: types.ModuleType | str) -> None:
-    """Restore the original methods (default: of every patched library)."""
+    """Restore the original methods (default: of every patched library, and patch no library
+    on its import any more)."""
     names = [_library_name(lib) for lib in libraries] if libraries else list(_patched)
     with _lock:
+        if not libraries:
+            _pending.clear()
         for name in names:
+            _pending.discard(name)
             for cls, attr, original in _patched.pop(name, []):
                 setattr(cls, attr, original)
 

@@ -4,10 +4,11 @@ Two directions, both only once the program itself imported ``opentelemetry`` (we
 it, and never replace a tracer provider):
 
 * **a step opened inside an OTel span** — a run's root step opened while an OTel span is
-  current continues that span's trace, as an incoming foreign ``traceparent`` would
-  (:func:`pipelens._otel.remote.open_under`): the run's id is the trace id as a UUID, its root's
-  parent the span. Steps opened under a step stay under that step: an OTel span between two
-  steps is not seen by the inner one (it nests under the outer step).
+  current (by ``@step``, ``span`` or an explicit ``Pipeline`` run) continues that span's
+  trace, as an incoming foreign ``traceparent`` would (:func:`pipelens._otel.remote.open_under`):
+  the run's id is the trace id as a UUID, its root's parent the span. Steps opened under a
+  step stay under that step: an OTel span between two steps is not seen by the inner one (it
+  nests under the outer step).
 * **an OTel span started inside a step** — while a step is current, OTel's current context
   names that step (a non-recording span: trace id from the run id, span id = step id, our
   ``tracestate`` entry so an instrumented HTTP client carries the run on), so the span's

@@ -8,6 +8,7 @@ delivery thread, retries, backoff and disk spool. ``configure(otlp_endpoint=...)
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from urllib.parse import unquote
@@ -83,6 +84,9 @@ class OtlpTransport(HttpTransport):
             interval=interval,
             debug=debug,
             heartbeat=None,
+        )
+        self._recipe = functools.partial(
+            OtlpTransport, endpoint, headers, timeout=timeout, spool=spool, spool_dir=spool_dir
         )
 
     def write(self, batch: Batch) -> None:

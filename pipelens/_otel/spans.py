@@ -126,7 +126,7 @@ class SpanEncoder:
                 self._runs[event.run_id] = event
                 if len(self._runs) > MAX_OPEN:
                     del self._runs[next(iter(self._runs))]
-            else:
+            elif isinstance(event, RunFinished):
                 finished_runs[event.run_id] = event
         spans = []
         for step in steps:

@@ -32,6 +32,7 @@ from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
 from pipelens._transports.fanout import parts_of
 from pipelens._transports.heartbeat import Heartbeat
+from pipelens._transports.sizing import event_bytes
 from pipelens.events import Batch, Event, RunFinished
 
 __all__ = [
@@ -61,7 +62,8 @@ class BatchingTransport:
     """A bounded queue drained in batches by one background thread; subclasses write batches.
 
     Args:
-        max_queue: events held in memory; when it is full, ``send`` waits for the thread to make
+        max_queue: events held in memory (a subclass may bound them by bytes too:
+            :meth:`_queue_budget`); when it is full, ``send`` waits for the thread to make
             room (at most ``max_wait`` seconds). A run's ``RunFinished``, and events sent on the
             transport's own thread (which cannot wait for itself), may use a small reserve
             above it; beyond that, or when the wait runs out, :meth:`write_now` takes the event.
@@ -96,7 +98,9 @@ class BatchingTransport:
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.interval = float(interval)
-        self._hard_limit = max_queue + max(1, max_queue // 100)
+        #: Events the queue holds at most now: ``max_queue``, or fewer when :meth:`_queue_budget`
+        #: bounds it by bytes (then recomputed from each batch the thread takes).
+        self._limit = max_queue
         self.sent = 0
         self.dropped = 0
         self.failed_batches = 0
@@ -137,7 +141,7 @@ class BatchingTransport:
         """Queue ``event``, waiting for room when the queue is full; ``False`` (and counted in
         ``dropped``) only when it could neither be queued nor written by :meth:`write_now`."""
         queue = self._queue
-        if len(queue) >= self.max_queue or self._closed or _exiting:
+        if len(queue) >= self._limit or self._closed or _exiting:
             return self._overflow(event)
         queue.append(event)
         if not self._started:
@@ -155,7 +159,7 @@ class BatchingTransport:
         # thread, which would wait for itself.
         if (
             not (self._closed or _exiting)  # nobody would write the queue then
-            and len(queue) < self._hard_limit
+            and len(queue) < self._limit + max(1, self._limit // 100)
             and (type(event) is RunFinished or threading.current_thread() is self._thread)
         ):
             queue.append(event)
@@ -176,7 +180,7 @@ class BatchingTransport:
         if not self._closed:
             self._warn_once(
                 "full",
-                f"{self!r}: {self.max_queue} events are waiting and its thread is not making "
+                f"{self!r}: {len(queue)} events are waiting and its thread is not making "
                 "room; events it cannot write elsewhere are dropped and counted. Is a write "
                 "stuck? A larger max_queue, or a transport with a spool (HttpTransport), keeps "
                 "them",
@@ -196,7 +200,7 @@ class BatchingTransport:
         deadline = time.monotonic() + self.max_wait
         self._wake.set()
         with self._progress:
-            while len(self._queue) >= self.max_queue:
+            while len(self._queue) >= self._limit:
                 remaining = deadline - time.monotonic()
                 if self._closed or not thread.is_alive() or remaining <= 0:
                     self._stalled = remaining <= 0
@@ -255,6 +259,13 @@ class BatchingTransport:
                     self._progress.notify_all()
             if not batch:
                 return True
+            budget = self._queue_budget()
+            if budget is not None:
+                # Weighed off the lock, and only here: the user's thread pays nothing for it.
+                limit = max(1, min(self.max_queue, budget // event_bytes(batch)))
+                with self._lock:
+                    self._limit = limit
+                    self._progress.notify_all()
             self._heartbeat.observe(batch)
             try:
                 self.write(Batch(events=[scrub_event(e) for e in batch]))
@@ -268,6 +279,11 @@ class BatchingTransport:
                 with self._lock:
                     self._done += len(batch)
                     self._progress.notify_all()
+
+    def _queue_budget(self) -> int | None:
+        """Bytes the queued events may take in memory now; ``None`` (the base class): the
+        queue is bounded by ``max_queue`` alone."""
+        return None
 
     def write(self, batch: Batch) -> None:
         """Write one batch (on the background thread, or in ``flush`` when it has none)."""

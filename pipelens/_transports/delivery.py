@@ -155,6 +155,11 @@ class Delivery:
         self.dropped = self.rejected = 0
         self.endpoint.forget()
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of request bodies in the outbox now (read without the lock: a moment's view)."""
+        return self._outbox_bytes
+
     # -- the batching thread's side -------------------------------------------------------------
 
     def put(self, body: bytes, events: int) -> None:

@@ -15,10 +15,11 @@ with its own connection, and leaves the parent's pending events to the parent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ from pipelens._transports.endpoint import CONTENT_TYPE, INGEST_PATH, Endpoint
 from pipelens._transports.heartbeat import DEFAULT_INTERVAL_S
 from pipelens._transports.spool import Spool, default_spool_dir
 from pipelens._version import __version__
-from pipelens.events import Batch, Event, encode_msgpack
+from pipelens.events import Batch, Event, ScoreAdded, encode_msgpack
 
 _MiB = 1024 * 1024
+#: Bytes an event is taken to weigh before the first batch is weighed (``sizing.py``).
+_GUESSED_EVENT_BYTES = 1024
 
 _instances: weakref.WeakSet[HttpTransport] = weakref.WeakSet()
 
@@ -93,8 +96,11 @@ class HttpTransport(BatchingTransport):
         token: sent as ``Authorization: Bearer <token>``.
         timeout: seconds one connect, send or receive may block (the sender's, never the user's).
         max_batch_bytes: largest request body; bigger batches are split.
-        max_buffer_bytes: request bodies held in memory before new ones go to the spool
-            (default ``configure(max_memory=...)``, 32 MiB).
+        max_buffer_bytes: memory for the events waiting to be batched and the request bodies
+            waiting to be sent, together (default ``configure(max_memory=...)``, 32 MiB): bodies
+            take at most three quarters of it (new ones go to the spool), events the rest, by
+            their weight (``send`` then waits for the batching thread, which spools what the
+            sender cannot keep).
         max_attempts: tries of one batch before it moves to the spool.
         backoff: seconds before the first retry, doubled after each failure (with jitter) up to
             ``max_backoff``; a ``Retry-After`` from the server wins.
@@ -194,12 +200,19 @@ class HttpTransport(BatchingTransport):
                 ) from None
         self.spool_dir = directory
         super().__init__(max_queue=max_queue, max_batch=max_batch, interval=interval)
+        self.max_buffer_bytes = max_buffer_bytes
+        # Fixed shares, not what the bodies held leave now: they may grow again while the
+        # events wait, and together the two must stay within the bound.
+        bodies_bytes = max(1, max_buffer_bytes * 3 // 4)
+        self._events_bytes = max(1, max_buffer_bytes - bodies_bytes)
+        # Until the first batch is weighed: one batch, of events a guess on the heavy side.
+        self._limit = max(1, min(max_queue, max_batch, self._events_bytes // _GUESSED_EVENT_BYTES))
         self._delivery = Delivery(
             endpoint,
             None
             if directory is None
             else Spool(directory, max_bytes=max_spool_bytes, stale_after=max(60.0, 3 * timeout)),
-            max_buffer_bytes=max_buffer_bytes,
+            max_buffer_bytes=bodies_bytes,
             max_attempts=max_attempts,
             backoff=float(backoff),
             max_backoff=float(max_backoff),
@@ -207,6 +220,24 @@ class HttpTransport(BatchingTransport):
             debug=debug,
         )
         _instances.add(self)
+        #: How a worker process builds its own copy (``worker_recipe``): the same server, token,
+        #: headers and spool, no heartbeats (the parent's run stays the parent's to keep open).
+        self._recipe: Callable[[], Transport] = functools.partial(
+            HttpTransport,
+            self.options or self.url,
+            token,
+            timeout=timeout,
+            spool=spool,
+            spool_dir=spool_dir,
+            headers=dict(headers) if headers is not None else None,
+            heartbeat=None,
+        )
+
+    def worker_recipe(self) -> Callable[[], Transport] | None:
+        """A picklable callable that builds this transport again in a worker process (a task
+        sent to a ``ProcessPoolExecutor`` or ``multiprocessing``), or ``None`` for a subclass,
+        whose arguments we do not know (each class of ours makes its own recipe)."""
+        return self._recipe if getattr(self._recipe, "func", None) is type(self) else None
 
     #: Where bodies are posted under the URL, and their media type (the OTLP export's differ).
     _path = INGEST_PATH
@@ -215,13 +246,25 @@ class HttpTransport(BatchingTransport):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url!r}>"
 
+    def _queue_budget(self) -> int:
+        """The events' share of ``max_buffer_bytes`` (the request bodies have the rest)."""
+        return self._events_bytes
+
     def write(self, batch: Batch) -> None:
         """Encode ``batch`` into request bodies and queue them for the sender (never waits)."""
         if not batch.events:  # heartbeats
             self._delivery.put(encode_msgpack(batch), 0)
             return
+        # Scores go in requests of their own: a server older than them refuses a batch that
+        # holds one (an unknown event type), and must not lose the steps beside them.
+        events: list[Event] = batch.events
+        scores: list[Event] = [e for e in events if type(e) is ScoreAdded]
+        if scores:
+            events = [e for e in events if type(e) is not ScoreAdded]
+            for body, count in self._bodies(scores, frozenset()):
+                self._delivery.put(body, count)
         # Counts stay in the program's events: a coalesced step is two of them.
-        events, doubled = coalesce_steps(batch.events)
+        events, doubled = coalesce_steps(events)
         for body, count in self._bodies(events, doubled):
             self._delivery.put(body, count)
 

@@ -18,10 +18,11 @@ How a span becomes rows (``ARCHITECTURE.md`` and ``docs/otlp.md`` say it for use
   ``name___<span id>`` (our suffix for siblings of one name, with the span id, unique in its
   trace, in place of the position no span knows). The nesting comes from ``parent_id``;
 * attributes, span kind, scope, status message and events are the step's records; status
-  ``ERROR`` makes the step ``failed``, its error read from the last ``exception`` event (type,
-  message, stack trace) or else the status message; OpenInference's ``input.value`` and
-  ``output.value`` are the step's inputs and result; a GenAI span (``_otlp_llm``) is a step of
-  kind ``llm`` with its LLM call.
+  ``ERROR`` makes the step ``failed``, an unset status with ``pipelens.status`` ``cancelled``
+  (what our export writes for a cancelled step) ``cancelled``, its error read from the last
+  ``exception`` event (type, message, stack trace) or else the status message;
+  OpenInference's ``input.value`` and ``output.value`` are the step's inputs and result; a
+  GenAI span (``_otlp_llm``) is a step of kind ``llm`` with its LLM call.
 
 Rows merge by ``_rows``'s one rule, so spans in any order, children before their root or twice,
 converge; a run whose root never comes stays ``running`` until the abandonment check marks it.
@@ -59,11 +60,15 @@ from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_te
 
 #: The attribute that carries a step's own key, when a PipeLens client exported the span.
 KEY_ATTRIBUTE = "pipelens.step.key"
+#: The attribute that carries a step's own status (PipeLens's export writes it): read for
+#: ``cancelled``, which OTLP's status cannot say.
+STATUS_ATTRIBUTE = "pipelens.status"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 _MAX_BIGINT = 2**63 - 1
 _ERROR = Status.STATUS_CODE_ERROR
+_UNSET = Status.STATUS_CODE_UNSET
 _KINDS = {
     Span.SPAN_KIND_UNSPECIFIED: "unspecified",
     Span.SPAN_KIND_INTERNAL: "internal",
@@ -359,10 +364,12 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
             {"name": name_, "time_unix_nano": event.time_unix_nano, "attributes": attrs}
             for (name_, attrs), event in zip(events, span.events, strict=True)
         ]
-    failed = span.status.code == _ERROR
+    status = _status(span.status.code, attributes)
     error_type = error_message = error_traceback = None
-    if failed:
-        error_type, error_message, error_traceback = _error(span.status.message, events)
+    if status != "completed":
+        error_type, error_message, error_traceback = _error(
+            span.status.message, events, status == "failed"
+        )
     llm = None
     if is_llm_span(attributes):
         try:
@@ -379,7 +386,6 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
         llm = None if llm is None else scrub_json(llm)
         error_message = None if error_message is None else scrub_text(error_message)
         error_traceback = None if error_traceback is None else scrub_text(error_traceback)
-    status = "failed" if failed else "completed"
     rows.add_step(
         [
             run_id,
@@ -419,10 +425,22 @@ def _add_span(rows: Rows, span: Span, resource: dict[str, Any], scope: str) -> N
         )
 
 
+def _status(code: int, attributes: dict[str, Any]) -> str:
+    """The step's status: ``failed`` for status ``ERROR``; ``cancelled`` when the status is
+    unset and ``pipelens.status`` says so (OTLP has no cancelled status, and a span whose
+    status is ``OK`` was declared a success); else ``completed``."""
+    if code == _ERROR:
+        return "failed"
+    if code == _UNSET and attributes.get(STATUS_ATTRIBUTE) == "cancelled":
+        return "cancelled"
+    return "completed"
+
+
 def _error(
-    status_message: str, events: list[tuple[str, dict[str, Any]]]
-) -> tuple[str, str, str | None]:
-    """A failed span's error: its last ``exception`` event, else its status message."""
+    status_message: str, events: list[tuple[str, dict[str, Any]]], failed: bool
+) -> tuple[str | None, str | None, str | None]:
+    """A failed or cancelled span's error: its last ``exception`` event, else (failed only)
+    its status message."""
     for event_name, attrs in reversed(events):
         if event_name == "exception":
             type_ = attrs.get("exception.type")
@@ -433,6 +451,8 @@ def _error(
                 without_nul(str(message or "")),
                 None if trace is None else without_nul(str(trace)),
             )
+    if not failed:
+        return None, None, None
     return "Error", without_nul(status_message), None
 
 

@@ -45,3 +45,20 @@ class Worker:
     @staticmethod
     def static(x: int) -> int:
         return x * 100
+
+
+@pipelens.step
+def square(x: int) -> int:
+    """A step with a child of its own (``plain``), for tasks run in worker processes."""
+    return plain(x) * x
+
+
+@pipelens.step
+def refuse(x: int) -> int:
+    raise ValueError(f"refused {x}")
+
+
+def squares(n: int) -> None:
+    """A ``multiprocessing.Process`` target that is no step itself: each call is one."""
+    for i in range(n):
+        square(i)

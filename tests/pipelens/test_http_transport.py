@@ -186,6 +186,38 @@ def test_a_slow_server_keeps_memory_under_the_bound_and_the_rest_goes_through_th
     assert Counter(expected) == Counter(set(arrived(server)))  # a replay may resend a body
 
 
+@pipelens.step
+def heavy(text: str) -> int:
+    return len(text)
+
+
+def test_heavy_events_wait_in_memory_by_their_bytes_and_the_rest_goes_through_the_spool(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """Steps with 4 KB inputs, produced faster than a slow server takes them: the events waiting
+    in the queue and the bodies waiting to be sent stay within ``configure(max_memory=...)``
+    together, by their bytes rather than their count; the rest goes through the spool and every
+    event arrives, none dropped."""
+    bound = 128 * 1024
+    pipelens.configure(max_memory=bound)
+    server.delay = 0.05
+    # A minute between writes: only a full queue or a run's end wakes the batching thread.
+    transport = make_transport(server.url, max_batch=16)
+    peak = 0
+    with pipelens.Pipeline("p", transport=transport).run() as run:
+        for i in range(100):
+            heavy(f"{i:04d}" + "x" * 4096)
+            texts = (getattr(e, "inputs", None) or "" for e in list(transport._queue))
+            queued = sum(sys.getsizeof(text) for text in texts)
+            peak = max(peak, queued + transport._delivery.buffered_bytes)
+    assert transport.flush(60)
+    stats = transport.stats()
+    assert (stats.dropped, stats.rejected) == (0, 0)
+    assert stats.spooled > 0
+    assert peak <= bound
+    assert Counter(expected_keys(run)) == Counter(set(arrived(server)))
+
+
 def test_no_token_sends_no_authorization_header(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:

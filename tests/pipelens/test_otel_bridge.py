@@ -58,6 +58,58 @@ def test_a_step_opened_inside_an_otel_span_nests_under_it(
     assert len({s.key for s in roots}) == 2  # two parts of one run, a key each
 
 
+def test_a_pipeline_run_opened_inside_an_otel_span_nests_under_it(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """``Pipeline(...).run()`` (the seed's API, our ``open_run``) follows the span as ``@step``
+    does: the run is the span's trace, named by the pipeline, its root under the span with a
+    part's key; an OTel span inside the run nests under its root."""
+    tracer, exporter, _ = otel
+
+    @pipelens.step
+    def answer() -> None:
+        with tracer.start_as_current_span("db"):
+            pass
+
+    with tracer.start_as_current_span("request") as span:
+        for _ in range(2):
+            with pipelens.Pipeline("qa").run():
+                answer()
+    context = span.get_span_context()
+    run_id = run_id_of(f"{context.trace_id:032x}")
+    roots = [s for s in events.steps(run_id) if s.name == "qa"]
+    assert [s.parent_id for s in roots] == [f"{context.span_id:016x}"] * 2
+    assert [s.key for s in roots] == [f"qa___{s.step_id}" for s in roots]
+    assert [r.pipeline for r in events.runs_started()] == ["qa", "qa"]
+    assert {r.run_id for r in events.runs_started()} == {run_id}
+    dbs = [s for s in exporter.get_finished_spans() if s.name == "db"]
+    answers = [s for s in events.steps(run_id) if s.name == "answer"]
+    assert [f"{s.parent.span_id:016x}" for s in dbs if s.parent] == [s.step_id for s in answers]
+
+
+def test_a_pipeline_run_opened_in_a_step_or_with_its_own_id_is_a_run_of_its_own(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """Inside a step (which OTel sees as the current span) a new ``Pipeline`` run is still a
+    new run, and a run id the user gave is kept, span or not."""
+    tracer, _, _ = otel
+
+    @pipelens.step
+    def outer() -> str:
+        with pipelens.Pipeline("inner").run() as run:
+            return run.id
+
+    with tracer.start_as_current_span("request"):
+        inner_id = outer()
+        with pipelens.Pipeline("named", run_id="my-run").run():
+            pass
+    (outer_id,) = [s.run_id for s in events.steps() if s.name == "outer"]
+    assert inner_id != outer_id
+    assert events.step("inner").parent_id is None
+    assert events.step("named").parent_id is None
+    assert "my-run" in {r.run_id for r in events.runs_started()}
+
+
 def test_otel_spans_started_inside_a_step_nest_under_it(
     otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
 ) -> None:

@@ -421,3 +421,35 @@ def test_a_key_named_by_the_span_is_kept(client: Client, database_url: str) -> N
     assert _post(client, protobuf_body(spans)).status_code == 200
     rows = read_rows(database_url, run_id_of(root.get_span_context().trace_id))
     assert [step["key"] for step in rows["steps"]] == ["answer", "answer.retrieve___1"]
+
+
+def test_pipelens_status_cancelled_is_read_only_under_an_unset_status(client: Client) -> None:
+    """``pipelens.status`` ``cancelled`` makes a span with no status ``cancelled`` (its error
+    from the ``exception`` event); status ``ERROR`` stays ``failed`` and ``OK`` ``completed``,
+    as OpenTelemetry's status says."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("t")
+        with tracer.start_as_current_span("job") as root:
+            for name, status in (
+                ("unset", None),
+                ("error", StatusCode.ERROR),
+                ("ok", StatusCode.OK),
+            ):
+                with tracer.start_as_current_span(name) as span:
+                    span.set_attribute("pipelens.status", "cancelled")
+                    span.add_event(
+                        "exception",
+                        {"exception.type": "CancelledError", "exception.message": "stop"},
+                    )
+                    if status is not None:
+                        span.set_status(SpanStatus(status))
+        spans = list(memory.get_finished_spans())
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    detail = client.get(f"/api/v1/runs/{run_id_of(root.get_span_context().trace_id)}").json()
+    got = {s["name"]: (s["status"], (s["error"] or {}).get("type")) for s in detail["steps"]}
+    assert got == {
+        "job": ("completed", None),
+        "unset": ("cancelled", "CancelledError"),
+        "error": ("failed", "CancelledError"),
+        "ok": ("completed", None),
+    }

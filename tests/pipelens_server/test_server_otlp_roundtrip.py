@@ -4,6 +4,7 @@ carry."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,10 +44,17 @@ def rerank(docs: list[str]) -> list[str]:
 
 
 @pipelens.step
+def fetch_more() -> None:
+    raise asyncio.CancelledError("deadline passed")
+
+
+@pipelens.step
 def rag(query: str) -> dict[str, Any]:
     docs = retrieve(query)
     with contextlib.suppress(RuntimeError):
         rerank(docs)
+    with contextlib.suppress(asyncio.CancelledError):
+        fetch_more()
     with pipelens.llm_call(
         provider="openai", model="gpt-4o-mini", messages=[{"role": "user", "content": query}]
     ) as call:
@@ -98,8 +106,9 @@ def _common(detail: dict[str, Any]) -> dict[str, Any]:
 def test_a_run_exported_as_otlp_reads_back_as_the_run_sent_as_events(
     servers: tuple[str, str],
 ) -> None:
-    """Ids, nesting, names, statuses, times, inputs, results, the error and the LLM call's
-    tokens are the same through ``/v1/traces`` as through ``/api/v1/events``."""
+    """Ids, nesting, names, statuses (a cancelled step's too), times, inputs, results, the
+    errors and the LLM call's tokens are the same through ``/v1/traces`` as through
+    ``/api/v1/events``."""
     events_url, otlp_url = servers
     pipelens.configure(
         url=events_url,
@@ -121,8 +130,13 @@ def test_a_run_exported_as_otlp_reads_back_as_the_run_sent_as_events(
     assert sorted(got["steps"]) == sorted(want["steps"])
     for step_id, fields in want["steps"].items():  # one step at a time: a clear difference
         assert got["steps"][step_id] == fields
-    assert len(sent["steps"]) == 4
+    assert len(sent["steps"]) == 5
     failed = next(s for s in exported["steps"] if s["name"] == "rerank")
     assert (failed["status"], failed["error"]["type"]) == ("failed", "RuntimeError")
+    cancelled = next(s for s in exported["steps"] if s["name"] == "fetch_more")
+    assert (cancelled["status"], cancelled["error"]["type"]) == (
+        "cancelled",
+        "asyncio.exceptions.CancelledError",
+    )
     llm = next(s for s in exported["steps"] if s["kind"] == "llm")["llm"]
     assert (llm["usage"]["input_tokens"], llm["usage"]["output_tokens"]) == (120, 30)

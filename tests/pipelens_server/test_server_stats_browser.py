@@ -62,3 +62,31 @@ def test_from_a_step_panel_to_its_stats_their_chart_range_and_runs(site: str, pa
     page.locator("#failed").get_by_role("link", name="run-7").click()
     expect(page).to_have_url(f"{site}/runs/run-7?step=answer.rerank")
     expect(page.locator("#step_panel")).to_contain_text("ValueError")
+
+
+def test_at_1400_px_the_slowest_table_does_not_run_into_the_failures_beside_it(
+    site: str, page: Page
+) -> None:
+    """The slowest-runs table and the "No failure in this range." text beside it each keep to
+    their own column at 1400 px: the "Duration" header's box does not cross the text's."""
+    now = time.time_ns()
+    for i in range(3):
+        # Run ids as long as the UUIDs clients make: the widest rows the table has.
+        run_id = f"0192f0c4-7b1e-7a3c-9d4e-5f6a7b8c9d{i:02d}"
+        events = at(run_events(run_id), now - (30 - i) * SECOND, MS)
+        response = httpx.post(
+            f"{site}/api/v1/events", content=msgpack_body(events), headers=MSGPACK
+        )
+        assert response.status_code == 202, response.text
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{site}/pipelines/rag/steps/answer.retrieve?range=1h")
+    header = page.locator("#slowest").get_by_role("columnheader", name="Duration")
+    text = page.get_by_text("No failure in this range.")
+    expect(text).to_be_visible()
+    a, b = header.bounding_box(), text.bounding_box()
+    assert a is not None
+    assert b is not None
+    overlap_x = a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+    overlap_y = a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+    assert not (overlap_x and overlap_y), f"Duration header {a} overlaps the text {b}"
+    _shot(page, "step-stats-1400")
