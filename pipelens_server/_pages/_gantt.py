@@ -447,5 +447,8 @@ def layout(
         ticks=ticks,
         total=len(steps) if tree is None else tree.total,
         shown=sum(1 for bar in bars if not bar.gap),
-        critical=[(step.key, format_ms(step.duration_ns)) for step in critical],
+        critical=[
+            (step.key, "running" if step.end_ns is None else format_ms(step.duration_ns))
+            for step in critical
+        ],
     )
