@@ -185,6 +185,8 @@ def _merge(into: Rows, rows: Rows) -> None:
         into.add_run(run)
     for step in rows.steps.values():
         into.add_step(step)
+    for score in rows.scores.values():
+        into.add_score(score)
 
 
 def _batch_rows(rows: Rows, body: bytes, content_type: str, where: str) -> None:

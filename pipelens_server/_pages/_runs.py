@@ -42,6 +42,7 @@ from pipelens_server._read._pictures import first_start, run_buckets, run_points
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._scores import (
+    duration_means,
     parse_score_filter,
     pipeline_scores,
     run_scores,
@@ -409,6 +410,11 @@ async def _score_charts(
     """The charts of each score given to the pipeline's runs in the range (up to now)."""
     until = until_ns if until_ns is not None else time.time_ns()
     summaries = await pipeline_scores(pool, pipeline, since_ns, until)
+    if not summaries:
+        return []
+    # The runs' mean duration first, over the same buckets: a score's fall beside a slowdown.
+    duration = await duration_means(pool, pipeline, since_ns, until)
+    summaries = [duration, *summaries] if duration is not None else summaries
     return [_score_chart.layout(s, since_ns, until, zone) for s in summaries]
 
 

@@ -55,6 +55,8 @@ def _mean_text(summary: ScoreSummary) -> str:
         return ""
     if summary.kind == "boolean":
         return f"{summary.mean:.0%} true"
+    if summary.kind == "duration":
+        return f"mean {summary.mean:,.1f} ms"
     return f"mean {summary.mean:.3g}"
 
 
@@ -75,13 +77,15 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         )
         for i, bar in enumerate(summary.bars)
     ]
-    # The mean's axis: 0 to 1 for a boolean (the share of true), else the means' own range.
+    # The mean's axis: 0 to 1 for a boolean (the share of true), from 0 for a duration, else
+    # the means' own range.
     values = [p.mean for p in summary.means]
-    lo, hi = (
-        (0.0, 1.0)
-        if summary.kind == "boolean"
-        else (min(values, default=0.0), max(values, default=1.0))
-    )
+    if summary.kind == "boolean":
+        lo, hi = 0.0, 1.0
+    elif summary.kind == "duration":
+        lo, hi = 0.0, max(values, default=1.0)
+    else:
+        lo, hi = min(values, default=0.0), max(values, default=1.0)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     span = max(until_ns - since_ns, 1)
@@ -97,7 +101,8 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         (x(p.start_ns + half), y(p.mean), f"{p.mean:.3g} over {p.count} score(s)")
         for p in summary.means
     ]
-    time_format = "%H:%M" if span <= 86_400 * 10**9 else "%m-%d"
+    # Hours over a day's range (the preset's bounds are a little over 24 h apart), else dates.
+    time_format = "%H:%M" if span < 2 * 86_400 * 10**9 else "%m-%d"
     x_ticks = [
         Tick(
             at=x(since_ns + span * f),
@@ -106,7 +111,7 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         for f in (0, 0.5, 1)
     ]
     y_ticks = [Tick(at=y(v), label=f"{v:.3g}") for v in (lo, hi)] if points else []
-    what = ", ".join(f"{bar.label}: {bar.count}" for bar in summary.bars)
+    what = ", ".join(f"{bar.label}: {bar.count}" for bar in summary.bars) or "mean over time"
     return ScoreChart(
         name=summary.name,
         kind=summary.kind,

@@ -221,6 +221,42 @@ _MEANS = """
 """
 
 
+_DURATIONS = """
+    SELECT (start_ns - %(since)s) / %(width)s, avg(duration_ns) / 1e6, count(*)
+    FROM runs
+    WHERE pipeline = %(pipeline)s AND start_ns >= %(since)s AND start_ns < %(until)s
+      AND duration_ns IS NOT NULL AND status NOT IN ('running', 'abandoned')
+    GROUP BY 1 ORDER BY 1
+"""
+
+
+async def duration_means(
+    pool: AsyncConnectionPool[Any], pipeline: str, since_ns: int, until_ns: int
+) -> ScoreSummary | None:
+    """The mean duration of ``pipeline``'s finished runs over the same time buckets as its
+    scores' means, in milliseconds (drawn beside them); ``None`` without finished runs."""
+    width = max((until_ns - since_ns) // TIME_BUCKETS, 1)
+    params = {"pipeline": pipeline, "since": since_ns, "until": until_ns, "width": width}
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_DURATIONS, params)
+        rows = await cursor.fetchall()
+    if not rows:
+        return None
+    means = [
+        MeanPoint(start_ns=since_ns + int(i) * width, mean=float(m), count=n) for i, m, n in rows
+    ]
+    count = sum(p.count for p in means)
+    return ScoreSummary(
+        name="run duration (ms)",
+        kind="duration",
+        count=count,
+        mean=sum(p.mean * p.count for p in means) / count,
+        bars=[],
+        means=means,
+        bucket_ns=width,
+    )
+
+
 def _bin_label(lo: float, hi: float, i: int, bins: int) -> str:
     width = (hi - lo) / bins
     return f"{lo + width * i:.3g} to {lo + width * (i + 1):.3g}"

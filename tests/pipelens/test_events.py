@@ -16,6 +16,7 @@ from pipelens.events import (
     Event,
     RunFinished,
     RunStarted,
+    ScoreAdded,
     StepFinished,
     StepStarted,
     decode_json,
@@ -67,6 +68,16 @@ EVERY_TYPE: list[Event] = [
         error=ERROR,
         step_count=2,
         dropped_events=3,
+    ),
+    ScoreAdded(
+        run_id="r1",
+        score_id="s1",
+        name="relevance",
+        value=0.5,
+        comment="why",
+        step_key="root.child",
+        source="api",
+        at_ns=30,
     ),
 ]
 

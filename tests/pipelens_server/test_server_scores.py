@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 import pipelens
 from pipelens.events import MAX_SCORE_NAME_BYTES, ScoreAdded
 from pipelens_server import Settings, create_app
+from pipelens_server._ingest._import import file_rows
 
 Client = TestClient[Litestar]
 
@@ -176,3 +177,18 @@ def test_the_real_client_scores_through_a_real_server(database_url: str, tmp_pat
         ("relevance", 0.9, "code"),
         ("user_feedback", "helpful", "code"),
     ]
+
+
+def test_an_event_file_brings_its_scores(tmp_path: Path) -> None:
+    """A ``FileTransport`` file imported on the server keeps the scores it holds."""
+    path = tmp_path / "events.jsonl"
+    pipelens.configure(file=str(path))
+
+    @pipelens.step
+    def scored() -> None:
+        pipelens.score("relevance", 0.5)
+
+    scored()
+    assert pipelens.flush(10)
+    _, rows = file_rows("events.jsonl", path.read_bytes())
+    assert [row[2:5] for row in rows.scores.values()] == [["relevance", "numeric", 0.5]]

@@ -52,7 +52,8 @@ def test_add_a_score_on_the_run_page_then_filter_the_runs_by_it(
     shot(page, "run-scores")
     page.goto(f"{site}/pipelines/rag/runs")
     expect(page.locator("#runs_table tbody tr")).to_have_count(4)
-    expect(page.locator(".score-chart")).to_have_count(2)  # relevance and helpful
+    # The runs' mean duration, relevance and helpful.
+    expect(page.locator(".score-chart")).to_have_count(3)
     page.locator("#score").fill("helpful:true")
     expect(page.locator("#runs_table tbody tr")).to_have_count(1)
     expect(page.locator("#runs_table .run-scores")).to_contain_text("helpful true")

@@ -4,13 +4,18 @@ runs page's column and ``score=`` filter, and a pipeline's score charts."""
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import Any
 
-from _dashboard_kit import form_token, ingest, recent_run, table_rows
+import msgspec
+import pytest
+from _dashboard_kit import SECOND, form_token, ingest, recent_run, table_rows
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from pipelens.events import ScoreAdded
+from pipelens_server._pages._score_chart import layout
+from pipelens_server._read._scores import Bar, MeanPoint, ScoreSummary
 
 Client = TestClient[Litestar]
 HTMX = {"HX-Request": "true", "HX-Target": "run_scores"}
@@ -110,9 +115,12 @@ def test_the_runs_page_draws_each_scores_distribution_and_mean(client: Client) -
             ],
         )
     page = client.get("/pipelines/rag/runs").text
-    assert page.count('class="score-chart"') == 3
+    # The runs' mean duration over the same buckets, then each score.
+    assert page.count('class="score-chart"') == 4
+    assert "run duration (ms)" in page
+    assert "6 finished runs · mean 300.0 ms" in page
     assert page.count('class="score-distribution"') == 3
-    assert page.count('class="score-means"') == 2  # a category has no mean
+    assert page.count('class="score-means"') == 3  # a category has no mean
     assert "6 numeric scores relevance" in page
     assert "good: 4, bad: 2" in page
     assert "50% true" in page
@@ -120,3 +128,31 @@ def test_the_runs_page_draws_each_scores_distribution_and_mean(client: Client) -
         "/pipelines/rag/runs", headers={"HX-Request": "true", "HX-Target": "runs_table"}
     )
     assert "score-chart" not in poll.text
+
+
+def test_the_score_chart_layout_scales_bars_and_means() -> None:
+    """The tallest bar fills the plot, the others in proportion; a boolean's mean axis is 0 to 1
+    and a duration's starts at 0; a day's range is labelled in hours."""
+    summary = ScoreSummary(
+        name="passed",
+        kind="boolean",
+        count=4,
+        mean=0.75,
+        bars=[Bar(label="true", count=3), Bar(label="false", count=1)],
+        means=[MeanPoint(start_ns=0, mean=0.75, count=4)],
+        bucket_ns=3600 * SECOND,
+    )
+    chart = layout(summary, 0, 86_401 * SECOND, UTC)
+    tall, short = chart.bars
+    assert tall.height == pytest.approx(3 * short.height, abs=0.2)
+    assert [t.label for t in chart.y_ticks] == ["0", "1"]
+    assert [t.label for t in chart.x_ticks] == ["00:00", "12:00", "00:00"]
+    assert chart.mean == "75% true"
+    duration = msgspec.structs.replace(
+        summary,
+        kind="duration",
+        mean=300.0,
+        bars=[],
+        means=[MeanPoint(start_ns=0, mean=300.0, count=2)],
+    )
+    assert [t.label for t in layout(duration, 0, SECOND, UTC).y_ticks] == ["0", "300"]
