@@ -529,7 +529,9 @@ def _baseline(tree: str, conninfo: str, repeat: int, batches: int, items: int) -
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     command = [sys.executable, str(Path(__file__).resolve()), "--measure-only", conninfo]
     command += ["--repeat", str(repeat), "--big-batches", str(batches), "--big-items", str(items)]
-    answer = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
+    answer = subprocess.run(
+        command, env=env, cwd=tree, stdout=subprocess.PIPE, text=True, check=True
+    )
     medians: dict[str, float] = json.loads(answer.stdout.strip().splitlines()[-1])
     return medians
 
