@@ -22,6 +22,12 @@ run lists, one run, and a step key's stats and time series. A page whose median 
 target at the largest size gets the EXPLAIN (ANALYZE, BUFFERS) of the queries it ran, slowest
 first.
 
+Also measured: the overview over 24 hours and 30 days (its sparklines and totals included),
+and the pictures the runs and run pages ask for apart once shown (the runs timeline, the run's
+time strip). ``--baseline DIR`` times the same pages of another source tree (a checkout of an
+earlier revision) on the same database in a subprocess first, and prints each page's ratio
+against it: the before/after of a change in one run.
+
 The targets are printed as information, never as an exit status: a noisy machine must not fail
 anything.
 """
@@ -30,10 +36,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +80,8 @@ class Page:
     url: str
     target_ms: float | None
     headers: dict[str, str] = field(default_factory=dict)
+    #: Only in this tree (a picture asked apart): a baseline tree has nothing to compare.
+    new: bool = False
 
 
 @dataclass
@@ -351,8 +362,16 @@ def pages(batches: int) -> list[Page]:
     stats = f"/pipelines/pipeline_0/steps/{key}?range=30d"
     compare = f"/compare?a={BIG_RUN}&b={BIG_RUNNING}"
     listed = [
+        Page("overview (24 hours)", "/", 20),
         Page("overview (30 days)", "/?range=30d", 20),
         Page("runs page (30 days, first page)", "/pipelines/pipeline_0/runs?range=30d", 10),
+        Page(
+            "runs timeline (30 days, htmx)",
+            "/pipelines/pipeline_0/runs?range=30d",
+            300,
+            {**HTMX, "HX-Target": "runs_timeline"},
+            new=True,
+        ),
         Page(
             "runs page (30 days, failed only)",
             "/pipelines/pipeline_0/runs?range=30d&status=failed",
@@ -374,6 +393,20 @@ def pages(batches: int) -> list[Page]:
         Page(f"run page ({LOOP_RUN}, every row open)", f"/runs/{LOOP_RUN}?all=pipeline_1", 200),
         Page(f"run page ({WIDE_RUN}, finished)", f"/runs/{WIDE_RUN}", 40),
         Page(f"run page ({BIG_RUNNING}, running)", f"/runs/{BIG_RUNNING}", 40),
+        Page(
+            f"run strip ({BIG_RUN}, htmx)",
+            f"/runs/{BIG_RUN}",
+            500,
+            {**HTMX, "HX-Target": "run_strip"},
+            new=True,
+        ),
+        Page(
+            f"run strip ({WIDE_RUN}, htmx)",
+            f"/runs/{WIDE_RUN}",
+            2000,
+            {**HTMX, "HX-Target": "run_strip"},
+            new=True,
+        ),
         Page(
             f"poll of {BIG_RUNNING} (htmx run_live)",
             f"/runs/{BIG_RUNNING}",
@@ -448,6 +481,8 @@ def _report(
     explained: dict[str, list[list[str]]],
     repeat: int,
     quick: bool,
+    baseline: dict[str, float] | None = None,
+    baseline_dir: str | None = None,
 ) -> str:
     small, large = sizes[0], sizes[-1]
     lines = [
@@ -461,18 +496,36 @@ def _report(
         f"(median of {repeat} requests after one warm-up; ratio: the largest size over the "
         "smallest, measured in this run)",
         "",
+        *(
+            [
+                f"baseline: the same pages of {baseline_dir}, same database, at the largest size, "
+                "measured first"
+            ]
+            if baseline_dir
+            else []
+        ),
+        "",
         f"{'page':<44}"
         + "".join(f"{_short(s.runs) + ' ms':>10}" for s in sizes)
-        + f"{'ratio':>8}{'status':>8}{'KiB':>9}",
+        + f"{'ratio':>8}{'status':>8}{'KiB':>9}"
+        + (f"{'baseline ms':>13}{'x baseline':>12}" if baseline is not None else ""),
     ]
     for i, t in enumerate(large.timings):
         first = small.timings[i]
         ratio = t.median_ms / first.median_ms if first.median_ms else float("nan")
-        lines.append(
+        line = (
             f"{t.page.label:<44}"
             + "".join(f"{s.timings[i].median_ms:>10.1f}" for s in sizes)
             + f"{ratio:>7.2f}x{t.status:>8}{t.size / 1024:>9.1f}"
         )
+        if baseline is not None:
+            before = baseline.get(t.page.label)
+            line += (
+                f"{before:>13.1f}{t.median_ms / before:>11.2f}x"
+                if before
+                else f"{'—':>13}{'new':>12}"
+            )
+        lines.append(line)
     if not any(t.page.label.startswith("step stats page") for t in large.timings):
         lines.append(f"{'step stats page (30 days)':<44}{'not measured: no such page yet':>37}")
     lines += [
@@ -524,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--big-items", type=int, help="items per batch (default 100)")
     parser.add_argument("--wide-roots", type=int, help="root steps of the wide run (1000000)")
     parser.add_argument("--repeat", type=int, help="timed requests per page (default 7)")
+    parser.add_argument("--baseline", metavar="DIR", help="a source tree to compare with")
+    parser.add_argument("--measure-only", metavar="CONNINFO", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     sizes = args.runs if args.runs is not None else ([100, 200] if quick else SIZES)
@@ -543,6 +598,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging()  # the embedded PostgreSQL's messages to stderr: stdout is the report
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    if args.measure_only:
+        # The baseline's side: this script's pages, timed against the importable tree's app.
+        app = create_app(Settings(database_url=args.measure_only))
+        medians = {}
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            client.cookies.set("tz", "UTC")
+            for page in pages(batches):
+                if not page.new:
+                    medians[page.label] = measure(client.get, page, repeat).median_ms
+        print(json.dumps(medians))
+        return 0
     directory = Path(tempfile.mkdtemp(prefix="pipelens-bench-dashboard-"))
     database = EmbeddedPostgres(directory / "data")
     measured: list[Size] = []
@@ -554,11 +620,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("pipelens", "litestar", "jinja2", "psycopg"), postgres_version(conninfo)
         )
         loaded = 0
+        baseline = None
         for runs in sizes:
             print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
             load_s = grow(conninfo, loaded + 1, runs) + (big_s if not loaded else 0.0)
             loaded = runs
             rollup_s = asyncio.run(_roll_up(conninfo))
+            if args.baseline and runs == sizes[-1]:
+                print(f"measuring the baseline {args.baseline} ...", file=sys.stderr, flush=True)
+                baseline = _baseline(args.baseline, conninfo, repeat, batches, items)
             timings = []
             # A loopback base URL: the server answers no other Host (DNS rebinding).
             app = create_app(Settings(database_url=conninfo))
@@ -578,8 +648,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         database.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    print(_report(machine, measured, explained, repeat, quick))
+    print(_report(machine, measured, explained, repeat, quick, baseline, args.baseline))
     return 0
+
+
+def _baseline(tree: str, conninfo: str, repeat: int, batches: int, items: int) -> dict[str, float]:
+    """The medians of this script's pages as the app of ``tree`` answers them (a subprocess
+    importing ``pipelens_server`` from ``tree``), by label."""
+    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure-only", conninfo]
+    command += ["--repeat", str(repeat), "--big-batches", str(batches), "--big-items", str(items)]
+    answer = subprocess.run(
+        command, env=env, cwd=tree, stdout=subprocess.PIPE, text=True, check=True
+    )
+    medians: dict[str, float] = json.loads(answer.stdout.strip().splitlines()[-1])
+    return medians
 
 
 if __name__ == "__main__":

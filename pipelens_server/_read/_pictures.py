@@ -114,6 +114,7 @@ async def run_points(
     now_ns: int,
     status: str | None,
     search: RunSearch,
+    max_points: int = MAX_POINTS,
 ) -> Points:
     """The runs of ``pipeline`` the runs page lists (the same range and filters) as points: all
     of them up to ``MAX_POINTS``, else the slowest and the slowest failed of each time bucket."""
@@ -140,24 +141,27 @@ async def run_points(
         if not total:
             return Points(points=[], total=0, first_ns=None, last_ns=None)
         duration = sql.SQL("coalesce(duration_ns, greatest(%s - start_ns, 0))")
-        if total <= MAX_POINTS:
+        if total <= max_points:
             query = sql.SQL(
                 "SELECT run_id, status, start_ns, {} FROM runs WHERE {} ORDER BY start_ns, run_id"
             ).format(duration, where)
             cursor = await conn.execute(query, [now_ns, *params])
         else:
             width = max(1, -(-(hi - lo + 1) // POINT_BUCKETS))
+            # DISTINCT ON must lead the ORDER BY with the same expressions: named columns, so
+            # that no parameter appears twice.
             query = sql.SQL(
                 """
                 SELECT run_id, status, start_ns, d FROM (
-                    SELECT DISTINCT ON ((start_ns - %s) / %s, status = 'failed')
-                           run_id, status, start_ns, {} AS d
-                    FROM runs WHERE {}
-                    ORDER BY (start_ns - %s) / %s, status = 'failed', {} DESC, run_id
+                    SELECT DISTINCT ON (b, f) run_id, status, start_ns, d FROM (
+                        SELECT run_id, status, start_ns, {} AS d,
+                               (start_ns - %s) / %s AS b, status = 'failed' AS f
+                        FROM runs WHERE {}
+                    ) r ORDER BY b, f, d DESC, run_id
                 ) slowest ORDER BY start_ns, run_id
                 """
-            ).format(duration, where, duration)
-            cursor = await conn.execute(query, [lo, width, now_ns, *params, lo, width, now_ns])
+            ).format(duration, where)
+            cursor = await conn.execute(query, [now_ns, lo, width, *params])
         rows = await cursor.fetchall()
     points = [RunPoint(run_id=r[0], status=r[1], start_ns=r[2], duration_ns=r[3]) for r in rows]
     return Points(points=points, total=total, first_ns=lo, last_ns=hi)

@@ -114,14 +114,27 @@ PAGES = [
 ]
 
 
+#: The pictures each page draws (some asked for once the page shows): audited with the page.
+PICTURES = {
+    "overview": "svg.spark",
+    "runs": "svg.timeline",
+    "run-failed-step": ".time-strip svg",
+    "run-llm-step": ".time-strip svg",
+    "step-stats": "svg.histogram",
+}
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_page_has_no_serious_axe_violation_in_light_or_dark(
     seeded: tuple[str, dict[str, str]], tab: Page, name: str
 ) -> None:
-    """axe-core finds nothing serious or critical on the page, light or dark, wide or narrow."""
+    """axe-core finds nothing serious or critical on the page, its pictures drawn, light or
+    dark, wide or narrow."""
     site, paths = seeded
     tab.goto(site + paths[name])
     expect(tab.locator("main h1")).to_be_visible()
+    if name in PICTURES:
+        expect(tab.locator(PICTURES[name]).first).to_be_visible()
     assert _audit(tab, name) == {}
 
 
