@@ -495,7 +495,6 @@ def _report(
         ),
         f"(median of {repeat} requests after one warm-up; ratio: the largest size over the "
         "smallest, measured in this run)",
-        "",
         *(
             [
                 f"baseline: the same pages of {baseline_dir}, same database, at the largest size, "

@@ -140,9 +140,11 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
     assert re.search(r"^data: +204 runs, 4,348 steps over 30 days, 4 pipelines", out, re.M), out
     rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +[\d.]+x +(\d{3}) +[\d.]+$", out, re.M)
     labels = [label for label, _ in rows]
-    assert labels[:12] == [
+    assert labels[:16] == [
+        "overview (24 hours)",
         "overview (30 days)",
         "runs page (30 days, first page)",
+        "runs timeline (30 days, htmx)",
         "runs page (30 days, failed only)",
         "runs page (search q=step_1, every run)",
         "runs page (search q=input 12, 1 in 20)",
@@ -152,6 +154,8 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
         "run page (loop-run, every row open)",
         "run page (wide-run, finished)",
         "run page (big-run-running, running)",
+        "run strip (big-run, htmx)",
+        "run strip (wide-run, htmx)",
         "poll of big-run-running (htmx run_live)",
     ]
     assert "step stats page (30 days)" in labels
