@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -196,3 +197,28 @@ def test_processes_quick_run_prints_both_rows_and_loses_nothing() -> None:
     labels = [line.split("  ")[0] for line in proc.stdout.splitlines()]
     assert {"no transport (baseline)", "carried, HttpTransport"} <= set(labels)
     assert "events received: 48 of 48 expected" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_llm_patches_quick_run_prints_every_case_and_the_chunk_gaps() -> None:
+    """``benchmarks.llm_patches --quick`` exits 0 and prints a row per provider case, the
+    engine's own work, and the p50/p99 chunk inter-arrival of a stream unpatched and patched."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.llm_patches", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for case in (
+        "openai chat.completions.create",
+        "anthropic messages.create",
+        "litellm.completion",
+    ):
+        assert re.search(rf"^{re.escape(case)} +[\d.]+ +[\d.]+ +[+-][\d.]+ ", out, re.M), out
+    gaps = re.findall(r"^openai stream chunk gap (p50|p99) +[\d.]+ +[\d.]+ +[+-][\d.]+$", out, re.M)
+    assert gaps == ["p50", "p99"], out
