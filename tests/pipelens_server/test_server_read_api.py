@@ -86,6 +86,7 @@ def test_run_detail_has_the_run_and_every_step_with_keys(client: Client) -> None
         "user_id": None,
         "session_id": None,
         "llm": None,
+        "scores": [],
     }
     assert [s["key"] for s in body["steps"]] == ["answer", "answer.retrieve", "answer.rerank"]
     retrieve = body["steps"][1]
