@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import quote
 
 import msgspec
 from psycopg import sql
@@ -182,8 +183,13 @@ MEDIA_TYPES: dict[str, str] = {"events": "application/x-ndjson", "seed": "applic
 
 
 def download_headers(run_id: str, format: ExportFormat) -> dict[str, str]:
-    """The answer's ``Content-Disposition``: a download named after the run (made safe for a
-    file name) and the format."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:100]
-    name = f"run-{safe}.seed.json" if format == "seed" else f"run-{safe}.events.jsonl"
-    return {"Content-Disposition": f'attachment; filename="{name}"'}
+    """The answer's ``Content-Disposition``: a download named after the run and the format,
+    ``filename`` in ASCII letters, digits and ``-_.`` (a header is latin-1, and a file name must
+    not carry quotes or slashes) and ``filename*`` the whole name (RFC 6266, UTF-8)."""
+    ending = ".seed.json" if format == "seed" else ".events.jsonl"
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in run_id)
+    whole = quote(f"run-{run_id[:100]}{ending}", safe="")
+    return {
+        "Content-Disposition": f'attachment; filename="run-{safe[:100]}{ending}"; '
+        f"filename*=UTF-8''{whole}"
+    }

@@ -191,8 +191,12 @@ async def time_split(pool: AsyncConnectionPool[Any], run_id: str) -> TimeSplit:
     return TimeSplit(llm_ns=int(row[0]), steps_ns=int(row[1]), idle_ns=int(row[2]))
 
 
+#: In float8 (a duration near the wire's largest times the bins overflows a bigint) and clamped
+#: to the bins (a step stored between the stats read and this one may fall outside lo..hi).
 _HISTOGRAM = """
-    SELECT least(((duration_ns - %(lo)s) * %(bins)s / %(span)s)::int, %(bins)s - 1) AS bin,
+    SELECT greatest(0, least(
+               floor((duration_ns - %(lo)s)::float8 * %(bins)s / %(span)s)::int, %(bins)s - 1
+           )) AS bin,
            count(*), count(*) FILTER (WHERE status = 'failed')
     FROM steps
     WHERE pipeline = %(pipeline)s AND key = %(key)s AND start_ns >= %(since)s

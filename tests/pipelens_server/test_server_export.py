@@ -102,3 +102,16 @@ def test_the_run_page_links_both_downloads(client: Client) -> None:
     assert (missing.status_code, "nope" in missing.text) == (404, True)
     bad = client.get("/api/v1/runs/linked/export", params={"format": "zip"})
     assert bad.status_code == 400
+
+
+def test_a_run_id_beyond_latin_1_downloads_under_a_safe_name(client: Client) -> None:
+    """A header is latin-1: a run id such as 运行-1 once made both downloads answer 500. The file
+    name keeps ASCII letters, digits and -_. (the rest become _), and ``filename*`` carries the
+    whole name in UTF-8."""
+    ingest(client, recent_run("运行-1"))
+    for url in ("/api/v1/runs/运行-1/export", "/runs/运行-1/download"):
+        response = client.get(url, params={"format": "events"})
+        assert response.status_code == 200, (url, response.text)
+        disposition = response.headers["content-disposition"]
+        assert 'filename="run-__-1.events.jsonl"' in disposition
+        assert "filename*=UTF-8''run-%E8%BF%90%E8%A1%8C-1.events.jsonl" in disposition
