@@ -13,7 +13,6 @@ from litestar.testing import TestClient
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens.events import StepFinished
-
 from pipelens_server._read._pictures import run_points
 from pipelens_server._read._search import RunSearch
 
