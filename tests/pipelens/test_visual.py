@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import xml.etree.ElementTree as ET
 from io import BytesIO
 
@@ -18,6 +19,9 @@ ODD_NAME = "a<b&\"c'd"
 
 @pipelens.step
 def fetch(i: int) -> int:
+    # A millisecond each: a bar is at least 1 px wide, so a step of a few µs in a run that a busy
+    # machine stretched could be drawn wider than it ran and seem to overlap the next one.
+    time.sleep(0.001)
     if i == 2:
         raise ValueError("no page <2> & more")
     return i
