@@ -16,7 +16,7 @@ from datetime import tzinfo
 
 from pipelens_server._pages._stats_chart import Tick, span_label, time_label
 from pipelens_server._pages._templating import format_ms, format_time
-from pipelens_server._read._pictures import Points, RunBucket, TimeSplit
+from pipelens_server._read._pictures import Points, RunBucket, RunBuckets, TimeSplit
 
 #: A sparkline's viewBox; it is drawn at this size (CSS px).
 SPARK_WIDTH = 144
@@ -66,23 +66,25 @@ class Sparkline:
     p95_desc: str
 
 
-def _bucket_titles(lo_ns: int, hi_ns: int, buckets: int, zone: tzinfo) -> list[str]:
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
-    span = hi_ns - lo_ns
-    return [f"from {time_label(lo_ns + i * width, span, zone)}" for i in range(buckets)]
+def _bucket_titles(grid: RunBuckets, hi_ns: int, zone: tzinfo) -> list[str]:
+    span = hi_ns - grid.lo_ns
+    return [
+        f"from {time_label(grid.lo_ns + i * grid.width_ns, span, zone)}" for i in range(grid.count)
+    ]
 
 
-def sparklines(
-    rows: Sequence[RunBucket], lo_ns: int, hi_ns: int, zone: tzinfo, buckets: int = SPARK_BARS
-) -> dict[str, Sparkline]:
-    """Each pipeline's sparkline over ``[lo_ns, hi_ns)`` in ``buckets`` bars: one scale for the
-    runs of all pipelines (so bars compare across rows), one per pipeline for its p95."""
+def sparklines(grid: RunBuckets, hi_ns: int, zone: tzinfo) -> dict[str, Sparkline]:
+    """Each pipeline's sparkline over the buckets of ``grid`` (up to ``hi_ns``), a bar each:
+    one scale for the runs of all pipelines (so bars compare across rows), one per pipeline for
+    its p95."""
+    rows = grid.rows
+    buckets = grid.count
     by_pipeline: dict[str, dict[int, RunBucket]] = {}
     for row in rows:
         by_pipeline.setdefault(row.pipeline, {})[row.index] = row
     most = max((row.runs for row in rows), default=0) or 1
     slot = SPARK_WIDTH / buckets
-    titles = _bucket_titles(lo_ns, hi_ns, buckets, zone)
+    titles = _bucket_titles(grid, hi_ns, zone)
     lines = {}
     for name, cells in by_pipeline.items():
         bars: list[Bar] = []
