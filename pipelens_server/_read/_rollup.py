@@ -128,6 +128,12 @@ def sources(
     ).format(cols=sql.SQL(COLUMNS), where=where, raw=raw)
 
 
+def bucket_middle(bucket: int) -> float:
+    """The geometric middle of a duration bucket (ns): within half a bucket of its every
+    duration."""
+    return float(2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING))
+
+
 class Merged(msgspec.Struct, kw_only=True, frozen=True):
     """Rollup rows summed: counts, durations of the finished, their buckets' counts."""
 
@@ -152,8 +158,7 @@ class Merged(msgspec.Struct, kw_only=True, frozen=True):
         for bucket in sorted(self.buckets):
             seen += self.buckets[bucket]
             if seen >= rank:
-                middle = 2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING)
-                return float(min(max(middle, self.min_ns), self.max_ns))
+                return float(min(max(bucket_middle(bucket), self.min_ns), self.max_ns))
         return float(self.max_ns)
 
 

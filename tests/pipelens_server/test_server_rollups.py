@@ -13,7 +13,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._rollup import DAY_NS, HOUR_NS, roll_up
-from pipelens_server._read._pictures import run_buckets
+from pipelens_server._read._pictures import duration_histogram, run_buckets
 from pipelens_server._read._rollup import plan
 from pipelens_server._read._runs import pipeline_summaries
 from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
@@ -242,3 +242,39 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
         conn.execute("DELETE FROM rollups WHERE kind = 'run'")
     emptied = await run_buckets(pool, now - DAYS * DAY_NS, now + 1, 24)
     assert sum(b.runs for b in emptied.rows) < RUNS / 10  # the raw edges alone
+
+
+async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a_bucket(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Over a rolled-up range, the step histogram counts every finished step and every failed
+    one; below each bin's edge it counts no fewer steps than the raw rows below the edge over
+    half a bucket and no more than below it times half a bucket (each step in the bin of its
+    bucket's middle); with the rollups emptied, only the raw edges count."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    since = now - DAYS * DAY_NS
+    stats = await step_stats(pool, "bulk", KEY, since)
+    assert stats.min_ns is not None
+    assert stats.max_ns is not None
+    lo, hi, bins = stats.min_ns, stats.max_ns, 24
+    counts = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
+    assert (sum(c for c, _ in counts), sum(f for _, f in counts)) == (stats.finished, stats.failed)
+    with psycopg.connect(database_url) as conn:
+
+        def below(edge: float) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM steps WHERE key = %s AND start_ns >= %s AND duration_ns < %s",
+                [KEY, since, edge],
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        for i in range(1, bins):
+            edge = lo + (hi - lo) * i / bins
+            rolled = sum(c for c, _ in counts[:i])
+            assert below(edge / HALF_BUCKET) <= rolled <= below(edge * HALF_BUCKET) + 1
+        conn.execute("DELETE FROM rollups WHERE kind = 'step'")
+    emptied = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
+    assert sum(c for c, _ in emptied) < RUNS / 10  # the raw edges alone
