@@ -78,7 +78,7 @@ _DAYS = f"""
 #: two ingest transactions writing into one old hour never wait on each other here.
 NOTE_DIRTY = (
     "INSERT INTO rollup_dirty (hour_ns) SELECT DISTINCT pipelens_hour(start_ns) FROM {rows} "
-    "WHERE start_ns < pipelens_open_hour()"
+    "WHERE start_ns < (SELECT pipelens_open_hour())"
 )
 
 _DELETE = "DELETE FROM rollups WHERE span_ns = %(span)s AND start_ns = ANY(%(starts)s)"

@@ -94,7 +94,7 @@ UPSERT_STEPS = (
 _MOVED = (
     "(SELECT (SELECT t.start_ns FROM steps t WHERE t.run_id = s.run_id AND t.key = s.key) "  # noqa: S608 - constants only
     f"AS start_ns, s.start_ns AS new_ns FROM {STEPS.stage} s "
-    "WHERE s.start_ns < pipelens_open_hour()) AS moved"
+    "WHERE s.start_ns < (SELECT pipelens_open_hour())) AS moved"
 )
 NOTE_MOVED_STEP_STARTS = NOTE_DIRTY.format(rows=_MOVED) + " AND start_ns > new_ns"
 INSERT_PIPELINES = (
