@@ -29,6 +29,7 @@ import structlog
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._rollup import NOTE_DIRTY, count_of
 from pipelens_server._settings import Settings
 
 log = structlog.get_logger("pipelens_server.abandon")
@@ -39,7 +40,12 @@ CHUNK_RUNS = 500
 MAX_INTERVAL_S = 30.0
 MIN_INTERVAL_S = 0.5
 
-_ABANDON = """
+_NOTE_CLOSED = NOTE_DIRTY.format(
+    rows="(SELECT start_ns FROM closed_steps UNION ALL SELECT start_ns FROM closed_runs) AS c"
+)
+# The hours of the runs and steps closed are noted for the rollup job (their status changed);
+# the statement answers how many runs it closed.
+_ABANDON = f"""
     WITH doomed AS (
         SELECT run_id, GREATEST(last_seen_ns, COALESCE(start_ns, 0)) AS end_ns FROM runs
         WHERE status = 'running' AND last_seen_ns < %(cutoff)s
@@ -49,20 +55,25 @@ _ABANDON = """
         UPDATE steps AS s SET status = 'abandoned',
             end_ns = GREATEST(d.end_ns, s.start_ns),
             duration_ns = GREATEST(d.end_ns, s.start_ns) - s.start_ns
-        FROM doomed d WHERE s.run_id = d.run_id AND s.status = 'running'
-    )
-    UPDATE runs AS r SET status = 'abandoned', end_ns = d.end_ns,
-        duration_ns = d.end_ns - r.start_ns, updated_at = now()
-    FROM doomed d WHERE r.run_id = d.run_id
-"""
+        FROM doomed d WHERE s.run_id = d.run_id AND s.status = 'running' RETURNING s.start_ns
+    ), closed_runs AS (
+        UPDATE runs AS r SET status = 'abandoned', end_ns = d.end_ns,
+            duration_ns = d.end_ns - r.start_ns, updated_at = now()
+        FROM doomed d WHERE r.run_id = d.run_id RETURNING r.start_ns
+    ), noted AS ({_NOTE_CLOSED})
+    SELECT count(*) FROM closed_runs
+"""  # noqa: S608 - constants only
 # Steps that started after their run was abandoned (a late event): closed like the others.
-_CLOSE_LATE_STEPS = """
-    UPDATE steps AS s SET status = 'abandoned',
-        end_ns = GREATEST(r.end_ns, s.start_ns),
-        duration_ns = GREATEST(r.end_ns, s.start_ns) - s.start_ns
-    FROM runs r
-    WHERE s.status = 'running' AND r.run_id = s.run_id AND r.status = 'abandoned'
-"""
+_CLOSE_LATE_STEPS = f"""
+    WITH closed AS (
+        UPDATE steps AS s SET status = 'abandoned',
+            end_ns = GREATEST(r.end_ns, s.start_ns),
+            duration_ns = GREATEST(r.end_ns, s.start_ns) - s.start_ns
+        FROM runs r
+        WHERE s.status = 'running' AND r.run_id = s.run_id AND r.status = 'abandoned'
+        RETURNING s.start_ns
+    ) {NOTE_DIRTY.format(rows="closed")}
+"""  # noqa: S608 - constants only
 
 
 def check_interval(abandon_after_s: float) -> float:
@@ -85,7 +96,7 @@ async def abandon(
     while True:
         async with pool.connection() as conn, conn.transaction():
             cur = await conn.execute(_ABANDON, {"cutoff": cutoff, "limit": chunk})
-            count: int = cur.rowcount
+            count = await count_of(cur)
         closed += count
         if count < chunk:
             break

@@ -23,6 +23,7 @@ import structlog
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._rollup import NOTE_DIRTY, count_of
 from pipelens_server._errors import ServerError
 
 log = structlog.get_logger("pipelens_server.retention")
@@ -43,20 +44,27 @@ _PIPELINE_DAYS = """
     FROM pipelines p CROSS JOIN retention_default d LEFT JOIN retention r ON r.pipeline = p.name
     ORDER BY p.name
 """
-# The steps and scores go in the same statement as their runs: none outlives its run.
-_PURGE = """
+# The steps and scores go in the same statement as their runs: none outlives its run. Their
+# hours are noted for the rollup job (which sums them again without them); the statement
+# answers how many runs went.
+_NOTE_GONE = NOTE_DIRTY.format(
+    rows="(SELECT start_ns FROM gone_steps UNION ALL SELECT start_ns FROM gone_runs) AS gone"
+)
+_PURGE = f"""
     WITH doomed AS (
         SELECT run_id FROM runs r
-        WHERE {old}
+        WHERE {{old}}
         ORDER BY start_ns LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ), gone_steps AS (
-        DELETE FROM steps s USING doomed d WHERE s.run_id = d.run_id
+        DELETE FROM steps s USING doomed d WHERE s.run_id = d.run_id RETURNING s.start_ns
     ), gone_scores AS (
         DELETE FROM scores s USING doomed d WHERE s.run_id = d.run_id
-    )
-    DELETE FROM runs r USING doomed d WHERE r.run_id = d.run_id
-"""
+    ), gone_runs AS (
+        DELETE FROM runs r USING doomed d WHERE r.run_id = d.run_id RETURNING r.start_ns
+    ), noted AS ({_NOTE_GONE})
+    SELECT count(*) FROM gone_runs
+"""  # noqa: S608 - constants only
 _PURGE_PIPELINE = _PURGE.format(old="pipeline = %(pipeline)s AND start_ns < %(cutoff)s")
 # Runs whose run event has not come (only their steps have) follow the default; their start is
 # their earliest step's.
@@ -177,7 +185,7 @@ async def purge(
         while True:
             async with pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(query, {**params, "limit": chunk})
-                count = cur.rowcount
+                count = await count_of(cur)
             deleted += count
             if count < chunk:
                 break

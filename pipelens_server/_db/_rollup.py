@@ -1,8 +1,9 @@
 """The rollup job: sums runs and steps per hour and per day into ``rollups`` (migration 0013).
 
 Each round, in one transaction: the hours written into after they had ended (``rollup_dirty``,
-noted by triggers) and the hours that ended since the last round (once no transaction begun
-before an hour's end is still open, nothing can still be written into it unseen) are summed
+noted by every writer of ``runs`` and ``steps`` with :data:`NOTE_DIRTY`, migration 0014) and the
+hours that ended since the last round (once no transaction begun before an hour's end is still
+open, nothing can still be written into it unseen) are summed
 again from ``rollup_source``, and so are the days holding them, from their hours. Reads
 (``_read._rollup``) take rollups only for the hours sealed and not dirty, so a late round costs
 read time, never a wrong figure. One process at a time rolls up (an advisory lock): several
@@ -79,7 +80,22 @@ _DAYS = f"""
 # (the overview: the runs' rows of 24 hours, among the steps' twenty times as many) then finds
 # its rows side by side in a few heap pages, not one row per page.
 
+#: Notes in ``rollup_dirty`` the hours of the ``start_ns`` of ``{rows}`` (the rows a statement
+#: changed, returned by it) that had ended when the transaction began. Appended, never upserted:
+#: two ingest transactions writing into one old hour never wait on each other here.
+NOTE_DIRTY = (
+    "INSERT INTO rollup_dirty (hour_ns) SELECT DISTINCT pipelens_hour(start_ns) FROM {rows} "
+    "WHERE start_ns < (SELECT pipelens_open_hour())"
+)
+
 _DELETE = "DELETE FROM rollups WHERE span_ns = %(span)s AND start_ns = ANY(%(starts)s)"
+
+
+async def count_of(cursor: psycopg.AsyncCursor[Any]) -> int:
+    """The ``count(*)`` a statement answered with (a writer that notes hours returns its count
+    rather than a row count)."""
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _floor(at_ns: int, width: int) -> int:

@@ -112,8 +112,14 @@ async def watch_external(
             await probe.close()
 
 
-def require_database(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The guard on every route: 503 with ``Retry-After`` while the database is known down."""
+async def require_database(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """The guard on every route: 503 with ``Retry-After`` while the database is known down.
+
+    A coroutine, though it never waits: Litestar runs a plain function guard in a thread pool,
+    a hop on every request (1.6 % of the server's samples under the ingest benchmark).
+    """
     health: DatabaseHealth | None = connection.app.state.get("database_health")
     if health is not None and health.down is not None:
         settings: Settings = connection.app.state.settings

@@ -24,6 +24,7 @@ from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._rollup import NOTE_DIRTY
 from pipelens_server._errors import InvalidBatchError, OverloadedError, RunIdReusedError
 from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
 from pipelens_server._ingest._scores import SCORE_COLUMNS
@@ -54,11 +55,19 @@ _RUN_VALUES = [
     for name in RUNS.column_names
     if name not in RUNS.key
 ]
-UPSERT_RUNS = _upsert_sql(
-    RUNS,
-    f"SELECT run_id, {', '.join(_RUN_VALUES)} FROM {RUNS.stage} ORDER BY run_id",  # noqa: S608
-    {},
-    stamp=", updated_at = now()",
+
+# Every upsert returns the start of the rows it changed, whose hours it notes (``NOTE_DIRTY``)
+# when the rollup job may have summed them already.
+UPSERT_RUNS = (
+    "WITH changed AS ("  # noqa: S608 - constants only
+    + _upsert_sql(
+        RUNS,
+        f"SELECT run_id, {', '.join(_RUN_VALUES)} FROM {RUNS.stage} ORDER BY run_id",  # noqa: S608
+        {},
+        stamp=", updated_at = now()",
+    )
+    + " RETURNING start_ns) "
+    + NOTE_DIRTY.format(rows="changed")
 )
 UPSERT_STEPS = (
     # Runs are upserted first, so a step learns its run's pipeline when the run event came first.
@@ -67,7 +76,7 @@ UPSERT_STEPS = (
     # was planned as a hash join over all of ``runs``, a cost that grew with the data.
     f"WITH touched AS MATERIALIZED (SELECT sr.run_id, "  # noqa: S608
     f"(SELECT r.pipeline FROM runs r WHERE r.run_id = sr.run_id) AS pipeline "
-    f"FROM {RUNS.stage} sr) "
+    f"FROM {RUNS.stage} sr), changed AS ("
     + _upsert_sql(
         STEPS,
         "SELECT s.run_id, s.key, r.pipeline, "  # noqa: S608
@@ -76,16 +85,28 @@ UPSERT_STEPS = (
         "ORDER BY s.run_id, s.key",
         {"pipeline": "COALESCE(t.pipeline, excluded.pipeline)"},
     )
+    + " RETURNING start_ns) "
+    + NOTE_DIRTY.format(rows="changed")
 )
+# A step's start moves to an earlier piece's (``LEAST``): the hour it leaves is noted too, which
+# the upsert cannot return. Only steps of the batch that start in an ended hour can, and each is
+# looked up by its key (a scalar subquery, as in ``UPSERT_STEPS``): live ingest looks up none.
+_MOVED = (
+    "(SELECT (SELECT t.start_ns FROM steps t WHERE t.run_id = s.run_id AND t.key = s.key) "  # noqa: S608 - constants only
+    f"AS start_ns, s.start_ns AS new_ns FROM {STEPS.stage} s "
+    "WHERE s.start_ns < (SELECT pipelens_open_hour())) AS moved"
+)
+NOTE_MOVED_STEP_STARTS = NOTE_DIRTY.format(rows=_MOVED) + " AND start_ns > new_ns"
 INSERT_PIPELINES = (
     f"INSERT INTO pipelines (name) SELECT DISTINCT pipeline FROM {RUNS.stage} "  # noqa: S608
     "WHERE pipeline IS NOT NULL ORDER BY 1 ON CONFLICT (name) DO NOTHING"
 )
 # Steps stored before their run event named the pipeline learn it now.
 FILL_STEP_PIPELINES = (
-    f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "  # noqa: S608
+    "WITH changed AS ("  # noqa: S608 - constants only
+    f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "
     "ON r.run_id = st.run_id WHERE st.pipeline IS NOT NULL AND s.run_id = st.run_id "
-    "AND s.pipeline IS NULL"
+    "AND s.pipeline IS NULL RETURNING s.start_ns) " + NOTE_DIRTY.format(rows="changed")
 )
 
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
@@ -248,6 +269,7 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
             await cur.execute(INSERT_PIPELINES)
             await cur.execute(UPSERT_RUNS)
             if rows.steps:
+                await cur.execute(NOTE_MOVED_STEP_STARTS)
                 await cur.execute(UPSERT_STEPS)
             await cur.execute(FILL_STEP_PIPELINES)
         scores = [row for key, row in sorted(rows.scores.items()) if key[0] not in rows.refused]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -93,3 +94,17 @@ def test_health_probes_need_no_token(guarded: TestClient[Litestar]) -> None:
 def test_token_matching(header: str | None, expected: bool) -> None:
     """Only the bearer scheme with the exact token matches."""
     assert token_matches(header, TOKEN) is expected
+
+
+def test_every_guard_is_a_coroutine_so_no_request_waits_for_a_thread(database_url: str) -> None:
+    """Litestar runs a plain function guard in a thread pool, a hop on every request: the token
+    guard, the database guard and any other guard of any route are coroutines."""
+    app = create_app(Settings(database_url=database_url, token=TOKEN))
+    guards = {
+        guard.__qualname__: inspect.iscoroutinefunction(guard)
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        for guard in handler.resolve_guards()
+    }
+    assert {"require_database", "require_token"} <= guards.keys()
+    assert [name for name, is_coroutine in guards.items() if not is_coroutine] == []
