@@ -5,9 +5,10 @@
 -- ``steps (name, run_id)`` (one probe per name) and matches the runs by name. Error messages
 -- and string record values get trigrams of their own, in a built-in GIN index over a text[]
 -- (array_ops), only on the steps that have either: a candidate step holds every trigram of the
--- search text, and the ILIKE of 0012's query then checks it.
+-- search text, and the search's ILIKE then checks it.
 
--- The distinct lower-case three-character pieces of ``value`` (none under three characters).
+-- The lower-case three-character pieces of ``value`` (none under three characters; GIN drops
+-- the repeats).
 -- plpgsql: its loop is about twice as fast as the same in one SQL statement.
 CREATE FUNCTION pipelens_grams(value text) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT
@@ -19,7 +20,7 @@ BEGIN
     FOR i IN 1 .. length(folded) - 2 LOOP
         grams := grams || substr(folded, i, 3);
     END LOOP;
-    RETURN grams;  -- GIN drops the repeats
+    RETURN grams;
 END
 $$;
 
