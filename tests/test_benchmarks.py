@@ -222,3 +222,27 @@ def test_llm_patches_quick_run_prints_every_case_and_the_chunk_gaps() -> None:
         assert re.search(rf"^{re.escape(case)} +[\d.]+ +[\d.]+ +[+-][\d.]+ ", out, re.M), out
     gaps = re.findall(r"^openai stream chunk gap (p50|p99) +[\d.]+ +[\d.]+ +[+-][\d.]+$", out, re.M)
     assert gaps == ["p50", "p99"], out
+
+
+@pytest.mark.timeout(300)  # past the run's own 180 s limit, so that limit names the cause
+def test_search_quick_run_prints_ingest_and_every_search_row() -> None:
+    """``benchmarks.search --quick`` exits 0 and prints the ingest rates with the index and
+    without for both workloads, a row per searched text and the target line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.search", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for workload in ("records", "no records"):
+        row = (
+            rf"^  {workload} +[\d,]+ steps/s with steps_search_grams_idx, +[\d,]+ without: x[\d.]+$"
+        )
+        assert re.search(row, out, re.M), out
+    for label in ("step name, every run (step_1)", "found nowhere", "run id prefix (100 runs)"):
+        assert re.search(rf"^  {re.escape(label)} +[\d.]+$", out, re.M), out
+    assert "target: a rare text <= 100 ms at 100,000 runs" in out

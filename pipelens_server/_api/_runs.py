@@ -19,8 +19,7 @@ from pipelens_server._read._export import (
 )
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
-from pipelens_server._read._scores import parse_score_filter
-from pipelens_server._read._search import RunSearch, parse_cursor, parse_metadata
+from pipelens_server._read._search import parse_cursor, search_from_query
 from pipelens_server._read._shapes import RunDetail, RunList, StatusFilter
 from pipelens_server._timerange import RangePreset, custom_range, preset_start
 
@@ -87,8 +86,17 @@ async def get_runs(
         cursor = parse_cursor(after) if after else None
         since = None if range_ is None else preset_start(range_, time.time_ns())
         start, until = custom_range(from_ or "", to or "", UTC)
-        metadata_key, metadata_value = parse_metadata(metadata) if metadata else ("", None)
-        score_filter = parse_score_filter(score) if score.strip() else None
+        search = search_from_query(
+            q=q,
+            step=step,
+            record_key=record_key,
+            record_value=record_value,
+            tag=tag,
+            user_id=user_id,
+            session_id=session_id,
+            metadata=metadata,
+            score=score,
+        )
     except ValueError as exc:
         raise ValidationException(detail=str(exc)) from exc
     if start is not None:
@@ -101,18 +109,7 @@ async def get_runs(
         since_ns=since,
         until_ns=until,
         after=cursor,
-        search=RunSearch(
-            step_name=step.strip(),
-            text=q.strip(),
-            record_key=record_key.strip(),
-            record_value=record_value.strip(),
-            tag=tag.strip(),
-            user_id=user_id.strip(),
-            session_id=session_id.strip(),
-            metadata_key=metadata_key,
-            metadata_value=metadata_value,
-            score=score_filter,
-        ),
+        search=search,
     )
 
 

@@ -43,7 +43,6 @@ from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._scores import (
     duration_means,
-    parse_score_filter,
     pipeline_scores,
     run_scores,
     scores_of_runs,
@@ -53,7 +52,7 @@ from pipelens_server._read._search import (
     RunSearch,
     cursor_text,
     parse_cursor,
-    parse_metadata,
+    search_from_query,
 )
 from pipelens_server._read._shapes import RunRow, StepDetail
 from pipelens_server._timerange import RANGES, RangePreset, custom_range, preset_start
@@ -166,30 +165,21 @@ async def pipeline_runs(
             error = str(exc)
     else:
         since = preset_start(range_, time.time_ns())
-    metadata_key, metadata_value = "", None
-    if metadata.strip():
-        try:
-            metadata_key, metadata_value = parse_metadata(metadata)
-        except ValueError as exc:
-            error = str(exc)
-    score_filter = None
-    if score.strip():
-        try:
-            score_filter = parse_score_filter(score)
-        except ValueError as exc:
-            error = str(exc)
-    search = RunSearch(
-        step_name=step.strip(),
-        text=q.strip(),
-        record_key=record_key.strip(),
-        record_value=record_value.strip(),
-        tag=tag.strip(),
-        user_id=user_id.strip(),
-        session_id=session_id.strip(),
-        metadata_key=metadata_key,
-        metadata_value=metadata_value,
-        score=score_filter,
-    )
+    search = RunSearch()
+    try:
+        search = search_from_query(
+            q=q,
+            step=step,
+            record_key=record_key,
+            record_value=record_value,
+            tag=tag,
+            user_id=user_id,
+            session_id=session_id,
+            metadata=metadata,
+            score=score,
+        )
+    except ValueError as exc:
+        error = str(exc)
     path = pipeline_path(name, "runs")
     if is_htmx(request) and request.headers.get("hx-target") == "runs_timeline":
         # The timeline is asked apart (on load, on a filter's change, every 10 s), so the list

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
-from pipelens_server._read._scores import ScoreFilter, score_condition
+from pipelens_server._read._scores import ScoreFilter, parse_score_filter, score_condition
 
 #: A position in a run list: the last run shown (its start, unknown for a run known only from
 #: its steps, and its id).
@@ -67,6 +67,36 @@ def parse_metadata(text: str) -> tuple[str, str | None]:
     if not key.strip():
         raise ValueError(f"metadata={text!r}: expected key=value (or a key alone), as plan=pro")
     return key.strip(), value if eq else None
+
+
+def search_from_query(
+    *,
+    q: str = "",
+    step: str = "",
+    record_key: str = "",
+    record_value: str = "",
+    tag: str = "",
+    user_id: str = "",
+    session_id: str = "",
+    metadata: str = "",
+    score: str = "",
+) -> RunSearch:
+    """The search that a runs page's or ``GET /api/v1/runs``' query string asks for, each value
+    stripped (blank: no filter); ``ValueError`` naming the fix when ``metadata`` or ``score`` is
+    not one, for the page to show and the API to answer with a 400."""
+    metadata_key, metadata_value = parse_metadata(metadata) if metadata.strip() else ("", None)
+    return RunSearch(
+        step_name=step.strip(),
+        text=q.strip(),
+        record_key=record_key.strip(),
+        record_value=record_value.strip(),
+        tag=tag.strip(),
+        user_id=user_id.strip(),
+        session_id=session_id.strip(),
+        metadata_key=metadata_key,
+        metadata_value=metadata_value,
+        score=parse_score_filter(score) if score.strip() else None,
+    )
 
 
 def _who_conditions(search: RunSearch, conditions: list[sql.Composable], params: list[Any]) -> None:
@@ -155,28 +185,63 @@ def search_conditions(
     )
 
 
+#: The distinct step names (0007's index, one probe per name: names are few) holding the text.
+_NAMES = sql.SQL(
+    "ARRAY(WITH RECURSIVE names(name) AS (SELECT min(name) FROM steps UNION ALL "
+    "SELECT (SELECT min(x.name) FROM steps x WHERE x.name > names.name) FROM names "
+    "WHERE names.name IS NOT NULL) SELECT name FROM names WHERE name ILIKE %s)"
+)
+#: An error message or a string record value holding the text (the JSON text's ILIKE narrows
+#: down what the JSON path then checks: values only, never keys).
+_FOUND = sql.SQL(
+    "(s.error_message IS NOT NULL OR s.records IS NOT NULL) AND (s.error_message ILIKE %s "
+    "OR (s.records::text ILIKE %s AND s.records @? %s::jsonpath))"
+)
+#: The steps of migration 0015's index holding every trigram of the text in their error
+#: message and string record values, or too big to have their trigrams indexed; found.
+_FROM_GRAMS = sql.SQL(
+    "SELECT s.run_id FROM steps s "
+    "WHERE (pipelens_search_grams(s.error_message, s.records) @> pipelens_grams(%s) "
+    "OR pipelens_search_grams(s.error_message, s.records) @> '{{\"\"}}') AND {}"
+).format(_FOUND)
+#: Past this many steps found from the trigrams, the text is common: the runs are read newest
+#: first until the page is full instead. PostgreSQL cannot tell (it takes a text's trigrams for
+#: independent, so it expects about no step to hold them all), hence the count.
+COMMON_STEPS = 1000
+
+
 def _text_condition(text: str, conditions: list[sql.Composable], params: list[Any]) -> None:
-    """The substring search. Where PostgreSQL has ``pg_trgm`` (migration 0012), its GIN indexes
-    answer each ILIKE, the record text's one narrowing down what the JSON path then checks
-    (values only, never keys); without it, like record searches, the runs of the page's range
-    are read newest first until the page is full."""
+    """The substring search: a run id's start, or a step whose name (from the distinct names),
+    error message or string record value holds the text, case-insensitively. Those of a rare
+    text come from migration 0015's trigrams; a common text's (or one under three characters,
+    which has no trigram) are read run by run, newest first, until the page is full."""
     pattern = f"%{like_escaped(text)}%"
+    # The records' JSON text escapes '"', '\\' and control characters as JSON does.
+    json_pattern = f"%{like_escaped(json.dumps(text, ensure_ascii=False)[1:-1])}%"
     regex = json.dumps(text)  # a JSON string literal is a jsonpath one; flag "q": taken literally
+    found = [pattern, json_pattern, f'$.** ? (@ like_regex {regex} flag "iq")']
+    params.extend([like_escaped(text) + "%", pattern])
+    steps: sql.Composable
+    if len(text) < 3:
+        # No trigram: PostgreSQL picks between the probe per run and one read of every step.
+        steps = sql.SQL(
+            "EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND {})"
+        ).format(_FOUND)
+        params.extend(found)
+    else:
+        # The probe per run is a scalar subquery, never an EXISTS: PostgreSQL may turn an
+        # EXISTS into one read of every matching step, hashed, where this stops at the LIMIT.
+        steps = sql.SQL(
+            "CASE WHEN (SELECT count(*) FROM ({grams} LIMIT {common}) c) < {common} "
+            "THEN runs.run_id IN ({grams}) ELSE (SELECT true FROM steps s "
+            "WHERE s.run_id = runs.run_id AND {found} LIMIT 1) IS NOT NULL END"
+        ).format(grams=_FROM_GRAMS, common=sql.Literal(COMMON_STEPS), found=_FOUND)
+        params.extend([text, *found, text, *found, *found])
     conditions.append(
         sql.SQL(
             "(runs.run_id LIKE %s OR EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id "
-            "AND (s.name ILIKE %s OR s.error_message ILIKE %s OR (s.records::text ILIKE %s "
-            "AND s.records @? %s::jsonpath))))"
-        )
-    )
-    params.extend(
-        [
-            like_escaped(text) + "%",
-            pattern,
-            pattern,
-            pattern,
-            f'$.** ? (@ like_regex {regex} flag "iq")',
-        ]
+            "AND s.name = ANY({})) OR {})"
+        ).format(_NAMES, steps)
     )
 
 

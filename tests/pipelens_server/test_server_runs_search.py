@@ -3,12 +3,14 @@ in ``GET /api/v1/runs``, on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 from _dashboard_kit import MS, at, ingest, recent_run, table_rows
 from _pg_testkit import run_events
 from litestar import Litestar
@@ -16,6 +18,7 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 from pipelens.events import Event, StepFinished
+from pipelens_server._read import _search
 from pipelens_server._read._search import RunSearch, search_conditions
 
 Client = TestClient[Litestar]
@@ -250,3 +253,58 @@ def test_search_finds_substrings_of_step_names_errors_and_record_values(client: 
     assert _ids(client, q="0%") == ["plain"]
     assert _ids(client, q="e_a") == []  # "_" is no wildcard: "fetch_ALICE" has "h_A"
     assert _ids(client, q="h_a") == ["by-name"]
+
+
+def test_search_finds_values_holding_quotes_and_backslashes(client: Client) -> None:
+    """``q`` finds a record value holding ``"`` or ``\\`` (escaped in the records' JSON text),
+    with trigrams (three characters or more) and without."""
+    ingest(client, _run_with("quote", ago_s=30, records='{"q": "say a\\"b"}'))
+    ingest(client, _run_with("slash", ago_s=20, records='{"p": ["C:\\\\tmp"]}'))
+    ingest(client, _run_with("plain", ago_s=10, records='{"q": "ab", "p": "c:/tmp"}'))
+    assert _ids(client, q='a"b') == ["quote"]
+    assert _ids(client, q='"b') == ["quote"]
+    assert _api_ids(client, q="c:\\tm") == ["slash"]
+    assert _api_ids(client, q="\\") == ["slash"]
+
+
+def test_search_past_the_indexed_size_still_finds_the_value(client: Client) -> None:
+    """A step whose records hold more than 0015's 4,096 characters has no trigrams indexed; a
+    search still finds a value at its end, and only there."""
+    big = json.dumps({"text": "x" * 5000 + " needle-at-the-end"})
+    ingest(client, _run_with("big", ago_s=20, records=big))
+    ingest(client, _run_with("small", ago_s=10, records='{"text": "haystack"}'))
+    assert _ids(client, q="NEEDLE-AT") == ["big"]
+    assert _ids(client, q="haysta") == ["small"]
+
+
+def test_common_text_is_read_run_by_run_with_the_same_answer(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``COMMON_STEPS`` steps found by trigrams, the runs are read newest first instead:
+    the same runs, in the same order, page after page."""
+    events: list[Event] = []
+    for i in range(6):
+        records = f'{{"note": "shared note {i}"}}' if i % 3 else '{"note": "other"}'
+        events += _run_with(f"job{i}", ago_s=100 - i, records=records)
+    ingest(client, events)
+    expected = ["job5", "job4", "job2", "job1"]
+    assert _api_ids(client, q="ED NOTE") == expected
+    monkeypatch.setattr(_search, "COMMON_STEPS", 2)
+    assert _api_ids(client, q="ED NOTE") == expected
+    first = client.get("/api/v1/runs", params={"q": "ed note", "limit": 3}).json()
+    after = {"q": "ed note", "limit": 3, "after": first["next"]}
+    rest = client.get("/api/v1/runs", params=after).json()
+    assert expected == [run["run_id"] for run in first["runs"] + rest["runs"]]
+
+
+def test_rare_text_search_reads_the_0015_index(database_url: str) -> None:
+    """A text of three characters or more finds its error messages and record values from
+    migration 0015's GIN index (steps_search_grams_idx)."""
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    search_conditions(RunSearch(text="needle"), conditions, params)
+    query = sql.SQL("EXPLAIN SELECT run_id FROM runs WHERE {}").format(*conditions)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET enable_seqscan = off")  # the test's tables are all but empty
+        plan = "\n".join(row[0] for row in conn.execute(query, params))
+    assert "Bitmap Index Scan on steps_search_grams_idx" in plan, plan
