@@ -38,9 +38,9 @@ from pipelens_server._read._export import (
     export_run,
 )
 from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
-from pipelens_server._read._pictures import first_start, run_buckets, run_points, time_split
+from pipelens_server._read._pictures import first_start, run_points, time_split
 from pipelens_server._read._run import run_tree, step_detail
-from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
+from pipelens_server._read._runs import overview_figures, runs_page, session_runs
 from pipelens_server._read._scores import (
     duration_means,
     pipeline_scores,
@@ -97,12 +97,9 @@ async def overview(
     live (the ``overview_live`` block polls)."""
     now_ns = time.time_ns()
     since = preset_start(range_, now_ns)
-    pipelines = await pipeline_summaries(pool, since)
     lo = since or await first_start(pool) or now_ns
-    sparks = {}
-    if pipelines:
-        grid = await run_buckets(pool, lo, now_ns + 1, _pictures.SPARK_BARS)
-        sparks = _pictures.sparklines(grid, now_ns + 1, zone_of(request))
+    pipelines, grid = await overview_figures(pool, since, lo, now_ns + 1, _pictures.SPARK_BARS)
+    sparks = _pictures.sparklines(grid, now_ns + 1, zone_of(request)) if pipelines else {}
     llm = Totals()
     for row in await usage_rows(pool, since, now_ns + 1, 86400 * SECOND) if pipelines else []:
         llm.add(row, row.priced())

@@ -22,7 +22,6 @@ from pipelens_server._read._rollup import (
     DAY_NS,
     EXACT_BELOW,
     HOUR_NS,
-    MERGED,
     Plan,
     bucket_middle,
     merge,
@@ -123,48 +122,60 @@ async def run_buckets(
     pool: AsyncConnectionPool[Any], lo_ns: int, hi_ns: int, buckets: int
 ) -> RunBuckets:
     """Each pipeline's runs, failures and p95 duration in about ``buckets`` equal time buckets
-    of ``[lo_ns, hi_ns)``; buckets without a run are left out.
-
-    Buckets of an hour or more are read from the rollups where the range has them: the grid is
-    then whole hours (whole UTC days once a bucket spans a day or more), so that each rolled-up
-    hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the p95 is within
-    half a duration bucket (``_rollup``) and the first and last buckets are partial."""
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    of ``[lo_ns, hi_ns)``; buckets without a run are left out (see :func:`rolled_buckets`)."""
     async with pool.connection() as conn:
-        the_plan = await plan(conn, lo_ns, hi_ns) if width >= HOUR_NS else None
-        if the_plan is None or not the_plan.rolled:
-            cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
-            rows = [
-                RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4])
-                for r in await cursor.fetchall()
-            ]
-            return RunBuckets(lo_ns=lo_ns, width_ns=width, count=buckets, rows=rows)
-        unit = DAY_NS if width >= DAY_NS else HOUR_NS
-        width = max(1, round(width / unit)) * unit
-        first = lo_ns - lo_ns % unit
-        count = -(-(hi_ns - first) // width)
-        if unit == HOUR_NS:  # a day would straddle buckets: its hours instead
-            the_plan = Plan(days=[], hours=the_plan.clean_hours(), raw=the_plan.raw)
-        return RunBuckets(
-            lo_ns=first,
-            width_ns=width,
-            count=count,
-            rows=await _rolled_buckets(conn, the_plan, first, width),
-        )
+        rolled = await rolled_buckets(conn, await plan(conn, lo_ns, hi_ns), lo_ns, hi_ns, buckets)
+        return rolled[0] if rolled is not None else await raw_buckets(conn, lo_ns, hi_ns, buckets)
 
 
-async def _rolled_buckets(
-    conn: psycopg.AsyncConnection[Any], the_plan: Plan, first_ns: int, width_ns: int
-) -> list[RunBucket]:
-    """The rows of ``_BUCKETS`` summed from the rollups and the raw edges of ``the_plan``."""
-    params: list[Any] = [first_ns, width_ns]
+async def raw_buckets(
+    conn: psycopg.AsyncConnection[Any], lo_ns: int, hi_ns: int, buckets: int
+) -> RunBuckets:
+    """:func:`run_buckets` from raw rows, ``buckets`` of them exactly."""
+    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
+    rows = [
+        RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4])
+        for r in await cursor.fetchall()
+    ]
+    return RunBuckets(lo_ns=lo_ns, width_ns=width, count=buckets, rows=rows)
+
+
+async def rolled_buckets(
+    conn: psycopg.AsyncConnection[Any], the_plan: Plan, lo_ns: int, hi_ns: int, buckets: int
+) -> tuple[RunBuckets, dict[str, list[tuple[Any, ...]]]] | None:
+    """:func:`run_buckets` from the rollups of ``the_plan`` (a range starting at or before
+    ``lo_ns``), with each pipeline's rollup rows of the whole plan (for ``_rollup.merge``: the
+    overview's figures, from the same read); ``None`` when the plan rolls nothing up or a
+    bucket would be shorter than an hour.
+
+    The grid is then whole hours (whole UTC days once a bucket spans a day or more), so that
+    each rolled-up hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the
+    p95 is within half a duration bucket (``_rollup``) and the first and last buckets are
+    partial."""
+    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    if width < HOUR_NS or not the_plan.rolled:
+        return None
+    unit = DAY_NS if width >= DAY_NS else HOUR_NS
+    width = max(1, round(width / unit)) * unit
+    first = lo_ns - lo_ns % unit
+    count = -(-(hi_ns - first) // width)
+    if unit == HOUR_NS:  # a day would straddle buckets: its hours instead
+        the_plan = Plan(days=[], hours=the_plan.clean_hours(), raw=the_plan.raw)
+    params: list[Any] = [first, width]
     runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
+    # Not grouped: the rows of a bucket and duration bucket are nearly always one already (a
+    # day's or hour's), and sorting thousands of them to sum them cost more than merging here.
     query = sql.SQL(
-        "SELECT pipeline, ((start_ns - %s) / %s)::int, bucket, {} FROM ({}) r GROUP BY 1, 2, 3"
-    ).format(sql.SQL(MERGED), runs)
+        "SELECT pipeline, ((start_ns - %s) / %s)::int, bucket, n, failed, running, abandoned, "
+        "dur_sum::float8, dur_min, dur_max, first_ns, last_ns FROM ({}) r"
+    ).format(runs)
     cells: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
     for row in await (await conn.execute(query, params)).fetchall():
-        cells.setdefault((row[0], row[1]), []).append(row[2:])
+        by_pipeline.setdefault(row[0], []).append(row[2:])
+        if 0 <= row[1] < count:  # the plan may reach past hi_ns
+            cells.setdefault((row[0], row[1]), []).append(row[2:])
     found = []
     for (pipeline, index), rows in sorted(cells.items()):
         merged = merge(rows)
@@ -177,7 +188,8 @@ async def _rolled_buckets(
                 p95_ns=merged.percentile(0.95),
             )
         )
-    return found
+    grid = RunBuckets(lo_ns=first, width_ns=width, count=count, rows=found)
+    return grid, by_pipeline
 
 
 async def run_points(

@@ -14,6 +14,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
+from pipelens_server._read._pictures import RunBuckets, raw_buckets, rolled_buckets
 from pipelens_server._read._rollup import EXACT_BELOW, MERGED, Plan, merge, plan, sources
 from pipelens_server._read._scores import scores_of_runs
 from pipelens_server._read._search import (
@@ -85,9 +86,44 @@ async def pipeline_summaries(
     async with pool.connection() as conn:
         the_plan = await plan(conn, since_ns, None)
         rows = await _rolled_summaries(conn, the_plan) if the_plan.rolled else []
-        if sum(row[1] for row in rows) <= exact_below:
-            cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
-            rows = await cursor.fetchall()
+        return await _summaries(conn, since_ns, rows, exact_below)
+
+
+async def overview_figures(
+    pool: AsyncConnectionPool[Any],
+    since_ns: int,
+    lo_ns: int,
+    hi_ns: int,
+    buckets: int,
+    *,
+    exact_below: int = EXACT_BELOW,
+) -> tuple[list[PipelineSummary], RunBuckets]:
+    """:func:`pipeline_summaries` and the sparklines' ``_pictures.run_buckets`` over
+    ``[lo_ns, hi_ns)`` (``lo_ns`` at or after ``since_ns``): one read of the rollups serves
+    both where the range has them."""
+    async with pool.connection() as conn:
+        the_plan = await plan(conn, since_ns, None)
+        rolled = await rolled_buckets(conn, the_plan, lo_ns, hi_ns, buckets)
+        if rolled is None:
+            rows = await _rolled_summaries(conn, the_plan) if the_plan.rolled else []
+            summaries = await _summaries(conn, since_ns, rows, exact_below)
+            return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
+        grid, by_pipeline = rolled
+        rows = await _summary_rows(conn, by_pipeline)
+        return await _summaries(conn, since_ns, rows, exact_below), grid
+
+
+async def _summaries(
+    conn: psycopg.AsyncConnection[Any],
+    since_ns: int,
+    rows: list[tuple[Any, ...]],
+    exact_below: int,
+) -> list[PipelineSummary]:
+    """``rows`` of ``_OVERVIEW`` as summaries; read raw again, exactly, when they count no more
+    than ``exact_below`` runs."""
+    if sum(row[1] for row in rows) <= exact_below:
+        cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
+        rows = await cursor.fetchall()
     return [
         PipelineSummary(
             name=row[0],
@@ -116,6 +152,13 @@ async def _rolled_summaries(
     by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
     for row in await (await conn.execute(query, params)).fetchall():
         by_pipeline.setdefault(row[0], []).append(row[1:])
+    return await _summary_rows(conn, by_pipeline)
+
+
+async def _summary_rows(
+    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, list[tuple[Any, ...]]]
+) -> list[tuple[Any, ...]]:
+    """The rows of ``_OVERVIEW`` from each pipeline's rollup rows (``_rollup.merge``'s)."""
     last = await (await conn.execute(_LAST_RUNS)).fetchall()
     rows = []
     for name, run_id, start_ns in last:

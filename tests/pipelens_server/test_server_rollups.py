@@ -22,7 +22,7 @@ from pipelens_server._ingest._decode import batch_rows
 from pipelens_server._ingest._store import create_staging_tables, store
 from pipelens_server._read._pictures import duration_histogram, run_buckets
 from pipelens_server._read._rollup import plan
-from pipelens_server._read._runs import pipeline_summaries
+from pipelens_server._read._runs import overview_figures, pipeline_summaries
 from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
 
 #: Half a bucket: how far a rolled-up percentile may be from the nearest-rank value.
@@ -344,8 +344,9 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
     """The overview's sparklines over a rolled-up range: whole hours per bucket (3 days in 24
     buckets), whole UTC days once a bucket spans a day (30 days); each bucket's runs and
     failures equal the raw rows' on the same grid, its p95 within half a bucket of the
-    nearest-rank value; and the rolled-up hours are read from the rollups, not the raw rows
-    (with the rollups emptied they count nothing)."""
+    nearest-rank value; the overview's one read gives the same sparklines and figures; and the
+    rolled-up hours are read from the rollups, not the raw rows (with the rollups emptied they
+    count nothing)."""
     now = time.time_ns()
     _load(database_url, 1, RUNS, now)
     await roll_up(pool)
@@ -366,6 +367,9 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
             ).fetchall()
         assert [(b.index, b.runs, b.failed) for b in grid.rows] == [r[:3] for r in exact]
         assert all(_near(b.p95_ns, r[3]) for b, r in zip(grid.rows, exact, strict=True))
+        # The overview reads both its figures and its sparklines in one read of the rollups.
+        summaries, same = await overview_figures(pool, lo, lo, now + 1, 24, **ROLLED)
+        assert (summaries, same) == (await pipeline_summaries(pool, lo, **ROLLED), grid)
     with psycopg.connect(database_url) as conn:
         conn.execute("DELETE FROM rollups WHERE kind = 'run'")
     emptied = await run_buckets(pool, now - DAYS * DAY_NS, now + 1, 24)
