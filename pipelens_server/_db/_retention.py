@@ -207,7 +207,7 @@ async def _in_chunks(
     while True:
         async with pool.connection() as conn, conn.transaction():
             cur = await conn.execute(query, {**params, "limit": chunk})
-            count = cur.rowcount
+            count: int = cur.rowcount
         deleted += count
         if count < chunk:
             return deleted
