@@ -31,12 +31,7 @@ from pipelens_server._pages._templating import (
     zone_of,
 )
 from pipelens_server._read._compare import previous_run
-from pipelens_server._read._export import (
-    MEDIA_TYPES,
-    ExportFormat,
-    download_headers,
-    export_run,
-)
+from pipelens_server._read._export import ExportFormat, download
 from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
 from pipelens_server._read._pictures import first_start, run_buckets, run_points, time_split
 from pipelens_server._read._run import run_tree, step_detail
@@ -443,11 +438,8 @@ async def run_download(
 ) -> Response[bytes]:
     """The run page's download links (behind the login, like the page): the run as our event
     file or the seed's JSON, as ``GET /api/v1/runs/{id}/export`` answers it."""
-    return Response(
-        await export_run(pool, run_id, format_),
-        media_type=MEDIA_TYPES[format_],
-        headers=download_headers(run_id, format_),
-    )
+    file = await download(pool, run_id, format_)
+    return Response(file.body, media_type=file.media_type, headers=file.headers)
 
 
 route_handlers = [overview, pipeline_runs, session_page, run_page, run_download]
