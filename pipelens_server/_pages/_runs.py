@@ -37,6 +37,7 @@ from pipelens_server._read._pictures import first_start, run_buckets, run_points
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._scores import (
+    cost_means,
     duration_means,
     parse_score_filter,
     pipeline_scores,
@@ -407,9 +408,11 @@ async def _score_charts(
     summaries = await pipeline_scores(pool, pipeline, since_ns, until)
     if not summaries:
         return []
-    # The runs' mean duration first, over the same buckets: a score's fall beside a slowdown.
-    duration = await duration_means(pool, pipeline, since_ns, until)
-    summaries = [duration, *summaries] if duration is not None else summaries
+    # The runs' mean duration and LLM cost first, over the same buckets: a score's fall beside
+    # a slowdown or a cheaper model.
+    runs = [await duration_means(pool, pipeline, since_ns, until)]
+    runs.append(await cost_means(pool, pipeline, since_ns, until))
+    summaries = [s for s in runs if s is not None] + summaries
     return [_score_chart.layout(s, since_ns, until, zone) for s in summaries]
 
 
