@@ -37,10 +37,9 @@ from pipelens_server._read._pictures import first_start, run_buckets, run_points
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import pipeline_summaries, runs_page, session_runs
 from pipelens_server._read._scores import (
-    cost_means,
-    duration_means,
     parse_score_filter,
     pipeline_scores,
+    run_figures,
     run_scores,
     scores_of_runs,
 )
@@ -410,9 +409,7 @@ async def _score_charts(
         return []
     # The runs' mean duration and LLM cost first, over the same buckets: a score's fall beside
     # a slowdown or a cheaper model.
-    runs = [await duration_means(pool, pipeline, since_ns, until)]
-    runs.append(await cost_means(pool, pipeline, since_ns, until))
-    summaries = [s for s in runs if s is not None] + summaries
+    summaries = [*await run_figures(pool, pipeline, since_ns, until), *summaries]
     return [_score_chart.layout(s, since_ns, until, zone) for s in summaries]
 
 

@@ -280,6 +280,18 @@ async def cost_means(
     )
 
 
+async def run_figures(
+    pool: AsyncConnectionPool[Any], pipeline: str, since_ns: int, until_ns: int
+) -> list[ScoreSummary]:
+    """What the scores are drawn beside: ``pipeline``'s mean run duration and LLM cost per run
+    over the same buckets, those it has."""
+    figures = [
+        await duration_means(pool, pipeline, since_ns, until_ns),
+        await cost_means(pool, pipeline, since_ns, until_ns),
+    ]
+    return [figure for figure in figures if figure is not None]
+
+
 def _bin_label(lo: float, hi: float, i: int, bins: int) -> str:
     width = (hi - lo) / bins
     return f"{lo + width * i:.3g} to {lo + width * (i + 1):.3g}"

@@ -169,6 +169,29 @@ def test_the_llm_cost_per_run_is_drawn_beside_duration_and_scores(client: Client
     assert y_new == pytest.approx(TOP + plot_h - 0.225 / 0.6 * plot_h, abs=0.1)
 
 
+def test_the_api_answers_the_figures_the_page_draws(client: Client) -> None:
+    """``GET /api/v1/pipelines/{name}/scores``: the runs' duration and LLM cost per run over time,
+    and each score's distribution and means, as the runs page draws them."""
+    for i, (tokens, ago) in enumerate([(1_000_000, 60), (2_000_000, 120)]):
+        events = llm_run("rag", [("gpt-4o-mini", None, tokens, 0, 0)], ago_s=ago)
+        ingest(client, events)
+        ingest(client, [_score(events[0].run_id, "s", "passed", i == 0)])
+    answer = client.get("/api/v1/pipelines/rag/scores", params={"range": "24h"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    duration, cost = body["runs"]
+    assert (duration["kind"], duration["count"]) == ("duration", 2)
+    assert (cost["name"], cost["count"]) == ("LLM cost per run (USD)", 2)
+    assert [(p["mean"], p["count"]) for p in cost["means"]] == [(pytest.approx(0.225), 2)]
+    (passed,) = body["scores"]
+    assert (passed["name"], passed["kind"], passed["mean"]) == ("passed", "boolean", 0.5)
+    assert sorted((b["label"], b["count"]) for b in passed["bars"]) == [("false", 1), ("true", 1)]
+    assert body["until_ns"] > body["since_ns"]
+    refused = client.get("/api/v1/pipelines/rag/scores", params={"since_ns": 10, "until_ns": 5})
+    assert refused.status_code == 400
+    assert "until_ns=5" in refused.text
+
+
 def test_the_score_chart_layout_scales_bars_and_means() -> None:
     """The tallest bar fills the plot, the others in proportion; a boolean's mean axis is 0 to 1
     and a duration's starts at 0; a day's range is labelled in hours."""
