@@ -28,6 +28,9 @@ time strip). ``--baseline DIR`` times the same pages of another source tree (a c
 earlier revision) on the same database in a subprocess first, and prints each page's ratio
 against it: the before/after of a change in one run.
 
+``--only REGEX`` times just the pages whose label matches (``--only 'overview|API runs'``): a
+short before/after of the pages a change touches.
+
 The targets are printed as information, never as an exit status: a noisy machine must not fail
 anything.
 """
@@ -352,9 +355,9 @@ def stats_route_exists() -> bool:
     return bool(_pages_stats.route_handlers)
 
 
-def pages(batches: int) -> list[Page]:
+def pages(batches: int, only: str = "") -> list[Page]:
     """The pages and API routes to time, with the issue's targets (none for an API route: only
-    its ratio between the sizes has one)."""
+    its ratio between the sizes has one); with ``only``, those whose label matches it."""
     every_batch = "&".join(
         f"expand=pipeline_0.batch{f'___{b}' if b else ''}" for b in range(batches)
     )
@@ -431,7 +434,7 @@ def pages(batches: int) -> list[Page]:
         Page("API step stats (30 days)", f"{api}/stats?range=30d", None),
         Page("API step timeseries (30 days)", f"{api}/timeseries?range=30d", None),
     ]
-    return listed
+    return [page for page in listed if re.search(only, page.label)]
 
 
 def explain(conninfo: str, query: Any, params: Any) -> list[str]:
@@ -483,6 +486,7 @@ def _report(
     quick: bool,
     baseline: dict[str, float] | None = None,
     baseline_dir: str | None = None,
+    only: str = "",
 ) -> str:
     small, large = sizes[0], sizes[-1]
     lines = [
@@ -525,7 +529,7 @@ def _report(
                 else f"{'—':>13}{'new':>12}"
             )
         lines.append(line)
-    if not any(t.page.label.startswith("step stats page") for t in large.timings):
+    if not any(t.page.label.startswith("step stats page") for t in large.timings) and not only:
         lines.append(f"{'step stats page (30 days)':<44}{'not measured: no such page yet':>37}")
     lines += [
         "",
@@ -577,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wide-roots", type=int, help="root steps of the wide run (1000000)")
     parser.add_argument("--repeat", type=int, help="timed requests per page (default 7)")
     parser.add_argument("--baseline", metavar="DIR", help="a source tree to compare with")
+    parser.add_argument("--only", metavar="REGEX", default="", help="pages whose label matches")
     parser.add_argument("--measure-only", metavar="CONNINFO", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -603,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         medians = {}
         with TestClient(app, base_url="http://127.0.0.1") as client:
             client.cookies.set("tz", "UTC")
-            for page in pages(batches):
+            for page in pages(batches, args.only):
                 if not page.new:
                     medians[page.label] = measure(client.get, page, repeat).median_ms
         print(json.dumps(medians))
@@ -627,13 +632,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rollup_s = asyncio.run(_roll_up(conninfo))
             if args.baseline and runs == sizes[-1]:
                 print(f"measuring the baseline {args.baseline} ...", file=sys.stderr, flush=True)
-                baseline = _baseline(args.baseline, conninfo, repeat, batches, items)
+                baseline = _baseline(args.baseline, conninfo, repeat, batches, items, args.only)
             timings = []
             # A loopback base URL: the server answers no other Host (DNS rebinding).
             app = create_app(Settings(database_url=conninfo))
             with TestClient(app, base_url="http://127.0.0.1") as client:
                 client.cookies.set("tz", "UTC")
-                for page in pages(batches):
+                for page in pages(batches, args.only):
                     print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
                     timings.append(measure(client.get, page, repeat))
             measured.append(Size(*counts(conninfo), load_s, rollup_s, timings))
@@ -647,16 +652,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         database.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    print(_report(machine, measured, explained, repeat, quick, baseline, args.baseline))
+    print(_report(machine, measured, explained, repeat, quick, baseline, args.baseline, args.only))
     return 0
 
 
-def _baseline(tree: str, conninfo: str, repeat: int, batches: int, items: int) -> dict[str, float]:
+def _baseline(
+    tree: str, conninfo: str, repeat: int, batches: int, items: int, only: str
+) -> dict[str, float]:
     """The medians of this script's pages as the app of ``tree`` answers them (a subprocess
     importing ``pipelens_server`` from ``tree``), by label."""
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     command = [sys.executable, str(Path(__file__).resolve()), "--measure-only", conninfo]
     command += ["--repeat", str(repeat), "--big-batches", str(batches), "--big-items", str(items)]
+    command += ["--only", only]
     answer = subprocess.run(
         command, env=env, cwd=tree, stdout=subprocess.PIPE, text=True, check=True
     )

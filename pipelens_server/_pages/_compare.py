@@ -18,9 +18,9 @@ from litestar.params import FromQuery, QueryParameter
 from litestar.response import Redirect
 
 from pipelens_server._db._lifespan import PoolDep
+from pipelens_server._pages._chart import format_ms
 from pipelens_server._pages._templating import (
     base_context,
-    format_ms,
     is_htmx,
     pretty_json,
     render,

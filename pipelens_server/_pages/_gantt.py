@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from pipelens_server._pages._templating import format_ms
+from pipelens_server._pages._chart import format_ms
 from pipelens_server._read._shapes import RunRow, StepRow, StepTree
 
 #: Bars are placed in percent of the chart's width: the SVG stretches to the page's width while

@@ -15,7 +15,8 @@ from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._pages._llm_chart import format_count, format_usd, summarize
+from pipelens_server._pages._chart import format_count, format_usd
+from pipelens_server._pages._llm_chart import summarize
 from pipelens_server._pages._runs import RangeParam
 from pipelens_server._pages._templating import (
     base_context,

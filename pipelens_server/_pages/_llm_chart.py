@@ -9,19 +9,21 @@ apart, so "0" or "$0.00" never hides what is unknown.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
 
 import msgspec
 
+from pipelens_server._pages._chart import (
+    PALETTE,
+    USAGE_CHART,
+    Bar,
+    Tick,
+    format_count,
+    format_usd,
+    stack,
+)
 from pipelens_server._read._llm import SECOND, UsageRow
-
-#: Series colours (the last one for the rest), readable on light and dark backgrounds.
-PALETTE = ["#2f81f7", "#d4761a", "#2da44e", "#a371f7", "#cf4a8c", "#1b9aaa", "#b08800", "#8c959f"]
-CHART_HEIGHT = 220
-PLOT_TOP = 18
-PLOT_BOTTOM = 196
 
 Metric = str  # "tokens" or "cost"
 NO_PIPELINE = "(no pipeline)"
@@ -64,35 +66,19 @@ class Totals(msgspec.Struct, kw_only=True):
             self.unpriced.append(row.model)
 
 
-class Segment(msgspec.Struct, kw_only=True, frozen=True):
-    """One model's part of one bar (x and width in %, y and height in px)."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    colour: str
-    title: str
-
-
-class Tick(msgspec.Struct, kw_only=True, frozen=True):
-    """An axis label: at ``pos`` (% across for time, px down for values)."""
-
-    pos: float
-    label: str
-
-
 class Chart(msgspec.Struct, kw_only=True, frozen=True):
-    """The stacked bar chart: segments, axes and the legend (series, colour)."""
+    """The stacked bar chart: segments (each a series' part of a bar: x and width in %, y and
+    height in px), axes (ticks at % across for time, px down for values) and the legend
+    (series, colour)."""
 
     metric: str
     stack_by: str
     bucket_label: str
-    segments: list[Segment]
+    segments: list[Bar]
     x_ticks: list[Tick]
     y_ticks: list[Tick]
     legend: list[tuple[str, str]]
-    height: int = CHART_HEIGHT
+    height: int = USAGE_CHART.height
 
 
 class Usage(msgspec.Struct, kw_only=True, frozen=True):
@@ -102,24 +88,6 @@ class Usage(msgspec.Struct, kw_only=True, frozen=True):
     by_model: list[tuple[str, Totals]]
     by_pipeline: list[tuple[str, Totals]]
     chart: Chart
-
-
-def format_usd(value: float | None) -> str:
-    """``$1,234.56`` from a dollar up, two significant digits below (``$0.013``, ``$0.00004``);
-    ``unknown`` for ``None``."""
-    if value is None:
-        return "unknown"
-    if value == 0 or value >= 1:
-        return f"${value:,.2f}"
-    return f"${value:.{max(2, 1 - math.floor(math.log10(value)))}f}"
-
-
-def format_count(value: float) -> str:
-    """``1.2M``, ``35k``, ``950``: token counts for an axis."""
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def _duration(ns: int) -> str:
@@ -168,9 +136,9 @@ def summarize(
         tokens = None if row.input_tokens is None else row.input_tokens + (row.output_tokens or 0)
         value = tokens if metric == "tokens" else cost
         if value:
-            stack = stacks.setdefault(row.bucket_ns, {})
+            cell = stacks.setdefault(row.bucket_ns, {})
             name = row.model if stack_by == "model" else row.pipeline or NO_PIPELINE
-            stack[name] = stack.get(name, 0.0) + value
+            cell[name] = cell.get(name, 0.0) + value
     by_model = sorted(models.items(), key=lambda item: (-(item[1].tokens or 0), item[0]))
     by_pipeline = sorted(pipelines.items(), key=lambda item: (-(item[1].tokens or 0), item[0]))
     series = by_model if stack_by == "model" else by_pipeline
@@ -204,44 +172,39 @@ def _chart(
     first = start_ns // bucket_ns * bucket_ns
     count = max(1, -(-(end_ns - first) // bucket_ns))
     slot = 100.0 / count
-    top = max((sum(stack.values()) for stack in stacks.values()), default=0.0)
-    scale = (PLOT_BOTTOM - PLOT_TOP) / top if top else 0.0
+    top = max((sum(parts.values()) for parts in stacks.values()), default=0.0)
+    base = USAGE_CHART.base
+    scale = USAGE_CHART.plot_height / top if top else 0.0
     fmt = format_count if metric == "tokens" else format_usd
-    segments = []
-    for bucket, stack in sorted(stacks.items()):
+    segments: list[Bar] = []
+    for bucket, parts in sorted(stacks.items()):
         index = (bucket - first) // bucket_ns
         if not 0 <= index < count:
             continue
-        y = float(PLOT_BOTTOM)
         when = _time_label(bucket, bucket_ns, end_ns - start_ns, zone)
         # The biggest series at the bottom, in the legend's order.
-        for model in (m for m in colours if m in stack):
-            height = stack[model] * scale
-            y -= height
-            segments.append(
-                Segment(
-                    x=round(index * slot + slot * 0.1, 3),
-                    y=round(y, 2),
-                    width=round(slot * 0.8, 3),
-                    height=round(height, 2),
-                    colour=colours[model],
-                    title=f"{when} · {model}: {fmt(stack[model])}",
-                )
-            )
+        segments += stack(
+            round(index * slot + slot * 0.1, 3),
+            round(slot * 0.8, 3),
+            base,
+            (
+                (parts[model] * scale, "", colours[model], f"{when} · {model}: {fmt(parts[model])}")
+                for model in colours
+                if model in parts
+            ),
+        )
     # About six time labels, each centred on its bar; none so near an edge that it would be cut.
     step = max(1, count // 6)
     x_ticks = [
         Tick(
-            pos=round((i + 0.5) * slot, 3),
+            at=round((i + 0.5) * slot, 3),
             label=_time_label(first + i * bucket_ns, bucket_ns, end_ns - start_ns, zone),
         )
         for i in range(0, count, step)
         if 6 <= (i + 0.5) * slot <= 94 or count <= 6
     ]
     y_ticks = [
-        Tick(pos=round(PLOT_BOTTOM - top * f * scale, 2), label=fmt(top * f))
-        for f in (0.5, 1.0)
-        if top
+        Tick(at=round(base - top * f * scale, 2), label=fmt(top * f)) for f in (0.5, 1.0) if top
     ]
     return Chart(
         metric=metric,

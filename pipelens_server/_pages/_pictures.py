@@ -3,9 +3,9 @@ sparklines, the runs page's timeline, the run page's time strip, the step statis
 histogram.
 
 Only numbers and strings here (``templates/_pictures.html`` draws the SVG), so layouts are
-tested without a browser. One visual language with the other charts: the theme's status colours
-(by CSS class), durations as ``format_ms``, times as ``_stats_chart.time_label``, a ``<title>``
-on every mark and a ``<desc>`` with the figures.
+tested without a browser. One visual language with the other charts (``_chart``): its frames,
+ticks and status-stacked bars, durations as ``format_ms``, times as ``time_label``, a
+``<title>`` on every mark and a ``<desc>`` with the figures.
 """
 
 from __future__ import annotations
@@ -14,34 +14,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 
-from pipelens_server._pages._stats_chart import Tick, span_label, time_label
-from pipelens_server._pages._templating import format_ms, format_time
-from pipelens_server._read._pictures import Points, RunBucket, TimeSplit
+from pipelens_server._pages._chart import (
+    HISTOGRAM,
+    SPARKLINE,
+    TIMELINE,
+    Bar,
+    Tick,
+    format_ms,
+    span_label,
+    status_stack,
+    time_label,
+)
+from pipelens_server._pages._templating import format_time
+from pipelens_server._read._pictures import Points, RunBucket, RunBuckets, TimeSplit
 
-#: A sparkline's viewBox; it is drawn at this size (CSS px).
-SPARK_WIDTH = 144
-SPARK_HEIGHT = 28
 #: Bars of a sparkline (time buckets of the overview's range).
 SPARK_BARS = 24
-#: The timeline's viewBox and the room for its axis labels.
-WIDTH = 1000
-HEIGHT = 200
-LEFT = 76
-RIGHT = 12
-TOP = 10
-BOTTOM = 26
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """A rectangle (viewBox units) of a status class, with its hover text."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    kind: str
-    title: str
+SPARK_WIDTH, SPARK_HEIGHT = SPARKLINE.width, SPARKLINE.height
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,39 +55,38 @@ class Sparkline:
     p95_desc: str
 
 
-def _bucket_titles(lo_ns: int, hi_ns: int, buckets: int, zone: tzinfo) -> list[str]:
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
-    span = hi_ns - lo_ns
-    return [f"from {time_label(lo_ns + i * width, span, zone)}" for i in range(buckets)]
+def _bucket_titles(grid: RunBuckets, hi_ns: int, zone: tzinfo) -> list[str]:
+    span = hi_ns - grid.lo_ns
+    return [
+        f"from {time_label(grid.lo_ns + i * grid.width_ns, span, zone)}" for i in range(grid.count)
+    ]
 
 
-def sparklines(
-    rows: Sequence[RunBucket], lo_ns: int, hi_ns: int, zone: tzinfo, buckets: int = SPARK_BARS
-) -> dict[str, Sparkline]:
-    """Each pipeline's sparkline over ``[lo_ns, hi_ns)`` in ``buckets`` bars: one scale for the
-    runs of all pipelines (so bars compare across rows), one per pipeline for its p95."""
+def sparklines(grid: RunBuckets, hi_ns: int, zone: tzinfo) -> dict[str, Sparkline]:
+    """Each pipeline's sparkline over the buckets of ``grid`` (up to ``hi_ns``), a bar each:
+    one scale for the runs of all pipelines (so bars compare across rows), one per pipeline for
+    its p95."""
+    rows = grid.rows
+    buckets = grid.count
     by_pipeline: dict[str, dict[int, RunBucket]] = {}
     for row in rows:
         by_pipeline.setdefault(row.pipeline, {})[row.index] = row
     most = max((row.runs for row in rows), default=0) or 1
     slot = SPARK_WIDTH / buckets
-    titles = _bucket_titles(lo_ns, hi_ns, buckets, zone)
+    titles = _bucket_titles(grid, hi_ns, zone)
     lines = {}
     for name, cells in by_pipeline.items():
         bars: list[Bar] = []
         for index, cell in sorted(cells.items()):
-            x = round(index * slot + slot * 0.1, 2)
-            width = round(slot * 0.8, 2)
-            ok_h = (cell.runs - cell.failed) / most * SPARK_HEIGHT
-            bad_h = cell.failed / most * SPARK_HEIGHT
-            title = f"{titles[index]}: {cell.runs:,} runs, {cell.failed:,} failed"
-            if ok_h:
-                bars.append(
-                    Bar(x, round(SPARK_HEIGHT - ok_h, 2), width, round(ok_h, 2), "ok", title)
-                )
-            if bad_h:
-                top = SPARK_HEIGHT - ok_h - bad_h
-                bars.append(Bar(x, round(top, 2), width, round(bad_h, 2), "failed", title))
+            bars += status_stack(
+                round(index * slot + slot * 0.1, 2),
+                round(slot * 0.8, 2),
+                SPARK_HEIGHT,
+                SPARK_HEIGHT / most,
+                cell.runs,
+                cell.failed,
+                f"{titles[index]}: {cell.runs:,} runs, {cell.failed:,} failed",
+            )
         timed = [(i, c.p95_ns) for i, c in sorted(cells.items()) if c.p95_ns is not None]
         slowest = max((p for _, p in timed), default=0.0) or 1.0
         marks = [
@@ -170,13 +158,14 @@ def timeline(found: Points, lo_ns: int | None, hi_ns: int, zone: tzinfo) -> Time
     hi = max(hi_ns, (found.last_ns or lo) + 1)
     span = max(hi - lo, 1)
     slowest = max(p.duration_ns for p in found.points) or 1
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    frame = TIMELINE
+    plot_w, plot_h = frame.plot_width, frame.plot_height
 
     def x(ns: float) -> float:
-        return round(LEFT + (ns - lo) / span * plot_w, 1)
+        return round(frame.left + (ns - lo) / span * plot_w, 1)
 
     def y(ns: float) -> float:
-        return round(TOP + plot_h - ns / slowest * plot_h, 1)
+        return round(frame.top + plot_h - ns / slowest * plot_h, 1)
 
     dots = [
         Dot(
@@ -206,12 +195,12 @@ def timeline(found: Points, lo_ns: int | None, hi_ns: int, zone: tzinfo) -> Time
         f"slowest {format_ms(slowest)}."
     )
     return Timeline(
-        width=WIDTH,
-        height=HEIGHT,
-        left=LEFT,
-        right=RIGHT,
-        top=TOP,
-        bottom=BOTTOM,
+        width=frame.width,
+        height=frame.height,
+        left=frame.left,
+        right=frame.right,
+        top=frame.top,
+        bottom=frame.bottom,
         dots=dots,
         x_ticks=x_ticks,
         y_ticks=y_ticks,
@@ -276,11 +265,12 @@ def histogram(
     most = max((c for c, _ in counts), default=0)
     if not most:
         return None
-    width, height, left, right, top, bottom = 420, 200, 56, 8, 10, 26
-    plot_w, plot_h = width - left - right, height - top - bottom
+    frame = HISTOGRAM
+    width, height, left, top = frame.width, frame.height, frame.left, frame.top
+    plot_w, plot_h = frame.plot_width, frame.plot_height
     slot = plot_w / len(counts)
     span = max(hi_ns - lo_ns, 1)
-    bars = []
+    bars: list[Bar] = []
     for i, (count, failed) in enumerate(counts):
         if not count:
             continue
@@ -288,24 +278,7 @@ def histogram(
         end = lo_ns + span * (i + 1) / len(counts)
         title = f"{format_ms(start)} to {format_ms(end)}: {count:,} steps, {failed:,} failed"
         x = round(left + i * slot + 0.5, 2)
-        ok_h = (count - failed) / most * plot_h
-        bad_h = failed / most * plot_h
-        base = top + plot_h
-        if ok_h:
-            bars.append(
-                Bar(x, round(base - ok_h, 2), round(slot - 1, 2), round(ok_h, 2), "ok", title)
-            )
-        if bad_h:
-            bars.append(
-                Bar(
-                    x,
-                    round(base - ok_h - bad_h, 2),
-                    round(slot - 1, 2),
-                    round(bad_h, 2),
-                    "failed",
-                    title,
-                )
-            )
+        bars += status_stack(x, round(slot - 1, 2), frame.base, plot_h / most, count, failed, title)
 
     def at(ns: float | None) -> float | None:
         return None if ns is None else round(left + (ns - lo_ns) / span * plot_w, 1)

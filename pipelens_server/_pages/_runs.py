@@ -95,13 +95,16 @@ async def overview(
     since = preset_start(range_, now_ns)
     pipelines = await pipeline_summaries(pool, since)
     lo = since or await first_start(pool) or now_ns
-    buckets = await run_buckets(pool, lo, now_ns + 1, _pictures.SPARK_BARS) if pipelines else []
+    sparks = {}
+    if pipelines:
+        grid = await run_buckets(pool, lo, now_ns + 1, _pictures.SPARK_BARS)
+        sparks = _pictures.sparklines(grid, now_ns + 1, zone_of(request))
     llm = Totals()
     for row in await usage_rows(pool, since, now_ns + 1, 86400 * SECOND) if pipelines else []:
         llm.add(row, row.priced())
     context = base_context(request, "Pipelines") | {
         "pipelines": pipelines,
-        "sparks": _pictures.sparklines(buckets, lo, now_ns + 1, zone_of(request)),
+        "sparks": sparks,
         "total_runs": sum(p.runs for p in pipelines),
         "total_failed": sum(p.failed for p in pipelines),
         "llm": llm,

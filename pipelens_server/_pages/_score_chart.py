@@ -10,16 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from pipelens_server._pages._stats_chart import Tick, span_label
+from pipelens_server._pages._chart import SCORE_CHART, Tick, format_usd, span_label
 from pipelens_server._read._scores import ScoreSummary
 
-#: Each small chart's coordinate system (its viewBox).
-WIDTH = 320
-HEIGHT = 120
-LEFT = 40
-RIGHT = 6
-TOP = 8
-BOTTOM = 22
+# Each small chart's viewBox and margins.
+LEFT, TOP = SCORE_CHART.left, SCORE_CHART.top
 #: The kinds that are figures of the runs themselves, not scores given to them.
 _OF_RUNS = ("duration", "cost")
 
@@ -62,14 +57,13 @@ def _mean_text(summary: ScoreSummary) -> str:
     if summary.kind == "duration":
         return f"mean {summary.mean:,.1f} ms"
     if summary.kind == "cost":
-        return f"mean ${summary.mean:.3g}"
+        return f"mean {format_usd(summary.mean)}"
     return f"mean {summary.mean:.3g}"
 
 
 def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) -> ScoreChart:
     """The charts of one score over [``since_ns``, ``until_ns``)."""
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = SCORE_CHART.plot_width, SCORE_CHART.plot_height
     most = max((bar.count for bar in summary.bars), default=0) or 1
     slot = plot_w / max(len(summary.bars), 1)
     bars = [

@@ -9,19 +9,12 @@ line through the means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 
-from pipelens_server._pages._templating import format_ms, format_time
+from pipelens_server._pages._chart import TIME_CHART, Tick, format_ms, span_label, time_label
+from pipelens_server._pages._templating import format_time
 from pipelens_server._read._stats import Series
 
-#: The SVG's coordinate system (its viewBox); it is scaled to the page's width.
-WIDTH = 1000
-HEIGHT = 240
-#: Room for the duration labels on the left and the time labels below.
-LEFT = 76
-RIGHT = 12
-TOP = 10
-BOTTOM = 26
 _X_TICKS = 5
 
 
@@ -33,14 +26,6 @@ class Dot:
     y: float
     status: str
     title: str
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """An axis label at ``at`` (x for the time axis, y for the duration axis)."""
-
-    at: float
-    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +48,6 @@ class DurationChart:
     y_ticks: list[Tick]
 
 
-def time_label(ns: int, span_ns: int, zone: tzinfo) -> str:
-    """A time on an axis spanning ``span_ns``: ``14:05:09`` within a day, else ``11-28 14:05``."""
-    moment = datetime.fromtimestamp(ns / 1e9, zone)
-    if span_ns < 86_400 * 10**9:
-        return f"{moment:%H:%M:%S}"
-    return f"{moment:%m-%d %H:%M}"
-
-
-def span_label(ns: int) -> str:
-    """A time bucket's width for people: ``850 ms``, ``12 s``, ``4.5 min``, ``2.1 h``."""
-    seconds = ns / 1e9
-    if seconds < 1:
-        return f"{ns / 1e6:.3g} ms"
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.2g} min"
-    return f"{seconds / 3600:.3g} h"
-
-
 def layout(series: Series, zone: tzinfo) -> DurationChart | None:
     """The chart of ``series``; ``None`` when it has no point."""
     if not series.points and not series.buckets:
@@ -96,15 +61,15 @@ def layout(series: Series, zone: tzinfo) -> DurationChart | None:
         top_ns = max(p.duration_ns for p in series.points)
     span = max(hi - lo, 1)
     top_ns = max(top_ns, 1)
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
+    frame = TIME_CHART
+    plot_w, plot_h = frame.plot_width, frame.plot_height
 
     def x(ns: float) -> float:
         # A single point (or all at one instant) sits in the middle.
-        return round(LEFT + (plot_w / 2 if hi == lo else (ns - lo) / span * plot_w), 1)
+        return round(frame.left + (plot_w / 2 if hi == lo else (ns - lo) / span * plot_w), 1)
 
     def y(duration_ns: float) -> float:
-        return round(TOP + plot_h - duration_ns / top_ns * plot_h, 1)
+        return round(frame.top + plot_h - duration_ns / top_ns * plot_h, 1)
 
     dots = [
         Dot(
@@ -132,12 +97,12 @@ def layout(series: Series, zone: tzinfo) -> DurationChart | None:
         ]
     y_ticks = [Tick(at=y(top_ns * f), label=format_ms(top_ns * f)) for f in (0, 0.5, 1)]
     return DurationChart(
-        width=WIDTH,
-        height=HEIGHT,
-        left=LEFT,
-        right=RIGHT,
-        top=TOP,
-        bottom=BOTTOM,
+        width=frame.width,
+        height=frame.height,
+        left=frame.left,
+        right=frame.right,
+        top=frame.top,
+        bottom=frame.bottom,
         dots=dots,
         band=band,
         mean=mean,

@@ -22,7 +22,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
 from pipelens_server._pages import _csrf
-from pipelens_server._pages._llm_chart import format_usd
+from pipelens_server._pages._chart import format_ms, format_usd
 from pipelens_server._settings import Settings
 from pipelens_server._timerange import zone_name
 
@@ -73,15 +73,6 @@ def format_score(value: bool | float | str) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return value
-
-
-def format_ms(ns: float | None) -> str:
-    """A duration in milliseconds (the UI's unit): ``1,234.5 ms``."""
-    if ns is None:
-        return "—"
-    ms = ns / 1e6
-    # Below a millisecond, three significant digits: 0.0042 ms, not 0.000 ms.
-    return f"{ms:,.1f} ms" if ms >= 1 or ms == 0 else f"{ms:.3g} ms"
 
 
 def pretty_json(text: str | None) -> str:

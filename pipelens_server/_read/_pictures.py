@@ -3,7 +3,10 @@ runs per time bucket of each pipeline (the overview's sparklines), the runs of a
 (the runs page's timeline), where a run's time went (the run page's strip), and a step key's
 durations as a histogram (the step statistics page).
 
-Each query reads a bounded answer: buckets, at most ``MAX_POINTS`` runs, one row.
+Each query reads a bounded answer: buckets, at most ``MAX_POINTS`` runs, one row. The sparklines
+of a range holding rolled-up hours read the rollups (``_rollup``) there and raw rows only at its
+edges, as the overview's figures beside them do, so the overview reads no raw row it did not
+read before.
 """
 
 from __future__ import annotations
@@ -11,9 +14,21 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._read._rollup import (
+    DAY_NS,
+    EXACT_BELOW,
+    HOUR_NS,
+    MERGED,
+    Plan,
+    bucket_middle,
+    merge,
+    plan,
+    sources,
+)
 from pipelens_server._read._search import RunSearch, search_conditions
 
 #: The most runs the timeline draws one by one; past it, each of ``POINT_BUCKETS`` time buckets
@@ -22,6 +37,7 @@ MAX_POINTS = 1000
 POINT_BUCKETS = 400
 #: Bars of a histogram.
 HISTOGRAM_BINS = 24
+_KEY = sql.SQL("pipeline = %s AND key = %s")
 
 
 class RunBucket(msgspec.Struct, kw_only=True, frozen=True):
@@ -33,6 +49,16 @@ class RunBucket(msgspec.Struct, kw_only=True, frozen=True):
     failed: int
     #: Of the finished runs (an abandoned run's duration is only how long it was heard of).
     p95_ns: float | None
+
+
+class RunBuckets(msgspec.Struct, kw_only=True, frozen=True):
+    """The sparklines' time grid, ``count`` buckets of ``width_ns`` from ``lo_ns``, and each
+    pipeline's buckets that hold a run."""
+
+    lo_ns: int
+    width_ns: int
+    count: int
+    rows: list[RunBucket]
 
 
 class RunPoint(msgspec.Struct, kw_only=True, frozen=True):
@@ -95,14 +121,63 @@ async def first_start(pool: AsyncConnectionPool[Any]) -> int | None:
 
 async def run_buckets(
     pool: AsyncConnectionPool[Any], lo_ns: int, hi_ns: int, buckets: int
-) -> list[RunBucket]:
-    """Each pipeline's runs, failures and p95 duration in ``buckets`` equal time buckets of
-    ``[lo_ns, hi_ns)``; buckets without a run are left out."""
+) -> RunBuckets:
+    """Each pipeline's runs, failures and p95 duration in about ``buckets`` equal time buckets
+    of ``[lo_ns, hi_ns)``; buckets without a run are left out.
+
+    Buckets of an hour or more are read from the rollups where the range has them: the grid is
+    then whole hours (whole UTC days once a bucket spans a day or more), so that each rolled-up
+    hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the p95 is within
+    half a duration bucket (``_rollup``) and the first and last buckets are partial."""
     width = max(1, -(-(hi_ns - lo_ns) // buckets))
     async with pool.connection() as conn:
-        cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
-        rows = await cursor.fetchall()
-    return [RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4]) for r in rows]
+        the_plan = await plan(conn, lo_ns, hi_ns) if width >= HOUR_NS else None
+        if the_plan is None or not the_plan.rolled:
+            cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
+            rows = [
+                RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4])
+                for r in await cursor.fetchall()
+            ]
+            return RunBuckets(lo_ns=lo_ns, width_ns=width, count=buckets, rows=rows)
+        unit = DAY_NS if width >= DAY_NS else HOUR_NS
+        width = max(1, round(width / unit)) * unit
+        first = lo_ns - lo_ns % unit
+        count = -(-(hi_ns - first) // width)
+        if unit == HOUR_NS:  # a day would straddle buckets: its hours instead
+            the_plan = Plan(days=[], hours=the_plan.clean_hours(), raw=the_plan.raw)
+        return RunBuckets(
+            lo_ns=first,
+            width_ns=width,
+            count=count,
+            rows=await _rolled_buckets(conn, the_plan, first, width),
+        )
+
+
+async def _rolled_buckets(
+    conn: psycopg.AsyncConnection[Any], the_plan: Plan, first_ns: int, width_ns: int
+) -> list[RunBucket]:
+    """The rows of ``_BUCKETS`` summed from the rollups and the raw edges of ``the_plan``."""
+    params: list[Any] = [first_ns, width_ns]
+    runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
+    query = sql.SQL(
+        "SELECT pipeline, ((start_ns - %s) / %s)::int, bucket, {} FROM ({}) r GROUP BY 1, 2, 3"
+    ).format(sql.SQL(MERGED), runs)
+    cells: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+    for row in await (await conn.execute(query, params)).fetchall():
+        cells.setdefault((row[0], row[1]), []).append(row[2:])
+    found = []
+    for (pipeline, index), rows in sorted(cells.items()):
+        merged = merge(rows)
+        found.append(
+            RunBucket(
+                pipeline=pipeline,
+                index=index,
+                runs=merged.count,
+                failed=merged.failed,
+                p95_ns=merged.percentile(0.95),
+            )
+        )
+    return found
 
 
 async def run_points(
@@ -213,21 +288,44 @@ async def duration_histogram(
     lo_ns: int,
     hi_ns: int,
     bins: int = HISTOGRAM_BINS,
+    *,
+    exact_below: int = EXACT_BELOW,
 ) -> list[tuple[int, int]]:
     """How many finished steps of ``key`` (and how many of them failed) took a duration in each
-    of ``bins`` equal bins of ``[lo_ns, hi_ns]``, bin by bin (the step index's own columns)."""
-    params = {
-        "pipeline": pipeline,
-        "key": key,
-        "since": since_ns,
-        "lo": lo_ns,
-        "span": max(1, hi_ns - lo_ns),
-        "bins": bins,
-    }
-    async with pool.connection() as conn:
-        cursor = await conn.execute(_HISTOGRAM, params)
-        rows = await cursor.fetchall()
+    of ``bins`` equal bins of ``[lo_ns, hi_ns]``, bin by bin (the step index's own columns).
+
+    A range of more than ``exact_below`` steps with rolled-up hours is read from the rollups'
+    duration buckets there (raw rows at its edges), each bucket's steps counted in the bin of
+    its geometric middle (clamped to ``[lo_ns, hi_ns]``, the exact minimum and maximum): a step
+    may then sit one bin off, by at most half a bucket (4.4 %) of its duration."""
     counts = [(0, 0)] * bins
-    for index, count, failed in rows:
-        counts[index] = (count, failed)
+    span = max(1, hi_ns - lo_ns)
+    async with pool.connection() as conn:
+        the_plan = await plan(conn, since_ns, None)
+        if the_plan.rolled:
+            params: list[Any] = []
+            rows = sources("step", _KEY, [pipeline, key], the_plan, params)
+            query = sql.SQL(
+                "SELECT bucket, sum(n)::bigint, sum(failed)::bigint FROM ({}) r "
+                "WHERE bucket >= 0 GROUP BY bucket"
+            ).format(rows)
+            found = await (await conn.execute(query, params)).fetchall()
+            if sum(row[1] for row in found) > exact_below:
+                for bucket, count, failed in found:
+                    middle = min(max(bucket_middle(bucket), lo_ns), hi_ns)
+                    index = min(bins - 1, int((middle - lo_ns) * bins / span))
+                    before = counts[index]
+                    counts[index] = (before[0] + count, before[1] + failed)
+                return counts
+        params_raw = {
+            "pipeline": pipeline,
+            "key": key,
+            "since": since_ns,
+            "lo": lo_ns,
+            "span": span,
+            "bins": bins,
+        }
+        cursor = await conn.execute(_HISTOGRAM, params_raw)
+        for index, count, failed in await cursor.fetchall():
+            counts[index] = (count, failed)
     return counts

@@ -114,16 +114,24 @@ def sources(
     kind: str, where: sql.Composable, where_params: list[Any], the_plan: Plan, params: list[Any]
 ) -> sql.Composable:
     """The rollup rows (buckets -1 and up) and raw rows of ``the_plan`` matching ``where`` (on
-    ``pipeline`` and ``key``), as one relation of rollup rows with a ``pipeline`` column."""
+    ``pipeline`` and ``key``), as one relation of rollup rows with ``pipeline`` and ``start_ns``
+    columns (a rollup row's span's start, a raw row's own start)."""
     params.extend([kind, *where_params, the_plan.days, the_plan.hours, kind, *where_params])
     raw = raw_condition(the_plan.raw, params)
     return sql.SQL(
-        "SELECT pipeline, {cols} FROM rollups WHERE kind = %s AND {where} AND bucket >= -1 "  # noqa: S608 - constants only
+        "SELECT pipeline, start_ns, {cols} FROM rollups "  # noqa: S608 - constants only
+        "WHERE kind = %s AND {where} AND bucket >= -1 "
         f"AND ((span_ns = {DAY_NS} AND start_ns = ANY(%s)) "
         f"OR (span_ns = {HOUR_NS} AND start_ns = ANY(%s))) "
-        "UNION ALL SELECT pipeline, {cols} FROM rollup_source WHERE kind = %s AND {where} "
-        "AND {raw}"
+        "UNION ALL SELECT pipeline, start_ns, {cols} FROM rollup_source "
+        "WHERE kind = %s AND {where} AND {raw}"
     ).format(cols=sql.SQL(COLUMNS), where=where, raw=raw)
+
+
+def bucket_middle(bucket: int) -> float:
+    """The geometric middle of a duration bucket (ns): within half a bucket of its every
+    duration."""
+    return float(2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING))
 
 
 class Merged(msgspec.Struct, kw_only=True, frozen=True):
@@ -150,8 +158,7 @@ class Merged(msgspec.Struct, kw_only=True, frozen=True):
         for bucket in sorted(self.buckets):
             seen += self.buckets[bucket]
             if seen >= rank:
-                middle = 2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING)
-                return float(min(max(middle, self.min_ns), self.max_ns))
+                return float(min(max(bucket_middle(bucket), self.min_ns), self.max_ns))
         return float(self.max_ns)
 
 

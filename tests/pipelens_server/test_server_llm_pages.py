@@ -21,7 +21,7 @@ import pipelens
 from pipelens.events import Event, RunFinished, StepFinished
 from pipelens.testing import capture_runs
 from pipelens_server import Settings, create_app
-from pipelens_server._pages._llm_chart import PLOT_BOTTOM
+from pipelens_server._pages._chart import USAGE_CHART
 from pipelens_server._read._llm import bucket_width, call_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelens"))
@@ -175,7 +175,7 @@ def test_chart_stacks_each_models_tokens_per_bucket(client: Client) -> None:
     assert sorted(segments) == ["gpt-4o-mini: 500", "gpt-4o: 1k", "gpt-4o: 250"]
     big, mini, late = segments["gpt-4o: 1k"], segments["gpt-4o-mini: 500"], segments["gpt-4o: 250"]
     assert big[0] == mini[0] != late[0]  # one bar 5 hours ago, another 2 hours ago
-    assert big[1] + big[2] == late[1] + late[2] == PLOT_BOTTOM  # the bigger model at the bottom
+    assert big[1] + big[2] == late[1] + late[2] == USAGE_CHART.base  # the bigger model lowest
     assert mini[1] + mini[2] == pytest.approx(big[1])  # stacked on it
     assert (big[2] / late[2], big[2] / mini[2]) == pytest.approx((4, 2), rel=1e-3)  # px rounding
     assert "per 30 minutes" in html

@@ -107,6 +107,47 @@ def test_dragging_across_the_timeline_filters_the_list_and_keeps_the_url(
     expect(page.locator("#range")).to_have_value("custom")
 
 
+def test_the_timeline_brush_works_with_the_keyboard_alone(site: str, page: Page) -> None:
+    """Tab reaches the chart; Home, 19 arrow steps of a fiftieth and 17 with Shift pick 38 % to
+    72 % of the range (run-2 to run-4 of 30 % ... 97 %), drawn as the brush and told in the live
+    line; Escape drops a pick (Enter then does nothing); Enter applies one: the list shows those
+    three runs, the URL keeps the custom range, and the focus is back on the redrawn chart."""
+    _six_runs(site)
+    page.goto(f"{site}/pipelines/rag/runs?range=5m")
+    rows = page.locator("#runs_table tbody tr td:first-child")
+    expect(rows).to_have_count(6)
+    chart = page.locator("svg.timeline")
+    expect(chart.locator("circle.point")).to_have_count(6)
+    for _ in range(60):
+        if page.evaluate("document.activeElement.matches('svg.timeline')"):
+            break
+        page.keyboard.press("Tab")
+    expect(chart).to_be_focused()
+    brush = chart.locator(".brush")
+    status = page.locator(".brush-status")
+    page.keyboard.press("Home")
+    page.keyboard.press("Shift+ArrowRight")
+    expect(status).to_have_text(re.compile(r"^Picked .* Enter shows its runs, Escape clears\.$"))
+    page.keyboard.press("Escape")
+    expect(status).to_have_text(re.compile(r"^At "))
+    page.keyboard.press("Enter")  # nothing picked: nothing applied
+    expect(page).to_have_url(f"{site}/pipelines/rag/runs?range=5m")
+    plot_w = WIDTH - LEFT - RIGHT
+    page.keyboard.press("Home")
+    for _ in range(19):
+        page.keyboard.press("ArrowRight")
+    for _ in range(17):
+        page.keyboard.press("Shift+ArrowRight")
+    assert float(brush.get_attribute("x") or 0) == pytest.approx(LEFT + 0.38 * plot_w)
+    assert float(brush.get_attribute("width") or 0) == pytest.approx(0.34 * plot_w)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"range=custom&from=[^&]+&to=[^&]+"))
+    expect(rows).to_have_text(["run-4", "run-3", "run-2"])
+    expect(chart.locator("circle.point")).to_have_count(3)
+    expect(chart).to_be_focused()
+    shot(page, "runs-timeline-keyboard")
+
+
 def _in_bucket(now: int, index: int, range_s: int = 3600, buckets: int = 24) -> int:
     """A start time in the middle of the ``index``-th sparkline bucket of a range ending now."""
     width = range_s * SECOND // buckets

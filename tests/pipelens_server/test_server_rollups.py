@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._db._rollup import HOUR_NS, roll_up
+from pipelens_server._db._rollup import DAY_NS, HOUR_NS, roll_up
+from pipelens_server._read._pictures import duration_histogram, run_buckets
 from pipelens_server._read._rollup import plan
 from pipelens_server._read._runs import pipeline_summaries
 from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
@@ -208,3 +209,72 @@ async def test_an_hour_is_sealed_only_once_no_transaction_begun_before_its_end_i
         assert sealed() <= hour
     await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
     assert sealed() == hour + 3 * HOUR_NS
+
+
+async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_rows(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """The overview's sparklines over a rolled-up range: whole hours per bucket (3 days in 24
+    buckets), whole UTC days once a bucket spans a day (30 days); each bucket's runs and
+    failures equal the raw rows' on the same grid, its p95 within half a bucket of the
+    nearest-rank value; and the rolled-up hours are read from the rollups, not the raw rows
+    (with the rollups emptied they count nothing)."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    for days, width in ((DAYS, 3 * HOUR_NS), (30, DAY_NS)):
+        lo = now - days * DAY_NS + 12345
+        grid = await run_buckets(pool, lo, now + 1, 24)
+        assert (grid.width_ns, grid.lo_ns % width, grid.lo_ns <= lo) == (width, 0, True)
+        assert grid.count * grid.width_ns >= now + 1 - grid.lo_ns
+        with psycopg.connect(database_url) as conn:
+            exact = conn.execute(
+                "SELECT (start_ns - %(first)s) / %(width)s, count(*), "
+                "count(*) FILTER (WHERE status = 'failed'), "
+                "percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ns) "
+                "FILTER (WHERE status NOT IN ('running', 'abandoned')) "
+                "FROM runs WHERE start_ns >= %(lo)s GROUP BY 1 ORDER BY 1",
+                {"first": grid.lo_ns, "width": grid.width_ns, "lo": lo},
+            ).fetchall()
+        assert [(b.index, b.runs, b.failed) for b in grid.rows] == [r[:3] for r in exact]
+        assert all(_near(b.p95_ns, r[3]) for b, r in zip(grid.rows, exact, strict=True))
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM rollups WHERE kind = 'run'")
+    emptied = await run_buckets(pool, now - DAYS * DAY_NS, now + 1, 24)
+    assert sum(b.runs for b in emptied.rows) < RUNS / 10  # the raw edges alone
+
+
+async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a_bucket(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Over a rolled-up range, the step histogram counts every finished step and every failed
+    one; below each bin's edge it counts no fewer steps than the raw rows below the edge over
+    half a bucket and no more than below it times half a bucket (each step in the bin of its
+    bucket's middle); with the rollups emptied, only the raw edges count."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    since = now - DAYS * DAY_NS
+    stats = await step_stats(pool, "bulk", KEY, since)
+    assert stats.min_ns is not None
+    assert stats.max_ns is not None
+    lo, hi, bins = stats.min_ns, stats.max_ns, 24
+    counts = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
+    assert (sum(c for c, _ in counts), sum(f for _, f in counts)) == (stats.finished, stats.failed)
+    with psycopg.connect(database_url) as conn:
+
+        def below(edge: float) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM steps WHERE key = %s AND start_ns >= %s AND duration_ns < %s",
+                [KEY, since, edge],
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        for i in range(1, bins):
+            edge = lo + (hi - lo) * i / bins
+            rolled = sum(c for c, _ in counts[:i])
+            assert below(edge / HALF_BUCKET) <= rolled <= below(edge * HALF_BUCKET) + 1
+        conn.execute("DELETE FROM rollups WHERE kind = 'step'")
+    emptied = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
+    assert sum(c for c, _ in emptied) < RUNS / 10  # the raw edges alone

@@ -16,7 +16,8 @@ from litestar.testing import TestClient
 from test_server_llm_pages import llm_run
 
 from pipelens.events import ScoreAdded
-from pipelens_server._pages._score_chart import BOTTOM, HEIGHT, TOP, layout
+from pipelens_server._pages._chart import SCORE_CHART
+from pipelens_server._pages._score_chart import layout
 from pipelens_server._read._scores import Bar, MeanPoint, ScoreSummary
 
 Client = TestClient[Litestar]
@@ -164,9 +165,9 @@ def test_the_llm_cost_per_run_is_drawn_beside_duration_and_scores(client: Client
     assert [title for _, _, title in points] == ["0.6 over 1 run(s)", "0.225 over 2 run(s)"]
     (x_old, y_old, _), (x_new, y_new, _) = points
     assert x_old < x_new
-    plot_h = HEIGHT - TOP - BOTTOM
-    assert y_old == pytest.approx(TOP, abs=0.1)  # the highest mean tops the axis
-    assert y_new == pytest.approx(TOP + plot_h - 0.225 / 0.6 * plot_h, abs=0.1)
+    top, plot_h = SCORE_CHART.top, SCORE_CHART.plot_height
+    assert y_old == pytest.approx(top, abs=0.1)  # the highest mean tops the axis
+    assert y_new == pytest.approx(top + plot_h - 0.225 / 0.6 * plot_h, abs=0.1)
 
 
 def test_the_api_answers_the_figures_the_page_draws(client: Client) -> None:

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipelens_server._pages import _templating
-from pipelens_server._pages._templating import HTMX_FILE, format_ms, format_time, static_dir
+from pipelens_server._pages._chart import format_ms
+from pipelens_server._pages._templating import HTMX_FILE, format_time, static_dir
 
 T0 = 1_700_000_000_123_456_789  # 2023-11-14 22:13:20.123 UTC
 
