@@ -64,12 +64,14 @@ class PipelensPlugin(InitPluginProtocol):
         identify: Callable[[Any], Mapping[str, Any] | None] | None = None,
     ) -> None:
         check_pipeline(pipeline)
-        RequestWho("PipelensPlugin", user_id_header, session_id_header, tags, identify)
+        # Checked here, to refuse a bad option at set-up; the middleware gets the checked tags,
+        # since the check has used up an iterator given as tags.
+        who = RequestWho("PipelensPlugin", user_id_header, session_id_header, tags, identify)
         self.pipeline = pipeline
         self.options: dict[str, Any] = {
             "user_id_header": user_id_header,
             "session_id_header": session_id_header,
-            "tags": tags,
+            "tags": who.tags,
             "identify": identify,
         }
 

@@ -13,10 +13,11 @@ import math
 import time
 
 from pipelens._core import clock, containment
-from pipelens._core.capture import clean_text, cut, scrub_event
+from pipelens._core.capture import clean_text, cut
 from pipelens._core.context import current_step_var
 from pipelens._core.errors import PipelensError
 from pipelens._core.settings import settings
+from pipelens._core.step import deliver
 from pipelens.events import (
     MAX_COMMENT_BYTES,
     MAX_KEY_BYTES,
@@ -124,14 +125,5 @@ def _send(event: ScoreAdded) -> None:
             "pipelens.configure(url=...) first",
         )
         return
-    try:
-        # Our batching transports scrub on their own thread; any other is handed it scrubbed.
-        if (
-            transport.send(
-                event if getattr(transport, "scrubs_events", False) else scrub_event(event)
-            )
-            is False
-        ):
-            containment.warn_once("score.dropped", f"{_WHERE}(...): {transport!r} lost a score")
-    except Exception as exc:
-        containment.internal_error("score.send", exc)
+    if not deliver(transport, event, not getattr(transport, "scrubs_events", False), "score.send"):
+        containment.warn_once("score.dropped", f"{_WHERE}(...): {transport!r} lost a score")

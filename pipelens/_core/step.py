@@ -88,6 +88,23 @@ def error_info(exc: BaseException) -> ErrorInfo:
     )
 
 
+def deliver(transport: Transport, event: Event, scrub: bool, where: str) -> bool:
+    """Hand ``event`` to ``transport``, scrubbed here first when ``scrub`` (our batching
+    transports scrub on their own thread; any other is handed events already scrubbed): a run's
+    events, and a score of a run that is not the current one.
+
+    Returns ``False`` when the transport dropped the event. Never raises: the transport's own
+    error is contained and logged once, as ``where``, and is no drop of the event's.
+    """
+    try:
+        if scrub:
+            event = scrub_event(event)
+        return transport.send(event) is not False
+    except Exception as exc:
+        containment.internal_error(where, exc)
+        return True
+
+
 class Run:
     """One execution of a pipeline: a root step, its tree, and where its events go.
 
@@ -192,15 +209,10 @@ class Run:
 
     def _emit(self, event: Event) -> None:
         transport = self._transport
-        if transport is None:
-            return
-        try:
-            if self._scrub_inline:
-                event = scrub_event(event)
-            if transport.send(event) is False:
-                self.dropped_events += 1
-        except Exception as exc:
-            containment.internal_error("transport.send", exc)
+        if transport is not None and not deliver(
+            transport, event, self._scrub_inline, "transport.send"
+        ):
+            self.dropped_events += 1
 
     def _finished(self) -> None:
         self._finished_sent = True

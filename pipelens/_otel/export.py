@@ -86,7 +86,16 @@ class OtlpTransport(HttpTransport):
             heartbeat=None,
         )
         self._recipe = functools.partial(
-            OtlpTransport, endpoint, headers, timeout=timeout, spool=spool, spool_dir=spool_dir
+            OtlpTransport,
+            endpoint,
+            headers,
+            timeout=timeout,
+            spool=spool,
+            spool_dir=spool_dir,
+            max_queue=max_queue,
+            max_batch=max_batch,
+            interval=interval,
+            debug=debug,
         )
 
     def write(self, batch: Batch) -> None:

@@ -19,7 +19,8 @@ is imported (a post-import hook: importing ``multiprocessing`` ourselves would s
 * ``concurrent.futures.ProcessPoolExecutor.submit`` (and so ``map``, ``loop.run_in_executor``);
 * ``multiprocessing.Pool``'s submissions (``apply``, ``map``, ``starmap``, ``imap`` and their
   ``_async`` forms; ``ThreadPool`` is the thread propagation's);
-* ``multiprocessing.Process.start`` with a ``target`` (fork, spawn and forkserver alike).
+* ``multiprocessing.Process.start`` with a ``target``, or of a subclass with its own ``run()``
+  (fork, spawn and forkserver alike).
 
 Nothing is wrapped outside a step, or when the run's transport cannot be rebuilt in another
 process (an in-memory transport, a user's own class): the task then runs as it always did.
@@ -175,15 +176,32 @@ def _patch_pool(module: Any) -> None:
         setattr(pool, name, patched(getattr(pool, name)))
 
 
+def _ours(fn: object) -> bool:
+    """Whether ``fn`` is the user's (not of the modules whose processes serve every task)."""
+    return not str(getattr(fn, "__module__", "")).startswith(_SERVICE_MODULES)
+
+
 def _patch_process(module: Any) -> None:
     process = module.BaseProcess
-    original = process.start
+    original, base_run = process.start, process.run
 
     def start(self: Any) -> None:
+        run = type(self).run
+        if run is not base_run and _ours(run):
+            # A subclass's own run(): it is what the child calls (a target, if any, only
+            # through it), so it is the task. Set on the instance while the child is made
+            # (forked, or pickled for spawn: unpickled, the task's bound method finds the
+            # class's run, the instance's being set after it), then taken off again.
+            task = carrying(self.run)
+            if isinstance(task, Task):
+                self.run = task
+                try:
+                    original(self)
+                finally:
+                    del self.run
+                return
         target = getattr(self, "_target", None)
-        if target is not None and not str(getattr(target, "__module__", "")).startswith(
-            _SERVICE_MODULES
-        ):
+        if target is not None and _ours(target):
             self._target = carrying(target)
         original(self)
 

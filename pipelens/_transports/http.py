@@ -221,16 +221,27 @@ class HttpTransport(BatchingTransport):
         )
         _instances.add(self)
         #: How a worker process builds its own copy (``worker_recipe``): the same server, token,
-        #: headers and spool, no heartbeats (the parent's run stays the parent's to keep open).
+        #: headers, spool, batching, memory bound and retries, no heartbeats (the parent's run
+        #: stays the parent's to keep open). Given options, those they set are theirs again.
         self._recipe: Callable[[], Transport] = functools.partial(
             HttpTransport,
             self.options or self.url,
             token,
             timeout=timeout,
+            max_batch_bytes=max_batch_bytes,
+            max_buffer_bytes=max_buffer_bytes,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            max_backoff=max_backoff,
             spool=spool,
             spool_dir=spool_dir,
-            headers=dict(headers) if headers is not None else None,
+            max_spool_bytes=max_spool_bytes,
+            max_queue=max_queue,
+            max_batch=max_batch,
+            interval=interval,
+            debug=debug,
             heartbeat=None,
+            headers=dict(headers) if headers is not None else None,
         )
 
     def worker_recipe(self) -> Callable[[], Transport] | None:

@@ -11,12 +11,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep
-from pipelens_server._read._export import (
-    MEDIA_TYPES,
-    ExportFormat,
-    download_headers,
-    export_run,
-)
+from pipelens_server._read._export import ExportFormat, download
 from pipelens_server._read._run import get_run
 from pipelens_server._read._runs import list_runs
 from pipelens_server._read._search import parse_cursor, search_from_query
@@ -133,11 +128,8 @@ async def get_run_export(
 ) -> Response[bytes]:
     """One run as a file the import reads back: our event file or the seed's JSON; 404 when
     unknown."""
-    return Response(
-        await export_run(pool, run_id, format_),
-        media_type=MEDIA_TYPES[format_],
-        headers=download_headers(run_id, format_),
-    )
+    file = await download(pool, run_id, format_)
+    return Response(file.body, media_type=file.media_type, headers=file.headers)
 
 
 route_handlers = [get_runs, get_run_detail, get_run_export]

@@ -1,5 +1,6 @@
 """The read API's dashboard figures: pipelines over a range, a step key's statistics and its
-durations over time (the same queries as the pages).
+durations over time, a pipeline's scores beside its runs' duration and LLM cost (the same
+queries as the pages).
 
 The time range is a preset (``range``, the pages' presets) or explicit bounds in nanoseconds
 since the epoch (``since_ns``, ``until_ns``), which override it.
@@ -17,6 +18,7 @@ from litestar.params import FromPath, QueryParameter
 
 from pipelens_server._db._lifespan import PoolDep
 from pipelens_server._read._runs import pipeline_summaries
+from pipelens_server._read._scores import ScoreSummary, pipeline_scores, run_figures
 from pipelens_server._read._stats import (
     MAX_POINTS,
     Series,
@@ -153,4 +155,35 @@ async def get_step_timeseries(
     return SeriesOut(since_ns=since, until_ns=until, series=series)
 
 
-route_handlers = [get_pipelines, get_step_stats, get_step_timeseries]
+class PipelineScoresOut(msgspec.Struct, kw_only=True, frozen=True):
+    """A pipeline's runs started in the range: each score's count, mean, distribution and mean
+    over time (``scores``, the most given first), and beside them (``runs``) the runs' mean
+    duration in ms and LLM cost per run in USD over the same time buckets."""
+
+    since_ns: int
+    until_ns: int
+    runs: list[ScoreSummary]
+    scores: list[ScoreSummary]
+
+
+@get("/v1/pipelines/{name:str}/scores")
+async def get_pipeline_scores(
+    pool: PoolDep,
+    name: FromPath[str],
+    range_: RangeQuery = "24h",
+    since_ns: SinceQuery = None,
+    until_ns: UntilQuery = None,
+) -> PipelineScoresOut:
+    """The figures the runs page draws under "Scores in this range": each score's distribution
+    and mean over time, the runs' mean duration and LLM cost per run over the same buckets."""
+    since, until = _bounds(range_, since_ns, until_ns)
+    end = time.time_ns() if until is None else until
+    return PipelineScoresOut(
+        since_ns=since,
+        until_ns=end,
+        runs=await run_figures(pool, name, since, end),
+        scores=await pipeline_scores(pool, name, since, end),
+    )
+
+
+route_handlers = [get_pipelines, get_step_stats, get_step_timeseries, get_pipeline_scores]

@@ -7,7 +7,10 @@ and then every :data:`PURGE_INTERVAL_S` in the app's lifespan. It deletes the ru
 per transaction: each transaction is short and gives its connection back to the pool before the
 next, and runs an ingest holds (``FOR UPDATE SKIP LOCKED``) are left for the next round, so
 ingest never waits long. A run known only from its steps (no run event yet) is as old as its
-earliest step; a run of a pipeline whose ``start_ns`` is unknown is kept.
+earliest step; a run of a pipeline whose ``start_ns`` is unknown is kept. A score whose run
+never came (or was deleted before the score arrived) follows the default too, once both the time
+it was given and the time it arrived are older than that: a score sent just before its run, even
+one backdated, is never taken for an orphan.
 """
 
 from __future__ import annotations
@@ -72,6 +75,22 @@ _PURGE_UNNAMED = _PURGE.format(
     old="pipeline IS NULL AND COALESCE(start_ns, "
     "(SELECT min(s.start_ns) FROM steps s WHERE s.run_id = r.run_id)) < %(cutoff)s"
 )
+
+# Scores of no stored run, in chunks like the runs (migration 0011 has no foreign key: a score
+# may come first). The later of its two times, so that neither clock alone makes it old.
+_PURGE_ORPHAN_SCORES = """
+    WITH doomed AS (
+        SELECT s.run_id, s.score_id FROM scores s
+        WHERE greatest(s.at_ns, (extract(epoch FROM s.created_at) * 1e9)::bigint) < %(cutoff)s
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id)
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM scores s USING doomed d WHERE s.run_id = d.run_id AND s.score_id = d.score_id
+        RETURNING 1
+    )
+    SELECT count(*) FROM gone
+"""
 
 
 class InvalidRetentionError(ServerError):
@@ -171,28 +190,38 @@ async def count_expired(
 async def purge(
     pool: AsyncConnectionPool[Any], *, now_ns: int | None = None, chunk: int = CHUNK_RUNS
 ) -> int:
-    """Delete the runs (and their steps) older than their pipeline's retention; return how many
-    runs were deleted."""
+    """Delete the runs (and their steps and scores) older than their pipeline's retention, and
+    the scores of no stored run older than the default; return how many runs were deleted."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     default = await default_days(pool)
     targets: list[tuple[str, dict[str, Any]]] = [
         (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
         for r in await pipeline_retentions(pool)
     ]
-    targets.append((_PURGE_UNNAMED, {"cutoff": now_ns - default * _NS_PER_DAY}))
+    default_cutoff = {"cutoff": now_ns - default * _NS_PER_DAY}
+    targets.append((_PURGE_UNNAMED, default_cutoff))
     deleted = 0
     for query, params in targets:
-        while True:
-            async with pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(query, {**params, "limit": chunk})
-                count = await count_of(cur)
-            deleted += count
-            if count < chunk:
-                break
-            await asyncio.sleep(0)  # let waiting requests have the connection between chunks
-    if deleted:
-        log.info("purged old runs", runs=deleted)
+        deleted += await _in_chunks(pool, query, params, chunk)
+    orphans = await _in_chunks(pool, _PURGE_ORPHAN_SCORES, default_cutoff, chunk)
+    if deleted or orphans:
+        log.info("purged old runs", runs=deleted, orphan_scores=orphans)
     return deleted
+
+
+async def _in_chunks(
+    pool: AsyncConnectionPool[Any], query: str, params: dict[str, Any], chunk: int
+) -> int:
+    """Run the ``DELETE`` ``query`` (``chunk`` rows a transaction, answering its ``count(*)``)
+    until it deletes fewer than ``chunk``; how many rows it deleted."""
+    deleted = 0
+    while True:
+        async with pool.connection() as conn, conn.transaction():
+            count = await count_of(await conn.execute(query, {**params, "limit": chunk}))
+        deleted += count
+        if count < chunk:
+            return deleted
+        await asyncio.sleep(0)  # let waiting requests have the connection between chunks
 
 
 async def _purge_within(pool: AsyncConnectionPool[Any], budget_s: float) -> bool:

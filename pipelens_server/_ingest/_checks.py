@@ -50,6 +50,24 @@ def check_length(value: str, limit: int, index: int, field: str) -> None:
     check_length_at(value, limit, field, f"$.events[{index}].{field}", "invalid batch")
 
 
+#: The largest integer a ``bigint`` column holds.
+MAX_BIGINT = 2**63 - 1
+_NUL = "\x00"
+
+
+def without_nul(value: str) -> str:
+    """``value`` with NUL characters (which PostgreSQL text cannot hold) replaced by U+FFFD."""
+    return value.replace(_NUL, "\ufffd") if _NUL in value else value
+
+
+def check_bigint_at(value: int, field: str, path: str, what: str, limit: int = MAX_BIGINT) -> int:
+    """``value``, or a 400 naming ``field`` at ``path`` of the body (``what`` opens the message)
+    when it is larger than ``limit`` (a ``bigint`` by default)."""
+    if value > limit:
+        raise InvalidBatchError(f"{what}: {field} {value} is larger than {limit} - at `{path}`")
+    return value
+
+
 def check_length_at(value: str, limit: int, field: str, path: str, what: str) -> None:
     """Raise a 400 naming ``field`` at ``path`` of the body (``what`` opens the message) when
     ``value`` is longer than ``limit`` UTF-8 bytes."""

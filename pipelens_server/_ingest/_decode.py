@@ -37,12 +37,15 @@ from pipelens.events import (
 )
 from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
 from pipelens_server._ingest._checks import (
+    MAX_BIGINT,
+    check_bigint_at,
     check_length,
     check_llm,
     check_llm_usage,
     check_not_empty,
     check_order,
     json_value,
+    without_nul,
 )
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
 from pipelens_server._ingest._scores import score_row
@@ -59,7 +62,6 @@ MSGPACK_TYPES = frozenset(
 )
 JSON_TYPES = frozenset({"application/json"})
 
-_MAX_BIGINT = 2**63 - 1
 _MAX_INTEGER = 2**31 - 1
 _NUL = "\x00"
 _ESCAPED_NUL = "\\u0000"
@@ -148,7 +150,7 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
     for i, event in enumerate(batch.events):
         if isinstance(event, StepFinished):
             start_ns, end_ns, duration_ns = event.start_ns, event.end_ns, event.duration_ns
-            if start_ns > _MAX_BIGINT or end_ns > _MAX_BIGINT or duration_ns > _MAX_BIGINT:
+            if start_ns > MAX_BIGINT or end_ns > MAX_BIGINT or duration_ns > MAX_BIGINT:
                 _bigint(start_ns, i, "start_ns")
                 _bigint(end_ns, i, "end_ns")
                 _bigint(duration_ns, i, "duration_ns")
@@ -313,18 +315,8 @@ def _step_texts(
     return texts
 
 
-def _bigint(value: int, index: int, field: str, limit: int = _MAX_BIGINT) -> int:
-    if value > limit:
-        raise InvalidBatchError(
-            f"invalid batch: {field} {value} is larger than {limit} "
-            f"- at `$.events[{index}].{field}`"
-        )
-    return value
-
-
-def without_nul(value: str) -> str:
-    """``value`` with NUL characters (which PostgreSQL text cannot hold) replaced by U+FFFD."""
-    return value.replace(_NUL, "\ufffd") if _NUL in value else value
+def _bigint(value: int, index: int, field: str, limit: int = MAX_BIGINT) -> int:
+    return check_bigint_at(value, field, f"$.events[{index}].{field}", "invalid batch", limit)
 
 
 def _opt_text(value: str | None) -> str | None:

@@ -52,8 +52,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES
 from pipelens_server._errors import BodyTooLargeError, InvalidBatchError, UnsupportedMediaTypeError
-from pipelens_server._ingest._checks import json_value
-from pipelens_server._ingest._decode import clean_json_text, media_type, without_nul
+from pipelens_server._ingest._checks import json_value, without_nul
+from pipelens_server._ingest._decode import clean_json_text, media_type
 from pipelens_server._ingest._otlp_llm import (
     TokenCountError,
     is_llm_span,

@@ -26,7 +26,7 @@ from pipelens.events import (
     ScoreValue,
 )
 from pipelens_server._errors import InvalidBatchError
-from pipelens_server._ingest._checks import check_length_at
+from pipelens_server._ingest._checks import check_bigint_at, check_length_at, without_nul
 from pipelens_server._ingest._rows import Row, Rows
 from pipelens_server._ingest._scrub import scrub_text
 
@@ -43,7 +43,6 @@ SCORE_COLUMNS = (
     "source",
     "at_ns",
 )
-_MAX_BIGINT = 2**63 - 1
 
 
 class ScoreIn(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -84,7 +83,7 @@ def _text(value: str, limit: int, field: str, at: str, what: str) -> str:
     if not value:
         raise InvalidBatchError(f"{what}: {field} must not be empty - at `{path}`", path=path)
     check_length_at(value, limit, field, path, what)
-    return value.replace("\x00", "\ufffd")
+    return without_nul(value)
 
 
 def score_row(event: ScoreAdded, at: str, what: str = "invalid batch") -> Row:
@@ -108,15 +107,11 @@ def score_row(event: ScoreAdded, at: str, what: str = "invalid batch") -> Row:
     comment = event.comment
     if comment is not None:
         check_length_at(comment, MAX_COMMENT_BYTES, "comment", f"{at}.comment", what)
-        comment = scrub_text(comment.replace("\x00", "\ufffd"))
+        comment = scrub_text(without_nul(comment))
     step_key = event.step_key
     if step_key is not None:
         step_key = _text(step_key, MAX_KEY_BYTES, "step_key", at, what)
-    if event.at_ns > _MAX_BIGINT:
-        raise InvalidBatchError(
-            f"{what}: at_ns {event.at_ns} is larger than {_MAX_BIGINT} - at `{at}.at_ns`",
-            path=f"{at}.at_ns",
-        )
+    check_bigint_at(event.at_ns, "at_ns", f"{at}.at_ns", what)
     return [
         _text(event.run_id, MAX_RUN_ID_BYTES, "run_id", at, what),
         _text(event.score_id, MAX_SCORE_ID_BYTES, "score_id", at, what),

@@ -24,8 +24,8 @@ import msgspec
 
 from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES, MAX_RUN_ID_BYTES
 from pipelens_server._errors import InvalidBatchError
-from pipelens_server._ingest._checks import check_length_at
-from pipelens_server._ingest._decode import clean_json_text, without_nul
+from pipelens_server._ingest._checks import check_length_at, without_nul
+from pipelens_server._ingest._decode import clean_json_text
 from pipelens_server._ingest._rows import Rows, run_row, step_row
 from pipelens_server._ingest._scrub import scrub_json, scrub_text
 

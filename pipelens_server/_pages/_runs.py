@@ -31,19 +31,14 @@ from pipelens_server._pages._templating import (
     zone_of,
 )
 from pipelens_server._read._compare import previous_run
-from pipelens_server._read._export import (
-    MEDIA_TYPES,
-    ExportFormat,
-    download_headers,
-    export_run,
-)
+from pipelens_server._read._export import ExportFormat, download
 from pipelens_server._read._llm import SECOND, CallView, run_llm_totals, step_llm, usage_rows
 from pipelens_server._read._pictures import first_start, run_points, time_split
 from pipelens_server._read._run import run_tree, step_detail
 from pipelens_server._read._runs import overview_figures, runs_page, session_runs
 from pipelens_server._read._scores import (
-    duration_means,
     pipeline_scores,
+    run_figures,
     run_scores,
     scores_of_runs,
 )
@@ -402,9 +397,9 @@ async def _score_charts(
     summaries = await pipeline_scores(pool, pipeline, since_ns, until)
     if not summaries:
         return []
-    # The runs' mean duration first, over the same buckets: a score's fall beside a slowdown.
-    duration = await duration_means(pool, pipeline, since_ns, until)
-    summaries = [duration, *summaries] if duration is not None else summaries
+    # The runs' mean duration and LLM cost first, over the same buckets: a score's fall beside
+    # a slowdown or a cheaper model.
+    summaries = [*await run_figures(pool, pipeline, since_ns, until), *summaries]
     return [_score_chart.layout(s, since_ns, until, zone) for s in summaries]
 
 
@@ -433,11 +428,8 @@ async def run_download(
 ) -> Response[bytes]:
     """The run page's download links (behind the login, like the page): the run as our event
     file or the seed's JSON, as ``GET /api/v1/runs/{id}/export`` answers it."""
-    return Response(
-        await export_run(pool, run_id, format_),
-        media_type=MEDIA_TYPES[format_],
-        headers=download_headers(run_id, format_),
-    )
+    file = await download(pool, run_id, format_)
+    return Response(file.body, media_type=file.media_type, headers=file.headers)
 
 
 route_handlers = [overview, pipeline_runs, session_page, run_page, run_download]

@@ -1,6 +1,8 @@
 """A pipeline's score charts, laid out on the server: each score's distribution (bars: bins of a
 numeric score, a boolean's true/false, a category's counts) and its mean over time (a line over
-the runs page's time range). Numbers and strings only; ``runs.html`` draws the SVG.
+the runs page's time range), and beside them the runs' mean duration and LLM cost per run (kinds
+``duration`` and ``cost``: a mean over time alone). Numbers and strings only; ``runs.html``
+draws the SVG.
 """
 
 from __future__ import annotations
@@ -8,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from pipelens_server._pages._chart import SCORE_CHART, Tick, span_label
+from pipelens_server._pages._chart import SCORE_CHART, Tick, format_usd, span_label
 from pipelens_server._read._scores import ScoreSummary
 
 # Each small chart's viewBox and margins.
 LEFT, TOP = SCORE_CHART.left, SCORE_CHART.top
+#: The kinds that are figures of the runs themselves, not scores given to them.
+_OF_RUNS = ("duration", "cost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ def _mean_text(summary: ScoreSummary) -> str:
         return f"{summary.mean:.0%} true"
     if summary.kind == "duration":
         return f"mean {summary.mean:,.1f} ms"
+    if summary.kind == "cost":
+        return f"mean {format_usd(summary.mean)}"
     return f"mean {summary.mean:.3g}"
 
 
@@ -71,12 +77,13 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         )
         for i, bar in enumerate(summary.bars)
     ]
-    # The mean's axis: 0 to 1 for a boolean (the share of true), from 0 for a duration, else
-    # the means' own range.
+    # The mean's axis: 0 to 1 for a boolean (the share of true), from 0 for a duration or a
+    # cost, else the means' own range.
     values = [p.mean for p in summary.means]
+    of_runs = summary.kind in _OF_RUNS
     if summary.kind == "boolean":
         lo, hi = 0.0, 1.0
-    elif summary.kind == "duration":
+    elif of_runs:
         lo, hi = 0.0, max(values, default=1.0)
     else:
         lo, hi = min(values, default=0.0), max(values, default=1.0)
@@ -91,8 +98,9 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
         return round(TOP + plot_h - (value - lo) / (hi - lo) * plot_h, 1)
 
     half = summary.bucket_ns / 2
+    unit = "run(s)" if of_runs else "score(s)"
     points = [
-        (x(p.start_ns + half), y(p.mean), f"{p.mean:.3g} over {p.count} score(s)")
+        (x(p.start_ns + half), y(p.mean), f"{p.mean:.3g} over {p.count} {unit}")
         for p in summary.means
     ]
     # Hours over a day's range (the preset's bounds are a little over 24 h apart), else dates.

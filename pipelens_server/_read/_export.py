@@ -171,7 +171,7 @@ async def run_seed_json(pool: AsyncConnectionPool[Any], run_id: str) -> bytes:
     return _seed_encoder.encode(export)
 
 
-async def export_run(pool: AsyncConnectionPool[Any], run_id: str, format: ExportFormat) -> bytes:
+async def _export(pool: AsyncConnectionPool[Any], run_id: str, format: ExportFormat) -> bytes:
     """The run in ``format``; ``RunNotFoundError`` when unknown."""
     if format == "seed":
         return await run_seed_json(pool, run_id)
@@ -179,10 +179,10 @@ async def export_run(pool: AsyncConnectionPool[Any], run_id: str, format: Export
 
 
 #: Each format's media type.
-MEDIA_TYPES: dict[str, str] = {"events": "application/x-ndjson", "seed": "application/json"}
+_MEDIA_TYPES: dict[str, str] = {"events": "application/x-ndjson", "seed": "application/json"}
 
 
-def download_headers(run_id: str, format: ExportFormat) -> dict[str, str]:
+def _headers(run_id: str, format: ExportFormat) -> dict[str, str]:
     """The answer's ``Content-Disposition``: a download named after the run and the format,
     ``filename`` in ASCII letters, digits and ``-_.`` (a header is latin-1, and a file name must
     not carry quotes or slashes) and ``filename*`` the whole name (RFC 6266, UTF-8)."""
@@ -193,3 +193,21 @@ def download_headers(run_id: str, format: ExportFormat) -> dict[str, str]:
         "Content-Disposition": f'attachment; filename="run-{safe[:100]}{ending}"; '
         f"filename*=UTF-8''{whole}"
     }
+
+
+class Download(msgspec.Struct, kw_only=True, frozen=True):
+    """A run as a file to answer with: its bytes, media type and the headers naming it."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+async def download(pool: AsyncConnectionPool[Any], run_id: str, format: ExportFormat) -> Download:
+    """Run ``run_id`` as a download in ``format``, the same for the run page's links and
+    ``GET /api/v1/runs/{id}/export``; ``RunNotFoundError`` when unknown."""
+    return Download(
+        body=await _export(pool, run_id, format),
+        media_type=_MEDIA_TYPES[format],
+        headers=_headers(run_id, format),
+    )

@@ -179,6 +179,75 @@ _OF_RUNS_SQL = sql.SQL(
 ).format(cte=_usage_cte(_OF_RUNS), sums=_SUMS)
 
 
+#: One pipeline's runs started in a range (both parts of the usage CTE filter on the run).
+_OF_PIPELINE = (
+    "r.pipeline = %(pipeline)s AND r.start_ns >= %(since)s AND r.start_ns < %(until)s",
+    "r.pipeline = %(pipeline)s AND r.start_ns >= %(since)s AND r.start_ns < %(until)s",
+)
+#: Per time bucket (``width`` wide from ``since``, ``last`` the last) and model, the sums; and
+#: per bucket alone (``GROUPING(model)`` 1) how many runs made the calls. A call of a run
+#: still running is at its own start: clamped into the range's buckets.
+_PIPELINE_BUCKETS = sql.SQL(
+    """{cte}
+    SELECT bucket, model, count(DISTINCT run_id), sum(calls)::bigint,
+           sum(calls_without_usage)::bigint, {sums}, GROUPING(model)
+    FROM (
+        SELECT greatest(least((at_ns - %(since)s) / %(width)s, %(last)s), 0) AS bucket, *
+        FROM usage
+    ) u
+    GROUP BY GROUPING SETS ((bucket, model), (bucket)) ORDER BY bucket, model NULLS FIRST
+    """
+).format(cte=_usage_cte(_OF_PIPELINE), sums=_SUMS)
+
+
+class BucketCost(msgspec.Struct, kw_only=True, frozen=True):
+    """The LLM cost of the runs started in one time bucket, and how many runs made calls."""
+
+    start_ns: int
+    cost_usd: float
+    runs: int
+
+
+async def pipeline_costs(
+    pool: AsyncConnectionPool[Any], pipeline: str, since_ns: int, until_ns: int, buckets: int
+) -> list[BucketCost]:
+    """The LLM cost of ``pipeline``'s runs started in [``since_ns``, ``until_ns``), over
+    ``buckets`` equal time buckets, each model priced at the prices of its bucket's day; a
+    bucket none of whose calls could be priced is left out (unknown is not zero)."""
+    width = max((until_ns - since_ns) // buckets, 1)
+    params = {
+        "pipeline": pipeline,
+        "since": since_ns,
+        "until": until_ns,
+        "width": width,
+        "last": buckets - 1,
+    }
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_PIPELINE_BUCKETS, params)
+        rows = await cursor.fetchall()
+    runs: dict[int, int] = {}
+    costs: dict[int, float] = {}
+    for bucket, model, run_count, calls, without, *rest in rows:
+        *tokens, per_bucket = rest
+        if per_bucket:
+            runs[bucket] = run_count
+            continue
+        cost = UsageRow(
+            bucket_ns=since_ns + bucket * width,
+            pipeline=pipeline,
+            model=model,
+            calls=calls,
+            calls_without_usage=without,
+            **dict(zip(TOKEN_FIELDS, tokens, strict=True)),
+        ).priced()
+        if cost is not None:
+            costs[bucket] = costs.get(bucket, 0.0) + cost
+    return [
+        BucketCost(start_ns=since_ns + bucket * width, cost_usd=cost, runs=runs[bucket])
+        for bucket, cost in sorted(costs.items())
+    ]
+
+
 async def usage_span(
     pool: AsyncConnectionPool[Any], since_ns: int, until_ns: int
 ) -> tuple[int, int] | None:

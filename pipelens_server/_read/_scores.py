@@ -1,6 +1,6 @@
 """Scores read back: a run's (the run page, the API), those of a page of runs (the runs list's
 column), the runs filter ``score=...``, and a pipeline's figures of each score (distribution and
-mean over time).
+mean over time), beside its runs' mean duration and LLM cost per run over the same buckets.
 
 The filter's syntax, one for the runs page and ``GET /api/v1/runs``:
 
@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
+from pipelens_server._read._llm import pipeline_costs
 from pipelens_server._read._shapes import ScoreOut
 
 ScoreOp = Literal[":", ">=", "<=", ">", "<"]
@@ -255,6 +256,40 @@ async def duration_means(
         means=means,
         bucket_ns=width,
     )
+
+
+async def cost_means(
+    pool: AsyncConnectionPool[Any], pipeline: str, since_ns: int, until_ns: int
+) -> ScoreSummary | None:
+    """The mean LLM cost per run of ``pipeline``'s runs that made LLM calls, in USD, over the
+    same time buckets as its scores' means (drawn beside them); ``None`` without priced calls."""
+    buckets = await pipeline_costs(pool, pipeline, since_ns, until_ns, TIME_BUCKETS)
+    if not buckets:
+        return None
+    runs = sum(b.runs for b in buckets)
+    return ScoreSummary(
+        name="LLM cost per run (USD)",
+        kind="cost",
+        count=runs,
+        mean=sum(b.cost_usd for b in buckets) / runs,
+        bars=[],
+        means=[
+            MeanPoint(start_ns=b.start_ns, mean=b.cost_usd / b.runs, count=b.runs) for b in buckets
+        ],
+        bucket_ns=max((until_ns - since_ns) // TIME_BUCKETS, 1),
+    )
+
+
+async def run_figures(
+    pool: AsyncConnectionPool[Any], pipeline: str, since_ns: int, until_ns: int
+) -> list[ScoreSummary]:
+    """What the scores are drawn beside: ``pipeline``'s mean run duration and LLM cost per run
+    over the same buckets, those it has."""
+    figures = [
+        await duration_means(pool, pipeline, since_ns, until_ns),
+        await cost_means(pool, pipeline, since_ns, until_ns),
+    ]
+    return [figure for figure in figures if figure is not None]
 
 
 def _bin_label(lo: float, hi: float, i: int, bins: int) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing.context
+import multiprocessing.process
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pipelens
@@ -62,3 +65,28 @@ def squares(n: int) -> None:
     """A ``multiprocessing.Process`` target that is no step itself: each call is one."""
     for i in range(n):
         square(i)
+
+
+class _Squares:
+    """A ``multiprocessing.Process`` subclass's own ``run()``, calling steps (no target)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def run(self) -> None:
+        squares(self.n)
+
+
+class SpawnSquares(_Squares, multiprocessing.context.SpawnProcess):
+    pass
+
+
+#: Such a subclass per start method the platform has (fork is POSIX only).
+SQUARES_PROCESSES: dict[str, type[multiprocessing.process.BaseProcess]] = {"spawn": SpawnSquares}
+if sys.platform != "win32":
+
+    class ForkSquares(_Squares, multiprocessing.context.ForkProcess):
+        pass
+
+    SQUARES_PROCESSES["fork"] = ForkSquares

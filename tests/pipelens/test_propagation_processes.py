@@ -119,6 +119,29 @@ def test_process_target_steps_nest_under_the_starting_step(
     _check_squares(server, "fan_out", 3)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_process_subclass_run_nests_under_the_starting_step(
+    server: IngestServer, method: str
+) -> None:
+    """A ``Process`` subclass that overrides ``run()`` (no target): the steps its ``run()``
+    calls nest under the step that started it, and the process object is left as it was."""
+    process_class = _picklable.SQUARES_PROCESSES.get(method)
+    if process_class is None:
+        pytest.skip(f"no {method} start method here")
+
+    @pipelens.step
+    def fan_out() -> int:
+        process = process_class(3)  # type: ignore[call-arg]
+        process.start()
+        process.join(60)
+        assert "run" not in vars(process)  # the task was the process's only while it started
+        return process.exitcode or 0
+
+    assert fan_out() == 0
+    pipelens.flush(10)
+    _check_squares(server, "fan_out", 3)
+
+
 def test_an_exception_in_a_worker_reaches_the_submitter_unchanged(server: IngestServer) -> None:
     """The user's exception passes through the task, and the worker's step is sent failed."""
 
@@ -189,3 +212,63 @@ def test_a_task_pickles_with_its_step_and_transport_recipe(server: IngestServer)
         assert server.url == made.url  # type: ignore[attr-defined]
     finally:
         made.close(0)
+
+
+def _transport_settings(transport: object) -> tuple[object, ...]:
+    """What a transport was built with: batching, memory, retries, spool, debug."""
+    delivery = transport._delivery  # type: ignore[attr-defined]
+    spool = delivery.spool
+    return (
+        type(transport),
+        transport.url,  # type: ignore[attr-defined]
+        transport.max_queue,  # type: ignore[attr-defined]
+        transport.max_batch,  # type: ignore[attr-defined]
+        transport.interval,  # type: ignore[attr-defined]
+        transport.max_batch_bytes,  # type: ignore[attr-defined]
+        transport.max_buffer_bytes,  # type: ignore[attr-defined]
+        delivery.max_attempts,
+        delivery.backoff,
+        delivery.max_backoff,
+        delivery._log_level,
+        None if spool is None else (spool.directory, spool.max_bytes),
+    )
+
+
+def test_a_worker_builds_its_transport_with_all_the_parents_settings(tmp_path: Path) -> None:
+    """The recipe a task carries keeps the parent transport's batch, buffer, retry, spool and
+    debug settings (the OTLP export's too), not only its URL and token."""
+    parents = [
+        pipelens.HttpTransport(
+            "http://127.0.0.1:9",
+            "t0ken",
+            max_batch_bytes=1 << 20,
+            max_buffer_bytes=8 << 20,
+            max_attempts=3,
+            backoff=0.25,
+            max_backoff=4.0,
+            spool_dir=tmp_path / "spool",
+            max_spool_bytes=1 << 24,
+            max_queue=500,
+            max_batch=50,
+            interval=0.2,
+            debug=True,
+            heartbeat=None,
+        ),
+        pipelens.OtlpTransport(
+            "http://127.0.0.1:9",
+            spool_dir=tmp_path / "otlp",
+            max_queue=300,
+            max_batch=30,
+            interval=0.3,
+            debug=True,
+        ),
+    ]
+    for parent in parents:
+        recipe = parent.worker_recipe()
+        assert recipe is not None
+        made = pickle.loads(pickle.dumps(recipe))()
+        try:
+            assert _transport_settings(parent) == _transport_settings(made)
+        finally:
+            made.close(0)
+            parent.close(0)

@@ -132,6 +132,22 @@ def test_the_litestar_plugin_takes_the_same_options(events: CapturedEvents) -> N
     assert (run.user_id, run.tags) == ("cy", ["lite"])
 
 
+def test_the_litestar_plugin_takes_tags_from_a_generator_for_every_request(
+    events: CapturedEvents,
+) -> None:
+    """Tags given as a generator are read once, at set-up, and go on every request's run."""
+
+    @get("/hello", sync_to_thread=False)
+    def hello() -> str:
+        return work()
+
+    plugin = pipelens.litestar.PipelensPlugin(tags=(tag for tag in ["lite", "gen"]))
+    with LitestarClient(Litestar([hello], plugins=[plugin])) as client:
+        assert client.get("/hello").is_success
+        assert client.get("/hello").is_success
+    assert [run.tags for run in events.runs()] == [["lite", "gen"], ["lite", "gen"]]
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [

@@ -115,3 +115,22 @@ def test_a_run_id_beyond_latin_1_downloads_under_a_safe_name(client: Client) -> 
         disposition = response.headers["content-disposition"]
         assert 'filename="run-__-1.events.jsonl"' in disposition
         assert "filename*=UTF-8''run-%E8%BF%90%E8%A1%8C-1.events.jsonl" in disposition
+
+
+@pytest.mark.parametrize("format_", ["events", "seed"])
+def test_the_page_download_and_the_api_export_answer_the_same_file(
+    client: Client, format_: str
+) -> None:
+    """The run page's link and ``GET /api/v1/runs/{id}/export`` give the same bytes, media type
+    and file name."""
+    ingest(client, _rich_run("same"))
+    answers = [
+        client.get(url, params={"format": format_})
+        for url in ("/runs/same/download", "/api/v1/runs/same/export")
+    ]
+    page, api = (
+        (r.status_code, r.content, r.headers["content-type"], r.headers["content-disposition"])
+        for r in answers
+    )
+    assert page == api
+    assert page[0] == 200

@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens.events import StepFinished
+from pipelens.events import ScoreAdded, StepFinished
 from pipelens_server import Settings, create_app
 from pipelens_server._db._retention import purge
 
@@ -34,10 +34,10 @@ def client(database_url: str) -> Iterator[Client]:
         yield test_client
 
 
-def _purge(database_url: str, chunk: int = 100) -> int:
+def _purge(database_url: str, chunk: int = 100, now_ns: int | None = None) -> int:
     async def run() -> int:
         async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
-            return await purge(pool, chunk=chunk)
+            return await purge(pool, chunk=chunk, now_ns=now_ns)
 
     return asyncio.run(run())
 
@@ -105,6 +105,39 @@ def test_old_runs_known_only_by_their_steps_follow_the_default(
     assert read_rows(database_url, "orphan")["runs"][0]["pipeline"] is None
     assert _purge(database_url) == 1
     assert read_rows(database_url) == {"runs": [], "steps": [], "pipelines": []}
+
+
+def _score_keys(database_url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT run_id, score_id FROM scores ORDER BY 1, 2").fetchall()
+    return [(run_id, score_id) for run_id, score_id in rows]
+
+
+def test_scores_of_no_run_go_once_older_than_the_default(client: Client, database_url: str) -> None:
+    """A score whose run never came is kept while it could still be waiting for its run (even
+    given 15 days ago, it arrived now), and purged once both times are past the default; the
+    scores of a kept run stay."""
+    now, day = time.time_ns(), DAY_S * 10**9
+    ingest(client, recent_run("kept", ago_s=60))
+    assert _save(client, "30", "rag")[0] == 303
+    ingest(
+        client,
+        [
+            ScoreAdded(run_id="kept", score_id="k", name="relevance", value=0.5, at_ns=now),
+            ScoreAdded(run_id="never", score_id="a", name="relevance", value=0.1, at_ns=now),
+            ScoreAdded(
+                run_id="never", score_id="b", name="passed", value=True, at_ns=now - 15 * day
+            ),
+        ],
+    )
+    everything = [("kept", "k"), ("never", "a"), ("never", "b")]
+    assert _purge(database_url) == 0
+    assert _score_keys(database_url) == everything
+    assert _purge(database_url, chunk=1, now_ns=now + 13 * day) == 0
+    assert _score_keys(database_url) == everything
+    assert _purge(database_url, chunk=1, now_ns=now + 15 * day) == 0
+    assert _score_keys(database_url) == [("kept", "k")]
+    assert _run_ids(database_url) == ["kept"]
 
 
 def test_the_app_purges_at_start_up_before_serving(database_url: str) -> None:

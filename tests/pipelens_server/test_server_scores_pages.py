@@ -3,6 +3,7 @@ runs page's column and ``score=`` filter, and a pipeline's score charts."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC
 from typing import Any
@@ -12,8 +13,10 @@ import pytest
 from _dashboard_kit import SECOND, form_token, ingest, recent_run, table_rows
 from litestar import Litestar
 from litestar.testing import TestClient
+from test_server_llm_pages import llm_run
 
 from pipelens.events import ScoreAdded
+from pipelens_server._pages._chart import SCORE_CHART
 from pipelens_server._pages._score_chart import layout
 from pipelens_server._read._scores import Bar, MeanPoint, ScoreSummary
 
@@ -128,6 +131,66 @@ def test_the_runs_page_draws_each_scores_distribution_and_mean(client: Client) -
         "/pipelines/rag/runs", headers={"HX-Request": "true", "HX-Target": "runs_table"}
     )
     assert "score-chart" not in poll.text
+
+
+def _figure(page: str, name: str) -> str:
+    """The score chart's ``<figure>`` whose caption names ``name``."""
+    (figure,) = [
+        f for f in re.findall(r'<figure class="score-chart">.*?</figure>', page, re.S) if name in f
+    ]
+    return figure
+
+
+def test_the_llm_cost_per_run_is_drawn_beside_duration_and_scores(client: Client) -> None:
+    """The cost chart's points are each time bucket's LLM cost per run, priced by the server
+    (gpt-4o-mini: $0.15 per 1M input tokens), at heights in proportion from 0, oldest first."""
+    runs = [(1_000_000, 60), (2_000_000, 120), (4_000_000, 5 * 3600)]
+    for tokens, ago in runs:
+        events = llm_run("rag", [("gpt-4o-mini", None, tokens, 0, 0)], ago_s=ago)
+        ingest(client, events)
+        ingest(client, [_score(events[0].run_id, "s", "relevance", 0.5)])
+    page = client.get("/pipelines/rag/runs").text
+    names = re.findall(r'<figure class="score-chart">\s*<figcaption><strong>([^<]*)<', page)
+    assert names == ["run duration (ms)", "LLM cost per run (USD)", "relevance"]
+    cost = _figure(page, "LLM cost per run (USD)")
+    assert "3 runs with LLM calls · mean $0.35" in cost  # ($0.15 + $0.30 + $0.60) / 3
+    points = [
+        (float(x), float(y), title)
+        for x, y, title in re.findall(
+            r'<circle class="point" cx="([\d.]+)" cy="([\d.]+)" r="2.5"><title>([^<]*)</title>',
+            cost,
+        )
+    ]
+    # The run 5 h ago alone in its bucket; the two recent ones share the last: (0.15 + 0.30) / 2.
+    assert [title for _, _, title in points] == ["0.6 over 1 run(s)", "0.225 over 2 run(s)"]
+    (x_old, y_old, _), (x_new, y_new, _) = points
+    assert x_old < x_new
+    top, plot_h = SCORE_CHART.top, SCORE_CHART.plot_height
+    assert y_old == pytest.approx(top, abs=0.1)  # the highest mean tops the axis
+    assert y_new == pytest.approx(top + plot_h - 0.225 / 0.6 * plot_h, abs=0.1)
+
+
+def test_the_api_answers_the_figures_the_page_draws(client: Client) -> None:
+    """``GET /api/v1/pipelines/{name}/scores``: the runs' duration and LLM cost per run over time,
+    and each score's distribution and means, as the runs page draws them."""
+    for i, (tokens, ago) in enumerate([(1_000_000, 60), (2_000_000, 120)]):
+        events = llm_run("rag", [("gpt-4o-mini", None, tokens, 0, 0)], ago_s=ago)
+        ingest(client, events)
+        ingest(client, [_score(events[0].run_id, "s", "passed", i == 0)])
+    answer = client.get("/api/v1/pipelines/rag/scores", params={"range": "24h"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    duration, cost = body["runs"]
+    assert (duration["kind"], duration["count"]) == ("duration", 2)
+    assert (cost["name"], cost["count"]) == ("LLM cost per run (USD)", 2)
+    assert [(p["mean"], p["count"]) for p in cost["means"]] == [(pytest.approx(0.225), 2)]
+    (passed,) = body["scores"]
+    assert (passed["name"], passed["kind"], passed["mean"]) == ("passed", "boolean", 0.5)
+    assert sorted((b["label"], b["count"]) for b in passed["bars"]) == [("false", 1), ("true", 1)]
+    assert body["until_ns"] > body["since_ns"]
+    refused = client.get("/api/v1/pipelines/rag/scores", params={"since_ns": 10, "until_ns": 5})
+    assert refused.status_code == 400
+    assert "until_ns=5" in refused.text
 
 
 def test_the_score_chart_layout_scales_bars_and_means() -> None:
