@@ -20,7 +20,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from benchmarks._machine import machine_lines
@@ -514,18 +514,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Events go where users send them: through a batching transport, whose thread encodes
         # and writes them (the process CPU column counts that thread too).
         pipelens.configure(file=os.path.join(tmp, "events.jsonl"))
-        lines = _report(number, repeat, size, sizes)
+        for line in _report(number, repeat, size, sizes):
+            print(line, flush=True)
         pipelens.configure(transport=None)
-    print("\n".join(lines))
     return 0
 
 
-def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> list[str]:
+def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> Iterator[str]:
+    """The report's lines, each as soon as it is measured (a long run shows its progress)."""
     head = (
         f"{'call':<40}{'wall bare':>10}{'patched':>10}{'+µs':>9}"
         f"{'cpu bare':>10}{'patched':>10}{'+µs':>9}{'proc +µs':>9}"
     )
-    lines = [
+    yield from [
         f"auto_patch overhead per LLM call, µs (medians of {number:,} calls unpatched and "
         f"{number:,} patched, one of each in turn, in runs of {size:,} patched calls; '+µs' is "
         "the median of each pair's difference), in-process HTTP stub; wall-clock, this "
@@ -535,8 +536,8 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> list[s
         head,
     ]
     for label in CASES:
-        lines.append(_row(label, *measure(label, number, size), digits=1))
-    lines += [
+        yield _row(label, *measure(label, number, size), digits=1)
+    yield from [
         "",
         "What a call adds by the size of its run and with the garbage collector on or off",
         "(openai chat.completions.create, thread CPU µs, medians as above)",
@@ -549,9 +550,9 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> list[s
     ]
     for label in REPLAYED:
         bare, patched = wrapper_cost(label, number * 4, repeat)
-        lines.append(_row(label, bare, patched, _difference(bare, patched), digits=2))
+        yield _row(label, bare, patched, _difference(bare, patched), digits=2)
     streams = number // 50 or 1
-    lines += [
+    yield from [
         "",
         f"Chunk inter-arrival at the caller, µs ({GAP_CHUNKS + 2} chunks a stream, "
         f"{streams} streams a repeat, {repeat} repeats): unpatched, patched, difference",
@@ -562,7 +563,6 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> list[s
         "thread's CPU per call; chunk gaps as",
         "unpatched (the p99's difference within the noise of the repeats)",
     ]
-    return lines
 
 
 if __name__ == "__main__":
