@@ -493,6 +493,56 @@ def by_run_size(number: int, sizes: Sequence[int]) -> list[str]:
     return rows
 
 
+def replayed_after_call(number: int) -> list[str]:
+    """Where a patched call's added time goes: an openai chat call with PipeLens off, then the
+    engine's own work on a recorded result (as :func:`wrapper_cost` replays it), against the
+    call alone, one of each in turn; and that own work again at once after itself. Thread CPU
+    µs, medians."""
+    import pipelens
+    from pipelens._core.settings import settings
+    from pipelens._llm import patch
+
+    library, call = CASES["openai chat.completions.create"]()
+    provider, endpoint, kwargs, make = _recorded("openai chat.completions.create")
+    wrapped = patch._make_wrapper(lambda *_a, **_k: make(), provider, endpoint)
+    alone: list[int] = []
+    then_own: list[int] = []
+    own_again: list[int] = []
+
+    @pipelens.step
+    def run(n: int) -> None:
+        for _ in range(n):
+            settings.enabled = False
+            c0 = time.thread_time_ns()
+            call()
+            c1 = time.thread_time_ns()
+            call()
+            settings.enabled = True
+            wrapped(None, **kwargs)
+            c2 = time.thread_time_ns()
+            wrapped(None, **kwargs)
+            c3 = time.thread_time_ns()
+            alone.append(c1 - c0)
+            then_own.append(c2 - c1)
+            own_again.append(c3 - c2)
+
+    pipelens.auto_patch(library)
+    try:
+        for done in range(0, number, 100):
+            run(min(100, number - done))
+    finally:
+        settings.enabled = True
+        pipelens.unpatch(library)
+    base = statistics.median(alone) / 1e3
+    added = statistics.median([b - a for a, b in zip(alone, then_own, strict=True)]) / 1e3
+    again = statistics.median(own_again) / 1e3
+    return [
+        f"{'the call, then its own work replayed':<40}{base:>10.1f}{base + added:>9.1f}"
+        f"{added:>+8.1f}",
+        f"{'its own work again, at once after':<40}{'':>10}{again:>9.1f}",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure every case and print the table."""
     import pipelens
@@ -543,6 +593,10 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> Iterat
         "(openai chat.completions.create, thread CPU µs, medians as above)",
         f"{'run':<40}{'cpu bare':>10}{'patched':>9}{'+µs':>8}",
         *by_run_size(max(number // 2, 1), sizes),
+        "",
+        "Where it goes: the same call with PipeLens off, then the engine's own work replayed on",
+        "a recorded result (the third table's), against the call alone (thread CPU µs, medians)",
+        *replayed_after_call(max(number // 2, 1)),
         "",
         "PipeLens's own work: the patch engine's wrapper around an original that answers at once",
         f"with the real result one call gave (min of {repeat} repeats of {number * 4:,} calls)",
