@@ -29,7 +29,6 @@ from pipelens._llm import (
 )
 from pipelens._otel import OtlpTransport, continue_run, propagation_headers
 from pipelens._otel import bridge as _bridge
-from pipelens._otel import processes as _processes
 
 # The seed exported the constant too: importable, but kept out of the plain-sorted __all__.
 from pipelens._seed import LLM_RESPONSE_RECORD_KEY_PREFIX as LLM_RESPONSE_RECORD_KEY_PREFIX
@@ -120,5 +119,4 @@ for _name in __all__:
 del _name, _obj
 
 _propagation.install()
-_processes.install()
 _bridge.install()

@@ -19,7 +19,7 @@ from pipelens._core.settings import compile_keys, settings, use_env_transport
 from pipelens._core.sink import Transport
 from pipelens._llm import patch as llm_patch
 from pipelens._llm.prices import load_prices
-from pipelens._otel import http_clients
+from pipelens._otel import http_clients, processes
 from pipelens._otel.export import OtlpTransport, env_endpoint, env_headers
 from pipelens._seed.transport import SeedTransportAdapter, is_seed_transport
 from pipelens._transports import FileTransport, HttpTransport, combine, parts_of, set_transport
@@ -72,7 +72,8 @@ def configure(
         propagate_processes: nest steps run in worker processes (``ProcessPoolExecutor``,
             ``multiprocessing``: fork and spawn) under the submitting step, when the run's
             transport can be rebuilt there (``url=``, ``otlp_endpoint=``): each worker sends its
-            own steps (default on).
+            own steps. ``True`` patches those entry points (when their modules are imported);
+            :func:`auto_patch` does too, and then this is on unless set ``False``.
         exit_timeout: seconds the interpreter may wait at exit for pending events (default 2).
         heartbeat: seconds between the heartbeats that tell the server which runs are still open
             (default 15; ``0`` sends none), for the transport ``url=`` (or ``PIPELENS_URL``)
@@ -241,6 +242,8 @@ def configure(
         settings.llm_stream_usage = llm_stream_usage
     if propagate_processes is not None:
         settings.propagate_processes = propagate_processes
+        if propagate_processes:
+            processes.install()
     if propagate_threads is not None:
         settings.propagate_threads = bool(propagate_threads)
         if propagate_threads:
@@ -275,7 +278,8 @@ def _library(library: types.ModuleType | str) -> str | None:
 
 def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
     """Trace every call of the given LLM libraries, and carry runs across processes on the
-    given HTTP clients.
+    given HTTP clients; and nest steps run in worker processes under the submitting step
+    (``configure(propagate_processes=...)``).
 
     LLM libraries (``openai``...): every call becomes a ``kind="llm"`` step. HTTP clients
     (``httpx``, ``requests``): a request sent inside a step carries the W3C ``traceparent`` and
@@ -306,6 +310,9 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
                 f"auto_patch({name!r}): {name} is not installed; pip install {name}"
             ) from None
         names.append(name)
+    # The process entry points are patched from here, not at ``import pipelens``: importing
+    # PipeLens changes nothing in the program until it asks.
+    processes.install()
     return names
 
 

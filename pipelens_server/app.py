@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pipelens_server._api import _health, _otlp
 from pipelens_server._api._openapi import TrueJsonRenderPlugin
@@ -188,7 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ValueError: ``settings.prices_file`` cannot be read or holds a bad price (named).
     """
     settings = Settings() if settings is None else settings
-    _prices.use(settings.prices_file)  # a bad file: a ValueError naming it, before anything
+    prices = _prices.Prices(settings.prices_file)  # a bad file: a ValueError naming it, first
     if not structlog.is_configured():
         configure_logging()
     app = Litestar(
@@ -239,5 +240,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=_openapi_config(),
     )
     # Before routing: the Host check, and the path routed on (an encoded "/" stays in its segment).
-    app.asgi_handler = HostGate(app.asgi_handler, settings)
+    app.asgi_handler = _PricedWith(HostGate(app.asgi_handler, settings), prices)
     return app
+
+
+class _PricedWith:
+    """The ASGI app around the others: every request is priced with this app's prices."""
+
+    __slots__ = ("app", "prices")
+
+    def __init__(self, app: ASGIApp, prices: _prices.Prices) -> None:
+        self.app = app
+        self.prices = prices
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with _prices.using(self.prices):
+            await self.app(scope, receive, send)

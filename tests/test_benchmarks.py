@@ -208,7 +208,7 @@ def test_llm_patches_quick_run_prints_every_case_and_the_chunk_gaps() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # four SDKs imported (litellm alone takes seconds) on a shared machine
         check=False,
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
     )

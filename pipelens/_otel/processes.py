@@ -12,9 +12,10 @@ parent's). Before the task answers, the worker's transport is flushed: a pool ma
 workers with ``terminate()`` (``multiprocessing.Pool``'s ``with`` block does) as soon as the
 last answer is in, and a finished parent run then finds its workers' steps already sent.
 
-Patched, on by default (``configure(propagate_processes=False)`` turns it off), once the module
-is imported (a post-import hook: importing ``multiprocessing`` ourselves would slow
-``import pipelens`` for every program):
+Patched once the program calls ``pipelens.auto_patch()`` or ``configure(propagate_processes=True)``
+(never at ``import pipelens``), each when its module is imported (a post-import hook: importing
+``multiprocessing`` ourselves would slow every program); ``configure(propagate_processes=False)``
+turns it off again:
 
 * ``concurrent.futures.ProcessPoolExecutor.submit`` (and so ``map``, ``loop.run_in_executor``);
 * ``multiprocessing.Pool``'s submissions (``apply``, ``map``, ``starmap``, ``imap`` and their

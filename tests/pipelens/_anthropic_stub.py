@@ -14,10 +14,13 @@ waits before answering (for client timeouts). Every request body is kept in ``re
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,7 +33,7 @@ TOOL_INPUT = {"city": "Paris"}
 SLOW_SECONDS = 0.6
 #: Vertex and Bedrock put the model in the path, not the body.
 _VERTEX = re.compile(r"/models/([^/:]+):(?:rawPredict|streamRawPredict)$")
-_BEDROCK = re.compile(r"/model/([^/]+)/invoke$")
+_BEDROCK = re.compile(r"/model/([^/]+)/invoke(-with-response-stream)?$")
 #: Anthropic's counts: input_tokens leaves out the cache reads and writes.
 USAGE = {
     "input_tokens": 10,
@@ -124,6 +127,30 @@ def event_kinds(tools: bool = False) -> list[str]:
     return [e["type"] for e in _events("m", tools) if e["type"] != "ping"]
 
 
+#: The headers of a Bedrock stream's event messages.
+_AWS_HEADERS = {
+    ":event-type": "chunk",
+    ":message-type": "event",
+    ":content-type": "application/json",
+}
+
+
+def _aws_frame(payload: bytes) -> bytes:
+    """One message of AWS's event-stream framing: lengths, a CRC32 of them, string headers, the
+    payload, and a CRC32 of all that."""
+    headers = b"".join(
+        bytes([len(name)])
+        + name.encode()
+        + b"\x07"
+        + struct.pack(">H", len(value))
+        + value.encode()
+        for name, value in _AWS_HEADERS.items()
+    )
+    prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StubServer
 
@@ -154,6 +181,22 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client closed a stream halfway: what the tests of that do
 
+    def _send_aws_events(self, events: list[dict[str, Any]]) -> None:
+        """A Bedrock stream: each event a ``chunk`` of AWS's binary event-stream framing."""
+        self._head(200, "application/vnd.amazon.eventstream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for event in events:
+                payload = json.dumps(
+                    {"bytes": base64.b64encode(json.dumps(event).encode()).decode()}
+                )
+                self.wfile.write(_aws_frame(payload.encode()))
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -174,7 +217,9 @@ class _Handler(BaseHTTPRequestHandler):
         if model == "slow":
             time.sleep(SLOW_SECONDS)
         tools = bool(body.get("tools"))
-        if body.get("stream") is True:
+        if routed is not None and routed.re is _BEDROCK and routed.group(2):
+            self._send_aws_events(_events(model, tools))  # Bedrock says "stream" by its path
+        elif body.get("stream") is True:
             self._send_sse(_events(model, tools))
         else:
             self._send_json(200, _message(model, tools))

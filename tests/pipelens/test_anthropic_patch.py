@@ -731,6 +731,35 @@ def test_vertex_and_bedrock_clients_are_covered(stub: StubServer, events: Captur
 
 
 @pytest.mark.usefixtures("patched")
+def test_bedrock_streams_are_recorded(stub: StubServer, events: CapturedEvents) -> None:
+    """AnthropicBedrock's ``messages.create(stream=True)`` and ``messages.stream(...)`` (AWS's
+    binary event-stream framing, decoded by botocore, signed with fake keys) are streamed LLM
+    steps with their text, usage, stop reason and chunk count, as over Anthropic's API."""
+    with anthropic.AnthropicBedrock(
+        aws_access_key="a",
+        aws_secret_key="b",
+        aws_region="us-east-1",
+        base_url=stub.base_url,
+        max_retries=0,
+    ) as bedrock:
+        chunks = list(bedrock.messages.create(**ASK, stream=True))
+        with bedrock.messages.stream(**ASK) as stream:
+            assert stream.get_final_text() == TEXT
+    assert type(chunks[0]).__name__ == "RawMessageStartEvent"
+    assert [path for path, _ in stub.requests[-2:]] == [
+        "/model/claude-sonnet-4/invoke-with-response-stream"
+    ] * 2
+    calls = [json.loads(s.llm or "{}") for s in events.steps()]
+    assert [s.status for s in events.steps()] == ["completed", "completed"]
+    assert [(c["stream"], c["output"]["text"], c["usage"]) for c in calls] == [
+        (True, TEXT, USAGE)
+    ] * 2
+    assert [c["output"]["finish_reason"] for c in calls] == ["end_turn"] * 2
+    assert calls[0]["chunks"] == len(chunks)
+    assert all(c["time_to_first_token_ns"] > 0 for c in calls)
+
+
+@pytest.mark.usefixtures("patched")
 def test_disabled_pipelens_makes_plain_calls(
     client: anthropic.Anthropic, events: CapturedEvents
 ) -> None:

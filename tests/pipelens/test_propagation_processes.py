@@ -8,8 +8,13 @@ and has sent them all before the task answers.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[IngestServer]:
         transport = pipelens.HttpTransport(
             running.url, spool_dir=tmp_path / "spool", heartbeat=None
         )
-        pipelens.configure(transport=transport)
+        pipelens.configure(transport=transport, propagate_processes=True)
         yield running
 
 
@@ -272,3 +277,49 @@ def test_a_worker_builds_its_transport_with_all_the_parents_settings(tmp_path: P
         finally:
             made.close(0)
             parent.close(0)
+
+
+#: Prints where each process entry point's function comes from, after the script before it.
+_WHO_PATCHED = """
+import json
+import concurrent.futures.process, multiprocessing.pool, multiprocessing.process
+print(json.dumps([
+    concurrent.futures.process.ProcessPoolExecutor.submit.__module__,
+    multiprocessing.pool.Pool.apply_async.__module__,
+    multiprocessing.process.BaseProcess.start.__module__,
+]))
+"""
+_OURS = "pipelens._otel.processes"
+
+
+def _entry_points_after(script: str) -> list[str]:
+    """The modules of the process entry points in a new interpreter that ran ``script``."""
+    code = textwrap.dedent(script) + _WHO_PATCHED
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    modules: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return modules
+
+
+def test_import_pipelens_patches_no_process_entry_point() -> None:
+    """``import pipelens`` leaves ``ProcessPoolExecutor``, ``Pool`` and ``Process`` as they are,
+    imported before it or after: importing PipeLens changes nothing until the program asks."""
+    assert _entry_points_after("import multiprocessing.pool\nimport pipelens\n") == [
+        "concurrent.futures.process",
+        "multiprocessing.pool",
+        "multiprocessing.process",
+    ]
+
+
+@pytest.mark.parametrize(
+    "call", ["pipelens.auto_patch()", "pipelens.configure(propagate_processes=True)"]
+)
+def test_auto_patch_or_configure_patches_the_process_entry_points(call: str) -> None:
+    """``auto_patch()`` (or ``configure(propagate_processes=True)``) patches the three entry
+    points, whether their modules were imported before the call or are imported after it."""
+    script = f"import multiprocessing.pool\nimport pipelens\n{call}\n"
+    assert _entry_points_after(script) == [_OURS] * 3

@@ -76,15 +76,22 @@ def test_the_operators_prices_win_on_the_llm_page_run_page_and_api(
     assert "$2.100000" in panel
 
 
-def test_an_app_without_a_prices_file_reads_the_shared_prices(
+def test_two_apps_in_one_process_each_price_with_their_own_prices(
     priced_client: Client, client: Client
 ) -> None:
-    """The operator's prices belong to the app made with them: the next app without a file
-    prices with genai-prices again (an app sets the process's table when it is made)."""
+    """The operator's prices belong to the app made with them: an app made later without a file
+    prices with genai-prices, and the first app still with its file, request after request
+    (one table per process made the later app's the prices of both)."""
     ingest(client, calls_run("rag", [("gpt-4o-mini", 1_000_000)]))
-    _, models = llm_tables(client)
-    assert models["gpt-4o-mini"][-1] == "$0.21"
-    assert not client.get("/api/v1/llm/usage").json()["prices_source"].startswith("your")
+    for _ in range(2):
+        assert llm_tables(client)[1]["gpt-4o-mini"][-1] == "$0.21"
+        assert llm_tables(priced_client)[1]["gpt-4o-mini"][-1] == "$2.10"
+    plain = client.get("/api/v1/llm/usage").json()
+    priced = priced_client.get("/api/v1/llm/usage").json()
+    assert [u["cost_usd"] for u in plain["usage"]] == [pytest.approx(0.21)]
+    assert [u["cost_usd"] for u in priced["usage"]] == [pytest.approx(2.1)]
+    assert not plain["prices_source"].startswith("your")
+    assert priced["prices_source"].startswith("your prices file my-prices.json")
 
 
 def test_a_real_server_reads_the_file_named_by_the_environment(
