@@ -177,6 +177,20 @@ def _step_big_run(plan: Plan) -> list[float]:
     return _step_sync(replace(plan, number=number, run_size=BIG_RUN_SIZE))
 
 
+def _step_root(plan: Plan) -> list[float]:
+    """Every call a run of its own (no run open around it): what opening and ending a run
+    costs (the run, its id, its root step), of which each step of a run pays 1/run size."""
+    import pipelens
+
+    traced = pipelens.step(work)
+
+    def run(n: int) -> None:
+        for i in range(n):
+            traced(i, i)
+
+    return _time_sync(run, plan)
+
+
 def _step_file(plan: Plan) -> list[float]:
     import pipelens
 
@@ -634,6 +648,7 @@ CONTENDERS = (
     Contender("floor", "minimal-span floor", "bare", _floor),
     Contender("step", "@step sync", "bare", _step_sync),
     Contender("step_big_run", "@step sync, 10,000-step runs", "bare", _step_big_run),
+    Contender("step_root", "@step sync, a run per call", "bare", _step_root),
     Contender("step_file", "@step sync + FileTransport", "bare", _step_file),
     Contender("step_otel", "@step sync, OTel SDK imported", "bare", _step_otel_imported),
     Contender("step_otlp", "@step sync + OTLP (caller)", "bare", _step_otlp_caller),

@@ -1,25 +1,25 @@
 """Per-call cost of the tracing core, against a bare call and an OpenTelemetry SDK span.
 
 Run ``python -m benchmarks.overhead`` (``--quick`` for a smoke run whose figures mean nothing).
-Each contender runs in its own subprocess, so none inherits another's heap, threads or warm
-caches. Steps are measured where users call them: as children inside an open run, a new run
-every 100 calls (the run's own root step is part of the cost). A ``@step`` generator (one item,
-read to its end) is timed against a bare generator read the same way, and the minimal-span
-floor (a decorator that sets a ContextVar, reads two clocks, builds a small msgspec Struct and
-resets the ContextVar) shows what any contextvar tracer pays, to read the @step rows against.
-The table shows the minimum and median of the repeats in µs per call, the overhead over the
-contender's bare twin, the ratio to an OpenTelemetry SDK span, the baseline users know, and the
-calling thread's CPU time per call (the least of the repeats: on a loaded machine, the cost
-without the waits for a core). A last subprocess makes 1,000,000 steps over 10,000 runs and
-reports how much the process's RSS grew. Four more rows time OpenAI chat calls through the
-real client over an in-process transport (``create``, and the ``stream`` helper read to its
-end), plain and ``auto_patch``-ed (1/20 as many calls): the differences are what PipeLens adds
-to an LLM call outside network time. Four more do the same with Anthropic's client, then with
-the SDK's own work cut out (its noise hides tens of µs). Three rows measure OpenTelemetry's
-side: a ``@step`` in a program that imported the OTel SDK (the bridge armed, no span current),
-and a ``@step`` with the OTLP export on — once on the caller's thread alone (the export's
-thread asleep, flushed outside the timing), once with the encoding and posting to a collector
-stand-in (another process) timed too.
+Each contender runs in its own subprocess, so none inherits another's heap, threads or warm caches.
+Steps are measured where users call them: as children inside an open run, a new run every 100 calls
+(the run's own root step is part of the cost); a row where every call is a run of its own shows
+that share, what opening and ending a run costs. A ``@step`` generator (one item, read to its end)
+is timed against a bare generator read the same way, and the minimal-span floor (a decorator that
+sets a ContextVar, reads two clocks, builds a small msgspec Struct and resets the ContextVar) shows
+what any contextvar tracer pays, to read the @step rows against. The table shows the minimum and
+median of the repeats in µs per call, the overhead over the contender's bare twin, the ratio to an
+OpenTelemetry SDK span, the baseline users know, and the calling thread's CPU time per call (the
+least of the repeats: on a loaded machine, the cost without the waits for a core). A last
+subprocess makes 1,000,000 steps over 10,000 runs and reports how much the process's RSS grew. Four
+more rows time OpenAI chat calls through the real client over an in-process transport (``create``,
+and the ``stream`` helper read to its end), plain and ``auto_patch``-ed (1/20 as many calls): the
+differences are what PipeLens adds to an LLM call outside network time. Four more do the same with
+Anthropic's client, then with the SDK's own work cut out (its noise hides tens of µs). Three rows
+measure OpenTelemetry's side: a ``@step`` in a program that imported the OTel SDK (the bridge
+armed, no span current), and a ``@step`` with the OTLP export on — once on the caller's thread
+alone (the export's thread asleep, flushed outside the timing), once with the encoding and posting
+to a collector stand-in (another process) timed too.
 
 The targets are printed as information, never as an exit status: timings belong here, and a
 noisy machine must not fail anything.
@@ -114,6 +114,9 @@ def _report(
         ),
         # The floor is no target: what a tracer cannot go under, to read the targets against.
         f"  (the minimal-span floor: {overhead['floor']:.2f} µs over a bare call)",
+        # Neither a target: the share of a run's opening and end in each step of the sync row.
+        f"  (a run per call: {overhead['step_root']:.2f} µs over a bare call, "
+        f"{overhead['step_root'] / RUN_SIZE:.3f} µs of each step in runs of {RUN_SIZE})",
         f"  @step + OTLP export <= {TARGET_OTLP_US:g} µs more than a bare call on the "
         f"caller's thread: {'met' if overhead['step_otlp'] <= TARGET_OTLP_US else 'missed'} "
         f"({overhead['step_otlp']:.2f} µs wall, {otlp_cpu:.2f} µs CPU; an OTel SDK span "

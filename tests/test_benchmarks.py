@@ -32,15 +32,21 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(340)
 def test_quick_run_prints_every_row_and_exits_0() -> None:
-    """``--quick`` exits 0 and prints a row per contender (the @step generator and the
-    minimal-span floor among them), the memory line, the floor line and the five targets (@step
-    sync, async and generator overhead, the @step overhead with the OTLP export, RSS growth)."""
+    """``--quick`` exits 0 and prints a row per contender (the @step generator, the minimal-span
+    floor and a run per call among them), the memory line, the floor line, the run's share in
+    each step and the five targets (@step sync, async and generator overhead, the @step overhead
+    with the OTLP export, RSS growth)."""
     proc = _run("--quick")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     rows = [m["label"] for m in map(ROW.match, lines) if m is not None]
     assert [c.label for c in CONTENDERS] == rows
-    assert {"bare generator", "@step generator", "minimal-span floor"} <= set(rows)
+    assert {
+        "bare generator",
+        "@step generator",
+        "minimal-span floor",
+        "@step sync, a run per call",
+    } <= set(rows)
     memory = [line for line in lines if line.startswith(f"{MEMORY_LABEL}: ")]
     assert len(memory) == 1, proc.stdout
     assert "1,000 @step calls over 10 runs" in memory[0]
@@ -54,6 +60,11 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
     ]
     floor = r"^  \(the minimal-span floor: -?\d+\.\d+ µs over a bare call\)$"
     assert re.search(floor, proc.stdout, re.M), proc.stdout
+    root = (
+        r"^  \(a run per call: -?\d+\.\d+ µs over a bare call, "
+        r"-?\d+\.\d+ µs of each step in runs of 100\)$"
+    )
+    assert re.search(root, proc.stdout, re.M), proc.stdout
 
 
 def test_bad_count_is_refused_with_its_option_named() -> None:
