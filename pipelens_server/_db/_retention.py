@@ -4,10 +4,11 @@ Every pipeline keeps its runs for the server-wide default (14 days, as the seed 
 its own number of days (migration 0005). The purge runs at start-up (before the first request)
 and then every :data:`PURGE_INTERVAL_S` in the app's lifespan. It deletes the runs whose
 ``start_ns`` is older than their pipeline's retention, with their steps, :data:`CHUNK_RUNS` runs
-per transaction: each transaction is short and gives its connection back to the pool before the
-next, and runs an ingest holds (``FOR UPDATE SKIP LOCKED``) are left for the next round, so
-ingest never waits long. A run known only from its steps (no run event yet) is as old as its
-earliest step; a run of a pipeline whose ``start_ns`` is unknown is kept.
+per transaction: each transaction is short, and runs an ingest holds (``FOR UPDATE SKIP LOCKED``)
+are left for the next round, so ingest never waits long. One process at a time purges (an
+advisory lock, ``_jobs``): several servers on one database never purge side by side. A run
+known only from its steps (no run event yet) is as old as its earliest step; a run of a pipeline
+whose ``start_ns`` is unknown is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import structlog
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._jobs import PURGE_LOCK, exclusive
 from pipelens_server._errors import ServerError
 
 log = structlog.get_logger("pipelens_server.retention")
@@ -164,24 +166,27 @@ async def purge(
     pool: AsyncConnectionPool[Any], *, now_ns: int | None = None, chunk: int = CHUNK_RUNS
 ) -> int:
     """Delete the runs (and their steps) older than their pipeline's retention; return how many
-    runs were deleted."""
+    runs were deleted (0 as well when another process is purging: ``_jobs.exclusive``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    default = await default_days(pool)
-    targets: list[tuple[str, dict[str, Any]]] = [
-        (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
-        for r in await pipeline_retentions(pool)
-    ]
-    targets.append((_PURGE_UNNAMED, {"cutoff": now_ns - default * _NS_PER_DAY}))
     deleted = 0
-    for query, params in targets:
-        while True:
-            async with pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(query, {**params, "limit": chunk})
-                count = cur.rowcount
-            deleted += count
-            if count < chunk:
-                break
-            await asyncio.sleep(0)  # let waiting requests have the connection between chunks
+    async with exclusive(pool, PURGE_LOCK) as conn:
+        if conn is None:
+            return 0
+        default = await default_days(pool)
+        targets: list[tuple[str, dict[str, Any]]] = [
+            (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
+            for r in await pipeline_retentions(pool)
+        ]
+        targets.append((_PURGE_UNNAMED, {"cutoff": now_ns - default * _NS_PER_DAY}))
+        for query, params in targets:
+            while True:
+                async with conn.transaction():
+                    cur = await conn.execute(query, {**params, "limit": chunk})
+                    count = cur.rowcount
+                deleted += count
+                if count < chunk:
+                    break
+                await asyncio.sleep(0)  # let waiting requests have the event loop between chunks
     if deleted:
         log.info("purged old runs", runs=deleted)
     return deleted
