@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL URL (env PIPELENS_DATABASE_URL); default: the embedded PostgreSQL",
     )
     parser.add_argument(
+        "--read-database-url",
+        help="a read replica of the database: the dashboard's and the read API's GET requests "
+        "read there (env PIPELENS_READ_DATABASE_URL); default: where ingest writes",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         help="where the embedded PostgreSQL lives (env PIPELENS_DATA_DIR; default: the user's "
@@ -133,6 +138,7 @@ def main(argv: Sequence[str]) -> int:
             host=args.host,
             port=args.port,
             database_url=args.database_url,
+            read_database_url=args.read_database_url,
             data_dir=args.data_dir,
             token=token,
             allowed_hosts=hosts,

@@ -195,8 +195,11 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone()
             if exists is None:
-                # Another process starting on the same data dir may be quicker.
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                # Another process starting on the same data dir may be quicker: PostgreSQL says
+                # so as a duplicate database, or (both creating at once) a unique violation.
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
                     conn.execute(
                         sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database))
                     )

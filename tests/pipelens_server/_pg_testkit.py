@@ -157,11 +157,12 @@ def live_server(app: Litestar) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serve(
-    *args: str, port: int | None = None, stderr: IO[bytes] | None = None
+    *args: str, port: int | None = None, stderr: IO[bytes] | None = None, ready_s: float = 60
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """Run ``pipelens serve`` (without the test's PIPELENS_* environment) on ``port`` (a free
     one by default) until the block ends; yield the process once it is ready, with its URL.
-    Its log goes to ``stderr`` when given (a file the test reads afterwards)."""
+    Its log goes to ``stderr`` when given (a file the test reads afterwards); it has ``ready_s``
+    seconds to become ready."""
     port = free_port() if port is None else port
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
     url = f"http://127.0.0.1:{port}"
@@ -173,7 +174,7 @@ def serve(
             stderr=log,
         )
         try:
-            _wait_ready(process, url, log)
+            _wait_ready(process, url, log, ready_s)
             yield process, url
         finally:
             if process.poll() is None:
@@ -183,7 +184,7 @@ def serve(
 
 @contextlib.contextmanager
 def serve_at_once(
-    count: int, *args: str
+    count: int, *args: str, ready_s: float = 120
 ) -> Iterator[list[tuple[subprocess.Popen[bytes], str, IO[bytes]]]]:
     """Start ``count`` ``pipelens serve`` processes (each on a free port, with ``args``) at the
     same moment, so that their start-ups overlap; yield each once all are ready, with its URL
@@ -204,7 +205,7 @@ def serve_at_once(
             stack.callback(lambda p=process: p.poll() is None and p.kill())
             started.append((process, f"http://127.0.0.1:{port}", log))
         for process, url, log in started:
-            _wait_ready(process, url, log)
+            _wait_ready(process, url, log, ready_s)
         yield started
 
 
@@ -215,8 +216,10 @@ def log_events(log: IO[bytes]) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line) for line in lines if line.startswith("{")]
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 60
+def _wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: IO[bytes], ready_s: float = 60
+) -> None:
+    deadline = time.monotonic() + ready_s
     while True:
         if process.poll() is not None or time.monotonic() > deadline:
             log.seek(0)

@@ -34,12 +34,14 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
+from pipelens.events import Batch, Event, RunFinished, RunStarted, StepFinished, StepStarted
 from pipelens_server import EmbeddedPostgres, Settings, create_app
 from pipelens_server._db._abandon import abandon
 from pipelens_server._db._jobs import ABANDON_LOCK, PURGE_LOCK
 from pipelens_server._db._migrate import migrations
 from pipelens_server._db._retention import CHUNK_RUNS, purge
+from pipelens_server._ingest._decode import batch_rows
+from pipelens_server._ingest._store import create_staging_tables, store
 
 DAY_S = 86_400
 SECOND = 1_000_000_000
@@ -103,6 +105,7 @@ def test_an_abandon_check_leaves_the_work_to_the_process_already_checking(
     assert read_rows(database_url, "silent")["runs"][0]["status"] == "abandoned"
 
 
+@pytest.mark.timeout(300)  # three servers starting at once
 def test_processes_starting_at_once_on_an_empty_database_migrate_it_once(
     empty_database_url: str,
 ) -> None:
@@ -119,6 +122,7 @@ def test_processes_starting_at_once_on_an_empty_database_migrate_it_once(
     assert versions == [m.version for m in migrations()]
 
 
+@pytest.mark.timeout(300)  # three servers starting at once
 def test_processes_starting_at_once_purge_the_old_runs_once(
     client: TestClient[Litestar], database_url: str
 ) -> None:
@@ -200,6 +204,7 @@ def _rows_of(database_url: str, run_id: str) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
+@pytest.mark.timeout(400)  # two servers, 80 requests of 40 events: minutes on two shared cores
 def test_two_processes_ingesting_the_same_runs_at_once_converge(database_url: str) -> None:
     """Two ``pipelens serve`` on one database each get every batch of the same runs at the same
     time (a client retrying against the other process), in opposite orders, each batch mixing
@@ -267,14 +272,20 @@ def embedded_dir() -> Iterator[Path]:
             os.kill(pid, signal.SIGQUIT)
 
 
+@pytest.mark.timeout(400)  # spawned workers and an initdb: minutes on two shared cores
 def test_serve_workers_share_one_port_and_the_embedded_postgres(embedded_dir: Path) -> None:
     """``--workers 2`` runs two worker processes under the serve process, both users of one
     embedded PostgreSQL; a run stored through the port reads back, and SIGTERM stops the workers
     and then PostgreSQL, with status 0."""
     directory = embedded_dir
-    with serve("--workers", "2", "--data-dir", str(directory)) as (process, url):
+    # Spawned workers each import the server afresh: slow on a busy machine.
+    with serve("--workers", "2", "--data-dir", str(directory), ready_s=180) as (process, url):
         embedded = EmbeddedPostgres(directory)
-        users = {int(p) for p in (directory / "embedded-users.txt").read_text().split()}
+        users: set[int] = set()
+        deadline = time.monotonic() + 180  # the first worker ready answers; wait for the other
+        while len(users) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            users = {int(p) for p in (directory / "embedded-users.txt").read_text().split()}
         workers = _children_of(process.pid)
         assert len(users) == 2
         assert users <= workers
@@ -291,6 +302,7 @@ def test_serve_workers_share_one_port_and_the_embedded_postgres(embedded_dir: Pa
         assert embedded.running_pid() is None
 
 
+@pytest.mark.timeout(300)  # spawned workers each import the server
 def test_serve_workers_exits_1_when_the_workers_cannot_start(free_port_url: str) -> None:
     """With an unreachable database no worker starts: the supervisor stops and serve exits 1."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_")}
@@ -318,3 +330,50 @@ def test_serve_workers_exits_1_when_the_workers_cannot_start(free_port_url: str)
 def free_port_url() -> str:
     """The URL of a PostgreSQL that is not there: a free port on 127.0.0.1."""
     return f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+
+
+def test_an_ingest_chosen_as_a_deadlock_victim_is_retried_and_stored(database_url: str) -> None:
+    """Another transaction holds run b and then asks for run a while an ingest holds a and
+    waits for b: PostgreSQL aborts the ingest (the other session waits longer before it looks
+    for deadlocks), and the ingest's retry stores the batch once the other commits."""
+    started, finished = running_run("a")
+    started_b, finished_b = running_run("b")
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with AsyncConnectionPool(
+            database_url, min_size=1, max_size=2, open=False, configure=create_staging_tables
+        ) as pool:
+            await store(pool, batch_rows(Batch(events=[*started, *started_b])), timeout=30)
+            other = await psycopg.AsyncConnection.connect(database_url)
+            try:
+                await other.execute("SET deadlock_timeout = '60s'")
+                await other.execute("SELECT 1 FROM runs WHERE run_id = 'b' FOR UPDATE")
+                rows = batch_rows(Batch(events=[*finished, *finished_b]))
+                ingest_task = asyncio.create_task(store(pool, rows, timeout=30))
+                while not await _a_backend_waits_for_a_lock(database_url):
+                    await asyncio.sleep(0.05)
+                # Blocks until PostgreSQL has aborted the ingest's first attempt, which held a.
+                await other.execute("UPDATE runs SET attributes = '{\"by\": \"other\"}' "
+                                    "WHERE run_id = 'a'")  # fmt: skip
+                await other.commit()
+            finally:
+                await other.close()
+            await ingest_task
+        with psycopg.connect(database_url) as conn:
+            by = conn.execute("SELECT attributes->>'by' FROM runs WHERE run_id = 'a'").fetchone()
+            statuses = [r[0] for r in conn.execute("SELECT status FROM runs ORDER BY run_id")]
+        assert by is not None
+        return by[0], statuses
+
+    assert asyncio.run(scenario()) == ("other", ["completed", "completed"])
+
+
+async def _a_backend_waits_for_a_lock(database_url: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+        ).fetchone()
+    return row is not None and row[0] > 0
