@@ -66,6 +66,9 @@ class EmbeddedPostgres:
             pid = self.running_pid()
             if pid is None:
                 self._pg_ctl_start()
+            elif self._live_users():  # another server process (a --workers sibling) runs it
+                log.info("sharing the embedded PostgreSQL with other server processes", pid=pid)
+                self._wait_ready()
             else:
                 log.warning("taking over a PostgreSQL server left running", pid=pid)
                 self._wait_ready()

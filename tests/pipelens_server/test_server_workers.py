@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -275,11 +276,18 @@ def embedded_dir() -> Iterator[Path]:
 @pytest.mark.timeout(400)  # spawned workers and an initdb: minutes on two shared cores
 def test_serve_workers_share_one_port_and_the_embedded_postgres(embedded_dir: Path) -> None:
     """``--workers 2`` runs two worker processes under the serve process, both users of one
-    embedded PostgreSQL; a run stored through the port reads back, and SIGTERM stops the workers
-    and then PostgreSQL, with status 0."""
+    embedded PostgreSQL (the second says it shares it, not that it took over an orphan); a run
+    stored through the port reads back, and SIGTERM stops the workers and then PostgreSQL, with
+    status 0."""
     directory = embedded_dir
     # Spawned workers each import the server afresh: slow on a busy machine.
-    with serve("--workers", "2", "--data-dir", str(directory), ready_s=180) as (process, url):
+    with (
+        tempfile.TemporaryFile() as log,
+        serve("--workers", "2", "--data-dir", str(directory), stderr=log, ready_s=180) as (
+            process,
+            url,
+        ),
+    ):
         embedded = EmbeddedPostgres(directory)
         users: set[int] = set()
         deadline = time.monotonic() + 180  # the first worker ready answers; wait for the other
@@ -300,6 +308,9 @@ def test_serve_workers_share_one_port_and_the_embedded_postgres(embedded_dir: Pa
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
         assert embedded.running_pid() is None
+        said = [event["event"] for event in log_events(log)]
+    assert "sharing the embedded PostgreSQL with other server processes" in said
+    assert "taking over a PostgreSQL server left running" not in said
 
 
 @pytest.mark.timeout(300)  # spawned workers each import the server
