@@ -21,6 +21,7 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("PIPELENS_INGEST_QUEUE", "ingest_queue", int),
     ("PIPELENS_INGEST_WAIT", "ingest_wait_s", float),
     ("PIPELENS_ABANDON_AFTER", "abandon_after_s", float),
+    ("PIPELENS_WORKERS", "workers", int),
 )
 
 
@@ -40,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         host: Address to listen on (``pipelens serve`` only).
         port: TCP port to listen on (``pipelens serve`` only).
         database_url: A PostgreSQL URL or conninfo; ``None`` starts the embedded PostgreSQL.
+        read_database_url: Where the dashboard's and the read API's GET requests read
+            (``--read-database-url``, ``PIPELENS_READ_DATABASE_URL``): a read replica of
+            ``database_url``; ``None`` reads where ingest writes.
         data_dir: Where the embedded PostgreSQL keeps its files (default: the user's data dir).
         token: When set, every ``/api`` request needs ``Authorization: Bearer <token>``.
         max_body_bytes: Largest request body accepted; larger ones get 413.
@@ -61,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         prices_file: The operator's price file (``--prices``, ``PIPELENS_PRICES``), read by
             ``create_app``: its prices win over genai-prices and prices.json wherever a cost is
             shown.
+        workers: Server processes ``pipelens serve`` starts on one port and one database
+            (``--workers``, ``PIPELENS_WORKERS``).
         allowed_hosts: ``Host`` names the server answers besides its own address (``*`` any,
             ``*.example.com`` a domain's names). Bound to a loopback address the server answers
             only ``127.0.0.1``, ``localhost`` and ``[::1]`` and these (a DNS-rebinding page
@@ -70,6 +76,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 3000
     database_url: str | None = None
+    read_database_url: str | None = None
     data_dir: Path | None = None
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -84,6 +91,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     abandon_after_s: float = 600.0
     allowed_hosts: tuple[str, ...] = ()
     prices_file: Path | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -116,6 +124,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 f"{_MIN_ABANDON_AFTER_S:g} to {_MAX_ABANDON_AFTER_S:g} seconds, got "
                 f"{self.abandon_after_s}"
             )
+        if self.workers < 1:
+            raise ValueError(
+                f"workers (--workers, PIPELENS_WORKERS) must be 1 or more, got {self.workers}"
+            )
         if self.token == "":
             raise ValueError("token must not be empty: leave it unset to disable authentication")
         for name in self.allowed_hosts:
@@ -127,15 +139,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_DATA_DIR``, ``PORT``,
-        ``PIPELENS_TOKEN_FILE`` (preferred) or ``PIPELENS_TOKEN``, ``PIPELENS_ALLOWED_HOSTS``
-        (comma-separated), ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``,
-        ``PIPELENS_INGEST_WAIT``, ``PIPELENS_ABANDON_AFTER`` and ``PIPELENS_PRICES`` (the path of
-        a price file); keyword arguments that are not ``None`` take precedence."""
+        """Settings from ``PIPELENS_DATABASE_URL``, ``PIPELENS_READ_DATABASE_URL``,
+        ``PIPELENS_DATA_DIR``, ``PORT``, ``PIPELENS_TOKEN_FILE`` (preferred) or
+        ``PIPELENS_TOKEN``, ``PIPELENS_ALLOWED_HOSTS`` (comma-separated),
+        ``PIPELENS_MAX_INFLIGHT_INGESTS``, ``PIPELENS_INGEST_QUEUE``, ``PIPELENS_INGEST_WAIT``,
+        ``PIPELENS_ABANDON_AFTER``, ``PIPELENS_WORKERS`` and ``PIPELENS_PRICES`` (the path of a
+        price file); keyword arguments that are not ``None`` take precedence."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if url := env.get("PIPELENS_DATABASE_URL"):
             values["database_url"] = url
+        if url := env.get("PIPELENS_READ_DATABASE_URL"):
+            values["read_database_url"] = url
         if data_dir := env.get("PIPELENS_DATA_DIR"):
             values["data_dir"] = Path(data_dir)
         for variable, name, kind in _NUMBERS:

@@ -2,15 +2,27 @@
 
 uvicorn turns SIGTERM and SIGINT into a graceful shutdown, which runs the app's lifespan exit:
 the pool closes and the embedded PostgreSQL, when this process started it, stops.
+
+With ``--workers N`` uvicorn's supervisor binds the port once and starts N worker processes
+(spawned, so each imports the app afresh through :func:`worker_app`, which reads the parent's
+validated settings from the environment). Each worker is a whole server: they share the embedded
+PostgreSQL (the last one out stops it) or the ``--database-url``; migrations and the periodic
+jobs take advisory locks, so they run once however many workers start. A worker that dies is
+replaced; a worker that cannot start stops them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar
 
 from pipelens_server._logging import configure_logging
 from pipelens_server._settings import Settings, read_token_file, split_hosts
@@ -28,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database-url",
         help="PostgreSQL URL (env PIPELENS_DATABASE_URL); default: the embedded PostgreSQL",
+    )
+    parser.add_argument(
+        "--read-database-url",
+        help="a read replica of the database: the dashboard's and the read API's GET requests "
+        "read there (env PIPELENS_READ_DATABASE_URL); default: where ingest writes",
     )
     parser.add_argument(
         "--data-dir",
@@ -58,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow listening on a non-loopback address without a token",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes on one port and one database, to use more cores (env "
+        "PIPELENS_WORKERS, default 1)",
     )
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (16 MiB)")
     ingest = parser.add_argument_group(
@@ -114,6 +138,7 @@ def main(argv: Sequence[str]) -> int:
             host=args.host,
             port=args.port,
             database_url=args.database_url,
+            read_database_url=args.read_database_url,
             data_dir=args.data_dir,
             token=token,
             allowed_hosts=hosts,
@@ -124,6 +149,7 @@ def main(argv: Sequence[str]) -> int:
             ingest_wait_s=args.ingest_wait,
             abandon_after_s=args.abandon_after,
             prices_file=args.prices,
+            workers=args.workers,
         )
     except ValueError as exc:
         print(f"pipelens serve: {exc}", file=sys.stderr)
@@ -141,17 +167,18 @@ def main(argv: Sequence[str]) -> int:
     import uvicorn  # the server's heaviest import, only once the arguments are known good
 
     configure_logging()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        lifespan="on",
-        ws="none",
-        server_header=False,
-        access_log=False,
-        log_config=None,  # configure_logging routes uvicorn's loggers already
-    )
-    server = uvicorn.Server(config)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "lifespan": "on",
+        "ws": "none",
+        "server_header": False,
+        "access_log": False,
+        "log_config": None,  # configure_logging routes uvicorn's loggers already
+    }
+    if settings.workers > 1:
+        return _serve_workers(settings, options)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     # After its graceful shutdown uvicorn re-raises the signal it caught: make that a clean exit
     # (status 0) instead of a death by SIGTERM or a KeyboardInterrupt traceback.
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -163,6 +190,42 @@ def main(argv: Sequence[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
     # A failed start-up (say, an unreachable database) leaves ``started`` False.
     return 0 if server.started else 1
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
+    """Serve with ``settings.workers`` processes under uvicorn's supervisor until SIGTERM or
+    SIGINT; 1 when a worker could not start."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    # Spawned workers inherit the environment: the settings travel there, already validated.
+    os.environ[_WORKER_SETTINGS] = msgspec.json.encode(settings, enc_hook=str).decode()
+    config = uvicorn.Config(
+        f"{__name__}:worker_app", factory=True, workers=settings.workers, **options
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+    return 1 if failed else 0
+
+
+#: The environment variable that hands the parent's settings to ``--workers``' processes.
+_WORKER_SETTINGS = "PIPELENS_WORKER_SETTINGS"
+
+
+def worker_app() -> Litestar:
+    """The app of one ``--workers`` process (uvicorn's factory), with its parent's settings."""
+    settings = msgspec.json.decode(
+        os.environ[_WORKER_SETTINGS], type=Settings, dec_hook=_decode_path
+    )
+    return create_app(settings)
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot decode {kind!r}")
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

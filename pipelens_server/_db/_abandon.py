@@ -14,7 +14,8 @@ before their start.
 started late in a run already abandoned is closed by the next check too. The check reads only the
 partial indexes of running runs and running steps (migration 0009), so it stays cheap however
 many finished runs there are, and closes :data:`CHUNK_RUNS` runs per short transaction, skipping
-the rows an ingest holds.
+the rows an ingest holds. One process at a time checks (an advisory lock, ``_jobs``), so two
+servers on one database never close the same late steps side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import structlog
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._jobs import ABANDON_LOCK, exclusive
 from pipelens_server._db._rollup import NOTE_DIRTY, count_of
 from pipelens_server._settings import Settings
 
@@ -89,20 +91,24 @@ async def abandon(
     chunk: int = CHUNK_RUNS,
 ) -> int:
     """Mark ``abandoned`` the running runs not heard of in ``abandon_after_s`` seconds, with
-    their open steps; return how many runs."""
+    their open steps; return how many runs (0 as well when another process is checking:
+    ``_jobs.exclusive``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     cutoff = now_ns - int(abandon_after_s * 1e9)
     closed = 0
-    while True:
-        async with pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_ABANDON, {"cutoff": cutoff, "limit": chunk})
-            count = await count_of(cur)
-        closed += count
-        if count < chunk:
-            break
-        await asyncio.sleep(0)  # let waiting requests have the connection between chunks
-    async with pool.connection() as conn:
-        await conn.execute(_CLOSE_LATE_STEPS)
+    async with exclusive(pool, ABANDON_LOCK) as conn:
+        if conn is None:
+            return 0
+        while True:
+            async with conn.transaction():
+                cur = await conn.execute(_ABANDON, {"cutoff": cutoff, "limit": chunk})
+                count = await count_of(cur)
+            closed += count
+            if count < chunk:
+                break
+            await asyncio.sleep(0)  # let waiting requests have the event loop between chunks
+        async with conn.transaction():
+            await conn.execute(_CLOSE_LATE_STEPS)
     if closed:
         log.info("runs abandoned by their clients", runs=closed, after_s=abandon_after_s)
     return closed

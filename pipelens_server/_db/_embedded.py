@@ -66,6 +66,9 @@ class EmbeddedPostgres:
             pid = self.running_pid()
             if pid is None:
                 self._pg_ctl_start()
+            elif self._live_users():  # another server process (a --workers sibling) runs it
+                log.info("sharing the embedded PostgreSQL with other server processes", pid=pid)
+                self._wait_ready()
             else:
                 log.warning("taking over a PostgreSQL server left running", pid=pid)
                 self._wait_ready()
@@ -195,8 +198,11 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone()
             if exists is None:
-                # Another process starting on the same data dir may be quicker.
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                # Another process starting on the same data dir may be quicker: PostgreSQL says
+                # so as a duplicate database, or (both creating at once) a unique violation.
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
                     conn.execute(
                         sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database))
                     )

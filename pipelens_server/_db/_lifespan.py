@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 import anyio.to_thread
 import psycopg
 import structlog
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
@@ -100,6 +100,7 @@ async def database_lifespan(
             async with pool.connection() as conn:
                 await migrate(conn)
             app.state.pool = pool
+            app.state.read_pool = await _open_read_pool(settings) or pool
             health = app.state.database_health = DatabaseHealth()
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
             watchdog = asyncio.create_task(
@@ -114,15 +115,54 @@ async def database_lifespan(
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog
         finally:
+            if app.state.get("read_pool") not in (None, pool):
+                await app.state.read_pool.close()
             await pool.close()
     finally:
         if embedded is not None:
             await anyio.to_thread.run_sync(embedded.stop)
 
 
-def provide_pool(state: State) -> AsyncConnectionPool[Any]:
-    """The app's connection pool."""
-    pool: AsyncConnectionPool[Any] = state.pool
+async def _open_read_pool(settings: Settings) -> AsyncConnectionPool[Any] | None:
+    """The pool of ``--read-database-url`` (``None`` without one), its sessions read-only: a
+    read that would write fails there as it would on a replica, even when the URL names the
+    primary."""
+    conninfo = settings.read_database_url
+    if conninfo is None:
+        return None
+    try:
+        await _check_reachable(conninfo)
+    except ServerError as exc:
+        log.error("the server cannot start", error=str(exc))  # noqa: TRY400 - uvicorn logs the traceback
+        raise
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        open=False,
+        configure=_read_only,
+        timeout=settings.pool_timeout_s,
+        name="pipelens-read",
+    )
+    await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+    log.info("reads from", database=redacted(conninfo))
+    return pool
+
+
+async def _read_only(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("SET default_transaction_read_only = on")
+    await conn.commit()
+
+
+#: The methods whose requests only read: they may go to the read pool.
+_READS = frozenset({"GET", "HEAD"})
+
+
+def provide_pool(state: State, request: Request[Any, Any, Any]) -> AsyncConnectionPool[Any]:
+    """The pool a request uses: the read pool (``--read-database-url``, else the same) for GET
+    and HEAD, the app's pool for every write. Login sessions and the periodic jobs use
+    ``state.pool`` directly: a session just opened must be found, replica lag or not."""
+    pool: AsyncConnectionPool[Any] = state.read_pool if request.method in _READS else state.pool
     return pool
 
 

@@ -4,13 +4,14 @@ Every pipeline keeps its runs for the server-wide default (14 days, as the seed 
 its own number of days (migration 0005). The purge runs at start-up (before the first request)
 and then every :data:`PURGE_INTERVAL_S` in the app's lifespan. It deletes the runs whose
 ``start_ns`` is older than their pipeline's retention, with their steps, :data:`CHUNK_RUNS` runs
-per transaction: each transaction is short and gives its connection back to the pool before the
-next, and runs an ingest holds (``FOR UPDATE SKIP LOCKED``) are left for the next round, so
-ingest never waits long. A run known only from its steps (no run event yet) is as old as its
-earliest step; a run of a pipeline whose ``start_ns`` is unknown is kept. A score whose run
-never came (or was deleted before the score arrived) follows the default too, once both the time
-it was given and the time it arrived are older than that: a score sent just before its run, even
-one backdated, is never taken for an orphan.
+per transaction: each transaction is short, and runs an ingest holds (``FOR UPDATE SKIP LOCKED``)
+are left for the next round, so ingest never waits long. One process at a time purges (an
+advisory lock, ``_jobs``): several servers on one database never purge side by side. A run
+known only from its steps (no run event yet) is as old as its earliest step; a run of a pipeline
+whose ``start_ns`` is unknown is kept. A score whose run never came (or was deleted before the
+score arrived) follows the default too, once both the time it was given and the time it arrived
+are older than that: a score sent just before its run, even one backdated, is never taken for an
+orphan.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import structlog
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 
+from pipelens_server._db._jobs import PURGE_LOCK, exclusive
 from pipelens_server._db._rollup import NOTE_DIRTY, count_of
 from pipelens_server._errors import ServerError
 
@@ -191,37 +194,41 @@ async def purge(
     pool: AsyncConnectionPool[Any], *, now_ns: int | None = None, chunk: int = CHUNK_RUNS
 ) -> int:
     """Delete the runs (and their steps and scores) older than their pipeline's retention, and
-    the scores of no stored run older than the default; return how many runs were deleted."""
+    the scores of no stored run older than the default; return how many runs were deleted (0 as
+    well when another process is purging: ``_jobs.exclusive``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    default = await default_days(pool)
-    targets: list[tuple[str, dict[str, Any]]] = [
-        (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
-        for r in await pipeline_retentions(pool)
-    ]
-    default_cutoff = {"cutoff": now_ns - default * _NS_PER_DAY}
-    targets.append((_PURGE_UNNAMED, default_cutoff))
-    deleted = 0
-    for query, params in targets:
-        deleted += await _in_chunks(pool, query, params, chunk)
-    orphans = await _in_chunks(pool, _PURGE_ORPHAN_SCORES, default_cutoff, chunk)
+    async with exclusive(pool, PURGE_LOCK) as conn:
+        if conn is None:
+            return 0
+        default = await default_days(pool)
+        targets: list[tuple[str, dict[str, Any]]] = [
+            (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
+            for r in await pipeline_retentions(pool)
+        ]
+        default_cutoff = {"cutoff": now_ns - default * _NS_PER_DAY}
+        targets.append((_PURGE_UNNAMED, default_cutoff))
+        deleted = 0
+        for query, params in targets:
+            deleted += await _in_chunks(conn, query, params, chunk)
+        orphans = await _in_chunks(conn, _PURGE_ORPHAN_SCORES, default_cutoff, chunk)
     if deleted or orphans:
         log.info("purged old runs", runs=deleted, orphan_scores=orphans)
     return deleted
 
 
 async def _in_chunks(
-    pool: AsyncConnectionPool[Any], query: str, params: dict[str, Any], chunk: int
+    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any], chunk: int
 ) -> int:
     """Run the ``DELETE`` ``query`` (``chunk`` rows a transaction, answering its ``count(*)``)
     until it deletes fewer than ``chunk``; how many rows it deleted."""
     deleted = 0
     while True:
-        async with pool.connection() as conn, conn.transaction():
+        async with conn.transaction():
             count = await count_of(await conn.execute(query, {**params, "limit": chunk}))
         deleted += count
         if count < chunk:
             return deleted
-        await asyncio.sleep(0)  # let waiting requests have the connection between chunks
+        await asyncio.sleep(0)  # let waiting requests have the event loop between chunks
 
 
 async def _purge_within(pool: AsyncConnectionPool[Any], budget_s: float) -> bool:

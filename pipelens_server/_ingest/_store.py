@@ -2,16 +2,17 @@
 
 The whole batch is one transaction; the caller answers 202 only after it committed. Rows are
 inserted in key order so that two batches touching the same rows lock them in the same order;
-a deadlock or serialization failure that happens anyway is retried. Updates that would change
-nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent batch writes nothing
-but the time its running runs were last heard of (``runs.last_seen_ns``, which the abandoned-run
-check in ``_db._abandon`` reads; moved at most once a second per run). All SQL here is built
-from the module's constants, never from input.
+a deadlock or serialization failure that happens anyway is retried after a short random wait.
+Updates that would change nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent
+batch writes nothing but the time its running runs were last heard of (``runs.last_seen_ns``,
+which the abandoned-run check in ``_db._abandon`` reads; moved at most once a second per run).
+All SQL here is built from the module's constants, never from input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -33,6 +34,8 @@ from pipelens_server._settings import Settings
 log = structlog.get_logger("pipelens_server.ingest")
 
 _ATTEMPTS = 3
+#: Seconds over which a retried transaction's start is spread (times the attempt).
+_RETRY_SPREAD_S = 0.05
 Result = TypeVar("Result")
 
 
@@ -249,6 +252,9 @@ async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -
             if attempt == _ATTEMPTS:
                 raise
             log.info("ingest transaction retried", attempt=attempt, reason=type(exc).__name__)
+            # Apart, at random: the other transaction, often the same batch sent to another
+            # process, commits first instead of meeting this one again at once.
+            await asyncio.sleep(random.uniform(0, _RETRY_SPREAD_S * attempt))
 
 
 async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:

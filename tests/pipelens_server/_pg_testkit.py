@@ -156,13 +156,17 @@ def live_server(app: Litestar) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def serve(
+    *args: str, port: int | None = None, stderr: IO[bytes] | None = None, ready_s: float = 60
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """Run ``pipelens serve`` (without the test's PIPELENS_* environment) on ``port`` (a free
-    one by default) until the block ends; yield the process once it is ready, with its URL."""
+    one by default) until the block ends; yield the process once it is ready, with its URL.
+    Its log goes to ``stderr`` when given (a file the test reads afterwards); it has ``ready_s``
+    seconds to become ready."""
     port = free_port() if port is None else port
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
+    with contextlib.nullcontext(stderr) if stderr else tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *args],
             env=env,
@@ -170,7 +174,7 @@ def serve(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Pope
             stderr=log,
         )
         try:
-            _wait_ready(process, url, log)
+            _wait_ready(process, url, log, ready_s)
             yield process, url
         finally:
             if process.poll() is None:
@@ -178,8 +182,44 @@ def serve(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Pope
             process.wait(30)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 60
+@contextlib.contextmanager
+def serve_at_once(
+    count: int, *args: str, ready_s: float = 120
+) -> Iterator[list[tuple[subprocess.Popen[bytes], str, IO[bytes]]]]:
+    """Start ``count`` ``pipelens serve`` processes (each on a free port, with ``args``) at the
+    same moment, so that their start-ups overlap; yield each once all are ready, with its URL
+    and its log (a file to read afterwards)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELENS_") and k != "PORT"}
+    with contextlib.ExitStack() as stack:
+        started = []
+        for _ in range(count):
+            log = stack.enter_context(tempfile.TemporaryFile())
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pipelens", "serve", "--port", str(port), *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            stack.callback(process.wait, 30)
+            stack.callback(lambda p=process: p.poll() is None and p.kill())
+            started.append((process, f"http://127.0.0.1:{port}", log))
+        for process, url, log in started:
+            _wait_ready(process, url, log, ready_s)
+        yield started
+
+
+def log_events(log: IO[bytes]) -> list[dict[str, Any]]:
+    """The JSON log lines a server wrote to ``log`` so far."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    return [msgspec.json.decode(line) for line in lines if line.startswith("{")]
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: IO[bytes], ready_s: float = 60
+) -> None:
+    deadline = time.monotonic() + ready_s
     while True:
         if process.poll() is not None or time.monotonic() > deadline:
             log.seek(0)

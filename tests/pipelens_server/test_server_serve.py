@@ -63,6 +63,7 @@ def test_serve_refuses_a_public_address_without_a_token(
         (["--ingest-wait", "-1"], "--ingest-wait"),
         (["--abandon-after", "0"], "--abandon-after"),
         (["--abandon-after", "nan"], "--abandon-after"),
+        (["--workers", "0"], "--workers"),
     ],
 )
 def test_serve_refuses_a_bad_ingest_limit_naming_its_flag(
