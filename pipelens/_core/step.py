@@ -544,7 +544,14 @@ def open_step(
         remote = root_parent()
         if remote is not None:
             return open_continued(
-                name, remote[0], remote[1], None, owned=True, inputs=inputs, kind=kind
+                name,
+                remote[0],
+                remote[1],
+                None,
+                owned=True,
+                inputs=inputs,
+                kind=kind,
+                tracestate=remote[2],
             )
     if parent is None:
         run = Run(name, transport=settings.transport)
@@ -569,10 +576,10 @@ def open_step(
     return step
 
 
-#: Asked when a run's root step opens: ``(run id, parent span id)`` of a parent outside
-#: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
-#: ``pipelens._otel.bridge``; the core knows no OTel.
-root_parent: Callable[[], tuple[str, str] | None] | None = None
+#: Asked when a run's root step opens: ``(run id, parent span id, other vendors' tracestate
+#: entries)`` of a parent outside PipeLens to open it under (an OTel span current in this
+#: process), or ``None``. Set by ``pipelens._otel.bridge``; the core knows no OTel.
+root_parent: Callable[[], tuple[str, str, tuple[str, ...]] | None] | None = None
 
 #: ``.value``: ``(run id, step id, step key, transport)`` of the step in another process that
 #: submitted the task this thread runs (set around the task by ``pipelens._otel.processes`` in a
@@ -674,6 +681,7 @@ def open_run(
     key = sanitize_name(pipeline)
     if remote is not None:
         run.remote_parent_id = remote[1]
+        run.remote_tracestate = remote[2]
         key = _part_key(pipeline, n)
     t0 = _perf_ns()
     step = run.root = _make(
