@@ -104,6 +104,7 @@ class Run:
         "_quiet",
         "_scrub_inline",
         "_send_starts",
+        "_starts_asked",
         "_transport",
         "dropped_events",
         "id",
@@ -126,7 +127,7 @@ class Run:
     ) -> None:
         self.id = run_id if run_id is not None else clock.new_run_id()
         self.pipeline = pipeline
-        self._send_starts = send_starts
+        self._starts_asked = send_starts
         self.step_count = 0
         self.dropped_events = 0
         self._has_llm = False  # an LLM call was recorded: RunFinished carries the usage
@@ -148,6 +149,9 @@ class Run:
         # Our batching transports scrub secrets on their own thread; any other one is handed
         # events already scrubbed.
         self._scrub_inline = not getattr(transport, "scrubs_events", False)
+        # A transport that makes nothing of starts (an OTLP export: a span is a finished step)
+        # is sent none, a step's inputs riding on its finish instead: half the events to build.
+        self._send_starts = self._starts_asked and getattr(transport, "wants_starts", True)
         self._quiet = transport is None and listeners is None
 
     @property
