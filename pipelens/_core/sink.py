@@ -16,7 +16,10 @@ class Transport(Protocol):
     """Receives every event of the runs that use it.
 
     ``send`` must return quickly and never raise; it returns ``False`` when the event was dropped
-    (the run then counts it in ``dropped_events``).
+    (the run then counts it in ``dropped_events``). Optional attributes a run reads:
+    ``scrubs_events`` (true: the transport scrubs secrets itself, off the caller's thread) and
+    ``wants_starts`` (false: send no ``RunStarted``/``StepStarted``, a step's inputs ride on its
+    ``StepFinished``).
     """
 
     def send(self, event: Event) -> bool: ...

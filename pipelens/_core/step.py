@@ -121,6 +121,7 @@ class Run:
         "_quiet",
         "_scrub_inline",
         "_send_starts",
+        "_starts_asked",
         "_transport",
         "dropped_events",
         "id",
@@ -143,7 +144,7 @@ class Run:
     ) -> None:
         self.id = run_id if run_id is not None else clock.new_run_id()
         self.pipeline = pipeline
-        self._send_starts = send_starts
+        self._starts_asked = send_starts
         self.step_count = 0
         self.dropped_events = 0
         self._has_llm = False  # an LLM call was recorded: RunFinished carries the usage
@@ -165,6 +166,9 @@ class Run:
         # Our batching transports scrub secrets on their own thread; any other one is handed
         # events already scrubbed.
         self._scrub_inline = not getattr(transport, "scrubs_events", False)
+        # A transport that makes nothing of starts (an OTLP export: a span is a finished step)
+        # is sent none, a step's inputs riding on its finish instead: half the events to build.
+        self._send_starts = self._starts_asked and getattr(transport, "wants_starts", True)
         self._quiet = transport is None and listeners is None
 
     @property
@@ -556,7 +560,14 @@ def open_step(
         remote = root_parent()
         if remote is not None:
             return open_continued(
-                name, remote[0], remote[1], None, owned=True, inputs=inputs, kind=kind
+                name,
+                remote[0],
+                remote[1],
+                None,
+                owned=True,
+                inputs=inputs,
+                kind=kind,
+                tracestate=remote[2],
             )
     if parent is None:
         run = Run(name, transport=settings.transport)
@@ -581,10 +592,10 @@ def open_step(
     return step
 
 
-#: Asked when a run's root step opens: ``(run id, parent span id)`` of a parent outside
-#: PipeLens to open it under (an OTel span current in this process), or ``None``. Set by
-#: ``pipelens._otel.bridge``; the core knows no OTel.
-root_parent: Callable[[], tuple[str, str] | None] | None = None
+#: Asked when a run's root step opens: ``(run id, parent span id, other vendors' tracestate
+#: entries)`` of a parent outside PipeLens to open it under (an OTel span current in this
+#: process), or ``None``. Set by ``pipelens._otel.bridge``; the core knows no OTel.
+root_parent: Callable[[], tuple[str, str, tuple[str, ...]] | None] | None = None
 
 #: ``.value``: ``(run id, step id, step key, transport)`` of the step in another process that
 #: submitted the task this thread runs (set around the task by ``pipelens._otel.processes`` in a
@@ -686,6 +697,7 @@ def open_run(
     key = sanitize_name(pipeline)
     if remote is not None:
         run.remote_parent_id = remote[1]
+        run.remote_tracestate = remote[2]
         key = _part_key(pipeline, n)
     t0 = _perf_ns()
     step = run.root = _make(

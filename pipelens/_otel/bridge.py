@@ -32,6 +32,7 @@ from typing import Any, cast
 from pipelens._core import containment, step
 from pipelens._core.context import current_step_var
 from pipelens._otel.trace_context import (
+    foreign_entries,
     merge_tracestate,
     run_id_of,
     trace_id_of,
@@ -124,9 +125,11 @@ def uninstall_context() -> None:
         _wrapped = None
 
 
-def root_parent() -> tuple[str, str] | None:
-    """``(run id, span id)`` of the OTel span a new run's root opens under, if OTel is imported
-    and a span is current: the run is the span's trace (its id as a UUID).
+def root_parent() -> tuple[str, str, tuple[str, ...]] | None:
+    """``(run id, span id, tracestate entries)`` of the OTel span a new run's root opens under,
+    if OTel is imported and a span is current: the run is the span's trace (its id as a UUID),
+    and the other vendors' entries of the span's ``tracestate`` go on with the run's outgoing
+    requests and OTel spans, as those of a continued run do.
 
     Called by the core whenever a run's root step opens (see :func:`install`).
     """
@@ -139,7 +142,12 @@ def root_parent() -> tuple[str, str] | None:
         span_context = trace.get_current_span().get_span_context()
         if not span_context.is_valid:
             return None
-        return run_id_of(f"{span_context.trace_id:032x}"), f"{span_context.span_id:016x}"
+        state = span_context.trace_state
+        return (
+            run_id_of(f"{span_context.trace_id:032x}"),
+            f"{span_context.span_id:016x}",
+            foreign_entries(state.to_header()) if state else (),
+        )
     except Exception as exc:
         containment.internal_error("otel.root_parent", exc)
         return None

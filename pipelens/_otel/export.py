@@ -40,6 +40,9 @@ class OtlpTransport(HttpTransport):
 
     _path = TRACES_PATH
     _content_type = "application/x-protobuf"
+    #: A span is a finished step: sent alone, the run sends no starts (the caller's thread
+    #: builds half the events), the inputs riding on each step's finish.
+    wants_starts = False
 
     def __init__(
         self,

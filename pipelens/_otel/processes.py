@@ -8,9 +8,10 @@ spool) with the capture settings of the parent. In the worker the task builds th
 once per process, and any run's root the task opens (a ``@step`` called with no step current)
 continues the parent's run under the submitting step, as ``continue_run`` does across HTTP:
 keys ``{parent key}.{name}___{step id}``, no ``RunStarted``/``RunFinished`` (the run is the
-parent's). Before the task answers, the worker's transport is flushed: a pool may end its
-workers with ``terminate()`` (``multiprocessing.Pool``'s ``with`` block does) as soon as the
-last answer is in, and a finished parent run then finds its workers' steps already sent.
+parent's), OTel spans started in them nested under them (``bridge.follow_otel``). Before the
+task answers, the worker's transport is flushed: a pool may end its workers with
+``terminate()`` (``multiprocessing.Pool``'s ``with`` block does) as soon as the last answer is
+in, and a finished parent run then finds its workers' steps already sent.
 
 Patched once the program calls ``pipelens.auto_patch()`` or ``configure(propagate_processes=True)``
 (never at ``import pipelens``), each when its module is imported (a post-import hook: importing
@@ -40,6 +41,7 @@ from pipelens._core.context import current_step_var
 from pipelens._core.settings import settings
 from pipelens._core.sink import Transport
 from pipelens._core.step import task_parent
+from pipelens._otel.bridge import follow_otel
 from pipelens._transports import combine, parts_of
 
 #: The capture settings a worker takes from its parent with each task.
@@ -98,6 +100,9 @@ class Task:
         except Exception as exc:
             containment.internal_error("processes.task", exc)
             return self.fn(*args, **kwargs)
+        # The task's steps open through ``task_parent``, never asking the bridge for an OTel
+        # parent: wrap OTel's context here so OTel spans they start nest under them.
+        follow_otel()
         # Forked, this process holds a copy of the parent's current step: not ours to extend.
         token = current_step_var.set(None)
         before = getattr(task_parent, "value", None)

@@ -25,7 +25,8 @@ when the first batch is encoded. A finished step is one span (OTLP has no open s
   scalar request
   parameters, ``gen_ai.input.messages``/``gen_ai.output.messages`` as JSON text.
 
-A step's inputs travel in its start event; they are held here until its end (at most
+A step's inputs travel in its start event (when the run sends starts: with the export alone it
+sends none, and they ride on the finish); they are held here until its end (at most
 :data:`MAX_OPEN` steps: beyond, the oldest are forgotten and their spans have no inputs).
 """
 
@@ -195,13 +196,11 @@ class SpanEncoder:
             ("pipelens.records", step.records),
             ("pipelens.llm", step.llm),
         ]
-        run = self._runs.get(step.run_id)
         if step.parent_id is None:  # a run's root
-            pipeline = run.pipeline if run is not None else None
-            if pipeline is None and finished is not None:
-                pipeline = finished.pipeline
-            attributes.append(("pipelens.pipeline", pipeline))
+            # Its start, or (sent alone, an OTLP export gets no starts) its end, in this batch.
+            run = self._runs.get(step.run_id) or finished
             if run is not None:
+                attributes.append(("pipelens.pipeline", run.pipeline))
                 attributes += [(f"pipelens.run.{k}", v) for k, v in run.attributes.items()]
         if inputs is None:
             inputs = step.inputs

@@ -23,6 +23,8 @@ class Fanout:
         self.parts = parts
         # The run scrubs inline unless every part scrubs on its own thread.
         self.scrubs_events = all(getattr(p, "scrubs_events", False) for p in parts)
+        # Starts are sent when any part wants them (the others skip them).
+        self.wants_starts = any(getattr(p, "wants_starts", True) for p in parts)
 
     def __repr__(self) -> str:
         return f"<Fanout {list(self.parts)!r}>"

@@ -14,7 +14,14 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    Tracer,
+    TraceState,
+    set_span_in_context,
+)
 
 import pipelens
 from pipelens._otel import bridge
@@ -247,3 +254,38 @@ def test_an_otel_span_in_a_continued_run_carries_the_other_vendors_entries(
     (span,) = exporter.get_finished_spans()
     assert list(span.context.trace_state.keys()) == ["pipelens", "congo", "rojo"]
     assert span.context.trace_state["congo"] == "t61rcWkgMzE"
+
+
+def test_a_run_opened_under_an_otel_span_passes_its_other_vendors_entries_on(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider],
+) -> None:
+    """The foreign ``tracestate`` of the OTel span a run (``@step`` or ``Pipeline``) opens
+    under goes on after our entry: in ``propagation_headers()`` and in the OTel spans started
+    in the run."""
+    tracer, exporter, _ = otel
+    state = TraceState([("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")])
+    caller = NonRecordingSpan(
+        SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0xB7AD6B7169203331,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=state,
+        )
+    )
+
+    @pipelens.step
+    def work() -> str:
+        with tracer.start_as_current_span("db"):
+            pass
+        return pipelens.propagation_headers()["tracestate"]
+
+    with tracer.start_as_current_span("request", context=set_span_in_context(caller)):
+        sent = work()
+        with pipelens.Pipeline("qa").run():
+            sent_by_pipeline = pipelens.propagation_headers()["tracestate"]
+    for value in (sent, sent_by_pipeline):
+        assert value.startswith("pipelens=")
+        assert value.split(",")[1:] == ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"]
+    db = _by_name(exporter)["db"]
+    assert list(db.context.trace_state.keys()) == ["pipelens", "congo", "rojo"]

@@ -254,5 +254,32 @@ def test_a_closed_otlp_export_spools_no_event_it_cannot_encode(
     pipelens.configure(transport=transport)
     retrieve("q")
     stats = pipelens.transport_stats(transport)
-    assert (stats.dropped, stats.spooled) == (4, 0)  # run and step, start and end
+    # The step's end and the run's: an export alone is sent no starts.
+    assert (stats.dropped, stats.spooled) == (2, 0)
     assert not (tmp_path / "otlp-spool").exists() or not any((tmp_path / "otlp-spool").iterdir())
+
+
+def test_the_export_alone_is_sent_no_starts_and_loses_nothing_of_them(
+    receiver: tuple[str, Received],
+) -> None:
+    """An OTLP export alone gets each step once, at its end (a span is a finished step: the
+    caller's thread builds no start events), with the inputs the start would have carried and
+    the run's metadata, set mid-run, on the root."""
+    url, received = receiver
+    export = pipelens.OtlpTransport(url)
+    pipelens.configure(transport=export)
+
+    @pipelens.step
+    def job(query: str) -> None:
+        pipelens.set_run(metadata={"tenant": "acme"})
+        retrieve(query)
+
+    job("q")
+    assert pipelens.flush(10) is True
+    spans = {s.name: s for s in received.spans()}
+    assert msgspec.json.decode(attributes(spans["retrieve"])["input.value"]) == {"query": "q"}
+    assert msgspec.json.decode(attributes(spans["job"])["input.value"]) == {"query": "q"}
+    assert attributes(spans["job"])["pipelens.run.tenant"] == "acme"
+    assert attributes(spans["job"])["pipelens.pipeline"] == "job"
+    # Two steps' ends and the run's: three events batched, no start among them.
+    assert export.sent == 3

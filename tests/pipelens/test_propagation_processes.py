@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import _otel_worker
 import _picklable
 import pytest
 from _ingest_server import IngestServer
 
 import pipelens
+from pipelens._otel.trace_context import trace_id_of
 from pipelens.events import RunStarted, StepFinished, StepStarted
 from pipelens.testing import CapturedEvents
 
@@ -323,3 +325,20 @@ def test_auto_patch_or_configure_patches_the_process_entry_points(call: str) -> 
     points, whether their modules were imported before the call or are imported after it."""
     script = f"import multiprocessing.pool\nimport pipelens\n{call}\n"
     assert _entry_points_after(script) == [_OURS] * 3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_otel_spans_in_a_worker_step_nest_under_it(server: IngestServer, method: str) -> None:
+    """An OTel span started inside a worker's step (a real process) has that step as parent, in
+    the parent's run's trace: the worker wraps OTel's context as the parent process does."""
+
+    @pipelens.step
+    def fan_out() -> tuple[str, str]:
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(_otel_worker.query, 1).result()
+
+    trace_id, parent_span_id = fan_out()
+    pipelens.flush(10)
+    (query,) = [e for e in _finished(server).values() if e.name == "query"]
+    assert (trace_id, parent_span_id) == (trace_id_of(query.run_id), query.step_id)
