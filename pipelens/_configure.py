@@ -310,8 +310,8 @@ def auto_patch(*libraries: types.ModuleType | str) -> list[str]:
                 f"auto_patch({name!r}): {name} is not installed; pip install {name}"
             ) from None
         names.append(name)
-    # The process entry points are patched from here, not at ``import pipelens``: importing
-    # PipeLens changes nothing in the program until it asks.
+    # The process entry points are patched from here, not at ``import pipelens`` (which wraps only
+    # the thread entry points, so that a thread started in a step carries the step's context).
     processes.install()
     return names
 

@@ -67,6 +67,8 @@ MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: long as four metadata values (not indexed); the score id (the giver's) as long as a step id.
 MAX_SCORE_NAME_BYTES = 256
 MAX_SCORE_VALUE_BYTES = 256
+#: The largest magnitude of a numeric score (sums and means of many stay far inside a float).
+MAX_SCORE_NUMBER = 1e15
 MAX_COMMENT_BYTES = 4096
 MAX_SCORE_ID_BYTES = 1024
 #: What ends a string the client cut to a limit (keys also get a digest, to stay unique).

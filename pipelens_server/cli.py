@@ -215,9 +215,13 @@ _WORKER_SETTINGS = "PIPELENS_WORKER_SETTINGS"
 
 
 def worker_app() -> Litestar:
-    """The app of one ``--workers`` process (uvicorn's factory), with its parent's settings."""
+    """The app of one ``--workers`` process (uvicorn's factory), with its parent's settings.
+
+    The settings hold the token and the database passwords: taken out of the environment at
+    once, so that nothing this process starts (the embedded PostgreSQL runs as another OS user)
+    inherits them."""
     settings = msgspec.json.decode(
-        os.environ[_WORKER_SETTINGS], type=Settings, dec_hook=_decode_path
+        os.environ.pop(_WORKER_SETTINGS), type=Settings, dec_hook=_decode_path
     )
     return create_app(settings)
 

@@ -24,6 +24,7 @@ from pipelens.events import (
     MAX_RUN_ID_BYTES,
     MAX_SCORE_ID_BYTES,
     MAX_SCORE_NAME_BYTES,
+    MAX_SCORE_NUMBER,
     MAX_SCORE_VALUE_BYTES,
     ScoreAdded,
     ScoreValue,
@@ -48,8 +49,11 @@ def check_value(value: object) -> ScoreValue:
         return value
     if isinstance(value, int | float):
         number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{_WHERE}: value must be a finite number, not {value!r}")
+        if not (math.isfinite(number) and abs(number) <= MAX_SCORE_NUMBER):
+            raise ValueError(
+                f"{_WHERE}: value must be a finite number within ±{MAX_SCORE_NUMBER:.0e}, "
+                f"not {value!r}"
+            )
         return number
     if isinstance(value, str) and value:
         return cut(clean_text(value), MAX_SCORE_VALUE_BYTES)

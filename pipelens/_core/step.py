@@ -432,16 +432,19 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     def _announce(self) -> None:
         """Emit the step's start (and its run's, for a root); only called for non-quiet runs."""
         run = self.run
-        if run._send_starts and run._transport is not None:
-            if self.parent is None and run._owned:
-                run._emit(
-                    RunStarted(
-                        run_id=run.id,
-                        pipeline=run.pipeline,
-                        start_ns=self.start_ns,
-                        **run.who.fields(),
-                    )
+        # A run's start goes out even to a transport that wants no starts (the OTLP export): one
+        # event per run, and the root's span, sent before the run ends in another batch, takes
+        # its pipeline and attributes from it.
+        if run._transport is not None and self.parent is None and run._owned:
+            run._emit(
+                RunStarted(
+                    run_id=run.id,
+                    pipeline=run.pipeline,
+                    start_ns=self.start_ns,
+                    **run.who.fields(),
                 )
+            )
+        if run._send_starts and run._transport is not None:
             run._emit(
                 StepStarted(
                     run_id=run.id,

@@ -197,8 +197,8 @@ class SpanEncoder:
             ("pipelens.llm", step.llm),
         ]
         if step.parent_id is None:  # a run's root
-            # Its start, or (sent alone, an OTLP export gets no starts) its end, in this batch.
-            run = self._runs.get(step.run_id) or finished
+            # Its end when in this batch (the attributes set during the run), else its start.
+            run = finished or self._runs.get(step.run_id)
             if run is not None:
                 attributes.append(("pipelens.pipeline", run.pipeline))
                 attributes += [(f"pipelens.run.{k}", v) for k, v in run.attributes.items()]

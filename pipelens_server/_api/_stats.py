@@ -33,12 +33,19 @@ from pipelens_server._timerange import RangePreset, preset_start
 RangeQuery = Annotated[
     RangePreset, QueryParameter(name="range", description="time range preset (default 24h)")
 ]
+#: A time in ns that PostgreSQL's bigint holds: past it, range arithmetic turns into numeric.
+_MAX_NS = 2**63 - 1
 SinceQuery = Annotated[
     int | None,
-    QueryParameter(ge=0, description="start of the range, ns since the epoch (overrides range)"),
+    QueryParameter(
+        ge=0, le=_MAX_NS, description="start of the range, ns since the epoch (overrides range)"
+    ),
 ]
 UntilQuery = Annotated[
-    int | None, QueryParameter(ge=0, description="end of the range (exclusive), ns since the epoch")
+    int | None,
+    QueryParameter(
+        ge=0, le=_MAX_NS, description="end of the range (exclusive), ns since the epoch"
+    ),
 ]
 
 

@@ -197,16 +197,18 @@ async def purge(
     the scores of no stored run older than the default; return how many runs were deleted (0 as
     well when another process is purging: ``_jobs.exclusive``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
+    # Read before the lock's connection is taken: a pool of one connection could not give these
+    # reads another one while the lock holds it.
+    default = await default_days(pool)
+    targets: list[tuple[str, dict[str, Any]]] = [
+        (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
+        for r in await pipeline_retentions(pool)
+    ]
+    default_cutoff = {"cutoff": now_ns - default * _NS_PER_DAY}
+    targets.append((_PURGE_UNNAMED, default_cutoff))
     async with exclusive(pool, PURGE_LOCK) as conn:
         if conn is None:
             return 0
-        default = await default_days(pool)
-        targets: list[tuple[str, dict[str, Any]]] = [
-            (_PURGE_PIPELINE, {"pipeline": r.pipeline, "cutoff": now_ns - r.days * _NS_PER_DAY})
-            for r in await pipeline_retentions(pool)
-        ]
-        default_cutoff = {"cutoff": now_ns - default * _NS_PER_DAY}
-        targets.append((_PURGE_UNNAMED, default_cutoff))
         deleted = 0
         for query, params in targets:
             deleted += await _in_chunks(conn, query, params, chunk)

@@ -88,6 +88,7 @@ NOTE_DIRTY = (
     "WHERE start_ns < (SELECT pipelens_open_hour())"
 )
 
+_DATABASE_NOW = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
 _DELETE = "DELETE FROM rollups WHERE span_ns = %(span)s AND start_ns = ANY(%(starts)s)"
 
 
@@ -106,7 +107,12 @@ async def roll_up(pool: AsyncConnectionPool[Any], *, now_ns: int | None = None) 
     """One round: roll up the dirty hours and those that ended since; return how many hours
     (0 as well when another process holds the lock)."""
     async with pool.connection() as conn, conn.transaction():
-        return await _round(conn, time.time_ns() if now_ns is None else now_ns)
+        if now_ns is None:
+            # The database's clock, which the writers' "has this hour ended" (``now()``) reads: a
+            # server clock ahead of it would seal an hour still written into, unnoted.
+            row = await (await conn.execute(_DATABASE_NOW)).fetchone()
+            now_ns = time.time_ns() if row is None else int(row[0])
+        return await _round(conn, now_ns)
 
 
 async def _round(conn: psycopg.AsyncConnection[Any], now_ns: int) -> int:

@@ -52,7 +52,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES
 from pipelens_server._errors import BodyTooLargeError, InvalidBatchError, UnsupportedMediaTypeError
-from pipelens_server._ingest._checks import json_value, without_nul
+from pipelens_server._ingest._checks import MAX_BIGINT, json_value, without_nul
 from pipelens_server._ingest._decode import clean_json_text, media_type
 from pipelens_server._ingest._otlp_llm import (
     TokenCountError,
@@ -72,7 +72,6 @@ STATUS_ATTRIBUTE = "pipelens.status"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-_MAX_BIGINT = 2**63 - 1
 _ERROR = Status.STATUS_CODE_ERROR
 _UNSET = Status.STATUS_CODE_UNSET
 _KINDS = {
@@ -358,8 +357,8 @@ def _key(attributes: dict[str, Any], name: str, step_id: str, root: bool) -> str
 
 def _times(span: Span) -> tuple[int, int]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    if start > _MAX_BIGINT or end > _MAX_BIGINT:
-        raise _RefusedSpanError(f"a time past {_MAX_BIGINT} ns since the epoch")
+    if start > MAX_BIGINT or end > MAX_BIGINT:
+        raise _RefusedSpanError(f"a time past {MAX_BIGINT} ns since the epoch")
     if end < start:
         raise _RefusedSpanError(f"end_time_unix_nano {end} is before start_time_unix_nano {start}")
     return start, end

@@ -20,6 +20,7 @@ from pipelens.events import (
     MAX_RUN_ID_BYTES,
     MAX_SCORE_ID_BYTES,
     MAX_SCORE_NAME_BYTES,
+    MAX_SCORE_NUMBER,
     MAX_SCORE_VALUE_BYTES,
     ScoreAdded,
     ScoreSource,
@@ -95,9 +96,10 @@ def score_row(event: ScoreAdded, at: str, what: str = "invalid batch") -> Row:
     if isinstance(value, bool):
         kind, number = "boolean", 1.0 if value else 0.0
     elif isinstance(value, float):
-        if not math.isfinite(value):
+        if not (math.isfinite(value) and abs(value) <= MAX_SCORE_NUMBER):
             raise InvalidBatchError(
-                f"{what}: value must be a finite number, not {value} - at `{at}.value`",
+                f"{what}: value must be a finite number within ±{MAX_SCORE_NUMBER:.0e}, not "
+                f"{value} - at `{at}.value`",
                 path=f"{at}.value",
             )
         kind, number = "numeric", value

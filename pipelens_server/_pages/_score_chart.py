@@ -7,6 +7,7 @@ draws the SVG.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
@@ -94,8 +95,11 @@ def layout(summary: ScoreSummary, since_ns: int, until_ns: int, zone: tzinfo) ->
     def x(ns: float) -> float:
         return round(LEFT + (ns - since_ns) / span * plot_w, 1)
 
+    height = hi - lo  # 0 or inf at float8's limits, where the padding above is lost in rounding
+
     def y(value: float) -> float:
-        return round(TOP + plot_h - (value - lo) / (hi - lo) * plot_h, 1)
+        share = (value - lo) / height if 0 < height < math.inf else 0.5
+        return round(TOP + plot_h - share * plot_h, 1)
 
     half = summary.bucket_ns / 2
     unit = "run(s)" if of_runs else "score(s)"

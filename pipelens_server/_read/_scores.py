@@ -192,7 +192,7 @@ class ScoreSummary(msgspec.Struct, kw_only=True, frozen=True):
 
 
 _NAMES = """
-    SELECT sc.name, sc.kind, count(*), avg(sc.value_number), min(sc.value_number),
+    SELECT sc.name, sc.kind, count(*), avg(sc.value_number::numeric)::float8, min(sc.value_number),
            max(sc.value_number)
     FROM scores sc JOIN runs r ON r.run_id = sc.run_id
     WHERE r.pipeline = %(pipeline)s AND r.start_ns >= %(since)s AND r.start_ns < %(until)s
@@ -214,7 +214,7 @@ _CATEGORIES = """
     GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT %(limit)s
 """
 _MEANS = """
-    SELECT (r.start_ns - %(since)s) / %(width)s, avg(sc.value_number), count(*)
+    SELECT (r.start_ns - %(since)s) / %(width)s, avg(sc.value_number::numeric)::float8, count(*)
     FROM scores sc JOIN runs r ON r.run_id = sc.run_id
     WHERE r.pipeline = %(pipeline)s AND r.start_ns >= %(since)s AND r.start_ns < %(until)s
       AND sc.name = %(name)s AND sc.kind = %(kind)s

@@ -254,8 +254,8 @@ def test_a_closed_otlp_export_spools_no_event_it_cannot_encode(
     pipelens.configure(transport=transport)
     retrieve("q")
     stats = pipelens.transport_stats(transport)
-    # The step's end and the run's: an export alone is sent no starts.
-    assert (stats.dropped, stats.spooled) == (2, 0)
+    # The run's start and end and the step's end: an export alone is sent no step starts.
+    assert (stats.dropped, stats.spooled) == (3, 0)
     assert not (tmp_path / "otlp-spool").exists() or not any((tmp_path / "otlp-spool").iterdir())
 
 
@@ -263,8 +263,8 @@ def test_the_export_alone_is_sent_no_starts_and_loses_nothing_of_them(
     receiver: tuple[str, Received],
 ) -> None:
     """An OTLP export alone gets each step once, at its end (a span is a finished step: the
-    caller's thread builds no start events), with the inputs the start would have carried and
-    the run's metadata, set mid-run, on the root."""
+    caller's thread builds no step start events), with the inputs the start would have carried
+    and the run's metadata, set mid-run, on the root."""
     url, received = receiver
     export = pipelens.OtlpTransport(url)
     pipelens.configure(transport=export)
@@ -281,5 +281,25 @@ def test_the_export_alone_is_sent_no_starts_and_loses_nothing_of_them(
     assert msgspec.json.decode(attributes(spans["job"])["input.value"]) == {"query": "q"}
     assert attributes(spans["job"])["pipelens.run.tenant"] == "acme"
     assert attributes(spans["job"])["pipelens.pipeline"] == "job"
-    # Two steps' ends and the run's: three events batched, no start among them.
-    assert export.sent == 3
+    # Two steps' ends and the run's start and end: four events batched, no step start.
+    assert export.sent == 4
+
+
+def test_a_root_sent_before_its_run_ends_still_names_its_pipeline(
+    receiver: tuple[str, Received],
+) -> None:
+    """A batch that ends with the root's span (the run's end in the next batch) still gives the
+    root its pipeline and run attributes, from the run's start."""
+    url, received = receiver
+    export = pipelens.OtlpTransport(url, max_batch=2)
+    pipelens.configure(transport=export)
+
+    @pipelens.step
+    def job(query: str) -> None:
+        retrieve(query)
+
+    pipelens.tag("nightly")
+    job("q")
+    assert pipelens.flush(10) is True
+    spans = {s.name: s for s in received.spans()}
+    assert attributes(spans["job"])["pipelens.pipeline"] == "job"

@@ -60,10 +60,16 @@ def test_outside_a_run_a_run_id_scores_that_run(events: CapturedEvents) -> None:
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [(None, TypeError), ("", TypeError), ([1], TypeError), (float("nan"), ValueError)],
+    [
+        (None, TypeError),
+        ("", TypeError),
+        ([1], TypeError),
+        (float("nan"), ValueError),
+        (1e200, ValueError),  # the server refuses past ±1e15: its batch would be refused
+    ],
 )
 def test_a_bad_value_is_refused_naming_it(value: object, error: type[Exception]) -> None:
-    """Only finite numbers, booleans and non-empty strings are scores."""
+    """Only finite numbers within the wire's ±1e15, booleans and non-empty strings are scores."""
     with pytest.raises(error, match="value must be"):
         pipelens.score("x", value, run_id="r")  # type: ignore[arg-type]
 

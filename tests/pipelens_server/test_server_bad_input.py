@@ -379,3 +379,20 @@ def test_settings_form_with_a_bad_value_is_an_html_4xx_naming_it(
     assert named in response.text
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT pipeline, days FROM retention").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/pipelines/rag/scores",
+        "/api/v1/pipelines/rag/steps/rag/stats",
+        "/api/v1/pipelines/rag/steps/rag/timeseries",
+    ],
+)
+@pytest.mark.parametrize("param", ["since_ns", "until_ns"])
+def test_a_time_past_bigint_is_a_400_naming_it(client: Client, url: str, param: str) -> None:
+    """A range end past 2**63 ns made the bucket arithmetic numeric: fractional buckets at 0."""
+    ingest(client, run_events("r"))
+    response = client.get(url, params={param: 10**30})
+    assert response.status_code == 400, response.text
+    assert param in response.text

@@ -35,8 +35,11 @@ def client(database_url: str) -> Iterator[Client]:
 
 
 def _purge(database_url: str, chunk: int = 100, now_ns: int | None = None) -> int:
+    # A pool of one connection: the purge must not need a second one while it holds its lock.
     async def run() -> int:
-        async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
+        async with AsyncConnectionPool(
+            database_url, min_size=1, max_size=1, open=False, timeout=5
+        ) as pool:
             return await purge(pool, chunk=chunk, now_ns=now_ns)
 
     return asyncio.run(run())

@@ -192,3 +192,30 @@ def test_an_event_file_brings_its_scores(tmp_path: Path) -> None:
     assert pipelens.flush(10)
     _, rows = file_rows("events.jsonl", path.read_bytes())
     assert [row[2:5] for row in rows.scores.values()] == [["relevance", "numeric", 0.5]]
+
+
+def test_a_score_beyond_the_numeric_cap_is_a_400(client: Client, database_url: str) -> None:
+    """A number past ±1e15 is refused by the API and by the event ingest, naming the value."""
+    ingest(client, recent_run("r"))
+    response = client.post("/api/v1/runs/r/scores", json={"name": "x", "value": 1e200})
+    assert response.status_code == 400, response.text
+    assert "value" in response.json()["detail"]
+    events = [_score("r", "s", "x", -1e200)]
+    response = client.post("/api/v1/events", content=msgpack_body(events), headers=MSGPACK)
+    assert response.status_code == 400
+    assert "$.events[0].value" in response.json()["detail"]
+    assert _scores_rows(database_url) == []
+
+
+def test_huge_stored_scores_chart_without_a_5xx(client: Client, database_url: str) -> None:
+    """Scores at float8's limits stored before the cap (or by hand) still chart: the mean of two
+    values near 1.7e308 overflowed ``avg()`` in float8, a 500 on the scores API and runs page."""
+    for run_id in ("a", "b"):
+        ingest(client, recent_run(run_id))
+        ingest(client, [_score(run_id, "s", "quality", 1.0)])
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE scores SET value_number = 1.7e308")
+    response = client.get("/api/v1/pipelines/rag/scores")
+    assert response.status_code == 200, response.text
+    page = client.get("/pipelines/rag/runs")
+    assert page.status_code == 200, page.text

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 from _dashboard_kit import ingest, recent_run, running_run
@@ -36,7 +37,7 @@ from litestar.testing import TestClient
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens.events import Batch, Event, RunFinished, RunStarted, StepFinished, StepStarted
-from pipelens_server import EmbeddedPostgres, Settings, create_app
+from pipelens_server import EmbeddedPostgres, Settings, cli, create_app
 from pipelens_server._db._abandon import abandon
 from pipelens_server._db._jobs import ABANDON_LOCK, PURGE_LOCK
 from pipelens_server._db._migrate import migrations
@@ -388,3 +389,18 @@ async def _a_backend_waits_for_a_lock(database_url: str) -> bool:
             )
         ).fetchone()
     return row is not None and row[0] > 0
+
+
+def test_a_worker_takes_its_settings_out_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    """The token and database URL handed to a worker leave its environment before it starts
+    anything (the embedded PostgreSQL, running as another OS user, would inherit them)."""
+    settings = Settings(database_url=database_url, token="s3cret-worker-token")
+    monkeypatch.setenv(
+        "PIPELENS_WORKER_SETTINGS", msgspec.json.encode(settings, enc_hook=str).decode()
+    )
+    app = cli.worker_app()
+    assert app.state.settings.token == "s3cret-worker-token"
+    assert "PIPELENS_WORKER_SETTINGS" not in os.environ
+    assert not any("s3cret-worker-token" in value for value in os.environ.values())
