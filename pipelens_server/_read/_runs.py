@@ -15,7 +15,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
 from pipelens_server._read._pictures import RunBuckets, raw_buckets, rolled_buckets
-from pipelens_server._read._rollup import EXACT_BELOW, MERGED, Plan, merge, plan, sources
+from pipelens_server._read._rollup import (
+    EXACT_BELOW,
+    SUMMED,
+    Merged,
+    Plan,
+    combine,
+    plan,
+    sources,
+)
 from pipelens_server._read._scores import scores_of_runs
 from pipelens_server._read._search import (
     RunCursor,
@@ -146,23 +154,21 @@ async def _rolled_summaries(
     """The rows of ``_OVERVIEW``, summed from the rollups and the raw edges."""
     params: list[Any] = []
     runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
-    query = sql.SQL("SELECT pipeline, bucket, {} FROM ({}) r GROUP BY pipeline, bucket").format(
-        sql.SQL(MERGED), runs
+    query = sql.SQL("SELECT pipeline, {} FROM ({}) r GROUP BY pipeline").format(
+        sql.SQL(SUMMED), runs
     )
-    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
-    for row in await (await conn.execute(query, params)).fetchall():
-        by_pipeline.setdefault(row[0], []).append(row[1:])
-    return await _summary_rows(conn, by_pipeline)
+    rows = await (await conn.execute(query, params)).fetchall()
+    return await _summary_rows(conn, {row[0]: combine([row[1:]]) for row in rows})
 
 
 async def _summary_rows(
-    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, list[tuple[Any, ...]]]
+    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, Merged]
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``_OVERVIEW`` from each pipeline's rollup rows (``_rollup.merge``'s)."""
+    """The rows of ``_OVERVIEW`` from each pipeline's sums of rollup rows."""
     last = await (await conn.execute(_LAST_RUNS)).fetchall()
     rows = []
     for name, run_id, start_ns in last:
-        merged = merge(by_pipeline.get(name, []))
+        merged = by_pipeline.get(name) or combine([])
         p50, p95 = merged.percentile(0.5), merged.percentile(0.95)
         figures = (merged.count, merged.failed, merged.running, p50, p95)
         rows.append((name, *figures, run_id, start_ns, merged.abandoned))
