@@ -85,6 +85,10 @@ _LAST_RUNS = sql.SQL(
 )
 
 
+#: How many runs started since a time, counted up to a limit (the start index, bounded).
+_FEW_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs WHERE start_ns >= %s LIMIT %s) r"
+
+
 async def pipeline_summaries(
     pool: AsyncConnectionPool[Any], since_ns: int, *, exact_below: int = EXACT_BELOW
 ) -> list[PipelineSummary]:
@@ -108,8 +112,13 @@ async def overview_figures(
 ) -> tuple[list[PipelineSummary], RunBuckets]:
     """:func:`pipeline_summaries` and the sparklines' ``_pictures.run_buckets`` over
     ``[lo_ns, hi_ns)`` (``lo_ns`` at or after ``since_ns``): one read of the rollups serves
-    both where the range has them."""
+    both where the range has them, and a range of at most ``exact_below`` runs is read raw
+    (exact, and cheaper than the rollups' rows of its hours)."""
     async with pool.connection() as conn:
+        cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
+        if (row := await cursor.fetchone()) is not None and row[0] <= exact_below:
+            summaries = await _summaries(conn, since_ns, [], exact_below)
+            return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
         the_plan = await plan(conn, since_ns, None)
         rolled = await rolled_buckets(conn, the_plan, lo_ns, hi_ns, buckets)
         if rolled is None:

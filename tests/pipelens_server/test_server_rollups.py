@@ -22,7 +22,7 @@ from pipelens_server._db._retention import purge, set_pipeline_days
 from pipelens_server._db._rollup import DAY_NS, HOUR_NS, roll_up
 from pipelens_server._ingest._decode import batch_rows
 from pipelens_server._ingest._store import create_staging_tables, store
-from pipelens_server._read._pictures import duration_histogram, run_buckets
+from pipelens_server._read._pictures import duration_histogram, raw_buckets, run_buckets
 from pipelens_server._read._rollup import MERGED, SUMMED, combine, merge, plan, sources
 from pipelens_server._read._runs import overview_figures, pipeline_summaries
 from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
@@ -415,6 +415,27 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
         conn.execute("DELETE FROM rollups WHERE kind = 'run'")
     emptied = await run_buckets(pool, now - DAYS * DAY_NS, now + 1, 24)
     assert sum(b.runs for b in emptied.rows) < RUNS / 10  # the raw edges alone
+
+
+async def test_an_overview_of_few_runs_reads_them_raw_exactly_though_rolled_up(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A rolled-up range of no more than ``exact_below`` runs: the overview reads its figures and
+    its sparklines from raw rows (exact p95s, the raw grid from the range's start), as cheap as
+    the rollups' rows there; one run more and both come from the rollups (hour-aligned grid)."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    lo = now - DAYS * DAY_NS + 12345
+    async with pool.connection() as conn:
+        raw = await raw_buckets(conn, lo, now + 1, 24)
+    summaries, grid = await overview_figures(pool, lo, lo, now + 1, 24, exact_below=RUNS)
+    assert (summaries, grid) == (await pipeline_summaries(pool, lo, **RAW), raw)
+    assert grid.lo_ns == lo
+    _, rolled = await overview_figures(pool, lo, lo, now + 1, 24, exact_below=RUNS - 1)
+    assert rolled.lo_ns % HOUR_NS == 0
+    assert rolled != raw
+    assert await run_buckets(pool, lo, now + 1, 24) == rolled
 
 
 async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a_bucket(
