@@ -127,7 +127,9 @@ async def overview_figures(
             return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
         grid, by_pipeline = rolled
         rows = await _summary_rows(conn, by_pipeline)
-        return await _summaries(conn, since_ns, rows, exact_below), grid
+        # Counted above as more than exact_below: no raw read again (a run or two fewer with a
+        # pipeline, or started since the count, must not make it read both).
+        return await _summaries(conn, since_ns, rows, -1), grid
 
 
 async def _summaries(
