@@ -219,9 +219,16 @@ def _statements(script: str) -> list[str]:
     return [statement for statement in script.split(";\n") if statement.strip()]
 
 
+#: Every start the tables hold (the big runs' too: loaded before the first size).
+_LOADED_STARTS = "(SELECT start_ns FROM runs UNION ALL SELECT start_ns FROM steps) loaded"
+
+
 def grow(conninfo: str, first: int, last: int) -> float:
-    """Load the runs ``first`` to ``last`` (numbered from 1) and their steps; return seconds."""
+    """Load the runs ``first`` to ``last`` (numbered from 1) and their steps, their hours noted
+    for the roll-up; return seconds."""
     import psycopg
+
+    from pipelens_server._db._rollup import NOTE_DIRTY
 
     now = time.time_ns()
     span = DAYS * 86400 * 1_000_000_000
@@ -231,6 +238,10 @@ def grow(conninfo: str, first: int, last: int) -> float:
         # One statement at a time: parameters cannot be bound to several at once.
         for statement in _statements(_LOAD):
             conn.execute(statement, {**params, "now": now, "span": span})
+        # Written by hand into hours already sealed (the migration sealed up to its hour): noted
+        # dirty as the server's writers would, or the roll-up skips them and the overview reads
+        # empty rollups there.
+        conn.execute(NOTE_DIRTY.format(rows=_LOADED_STARTS))
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - start
 

@@ -22,9 +22,11 @@ from pipelens_server._read._rollup import (
     DAY_NS,
     EXACT_BELOW,
     HOUR_NS,
+    SUMMED,
+    Merged,
     Plan,
     bucket_middle,
-    merge,
+    combine,
     plan,
     sources,
 )
@@ -143,11 +145,11 @@ async def raw_buckets(
 
 async def rolled_buckets(
     conn: psycopg.AsyncConnection[Any], the_plan: Plan, lo_ns: int, hi_ns: int, buckets: int
-) -> tuple[RunBuckets, dict[str, list[tuple[Any, ...]]]] | None:
+) -> tuple[RunBuckets, dict[str, Merged]] | None:
     """:func:`run_buckets` from the rollups of ``the_plan`` (a range starting at or before
-    ``lo_ns``), with each pipeline's rollup rows of the whole plan (for ``_rollup.merge``: the
-    overview's figures, from the same read); ``None`` when the plan rolls nothing up or a
-    bucket would be shorter than an hour.
+    ``lo_ns``), with each pipeline's sums over the whole plan (the overview's figures, from the
+    same read); ``None`` when the plan rolls nothing up or a bucket would be shorter than an
+    hour.
 
     The grid is then whole hours (whole UTC days once a bucket spans a day or more), so that
     each rolled-up hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the
@@ -164,32 +166,31 @@ async def rolled_buckets(
         the_plan = Plan(days=[], hours=the_plan.clean_hours(), raw=the_plan.raw)
     params: list[Any] = [first, width]
     runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
-    # Not grouped: the rows of a bucket and duration bucket are nearly always one already (a
-    # day's or hour's), and sorting thousands of them to sum them cost more than merging here.
+    # Summed per pipeline and bar in PostgreSQL (a bar's duration buckets as arrays): a row per
+    # bar instead of one per bar and duration bucket, which Python was most of the read merging.
     query = sql.SQL(
-        "SELECT pipeline, ((start_ns - %s) / %s)::int, bucket, n, failed, running, abandoned, "
-        "dur_sum::float8, dur_min, dur_max, first_ns, last_ns FROM ({}) r"
-    ).format(runs)
-    cells: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
-    for row in await (await conn.execute(query, params)).fetchall():
-        by_pipeline.setdefault(row[0], []).append(row[2:])
-        if 0 <= row[1] < count:  # the plan may reach past hi_ns
-            cells.setdefault((row[0], row[1]), []).append(row[2:])
+        "SELECT pipeline, ((start_ns - %s) / %s)::int AS bar, {} FROM ({}) r GROUP BY 1, 2"
+    ).format(sql.SQL(SUMMED), runs)
+    bars = sorted(await (await conn.execute(query, params)).fetchall(), key=lambda r: r[:2])
     found = []
-    for (pipeline, index), rows in sorted(cells.items()):
-        merged = merge(rows)
-        found.append(
-            RunBucket(
-                pipeline=pipeline,
-                index=index,
-                runs=merged.count,
-                failed=merged.failed,
-                p95_ns=merged.percentile(0.95),
+    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
+    for pipeline, index, *sums in bars:
+        by_pipeline.setdefault(pipeline, []).append(tuple(sums))
+        if 0 <= index < count:  # the plan may reach past hi_ns
+            merged = combine([sums])
+            p95 = merged.percentile(0.95)
+            found.append(
+                RunBucket(
+                    pipeline=pipeline,
+                    index=index,
+                    runs=merged.count,
+                    failed=merged.failed,
+                    p95_ns=p95,
+                )
             )
-        )
+    totals = {pipeline: combine(rows) for pipeline, rows in by_pipeline.items()}
     grid = RunBuckets(lo_ns=first, width_ns=width, count=count, rows=found)
-    return grid, by_pipeline
+    return grid, totals
 
 
 async def run_points(

@@ -14,7 +14,7 @@ nearest-rank value (``percentile_disc``). A range whose rows number no more than
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,6 +33,17 @@ MERGED = (
     "sum(dur_sum)::float8, min(dur_min), max(dur_max), min(first_ns), max(last_ns)"
 )
 COLUMNS = "bucket, n, failed, running, abandoned, dur_sum, dur_min, dur_max, first_ns, last_ns"
+#: What rollup rows sum to as one row of a group, its duration buckets' counts as two arrays
+#: (bucket numbers, their counts; a number may repeat): rows for :func:`combine`. One row per
+#: group instead of one per duration bucket, so that the merging in Python is over a few rows.
+SUMMED = (
+    "sum(n)::bigint, sum(failed)::bigint, sum(running)::bigint, sum(abandoned)::bigint, "
+    "(sum(n) FILTER (WHERE bucket >= 0))::bigint, "
+    "(sum(coalesce(dur_sum, 0)) FILTER (WHERE bucket >= 0))::float8, "
+    "min(dur_min) FILTER (WHERE bucket >= 0), max(dur_max) FILTER (WHERE bucket >= 0), "
+    "min(first_ns), max(last_ns), "
+    "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
+)
 
 
 class Plan(msgspec.Struct, kw_only=True, frozen=True):
@@ -188,6 +199,49 @@ def merge(rows: Iterable[tuple[Any, ...]]) -> Merged:
         dur_sum = (dur_sum or 0.0) + (total or 0.0)
         lows.append(low)
         highs.append(high)
+    return Merged(
+        count=count,
+        failed=failed,
+        running=running,
+        abandoned=abandoned,
+        finished=finished,
+        dur_sum=dur_sum,
+        min_ns=min(lows) if lows else None,
+        max_ns=max(highs) if highs else None,
+        first_ns=min(firsts) if firsts else None,
+        last_ns=max(lasts) if lasts else None,
+        buckets=buckets,
+    )
+
+
+def combine(rows: Iterable[Sequence[Any]]) -> Merged:
+    """Sum rows of :data:`SUMMED` (n, failed, running, abandoned, finished, dur_sum, dur_min,
+    dur_max, first_ns, last_ns, bucket numbers, their counts): what :func:`merge` gives for the
+    rollup rows they sum."""
+    count = failed = running = abandoned = finished = 0
+    dur_sum: float | None = None
+    lows: list[int] = []
+    highs: list[int] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    buckets: dict[int, int] = {}
+    for n, fail, run, gone, done, total, low, high, first, last, numbers, counts in rows:
+        count, failed, running, abandoned = (
+            count + n,
+            failed + fail,
+            running + run,
+            abandoned + gone,
+        )
+        firsts.append(first)
+        lasts.append(last)
+        if done is None:  # no finished run in the group
+            continue
+        finished += done
+        dur_sum = (dur_sum or 0.0) + total
+        lows.append(low)
+        highs.append(high)
+        for number, k in zip(numbers, counts, strict=True):
+            buckets[number] = buckets.get(number, 0) + k
     return Merged(
         count=count,
         failed=failed,

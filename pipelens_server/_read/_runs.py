@@ -15,7 +15,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
 from pipelens_server._read._pictures import RunBuckets, raw_buckets, rolled_buckets
-from pipelens_server._read._rollup import EXACT_BELOW, MERGED, Plan, merge, plan, sources
+from pipelens_server._read._rollup import (
+    EXACT_BELOW,
+    SUMMED,
+    Merged,
+    Plan,
+    combine,
+    plan,
+    sources,
+)
 from pipelens_server._read._scores import scores_of_runs
 from pipelens_server._read._search import (
     RunCursor,
@@ -77,6 +85,10 @@ _LAST_RUNS = sql.SQL(
 )
 
 
+#: How many runs started since a time, counted up to a limit (the start index, bounded).
+_FEW_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs WHERE start_ns >= %s LIMIT %s) r"
+
+
 async def pipeline_summaries(
     pool: AsyncConnectionPool[Any], since_ns: int, *, exact_below: int = EXACT_BELOW
 ) -> list[PipelineSummary]:
@@ -100,8 +112,13 @@ async def overview_figures(
 ) -> tuple[list[PipelineSummary], RunBuckets]:
     """:func:`pipeline_summaries` and the sparklines' ``_pictures.run_buckets`` over
     ``[lo_ns, hi_ns)`` (``lo_ns`` at or after ``since_ns``): one read of the rollups serves
-    both where the range has them."""
+    both where the range has them, and a range of at most ``exact_below`` runs is read raw
+    (exact, and cheaper than the rollups' rows of its hours)."""
     async with pool.connection() as conn:
+        cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
+        if (row := await cursor.fetchone()) is not None and row[0] <= exact_below:
+            summaries = await _summaries(conn, since_ns, [], exact_below)
+            return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
         the_plan = await plan(conn, since_ns, None)
         rolled = await rolled_buckets(conn, the_plan, lo_ns, hi_ns, buckets)
         if rolled is None:
@@ -110,7 +127,9 @@ async def overview_figures(
             return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
         grid, by_pipeline = rolled
         rows = await _summary_rows(conn, by_pipeline)
-        return await _summaries(conn, since_ns, rows, exact_below), grid
+        # Counted above as more than exact_below: no raw read again (a run or two fewer with a
+        # pipeline, or started since the count, must not make it read both).
+        return await _summaries(conn, since_ns, rows, -1), grid
 
 
 async def _summaries(
@@ -146,23 +165,21 @@ async def _rolled_summaries(
     """The rows of ``_OVERVIEW``, summed from the rollups and the raw edges."""
     params: list[Any] = []
     runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
-    query = sql.SQL("SELECT pipeline, bucket, {} FROM ({}) r GROUP BY pipeline, bucket").format(
-        sql.SQL(MERGED), runs
+    query = sql.SQL("SELECT pipeline, {} FROM ({}) r GROUP BY pipeline").format(
+        sql.SQL(SUMMED), runs
     )
-    by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
-    for row in await (await conn.execute(query, params)).fetchall():
-        by_pipeline.setdefault(row[0], []).append(row[1:])
-    return await _summary_rows(conn, by_pipeline)
+    rows = await (await conn.execute(query, params)).fetchall()
+    return await _summary_rows(conn, {row[0]: combine([row[1:]]) for row in rows})
 
 
 async def _summary_rows(
-    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, list[tuple[Any, ...]]]
+    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, Merged]
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``_OVERVIEW`` from each pipeline's rollup rows (``_rollup.merge``'s)."""
+    """The rows of ``_OVERVIEW`` from each pipeline's sums of rollup rows."""
     last = await (await conn.execute(_LAST_RUNS)).fetchall()
     rows = []
     for name, run_id, start_ns in last:
-        merged = merge(by_pipeline.get(name, []))
+        merged = by_pipeline.get(name) or combine([])
         p50, p95 = merged.percentile(0.5), merged.percentile(0.95)
         figures = (merged.count, merged.failed, merged.running, p50, p95)
         rows.append((name, *figures, run_id, start_ns, merged.abandoned))

@@ -10,8 +10,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens.events import Batch, Event, RunFinished, StepFinished, StepStarted
@@ -20,8 +22,8 @@ from pipelens_server._db._retention import purge, set_pipeline_days
 from pipelens_server._db._rollup import DAY_NS, HOUR_NS, roll_up
 from pipelens_server._ingest._decode import batch_rows
 from pipelens_server._ingest._store import create_staging_tables, store
-from pipelens_server._read._pictures import duration_histogram, run_buckets
-from pipelens_server._read._rollup import plan
+from pipelens_server._read._pictures import duration_histogram, raw_buckets, run_buckets
+from pipelens_server._read._rollup import MERGED, SUMMED, combine, merge, plan, sources
 from pipelens_server._read._runs import overview_figures, pipeline_summaries
 from pipelens_server._read._stats import duration_series, slowest_and_failed, step_stats
 
@@ -338,6 +340,45 @@ async def test_an_hour_is_sealed_only_once_no_transaction_begun_before_its_end_i
     assert sealed() == hour + 3 * HOUR_NS
 
 
+async def test_rollup_rows_summed_in_postgresql_combine_to_what_merging_them_gives(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """The overview sums rollup rows per group in PostgreSQL (``SUMMED``, a group's duration
+    buckets as arrays) and combines those rows: the same counts, durations and duration buckets
+    as merging the group's rollup rows one per bucket (``merge``), for groups of several days,
+    of one day, and of the unfinished runs alone (no duration: bucket -1 only)."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    async with pool.connection() as conn:
+        the_plan = await plan(conn, now - DAYS * DAY_NS, None)
+        params: list[Any] = [now - DAYS * DAY_NS, DAY_NS]
+        rows = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
+        # Groups: a day, and whether the rows are the unfinished runs' (bucket -1).
+        groups = "SELECT (start_ns - %s) / %s, bucket < 0, {} FROM ({}) r GROUP BY 1, 2"
+        per_bucket = sql.SQL(groups + ", bucket").format(sql.SQL("bucket, " + MERGED), rows)
+        summed = sql.SQL(groups).format(sql.SQL(SUMMED), rows)
+        merged: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for row in await (await conn.execute(per_bucket, params)).fetchall():
+            merged.setdefault(row[:2], []).append(row[2:])
+        found = await (await conn.execute(summed, params)).fetchall()
+    combined = {row[:2]: combine([row[2:]]) for row in found}
+    expected = {group: merge(rows) for group, rows in merged.items()}
+    expected["all", None] = merge(row for rows in merged.values() for row in rows)
+    combined["all", None] = combine(row[2:] for row in found)
+    assert {group for group in combined if group[1]} == {(day, True) for day in range(DAYS)}
+    assert all(combined[day, True].finished == 0 < combined[day, True].count for day in range(DAYS))
+    assert 0 < combined["all", None].finished < combined["all", None].count
+    assert combine([]) == merge([])
+    for group, want in expected.items():
+        got = combined[group]
+        assert got.dur_sum == pytest.approx(want.dur_sum)
+        assert msgspec.structs.replace(got, dur_sum=None) == msgspec.structs.replace(
+            want, dur_sum=None
+        )
+    assert combined.keys() == expected.keys()
+
+
 async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_rows(
     database_url: str, pool: AsyncConnectionPool[Any]
 ) -> None:
@@ -374,6 +415,27 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
         conn.execute("DELETE FROM rollups WHERE kind = 'run'")
     emptied = await run_buckets(pool, now - DAYS * DAY_NS, now + 1, 24)
     assert sum(b.runs for b in emptied.rows) < RUNS / 10  # the raw edges alone
+
+
+async def test_an_overview_of_few_runs_reads_them_raw_exactly_though_rolled_up(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A rolled-up range of no more than ``exact_below`` runs: the overview reads its figures and
+    its sparklines from raw rows (exact p95s, the raw grid from the range's start), as cheap as
+    the rollups' rows there; one run more and both come from the rollups (hour-aligned grid)."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    lo = now - DAYS * DAY_NS + 12345
+    async with pool.connection() as conn:
+        raw = await raw_buckets(conn, lo, now + 1, 24)
+    summaries, grid = await overview_figures(pool, lo, lo, now + 1, 24, exact_below=RUNS)
+    assert (summaries, grid) == (await pipeline_summaries(pool, lo, **RAW), raw)
+    assert grid.lo_ns == lo
+    _, rolled = await overview_figures(pool, lo, lo, now + 1, 24, exact_below=RUNS - 1)
+    assert rolled.lo_ns % HOUR_NS == 0
+    assert rolled != raw
+    assert await run_buckets(pool, lo, now + 1, 24) == rolled
 
 
 async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a_bucket(
