@@ -434,8 +434,9 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
         run = self.run
         # A run's start goes out even to a transport that wants no starts (the OTLP export): one
         # event per run, and the root's span, sent before the run ends in another batch, takes
-        # its pipeline and attributes from it.
-        if run._transport is not None and self.parent is None and run._owned:
+        # its pipeline and attributes from it. A run that asked for no starts (the seed's
+        # ``auto_save="finish"``) gets none.
+        if run._starts_asked and run._transport is not None and self.parent is None and run._owned:
             run._emit(
                 RunStarted(
                     run_id=run.id,
