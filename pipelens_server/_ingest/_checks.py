@@ -52,12 +52,14 @@ def check_length(value: str, limit: int, index: int, field: str) -> None:
 
 #: The largest integer a ``bigint`` column holds.
 MAX_BIGINT = 2**63 - 1
-_NUL = "\x00"
+#: The character PostgreSQL's ``text`` and ``jsonb`` cannot hold, and its escape in JSON text.
+NUL = "\x00"
+ESCAPED_NUL = "\\u0000"
 
 
 def without_nul(value: str) -> str:
     """``value`` with NUL characters (which PostgreSQL text cannot hold) replaced by U+FFFD."""
-    return value.replace(_NUL, "\ufffd") if _NUL in value else value
+    return value.replace(NUL, "\ufffd") if NUL in value else value
 
 
 def check_bigint_at(value: int, field: str, path: str, what: str, limit: int = MAX_BIGINT) -> int:

@@ -37,7 +37,9 @@ from pipelens.events import (
 )
 from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
 from pipelens_server._ingest._checks import (
+    ESCAPED_NUL,
     MAX_BIGINT,
+    NUL,
     check_bigint_at,
     check_length,
     check_llm,
@@ -63,8 +65,6 @@ MSGPACK_TYPES = frozenset(
 JSON_TYPES = frozenset({"application/json"})
 
 _MAX_INTEGER = 2**31 - 1
-_NUL = "\x00"
-_ESCAPED_NUL = "\\u0000"
 _EMPTY_OBJECT = re.compile(r"\s*\{\s*\}\s*")
 
 
@@ -302,7 +302,7 @@ def _step_texts(
         check_length(event.name, MAX_NAME_BYTES, index, "name")
     check_length(event.kind, MAX_NAME_BYTES, index, "kind")
     # One search of all six (``None`` formats as "None") instead of one per field.
-    if _NUL in f"{texts[0]}{texts[1]}{texts[2]}{texts[3]}{texts[4]}{texts[5]}":
+    if NUL in f"{texts[0]}{texts[1]}{texts[2]}{texts[3]}{texts[4]}{texts[5]}":
         run_id, key, step_id, parent_id, name, kind = texts
         return (
             without_nul(run_id),
@@ -362,7 +362,7 @@ def clean_json_text(value: str) -> str:
     object spelt ``{}`` (the merge in ``_rows`` tells an empty ``records`` by its text)."""
     if _EMPTY_OBJECT.fullmatch(value):
         return EMPTY_OBJECT
-    if _ESCAPED_NUL not in value:
+    if ESCAPED_NUL not in value:
         return value
     return msgspec.json.encode(_json_without_nul(msgspec.json.decode(value))).decode()
 

@@ -52,7 +52,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES
 from pipelens_server._errors import BodyTooLargeError, InvalidBatchError, UnsupportedMediaTypeError
-from pipelens_server._ingest._checks import MAX_BIGINT, json_value, without_nul
+from pipelens_server._ingest._checks import ESCAPED_NUL, MAX_BIGINT, json_value, without_nul
 from pipelens_server._ingest._decode import clean_json_text, media_type
 from pipelens_server._ingest._otlp_llm import (
     TokenCountError,
@@ -87,7 +87,6 @@ _REASONS_SHOWN = 3
 _NO_SPAN = bytes(8)
 #: OpenInference's attributes that are a step's inputs and result, not records too.
 _CAPTURED = frozenset({"input.value", "input.mime_type", "output.value", "output.mime_type"})
-_ESCAPED_NUL = "\\u0000"
 _encode = msgspec.json.encode
 
 
@@ -461,7 +460,7 @@ def _store(rows: Rows, span: _SpanRows, scrub: bool) -> None:
     step[_INPUTS] = None if inputs is None else clean_json_text(inputs)
     step[_RESULT] = None if result is None else clean_json_text(result)
     # Never an empty object (it has the span kind): only a NUL needs cleaning.
-    step[_RECORDS] = clean_json_text(records) if _ESCAPED_NUL in records else records
+    step[_RECORDS] = clean_json_text(records) if ESCAPED_NUL in records else records
     step[_LLM] = None if llm is None else clean_json_text(llm)
     rows.add_step(step)
     if span.root:
