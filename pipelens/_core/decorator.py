@@ -21,7 +21,7 @@ import msgspec
 import wrapt
 
 from pipelens._core import clock, containment
-from pipelens._core.capture import capture
+from pipelens._core.capture import capture, encode
 from pipelens._core.context import current_step_var
 from pipelens._core.errors import check_strings
 from pipelens._core.settings import settings
@@ -152,9 +152,20 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             if capture_args and settings.capture_args:
                 if struct is not None and instance is None:
                     try:
-                        inputs = capture(struct(*args, **kwargs))
+                        bound = struct(*args, **kwargs)
                     except TypeError:
                         inputs = spec.inputs(instance, args, kwargs)
+                    else:
+                        # capture(bound)'s common case inlined (a call less on every step):
+                        # anything but a small encodable value takes capture itself.
+                        try:
+                            data = encode(bound)
+                        except Exception:
+                            data = None
+                        if data is None or len(data) > settings.max_value_bytes:
+                            inputs = capture(bound)
+                        else:
+                            inputs = data.decode()
                 else:
                     inputs = spec.inputs(instance, args, kwargs)
             parent = get()
@@ -184,7 +195,14 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             # clock read and a few stores, the result's capture never raises.
             step.result = result
             if capture_result and settings.capture_result:
-                step.result_json = capture(result)
+                try:  # capture(result) inlined as above
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
             duration = _perf_ns() - step._t0
             step.duration_ns = duration
             step.end_ns = step.start_ns + duration
