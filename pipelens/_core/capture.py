@@ -176,6 +176,9 @@ def _fields(value: object) -> dict[str, Any] | None:
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+#: The encoding :func:`capture` starts with, for the hot path that inlines capture's common case
+#: (a value that encodes within ``max_value_bytes``; anything else takes ``capture`` itself).
+encode = _encoder.encode
 _decoder = msgspec.json.Decoder()
 _value_re = re.compile(SECRET_VALUE_PATTERN)
 _hint_cache: dict[str, re.Pattern[bytes]] = {}
