@@ -52,7 +52,6 @@ from pipelens_server._ingest._checks import (
 from pipelens_server._ingest._rows import EMPTY_OBJECT, Rows, run_row
 from pipelens_server._ingest._scores import score_row
 from pipelens_server._ingest._scrub import (
-    may_hold_secret,
     scrub_json,
     scrub_opt_text,
     scrub_text,
@@ -145,6 +144,10 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
     rows = Rows(partial=partial)
     rows.events = len(batch.events)
     add_start, add_finish = rows.add_start, rows.add_finish
+    # A captured value's stored text depends on its text alone, and the same texts come back
+    # within a batch (a loop's inputs, a small result, ``{}``): each distinct one is checked and
+    # redacted once per batch, by text.
+    stored: dict[str, str] = {}
     # Step events are nearly all of a batch: built positionally (in ``STEPS.columns`` order, as
     # ``step_row`` documents it) rather than through keyword calls, a third of the batch's time.
     for i, event in enumerate(batch.events):
@@ -156,17 +159,13 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                 _bigint(duration_ns, i, "duration_ns")
             check_order(start_ns, end_ns, i)
             inputs, result, records, llm = event.inputs, event.result, event.records, event.llm
-            error = event.error
-            # One test of all the step's texts: most hold nothing secret-looking.
-            secret = may_hold_secret(
-                inputs,
-                result,
-                records,
-                llm,
-                None if error is None else error.message,
-                None if error is None else error.traceback,
-            )
-            error_type, error_message, error_traceback = _error(error, secret)
+            if inputs is not None:
+                inputs = stored.get(inputs) or _stored_json(stored, inputs, i, "inputs")
+            if result is not None:
+                result = stored.get(result) or _stored_json(stored, result, i, "result")
+            if records is not None:
+                records = stored.get(records) or _stored_json(stored, records, i, "records")
+            error_type, error_message, error_traceback = _error(event.error)
             add_finish(
                 [
                     *_step_texts(event, i),
@@ -174,25 +173,27 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     start_ns,
                     end_ns,
                     duration_ns,
-                    None if inputs is None else _json(inputs, i, "inputs", secret),
-                    None if result is None else _json(result, i, "result", secret),
-                    None if records is None else _json(records, i, "records", secret),
+                    inputs,
+                    result,
+                    records,
                     error_type,
                     error_message,
                     error_traceback,
-                    None if llm is None else _llm(llm, i, secret),
+                    None if llm is None else _llm(llm, i),
                 ]
             )
         elif isinstance(event, StepStarted):
-            inputs = event.inputs
+            inputs, start_ns = event.inputs, event.start_ns
+            if inputs is not None:
+                inputs = stored.get(inputs) or _stored_json(stored, inputs, i, "inputs")
             add_start(
                 [
                     *_step_texts(event, i),
                     "running",
-                    _bigint(event.start_ns, i, "start_ns"),
+                    start_ns if start_ns <= MAX_BIGINT else _bigint(start_ns, i, "start_ns"),
                     None,
                     None,
-                    None if inputs is None else _json(inputs, i, "inputs"),
+                    inputs,
                     None,
                     None,
                     None,
@@ -292,15 +293,15 @@ def _step_texts(
         check_not_empty(event.key, index, "key")
         check_not_empty(event.step_id, index, "step_id")
     # The common case, short texts, costs one sum; only a long one is measured in bytes.
-    if len(event.key) + len(event.run_id) + len(event.step_id) + len(event.name) > 128 or (
-        event.parent_id is not None and len(event.parent_id) > 128
-    ):
+    if len(event.key) + len(event.run_id) + len(event.step_id) + len(event.name) + len(
+        event.kind
+    ) > 128 or (event.parent_id is not None and len(event.parent_id) > 128):
         check_length(event.run_id, MAX_RUN_ID_BYTES, index, "run_id")
         check_length(event.key, MAX_KEY_BYTES, index, "key")
         check_length(event.step_id, MAX_NAME_BYTES, index, "step_id")
         check_length(event.parent_id or "", MAX_NAME_BYTES, index, "parent_id")
         check_length(event.name, MAX_NAME_BYTES, index, "name")
-    check_length(event.kind, MAX_NAME_BYTES, index, "kind")
+        check_length(event.kind, MAX_NAME_BYTES, index, "kind")
     # One search of all six (``None`` formats as "None") instead of one per field.
     if NUL in f"{texts[0]}{texts[1]}{texts[2]}{texts[3]}{texts[4]}{texts[5]}":
         run_id, key, step_id, parent_id, name, kind = texts
@@ -323,30 +324,25 @@ def _opt_text(value: str | None) -> str | None:
     return None if value is None else without_nul(value)
 
 
-def _error(
-    error: ErrorInfo | None, secret: bool = True
-) -> tuple[str | None, str | None, str | None]:
+def _error(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
     if error is None:
         return None, None, None
-    message, traceback = error.message, error.traceback
-    if secret:
-        message, traceback = scrub_text(message), scrub_opt_text(traceback)
+    message, traceback = scrub_text(error.message), scrub_opt_text(error.traceback)
     return without_nul(error.type), without_nul(message), _opt_text(traceback)
 
 
-def _json(value: str | None, index: int, field: str, secret: bool = True) -> str | None:
-    """Check that a captured value is JSON text PostgreSQL's ``jsonb`` accepts; scrubbed
-    unless ``secret`` says the event holds nothing secret-looking."""
-    if value is None:
-        return None
+def _stored_json(stored: dict[str, str], value: str, index: int, field: str) -> str:
+    """The text a captured value is stored as (checked as JSON text PostgreSQL's ``jsonb``
+    accepts, redacted), kept in ``stored`` by the value's text for the batch's next events."""
     decoded, text = json_value(value, index, field)
-    return clean_json_text(scrub_json(text, decoded) if secret else text)
+    stored[value] = text = clean_json_text(scrub_json(text, decoded))
+    return text
 
 
-def _llm(value: str, index: int, secret: bool) -> str:
+def _llm(value: str, index: int) -> str:
     decoded, text = json_value(value, index, "llm")
     check_llm(decoded, index)
-    return clean_json_text(scrub_json(text, decoded) if secret else text)
+    return clean_json_text(scrub_json(text, decoded))
 
 
 def _llm_usage(value: str | None, index: int) -> str | None:

@@ -23,6 +23,7 @@ from pipelens.events import (
     StepStarted,
     encode_msgpack,
 )
+from pipelens_server._errors import InvalidBatchError
 from pipelens_server._ingest._decode import batch_rows
 from pipelens_server._ingest._rows import RUNS, STEPS, merge, step_row
 
@@ -99,6 +100,41 @@ def test_started_step_row_has_every_field_in_column_order() -> None:
         inputs='{"x":2}',
     )
     assert rows.steps == {("r1", "root.child"): expected}
+
+
+def test_a_value_repeated_in_a_batch_is_redacted_and_cleaned_every_time() -> None:
+    """The same captured text in many events and fields (each distinct text is checked once per
+    batch) is stored redacted, or cleaned, in every one of them."""
+    secret = '{"api_key":"k1","note":"sk-abcdefghijklmnopqrstuvwx","nul":"a\\u0000"}'
+    clean = '{"api_key":"[REDACTED]","note":"[REDACTED]","nul":"a\ufffd"}'
+    events: list[Event] = []
+    for step in ("a", "b"):
+        events.append(msgspec.structs.replace(STARTED, key=step, inputs=secret))
+        events.append(
+            msgspec.structs.replace(
+                FINISHED, key=step, inputs=secret, result=secret, records=secret, llm=secret
+            )
+        )
+    events.append(msgspec.structs.replace(STARTED, key="c", inputs=secret))
+    steps = batch_rows(Batch(events=events)).steps
+    assert len(steps) == 3
+    for row in steps.values():
+        named = dict(zip(STEPS.column_names, row, strict=True))
+        texts = [named["inputs"]]
+        if named["status"] != "running":
+            texts += [named["result"], named["records"], named["llm"]]
+        assert [msgspec.json.decode(text) for text in texts] == [msgspec.json.decode(clean)] * len(
+            texts
+        )
+
+
+def test_a_text_valid_in_one_field_is_checked_in_the_next_event_too() -> None:
+    """A text seen before in the batch is not trusted blindly: an invalid text after many valid
+    ones is still a 400 naming its own event and field."""
+    events: list[Event] = [msgspec.structs.replace(FINISHED, key=f"k{i}") for i in range(3)]
+    events.append(msgspec.structs.replace(FINISHED, key="bad", records='{"n":'))
+    with pytest.raises(InvalidBatchError, match=r"\$\.events\[3\]\.records"):
+        batch_rows(Batch(events=events))
 
 
 @pytest.mark.parametrize("order", ["start first", "finish first"])
