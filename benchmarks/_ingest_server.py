@@ -124,9 +124,15 @@ def empty_tables(conninfo: str) -> None:
         conn.execute("TRUNCATE runs, steps, pipelines CASCADE")
 
 
-def finished_steps(conninfo: str) -> int:
+def finished_steps(conninfo: str, pipeline: str | None = None) -> int:
+    """The finished steps stored, or only ``pipeline``'s (through its index: millions of others
+    may be stored)."""
     import psycopg
 
+    query = "SELECT count(*) FROM steps WHERE status <> 'running'"
     with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT count(*) FROM steps WHERE status <> 'running'").fetchone()
+        if pipeline is None:
+            row = conn.execute(query).fetchone()
+        else:
+            row = conn.execute(query + " AND pipeline = %s", (pipeline,)).fetchone()
     return int(row[0]) if row else 0

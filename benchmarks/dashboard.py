@@ -295,7 +295,7 @@ def counts(conninfo: str) -> tuple[int, int]:
     return found[0], found[1]
 
 
-async def _roll_up(conninfo: str) -> float:
+async def roll_up_loaded(conninfo: str) -> float:
     """Roll up what the load wrote (the server's job would, within its interval); seconds."""
     from psycopg_pool import AsyncConnectionPool
 
@@ -448,6 +448,23 @@ def pages(batches: int, only: str = "") -> list[Page]:
     return [page for page in listed if re.search(only, page.label)]
 
 
+def time_pages(conninfo: str, batches: int, repeat: int, only: str = "") -> list[Timing]:
+    """Time every page of :func:`pages` on the app of this tree against ``conninfo``."""
+    from litestar.testing import TestClient
+
+    from pipelens_server import Settings, create_app
+
+    timings = []
+    # A loopback base URL: the server answers no other Host (DNS rebinding).
+    app = create_app(Settings(database_url=conninfo))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        client.cookies.set("tz", "UTC")
+        for page in pages(batches, only):
+            print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
+            timings.append(measure(client.get, page, repeat))
+    return timings
+
+
 def explain(conninfo: str, query: Any, params: Any) -> list[str]:
     """EXPLAIN (ANALYZE, BUFFERS) of one recorded query; nothing for a write."""
     import psycopg
@@ -489,7 +506,7 @@ def _short(runs: int) -> str:
     return str(runs)
 
 
-def _report(
+def report(
     machine: list[str],
     sizes: list[Size],
     explained: dict[str, list[list[str]]],
@@ -640,18 +657,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"loading {runs:,} runs ...", file=sys.stderr, flush=True)
             load_s = grow(conninfo, loaded + 1, runs) + (big_s if not loaded else 0.0)
             loaded = runs
-            rollup_s = asyncio.run(_roll_up(conninfo))
+            rollup_s = asyncio.run(roll_up_loaded(conninfo))
             if args.baseline and runs == sizes[-1]:
                 print(f"measuring the baseline {args.baseline} ...", file=sys.stderr, flush=True)
                 baseline = _baseline(args.baseline, conninfo, repeat, batches, items, args.only)
-            timings = []
-            # A loopback base URL: the server answers no other Host (DNS rebinding).
-            app = create_app(Settings(database_url=conninfo))
-            with TestClient(app, base_url="http://127.0.0.1") as client:
-                client.cookies.set("tz", "UTC")
-                for page in pages(batches, args.only):
-                    print(f"measuring {page.label} ...", file=sys.stderr, flush=True)
-                    timings.append(measure(client.get, page, repeat))
+            timings = time_pages(conninfo, batches, repeat, args.only)
             measured.append(Size(*counts(conninfo), load_s, rollup_s, timings))
         explained = {
             t.page.label: [
@@ -663,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         database.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    print(_report(machine, measured, explained, repeat, quick, baseline, args.baseline, args.only))
+    print(report(machine, measured, explained, repeat, quick, baseline, args.baseline, args.only))
     return 0
 
 

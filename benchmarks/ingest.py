@@ -69,8 +69,13 @@ _STORE_TIMEOUT_S = 600
 # --- what a producer does ---------------------------------------------------------------------
 
 
+#: The pipeline of the producers' runs (their root step's name).
+PIPELINE = "pipeline"
+
+
 def _pipeline_steps() -> Any:
-    """The traced program: a root step calling a child step 99 times (100 steps a run)."""
+    """The traced program: a root step calling a child step 99 times (100 steps a run), of the
+    pipeline ``PIPELINE``."""
     import pipelens
 
     @pipelens.step
@@ -205,10 +210,16 @@ def end_to_end(
     runs: int,
     max_batch: int | None = None,
     pace: float | None = None,
+    keep_history: bool = False,
 ) -> dict[str, Any]:
-    """Steps per second from ``producers`` processes until every step is in the database."""
+    """Steps per second from ``producers`` processes until every step is in the database.
+
+    ``keep_history``: on the tables as they are (``benchmarks.scale``: millions of steps stored,
+    none of them of the producers' pipeline), instead of emptied first.
+    """
     url, conninfo = server.url, server.conninfo
-    empty_tables(conninfo)
+    if not keep_history:
+        empty_tables(conninfo)
     spool = tempfile.mkdtemp(prefix="pipelens-bench-spool-")
     env = {**os.environ, "PIPELENS_SPOOL_DIR": spool}
     command = [sys.executable, "-m", "benchmarks.ingest", "--worker", url, "--runs", str(runs)]
@@ -242,7 +253,9 @@ def end_to_end(
             assert proc.stdout is not None
             reports.append(json.loads(proc.stdout.readline()))
         deadline = time.monotonic() + _STORE_TIMEOUT_S
-        while (stored := finished_steps(conninfo)) < expected and time.monotonic() < deadline:
+        while (stored := finished_steps(conninfo, PIPELINE)) < expected and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         elapsed = time.perf_counter() - start
         cpu_after = server.cpu_seconds()

@@ -257,3 +257,56 @@ def test_search_quick_run_prints_ingest_and_every_search_row() -> None:
     for label in ("step name, every run (step_1)", "found nowhere", "run id prefix (100 runs)"):
         assert re.search(rf"^  {re.escape(label)} +[\d.]+$", out, re.M), out
     assert "target: a rare text <= 100 ms at 100,000 runs" in out
+
+
+def test_scale_quick_run_measures_ingest_and_pages_on_one_history_and_exits_0() -> None:
+    """``benchmarks.scale --quick`` exits 0 and prints ingest on the empty history and at the
+    large size (every step stored, none dropped), their ratio, the data loaded at both sizes
+    and a row per page of the dashboard benchmark with both times."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^PipeLens at scale: ingest and reads with 4,988 steps stored$", out, re.M)
+    flows = re.findall(
+        r"^  (empty history|4,988 steps stored): 1 producers, 200 steps in [\d.]+ s = [\d,]+ "
+        r"steps/s \(retried \d+, spooled \d+, dropped 0\)",
+        out,
+        re.M,
+    )
+    assert flows == ["empty history", "4,988 steps stored"], out
+    requests = r"^    1 sequential requests of 5,000 events: p50 [\d.]+ ms, p99 [\d.]+ ms$"
+    assert len(re.findall(requests, out, re.M)) == 2, out
+    ratio = r"^  at 4,988 steps over empty: steps/s [\d.]+x, request p50 [\d.]+x, CPU per step"
+    assert re.search(ratio, out, re.M), out
+    assert re.search(r"^  \(ingest cost (does not grow|grows) with the history", out, re.M), out
+    # 100 runs then enough for 5,000 steps with the big runs (348 steps): 232 runs.
+    assert re.search(r"^data: +104 runs, 2,348 steps over 30 days", out, re.M), out
+    assert re.search(r"^data: +236 runs, 4,988 steps over 30 days", out, re.M), out
+    rows = re.findall(r"^(\S.*?) {2,}[\d.]+ +[\d.]+ +[\d.]+x +(\d{3}) +[\d.]+$", out, re.M)
+    assert [label for label, _ in rows][:3] == [
+        "overview (24 hours)",
+        "overview (30 days)",
+        "runs page (30 days, first page)",
+    ]
+    assert {status for _, status in rows} == {"200"}, out
+
+
+def test_scale_too_few_steps_are_refused_with_the_least_named() -> None:
+    """``--steps`` not above the small size exits 2 naming the value and the least it takes."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--quick", "--steps", "1000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    message = "--steps 1000: expected at least 2,368 (more than the small size)"
+    assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr

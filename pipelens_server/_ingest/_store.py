@@ -104,12 +104,17 @@ INSERT_PIPELINES = (
     f"INSERT INTO pipelines (name) SELECT DISTINCT pipeline FROM {RUNS.stage} "  # noqa: S608
     "WHERE pipeline IS NOT NULL ORDER BY 1 ON CONFLICT (name) DO NOTHING"
 )
-# Steps stored before their run event named the pipeline learn it now.
+# Steps stored before their run event named the pipeline learn it now. They are locked first,
+# in key order as the upserts lock theirs: an UPDATE takes rows in its plan's order (here the
+# staging table's), so two batches naming the same runs in different orders deadlocked.
 FILL_STEP_PIPELINES = (
-    "WITH changed AS ("  # noqa: S608 - constants only
-    f"UPDATE steps AS s SET pipeline = r.pipeline FROM {RUNS.stage} st JOIN runs r "
-    "ON r.run_id = st.run_id WHERE st.pipeline IS NOT NULL AND s.run_id = st.run_id "
-    "AND s.pipeline IS NULL RETURNING s.start_ns) " + NOTE_DIRTY.format(rows="changed")
+    "WITH target AS (SELECT s.run_id, s.key, r.pipeline FROM steps s "  # noqa: S608 - constants only
+    f"JOIN {RUNS.stage} st ON st.run_id = s.run_id JOIN runs r ON r.run_id = st.run_id "
+    "WHERE st.pipeline IS NOT NULL AND s.pipeline IS NULL "
+    "ORDER BY s.run_id, s.key FOR UPDATE OF s), changed AS ("
+    "UPDATE steps AS s SET pipeline = target.pipeline FROM target "
+    "WHERE s.run_id = target.run_id AND s.key = target.key RETURNING s.start_ns) "
+    + NOTE_DIRTY.format(rows="changed")
 )
 
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
