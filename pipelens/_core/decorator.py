@@ -113,12 +113,12 @@ class _Spec:
                 if data is None or len(data) > settings.max_value_bytes:
                     return capture(bound)
                 return data.decode()
-        bound = dict(zip(names, args, strict=False))
+        by_name: dict[str, Any] = dict(zip(names, args, strict=False))
         if len(args) > len(names):
-            bound[self.varargs] = args[len(names) :]
+            by_name[self.varargs] = args[len(names) :]
         if kwargs:
-            bound.update(kwargs)
-        return capture(bound)
+            by_name.update(kwargs)
+        return capture(by_name)
 
 
 def _inputs_struct(
