@@ -260,7 +260,12 @@ def usage_by_model(steps: Iterable[_CallsOf]) -> dict[str, ModelUsage]:
         records = step._records
         if records and read_tracked is not None:
             for key, value in list(records.items()):
-                if key.startswith(TRACK_PREFIX) and isinstance(value, dict) and value.get("model"):
+                if (  # the seed's records dict can be written directly, with any key
+                    isinstance(key, str)
+                    and key.startswith(TRACK_PREFIX)
+                    and isinstance(value, dict)
+                    and value.get("model")
+                ):
                     add(read_tracked(value))
     for model, total in totals.items():
         if model in unpriced or total.cost_usd is None:

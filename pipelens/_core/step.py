@@ -409,6 +409,8 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
 
     def record(self, key: str, value: Any) -> _Chain:
         """Record ``value`` under ``key`` on this step (also awaitable, as in the seed)."""
+        if type(key) is not str or not key:  # the caller's mistake: say so, lose no other record
+            raise TypeError(f"pipelens.record: the key must be a non-empty str, not {key!r}")
         try:
             records = self.records
             if key not in records and len(records) >= settings.max_records:

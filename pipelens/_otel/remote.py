@@ -73,6 +73,13 @@ class continue_run(StepScope[Step | None]):  # noqa: N801 - used like a function
 
     def __init__(self, headers: Headers, name: str = "continue_run") -> None:
         self.name = check_name(name, "continue_run(headers, name)")
+        # A text is iterable too, and would be read as pairs of its characters: refuse it here.
+        given: object = headers  # typed as what callers may pass, checked as what they did
+        if isinstance(given, str | bytes | bytearray) or not isinstance(given, Iterable):
+            raise TypeError(
+                "continue_run(headers, name): headers must be a mapping of header names to values "
+                f"(or ASGI's (bytes, bytes) pairs), not {type(headers).__name__} {headers!r:.80}"
+            )
         self.headers = headers
 
     def _open(self) -> Step:

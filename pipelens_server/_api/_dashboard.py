@@ -11,7 +11,7 @@ our own step stats page instead of a quickchart.io image; settings hold the rete
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -45,6 +45,7 @@ from pipelens_server._read._seed_dashboard import (
     step_names,
     step_series,
 )
+from pipelens_server._timerange import parse_moment
 
 _DEFAULT_SPAN_NS = 30 * 86_400 * 1_000_000_000  # the seed's time series: the last 30 days
 #: The settings keys the seed's dashboard and its purge read for the retention.
@@ -61,17 +62,13 @@ PageSizeQuery = Annotated[
 
 
 def _date_ns(text: str | None, name: str) -> int | None:
+    """The seed's ``startDate``/``endDate`` (ISO 8601, UTC unless it names its offset) in ns."""
     if not text:
         return None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationException(
-            detail=f"{name} must be an ISO 8601 date or time, got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000) * 1000
+    try:  # one rule for times across the API: it also refuses what bigint cannot hold
+        return parse_moment(name, text, UTC)
+    except ValueError as error:
+        raise ValidationException(detail=str(error)) from None
 
 
 @get("/dashboard/pipelines")

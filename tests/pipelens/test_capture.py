@@ -295,3 +295,29 @@ def test_invalid_configure_call_changes_nothing() -> None:
     with pytest.raises(pipelens.ConfigurationError, match="max_records="):
         pipelens.configure(capture_args=False, transport=pipelens.MemoryTransport(), max_records=0)
     assert before == {name: getattr(settings, name) for name in Settings.__slots__}
+
+
+def test_a_record_key_that_is_not_a_str_is_a_type_error_and_loses_no_other_record(
+    events: CapturedEvents,
+) -> None:
+    """``record(5, ...)`` says what is wrong; the step's other records and the run's LLM usage
+    survive it (a non-str key once nulled the step's records and the run's usage)."""
+    seen: list[str] = []
+
+    @pipelens.step
+    def keyed() -> None:
+        pipelens.record("kept", 1)
+        for bad in (5, "", None):
+            with pytest.raises(TypeError, match="key must be a non-empty str") as caught:
+                pipelens.record(bad, 1)  # type: ignore[arg-type]
+            seen.append(str(caught.value))
+        pipelens.current_step().records[7] = "written directly, as the seed's code may"  # type: ignore[union-attr,index]
+        with pipelens.llm_call(provider="openai", model="gpt-4o") as call:
+            call.set_usage(input_tokens=10, output_tokens=5)
+
+    keyed()
+    _, _, records = _wire(events, "keyed")
+    assert records == {"kept": 1}
+    assert "not 5" in seen[0]
+    usage = json.loads(events.runs()[0].llm_usage or "null")
+    assert usage["gpt-4o"]["calls"] == 1

@@ -392,3 +392,11 @@ def test_tracestate_stays_within_32_entries_and_512_characters() -> None:
     kept = [e.partition("=")[0] for e in entries[1:]]
     assert kept == [f"w{i}" for i in range(len(kept))]  # then from the right
     assert len(value) + len(f",w{len(kept)}=" + "z" * 40) > 512  # and no more than needed
+
+
+@pytest.mark.parametrize("headers", ["traceparent: 00-abc", b"raw", 42])
+def test_continue_run_given_no_headers_is_a_type_error_naming_them(headers: object) -> None:
+    """A text is not headers: it was read as pairs of characters (a contained internal error,
+    the block untraced); now the caller's mistake is a TypeError that names ``headers``."""
+    with pytest.raises(TypeError, match="headers must be a mapping"):
+        pipelens.continue_run(headers, "handle")  # type: ignore[arg-type]
