@@ -90,7 +90,8 @@ FILL_STEP_PIPELINES = (
 
 # Name paths of the steps whose keys are made of their ids (migration 0016), over the whole run:
 # a path depends on the ancestors' names and the siblings', which may have come just now.
-FILL_STEP_PATHS = "SELECT pipelens_fill_step_paths(%s::text[])"
+# (It answers the start times of the steps it changed: the statement triggers note their hours.)
+FILL_STEP_PATHS = "SELECT count(*) FROM pipelens_fill_step_paths(%s::text[])"
 
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
 # checks within the batch). A resend starts when the stored run did.

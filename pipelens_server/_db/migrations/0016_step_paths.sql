@@ -13,7 +13,8 @@
 
 ALTER TABLE steps ADD COLUMN path text;
 
-CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS void
+-- It answers the start times of the steps whose path it changed (their hours' rollups change).
+CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS SETOF bigint
     LANGUAGE sql VOLATILE
     AS $$
     WITH RECURSIVE own AS MATERIALIZED (
@@ -57,6 +58,7 @@ CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS void
     UPDATE steps s SET path = tree.path
     FROM tree
     WHERE s.run_id = tree.run_id AND s.key = tree.key AND s.path IS DISTINCT FROM tree.path
+    RETURNING s.start_ns
     $$;
 
 -- What the rollups sum: a step's path where it has one.
@@ -87,5 +89,7 @@ CREATE INDEX steps_pipeline_path_start_idx ON steps (pipeline, (coalesce(path, k
 
 -- The steps stored before this migration (their hours are rolled up again: the UPDATE's
 -- trigger notes them).
-SELECT pipelens_fill_step_paths(array_agg(DISTINCT run_id))
-FROM steps WHERE right(key, length(step_id) + 3) = '___' || step_id;
+SELECT count(*) FROM pipelens_fill_step_paths((
+    SELECT array_agg(DISTINCT run_id) FROM steps
+    WHERE right(key, length(step_id) + 3) = '___' || step_id
+));
