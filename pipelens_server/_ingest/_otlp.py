@@ -265,6 +265,9 @@ def request_rows(message: ExportTraceServiceRequest) -> Outcome:
     scrub = may_hold_secret(*[text for rows in spans for text in rows.texts])
     for rows in spans:
         _store(outcome.rows, rows, scrub)
+        # Any span may be the parent or an earlier sibling that the paths of spans already
+        # stored wait for: every run of the request has its paths filled again.
+        outcome.rows.path_runs.add(rows.step[0])
     outcome.rows.events = outcome.spans - outcome.rejected
     return outcome
 

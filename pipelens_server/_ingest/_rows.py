@@ -284,6 +284,7 @@ class Rows:
         "events",
         "heartbeats",
         "partial",
+        "path_runs",
         "refused",
         "runs",
         "scores",
@@ -305,6 +306,9 @@ class Rows:
         #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
         #: their own: heard of, no more).
         self.heartbeats: dict[str, int] = {}
+        #: Runs with steps that may be keyed by their own id (OTLP spans): their name paths are
+        #: computed again once the batch's rows are in (``pipelens_fill_step_paths``, 0016).
+        self.path_runs: set[str] = set()
         #: Keys whose row is one ``StepStarted``'s, merged with nothing yet (``add_start``).
         self._starts: set[tuple[str, str]] = set()
 

@@ -112,6 +112,11 @@ FILL_STEP_PIPELINES = (
     "AND s.pipeline IS NULL RETURNING s.start_ns) " + NOTE_DIRTY.format(rows="changed")
 )
 
+# Name paths of the steps whose keys are made of their ids (migration 0016), over the whole run:
+# a path depends on the ancestors' names and the siblings', which may have come just now.
+# (It answers the start times of the steps it changed: the statement triggers note their hours.)
+FILL_STEP_PATHS = "SELECT count(*) FROM pipelens_fill_step_paths(%s::text[])"
+
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
 # checks within the batch). A resend starts when the stored run did.
 REUSED_RUN_IDS = (
@@ -278,6 +283,8 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
                 await cur.execute(NOTE_MOVED_STEP_STARTS)
                 await cur.execute(UPSERT_STEPS)
             await cur.execute(FILL_STEP_PIPELINES)
+            if rows.path_runs and (path_runs := sorted(rows.path_runs - rows.refused.keys())):
+                await cur.execute(FILL_STEP_PATHS, (path_runs,))
         scores = [row for key, row in sorted(rows.scores.items()) if key[0] not in rows.refused]
         if scores:
             await cur.executemany(INSERT_SCORES, scores)

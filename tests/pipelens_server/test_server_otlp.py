@@ -511,3 +511,73 @@ def test_a_secret_in_one_span_of_a_large_request_is_redacted(
     works = {s["records"]["i"]: s["records"] for s in rows["steps"] if s["name"] == "work"}
     assert works[37]["password"] == "[REDACTED]"
     assert works[36] == {"i": 36, "otel.span_kind": "internal", "otel.scope": "t"}
+
+
+def _two_children_with_leaves() -> tuple[list[ReadableSpan], int]:
+    """A root ``pipeline`` with ``child`` twice (one after the other), each with a ``leaf``;
+    in end order, with the trace id."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("pipeline") as root:
+            for _ in range(2):
+                with tracer.start_as_current_span("child"), tracer.start_as_current_span("leaf"):
+                    pass
+        spans = list(memory.get_finished_spans())
+    return spans, root.get_span_context().trace_id
+
+
+#: The paths (a root's: its key) of ``_two_children_with_leaves``' steps, as our client keys them.
+PATHS = sorted(
+    ["pipeline", "pipeline.child", "pipeline.child.leaf", "pipeline.child___1",
+     "pipeline.child___1.leaf"]
+)  # fmt: skip
+
+
+def _paths(database_url: str, run_id: str) -> list[str]:
+    steps = read_rows(database_url, run_id)["steps"]
+    return sorted((s["path"] or s["key"]) for s in steps)
+
+
+def test_otlp_steps_of_two_traces_are_grouped_by_name_path_in_step_stats(
+    client: Client, database_url: str
+) -> None:
+    """Each span keeps its span-id key, and gets the path our client's key rules give (parent
+    path, name, ``___1`` for the second sibling of a name in start order), whatever order and
+    however often its spans come: the step stats and compare of two traces group by it."""
+    first, first_id = _two_children_with_leaves()
+    second, second_id = _two_children_with_leaves()
+    assert _post(client, protobuf_body(first)).status_code == 200
+    # The second trace span by span, the later child's subtree and the root before the first
+    # child's (its path is renumbered when its earlier sibling comes), then all of it again.
+    later = [s for s in second if s.start_time > second[1].end_time]  # second child's subtree
+    order = later + [s for s in second if s not in later][::-1]
+    for span in [*order, *second]:
+        assert _post(client, protobuf_body([span])).status_code == 200
+    assert _paths(database_url, run_id_of(first_id)) == PATHS
+    assert _paths(database_url, run_id_of(second_id)) == PATHS
+    for step in read_rows(database_url, run_id_of(second_id))["steps"]:
+        assert step["key"] == (
+            step["name"] if step["parent_id"] is None else f"{step['name']}___{step['step_id']}"
+        )
+    for path in ("pipeline.child", "pipeline.child___1", "pipeline.child___1.leaf"):
+        response = client.get(f"/api/v1/pipelines/pipeline/steps/{path}/stats")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["stats"]["count"] == 2, path
+        run_ids = {run_id_of(first_id), run_id_of(second_id)}
+        assert {r["run_id"] for r in body["slowest"]} == run_ids
+        for r in body["slowest"]:  # each links to that run's step of the path, by its key
+            paths = {s["key"]: s["path"] for s in read_rows(database_url, r["run_id"])["steps"]}
+            assert paths[r["step_key"]] == path
+    child = next(s for s in read_rows(database_url, run_id_of(second_id))["steps"]
+                 if s["path"] == "pipeline.child___1")  # fmt: skip
+    panel_link = client.get(
+        f"/runs/{run_id_of(second_id)}/step-stats", params={"key": child["key"]},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert panel_link.headers["location"] == "/pipelines/pipeline/steps/pipeline.child___1?range=7d"
+    compare = client.get(
+        "/api/v1/compare", params={"a": run_id_of(first_id), "b": run_id_of(second_id)}
+    ).json()
+    assert (compare["counts"]["only_a"], compare["counts"]["only_b"]) == (0, 0)
+    assert compare["counts"]["matched"] == 5
