@@ -61,6 +61,7 @@ from pipelens_server._ingest._otlp_llm import (
     llm_call,
     without_llm_texts,
 )
+from pipelens_server._ingest._otlp_paths import fill_paths
 from pipelens_server._ingest._rows import Rows, run_row
 from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_text
 
@@ -265,9 +266,7 @@ def request_rows(message: ExportTraceServiceRequest) -> Outcome:
     scrub = may_hold_secret(*[text for rows in spans for text in rows.texts])
     for rows in spans:
         _store(outcome.rows, rows, scrub)
-        # Any span may be the parent or an earlier sibling that the paths of spans already
-        # stored wait for: every run of the request has its paths filled again.
-        outcome.rows.path_runs.add(rows.step[0])
+    fill_paths(outcome.rows)
     outcome.rows.events = outcome.spans - outcome.rejected
     return outcome
 
@@ -443,6 +442,7 @@ def _span_rows(span: Span, scope: str) -> _SpanRows:
         error_message,
         error_traceback,
         llm,
+        None,  # the path: ``fill_paths``
     ]
     texts = [records_text]
     if inputs is not None or result is not None or llm is not None or error_type is not None:

@@ -7,9 +7,11 @@
 -- of that name in start order (then span id). NULL: the key is the path. Step statistics,
 -- the rollups and compare group steps by ``coalesce(path, key)``.
 --
--- A path depends on other rows (the ancestors, the siblings), so it is computed over a run's
--- steps after each write of that run's id-keyed steps (``pipelens_fill_step_paths``): once
--- every span has come, in whatever order and however often, the paths are the same.
+-- A path depends on other rows (the ancestors, the siblings). The ingest computes it in Python
+-- for a trace that comes whole in one request into a run holding nothing else
+-- (``_ingest/_otlp_paths.py``, the same rule), and otherwise over the run's steps once the
+-- request's rows are in (``pipelens_fill_step_paths``): once every span has come, in whatever
+-- order and however often, the paths are the same.
 
 ALTER TABLE steps ADD COLUMN path text;
 
@@ -87,9 +89,11 @@ DROP INDEX steps_pipeline_key_start_idx;
 CREATE INDEX steps_pipeline_path_start_idx ON steps (pipeline, (coalesce(path, key)), start_ns)
     INCLUDE (duration_ns, status, run_id, path, key);
 
--- The steps stored before this migration (their hours are rolled up again: the UPDATE's
--- trigger notes them).
-SELECT count(*) FROM pipelens_fill_step_paths((
+-- The steps stored before this migration; the hours holding those whose path it gave are
+-- rolled up again (noted as the writers note theirs, migration 0014).
+INSERT INTO rollup_dirty (hour_ns)
+SELECT DISTINCT pipelens_hour(start_ns) FROM pipelens_fill_step_paths((
     SELECT array_agg(DISTINCT run_id) FROM steps
     WHERE right(key, length(step_id) + 3) = '___' || step_id
-));
+)) AS f(start_ns)
+WHERE start_ns < (SELECT pipelens_open_hour());
