@@ -15,11 +15,14 @@ stored (``_store``), since then the siblings and ancestors it holds count too.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from pipelens_server._ingest._rows import STEPS, Row, Rows
 
 _KEY, _STEP_ID, _PARENT_ID, _NAME, _START_NS, _PATH = (
     STEPS.column_names.index(n) for n in ("key", "step_id", "parent_id", "name", "start_ns", "path")
 )
+_START_ORDER = itemgetter(_START_NS, _STEP_ID)
 
 
 def fill_paths(rows: Rows) -> None:
@@ -37,50 +40,53 @@ def fill_paths(rows: Rows) -> None:
 
 def _fill(steps: list[Row]) -> bool:
     """Fill the steps' paths, if they are a whole trace (else change nothing, answer False)."""
-    by_id: dict[str, Row] = {}
-    for row in steps:
-        if row[_STEP_ID] in by_id:
-            return False
-        by_id[row[_STEP_ID]] = row
+    by_id = {row[_STEP_ID]: row for row in steps}
+    if len(by_id) != len(steps):  # a span id given twice
+        return False
     children: dict[str | None, list[Row]] = {}
     for row in steps:
         parent = row[_PARENT_ID]
         if parent is not None and parent not in by_id:
             return False
-        children.setdefault(parent, []).append(row)
+        siblings = children.get(parent)
+        if siblings is None:
+            children[parent] = [row]
+        else:
+            siblings.append(row)
+    if None not in children:  # no root: a cycle of parents
+        return False
     paths: dict[str, str | None] = {}
     parents: list[str | None] = [None]
     while parents:
         parent_id = parents.pop()
-        parent = None if parent_id is None else by_id[parent_id]
+        siblings = children[parent_id]
         # Siblings of one name are numbered in start order, then span id (as the SQL's
         # row_number(): span ids are hex of one length, ordered alike by any collation).
+        siblings.sort(key=_START_ORDER)
+        if parent_id is None:
+            parent_key, parent_path = "", None
+        else:
+            parent_key = by_id[parent_id][_KEY]
+            parent_path = paths[parent_id]
+        below = parent_key if parent_path is None else parent_path
         seen: dict[tuple[str, bool], int] = {}
-        for row in sorted(children.get(parent_id, ()), key=_start_order):
-            key, name = row[_KEY], row[_NAME]
-            by_own_id = key.endswith("___" + row[_STEP_ID])
+        for row in siblings:
+            key, name, step_id = row[_KEY], row[_NAME], row[_STEP_ID]
+            by_own_id = key.endswith("___" + step_id)
             n = seen.get((name, by_own_id), 0)
             seen[name, by_own_id] = n + 1
-            segment = name.replace(".", "_") + (f"___{n}" if n else "")
             path: str | None = None
-            if parent is None:
-                path = segment if by_own_id else None
-            else:
-                parent_key = parent[_KEY]
-                parent_path = paths[parent[_STEP_ID]]
-                if by_own_id:
-                    path = f"{parent_key if parent_path is None else parent_path}.{segment}"
-                elif parent_path is not None and key.startswith(parent_key + "."):
-                    # Below an id-keyed step our own keys extend its key: the path extends its path.
-                    path = parent_path + key[len(parent_key) :]
-            paths[row[_STEP_ID]] = path
-            parents.append(row[_STEP_ID])
+            if by_own_id:
+                segment = name.replace(".", "_") + (f"___{n}" if n else "")
+                path = segment if parent_id is None else f"{below}.{segment}"
+            elif parent_path is not None and key.startswith(parent_key + "."):
+                # Below an id-keyed step our own keys extend its key: the path extends its path.
+                path = parent_path + key[len(parent_key) :]
+            paths[step_id] = path
+            if step_id in children:
+                parents.append(step_id)
     if len(paths) != len(steps):  # a cycle of parents, which no root reaches
         return False
     for row in steps:
         row[_PATH] = paths[row[_STEP_ID]]
     return True
-
-
-def _start_order(row: Row) -> tuple[int, str]:
-    return row[_START_NS], row[_STEP_ID]
