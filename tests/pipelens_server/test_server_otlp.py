@@ -657,3 +657,19 @@ def test_a_whole_trace_sent_again_with_a_new_sibling_renumbers_the_stored_one(
     steps = read_rows(database_url, run_id_of(root.get_span_context().trace_id))["steps"]
     by_start = sorted((s for s in steps if s["parent_id"]), key=lambda s: s["start_ns"])
     assert [s["path"] for s in by_start] == ["pipeline.child", "pipeline.child___1"]
+
+
+def test_a_trace_with_a_cycle_of_parents_or_a_span_id_twice_is_left_to_the_database() -> None:
+    """No root (the root's parent made its leaf) or two spans of one id: not a whole trace
+    the ingest can give paths to, so the database's rule decides."""
+    spans, trace_id = _two_children_with_leaves()
+    for change in ("cycle", "twice"):
+        message = decode_request(protobuf_body(spans), is_json=False)
+        [leaf, _, other, _, root] = message.resource_spans[0].scope_spans[0].spans
+        if change == "cycle":
+            root.parent_span_id = leaf.span_id
+        else:  # the second leaf, renamed (another key), with the first one's id
+            other.span_id, other.name = leaf.span_id, "other"
+        rows = request_rows(message).rows
+        assert (rows.pathed_runs, rows.path_runs) == ({}, {run_id_of(trace_id)}), change
+        assert {row[-1] for row in rows.steps.values()} == {None}, change
