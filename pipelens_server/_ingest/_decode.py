@@ -181,6 +181,7 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     error_message,
                     error_traceback,
                     None if llm is None else _llm(llm, i, secret),
+                    None,  # the key is the path
                 ]
             )
         elif isinstance(event, StepStarted):
@@ -193,6 +194,7 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     None,
                     None,
                     None if inputs is None else _json(inputs, i, "inputs"),
+                    None,
                     None,
                     None,
                     None,
