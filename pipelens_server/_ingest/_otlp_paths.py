@@ -11,12 +11,17 @@ A trace is whole when every span's parent is in the request, or it has none. A t
 not (a span's parent missing, a span id given twice, a cycle of parents) gets no paths here:
 the database computes them once its rows are in, as it does for a trace that already has steps
 stored (``_store``), since then the siblings and ancestors it holds count too.
+
+A path is capped as a client caps a key (``cut`` at ``MAX_KEY_BYTES``, with a digest), level by
+level: a child's path extends its parent's capped path, so a deep trace of long names neither
+grows a path without bound nor passes the index's row limit.
 """
 
 from __future__ import annotations
 
 from operator import itemgetter
 
+from pipelens.events import MAX_KEY_BYTES, cut
 from pipelens_server._ingest._rows import STEPS, Row, Rows
 
 _KEY, _STEP_ID, _PARENT_ID, _NAME, _START_NS, _PATH = (
@@ -78,10 +83,10 @@ def _fill(steps: list[Row]) -> bool:
             path: str | None = None
             if by_own_id:
                 segment = name.replace(".", "_") + (f"___{n}" if n else "")
-                path = segment if parent_id is None else f"{below}.{segment}"
+                path = _capped(segment if parent_id is None else f"{below}.{segment}")
             elif parent_path is not None and key.startswith(parent_key + "."):
                 # Below an id-keyed step our own keys extend its key: the path extends its path.
-                path = parent_path + key[len(parent_key) :]
+                path = _capped(parent_path + key[len(parent_key) :])
             paths[step_id] = path
             if step_id in children:
                 parents.append(step_id)
@@ -90,3 +95,8 @@ def _fill(steps: list[Row]) -> bool:
     for row in steps:
         row[_PATH] = paths[row[_STEP_ID]]
     return True
+
+
+def _capped(path: str) -> str:
+    # Four bytes a character at most: most paths are known short without encoding them.
+    return path if len(path) * 4 <= MAX_KEY_BYTES else cut(path, MAX_KEY_BYTES, unique=True)

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import Status as SpanStatus
 
-from pipelens.events import MAX_NAME_BYTES
+from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES, TRUNCATED_MARK, cut
 from pipelens_server import Settings, create_app
 from pipelens_server._ingest._otlp import decode_request, request_rows
 
@@ -673,3 +673,64 @@ def test_a_trace_with_a_cycle_of_parents_or_a_span_id_twice_is_left_to_the_datab
         rows = request_rows(message).rows
         assert (rows.pathed_runs, rows.path_runs) == ({}, {run_id_of(trace_id)}), change
         assert {row[-1] for row in rows.steps.values()} == {None}, change
+
+
+def _deep_trace_of_long_names(depth: int) -> tuple[list[ReadableSpan], int]:
+    """A root named at the pipeline limit, then ``depth`` spans nested one in the other, each
+    named at the name limit in characters of 1, 2 and 3 bytes (so cuts fall inside one), a
+    dotted one among them, and two siblings of one long name at the bottom."""
+    names = [f"{'é' * level}{level}." + "€" * ((MAX_NAME_BYTES - 4 - 2 * level) // 3)
+             for level in range(depth)]  # fmt: skip
+    names = [n + "x" * (MAX_NAME_BYTES - len(n.encode())) for n in names]
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("p" * MAX_PIPELINE_BYTES) as root:
+            spans: list[Any] = []
+            for name in names:
+                spans.append(tracer.start_as_current_span(name))
+                spans[-1].__enter__()
+            for _ in range(2):
+                with tracer.start_as_current_span(names[-1]):
+                    pass
+            for span in reversed(spans):
+                span.__exit__(None, None, None)
+        finished = list(memory.get_finished_spans())
+    return finished, root.get_span_context().trace_id
+
+
+def test_paths_of_a_deep_trace_of_long_names_are_capped_alike_by_the_ingest_and_the_database(
+    client: Client, database_url: str
+) -> None:
+    """Names at the limits nested deep: the trace is stored (before: a 503, the path index's
+    row too long) and every path is capped as a key is (at most ``MAX_KEY_BYTES``, a digest
+    before the truncation mark, each distinct), the same by ``_otlp_paths`` and by
+    ``pipelens_fill_step_paths``; its step stats read back by path."""
+    spans, trace_id = _deep_trace_of_long_names(8)
+    run_id = run_id_of(trace_id)
+    response = _post(client, protobuf_body(spans))
+    assert response.status_code == 200, response.text
+    given = _paths(database_url, run_id)
+    assert len(given) == len(set(given)) == 11
+    below_root = [p for p in given if p != "p" * MAX_PIPELINE_BYTES]
+    assert all(len(p.encode()) <= MAX_KEY_BYTES for p in given)
+    assert all(p.endswith(TRUNCATED_MARK) for p in below_root)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE steps SET path = NULL WHERE run_id = %s", [run_id])
+        conn.execute("SELECT count(*) FROM pipelens_fill_step_paths(ARRAY[%s])", [run_id])
+    assert _paths(database_url, run_id) == given
+    for path in below_root:
+        stats = client.get(f"/api/v1/pipelines/{'p' * MAX_PIPELINE_BYTES}/steps/{path}/stats")
+        assert stats.status_code == 200, stats.text
+        assert stats.json()["stats"]["count"] == 1
+
+
+def test_the_databases_cap_of_a_path_is_the_clients_cut_of_a_key(database_url: str) -> None:
+    """``pipelens_capped_path`` gives what ``cut(..., MAX_KEY_BYTES, unique=True)`` does, for
+    texts at, just past and far past the limit, cut before characters of 1 to 4 bytes."""
+    texts = ["a" * MAX_KEY_BYTES, "a" * (MAX_KEY_BYTES + 1)]
+    texts += [("a" * lead) + ch * 2000 for lead in range(4) for ch in ("b", "é", "€", "😀")]
+    with psycopg.connect(database_url) as conn:
+        capped = [conn.execute("SELECT pipelens_capped_path(%s)", [t]).fetchone() for t in texts]
+    assert [row[0] if row else None for row in capped] == [
+        cut(t, MAX_KEY_BYTES, unique=True) for t in texts
+    ]

@@ -15,6 +15,25 @@
 
 ALTER TABLE steps ADD COLUMN path text;
 
+-- A path capped as a client caps a key (``pipelens.events.cut`` at MAX_KEY_BYTES, 1536, with a
+-- digest: the first 6 bytes of the SHA-256 of the whole text), level by level: a deep trace of
+-- long names grows no path without bound, nor past the index's row limit. The kept bytes end
+-- before the character the cut falls in (its first byte is not a 10xxxxxx continuation byte).
+CREATE FUNCTION pipelens_capped_path(path text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN octet_length(path) <= 1536 THEN path ELSE (
+        SELECT convert_from(substring(b FROM 1 FOR (
+                   SELECT max(i) FROM generate_series(n - 3, n) i
+                   WHERE get_byte(b, i) & 192 <> 128
+               )), 'UTF8') || tail
+        FROM (SELECT convert_to(path, 'UTF8') AS b,
+                     '~' || left(encode(sha256(convert_to(path, 'UTF8')), 'hex'), 12)
+                         || '…[truncated]' AS tail) t
+        CROSS JOIN LATERAL (SELECT 1536 - octet_length(tail) AS n) m
+    ) END
+    $$;
+
 -- It answers the start times of the steps whose path it changed (their hours' rollups change).
 CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS SETOF bigint
     LANGUAGE sql VOLATILE
@@ -41,7 +60,7 @@ CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS SETOF bigint
         -- The roots: no parent, or a parent not stored in the run (another process's step, an
         -- OTel span of another program, an ancestor that has not come yet).
         SELECT c.run_id, c.key, c.step_id, c.first,
-               CASE WHEN c.by_id THEN c.segment END AS path
+               CASE WHEN c.by_id THEN pipelens_capped_path(c.segment) END AS path
         FROM named c
         WHERE c.parent_id IS NULL OR NOT EXISTS (
             SELECT 1 FROM own p WHERE p.run_id = c.run_id AND p.step_id = c.parent_id
@@ -49,10 +68,10 @@ CREATE FUNCTION pipelens_fill_step_paths(run_ids text[]) RETURNS SETOF bigint
         UNION ALL
         SELECT c.run_id, c.key, c.step_id, c.first,
                CASE
-                   WHEN c.by_id THEN coalesce(t.path, t.key) || '.' || c.segment
+                   WHEN c.by_id THEN pipelens_capped_path(coalesce(t.path, t.key) || '.' || c.segment)
                    -- Below an id-keyed step our own keys extend its key: the path extends its path.
                    WHEN t.path IS NOT NULL AND left(c.key, length(t.key) + 1) = t.key || '.'
-                       THEN t.path || substr(c.key, length(t.key) + 1)
+                       THEN pipelens_capped_path(t.path || substr(c.key, length(t.key) + 1))
                END
         FROM tree t JOIN named c ON c.run_id = t.run_id AND c.parent_id = t.step_id
         WHERE t.first
@@ -82,12 +101,14 @@ FROM runs CROSS JOIN LATERAL (
 ) d
 WHERE pipeline IS NOT NULL AND start_ns IS NOT NULL;
 
--- Step statistics read one pipeline's steps of one path over time, index-only (as migration
--- 0006's index did by key): the planner takes an index-only scan of an expression only when
--- the columns it is made of are in the index too.
+-- Step statistics read one pipeline's steps of one path over time. The planner takes an
+-- index-only scan of an expression only when the columns it is made of are in the index too,
+-- but ``path`` and ``key`` beside the expression would hold a long key twice and pass btree's
+-- row limit (2,704 bytes) for a key at MAX_KEY_BYTES: the read visits the rows (a bitmap heap
+-- scan), only on the raw hours at a range's edges (the rest is read from the rollups).
 DROP INDEX steps_pipeline_key_start_idx;
 CREATE INDEX steps_pipeline_path_start_idx ON steps (pipeline, (coalesce(path, key)), start_ns)
-    INCLUDE (duration_ns, status, run_id, path, key);
+    INCLUDE (duration_ns, status, run_id);
 
 -- The steps stored before this migration; the hours holding those whose path it gave are
 -- rolled up again (noted as the writers note theirs, migration 0014).
