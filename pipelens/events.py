@@ -33,6 +33,7 @@ durations and counts must be ``>= 0``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Literal, TypeAlias
 
 import msgspec
@@ -73,6 +74,24 @@ MAX_COMMENT_BYTES = 4096
 MAX_SCORE_ID_BYTES = 1024
 #: What ends a string the client cut to a limit (keys also get a digest, to stay unique).
 TRUNCATED_MARK = "…[truncated]"
+
+
+def cut(text: str, limit: int, *, unique: bool = False) -> str:
+    """``text`` (free of lone surrogates) cut to ``limit`` UTF-8 bytes, ending in
+    :data:`TRUNCATED_MARK`; with ``unique`` the first 6 bytes of the SHA-256 of the whole text go
+    before the mark (hex, after a ``~``), so two long keys stay apart.
+
+    The server caps the name paths it makes (migration 0016) by this rule too, in Python and in
+    SQL alike: SHA-256 because PostgreSQL has it built in.
+    """
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    tail = TRUNCATED_MARK
+    if unique:
+        tail = f"~{hashlib.sha256(data).hexdigest()[:12]}{tail}"
+    # A character cut in the middle is left out whole.
+    return data[: limit - len(tail.encode())].decode(errors="ignore") + tail
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

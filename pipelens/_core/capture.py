@@ -8,7 +8,6 @@ the same JSON text in ``jsonb`` without decoding it again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import reprlib
 import time
@@ -23,7 +22,6 @@ from pipelens.events import (
     MAX_NAME_BYTES,
     MAX_PIPELINE_BYTES,
     MAX_RUN_ID_BYTES,
-    TRUNCATED_MARK,
     ErrorInfo,
     Event,
     RunFinished,
@@ -31,6 +29,7 @@ from pipelens.events import (
     ScoreAdded,
     StepFinished,
     StepStarted,
+    cut,
 )
 
 REDACTED = "[REDACTED]"
@@ -61,20 +60,6 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:
         return _SURROGATES.sub("\ufffd", text)
     return text
-
-
-def cut(text: str, limit: int, *, unique: bool = False) -> str:
-    """``text`` (free of lone surrogates) cut to ``limit`` UTF-8 bytes, ending in the truncation
-    mark; with ``unique`` a digest of the whole text goes before the mark, so two long keys stay
-    apart."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    tail = TRUNCATED_MARK
-    if unique:
-        tail = f"~{hashlib.blake2b(data, digest_size=6).hexdigest()}{tail}"
-    # A character cut in the middle is left out whole.
-    return data[: limit - len(tail.encode())].decode(errors="ignore") + tail
 
 
 def short_repr(value: object) -> str:

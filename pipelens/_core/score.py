@@ -13,7 +13,7 @@ import math
 import time
 
 from pipelens._core import clock, containment
-from pipelens._core.capture import clean_text, cut
+from pipelens._core.capture import clean_text
 from pipelens._core.context import current_step_var
 from pipelens._core.errors import PipelensError
 from pipelens._core.settings import settings
@@ -28,6 +28,7 @@ from pipelens.events import (
     MAX_SCORE_VALUE_BYTES,
     ScoreAdded,
     ScoreValue,
+    cut,
 )
 
 _WHERE = "pipelens.score"

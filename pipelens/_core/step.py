@@ -568,7 +568,13 @@ def open_step(
         remote = getattr(task_parent, "value", None)
         if remote is not None:  # a task sent to this worker process by a step of another
             return open_continued(
-                name, *remote[:3], owned=False, inputs=inputs, kind=kind, transport=remote[3]
+                name,
+                *remote[:3],
+                owned=False,
+                inputs=inputs,
+                kind=kind,
+                transport=remote[3],
+                tracestate=remote[4],
             )
     if parent is None and root_parent is not None:
         remote = root_parent()
@@ -611,9 +617,10 @@ def open_step(
 #: process), or ``None``. Set by ``pipelens._otel.bridge``; the core knows no OTel.
 root_parent: Callable[[], tuple[str, str, tuple[str, ...]] | None] | None = None
 
-#: ``.value``: ``(run id, step id, step key, transport)`` of the step in another process that
-#: submitted the task this thread runs (set around the task by ``pipelens._otel.processes`` in a
-#: worker process), or absent: a run's root opened meanwhile is that step's child instead.
+#: ``.value``: ``(run id, step id, step key, transport, other vendors' tracestate entries of
+#: its run)`` of the step in another process that submitted the task this thread runs (set
+#: around the task by ``pipelens._otel.processes`` in a worker process), or absent: a run's
+#: root opened meanwhile is that step's child instead.
 task_parent = threading.local()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipelens._core import containment
-from pipelens._core.capture import capture, clean_text, cut
+from pipelens._core.capture import capture, clean_text
 from pipelens._core.context import current_step_var
 from pipelens.events import (
     MAX_ATTRIBUTE_KEY_BYTES,
@@ -21,6 +21,7 @@ from pipelens.events import (
     MAX_RUN_ID_BYTES,
     MAX_TAG_BYTES,
     MAX_TAGS,
+    cut,
 )
 
 

@@ -2,9 +2,11 @@
 
 Threads share the program's memory, so ``pipelens._core.propagation`` hands them the current
 step itself; a worker process has only what is pickled to it. So a task submitted inside a step
-is wrapped in a :class:`Task` that carries the submitting step's run id, step id and key, and a
-recipe of the run's transport (:meth:`HttpTransport.worker_recipe`: the same server, token and
-spool) with the capture settings of the parent. In the worker the task builds that transport
+is wrapped in a :class:`Task` that carries the submitting step's run id, step id and key, the
+other vendors' ``tracestate`` entries its run received (its outgoing requests pass them on, so
+the worker's do too), and a recipe of the run's transport
+(:meth:`HttpTransport.worker_recipe`: the same server, token and spool) with the capture
+settings of the parent. In the worker the task builds that transport
 once per process, and any run's root the task opens (a ``@step`` called with no step current)
 continues the parent's run under the submitting step, as ``continue_run`` does across HTTP:
 keys ``{parent key}.{name}___{step id}``, no ``RunStarted``/``RunFinished`` (the run is the
@@ -71,7 +73,7 @@ class Task:
     """A callable sent to a worker process with the step that submitted it (picklable when
     ``fn`` is: a module-level function, a ``@step`` of one)."""
 
-    __slots__ = ("fn", "parent", "recipe", "settings")
+    __slots__ = ("fn", "parent", "recipe", "settings", "tracestate")
 
     def __init__(
         self,
@@ -79,17 +81,19 @@ class Task:
         parent: tuple[str, str, str],
         recipe: Recipe,
         carried: tuple[Any, ...],
+        tracestate: tuple[str, ...] = (),
     ) -> None:
         self.fn = fn
         self.parent = parent
         self.recipe = recipe
         self.settings = carried
+        self.tracestate = tracestate
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.fn, self.parent, self.recipe, self.settings
+        return self.fn, self.parent, self.recipe, self.settings, self.tracestate
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.fn, self.parent, self.recipe, self.settings = state
+        self.fn, self.parent, self.recipe, self.settings, self.tracestate = state
 
     def __repr__(self) -> str:
         return f"<pipelens Task {self.fn!r} under step {self.parent[1]}>"
@@ -106,7 +110,7 @@ class Task:
         # Forked, this process holds a copy of the parent's current step: not ours to extend.
         token = current_step_var.set(None)
         before = getattr(task_parent, "value", None)
-        task_parent.value = (*self.parent, transport)
+        task_parent.value = (*self.parent, transport, self.tracestate)
         try:
             return self.fn(*args, **kwargs)
         finally:
@@ -148,7 +152,8 @@ def carrying(fn: Callable[..., Any]) -> Callable[..., Any]:
         if not recipe:
             return fn
         carried = tuple(getattr(settings, name) for name in _CARRIED)
-        return Task(fn, (step.run.id, f"{step._n:016x}", step.key), recipe, carried)
+        parent = (step.run.id, f"{step._n:016x}", step.key)
+        return Task(fn, parent, recipe, carried, step.run.remote_tracestate)
     except Exception as exc:
         containment.internal_error("processes.wrap", exc)
         return fn

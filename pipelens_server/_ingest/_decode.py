@@ -180,6 +180,7 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     error_message,
                     error_traceback,
                     None if llm is None else _llm(llm, i),
+                    None,  # the key is the path
                 ]
             )
         elif isinstance(event, StepStarted):
@@ -194,6 +195,7 @@ def batch_rows(batch: Batch, *, partial: bool = False) -> Rows:
                     None,
                     None,
                     inputs,
+                    None,
                     None,
                     None,
                     None,

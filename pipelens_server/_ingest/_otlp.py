@@ -61,6 +61,7 @@ from pipelens_server._ingest._otlp_llm import (
     llm_call,
     without_llm_texts,
 )
+from pipelens_server._ingest._otlp_paths import fill_paths
 from pipelens_server._ingest._rows import Rows, run_row
 from pipelens_server._ingest._scrub import may_hold_secret, scrub_json, scrub_text
 
@@ -263,6 +264,7 @@ def request_rows(message: ExportTraceServiceRequest) -> Outcome:
     scrub = may_hold_secret(*[text for rows in spans for text in rows.texts])
     for rows in spans:
         _store(outcome.rows, rows, scrub)
+    fill_paths(outcome.rows)
     outcome.rows.events = outcome.spans - outcome.rejected
     return outcome
 
@@ -438,6 +440,7 @@ def _span_rows(span: Span, scope: str) -> _SpanRows:
         error_message,
         error_traceback,
         llm,
+        None,  # the path: ``fill_paths``
     ]
     texts = [records_text]
     if inputs is not None or result is not None or llm is not None or error_type is not None:

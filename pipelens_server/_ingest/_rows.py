@@ -16,7 +16,9 @@ then with the stored row, in SQL (``ON CONFLICT DO UPDATE``). Both apply the sam
 * an empty ``records`` object (``{}``) counts as a gap: a piece that knows records beats one that
   only says "none yet" whatever their ranks, and ``{}`` is kept only when no piece knows better
   (the seed's clients send ``{}`` on a step's start and its records on the finish, and a start
-  that arrives late must not erase them).
+  that arrives late must not erase them);
+* a step's name ``path`` (``_otlp_paths``) takes the newer piece's value when it has one: it is
+  computed from a whole trace, which knows at least what the stored row's was computed from.
 
 Any permutation and duplication of a run's events thus converges to the same rows (the property
 test in ``tests/pipelens_server/test_server_convergence.py`` checks it through the HTTP API).
@@ -50,10 +52,13 @@ class Table:
     greatest: frozenset[str] = field(default_factory=frozenset)
     #: JSON columns where an empty object means "unknown" (a gap any other value fills).
     empty_is_gap: frozenset[str] = field(default_factory=frozenset)
+    #: Columns where the newer piece's value wins whenever it has one, whatever the ranks.
+    newest: frozenset[str] = field(default_factory=frozenset)
     status_index: int = field(init=False)
     least_indexes: tuple[int, ...] = field(init=False)
     greatest_indexes: tuple[int, ...] = field(init=False)
     empty_is_gap_indexes: tuple[int, ...] = field(init=False)
+    newest_indexes: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = self.column_names
@@ -63,6 +68,8 @@ class Table:
         object.__setattr__(self, "greatest_indexes", most)
         gaps = tuple(names.index(n) for n in sorted(self.empty_is_gap))
         object.__setattr__(self, "empty_is_gap_indexes", gaps)
+        newest = tuple(names.index(n) for n in sorted(self.newest))
+        object.__setattr__(self, "newest_indexes", newest)
 
     @property
     def column_names(self) -> list[str]:
@@ -87,6 +94,8 @@ class Table:
                 continue
             if name in self.least:
                 merged[name] = f"LEAST({target}.{name}, excluded.{name})"
+            elif name in self.newest:
+                merged[name] = f"COALESCE(excluded.{name}, {target}.{name})"
             elif name in self.greatest:  # GREATEST, like LEAST, ignores a NULL side
                 merged[name] = f"GREATEST({target}.{name}, excluded.{name})"
             elif name in self.empty_is_gap:
@@ -155,9 +164,15 @@ STEPS = Table(
         ("error_message", "text"),
         ("error_traceback", "text"),
         ("llm", "jsonb"),  # migration 0002
+        # Migration 0016: the name path of an OTLP span whose trace came whole in one request
+        # (``_otlp_paths``); NULL from our own events (the key is the path) and from spans whose
+        # path the database computes (``_store.FILL_STEP_PATHS``). A path computed from a whole
+        # trace knows more than the stored one: the newer wins.
+        ("path", "text"),
     ),
     least=frozenset({"start_ns"}),
     empty_is_gap=frozenset({"records"}),
+    newest=frozenset({"path"}),
 )
 
 #: The step columns :meth:`Rows.add_finish` fills from a held start.
@@ -226,6 +241,7 @@ def step_row(
     error_message: str | None = None,
     error_traceback: str | None = None,
     llm: str | None = None,
+    path: str | None = None,
 ) -> Row:
     """A partial step row in ``STEPS.columns`` order (``inputs``/``result``/``records``/``llm``
     are JSON text)."""
@@ -247,6 +263,7 @@ def step_row(
         error_message,
         error_traceback,
         llm,
+        path,
     ]
 
 
@@ -268,6 +285,9 @@ def merge(table: Table, held: Row, new: Row) -> Row:
     for i in table.empty_is_gap_indexes:
         if merged[i] == EMPTY_OBJECT and second[i] is not None:
             merged[i] = second[i]  # ``{}`` too when both are empty
+    for i in table.newest_indexes:
+        if new[i] is not None:
+            merged[i] = new[i]
     return merged
 
 
@@ -284,6 +304,8 @@ class Rows:
         "events",
         "heartbeats",
         "partial",
+        "path_runs",
+        "pathed_runs",
         "refused",
         "runs",
         "scores",
@@ -305,6 +327,12 @@ class Rows:
         #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
         #: their own: heard of, no more).
         self.heartbeats: dict[str, int] = {}
+        #: Runs whose name paths the database computes again once the batch's rows are in
+        #: (``pipelens_fill_step_paths``, 0016): OTLP traces that did not come whole.
+        self.path_runs: set[str] = set()
+        #: Runs whose steps carry the name paths computed here (``_otlp_paths``), with their
+        #: step count: the database computes them again only if it holds more of the run.
+        self.pathed_runs: dict[str, int] = {}
         #: Keys whose row is one ``StepStarted``'s, merged with nothing yet (``add_start``).
         self._starts: set[tuple[str, str]] = set()
 

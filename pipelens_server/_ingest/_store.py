@@ -117,6 +117,20 @@ FILL_STEP_PIPELINES = (
     + NOTE_DIRTY.format(rows="changed")
 )
 
+# Name paths of the steps whose keys are made of their ids (migration 0016), over whole runs:
+# the runs given (traces that did not come whole), and those whose paths ``_otlp_paths`` gave
+# the rows but that hold steps the batch has not (their stored count is larger than the
+# batch's): their stored siblings and ancestors count too. After the upsert, so that a batch
+# that waited on another's rows of the run (a lock) counts them. The function answers the start
+# times of the steps whose path it changed: their hours are noted.
+FILL_STEP_PATHS = (
+    "WITH changed AS (SELECT start_ns FROM pipelens_fill_step_paths("  # noqa: S608
+    "%(runs)s::text[] || ARRAY(SELECT u.run_id "
+    "FROM unnest(%(pathed)s::text[], %(counts)s::bigint[]) AS u(run_id, n) "
+    "WHERE (SELECT count(*) FROM steps s WHERE s.run_id = u.run_id) > u.n)"
+    ") AS f(start_ns)) " + NOTE_DIRTY.format(rows="changed")
+)
+
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
 # checks within the batch). A resend starts when the stored run did.
 REUSED_RUN_IDS = (
@@ -283,11 +297,23 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
                 await cur.execute(NOTE_MOVED_STEP_STARTS)
                 await cur.execute(UPSERT_STEPS)
             await cur.execute(FILL_STEP_PIPELINES)
+            if rows.path_runs or rows.pathed_runs:
+                await cur.execute(FILL_STEP_PATHS, _path_runs(rows))
         scores = [row for key, row in sorted(rows.scores.items()) if key[0] not in rows.refused]
         if scores:
             await cur.executemany(INSERT_SCORES, scores)
         run_ids, at_ns = rows.heard_of()
         await cur.execute(TOUCH_RUNS, {"run_ids": run_ids, "at_ns": at_ns})
+
+
+def _path_runs(rows: Rows) -> dict[str, list[Any]]:
+    """``FILL_STEP_PATHS``'s parameters, the refused runs left out."""
+    pathed = sorted(run for run in rows.pathed_runs if run not in rows.refused)
+    return {
+        "runs": sorted(rows.path_runs - rows.refused.keys()),
+        "pathed": pathed,
+        "counts": [rows.pathed_runs[run] for run in pathed],
+    }
 
 
 async def _copy(cur: psycopg.AsyncCursor[Any], table: Table, rows: Iterable[Row]) -> None:

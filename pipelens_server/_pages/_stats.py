@@ -34,6 +34,7 @@ from pipelens_server._read._stats import (
     pipeline_of_run,
     slowest_and_failed,
     step_keys,
+    step_path,
     step_stats,
 )
 from pipelens_server._timerange import RANGES, preset_start
@@ -119,14 +120,15 @@ async def step_keys_page(
 
 @get("/runs/{run_id:str}/step-stats", status_code=302)
 async def run_step_stats(pool: PoolDep, run_id: FromPath[str], key: FromQuery[str]) -> Redirect:
-    """From a step of a run (the run page's step panel) to the stats of its key."""
+    """From a step of a run (the run page's step panel) to the stats of its key (its name path,
+    for an OTLP span)."""
     pipeline = await pipeline_of_run(pool, run_id)
     if pipeline is None:
         raise HTTPException(
             status_code=404,
             detail=f"run {run_id!r} is unknown or has no pipeline yet: its step has no stats",
         )
-    return Redirect(stats_url(pipeline, key, "7d"))
+    return Redirect(stats_url(pipeline, await step_path(pool, run_id, key), "7d"))
 
 
 route_handlers = [step_stats_page, step_keys_page, run_step_stats]

@@ -1,6 +1,7 @@
 """Two runs side by side: their step trees aligned by key, with what changed between them.
 
-Steps are matched by key (the dotted path, the same in two runs of one program). A row is
+Steps are matched by key (the dotted path, the same in two runs of one program; a step whose
+key is made of its id, an OTLP span's, by the name path migration 0016 stores). A row is
 *changed* when its step is in one run only, its status differs, its captured inputs, result or
 records differ, or its duration moved by at least :data:`CHANGE_RATIO` of the shorter one and
 :data:`CHANGE_MIN_NS`. The join, the flags and the tree order are computed in PostgreSQL, and
@@ -114,8 +115,8 @@ def _side(alias: str, param: str) -> sql.Composable:
     )
     return sql.SQL(
         """{alias} AS (
-    SELECT s.key, p.key AS parent, s.name, s.kind, s.status, s.start_ns, s.duration_ns,
-           s.inputs, s.result, s.records, {tokens} AS tokens
+    SELECT coalesce(s.path, s.key) AS key, coalesce(p.path, p.key) AS parent, s.name, s.kind,
+           s.status, s.start_ns, s.duration_ns, s.inputs, s.result, s.records, {tokens} AS tokens
     FROM steps s LEFT JOIN steps p ON p.run_id = s.run_id AND p.step_id = s.parent_id
     WHERE s.run_id = {param}
 )"""

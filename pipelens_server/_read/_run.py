@@ -215,7 +215,8 @@ def _placed(step_id: str, read: dict[str, tuple[Any, ...]]) -> bool:
 
 
 async def step_detail(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> StepDetail | None:
-    """One step with its captured values as JSON text, or ``None`` when unknown."""
+    """One step, by key or else by name path (migration 0016: what compare matches OTLP steps
+    by), with its captured values as JSON text, or ``None`` when unknown."""
     columns = [
         sql.SQL("{}::text").format(sql.Identifier(name))
         if name in ("inputs", "result", "records")
@@ -225,7 +226,12 @@ async def step_detail(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> 
     query = sql.SQL("SELECT {} FROM steps WHERE run_id = %s AND key = %s").format(
         sql.SQL(", ").join(columns)
     )
+    by_path = sql.SQL("SELECT {} FROM steps WHERE run_id = %s AND path = %s LIMIT 1").format(
+        sql.SQL(", ").join(columns)
+    )
     async with pool.connection() as conn:
         cursor = await conn.execute(query, [run_id, key])
         row = await cursor.fetchone()
+        if row is None:  # a scan of the run's steps, only for a key it does not have
+            row = await (await conn.execute(by_path, [run_id, key])).fetchone()
     return None if row is None else StepDetail(**dict(zip(DETAIL_FIELDS, row, strict=True)))

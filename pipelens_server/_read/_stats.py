@@ -1,8 +1,12 @@
 """Step statistics: the figures, durations over time, the slowest and the failed runs of one step
 key of one pipeline over a time range.
 
-Every query filters on ``pipeline = … AND key = … AND start_ns >= …`` so that it reads the
-``steps (pipeline, key, start_ns)`` index (migration 0001) and only that step's rows. Durations
+A step is grouped by its path, ``coalesce(path, key)``: the key our own client gives, the name
+path migration 0016 stores for a step whose key had to be made of its id (an OTLP span, a part
+of a run continued in another process), so those group across runs too. Every query filters on
+``pipeline = … AND coalesce(path, key) = … AND start_ns >= …`` so that it reads the
+``steps (pipeline, coalesce(path, key), start_ns)`` index (migration 0016) and only that step's
+rows. Durations
 are of finished steps (a running step has none yet); the count and the error rate include every
 step started in the range.
 
@@ -41,6 +45,8 @@ MAX_POINTS = 2000
 BUCKETS = 500
 #: How many slowest and failed runs are listed.
 TOP_RUNS = 10
+#: What steps are grouped by: their name path where they have one, else their key.
+PATH = "coalesce(path, key)"
 
 
 class StepStats(msgspec.Struct, kw_only=True, frozen=True):
@@ -71,6 +77,8 @@ class StepRun(msgspec.Struct, kw_only=True, frozen=True):
     duration_ns: int | None
     error_type: str | None
     error_message: str | None
+    #: The step's key in that run (its path's step: an OTLP span's key holds its span id).
+    step_key: str = ""
 
 
 class Point(msgspec.Struct, kw_only=True, frozen=True):
@@ -108,7 +116,7 @@ def _where(
     pipeline: str, key: str, since_ns: int, until_ns: int | None
 ) -> tuple[sql.Composable, list[Any]]:
     """The index's filter: one pipeline's step key started in ``[since_ns, until_ns)``."""
-    text = "pipeline = %s AND key = %s AND start_ns >= %s"
+    text = f"pipeline = %s AND {PATH} = %s AND start_ns >= %s"
     params: list[Any] = [pipeline, key, since_ns]
     if until_ns is not None:
         text += " AND start_ns < %s"
@@ -181,7 +189,10 @@ async def _exact_stats(
     )
 
 
+#: Rollup rows (and ``rollup_source``'s) of one pipeline's step path.
 _KEY = sql.SQL("pipeline = %s AND key = %s")
+#: Step rows of one pipeline's step path (the index's expression).
+_STEPS_KEY = sql.SQL(f"pipeline = %s AND {PATH} = %s")
 
 
 async def _rolled_stats(
@@ -285,9 +296,9 @@ async def _rolled_series(
         "AND start_ns = ANY(%s) "
         "UNION ALL SELECT pipelens_hour(start_ns), count(*), "
         "count(*) FILTER (WHERE status = 'failed'), min(duration_ns), avg(duration_ns)::float8, "
-        "max(duration_ns) FROM steps WHERE {raw} AND {key} AND duration_ns IS NOT NULL "
+        "max(duration_ns) FROM steps WHERE {raw} AND {steps_key} AND duration_ns IS NOT NULL "
         "GROUP BY 1 ORDER BY 1"
-    ).format(key=_KEY, raw=raw)
+    ).format(key=_KEY, steps_key=_STEPS_KEY, raw=raw)
     rows = await (await conn.execute(query, params)).fetchall()
     buckets = [
         Bucket(start_ns=r[0], count=r[1], failed=r[2], min_ns=r[3], avg_ns=r[4], max_ns=r[5])
@@ -297,7 +308,7 @@ async def _rolled_series(
     return Series(downsampled=True, total=total, bucket_ns=HOUR_NS, points=[], buckets=buckets)
 
 
-_RUN_FIELDS = sql.SQL("run_id, status, start_ns, duration_ns, error_type, error_message")
+_RUN_FIELDS = sql.SQL("run_id, status, start_ns, duration_ns, error_type, error_message, key")
 
 
 async def slowest_and_failed(
@@ -322,9 +333,9 @@ async def slowest_and_failed(
             failed_where, failed_params = await _failed_hours(conn, pipeline, key, the_plan, limit)
         # Pick the runs from the covering index alone, then read just those rows' error columns.
         top = sql.SQL(
-            "SELECT {fields} FROM ("
+            "SELECT {fields} FROM ("  # noqa: S608 - constants only
             "SELECT run_id FROM steps WHERE {where} AND {cond} ORDER BY {order} LIMIT %s"
-            ") t JOIN steps USING (run_id) WHERE key = %s ORDER BY {order}"
+            f") t JOIN steps USING (run_id) WHERE {PATH} = %s ORDER BY {{order}}"
         )
         slowest = top.format(
             fields=_RUN_FIELDS,
@@ -349,7 +360,7 @@ def _in_hours(
     """The key's steps started in one of ``hours`` or of the ``raw`` intervals."""
     params: list[Any] = [pipeline, key]
     ranges = [*((h, h + HOUR_NS) for h in sorted(hours)), *raw]
-    return sql.SQL("{} AND {}").format(_KEY, raw_condition(ranges, params)), params
+    return sql.SQL("{} AND {}").format(_STEPS_KEY, raw_condition(ranges, params)), params
 
 
 async def _slow_hours(
@@ -400,7 +411,19 @@ def _step_run(row: tuple[Any, ...]) -> StepRun:
         duration_ns=row[3],
         error_type=row[4],
         error_message=row[5],
+        step_key=row[6],
     )
+
+
+async def step_path(pool: AsyncConnectionPool[Any], run_id: str, key: str) -> str:
+    """What the step statistics of a run's step ``key`` go by: its name path (an OTLP span's,
+    migration 0016), else the key itself."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT path FROM steps WHERE run_id = %s AND key = %s", [run_id, key]
+        )
+        row = await cursor.fetchone()
+    return key if row is None or row[0] is None else str(row[0])
 
 
 async def pipeline_of_run(pool: AsyncConnectionPool[Any], run_id: str) -> str | None:
@@ -416,8 +439,8 @@ async def step_keys(
 ) -> list[tuple[str, int]]:
     """The step keys of ``pipeline`` started since ``since_ns``, with how many times each ran."""
     query = (
-        "SELECT key, count(*) FROM steps WHERE pipeline = %s AND start_ns >= %s "
-        "GROUP BY key ORDER BY key"
+        f"SELECT {PATH}, count(*) FROM steps WHERE pipeline = %s AND start_ns >= %s "  # noqa: S608 - constants only
+        "GROUP BY 1 ORDER BY 1"
     )
     async with pool.connection() as conn:
         cursor = await conn.execute(query, [pipeline, since_ns])

@@ -22,3 +22,9 @@ def query(x: int) -> tuple[str, str]:
     (span,) = exporter.get_finished_spans()
     assert span.parent is not None, "the OTel span has no parent in the worker"
     return f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}"
+
+
+@pipelens.step
+def outgoing(x: int) -> dict[str, str]:
+    """The W3C headers a request sent from this step would carry."""
+    return pipelens.propagation_headers()

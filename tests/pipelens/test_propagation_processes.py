@@ -342,3 +342,26 @@ def test_otel_spans_in_a_worker_step_nest_under_it(server: IngestServer, method:
     pipelens.flush(10)
     (query,) = [e for e in _finished(server).values() if e.name == "query"]
     assert (trace_id, parent_span_id) == (trace_id_of(query.run_id), query.step_id)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_passes_on_the_other_vendors_tracestate_entries_of_its_run(
+    server: IngestServer, method: str
+) -> None:
+    """A run continued from a caller whose ``tracestate`` holds other vendors' entries: a
+    worker process's step (a real process) sends them on after ours, as the parent's steps do
+    (before: the worker's requests carried our entry alone)."""
+    caller = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+    }
+    with pipelens.continue_run(caller, "handle"):
+        here = pipelens.propagation_headers()
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            there = pool.submit(_otel_worker.outgoing, 1).result()
+    pipelens.flush(10)
+    assert here["tracestate"].split(",")[1:] == ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"]
+    assert there["tracestate"].split(",")[0].startswith("pipelens=")
+    assert there["tracestate"].split(",")[1:] == ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"]
+    assert there["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"

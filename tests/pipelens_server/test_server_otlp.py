@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import psycopg
 import pytest
 from _otlp_kit import (
     JSON,
@@ -34,8 +35,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import Status as SpanStatus
 
-from pipelens.events import MAX_NAME_BYTES
+from pipelens.events import MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PIPELINE_BYTES, TRUNCATED_MARK, cut
 from pipelens_server import Settings, create_app
+from pipelens_server._ingest._otlp import decode_request, request_rows
 
 Client = TestClient[Litestar]
 TOKEN = "otlp-token"
@@ -511,3 +513,224 @@ def test_a_secret_in_one_span_of_a_large_request_is_redacted(
     works = {s["records"]["i"]: s["records"] for s in rows["steps"] if s["name"] == "work"}
     assert works[37]["password"] == "[REDACTED]"
     assert works[36] == {"i": 36, "otel.span_kind": "internal", "otel.scope": "t"}
+
+
+def _two_children_with_leaves() -> tuple[list[ReadableSpan], int]:
+    """A root ``pipeline`` with ``child`` twice (one after the other), each with a ``leaf``;
+    in end order, with the trace id."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("pipeline") as root:
+            for _ in range(2):
+                with tracer.start_as_current_span("child"), tracer.start_as_current_span("leaf"):
+                    pass
+        spans = list(memory.get_finished_spans())
+    return spans, root.get_span_context().trace_id
+
+
+#: The paths (a root's: its key) of ``_two_children_with_leaves``' steps, as our client keys them.
+PATHS = sorted(
+    ["pipeline", "pipeline.child", "pipeline.child.leaf", "pipeline.child___1",
+     "pipeline.child___1.leaf"]
+)  # fmt: skip
+
+
+def _paths(database_url: str, run_id: str) -> list[str]:
+    steps = read_rows(database_url, run_id)["steps"]
+    return sorted((s["path"] or s["key"]) for s in steps)
+
+
+def test_otlp_steps_of_two_traces_are_grouped_by_name_path_in_step_stats(
+    client: Client, database_url: str
+) -> None:
+    """Each span keeps its span-id key, and gets the path our client's key rules give (parent
+    path, name, ``___1`` for the second sibling of a name in start order), whatever order and
+    however often its spans come: the step stats and compare of two traces group by it."""
+    first, first_id = _two_children_with_leaves()
+    second, second_id = _two_children_with_leaves()
+    assert _post(client, protobuf_body(first)).status_code == 200
+    # The second trace span by span, the later child's subtree and the root before the first
+    # child's (its path is renumbered when its earlier sibling comes), then all of it again.
+    later = [s for s in second if s.start_time > second[1].end_time]  # second child's subtree
+    order = later + [s for s in second if s not in later][::-1]
+    for span in [*order, *second]:
+        assert _post(client, protobuf_body([span])).status_code == 200
+    assert _paths(database_url, run_id_of(first_id)) == PATHS
+    assert _paths(database_url, run_id_of(second_id)) == PATHS
+    for step in read_rows(database_url, run_id_of(second_id))["steps"]:
+        assert step["key"] == (
+            step["name"] if step["parent_id"] is None else f"{step['name']}___{step['step_id']}"
+        )
+    for path in ("pipeline.child", "pipeline.child___1", "pipeline.child___1.leaf"):
+        response = client.get(f"/api/v1/pipelines/pipeline/steps/{path}/stats")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["stats"]["count"] == 2, path
+        run_ids = {run_id_of(first_id), run_id_of(second_id)}
+        assert {r["run_id"] for r in body["slowest"]} == run_ids
+        for r in body["slowest"]:  # each links to that run's step of the path, by its key
+            paths = {s["key"]: s["path"] for s in read_rows(database_url, r["run_id"])["steps"]}
+            assert paths[r["step_key"]] == path
+    child = next(s for s in read_rows(database_url, run_id_of(second_id))["steps"]
+                 if s["path"] == "pipeline.child___1")  # fmt: skip
+    panel_link = client.get(
+        f"/runs/{run_id_of(second_id)}/step-stats", params={"key": child["key"]},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert panel_link.headers["location"] == "/pipelines/pipeline/steps/pipeline.child___1?range=7d"
+    compare = client.get(
+        "/api/v1/compare", params={"a": run_id_of(first_id), "b": run_id_of(second_id)}
+    ).json()
+    assert (compare["counts"]["only_a"], compare["counts"]["only_b"]) == (0, 0)
+    assert compare["counts"]["matched"] == 5
+
+
+def _every_kind_of_path() -> tuple[list[ReadableSpan], int]:
+    """A root with two ``a.b`` (a dotted name), two ``c`` and under the first ``c`` a ``leaf``
+    and a ``mine`` whose own key (``pipelens.step.key``) extends its parent's span-id key."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("pipeline") as root:
+            for _ in range(2):
+                with tracer.start_as_current_span("a.b"):
+                    pass
+            for i in range(2):
+                with tracer.start_as_current_span("c") as c:
+                    if i == 0:
+                        with tracer.start_as_current_span("leaf"):
+                            pass
+                        key = f"c___{c.get_span_context().span_id:016x}.mine"
+                        with tracer.start_as_current_span("mine") as mine:
+                            mine.set_attribute("pipelens.step.key", key)
+        spans = list(memory.get_finished_spans())
+    return spans, root.get_span_context().trace_id
+
+
+def test_paths_of_a_trace_sent_whole_are_those_the_database_computes(
+    client: Client, database_url: str
+) -> None:
+    """The paths the ingest gives a trace that came whole in one request (``_otlp_paths``) are
+    the ones ``pipelens_fill_step_paths`` computes over the stored rows."""
+    spans, trace_id = _every_kind_of_path()
+    run_id = run_id_of(trace_id)
+    assert _post(client, protobuf_body(spans)).status_code == 200
+    given = _paths(database_url, run_id)
+    assert given == sorted(
+        ["pipeline", "pipeline.a_b", "pipeline.a_b___1", "pipeline.c", "pipeline.c.leaf",
+         "pipeline.c.mine", "pipeline.c___1"]
+    )  # fmt: skip
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE steps SET path = NULL WHERE run_id = %s", [run_id])
+        conn.execute("SELECT count(*) FROM pipelens_fill_step_paths(ARRAY[%s])", [run_id])
+    assert _paths(database_url, run_id) == given
+
+
+def test_a_whole_trace_gets_its_paths_in_its_rows_and_a_part_of_one_is_left_to_the_database() -> (
+    None
+):
+    """A request's whole traces carry their paths in the step rows (no update of them after
+    the insert); a trace with a span whose parent is not in the request has none."""
+    spans, trace_id = _two_children_with_leaves()
+    whole = request_rows(decode_request(protobuf_body(spans), is_json=False)).rows
+    assert (whole.pathed_runs, whole.path_runs) == ({run_id_of(trace_id): 5}, set())
+    assert sorted(row[-1] or row[1] for row in whole.steps.values()) == PATHS
+    part = request_rows(decode_request(protobuf_body(spans[:-1]), is_json=False)).rows  # no root
+    assert (part.pathed_runs, part.path_runs) == ({}, {run_id_of(trace_id)})
+    assert {row[-1] for row in part.steps.values()} == {None}
+
+
+def test_a_whole_trace_sent_again_with_a_new_sibling_renumbers_the_stored_one(
+    client: Client, database_url: str
+) -> None:
+    """The root with its first ``child``, then the root again with a later ``child``: each
+    request is a whole trace, but the run holds more than the second one brings, so the
+    stored sibling counts and the later child is ``child___1``."""
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("pipeline") as root:
+            for _ in range(2):
+                with tracer.start_as_current_span("child"):
+                    pass
+        first, second, root_span = memory.get_finished_spans()
+    assert _post(client, protobuf_body([first, root_span])).status_code == 200
+    assert _post(client, protobuf_body([second, root_span])).status_code == 200
+    steps = read_rows(database_url, run_id_of(root.get_span_context().trace_id))["steps"]
+    by_start = sorted((s for s in steps if s["parent_id"]), key=lambda s: s["start_ns"])
+    assert [s["path"] for s in by_start] == ["pipeline.child", "pipeline.child___1"]
+
+
+def test_a_trace_with_a_cycle_of_parents_or_a_span_id_twice_is_left_to_the_database() -> None:
+    """No root (the root's parent made its leaf) or two spans of one id: not a whole trace
+    the ingest can give paths to, so the database's rule decides."""
+    spans, trace_id = _two_children_with_leaves()
+    for change in ("cycle", "twice"):
+        message = decode_request(protobuf_body(spans), is_json=False)
+        [leaf, _, other, _, root] = message.resource_spans[0].scope_spans[0].spans
+        if change == "cycle":
+            root.parent_span_id = leaf.span_id
+        else:  # the second leaf, renamed (another key), with the first one's id
+            other.span_id, other.name = leaf.span_id, "other"
+        rows = request_rows(message).rows
+        assert (rows.pathed_runs, rows.path_runs) == ({}, {run_id_of(trace_id)}), change
+        assert {row[-1] for row in rows.steps.values()} == {None}, change
+
+
+def _deep_trace_of_long_names(depth: int) -> tuple[list[ReadableSpan], int]:
+    """A root named at the pipeline limit, then ``depth`` spans nested one in the other, each
+    named at the name limit in characters of 1, 2 and 3 bytes (so cuts fall inside one), a
+    dotted one among them, and two siblings of one long name at the bottom."""
+    names = [f"{'é' * level}{level}." + "€" * ((MAX_NAME_BYTES - 4 - 2 * level) // 3)
+             for level in range(depth)]  # fmt: skip
+    names = [n + "x" * (MAX_NAME_BYTES - len(n.encode())) for n in names]
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.otlp")
+        with tracer.start_as_current_span("p" * MAX_PIPELINE_BYTES) as root:
+            spans: list[Any] = []
+            for name in names:
+                spans.append(tracer.start_as_current_span(name))
+                spans[-1].__enter__()
+            for _ in range(2):
+                with tracer.start_as_current_span(names[-1]):
+                    pass
+            for span in reversed(spans):
+                span.__exit__(None, None, None)
+        finished = list(memory.get_finished_spans())
+    return finished, root.get_span_context().trace_id
+
+
+def test_paths_of_a_deep_trace_of_long_names_are_capped_alike_by_the_ingest_and_the_database(
+    client: Client, database_url: str
+) -> None:
+    """Names at the limits nested deep: the trace is stored (before: a 503, the path index's
+    row too long) and every path is capped as a key is (at most ``MAX_KEY_BYTES``, a digest
+    before the truncation mark, each distinct), the same by ``_otlp_paths`` and by
+    ``pipelens_fill_step_paths``; its step stats read back by path."""
+    spans, trace_id = _deep_trace_of_long_names(8)
+    run_id = run_id_of(trace_id)
+    response = _post(client, protobuf_body(spans))
+    assert response.status_code == 200, response.text
+    given = _paths(database_url, run_id)
+    assert len(given) == len(set(given)) == 11
+    below_root = [p for p in given if p != "p" * MAX_PIPELINE_BYTES]
+    assert all(len(p.encode()) <= MAX_KEY_BYTES for p in given)
+    assert all(p.endswith(TRUNCATED_MARK) for p in below_root)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE steps SET path = NULL WHERE run_id = %s", [run_id])
+        conn.execute("SELECT count(*) FROM pipelens_fill_step_paths(ARRAY[%s])", [run_id])
+    assert _paths(database_url, run_id) == given
+    for path in below_root:
+        stats = client.get(f"/api/v1/pipelines/{'p' * MAX_PIPELINE_BYTES}/steps/{path}/stats")
+        assert stats.status_code == 200, stats.text
+        assert stats.json()["stats"]["count"] == 1
+
+
+def test_the_databases_cap_of_a_path_is_the_clients_cut_of_a_key(database_url: str) -> None:
+    """``pipelens_capped_path`` gives what ``cut(..., MAX_KEY_BYTES, unique=True)`` does, for
+    texts at, just past and far past the limit, cut before characters of 1 to 4 bytes."""
+    texts = ["a" * MAX_KEY_BYTES, "a" * (MAX_KEY_BYTES + 1)]
+    texts += [("a" * lead) + ch * 2000 for lead in range(4) for ch in ("b", "é", "€", "😀")]
+    with psycopg.connect(database_url) as conn:
+        capped = [conn.execute("SELECT pipelens_capped_path(%s)", [t]).fetchone() for t in texts]
+    assert [row[0] if row else None for row in capped] == [
+        cut(t, MAX_KEY_BYTES, unique=True) for t in texts
+    ]

@@ -13,6 +13,9 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from _otlp_kit import memory_provider, protobuf_body
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,6 +24,7 @@ from pipelens_server._db._abandon import abandon
 from pipelens_server._db._retention import purge, set_pipeline_days
 from pipelens_server._db._rollup import DAY_NS, HOUR_NS, roll_up
 from pipelens_server._ingest._decode import batch_rows
+from pipelens_server._ingest._otlp import decode_request, request_rows
 from pipelens_server._ingest._store import create_staging_tables, store
 from pipelens_server._read._pictures import duration_histogram, raw_buckets, run_buckets
 from pipelens_server._read._rollup import MERGED, SUMMED, combine, merge, plan, sources
@@ -472,3 +476,36 @@ async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a
         conn.execute("DELETE FROM rollups WHERE kind = 'step'")
     emptied = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
     assert sum(c for c, _ in emptied) < RUNS / 10  # the raw edges alone
+
+
+async def test_steps_whose_name_path_a_later_otlp_request_changes_are_rolled_up_again(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Two OTLP spans ``x`` under a root that has not come, five and three hours ago, sent one
+    at a time: the earlier one, coming second, renumbers the later one's path (``x`` to
+    ``x___1``) without writing its row otherwise, and the later one's hour is noted for it."""
+    now = time.time_ns()
+    hour = now - now % HOUR_NS
+    with memory_provider() as (provider, memory):
+        tracer = provider.get_tracer("tests.rollups")
+        root = tracer.start_span("pipeline", start_time=hour - 6 * HOUR_NS)
+        context = trace.set_span_in_context(root)
+        for back in (5, 3):
+            child = tracer.start_span("x", context=context, start_time=hour - back * HOUR_NS)
+            child.end(end_time=hour - back * HOUR_NS + 1000)
+        spans = list(memory.get_finished_spans())
+    earlier, later = spans
+
+    async def send(span: ReadableSpan) -> None:
+        message = decode_request(protobuf_body([span]), is_json=False)
+        await store(pool, request_rows(message).rows, timeout=60)
+
+    await send(later)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM rollup_dirty")
+    await send(earlier)
+    with psycopg.connect(database_url) as conn:
+        paths = conn.execute("SELECT start_ns, path FROM steps ORDER BY start_ns").fetchall()
+        noted = {h for (h,) in conn.execute("SELECT hour_ns FROM rollup_dirty").fetchall()}
+    assert [path for _, path in paths] == ["x", "x___1"]
+    assert noted == {hour - 5 * HOUR_NS, hour - 3 * HOUR_NS}

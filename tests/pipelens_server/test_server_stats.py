@@ -132,14 +132,14 @@ def test_many_points_are_downsampled_per_time_bucket_keeping_min_and_max(
     assert '<polygon class="band"' in html
 
 
-def test_stats_query_reads_the_pipeline_key_start_index(client: Client, database_url: str) -> None:
+def test_stats_query_reads_the_pipeline_path_start_index(client: Client, database_url: str) -> None:
     """On a few thousand steps of a dozen keys, the stats query scans the steps index."""
     _bulk(database_url, 400, keys=(*(f"step{i}" for i in range(11)), "work"))
     where, params = _where("bulk", "work", time.time_ns() - 3600 * SECOND, None)
     with psycopg.connect(database_url) as conn:
         query = sql.SQL("EXPLAIN ") + sql.SQL(_STATS).format(where)
         plan = "\n".join(row[0] for row in conn.execute(query, params).fetchall())
-    assert "steps_pipeline_key_start_idx" in plan, plan
+    assert "steps_pipeline_path_start_idx" in plan, plan
 
 
 def test_run_step_panel_links_to_the_stats_of_its_key(client: Client) -> None:
