@@ -12,10 +12,8 @@ import gc
 import os
 import tempfile
 import time
-import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -445,144 +443,6 @@ def _otel(plan: Plan) -> list[float]:
     return times
 
 
-#: An OpenAI call costs far more than a step: fewer calls keep the run short.
-OPENAI_CALL_SHARE = 20
-_CHAT_REPLY = (
-    b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06",'
-    b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},'
-    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,'
-    b'"total_tokens":16}}'
-)
-_CHUNK = (
-    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
-    b'"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}\n\n'
-)
-#: Each kind of call's answer: ``create`` gets a completion, ``stream`` five chunks.
-_OPENAI_REPLIES = {
-    "create": (_CHAT_REPLY, "application/json"),
-    "stream": (
-        b"".join(
-            [
-                _CHUNK % (b'{"role":"assistant"}', b"null"),
-                *(_CHUNK % (b'{"content":"%s"}' % part, b"null") for part in (b"He", b"llo", b"!")),
-                _CHUNK % (b"{}", b'"stop"'),
-                b"data: [DONE]\n\n",
-            ]
-        ),
-        "text/event-stream",
-    ),
-}
-
-
-def _time_llm_calls(
-    plan: Plan, call: Callable[[], object], library: types.ModuleType | None
-) -> list[float]:
-    """Seconds per ``call()`` (1/``OPENAI_CALL_SHARE`` as many calls as steps), made plain when
-    ``library`` is ``None``, else with ``library`` patched, inside runs as users make them."""
-    number = max(plan.number // OPENAI_CALL_SHARE, 10)
-    plan = replace(plan, number=number, run_size=min(plan.run_size, number))
-    if library is None:
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                call()
-
-        return _time_sync(run, plan)
-
-    import pipelens
-
-    pipelens.auto_patch(library)
-
-    @pipelens.step
-    def traced_run(n: int) -> None:
-        for _ in range(n):
-            call()
-
-    return _time_sync(traced_run, plan)
-
-
-def _openai(plan: Plan, kind: str, *, patched: bool) -> list[float]:
-    """One chat call of ``kind`` on the real client over an in-process transport (no network):
-    ``create``, or ``stream`` (the ``chat.completions.stream`` helper, read to its end).
-
-    The unpatched call is the twin: the difference is what ``auto_patch`` adds per call.
-    """
-    import httpx2
-    import openai
-
-    body, content_type = _OPENAI_REPLIES[kind]
-
-    def reply(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, content=body, headers={"content-type": content_type})
-
-    client = openai.OpenAI(
-        api_key="sk-bench",
-        base_url="http://stub.invalid/v1",
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
-    )
-    completions = client.chat.completions
-    messages: Any = [{"role": "user", "content": "hi"}]
-
-    def call() -> None:
-        # Looked up at each call, as users do: a bound method kept from before auto_patch is
-        # the unpatched one.
-        if kind == "create":
-            completions.create(model="gpt-4o", messages=messages)
-        else:
-            with completions.stream(model="gpt-4o", messages=messages) as stream:
-                stream.until_done()
-
-    return _time_llm_calls(plan, call, openai if patched else None)
-
-
-_MESSAGE_USAGE = (
-    b'"usage":{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":3,'
-    b'"output_tokens":4}'
-)
-_MESSAGE_REPLY = (
-    b'{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514",'
-    b'"content":[{"type":"text","text":"Hello!"}],"stop_reason":"end_turn",'
-    b'"stop_sequence":null,' + _MESSAGE_USAGE + b"}"
-)
-
-
-def _anthropic(plan: Plan, *, patched: bool, sdk: bool = True) -> list[float]:
-    """``messages.create`` on the real client over an in-process transport (no network).
-
-    With ``sdk=False`` the SDK's own work (about 8 ms a call here, whose noise hides tens of µs)
-    is cut out: ``Messages.create`` hands back a message the real client parsed once, so the
-    patched twin times only what PipeLens adds around it.
-    """
-    import anthropic
-    import httpx2
-
-    def reply(request: httpx2.Request) -> httpx2.Response:
-        headers = {"content-type": "application/json", "request-id": "req_1"}
-        return httpx2.Response(200, content=_MESSAGE_REPLY, headers=headers)
-
-    client = anthropic.Anthropic(
-        api_key="sk-ant-bench",
-        base_url="http://stub.invalid",
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(reply)),
-    )
-    resource = client.messages
-    messages: Any = [{"role": "user", "content": "hi"}]
-    if not sdk:
-        message = resource.create(model="claude-sonnet-4", max_tokens=100, messages=messages)
-
-        def parsed(self: object, **kwargs: object) -> object:
-            return message
-
-        anthropic.resources.messages.messages.Messages.create = parsed  # type: ignore[assignment]
-
-    def call() -> None:
-        resource.create(model="claude-sonnet-4", max_tokens=100, messages=messages)
-
-    return _time_llm_calls(plan, call, anthropic if patched else None)
-
-
 def _rss_bytes() -> int:
     """The resident set size now (Linux ``/proc``; elsewhere the peak, the best there is)."""
     try:
@@ -637,9 +497,6 @@ class Contender:
 
 
 BASELINE = "otel"
-#: The OpenAI calls measured plain and patched: a chat call and a stream helper (``parse`` takes
-#: the same path through the patch as ``create``; a stream adds the watch of its chunks).
-OPENAI_KINDS = ("create", "stream")
 CONTENDERS = (
     Contender("bare", "bare call", None, _bare),
     Contender("bare_async", "bare await", None, _bare_async),
@@ -658,42 +515,5 @@ CONTENDERS = (
     Contender("step_nested", "3-deep nested @step (per outer)", "bare_nested", _step_nested),
     Contender("span", "pipelens.span", "bare", _span),
     Contender(BASELINE, "OTel SDK span (baseline)", "bare", _otel),
-    *(
-        contender
-        for kind in OPENAI_KINDS
-        for contender in (
-            Contender(
-                f"openai_{kind}",
-                f"openai {kind} (stub)",
-                None,
-                partial(_openai, kind=kind, patched=False),
-            ),
-            Contender(
-                f"openai_{kind}_patched",
-                f"openai {kind} + auto_patch",
-                f"openai_{kind}",
-                partial(_openai, kind=kind, patched=True),
-            ),
-        )
-    ),
-    Contender("anthropic", "anthropic call (stub)", None, partial(_anthropic, patched=False)),
-    Contender(
-        "anthropic_patched",
-        "anthropic call + auto_patch",
-        "anthropic",
-        partial(_anthropic, patched=True),
-    ),
-    Contender(
-        "anthropic_nosdk",
-        "anthropic, SDK cut out",
-        None,
-        partial(_anthropic, patched=False, sdk=False),
-    ),
-    Contender(
-        "anthropic_nosdk_patched",
-        "anthropic, SDK cut out + patch",
-        "anthropic_nosdk",
-        partial(_anthropic, patched=True, sdk=False),
-    ),
 )
 MEMORY_LABEL = "memory"

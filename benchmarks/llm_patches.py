@@ -14,6 +14,7 @@ The target is printed as information, never as an exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -458,7 +459,14 @@ def chunk_gaps(streams: int, repeat: int) -> list[str]:
     return rows
 
 
-def _row(label: str, bare: Figure, patched: Figure, added: Figure, digits: int) -> str:
+#: The heading of the tables :func:`row` makes rows of.
+HEAD = (
+    f"{'call':<40}{'wall bare':>10}{'patched':>10}{'+µs':>9}"
+    f"{'cpu bare':>10}{'patched':>10}{'+µs':>9}{'proc +µs':>9}"
+)
+
+
+def row(label: str, bare: Figure, patched: Figure, added: Figure, digits: int) -> str:
     """One table row: wall and thread CPU µs, bare, patched and added, and the process CPU µs
     added; the verdict is the thread CPU time's (the wall time's includes other processes'
     turns on a shared machine, the process's the transport's thread, off the caller's path)."""
@@ -470,7 +478,7 @@ def _row(label: str, bare: Figure, patched: Figure, added: Figure, digits: int) 
     return f"{label:<40}{cells}{added[2]:>+9.{digits}f}  {verdict}"
 
 
-def _difference(bare: Figure, patched: Figure) -> Figure:
+def difference(bare: Figure, patched: Figure) -> Figure:
     return (patched[0] - bare[0], patched[1] - bare[1], patched[2] - bare[2])
 
 
@@ -545,8 +553,6 @@ def replayed_after_call(number: int) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure every case and print the table."""
-    import pipelens
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.llm_patches", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument("--number", type=int, help="calls of each kind per case (default 1000)")
@@ -560,22 +566,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value < 1:
             parser.error(f"{name} {value}: expected a positive integer")
     sizes = (1, 10) if args.quick else (1, 10, 100, 1000)
-    with tempfile.TemporaryDirectory() as tmp:
-        # Events go where users send them: through a batching transport, whose thread encodes
-        # and writes them (the process CPU column counts that thread too).
-        pipelens.configure(file=os.path.join(tmp, "events.jsonl"))
+    with events_to_file():
         for line in _report(number, repeat, size, sizes):
             print(line, flush=True)
-        pipelens.configure(transport=None)
     return 0
+
+
+@contextlib.contextmanager
+def events_to_file() -> Iterator[None]:
+    """Send the events where users send them: through a batching transport, whose thread
+    encodes and writes them (the process CPU column counts that thread too)."""
+    import pipelens
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipelens.configure(file=os.path.join(tmp, "events.jsonl"))
+        try:
+            yield
+        finally:
+            pipelens.configure(transport=None)
 
 
 def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> Iterator[str]:
     """The report's lines, each as soon as it is measured (a long run shows its progress)."""
-    head = (
-        f"{'call':<40}{'wall bare':>10}{'patched':>10}{'+µs':>9}"
-        f"{'cpu bare':>10}{'patched':>10}{'+µs':>9}{'proc +µs':>9}"
-    )
+    head = HEAD
     yield from [
         f"auto_patch overhead per LLM call, µs (medians of {number:,} calls unpatched and "
         f"{number:,} patched, one of each in turn, in runs of {size:,} patched calls; '+µs' is "
@@ -586,7 +599,7 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> Iterat
         head,
     ]
     for label in CASES:
-        yield _row(label, *measure(label, number, size), digits=1)
+        yield row(label, *measure(label, number, size), digits=1)
     yield from [
         "",
         "What a call adds by the size of its run and with the garbage collector on or off",
@@ -604,7 +617,7 @@ def _report(number: int, repeat: int, size: int, sizes: Sequence[int]) -> Iterat
     ]
     for label in REPLAYED:
         bare, patched = wrapper_cost(label, number * 4, repeat)
-        yield _row(label, bare, patched, _difference(bare, patched), digits=2)
+        yield row(label, bare, patched, difference(bare, patched), digits=2)
     streams = number // 50 or 1
     yield from [
         "",

@@ -11,15 +11,17 @@ what any contextvar tracer pays, to read the @step rows against. The table shows
 median of the repeats in µs per call, the overhead over the contender's bare twin, the ratio to an
 OpenTelemetry SDK span, the baseline users know, and the calling thread's CPU time per call (the
 least of the repeats: on a loaded machine, the cost without the waits for a core). A last
-subprocess makes 1,000,000 steps over 10,000 runs and reports how much the process's RSS grew. Four
-more rows time OpenAI chat calls through the real client over an in-process transport (``create``,
-and the ``stream`` helper read to its end), plain and ``auto_patch``-ed (1/20 as many calls): the
-differences are what PipeLens adds to an LLM call outside network time. Four more do the same with
-Anthropic's client, then with the SDK's own work cut out (its noise hides tens of µs). Three rows
-measure OpenTelemetry's side: a ``@step`` in a program that imported the OTel SDK (the bridge
-armed, no span current), and a ``@step`` with the OTLP export on — once on the caller's thread
-alone (the export's thread asleep, flushed outside the timing), once with the encoding and posting
-to a collector stand-in (another process) timed too.
+subprocess makes 1,000,000 steps over 10,000 runs and reports how much the process's RSS grew.
+A second table times LLM calls through the real SDKs (OpenAI ``create`` and a stream read to its
+end, Anthropic's ``create``) over an in-process HTTP transport, events going to a file through a
+batching transport, by the interleaved method of ``benchmarks.llm_patches`` (its code: one call
+unpatched, one patched, in turn, 1/20 as many calls as steps; blocks of calls drift by hundreds
+of µs on a shared machine): the median of each pair's difference is what PipeLens adds to an LLM
+call outside network time. Its last row is PipeLens's own work with the SDK's cut out (its noise
+hides tens of µs). Three rows measure OpenTelemetry's side: a ``@step`` in a program that
+imported the OTel SDK (the bridge armed, no span current), and a ``@step`` with the OTLP export
+on — once on the caller's thread alone (the export's thread asleep, flushed outside the timing),
+once with the encoding and posting to a collector stand-in (another process) timed too.
 
 The targets are printed as information, never as an exit status: timings belong here, and a
 noisy machine must not fail anything.
@@ -36,12 +38,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import llm_patches
 from benchmarks._contenders import (
     BASELINE,
     CONTENDERS,
     CPU_TIMES,
     MEMORY_LABEL,
-    OPENAI_KINDS,
     RUN_SIZE,
     Plan,
     memory_growth,
@@ -55,6 +57,19 @@ TARGET_STEP_US = {"step": 1.5, "step_async": 2.5, "step_generator": 3.0}
 TARGET_OTLP_US = 3.0
 TARGET_RSS_MB = 30.0
 TARGET_LLM_PATCH_US = 50.0
+#: The LLM calls timed through their SDK, unpatched and patched in turn (``llm_patches.CASES``).
+LLM_CASES = (
+    "openai chat.completions.create",
+    "openai create stream (5 chunks)",
+    "anthropic messages.create",
+)
+#: The call whose own work (the SDK cut out) is timed too, and that row's label.
+OWN_WORK_CASE = "anthropic messages.create"
+OWN_WORK_LABEL = "anthropic, SDK cut out"
+#: Every row of the LLM table, in order.
+LLM_ROWS = (*LLM_CASES, OWN_WORK_LABEL)
+#: An LLM call costs far more than a step: fewer calls keep the run short.
+LLM_CALL_SHARE = 20
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 
@@ -73,6 +88,7 @@ def _report(
     times: dict[str, list[float]],
     cpu: dict[str, list[float]],
     memory: dict[str, float],
+    llm: dict[str, list[llm_patches.Figure]],
     quick: bool,
 ) -> str:
     best = {key: min(values) * 1e6 for key, values in times.items()}
@@ -81,7 +97,9 @@ def _report(
         "PipeLens tracing overhead: µs per call, each contender in its own process",
         f"(min/median of {plan.repeat} {TIMES} {plan.number:,} calls, "
         f"a new run every {RUN_SIZE} calls)",
-        *machine_lines(("pipelens", "msgspec", "wrapt", "opentelemetry-sdk")),
+        *machine_lines(
+            ("pipelens", "msgspec", "wrapt", "opentelemetry-sdk", "openai", "anthropic")
+        ),
         "",
         f"{'contender':<34}{'min µs':>9}{'median µs':>11}{'overhead µs':>13}  "
         f"{'over':<18}{TIMES + ' vs OTel span':>14}{'CPU µs':>9}",
@@ -124,24 +142,47 @@ def _report(
         f"  RSS growth < {TARGET_RSS_MB:g} MB for {memory['steps']:,.0f} steps: "
         f"{'met' if memory['growth_mb'] < TARGET_RSS_MB else 'missed'} "
         f"({memory['growth_mb']:.1f} MB)",
-        # Not a met/missed line: the OpenAI figures come from far fewer calls, so they are noisier.
-        f"  auto_patch(openai) adds < {TARGET_LLM_PATCH_US:g} µs per chat call (no network): "
-        + ", ".join(
-            f"{kind} {best[f'openai_{kind}_patched'] - best[f'openai_{kind}']:.1f} µs"
-            for kind in OPENAI_KINDS
-        )
+        # Not a met/missed line: the LLM figures come from far fewer calls, so they are noisier.
+        f"  auto_patch adds < {TARGET_LLM_PATCH_US:g} µs of the calling thread's CPU per LLM "
+        "call (no network): "
+        + ", ".join(f"{label} {llm[label][2][1]:+.1f} µs" for label in LLM_ROWS)
         + " measured",
-        f"  auto_patch(anthropic) adds < {TARGET_LLM_PATCH_US:g} µs per call (no network): "
-        f"{best['anthropic_nosdk_patched'] - best['anthropic_nosdk']:.1f} µs measured with the "
-        f"SDK's work cut out; through the SDK {best['anthropic_patched'] - best['anthropic']:.1f}"
-        f" µs ({best['anthropic_patched'] / best['anthropic']:.3f}{TIMES} the plain call)",
+        "",
+        "LLM calls through the real SDKs, in-process HTTP stub, events to a file: medians of "
+        f"{llm_number(plan):,} calls unpatched and as many patched, one of each in turn, in runs "
+        f"of {llm_size(plan):,} ('+µs': the median of each pair's difference); the last row the "
+        "patch engine around an original answering at once with a recorded result (min of "
+        f"{plan.repeat} repeats)",
+        llm_patches.HEAD,
+        *(llm_patches.row(label, *llm[label], digits=1) for label in LLM_ROWS),
     ]
     return "\n".join(lines)
+
+
+def llm_number(plan: Plan) -> int:
+    """LLM calls of each kind (unpatched, patched) per case."""
+    return max(plan.number // LLM_CALL_SHARE, 10)
+
+
+def llm_size(plan: Plan) -> int:
+    """Patched LLM calls per run."""
+    return min(RUN_SIZE, llm_number(plan))
+
+
+def _llm_worker(label: str, plan: Plan) -> list[llm_patches.Figure]:
+    """The bare, patched and added figures of one LLM row (``llm_patches``' own measures)."""
+    with llm_patches.events_to_file():
+        if label == OWN_WORK_LABEL:
+            bare, patched = llm_patches.wrapper_cost(OWN_WORK_CASE, llm_number(plan), plan.repeat)
+            return [bare, patched, llm_patches.difference(bare, patched)]
+        return list(llm_patches.measure(label, llm_number(plan), llm_size(plan)))
 
 
 def _worker(key: str, plan: Plan, memory_runs: int) -> Any:
     if key == MEMORY_LABEL:
         return memory_growth(memory_runs)
+    if key in LLM_ROWS:
+        return _llm_worker(key, plan)
     for c in CONTENDERS:
         if c.key == key:
             return {"times": c.measure(plan), "cpu": CPU_TIMES}
@@ -182,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         times[c.key], cpu[c.key] = measured["times"], measured["cpu"]
     print(f"measuring {MEMORY_LABEL} ...", file=sys.stderr, flush=True)
     memory = _spawn(["--worker", MEMORY_LABEL, "--memory-runs", str(memory_runs)])
-    print(_report(plan, times, cpu, memory, args.quick))
+    llm: dict[str, list[llm_patches.Figure]] = {}
+    for label in LLM_ROWS:
+        print(f"measuring {label} ...", file=sys.stderr, flush=True)
+        llm[label] = [tuple(f) for f in _spawn(["--worker", label, *common])]  # type: ignore[misc]
+    print(_report(plan, times, cpu, memory, llm, args.quick))
     return 0
 
 

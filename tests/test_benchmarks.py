@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._contenders import CONTENDERS, MEMORY_LABEL
+from benchmarks.overhead import LLM_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 # A table row: the label, then the min and median µs per call.
@@ -32,7 +33,8 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(340)
 def test_quick_run_prints_every_row_and_exits_0() -> None:
-    """``--quick`` exits 0 and prints a row per contender (the @step generator, the minimal-span
+    """``--quick`` exits 0 and prints a row per contender and per LLM row (the SDK calls timed by
+    the interleaved method of ``llm_patches``) (the @step generator, the minimal-span
     floor and a run per call among them), the memory line, the floor line, the run's share in
     each step and the five targets (@step sync, async and generator overhead, the @step overhead
     with the OTLP export, RSS growth)."""
@@ -40,7 +42,7 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     rows = [m["label"] for m in map(ROW.match, lines) if m is not None]
-    assert [c.label for c in CONTENDERS] == rows
+    assert [*(c.label for c in CONTENDERS), *LLM_ROWS] == rows
     assert {
         "bare generator",
         "@step generator",

@@ -152,24 +152,32 @@ _watched: dict[type, type] = {}
 
 
 def attach_stream(watch: Watch, call: LLMCall, stream: Any) -> Any:
-    """Watch a ``CustomStreamWrapper``: the same object, its class a subclass that iterates it
-    through ``watch`` (Python reads ``__next__`` from the class, so the instance cannot say)."""
+    """Watch a ``CustomStreamWrapper``: the caller gets a twin of it, an instance of a subclass
+    that iterates through ``watch`` (Python reads ``__next__`` from the class, so the instance
+    cannot say), sharing the stream's ``__dict__`` (one state: every attribute read or set on
+    either is the other's).
+
+    A twin, not the stream itself, because litellm keeps its stream in a reference cycle (its
+    logging object's ``model_call_details["original_response"]`` and the stream's
+    ``logging_obj``), which only a collection frees. Nothing of litellm's refers to the twin, so
+    the moment the caller lets go of it its finalizer ends a stream left half-way ``cancelled``.
+    """
     _read_provider(call, getattr(stream, "custom_llm_provider", None))
     _read_request_id(call, getattr(stream, "_hidden_params", None))
     cls = type(stream)
     watched = _watched.get(cls)
     if watched is None:
         watched = _watched.setdefault(cls, _watching(cls))
-    stream._pipelens_watch = watch
-    stream.__class__ = watched
-    return stream
+    twin: Any = object.__new__(watched)
+    twin.__dict__ = stream.__dict__
+    twin._pipelens_watch = watch
+    return twin
 
 
 def _watching(cls: type) -> type:
     """The watched subclass of ``cls``: iterated through the watch, closed (``close``, leaving a
-    ``with``) ending the step then. Its chunk generators hold the stream weakly (the stream holds
-    them): no cycle of ours keeps a dropped stream; litellm's own (its logging object keeps the
-    stream) ends it at the next collection, as an OpenAI SDK stream is."""
+    ``with``) ending the step then. Its chunk generators hold the twin weakly (the shared state
+    holds them): no cycle keeps a twin the caller dropped."""
     base_next = cls.__next__  # type: ignore[attr-defined]
     base_anext = cls.__anext__  # type: ignore[attr-defined]
     base_close = cls.close  # type: ignore[attr-defined]
@@ -207,20 +215,29 @@ def _watching(cls: type) -> type:
             )
         return await watched.__anext__()
 
-    # Closed by the caller: ended now, cancelled unless the stream was done.
+    # Closed by the caller: ended now, cancelled unless the stream was done. litellm closes its
+    # stream itself too, from inside ``__next__`` (at the end, before its ``StopIteration``, and
+    # on an error): that close is no caller's, and the iteration reports how the stream ended.
     def close(self: Any) -> None:
         try:
             base_close(self)
         finally:
-            self._pipelens_watch.end(True)
+            if not _running(self.__dict__.get("_pipelens_chunks")):
+                self._pipelens_watch.end(True)
 
     async def aclose(self: Any) -> None:
         try:
             await base_aclose(self)
         finally:
-            self._pipelens_watch.end(True)
+            if not _running(self.__dict__.get("_pipelens_achunks")):
+                self._pipelens_watch.end(True)
+
+    def __del__(self: Any) -> None:  # noqa: N807 - the finalizer protocol's name
+        """Nothing: litellm's own finalizer runs once, on its stream, when that is collected,
+        as it does unpatched (the twin is a second object over the same state)."""
 
     namespace = {
+        "__del__": __del__,
         "__next__": __next__,
         "__anext__": __anext__,
         "close": close,
@@ -228,6 +245,13 @@ def _watching(cls: type) -> type:
         "__module__": cls.__module__,
     }
     return type(cls.__name__, (cls,), namespace)
+
+
+def _running(watched: Any) -> bool:
+    """Whether the watched (async) generator ``watched`` is running: litellm's own close."""
+    if watched is None:
+        return False
+    return bool(getattr(watched, "gi_running", False) or getattr(watched, "ag_running", False))
 
 
 def _endpoint(method: str, operation: str) -> EndpointConfig:

@@ -14,6 +14,7 @@ A stream's step ends with the stream, by one rule:
   (a consumer's exception or ``break`` included), the SDK's stream helpers and raw responses;
 - dropped unclosed: ``cancelled`` when it is garbage-collected (a stream and its generator form a
   reference cycle, so that is the next collection, when the SDK itself lets the connection go).
+  A litellm stream ends as the caller lets go of it (:func:`pipelens._llm.litellm.attach_stream`).
 
 A sync method answering with a coroutine (litellm's ``completion(..., acompletion=True)``) ends
 its step when that is awaited, the step current again meanwhile.

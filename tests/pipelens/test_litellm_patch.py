@@ -133,6 +133,10 @@ def test_stream_is_litellms_own_wrapper_and_is_assembled(
     stream = litellm.completion("openai/gpt-4o", MESSAGES, stream=True, **route)
     assert isinstance(stream, litellm.CustomStreamWrapper)
     assert [None, *TEXT_PARTS, None] == _texts(list(stream))
+    assert (events.step("litellm_chat").status, events.step("litellm_chat").error) == (
+        "completed",
+        None,
+    )  # litellm's own close at the end is no caller's
     llm = llm_of(events)
     assert (llm["provider"], llm["stream"], llm["chunks"], llm["output"]) == (
         "openai",
@@ -192,7 +196,7 @@ async def test_async_stream_is_assembled(route: dict[str, Any], events: Captured
     assert isinstance(stream, litellm.CustomStreamWrapper)
     chunks = [c async for c in stream]
     assert [None, *TEXT_PARTS, None] == _texts(chunks)
-    assert [s.key for s in events.steps()] == ["litellm_chat"]
+    assert [(s.key, s.status) for s in events.steps()] == [("litellm_chat", "completed")]
     assert (llm_of(events)["output"]["text"], llm_of(events)["chunks"]) == (TEXT, 6)
 
 
@@ -221,18 +225,58 @@ def test_stream_left_halfway_is_cancelled_at_close(
 
 
 @pytest.mark.usefixtures("patched")
-def test_stream_dropped_halfway_is_cancelled_when_collected(
+def test_stream_dropped_halfway_is_cancelled_when_the_caller_lets_go(
     route: dict[str, Any], events: CapturedEvents
 ) -> None:
-    """A stream dropped after two chunks, unclosed, ends ``cancelled`` when collected (litellm's
-    logging object and the stream hold each other, so not before)."""
+    """A stream dropped after two chunks, unclosed, ends ``cancelled`` as the caller lets go of
+    it, with no collection (litellm's logging object and its stream hold each other: the
+    caller's stream must be one nothing of litellm's refers to)."""
     stream = litellm.completion("openai/gpt-4o", MESSAGES, stream=True, **route)
     next(stream)
     next(stream)
-    del stream
     assert events.steps() == []
-    gc.collect()
-    assert cancelled_as_closed(llm_of(events), events)
+    gc.disable()
+    try:
+        del stream
+        assert cancelled_as_closed(llm_of(events), events)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("patched")
+@module_loop
+async def test_async_stream_dropped_halfway_is_cancelled_when_the_caller_lets_go(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """An ``acompletion`` stream dropped after two chunks, unclosed, ends ``cancelled`` as the
+    caller lets go of it, with no collection."""
+    stream = await litellm.acompletion(
+        model="openai/gpt-4o", messages=MESSAGES, stream=True, **route
+    )
+    await stream.__anext__()
+    await stream.__anext__()
+    assert events.steps() == []
+    gc.disable()
+    try:
+        del stream
+        assert cancelled_as_closed(llm_of(events), events)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_twin_shares_the_streams_state(
+    route: dict[str, Any], events: CapturedEvents
+) -> None:
+    """What the caller holds reads and sets litellm's stream's own attributes, and is
+    exhausted ``completed`` at once."""
+    stream = litellm.completion("openai/gpt-4o", MESSAGES, stream=True, **route)
+    stream.custom_attribute = 1
+    assert stream.model == "gpt-4o"
+    chunks = list(stream)
+    assert [None, *TEXT_PARTS, None] == _texts(chunks)
+    assert stream.__dict__["custom_attribute"] == 1
+    assert events.step("litellm_chat").status == "completed"
 
 
 @pytest.mark.usefixtures("patched")
