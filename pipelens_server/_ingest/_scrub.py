@@ -12,7 +12,8 @@ lower-cased, holds none of the list's ``fragments`` (a substring test, ten times
 case-insensitive search). The same test skips each key and string of a walked value. Escapes
 can hide a fragment (``\\u0061``, ``\\/``: such a text is walked), and a text that is not
 ASCII skips the test, since case-insensitive matching folds more than ``str.lower`` does (the
-long s matches ``s``). A step's texts are tested at once (:func:`may_hold_secret` of them all).
+long s matches ``s``). The raw API tests each distinct captured text of a batch once
+(``_decode``); OTLP tests a step's texts at once (:func:`may_hold_secret` of them all).
 """
 
 from __future__ import annotations
