@@ -130,11 +130,16 @@ async def run_buckets(
         return rolled[0] if rolled is not None else await raw_buckets(conn, lo_ns, hi_ns, buckets)
 
 
+def bucket_width(lo_ns: int, hi_ns: int, buckets: int) -> int:
+    """The width of each of ``buckets`` equal buckets covering ``[lo_ns, hi_ns)``."""
+    return max(1, -(-(hi_ns - lo_ns) // buckets))
+
+
 async def raw_buckets(
     conn: psycopg.AsyncConnection[Any], lo_ns: int, hi_ns: int, buckets: int
 ) -> RunBuckets:
     """:func:`run_buckets` from raw rows, ``buckets`` of them exactly."""
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    width = bucket_width(lo_ns, hi_ns, buckets)
     cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
     rows = [
         RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4])
@@ -155,7 +160,7 @@ async def rolled_buckets(
     each rolled-up hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the
     p95 is within half a duration bucket (``_rollup``) and the first and last buckets are
     partial."""
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    width = bucket_width(lo_ns, hi_ns, buckets)
     if width < HOUR_NS or not the_plan.rolled:
         return None
     unit = DAY_NS if width >= DAY_NS else HOUR_NS
