@@ -124,11 +124,20 @@ async def pipeline_summaries(
 ) -> list[PipelineSummary]:
     """Every known pipeline, most recently run first, with its figures since ``since_ns``: from
     the rollups for the rolled-up hours of the range (``_rollup``; p50 and p95 then within half
-    a bucket), raw rows for the rest."""
+    a bucket), raw rows for the rest; a range of at most ``exact_below`` runs all raw, by the
+    same count as :func:`overview_figures` (the API and the page agree at the threshold)."""
     async with pool.connection() as conn:
+        if await _few_runs(conn, since_ns, exact_below):
+            return await _summaries(conn, since_ns, [], exact_below)
         the_plan = await plan(conn, since_ns, None)
         rows = await _rolled_summaries(conn, the_plan) if the_plan.rolled else []
-        return await _summaries(conn, since_ns, rows, exact_below)
+        return await _summaries(conn, since_ns, rows, -1)
+
+
+async def _few_runs(conn: psycopg.AsyncConnection[Any], since_ns: int, exact_below: int) -> bool:
+    """Whether at most ``exact_below`` runs started since ``since_ns`` (a bounded count)."""
+    cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
+    return (row := await cursor.fetchone()) is not None and row[0] <= exact_below
 
 
 async def overview_figures(
@@ -145,8 +154,7 @@ async def overview_figures(
     both where the range has them, and a range of at most ``exact_below`` runs is read raw
     (exact, and cheaper than the rollups' rows of its hours)."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
-        if (row := await cursor.fetchone()) is not None and row[0] <= exact_below:
+        if await _few_runs(conn, since_ns, exact_below):
             return await _raw_overview(conn, since_ns, lo_ns, hi_ns, buckets)
         the_plan = await plan(conn, since_ns, None)
         rolled = await rolled_buckets(conn, the_plan, lo_ns, hi_ns, buckets)

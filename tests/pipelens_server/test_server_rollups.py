@@ -472,3 +472,25 @@ async def test_the_step_histogram_comes_from_the_rollups_each_step_within_half_a
         conn.execute("DELETE FROM rollups WHERE kind = 'step'")
     emptied = await duration_histogram(pool, "bulk", KEY, since, lo, hi, bins, **ROLLED)
     assert sum(c for c, _ in emptied) < RUNS / 10  # the raw edges alone
+
+
+async def test_the_pipelines_api_and_the_overview_read_alike_at_the_threshold(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """Right at ``exact_below`` the API's figures (``pipeline_summaries``) and the overview's
+    come from the same source, by the same count of the runs in range: a run whose pipeline is
+    not yet known counts there but not in the rollups' sums (which alone the API summed)."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO runs (run_id, status, start_ns) VALUES ('nameless', 'running', %s)",
+            [now - HOUR_NS],
+        )
+    await roll_up(pool)
+    lo = now - DAYS * DAY_NS + 12345
+    for threshold in (RUNS - 1, RUNS, RUNS + 1):
+        overview, _ = await overview_figures(pool, lo, lo, now + 1, 24, exact_below=threshold)
+        assert await pipeline_summaries(pool, lo, exact_below=threshold) == overview
+    rolled = await pipeline_summaries(pool, lo, exact_below=RUNS)
+    assert rolled != await pipeline_summaries(pool, lo, **RAW)  # RUNS + 1 counted: rollups
