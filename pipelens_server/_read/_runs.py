@@ -149,7 +149,7 @@ async def overview_figures(
     *,
     exact_below: int = EXACT_BELOW,
 ) -> tuple[list[PipelineSummary], RunBuckets]:
-    """:func:`pipeline_summaries` and the sparklines' ``_pictures.run_buckets`` over
+    """:func:`pipeline_summaries` and the sparklines' ``_pictures.raw_buckets`` over
     ``[lo_ns, hi_ns)`` (``lo_ns`` at or after ``since_ns``): one read of the rollups serves
     both where the range has them, and a range of at most ``exact_below`` runs is read raw
     (exact, and cheaper than the rollups' rows of its hours)."""
