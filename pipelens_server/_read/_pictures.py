@@ -120,21 +120,17 @@ async def first_start(pool: AsyncConnectionPool[Any]) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-async def run_buckets(
-    pool: AsyncConnectionPool[Any], lo_ns: int, hi_ns: int, buckets: int
-) -> RunBuckets:
-    """Each pipeline's runs, failures and p95 duration in about ``buckets`` equal time buckets
-    of ``[lo_ns, hi_ns)``; buckets without a run are left out (see :func:`rolled_buckets`)."""
-    async with pool.connection() as conn:
-        rolled = await rolled_buckets(conn, await plan(conn, lo_ns, hi_ns), lo_ns, hi_ns, buckets)
-        return rolled[0] if rolled is not None else await raw_buckets(conn, lo_ns, hi_ns, buckets)
+def bucket_width(lo_ns: int, hi_ns: int, buckets: int) -> int:
+    """The width of each of ``buckets`` equal buckets covering ``[lo_ns, hi_ns)``."""
+    return max(1, -(-(hi_ns - lo_ns) // buckets))
 
 
 async def raw_buckets(
     conn: psycopg.AsyncConnection[Any], lo_ns: int, hi_ns: int, buckets: int
 ) -> RunBuckets:
-    """:func:`run_buckets` from raw rows, ``buckets`` of them exactly."""
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    """Each pipeline's runs, failures and p95 duration in ``buckets`` equal time buckets of
+    ``[lo_ns, hi_ns)`` from raw rows; buckets without a run are left out."""
+    width = bucket_width(lo_ns, hi_ns, buckets)
     cursor = await conn.execute(_BUCKETS, {"lo": lo_ns, "hi": hi_ns, "width": width})
     rows = [
         RunBucket(pipeline=r[0], index=r[1], runs=r[2], failed=r[3], p95_ns=r[4])
@@ -146,7 +142,7 @@ async def raw_buckets(
 async def rolled_buckets(
     conn: psycopg.AsyncConnection[Any], the_plan: Plan, lo_ns: int, hi_ns: int, buckets: int
 ) -> tuple[RunBuckets, dict[str, Merged]] | None:
-    """:func:`run_buckets` from the rollups of ``the_plan`` (a range starting at or before
+    """:func:`raw_buckets` from the rollups of ``the_plan`` (a range starting at or before
     ``lo_ns``), with each pipeline's sums over the whole plan (the overview's figures, from the
     same read); ``None`` when the plan rolls nothing up or a bucket would be shorter than an
     hour.
@@ -155,7 +151,7 @@ async def rolled_buckets(
     each rolled-up hour or day falls in one bucket, from the hour or day holding ``lo_ns``; the
     p95 is within half a duration bucket (``_rollup``) and the first and last buckets are
     partial."""
-    width = max(1, -(-(hi_ns - lo_ns) // buckets))
+    width = bucket_width(lo_ns, hi_ns, buckets)
     if width < HOUR_NS or not the_plan.rolled:
         return None
     unit = DAY_NS if width >= DAY_NS else HOUR_NS

@@ -14,7 +14,13 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._llm import run_llm_totals
-from pipelens_server._read._pictures import RunBuckets, raw_buckets, rolled_buckets
+from pipelens_server._read._pictures import (
+    RunBucket,
+    RunBuckets,
+    bucket_width,
+    raw_buckets,
+    rolled_buckets,
+)
 from pipelens_server._read._rollup import (
     EXACT_BELOW,
     SUMMED,
@@ -85,6 +91,30 @@ _LAST_RUNS = sql.SQL(
 )
 
 
+#: The overview of a range of few runs, exact, in one scan of its raw rows: each pipeline's
+#: figures (``whole`` 1: the ``_OVERVIEW`` figures) and its sparklines' bars over
+#: ``[lo, hi)`` (``_pictures.raw_buckets``' figures; rows outside have no bar). One scan
+#: instead of two of the same rows, scattered over the heap.
+_RAW_OVERVIEW = """
+    SELECT pipeline, GROUPING(bar), bar, count(*),
+           count(*) FILTER (WHERE status = 'failed'),
+           count(*) FILTER (WHERE status = 'running'),
+           count(*) FILTER (WHERE status = 'abandoned'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns)
+               FILTER (WHERE status <> 'abandoned'),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns)
+               FILTER (WHERE status <> 'abandoned'),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns)
+               FILTER (WHERE status NOT IN ('abandoned', 'running'))
+    FROM (
+        SELECT pipeline, status, duration_ns,
+               CASE WHEN start_ns >= %(lo)s AND start_ns < %(hi)s
+                    THEN ((start_ns - %(lo)s) / %(width)s)::int END AS bar
+        FROM runs WHERE pipeline IS NOT NULL AND start_ns >= %(since)s
+    ) r
+    GROUP BY GROUPING SETS ((pipeline), (pipeline, bar))
+"""
+
 #: How many runs started since a time, counted up to a limit (the start index, bounded).
 _FEW_RUNS = "SELECT count(*) FROM (SELECT 1 FROM runs WHERE start_ns >= %s LIMIT %s) r"
 
@@ -94,11 +124,20 @@ async def pipeline_summaries(
 ) -> list[PipelineSummary]:
     """Every known pipeline, most recently run first, with its figures since ``since_ns``: from
     the rollups for the rolled-up hours of the range (``_rollup``; p50 and p95 then within half
-    a bucket), raw rows for the rest."""
+    a bucket), raw rows for the rest; a range of at most ``exact_below`` runs all raw, by the
+    same count as :func:`overview_figures` (the API and the page agree at the threshold)."""
     async with pool.connection() as conn:
+        if await _few_runs(conn, since_ns, exact_below):
+            return await _summaries(conn, since_ns, [], exact_below)
         the_plan = await plan(conn, since_ns, None)
         rows = await _rolled_summaries(conn, the_plan) if the_plan.rolled else []
-        return await _summaries(conn, since_ns, rows, exact_below)
+        return await _summaries(conn, since_ns, rows, -1)
+
+
+async def _few_runs(conn: psycopg.AsyncConnection[Any], since_ns: int, exact_below: int) -> bool:
+    """Whether at most ``exact_below`` runs started since ``since_ns`` (a bounded count)."""
+    cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
+    return (row := await cursor.fetchone()) is not None and row[0] <= exact_below
 
 
 async def overview_figures(
@@ -110,15 +149,13 @@ async def overview_figures(
     *,
     exact_below: int = EXACT_BELOW,
 ) -> tuple[list[PipelineSummary], RunBuckets]:
-    """:func:`pipeline_summaries` and the sparklines' ``_pictures.run_buckets`` over
+    """:func:`pipeline_summaries` and the sparklines' ``_pictures.raw_buckets`` over
     ``[lo_ns, hi_ns)`` (``lo_ns`` at or after ``since_ns``): one read of the rollups serves
     both where the range has them, and a range of at most ``exact_below`` runs is read raw
     (exact, and cheaper than the rollups' rows of its hours)."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(_FEW_RUNS, [since_ns, exact_below + 1])
-        if (row := await cursor.fetchone()) is not None and row[0] <= exact_below:
-            summaries = await _summaries(conn, since_ns, [], exact_below)
-            return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
+        if await _few_runs(conn, since_ns, exact_below):
+            return await _raw_overview(conn, since_ns, lo_ns, hi_ns, buckets)
         the_plan = await plan(conn, since_ns, None)
         rolled = await rolled_buckets(conn, the_plan, lo_ns, hi_ns, buckets)
         if rolled is None:
@@ -126,10 +163,31 @@ async def overview_figures(
             summaries = await _summaries(conn, since_ns, rows, exact_below)
             return summaries, await raw_buckets(conn, lo_ns, hi_ns, buckets)
         grid, by_pipeline = rolled
-        rows = await _summary_rows(conn, by_pipeline)
+        rows = await _summary_rows(conn, _rolled_figures(by_pipeline))
         # Counted above as more than exact_below: no raw read again (a run or two fewer with a
         # pipeline, or started since the count, must not make it read both).
         return await _summaries(conn, since_ns, rows, -1), grid
+
+
+async def _raw_overview(
+    conn: psycopg.AsyncConnection[Any], since_ns: int, lo_ns: int, hi_ns: int, buckets: int
+) -> tuple[list[PipelineSummary], RunBuckets]:
+    """:func:`overview_figures` from raw rows, exact, in one scan (``_RAW_OVERVIEW``)."""
+    width = bucket_width(lo_ns, hi_ns, buckets)
+    params = {"since": since_ns, "lo": lo_ns, "hi": hi_ns, "width": width}
+    found = await (await conn.execute(_RAW_OVERVIEW, params)).fetchall()
+    figures: dict[str, tuple[Any, ...]] = {}
+    bars = []
+    for pipeline, whole, bar, runs, failed, running, abandoned, p50, p95, bar_p95 in found:
+        if whole:
+            figures[pipeline] = (runs, failed, running, p50, p95, abandoned)
+        elif bar is not None:
+            bars.append(
+                RunBucket(pipeline=pipeline, index=bar, runs=runs, failed=failed, p95_ns=bar_p95)
+            )
+    bars.sort(key=lambda b: (b.pipeline, b.index))
+    grid = RunBuckets(lo_ns=lo_ns, width_ns=width, count=buckets, rows=bars)
+    return _as_summaries(await _summary_rows(conn, figures)), grid
 
 
 async def _summaries(
@@ -143,6 +201,11 @@ async def _summaries(
     if sum(row[1] for row in rows) <= exact_below:
         cursor = await conn.execute(_OVERVIEW, {"since": since_ns})
         rows = await cursor.fetchall()
+    return _as_summaries(rows)
+
+
+def _as_summaries(rows: list[tuple[Any, ...]]) -> list[PipelineSummary]:
+    """Rows of ``_OVERVIEW`` as summaries."""
     return [
         PipelineSummary(
             name=row[0],
@@ -169,20 +232,27 @@ async def _rolled_summaries(
         sql.SQL(SUMMED), runs
     )
     rows = await (await conn.execute(query, params)).fetchall()
-    return await _summary_rows(conn, {row[0]: combine([row[1:]]) for row in rows})
+    return await _summary_rows(conn, _rolled_figures({row[0]: combine([row[1:]]) for row in rows}))
+
+
+def _rolled_figures(by_pipeline: dict[str, Merged]) -> dict[str, tuple[Any, ...]]:
+    """Each pipeline's figures for :func:`_summary_rows` from its sums of rollup rows."""
+    return {
+        name: (m.count, m.failed, m.running, m.percentile(0.5), m.percentile(0.95), m.abandoned)
+        for name, m in by_pipeline.items()
+    }
 
 
 async def _summary_rows(
-    conn: psycopg.AsyncConnection[Any], by_pipeline: dict[str, Merged]
+    conn: psycopg.AsyncConnection[Any], figures: dict[str, tuple[Any, ...]]
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``_OVERVIEW`` from each pipeline's sums of rollup rows."""
+    """The rows of ``_OVERVIEW`` from each pipeline's (runs, failed, running, p50, p95,
+    abandoned), every known pipeline's (none for one without runs in the range)."""
     last = await (await conn.execute(_LAST_RUNS)).fetchall()
     rows = []
     for name, run_id, start_ns in last:
-        merged = by_pipeline.get(name) or combine([])
-        p50, p95 = merged.percentile(0.5), merged.percentile(0.95)
-        figures = (merged.count, merged.failed, merged.running, p50, p95)
-        rows.append((name, *figures, run_id, start_ns, merged.abandoned))
+        runs, failed, running, p50, p95, abandoned = figures.get(name, (0, 0, 0, None, None, 0))
+        rows.append((name, runs, failed, running, p50, p95, run_id, start_ns, abandoned))
     # As _OVERVIEW orders: most recently run first (never run last), then by name.
     rows.sort(key=lambda r: (r[7] is None, -(r[7] or 0), r[0]))
     return rows
