@@ -23,8 +23,8 @@ from pipelens._core import clock, containment
 from pipelens._core.capture import (
     capture,
     capture_record,
-    encode,
     clean_text,
+    encode,
     scrub_event,
     short_repr,
 )
