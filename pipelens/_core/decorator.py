@@ -102,16 +102,16 @@ class _Spec:
             struct, names = self.bound_struct, self.bound_names
         if struct is not None:
             try:
-                bound = struct(*args, **kwargs)
+                value = struct(*args, **kwargs)
             except TypeError:
                 pass  # extra positionals or **kwargs: bind by hand below
             else:
-                try:  # capture(bound)'s common case inlined: a call less on every step
-                    data = encode(bound)
+                try:  # capture(value)'s common case inlined: a call less on every step
+                    data = encode(value)
                 except Exception:
                     data = None
                 if data is None or len(data) > settings.max_value_bytes:
-                    return capture(bound)
+                    return capture(value)
                 return data.decode()
         by_name: dict[str, Any] = dict(zip(names, args, strict=False))
         if len(args) > len(names):

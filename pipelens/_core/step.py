@@ -282,7 +282,8 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     # A msgspec Struct is built in C: on every @step call that is several times faster than a
     # Python __init__ with as many attributes. Equality is identity (eq=False).
     name: str
-    key: str
+    # The key: a child's is built when first read (see ``key``), most never are in-process.
+    _key: str | None
     parent: Step | None
     run: Run
     inputs: str | None
@@ -306,6 +307,22 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     llm: LLMCall | None = None
     #: Made by ``Step(name)`` and not tracked yet.
     _unstarted: bool = False
+    #: The number among same-named siblings of a child whose key is built lazily.
+    _sib: int = 0
+
+    @property
+    def key(self) -> str:
+        """The dotted path of names from the run's root (``root.child___1``)."""
+        key = self._key
+        if key is None:  # a child's, built on first read: the f-string was 3.5 % of a step
+            parent = self.parent
+            assert parent is not None
+            name = self.name
+            segment = name.replace(".", "_") if "." in name else name
+            n = self._sib
+            key = f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}"
+            self._key = key
+        return key
 
     @property
     def id(self) -> str:
@@ -635,10 +652,12 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
         if "___" in name and parent._keys is None:  # could collide with an automatic key
             _remember_keys(parent)
     n = next(counter)  # atomic under the GIL: concurrent siblings never share a key
-    segment = name.replace(".", "_") if "." in name else name
-    key = f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}"
+    key = None  # built when first read, from the parent's key, the name and n (Step.key)
     if parent._keys is not None:
-        key = _unique_key(parent, key)
+        segment = name.replace(".", "_") if "." in name else name
+        key = _unique_key(
+            parent, f"{parent.key}.{segment}" if n == 0 else f"{parent.key}.{segment}___{n}"
+        )
     run = parent.run
     t0 = _perf_ns()
     step = _make(
@@ -653,6 +672,8 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
         t0,
         t0 + _WALL_OFFSET_NS,
     )
+    if n:
+        step._sib = n
     siblings = parent._children
     if siblings is None:
         siblings = parent._children = []

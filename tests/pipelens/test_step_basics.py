@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
@@ -79,3 +80,23 @@ def test_exception_is_reraised_unchanged_and_recorded(events: CapturedEvents) ->
     assert step.error.message == "bad input"
     assert "raise boom" in (step.error.traceback or "")
     assert events.runs()[0].status == "failed"
+
+
+def test_async_step_whose_call_raises_ends_failed(events: CapturedEvents) -> None:
+    """A coroutine function called with arguments it cannot take raises before any await: the
+    TypeError passes through, and its step ends failed rather than staying open."""
+
+    @pipelens.step
+    async def needs_x(x: int) -> int:
+        return x
+
+    @pipelens.step
+    async def outer() -> None:
+        with pytest.raises(TypeError):
+            await needs_x(1, 2)  # type: ignore[call-arg]
+
+    asyncio.run(outer())
+    step = events.step("outer.needs_x")
+    assert step.status == "failed"
+    assert step.error is not None
+    assert step.error.type == "TypeError"
