@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._db._embedded import EmbeddedPostgres
 from pipelens_server._db._migrate import migrate
-from pipelens_server._db._watchdog import DatabaseHealth, watch, watch_external
+from pipelens_server._db._watchdog import READ_REPLICA, DatabaseHealth, watch, watch_external
 from pipelens_server._errors import DatabaseUnavailableError, ServerError
 from pipelens_server._settings import Settings
 
@@ -103,17 +103,34 @@ async def database_lifespan(
             app.state.read_pool = await _open_read_pool(settings) or pool
             health = app.state.database_health = DatabaseHealth()
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
-            watchdog = asyncio.create_task(
-                watch_external(conninfo, redacted(conninfo), pool, health)
-                if embedded is None
-                else watch(embedded, pool, health)
-            )
+            watchdogs = [
+                asyncio.create_task(
+                    watch_external(conninfo, redacted(conninfo), pool, health)
+                    if embedded is None
+                    else watch(embedded, pool, health)
+                )
+            ]
+            if app.state.read_pool is not pool and settings.read_database_url is not None:
+                read = settings.read_database_url
+                app.state.read_health = DatabaseHealth()
+                watchdogs.append(
+                    asyncio.create_task(
+                        watch_external(
+                            read,
+                            redacted(read),
+                            app.state.read_pool,
+                            app.state.read_health,
+                            READ_REPLICA,
+                        )
+                    )
+                )
             try:
                 yield
             finally:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                for watchdog in watchdogs:
+                    watchdog.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watchdog
         finally:
             if app.state.get("read_pool") not in (None, pool):
                 await app.state.read_pool.close()
@@ -158,11 +175,20 @@ async def _read_only(conn: psycopg.AsyncConnection[Any]) -> None:
 _READS = frozenset({"GET", "HEAD"})
 
 
+def read_database_down(state: State) -> str | None:
+    """Why the read database (``--read-database-url``) is not read now, or ``None``: it is
+    read, or there is none."""
+    health: DatabaseHealth | None = state.get("read_health")
+    return None if health is None else health.down
+
+
 def provide_pool(state: State, request: Request[Any, Any, Any]) -> AsyncConnectionPool[Any]:
     """The pool a request uses: the read pool (``--read-database-url``, else the same) for GET
-    and HEAD, the app's pool for every write. Login sessions and the periodic jobs use
-    ``state.pool`` directly: a session just opened must be found, replica lag or not."""
-    pool: AsyncConnectionPool[Any] = state.read_pool if request.method in _READS else state.pool
+    and HEAD, the app's pool for every write and for the reads while the read database does
+    not answer (its watchdog says so). Login sessions and the periodic jobs use ``state.pool``
+    directly: a session just opened must be found, replica lag or not."""
+    reads = request.method in _READS and read_database_down(state) is None
+    pool: AsyncConnectionPool[Any] = state.read_pool if reads else state.pool
     return pool
 
 

@@ -14,7 +14,9 @@ An external database (``--database-url``) is not ours to restart, but it is watc
 (:func:`watch_external`): one connection of its own asks it ``SELECT 1`` every
 :data:`INTERVAL_S`. While it does not answer, the same guard answers 503 "the database ... does
 not answer" on every route (``/healthz`` too), and once it answers again the pool's broken
-connections are replaced and requests flow by themselves, with no restart of ours.
+connections are replaced and requests flow by themselves, with no restart of ours. A read
+database (``--read-database-url``) is watched the same way, with its own :class:`DatabaseHealth`:
+while it does not answer, reads go to the primary (``_lifespan.provide_pool``) rather than fail.
 """
 
 from __future__ import annotations
@@ -79,11 +81,40 @@ async def watch(
         log.info("the embedded PostgreSQL is back")
 
 
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """What :func:`watch_external` says of the database it watches: while it is down (the
+    ``DatabaseHealth.down`` text, ``{where}`` its redacted URL), and in the log."""
+
+    down: str
+    log_down: str
+    log_up: str
+
+
+#: The primary ``--database-url``: every route answers 503 while it is down.
+PRIMARY = Watched(
+    down="the database at {where} does not answer: retry shortly",
+    log_down="the external database does not answer",
+    log_up="the external database answers again",
+)
+#: The read database ``--read-database-url``: reads go to the primary while it is down.
+READ_REPLICA = Watched(
+    down="the read database at {where} does not answer: reads go to the primary meanwhile",
+    log_down="the read database does not answer; reading from the primary meanwhile",
+    log_up="the read database answers again; reading from it",
+)
+
+
 async def watch_external(
-    conninfo: str, where: str, pool: AsyncConnectionPool[Any], health: DatabaseHealth
+    conninfo: str,
+    where: str,
+    pool: AsyncConnectionPool[Any],
+    health: DatabaseHealth,
+    watched: Watched = PRIMARY,
 ) -> None:
     """Tell ``health`` whether the external database at ``conninfo`` (``where``: the same
-    without its password) answers, until cancelled."""
+    without its password) answers, until cancelled; log once when it stops answering and once
+    when it answers again."""
     probe: psycopg.AsyncConnection[Any] | None = None
     try:
         while True:
@@ -99,14 +130,14 @@ async def watch_external(
                     await probe.close()
                     probe = None
                 if health.down is None:
-                    health.down = f"the database at {where} does not answer: retry shortly"
+                    health.down = watched.down.format(where=where)
                     # Its message says why; a traceback of a refused connection would not.
-                    log.error("the external database does not answer", error=str(exc).strip())  # noqa: TRY400
+                    log.error(watched.log_down, error=str(exc).strip())  # noqa: TRY400
                 continue
             if health.down is not None:
                 await pool.check()  # replace the connections to the server that went away
                 health.down = None
-                log.info("the external database answers again")
+                log.info(watched.log_up)
     finally:
         if probe is not None:
             await probe.close()

@@ -4,14 +4,21 @@ to the primary."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import psycopg
+import pytest
 from _dashboard_kit import form_token, ingest, recent_run
-from _pg_testkit import LOCAL
+from _pg_testkit import LOCAL, MSGPACK, data_dir, log_events, msgpack_body, serve
 from litestar.testing import TestClient
 
-from pipelens_server import Settings, create_app, migrate
+from pipelens_server import EmbeddedPostgres, Settings, create_app, migrate
 from pipelens_server._db._lifespan import _open_read_pool
+from pipelens_server._db._watchdog import READ_REPLICA
 
 
 def _migrate(conninfo: str) -> None:
@@ -74,3 +81,61 @@ def test_the_read_pool_refuses_writes(database_url: str) -> None:
         return "written"
 
     assert asyncio.run(write_through_read_pool()) == "ReadOnlySqlTransaction"
+
+
+def _poll(what: str, probe: Callable[[], Any], deadline_s: float = 30) -> Any:
+    """``probe()``'s first truthy answer, or a failure naming ``what`` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not (answer := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return answer
+
+
+def _status(url: str) -> int:
+    return httpx.get(url, timeout=30).status_code
+
+
+@pytest.mark.timeout(180)
+def test_reads_go_to_the_primary_while_the_read_database_is_away(database_url: str) -> None:
+    """A real ``pipelens serve`` reading from a second PostgreSQL: stopped, the server's reads
+    go to the primary (a run only there reads back, pages too; ``/readyz`` answers 200 and says
+    so; the log says so once); started again, reads go back to it by themselves."""
+    with data_dir() as directory, tempfile.TemporaryFile() as log:
+        replica = EmbeddedPostgres(directory / "replica")
+        read_url = replica.start()
+        try:
+            _migrate(read_url)
+            with TestClient(create_app(Settings(database_url=read_url)), base_url=LOCAL) as only:
+                ingest(only, recent_run("on-replica"))
+            args = ("--database-url", database_url, "--read-database-url", read_url)
+            with serve(*args, stderr=log) as (_, url):
+                posted = httpx.post(
+                    f"{url}/api/v1/events",
+                    content=msgpack_body(recent_run("posted")),
+                    headers=MSGPACK,
+                    timeout=30,
+                )
+                assert posted.status_code == 202, posted.text
+                assert _status(f"{url}/api/v1/runs/on-replica") == 200
+                assert _status(f"{url}/api/v1/runs/posted") == 404  # not on the replica
+                assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+
+                replica.stop()
+                _poll("reads from the primary", lambda: _status(f"{url}/api/v1/runs/posted") == 200)
+                assert _status(f"{url}/runs/posted") == 200
+                assert _status(f"{url}/api/v1/runs/on-replica") == 404
+                ready = httpx.get(f"{url}/readyz")
+                assert ready.status_code == 200
+                assert ready.json()["reads"].endswith("reads go to the primary meanwhile")
+
+                assert replica.start() == read_url
+                _poll("reads from the replica", lambda: _status(f"{url}/api/v1/runs/posted") == 404)
+                assert _status(f"{url}/api/v1/runs/on-replica") == 200
+                assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+            events = [event["event"] for event in log_events(log)]
+            assert events.count(READ_REPLICA.log_down) == 1, events
+            assert events.count(READ_REPLICA.log_up) == 1, events
+        finally:
+            replica.stop()
