@@ -72,6 +72,7 @@ def test_msgpack_batch_is_stored_and_counted(client: Client, database_url: str) 
         "error_message": None,
         "error_traceback": None,
         "llm": None,
+        "path": None,  # a name path is stored for OTLP spans only
     }
     assert rows["pipelines"] == [{"name": "rag"}]
 

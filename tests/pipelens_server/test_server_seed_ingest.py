@@ -97,6 +97,7 @@ EXPECTED_STEPS = [
         "error_message": None,
         "error_traceback": None,
         "llm": None,
+        "path": None,  # a name path is stored for OTLP spans only
     },
     {
         "key": "demo.child",
@@ -116,6 +117,7 @@ EXPECTED_STEPS = [
         "error_message": None,
         "error_traceback": None,
         "llm": None,
+        "path": None,  # a name path is stored for OTLP spans only
     },
 ]
 
