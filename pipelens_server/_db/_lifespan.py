@@ -18,11 +18,17 @@ from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pipelens_server._db._embedded import EmbeddedPostgres
 from pipelens_server._db._migrate import migrate
-from pipelens_server._db._watchdog import READ_REPLICA, DatabaseHealth, watch, watch_external
+from pipelens_server._db._watchdog import (
+    INTERVAL_S,
+    READ_REPLICA,
+    DatabaseHealth,
+    watch,
+    watch_external,
+)
 from pipelens_server._errors import DatabaseUnavailableError, ServerError
 from pipelens_server._settings import Settings
 
@@ -100,7 +106,16 @@ async def database_lifespan(
             async with pool.connection() as conn:
                 await migrate(conn)
             app.state.pool = pool
-            app.state.read_pool = await _open_read_pool(settings) or pool
+            app.state.read_pool = pool
+            if settings.read_database_url is not None:
+                app.state.read_health = DatabaseHealth()
+                try:
+                    app.state.read_pool = await _open_read_pool(settings)
+                except DatabaseUnavailableError as exc:
+                    app.state.read_health.down = READ_REPLICA.down.format(
+                        where=redacted(settings.read_database_url)
+                    )
+                    log.error(READ_REPLICA.log_down, error=str(exc))  # noqa: TRY400 - its message says why
             health = app.state.database_health = DatabaseHealth()
             log.info("database ready", database=redacted(conninfo), embedded=embedded is not None)
             watchdogs = [
@@ -110,20 +125,8 @@ async def database_lifespan(
                     else watch(embedded, pool, health)
                 )
             ]
-            if app.state.read_pool is not pool and settings.read_database_url is not None:
-                read = settings.read_database_url
-                app.state.read_health = DatabaseHealth()
-                watchdogs.append(
-                    asyncio.create_task(
-                        watch_external(
-                            read,
-                            redacted(read),
-                            app.state.read_pool,
-                            app.state.read_health,
-                            READ_REPLICA,
-                        )
-                    )
-                )
+            if settings.read_database_url is not None:
+                watchdogs.append(asyncio.create_task(_watch_read(app.state, settings)))
             try:
                 yield
             finally:
@@ -140,18 +143,16 @@ async def database_lifespan(
             await anyio.to_thread.run_sync(embedded.stop)
 
 
-async def _open_read_pool(settings: Settings) -> AsyncConnectionPool[Any] | None:
-    """The pool of ``--read-database-url`` (``None`` without one), its sessions read-only: a
-    read that would write fails there as it would on a replica, even when the URL names the
-    primary."""
+async def _open_read_pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The pool of ``--read-database-url``, its sessions read-only: a read that would write
+    fails there as it would on a replica, even when the URL names the primary.
+
+    Raises:
+        DatabaseUnavailableError: the read database does not answer.
+    """
     conninfo = settings.read_database_url
-    if conninfo is None:
-        return None
-    try:
-        await _check_reachable(conninfo)
-    except ServerError as exc:
-        log.error("the server cannot start", error=str(exc))  # noqa: TRY400 - uvicorn logs the traceback
-        raise
+    assert conninfo is not None
+    await _check_reachable(conninfo)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
         min_size=settings.pool_min_size,
@@ -161,9 +162,33 @@ async def _open_read_pool(settings: Settings) -> AsyncConnectionPool[Any] | None
         timeout=settings.pool_timeout_s,
         name="pipelens-read",
     )
-    await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+    try:
+        await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+    except BaseException as exc:  # it went away since, or the lifespan ends meanwhile
+        await pool.close()
+        if isinstance(exc, PoolTimeout):
+            raise DatabaseUnavailableError(f"{redacted(conninfo)}: {exc}") from exc
+        raise
     log.info("reads from", database=redacted(conninfo))
     return pool
+
+
+async def _watch_read(state: State, settings: Settings) -> None:
+    """Watch the read database (``watch_external``). One that did not answer at start-up did
+    not stop the server: ``state.read_pool`` is the primary's until it answers, then its own
+    pool is opened and reads go to it."""
+    conninfo = settings.read_database_url
+    assert conninfo is not None
+    health: DatabaseHealth = state.read_health
+    if state.read_pool is state.pool:
+        while True:
+            await asyncio.sleep(INTERVAL_S)
+            with contextlib.suppress(DatabaseUnavailableError):
+                state.read_pool = await _open_read_pool(settings)
+                break
+        health.down = None
+        log.info(READ_REPLICA.log_up)
+    await watch_external(conninfo, redacted(conninfo), state.read_pool, health, READ_REPLICA)
 
 
 async def _read_only(conn: psycopg.AsyncConnection[Any]) -> None:

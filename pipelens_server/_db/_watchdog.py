@@ -16,7 +16,8 @@ An external database (``--database-url``) is not ours to restart, but it is watc
 not answer" on every route (``/healthz`` too), and once it answers again the pool's broken
 connections are replaced and requests flow by themselves, with no restart of ours. A read
 database (``--read-database-url``) is watched the same way, with its own :class:`DatabaseHealth`:
-while it does not answer, reads go to the primary (``_lifespan.provide_pool``) rather than fail.
+while it does not answer (from start-up on, too), reads go to the primary
+(``_lifespan.provide_pool``) rather than fail.
 """
 
 from __future__ import annotations

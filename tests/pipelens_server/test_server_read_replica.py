@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 from _dashboard_kit import form_token, ingest, recent_run
-from _pg_testkit import LOCAL, MSGPACK, data_dir, log_events, msgpack_body, serve
+from _pg_testkit import LOCAL, MSGPACK, data_dir, free_port, log_events, msgpack_body, serve
 from litestar.testing import TestClient
 
 from pipelens_server import EmbeddedPostgres, Settings, create_app, migrate
@@ -128,6 +128,57 @@ def test_reads_go_to_the_primary_while_the_read_database_is_away(database_url: s
                 assert _status(f"{url}/api/v1/runs/on-replica") == 404
                 ready = httpx.get(f"{url}/readyz")
                 assert ready.status_code == 200
+                assert ready.json()["reads"].endswith("reads go to the primary meanwhile")
+
+                assert replica.start() == read_url
+                _poll("reads from the replica", lambda: _status(f"{url}/api/v1/runs/posted") == 404)
+                assert _status(f"{url}/api/v1/runs/on-replica") == 200
+                assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+            events = [event["event"] for event in log_events(log)]
+            assert events.count(READ_REPLICA.log_down) == 1, events
+            assert events.count(READ_REPLICA.log_up) == 1, events
+        finally:
+            replica.stop()
+
+
+def test_the_server_starts_with_the_read_database_unreachable(database_url: str) -> None:
+    """A read URL at a closed port does not stop start-up: GET requests read the primary and
+    ``/readyz`` answers 200 and says reads go to the primary."""
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/pipelens"
+    settings = Settings(database_url=database_url, read_database_url=unreachable)
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
+        ingest(client, recent_run("posted"))
+        assert client.get("/api/v1/runs/posted").json()["run"]["status"] == "completed"
+        assert client.get("/runs/posted").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["reads"].endswith("reads go to the primary meanwhile")
+
+
+@pytest.mark.timeout(180)
+def test_a_read_database_that_comes_after_start_up_is_read(database_url: str) -> None:
+    """A real ``pipelens serve`` whose read database is down when it starts: it starts and
+    reads from the primary, and once the read database comes up, reads go to it by themselves
+    (the log says each once)."""
+    with data_dir() as directory, tempfile.TemporaryFile() as log:
+        replica = EmbeddedPostgres(directory / "replica")
+        read_url = replica.start()
+        try:
+            _migrate(read_url)
+            with TestClient(create_app(Settings(database_url=read_url)), base_url=LOCAL) as only:
+                ingest(only, recent_run("on-replica"))
+            replica.stop()
+            args = ("--database-url", database_url, "--read-database-url", read_url)
+            with serve(*args, stderr=log) as (_, url):
+                posted = httpx.post(
+                    f"{url}/api/v1/events",
+                    content=msgpack_body(recent_run("posted")),
+                    headers=MSGPACK,
+                    timeout=30,
+                )
+                assert posted.status_code == 202, posted.text
+                assert _status(f"{url}/api/v1/runs/posted") == 200  # from the primary
+                ready = httpx.get(f"{url}/readyz")
                 assert ready.json()["reads"].endswith("reads go to the primary meanwhile")
 
                 assert replica.start() == read_url
