@@ -175,49 +175,20 @@ class Merged(msgspec.Struct, kw_only=True, frozen=True):
 
 def merge(rows: Iterable[tuple[Any, ...]]) -> Merged:
     """Sum rows of (bucket, n, failed, running, abandoned, dur_sum, dur_min, dur_max, first_ns,
-    last_ns), one per bucket."""
-    count = failed = running = abandoned = finished = 0
-    dur_sum: float | None = None
-    lows: list[int] = []
-    highs: list[int] = []
-    firsts: list[int] = []
-    lasts: list[int] = []
-    buckets: dict[int, int] = {}
-    for bucket, n, fail, run, gone, total, low, high, first, last in rows:
-        count, failed, running, abandoned = (
-            count + n,
-            failed + fail,
-            running + run,
-            abandoned + gone,
-        )
-        firsts.append(first)
-        lasts.append(last)
-        if bucket < 0:
-            continue
-        finished += n
-        buckets[bucket] = buckets.get(bucket, 0) + n
-        dur_sum = (dur_sum or 0.0) + (total or 0.0)
-        lows.append(low)
-        highs.append(high)
-    return Merged(
-        count=count,
-        failed=failed,
-        running=running,
-        abandoned=abandoned,
-        finished=finished,
-        dur_sum=dur_sum,
-        min_ns=min(lows) if lows else None,
-        max_ns=max(highs) if highs else None,
-        first_ns=min(firsts) if firsts else None,
-        last_ns=max(lasts) if lasts else None,
-        buckets=buckets,
+    last_ns), one per bucket (a negative one holds the unfinished): each is the row of
+    :func:`combine` that sums that bucket alone."""
+    return combine(
+        (n, fail, run, gone, None, None, None, None, first, last, (), ())
+        if bucket < 0
+        else (n, fail, run, gone, n, total or 0.0, low, high, first, last, (bucket,), (n,))
+        for bucket, n, fail, run, gone, total, low, high, first, last in rows
     )
 
 
 def combine(rows: Iterable[Sequence[Any]]) -> Merged:
     """Sum rows of :data:`SUMMED` (n, failed, running, abandoned, finished, dur_sum, dur_min,
-    dur_max, first_ns, last_ns, bucket numbers, their counts): what :func:`merge` gives for the
-    rollup rows they sum."""
+    dur_max, first_ns, last_ns, bucket numbers, their counts; ``finished`` is ``None`` where
+    none finished): what :func:`merge` gives for the rollup rows they sum."""
     count = failed = running = abandoned = finished = 0
     dur_sum: float | None = None
     lows: list[int] = []
