@@ -25,6 +25,10 @@ import re
 
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
 
+#: The character PostgreSQL's ``text`` and ``jsonb`` cannot hold (nor a file name): ingest
+#: replaces it, a request parameter or form field holding it is an :class:`InvalidParameterError`.
+NUL = "\x00"
+
 
 class ServerError(Exception):
     """Base class of every error the server raises on purpose."""

@@ -13,32 +13,32 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from pipelens_server._errors import InvalidParameterError
+from pipelens_server._errors import NUL, InvalidParameterError
 
-_NUL = "\x00"
+_NUL_BYTE = NUL.encode()
 
 
 def check_parameters(scope: Scope) -> None:
     """Raise ``InvalidParameterError`` naming the first parameter that holds a NUL."""
     for name, value in (scope.get("path_params") or {}).items():
-        if isinstance(value, str) and _NUL in value:
+        if isinstance(value, str) and NUL in value:
             raise InvalidParameterError(
                 f"the path parameter {name} contains a NUL character (%00), which no name or "
                 "id can hold: remove it",
                 parameter=name,
             )
     query = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query:
+    if b"%00" in query or _NUL_BYTE in query:
         text = query.decode("utf-8", "replace")
         for name, value in parse_qsl(text, keep_blank_values=True):
-            if _NUL in name or _NUL in value:
-                shown = name.replace(_NUL, "%00")
+            if NUL in name or NUL in value:
+                shown = name.replace(NUL, "%00")
                 raise InvalidParameterError(
                     f"the query parameter {shown} contains a NUL character (%00), which no "
                     "search or filter can hold: remove it",
                     parameter=shown,
                 )
-    if _NUL in scope.get("path", ""):
+    if NUL in scope.get("path", ""):
         raise InvalidParameterError(
             "the path contains a NUL character (%00), which no page or file name can hold: "
             "remove it",

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 # The text limits are the wire contract's, so the client cuts to exactly what is accepted here.
-from pipelens_server._errors import InvalidBatchError
+from pipelens_server._errors import NUL, InvalidBatchError
 
 #: The largest token count one LLM call (or a run's total of one model) may report: far above any
 #: real count, and a sum of millions of them still fits PostgreSQL's ``bigint``.
@@ -52,8 +52,7 @@ def check_length(value: str, limit: int, index: int, field: str) -> None:
 
 #: The largest integer a ``bigint`` column holds.
 MAX_BIGINT = 2**63 - 1
-#: The character PostgreSQL's ``text`` and ``jsonb`` cannot hold, and its escape in JSON text.
-NUL = "\x00"
+#: The escape in JSON text of the character PostgreSQL's ``text`` and ``jsonb`` cannot hold.
 ESCAPED_NUL = "\\u0000"
 
 

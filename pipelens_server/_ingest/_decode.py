@@ -35,11 +35,10 @@ from pipelens.events import (
     decode_json,
     decode_msgpack,
 )
-from pipelens_server._errors import InvalidBatchError, UnsupportedMediaTypeError
+from pipelens_server._errors import NUL, InvalidBatchError, UnsupportedMediaTypeError
 from pipelens_server._ingest._checks import (
     ESCAPED_NUL,
     MAX_BIGINT,
-    NUL,
     check_bigint_at,
     check_length,
     check_llm,

@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 
-from pipelens_server._errors import ForbiddenError, InvalidParameterError
+from pipelens_server._errors import NUL, ForbiddenError, InvalidParameterError
 
 COOKIE = "pipelens_csrf"
 FIELD = "csrf_token"
@@ -72,8 +72,8 @@ def _refuse_nul(form: Any) -> None:
     # A form's body is not in the query string, so the app's NUL check (``_params``) never sees
     # it, and PostgreSQL's text cannot hold a NUL: name the field rather than 500.
     for name, value in form.multi_items():
-        if isinstance(value, str) and ("\x00" in value or "\x00" in name):
-            shown = name.replace("\x00", "%00")
+        if isinstance(value, str) and (NUL in value or NUL in name):
+            shown = name.replace(NUL, "%00")
             raise InvalidParameterError(
                 f"the form field {shown} contains a NUL character (%00), which no name or "
                 "setting can hold: remove it",
