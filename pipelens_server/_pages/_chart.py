@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 SECOND = 1_000_000_000
+MINUTE = 60 * SECOND
 DAY_S = 86_400
 
 
@@ -130,11 +131,16 @@ def format_count(value: float) -> str:
     return f"{value:.3g}"
 
 
-def time_label(ns: int, span_ns: int, zone: tzinfo) -> str:
-    """A time on an axis spanning ``span_ns``: ``14:05:09`` within a day, else ``11-28 14:05``."""
+def time_label(ns: int, span_ns: int, zone: tzinfo, *, step_ns: int = 0) -> str:
+    """A time on an axis spanning ``span_ns``: ``14:05:09`` within a day, else ``11-28 14:05``;
+    when the labelled marks are ``step_ns`` apart (bars of that width), ``2026-11-28`` for whole
+    days and ``14:05`` for whole minutes within a day."""
     moment = datetime.fromtimestamp(ns / 1e9, zone)
+    if step_ns >= DAY_S * SECOND and not step_ns % (DAY_S * SECOND):
+        return f"{moment:%Y-%m-%d}"
     if span_ns < DAY_S * SECOND:
-        return f"{moment:%H:%M:%S}"
+        whole_minutes = step_ns >= MINUTE and not step_ns % MINUTE
+        return f"{moment:%H:%M}" if whole_minutes else f"{moment:%H:%M:%S}"
     return f"{moment:%m-%d %H:%M}"
 
 

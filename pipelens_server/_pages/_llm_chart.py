@@ -10,7 +10,7 @@ apart, so "0" or "$0.00" never hides what is unknown.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 
 import msgspec
 
@@ -22,6 +22,7 @@ from pipelens_server._pages._chart import (
     format_count,
     format_usd,
     stack,
+    time_label,
 )
 from pipelens_server._read._llm import SECOND, UsageRow
 
@@ -99,15 +100,6 @@ def _duration(ns: int) -> str:
     return f"{seconds} second{'s' if seconds > 1 else ''}"
 
 
-def _time_label(ns: int, bucket_ns: int, span_ns: int, zone: tzinfo) -> str:
-    moment = datetime.fromtimestamp(ns / 1e9, zone)
-    if bucket_ns >= 86400 * SECOND:
-        return f"{moment:%Y-%m-%d}"
-    if span_ns > 86400 * SECOND:
-        return f"{moment:%m-%d %H:%M}"
-    return f"{moment:%H:%M:%S}" if bucket_ns < 60 * SECOND else f"{moment:%H:%M}"
-
-
 def summarize(
     rows: Iterable[UsageRow],
     *,
@@ -181,7 +173,7 @@ def _chart(
         index = (bucket - first) // bucket_ns
         if not 0 <= index < count:
             continue
-        when = _time_label(bucket, bucket_ns, end_ns - start_ns, zone)
+        when = time_label(bucket, end_ns - start_ns, zone, step_ns=bucket_ns)
         # The biggest series at the bottom, in the legend's order.
         segments += stack(
             round(index * slot + slot * 0.1, 3),
@@ -198,7 +190,7 @@ def _chart(
     x_ticks = [
         Tick(
             at=round((i + 0.5) * slot, 3),
-            label=_time_label(first + i * bucket_ns, bucket_ns, end_ns - start_ns, zone),
+            label=time_label(first + i * bucket_ns, end_ns - start_ns, zone, step_ns=bucket_ns),
         )
         for i in range(0, count, step)
         if 6 <= (i + 0.5) * slot <= 94 or count <= 6

@@ -181,6 +181,29 @@ def test_chart_stacks_each_models_tokens_per_bucket(client: Client) -> None:
     assert "per 30 minutes" in html
 
 
+def _x_labels(html: str) -> list[str]:
+    return re.findall(r'<text x="[\d.]+%" y="212"[^>]*>([^<]*)</text>', html)
+
+
+def test_chart_time_labels_are_the_other_charts(client: Client) -> None:
+    """The usage chart labels its time axis as the runs timeline and the step statistics do
+    (``_chart.time_label``): hours and minutes under bars a minute wide, month, day and
+    time over a day, and the date alone under bars a day wide."""
+    ingest(client, llm_run("rag", [("gpt-4o", None, 10, 0, 1)]))
+    by_range = {
+        preset: _x_labels(client.get("/llm", params={"range": preset}).text)
+        for preset in ("1h", "24h", "30d")
+    }
+    patterns = {
+        "1h": r"\d\d:\d\d",  # one-minute bars
+        "24h": r"\d\d-\d\d \d\d:\d\d",
+        "30d": r"\d{4}-\d\d-\d\d",  # one-day bars
+    }
+    for preset, pattern in patterns.items():
+        assert by_range[preset], preset
+        assert [label for label in by_range[preset] if not re.fullmatch(pattern, label)] == []
+
+
 def test_chart_stacks_by_pipeline_on_request(client: Client) -> None:
     """``by=pipeline`` draws one series per pipeline, its models summed, in the legend."""
     ingest(client, llm_run("rag", [("gpt-4o", None, 100, 0, 10), ("o3", None, 200, 0, 20)]))
