@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._errors import RunNotFoundError
-from pipelens_server._read._llm import run_llm_totals
+from pipelens_server._read._llm import priced_runs, priced_steps
 from pipelens_server._read._scores import run_scores
 from pipelens_server._read._shapes import (
     DETAIL_FIELDS,
@@ -53,9 +53,9 @@ async def get_run(pool: AsyncConnectionPool[Any], run_id: str) -> RunDetail:
             [run_id],
         )
         steps = [step_out(step) for step in await cursor.fetchall()]
-    llm = (await run_llm_totals(pool, [run_id])).get(run_id)
+    (run,) = await priced_runs(pool, [run_out(row)])
     scores = await run_scores(pool, run_id)
-    return RunDetail(run=msgspec.structs.replace(run_out(row), llm=llm, scores=scores), steps=steps)
+    return RunDetail(run=msgspec.structs.replace(run, scores=scores), steps=priced_steps(steps))
 
 
 #: The run's steps, a step whose parent is not in the run counted as a root (parent ``NULL``),

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._read._llm import run_llm_totals
+from pipelens_server._read._llm import priced_runs
 from pipelens_server._read._pictures import (
     RunBucket,
     RunBuckets,
@@ -375,11 +375,9 @@ async def list_runs(
     more = len(runs) > limit
     runs = runs[:limit]
     next_ = cursor_text(runs[-1].start_ns, runs[-1].run_id) if more else None
-    run_ids = [run.run_id for run in runs]
-    llm = await run_llm_totals(pool, run_ids)
-    scores = await scores_of_runs(pool, run_ids)
+    scores = await scores_of_runs(pool, [run.run_id for run in runs])
     runs = [
-        msgspec.structs.replace(run, llm=llm.get(run.run_id), scores=scores.get(run.run_id, []))
-        for run in runs
+        msgspec.structs.replace(run, scores=scores.get(run.run_id, []))
+        for run in await priced_runs(pool, runs)
     ]
     return RunList(runs=runs, next=next_)

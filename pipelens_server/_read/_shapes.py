@@ -191,7 +191,8 @@ class RunOut(msgspec.Struct, kw_only=True, frozen=True):
     dropped_events: int | None
     attributes: msgspec.Raw | None
     updated_at: str
-    #: LLM usage by model as the client sent it: ``{model: {calls, input_tokens, ...}}``.
+    #: LLM usage by model as the client sent it: ``{model: {calls, input_tokens, ...}}``, but
+    #: each ``cost_usd`` the server's (``_llm.priced_runs``), as in ``llm``.
     llm_usage: msgspec.Raw | None
     #: Who and why (``pipelens.tag``/``set_run``); ``attributes`` holds the metadata.
     tags: list[str] = []
@@ -219,7 +220,8 @@ class StepOut(msgspec.Struct, kw_only=True, frozen=True):
     result: msgspec.Raw | None
     records: msgspec.Raw | None
     error: ErrorOut | None
-    #: The LLM call of a ``kind="llm"`` step (provider, model, messages, output, usage, ...).
+    #: The LLM call of a ``kind="llm"`` step (provider, model, messages, output, usage, ...),
+    #: its ``cost_usd`` the server's (``_llm.priced_steps``).
     llm: msgspec.Raw | None
 
 
@@ -247,7 +249,9 @@ RUN_OUT_COLUMNS = sql.SQL(
 )
 STEP_OUT_COLUMNS = sql.SQL(
     "key, step_id, parent_id, name, kind, status, start_ns, end_ns, duration_ns, inputs::text, "
-    "result::text, records::text, error_type, error_message, error_traceback, llm::text"
+    "result::text, records::text, error_type, error_message, error_traceback, "
+    # The client's own cost is left out: the server's takes its place (``_llm.priced_steps``).
+    "(CASE WHEN jsonb_typeof(llm) = 'object' THEN llm - 'cost_usd' ELSE llm END)::text"
 )
 
 

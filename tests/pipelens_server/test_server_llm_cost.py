@@ -189,6 +189,44 @@ def test_run_totals_in_the_api_runs_list_and_run_header(client: Client) -> None:
     )
 
 
+def _with_client_costs(event: Event, costs: dict[str, float]) -> Event:
+    """``event`` with the client's ``cost_usd`` of each model (or of its call) set to
+    ``costs``: a client's stale or wrong price table."""
+    if isinstance(event, RunFinished) and event.llm_usage is not None:
+        usage = msgspec.json.decode(event.llm_usage)
+        for model, cost in costs.items():
+            usage[model]["cost_usd"] = cost
+        return msgspec.structs.replace(event, llm_usage=msgspec.json.encode(usage).decode())
+    if isinstance(event, StepFinished) and event.llm is not None:
+        call = msgspec.json.decode(event.llm)
+        call["cost_usd"] = costs[call["request_model"]]
+        return msgspec.structs.replace(event, llm=msgspec.json.encode(call).decode())
+    return event
+
+
+def test_the_api_answers_one_cost_the_servers_for_the_clients_usage(client: Client) -> None:
+    """Every cost of a run in the API is the server's read-time price of the tokens, as the
+    run's ``llm`` totals are, never the client's own estimate beside it (an unpriced model's
+    is unknown): each model's in ``llm_usage`` (the run and the runs list) and each call's in
+    its step's ``llm`` (the run)."""
+    events = calls_run("rag", [("gpt-4o-mini", 1_000_000), ("my-local-llama", 500)])
+    wrong = {"gpt-4o-mini": 99.0, "my-local-llama": 5.0}
+    events = [_with_client_costs(e, wrong) for e in events]
+    ingest(client, events)
+    run_id = run_id_of(events)
+    detail = client.get(f"/api/v1/runs/{run_id}").json()
+    listed = {r["run_id"]: r for r in client.get("/api/v1/runs").json()["runs"]}[run_id]
+    expected = {"gpt-4o-mini": pytest.approx(0.21), "my-local-llama": None}
+    for run in (detail["run"], listed):
+        costs = {model: entry["cost_usd"] for model, entry in run["llm_usage"].items()}
+        assert costs == expected
+        assert run["llm"]["cost_usd"] == costs["gpt-4o-mini"]
+        assert run["llm_usage"]["gpt-4o-mini"]["input_tokens"] == 1_000_000
+    calls = [step["llm"] for step in detail["steps"] if step["llm"] is not None]
+    assert {call["request_model"]: call["cost_usd"] for call in calls} == expected
+    assert [call["usage"]["input_tokens"] for call in calls] == [1_000_000, 500]
+
+
 def _plain_run(pipeline: str) -> list[Event]:
     with capture_runs() as captured:
         pipelens.step(name=pipeline)(lambda: None)()

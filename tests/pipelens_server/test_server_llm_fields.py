@@ -95,17 +95,21 @@ def test_llm_call_and_usage_are_stored_as_jsonb(
 
 
 def test_read_api_shows_llm_call_and_usage(client: Client) -> None:
-    """``GET /api/v1/runs/{id}`` has ``run.llm_usage`` and each step's ``llm`` as JSON."""
+    """``GET /api/v1/runs/{id}`` has ``run.llm_usage`` and each step's ``llm`` as JSON, with
+    the cost the server prices (``run.llm``'s) beside the tokens."""
     _post(client, llm_run_events("r1"))
     body = client.get("/api/v1/runs/r1").json()
-    assert body["run"]["llm_usage"] == LLM_USAGE
+    cost = body["run"]["llm"]["cost_usd"]
+    assert cost == pytest.approx(12 * 0.15e-6 + 3 * 0.6e-6)  # gpt-4o-mini's price
+    priced_usage = {"gpt-4o-mini": LLM_USAGE["gpt-4o-mini"] | {"cost_usd": cost}}
+    assert body["run"]["llm_usage"] == priced_usage
     assert {s["key"]: s["llm"] for s in body["steps"]} == {
         "answer": None,
         "answer.retrieve": None,
-        "answer.rerank": LLM_CALL,
+        "answer.rerank": LLM_CALL | {"cost_usd": cost},
     }
     (listed,) = client.get("/api/v1/runs").json()["runs"]
-    assert listed["llm_usage"] == LLM_USAGE
+    assert listed["llm_usage"] == priced_usage
 
 
 def test_run_without_llm_fields_reads_back_null(client: Client) -> None:
