@@ -29,6 +29,7 @@ from pipelens._core.step import (
     Step,
     StepScope,
     await_in_step,
+    make_step,
     new_child,
     open_step,
     sanitize_name,
@@ -37,6 +38,7 @@ from pipelens._core.step import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 _perf_ns = clock.perf_ns
+_WALL_OFFSET_NS = clock.WALL_OFFSET_NS
 
 _SELF_NAMES = frozenset({"self", "cls", "mcs", "metacls"})
 
@@ -141,50 +143,16 @@ def _inputs_struct(
 
 
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
-    name, kind, capture_args, capture_result = (
-        spec.name,
-        spec.kind,
-        spec.capture_args,
-        spec.capture_result,
-    )
-    get, set_, reset = current_step_var.get, current_step_var.set, current_step_var.reset
-    # Called unbound (a plain function), the arguments bind straight to this Struct: the
-    # common case skips ``_Spec.inputs``'s checks (a TypeError there takes the general path).
-    struct = None if spec.drop_first else spec.struct
+    """The wrapt wrapper of a sync callable in a class body (plain functions get the inlined
+    closure of :func:`_plain_function`)."""
+    capture_result = spec.capture_result
+    set_, reset = current_step_var.set, current_step_var.reset
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
         if not settings.enabled:
             return wrapped(*args, **kwargs)
-        try:
-            inputs = None
-            if capture_args and settings.capture_args:
-                if struct is not None and instance is None:
-                    try:
-                        bound = struct(*args, **kwargs)
-                    except TypeError:
-                        inputs = spec.inputs(instance, args, kwargs)
-                    else:
-                        # capture(bound)'s common case inlined (a call less on every step):
-                        # anything but a small encodable value takes capture itself.
-                        try:
-                            data = encode(bound)
-                        except Exception:
-                            data = None
-                        if data is None or len(data) > settings.max_value_bytes:
-                            inputs = capture(bound)
-                        else:
-                            inputs = data.decode()
-                else:
-                    inputs = spec.inputs(instance, args, kwargs)
-            parent = get()
-            if parent is None:
-                step = open_step(name, inputs, kind=kind)
-            else:
-                step = new_child(parent, name, inputs, kind)
-                if not parent.run._quiet:
-                    step._announce()
-        except Exception as exc:
-            containment.internal_error("step.open", exc)
+        step = _open(spec, instance, args, kwargs)
+        if step is None:
             return wrapped(*args, **kwargs)
         token = set_(step)
         try:
@@ -198,25 +166,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             # A coroutine behind a sync callable (``async def __call__``, a sync decorator
             # around a coroutine function): the step ends when it is awaited, not now.
             return await_in_step(step, result, capture_result)
-        if step.run._quiet:
-            # The common in-process case (no transport, no listeners), inlined: the end is a
-            # clock read and a few stores, the result's capture never raises.
-            step.result = result
-            if capture_result and settings.capture_result:
-                try:  # capture(result) inlined as above
-                    data = encode(result)
-                except Exception:
-                    data = None
-                if data is None or len(data) > settings.max_value_bytes:
-                    step.result_json = capture(result)
-                else:
-                    step.result_json = data.decode()
-            duration = _perf_ns() - step._t0
-            step.duration_ns = duration
-            step.end_ns = step.start_ns + duration
-            step.status = "completed"
-        else:
-            step._succeed(result, capture_result)
+        step._succeed(result, capture_result)
         return result
 
     return wrapper
@@ -403,10 +353,10 @@ def _decorate(fn: F, name: str | None, capture_args: bool, capture_result: bool,
         wrapper = _generator_wrapper(spec, is_async=False)
     elif inspect.iscoroutinefunction(target):
         wrapper = _async_wrapper(spec)
+    elif _is_module_or_local_function(fn):
+        return _plain_function(fn, spec)
     else:
         wrapper = _sync_wrapper(spec)
-        if _is_module_or_local_function(fn):
-            return _plain_function(fn, wrapper)
     decorated: F = _StepFunction(fn, wrapper)  # type: ignore[assignment]
     return decorated
 
@@ -460,14 +410,116 @@ def _is_module_or_local_function(fn: object) -> bool:
     return owner in ("", "<locals>") or owner.endswith(".<locals>")
 
 
-def _plain_function(fn: F, wrapper: Callable[..., Any]) -> F:
-    # wrapt's FunctionWrapper looks up ``__self__`` on every call of a plain function (a failed
-    # attribute lookup: ~0.45 µs, a sixth of a step's whole cost). A sync function outside a
-    # class needs none of wrapt's binding, so it gets a closure with the same metadata
-    # (``functools.wraps`` sets ``__wrapped__``, which ``inspect.signature`` follows).
+def _plain_function(fn: F, spec: _Spec) -> F:
+    """The hot path: a sync function outside a class body as one closure, every call a step.
+
+    wrapt's FunctionWrapper looks up ``__self__`` on every call of a plain function (a failed
+    attribute lookup: ~0.45 µs, a sixth of a step's whole cost) and such a function needs none
+    of its binding, so it gets a closure with the same metadata (``functools.wraps`` sets
+    ``__wrapped__``, which ``inspect.signature`` follows). The closure does the whole step
+    itself: ``_Spec.inputs``, ``new_child`` and ``Step._succeed``'s common cases are inlined
+    (a Python call costs more than their lines; each has the general case to fall back on).
+    """
+    name, kind, capture_args, capture_result = (
+        spec.name,
+        spec.kind,
+        spec.capture_args,
+        spec.capture_result,
+    )
+    get, set_, reset = current_step_var.get, current_step_var.set, current_step_var.reset
+    # The arguments bind straight to this Struct: the common case skips ``_Spec.inputs``'s
+    # checks (a TypeError there takes the general path).
+    struct = None if spec.drop_first else spec.struct
+
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return wrapper(fn, None, args, kwargs)
+        if not settings.enabled:
+            return fn(*args, **kwargs)
+        try:
+            inputs = None
+            if capture_args and settings.capture_args:
+                if struct is not None:
+                    try:
+                        bound = struct(*args, **kwargs)
+                    except TypeError:
+                        inputs = spec.inputs(None, args, kwargs)
+                    else:
+                        # capture(bound)'s common case inlined (a call less on every step):
+                        # anything but a small encodable value takes capture itself.
+                        try:
+                            data = encode(bound)
+                        except Exception:
+                            data = None
+                        if data is None or len(data) > settings.max_value_bytes:
+                            inputs = capture(bound)
+                        else:
+                            inputs = data.decode()
+                else:
+                    inputs = spec.inputs(None, args, kwargs)
+            parent = get()
+            if parent is None:
+                step = open_step(name, inputs, kind=kind)
+            else:
+                counters = parent._counters
+                counter = None if counters is None else counters.get(name)
+                siblings = parent._children
+                if counter is None or siblings is None or parent._keys is not None:
+                    step = new_child(parent, name, inputs, kind)
+                else:  # new_child's common case: a name seen before under this parent
+                    run = parent.run
+                    t0 = _perf_ns()
+                    step = make_step(
+                        Step,
+                        name,
+                        None,
+                        parent,
+                        run,
+                        inputs,
+                        kind,
+                        next(clock.step_ids),
+                        t0,
+                        t0 + _WALL_OFFSET_NS,
+                        next(counter),
+                    )
+                    siblings.append(step)
+                    run.step_count += 1
+                if not parent.run._quiet:
+                    step._announce()
+        except Exception as exc:
+            containment.internal_error("step.open", exc)
+            return fn(*args, **kwargs)
+        token = set_(step)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            reset(token)
+            step._fail(exc)
+            raise
+        reset(token)
+        if result.__class__ is _Coroutine:
+            # A coroutine behind a sync function (a sync decorator around a coroutine
+            # function): the step ends when it is awaited, not now.
+            return await_in_step(step, result, capture_result)
+        if step.run._quiet:
+            # The common in-process case (no transport, no listeners), inlined: the end is a
+            # clock read and a few stores, the result's capture never raises.
+            step.result = result
+            if capture_result and settings.capture_result:
+                try:  # capture(result) inlined as above
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
+            duration = _perf_ns() - step._t0
+            step.duration_ns = duration
+            step.end_ns = step.start_ns + duration
+            step.status = "completed"
+        else:
+            step._succeed(result, capture_result)
+        return result
 
     decorated: F = call  # type: ignore[assignment]
     return decorated
