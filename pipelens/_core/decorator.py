@@ -188,8 +188,8 @@ def _open(
         if spec.capture_args and settings.capture_args:
             struct = spec.struct
             if struct is not None and instance is None and not spec.drop_first:
-                try:
-                    bound = struct(*args, **kwargs)
+                try:  # no empty keywords dict built for a call without keywords
+                    bound = struct(*args, **kwargs) if kwargs else struct(*args)
                 except TypeError:
                     inputs = spec.inputs(instance, args, kwargs)
                 else:
@@ -282,7 +282,7 @@ def _plain_coroutine_function(fn: F, spec: _Spec) -> F:
             return await fn(*args, **kwargs)
         token = set_(step)
         try:
-            result = await fn(*args, **kwargs)
+            result = await (fn(*args, **kwargs) if kwargs else fn(*args))
         except BaseException as exc:
             reset(token)
             step._fail(exc)
@@ -307,11 +307,22 @@ _GeneratorClosed.__module__ = "pipelens"
 _CLOSED_MESSAGE = "the consumer closed the generator before it was exhausted"
 
 
+def _open_under(parent: Step | None, spec: _Spec, inputs: str | None) -> Step:
+    """A generator's step, opened at its first resume under the step current at its creation:
+    a child without ``open_step``'s checks for a run's root (a call less)."""
+    if parent is None:
+        return open_step(spec.name, inputs, kind=spec.kind)
+    step = new_child(parent, spec.name, inputs, spec.kind)
+    if not parent.run._quiet:
+        step._announce()
+    return step
+
+
 def _traced_generator(
     spec: _Spec, parent: Step | None, inputs: str | None, gen: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     try:
-        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+        step = _open_under(parent, spec, inputs)
     except Exception as exc:
         containment.internal_error("step.open", exc)
         return (yield from gen)
@@ -351,7 +362,7 @@ async def _traced_async_generator(
     spec: _Spec, parent: Step | None, inputs: str | None, agen: AsyncGenerator[Any, Any]
 ) -> AsyncGenerator[Any, Any]:
     try:
-        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+        step = _open_under(parent, spec, inputs)
     except Exception as exc:
         containment.internal_error("step.open", exc)
         async for item in agen:
@@ -505,6 +516,8 @@ def _plain_function(fn: F, spec: _Spec) -> F:
     # checks (a TypeError there takes the general path).
     struct = None if spec.drop_first else spec.struct
 
+    # ``f(*args, **kwargs)`` builds a new dict for the keywords even when there are none:
+    # the calls below skip it for a call without keywords (most are).
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         if not settings.enabled:
@@ -514,7 +527,7 @@ def _plain_function(fn: F, spec: _Spec) -> F:
             if capture_args and settings.capture_args:
                 if struct is not None:
                     try:
-                        bound = struct(*args, **kwargs)
+                        bound = struct(*args, **kwargs) if kwargs else struct(*args)
                     except TypeError:
                         inputs = spec.inputs(None, args, kwargs)
                     else:
@@ -564,7 +577,7 @@ def _plain_function(fn: F, spec: _Spec) -> F:
             return fn(*args, **kwargs)
         token = set_(step)
         try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as exc:
             reset(token)
             step._fail(exc)
