@@ -104,7 +104,7 @@ class _Spec:
             struct, names = self.bound_struct, self.bound_names
         if struct is not None:
             try:
-                value = struct(*args, **kwargs)
+                value = struct(*args, **kwargs) if kwargs else struct(*args)
             except TypeError:
                 pass  # extra positionals or **kwargs: bind by hand below
             else:
@@ -288,7 +288,23 @@ def _plain_coroutine_function(fn: F, spec: _Spec) -> F:
             step._fail(exc)
             raise
         reset(token)
-        step._succeed(result, capture_result)
+        if step.run._quiet:  # Step._succeed's common case inlined, as in _plain_function
+            step.result = result
+            if capture_result and settings.capture_result:
+                try:
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
+            duration = _perf_ns() - step._t0
+            step.duration_ns = duration
+            step.end_ns = step.start_ns + duration
+            step.status = "completed"
+        else:
+            step._succeed(result, capture_result)
         return result
 
     decorated: F = call  # type: ignore[assignment]
@@ -326,24 +342,26 @@ def _traced_generator(
     except Exception as exc:
         containment.internal_error("step.open", exc)
         return (yield from gen)
+    set_, reset = current_step_var.set, current_step_var.reset
+    send, throw = gen.send, gen.throw
     send_value: Any = None
     thrown: BaseException | None = None
     while True:
-        token = current_step_var.set(step)
+        token = set_(step)
         try:
             if thrown is None:
-                item = gen.send(send_value)
+                item = send(send_value)
             else:
-                item, thrown = gen.throw(thrown), None
+                item, thrown = throw(thrown), None
         except StopIteration as stop:
-            current_step_var.reset(token)
+            reset(token)
             step._succeed(stop.value, spec.capture_result)
             return stop.value
         except BaseException as exc:
-            current_step_var.reset(token)
+            reset(token)
             step._fail(exc)
             raise
-        current_step_var.reset(token)
+        reset(token)
         try:
             send_value = yield item
         except GeneratorExit:
