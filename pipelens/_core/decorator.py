@@ -166,7 +166,23 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             # A coroutine behind a sync callable (``async def __call__``, a sync decorator
             # around a coroutine function): the step ends when it is awaited, not now.
             return await_in_step(step, result, capture_result)
-        step._succeed(result, capture_result)
+        if step.run._quiet:  # Step._succeed's common case inlined, as in _plain_function
+            step.result = result
+            if capture_result and settings.capture_result:
+                try:
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
+            duration = _perf_ns() - step._t0
+            step.duration_ns = duration
+            step.end_ns = step.start_ns + duration
+            step.status = "completed"
+        else:
+            step._succeed(result, capture_result)
         return result
 
     return wrapper
