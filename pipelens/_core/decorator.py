@@ -156,7 +156,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         token = set_(step)
         try:
-            result = wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
         except BaseException as exc:
             reset(token)
             step._fail(exc)
@@ -267,7 +267,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         # await_in_step's lines inlined: one coroutine (and its frame) less on every call.
         token = set_(step)
         try:
-            result = await wrapped(*args, **kwargs)
+            result = await (wrapped(*args, **kwargs) if kwargs else wrapped(*args))
         except BaseException as exc:
             reset(token)
             step._fail(exc)
@@ -438,7 +438,7 @@ def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
     traced: Callable[..., Any] = _traced_async_generator if is_async else _traced_generator
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
-        gen = wrapped(*args, **kwargs)
+        gen = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
         if not settings.enabled:
             return gen
         try:
