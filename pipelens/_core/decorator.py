@@ -1,8 +1,9 @@
 """``@step`` and ``span()``: turn calls and blocks into steps of the current run.
 
-One :mod:`wrapt` wrapper serves methods, classmethods, staticmethods, coroutines and generators
-(plain sync functions get a closure with the same metadata: see ``_plain_function``); the kind of
-callable (sync, coroutine, generator, async generator) is decided once, at decoration.
+One :mod:`wrapt` wrapper serves methods, classmethods, staticmethods and generators (sync
+functions and coroutine functions outside a class body get a closure with the same metadata, the
+hot path: see ``_plain_function`` and ``_plain_coroutine_function``); the kind of callable (sync,
+coroutine, generator, async generator) is decided once, at decoration.
 Generators are resumed with their step made current around every resume, and the context
 variable is set and reset within one resume, so no token ever crosses a ``yield`` (that is what
 raises ``ValueError: ... was created in a different Context`` in other tools).
