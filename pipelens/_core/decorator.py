@@ -1,8 +1,9 @@
 """``@step`` and ``span()``: turn calls and blocks into steps of the current run.
 
-One :mod:`wrapt` wrapper serves methods, classmethods, staticmethods, coroutines and generators
-(plain sync functions get a closure with the same metadata: see ``_plain_function``); the kind of
-callable (sync, coroutine, generator, async generator) is decided once, at decoration.
+One :mod:`wrapt` wrapper serves methods, classmethods, staticmethods and generators (sync
+functions and coroutine functions outside a class body get a closure with the same metadata, the
+hot path: see ``_plain_function`` and ``_plain_coroutine_function``); the kind of callable (sync,
+coroutine, generator, async generator) is decided once, at decoration.
 Generators are resumed with their step made current around every resume, and the context
 variable is set and reset within one resume, so no token ever crosses a ``yield`` (that is what
 raises ``ValueError: ... was created in a different Context`` in other tools).
@@ -29,6 +30,7 @@ from pipelens._core.step import (
     Step,
     StepScope,
     await_in_step,
+    make_step,
     new_child,
     open_step,
     sanitize_name,
@@ -37,6 +39,7 @@ from pipelens._core.step import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 _perf_ns = clock.perf_ns
+_WALL_OFFSET_NS = clock.WALL_OFFSET_NS
 
 _SELF_NAMES = frozenset({"self", "cls", "mcs", "metacls"})
 
@@ -102,7 +105,7 @@ class _Spec:
             struct, names = self.bound_struct, self.bound_names
         if struct is not None:
             try:
-                value = struct(*args, **kwargs)
+                value = struct(*args, **kwargs) if kwargs else struct(*args)
             except TypeError:
                 pass  # extra positionals or **kwargs: bind by hand below
             else:
@@ -141,54 +144,20 @@ def _inputs_struct(
 
 
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
-    name, kind, capture_args, capture_result = (
-        spec.name,
-        spec.kind,
-        spec.capture_args,
-        spec.capture_result,
-    )
-    get, set_, reset = current_step_var.get, current_step_var.set, current_step_var.reset
-    # Called unbound (a plain function), the arguments bind straight to this Struct: the
-    # common case skips ``_Spec.inputs``'s checks (a TypeError there takes the general path).
-    struct = None if spec.drop_first else spec.struct
+    """The wrapt wrapper of a sync callable in a class body (plain functions get the inlined
+    closure of :func:`_plain_function`)."""
+    capture_result = spec.capture_result
+    set_, reset = current_step_var.set, current_step_var.reset
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
         if not settings.enabled:
             return wrapped(*args, **kwargs)
-        try:
-            inputs = None
-            if capture_args and settings.capture_args:
-                if struct is not None and instance is None:
-                    try:
-                        bound = struct(*args, **kwargs)
-                    except TypeError:
-                        inputs = spec.inputs(instance, args, kwargs)
-                    else:
-                        # capture(bound)'s common case inlined (a call less on every step):
-                        # anything but a small encodable value takes capture itself.
-                        try:
-                            data = encode(bound)
-                        except Exception:
-                            data = None
-                        if data is None or len(data) > settings.max_value_bytes:
-                            inputs = capture(bound)
-                        else:
-                            inputs = data.decode()
-                else:
-                    inputs = spec.inputs(instance, args, kwargs)
-            parent = get()
-            if parent is None:
-                step = open_step(name, inputs, kind=kind)
-            else:
-                step = new_child(parent, name, inputs, kind)
-                if not parent.run._quiet:
-                    step._announce()
-        except Exception as exc:
-            containment.internal_error("step.open", exc)
+        step = _open(spec, instance, args, kwargs)
+        if step is None:
             return wrapped(*args, **kwargs)
         token = set_(step)
         try:
-            result = wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
         except BaseException as exc:
             reset(token)
             step._fail(exc)
@@ -198,12 +167,10 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             # A coroutine behind a sync callable (``async def __call__``, a sync decorator
             # around a coroutine function): the step ends when it is awaited, not now.
             return await_in_step(step, result, capture_result)
-        if step.run._quiet:
-            # The common in-process case (no transport, no listeners), inlined: the end is a
-            # clock read and a few stores, the result's capture never raises.
+        if step.run._quiet:  # Step._succeed's common case inlined, as in _plain_function
             step.result = result
             if capture_result and settings.capture_result:
-                try:  # capture(result) inlined as above
+                try:
                     data = encode(result)
                 except Exception:
                     data = None
@@ -230,13 +197,56 @@ _Coroutine = types.CoroutineType
 def _open(
     spec: _Spec, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Step | None:
+    """The step of a call (a run's root when none is current), or ``None`` after an internal
+    error (contained: the call then runs without a step). ``_Spec.inputs`` and ``new_child``'s
+    common cases are inlined, as in :func:`_plain_function`: two Python calls less."""
     try:
-        inputs = spec.inputs(instance, args, kwargs) if spec.capture_args else None
+        inputs = None
+        if spec.capture_args and settings.capture_args:
+            struct = spec.struct
+            if struct is not None and instance is None and not spec.drop_first:
+                try:  # no empty keywords dict built for a call without keywords
+                    bound = struct(*args, **kwargs) if kwargs else struct(*args)
+                except TypeError:
+                    inputs = spec.inputs(instance, args, kwargs)
+                else:
+                    try:  # capture(bound)'s common case inlined
+                        data = encode(bound)
+                    except Exception:
+                        data = None
+                    if data is None or len(data) > settings.max_value_bytes:
+                        inputs = capture(bound)
+                    else:
+                        inputs = data.decode()
+            else:
+                inputs = spec.inputs(instance, args, kwargs)
         parent = current_step_var.get()
         if parent is None:
             return open_step(spec.name, inputs, kind=spec.kind)
-        # A child, the common case: open_step's own lines for it, a call less.
-        step = new_child(parent, spec.name, inputs, spec.kind)
+        name = spec.name
+        counters = parent._counters
+        counter = None if counters is None else counters.get(name)
+        siblings = parent._children
+        if counter is None or siblings is None or parent._keys is not None:
+            step = new_child(parent, name, inputs, spec.kind)
+        else:  # new_child's common case: a name seen before under this parent
+            run = parent.run
+            t0 = _perf_ns()
+            step = make_step(
+                Step,
+                name,
+                None,
+                parent,
+                run,
+                inputs,
+                spec.kind,
+                next(clock.step_ids),
+                t0,
+                t0 + _WALL_OFFSET_NS,
+                next(counter),
+            )
+            siblings.append(step)
+            run.step_count += 1
         if not parent.run._quiet:
             step._announce()
         return step
@@ -246,6 +256,8 @@ def _open(
 
 
 def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
+    """The wrapt wrapper of a coroutine function in a class body (plain ones get
+    :func:`_plain_coroutine_function`)."""
     capture_result = spec.capture_result
     set_, reset = current_step_var.set, current_step_var.reset
 
@@ -256,7 +268,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         # await_in_step's lines inlined: one coroutine (and its frame) less on every call.
         token = set_(step)
         try:
-            result = await wrapped(*args, **kwargs)
+            result = await (wrapped(*args, **kwargs) if kwargs else wrapped(*args))
         except BaseException as exc:
             reset(token)
             step._fail(exc)
@@ -273,6 +285,49 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
+def _plain_coroutine_function(fn: F, spec: _Spec) -> F:
+    """A coroutine function outside a class body as one ``async def`` closure (no wrapt proxy
+    and no sync wrapper before the coroutine: as :func:`_plain_function`, a frame and wrapt's
+    ``__self__`` lookup less per call); ``inspect.iscoroutinefunction`` is true of it."""
+    capture_result = spec.capture_result
+    set_, reset = current_step_var.set, current_step_var.reset
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        step = _open(spec, None, args, kwargs) if settings.enabled else None
+        if step is None:
+            return await fn(*args, **kwargs)
+        token = set_(step)
+        try:
+            result = await (fn(*args, **kwargs) if kwargs else fn(*args))
+        except BaseException as exc:
+            reset(token)
+            step._fail(exc)
+            raise
+        reset(token)
+        if step.run._quiet:  # Step._succeed's common case inlined, as in _plain_function
+            step.result = result
+            if capture_result and settings.capture_result:
+                try:
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
+            duration = _perf_ns() - step._t0
+            step.duration_ns = duration
+            step.end_ns = step.start_ns + duration
+            step.status = "completed"
+        else:
+            step._succeed(result, capture_result)
+        return result
+
+    decorated: F = call  # type: ignore[assignment]
+    return decorated
+
+
 class _GeneratorClosed(GeneratorExit):
     """Why a generator step was cancelled: its consumer stopped before the end."""
 
@@ -285,32 +340,45 @@ _GeneratorClosed.__module__ = "pipelens"
 _CLOSED_MESSAGE = "the consumer closed the generator before it was exhausted"
 
 
+def _open_under(parent: Step | None, spec: _Spec, inputs: str | None) -> Step:
+    """A generator's step, opened at its first resume under the step current at its creation:
+    a child without ``open_step``'s checks for a run's root (a call less)."""
+    if parent is None:
+        return open_step(spec.name, inputs, kind=spec.kind)
+    step = new_child(parent, spec.name, inputs, spec.kind)
+    if not parent.run._quiet:
+        step._announce()
+    return step
+
+
 def _traced_generator(
     spec: _Spec, parent: Step | None, inputs: str | None, gen: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     try:
-        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+        step = _open_under(parent, spec, inputs)
     except Exception as exc:
         containment.internal_error("step.open", exc)
         return (yield from gen)
+    set_, reset = current_step_var.set, current_step_var.reset
+    send, throw = gen.send, gen.throw
     send_value: Any = None
     thrown: BaseException | None = None
     while True:
-        token = current_step_var.set(step)
+        token = set_(step)
         try:
             if thrown is None:
-                item = gen.send(send_value)
+                item = send(send_value)
             else:
-                item, thrown = gen.throw(thrown), None
+                item, thrown = throw(thrown), None
         except StopIteration as stop:
-            current_step_var.reset(token)
+            reset(token)
             step._succeed(stop.value, spec.capture_result)
             return stop.value
         except BaseException as exc:
-            current_step_var.reset(token)
+            reset(token)
             step._fail(exc)
             raise
-        current_step_var.reset(token)
+        reset(token)
         try:
             send_value = yield item
         except GeneratorExit:
@@ -329,7 +397,7 @@ async def _traced_async_generator(
     spec: _Spec, parent: Step | None, inputs: str | None, agen: AsyncGenerator[Any, Any]
 ) -> AsyncGenerator[Any, Any]:
     try:
-        step = open_step(spec.name, inputs, parent=parent, kind=spec.kind)
+        step = _open_under(parent, spec, inputs)
     except Exception as exc:
         containment.internal_error("step.open", exc)
         async for item in agen:
@@ -371,7 +439,7 @@ def _generator_wrapper(spec: _Spec, is_async: bool) -> Callable[..., Any]:
     traced: Callable[..., Any] = _traced_async_generator if is_async else _traced_generator
 
     def wrapper(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
-        gen = wrapped(*args, **kwargs)
+        gen = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
         if not settings.enabled:
             return gen
         try:
@@ -402,11 +470,13 @@ def _decorate(fn: F, name: str | None, capture_args: bool, capture_result: bool,
     elif inspect.isgeneratorfunction(target):
         wrapper = _generator_wrapper(spec, is_async=False)
     elif inspect.iscoroutinefunction(target):
+        if _is_module_or_local_function(fn):
+            return _plain_coroutine_function(fn, spec)
         wrapper = _async_wrapper(spec)
+    elif _is_module_or_local_function(fn):
+        return _plain_function(fn, spec)
     else:
         wrapper = _sync_wrapper(spec)
-        if _is_module_or_local_function(fn):
-            return _plain_function(fn, wrapper)
     decorated: F = _StepFunction(fn, wrapper)  # type: ignore[assignment]
     return decorated
 
@@ -460,14 +530,118 @@ def _is_module_or_local_function(fn: object) -> bool:
     return owner in ("", "<locals>") or owner.endswith(".<locals>")
 
 
-def _plain_function(fn: F, wrapper: Callable[..., Any]) -> F:
-    # wrapt's FunctionWrapper looks up ``__self__`` on every call of a plain function (a failed
-    # attribute lookup: ~0.45 µs, a sixth of a step's whole cost). A sync function outside a
-    # class needs none of wrapt's binding, so it gets a closure with the same metadata
-    # (``functools.wraps`` sets ``__wrapped__``, which ``inspect.signature`` follows).
+def _plain_function(fn: F, spec: _Spec) -> F:
+    """The hot path: a sync function outside a class body as one closure, every call a step.
+
+    wrapt's FunctionWrapper looks up ``__self__`` on every call of a plain function (a failed
+    attribute lookup: ~0.45 µs, a sixth of a step's whole cost) and such a function needs none
+    of its binding, so it gets a closure with the same metadata (``functools.wraps`` sets
+    ``__wrapped__``, which ``inspect.signature`` follows). The closure does the whole step
+    itself: ``_Spec.inputs``, ``new_child`` and ``Step._succeed``'s common cases are inlined
+    (a Python call costs more than their lines; each has the general case to fall back on).
+    """
+    name, kind, capture_args, capture_result = (
+        spec.name,
+        spec.kind,
+        spec.capture_args,
+        spec.capture_result,
+    )
+    get, set_, reset = current_step_var.get, current_step_var.set, current_step_var.reset
+    # The arguments bind straight to this Struct: the common case skips ``_Spec.inputs``'s
+    # checks (a TypeError there takes the general path).
+    struct = None if spec.drop_first else spec.struct
+
+    # ``f(*args, **kwargs)`` builds a new dict for the keywords even when there are none:
+    # the calls below skip it for a call without keywords (most are).
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return wrapper(fn, None, args, kwargs)
+        if not settings.enabled:
+            return fn(*args, **kwargs)
+        try:
+            inputs = None
+            if capture_args and settings.capture_args:
+                if struct is not None:
+                    try:
+                        bound = struct(*args, **kwargs) if kwargs else struct(*args)
+                    except TypeError:
+                        inputs = spec.inputs(None, args, kwargs)
+                    else:
+                        # capture(bound)'s common case inlined (a call less on every step):
+                        # anything but a small encodable value takes capture itself.
+                        try:
+                            data = encode(bound)
+                        except Exception:
+                            data = None
+                        if data is None or len(data) > settings.max_value_bytes:
+                            inputs = capture(bound)
+                        else:
+                            inputs = data.decode()
+                else:
+                    inputs = spec.inputs(None, args, kwargs)
+            parent = get()
+            if parent is None:
+                step = open_step(name, inputs, kind=kind)
+            else:
+                counters = parent._counters
+                counter = None if counters is None else counters.get(name)
+                siblings = parent._children
+                if counter is None or siblings is None or parent._keys is not None:
+                    step = new_child(parent, name, inputs, kind)
+                else:  # new_child's common case: a name seen before under this parent
+                    run = parent.run
+                    t0 = _perf_ns()
+                    step = make_step(
+                        Step,
+                        name,
+                        None,
+                        parent,
+                        run,
+                        inputs,
+                        kind,
+                        next(clock.step_ids),
+                        t0,
+                        t0 + _WALL_OFFSET_NS,
+                        next(counter),
+                    )
+                    siblings.append(step)
+                    run.step_count += 1
+                if not parent.run._quiet:
+                    step._announce()
+        except Exception as exc:
+            containment.internal_error("step.open", exc)
+            return fn(*args, **kwargs)
+        token = set_(step)
+        try:
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
+        except BaseException as exc:
+            reset(token)
+            step._fail(exc)
+            raise
+        reset(token)
+        if result.__class__ is _Coroutine:
+            # A coroutine behind a sync function (a sync decorator around a coroutine
+            # function): the step ends when it is awaited, not now.
+            return await_in_step(step, result, capture_result)
+        if step.run._quiet:
+            # The common in-process case (no transport, no listeners), inlined: the end is a
+            # clock read and a few stores, the result's capture never raises.
+            step.result = result
+            if capture_result and settings.capture_result:
+                try:  # capture(result) inlined as above
+                    data = encode(result)
+                except Exception:
+                    data = None
+                if data is None or len(data) > settings.max_value_bytes:
+                    step.result_json = capture(result)
+                else:
+                    step.result_json = data.decode()
+            duration = _perf_ns() - step._t0
+            step.duration_ns = duration
+            step.end_ns = step.start_ns + duration
+            step.status = "completed"
+        else:
+            step._succeed(result, capture_result)
+        return result
 
     decorated: F = call  # type: ignore[assignment]
     return decorated

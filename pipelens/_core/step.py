@@ -248,6 +248,8 @@ class Run:
 _StructMeta = type(msgspec.Struct)
 #: Builds a ``Step`` from all its fields, past the seed's constructor (the hot path's way).
 _make: Callable[..., Step] = _StructMeta.__call__
+#: The same, under the name the decorator's inlined child opening imports.
+make_step = _make
 
 
 class _StepType(_StructMeta):  # type: ignore[misc,valid-type] # msgspec's metaclass is untyped
@@ -291,6 +293,9 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     _n: int
     _t0: int
     start_ns: int
+    #: The number among same-named siblings of a child whose key is built lazily (passed at
+    #: creation: a store after it cost a setattr on most steps).
+    _sib: int
     status: Status = "running"
     end_ns: int | None = None
     duration_ns: int | None = None
@@ -307,8 +312,6 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     llm: LLMCall | None = None
     #: Made by ``Step(name)`` and not tracked yet.
     _unstarted: bool = False
-    #: The number among same-named siblings of a child whose key is built lazily.
-    _sib: int = 0
 
     @property
     def key(self) -> str:
@@ -620,6 +623,7 @@ def open_step(
             next(clock.step_ids),
             t0,
             t0 + _WALL_OFFSET_NS,
+            0,
         )
         run.step_count = 1
     else:
@@ -671,9 +675,8 @@ def new_child(parent: Step, name: str, inputs: str | None, kind: str) -> Step:
         next(clock.step_ids),
         t0,
         t0 + _WALL_OFFSET_NS,
+        n,
     )
-    if n:
-        step._sib = n
     siblings = parent._children
     if siblings is None:
         siblings = parent._children = []
@@ -753,6 +756,7 @@ def open_run(
         n,
         t0,
         t0 + _WALL_OFFSET_NS,
+        0,
     )
     run.step_count = 1
     if not run._quiet:
@@ -800,6 +804,7 @@ def open_continued(
         n,
         t0,
         t0 + _WALL_OFFSET_NS,
+        0,
     )
     run.step_count = 1
     if not run._quiet:
@@ -903,6 +908,7 @@ def standalone_step(name: str, parent: Step | None, key: str | None, event_emitt
             next(clock.step_ids),
             t0,
             t0 + _WALL_OFFSET_NS,
+            0,
         )
         run.step_count = 1
     else:
@@ -919,6 +925,7 @@ def standalone_step(name: str, parent: Step | None, key: str | None, event_emitt
             next(clock.step_ids),
             t0,
             t0 + _WALL_OFFSET_NS,
+            0,
         )
     if event_emitter is not None:
         emit = getattr(event_emitter, "emit", None)

@@ -211,6 +211,34 @@ def test_explicit_names_never_collide_with_automatic_keys(events: CapturedEvents
     assert len(keys) == len(set(keys)) == 4
 
 
+def test_a_name_like_an_automatic_key_after_repeated_siblings_collides_with_none(
+    events: CapturedEvents,
+) -> None:
+    """Siblings already keyed ``c``, ``c___1`` (the inlined child opening of sync and async
+    steps), then a step named ``c___1``, then more ``c``: every key differs."""
+    auto = pipelens.step("c")(lambda: None)
+    named = pipelens.step("c___1")(lambda: None)
+
+    async def body() -> None:
+        return None
+
+    aauto = pipelens.step("a")(body)
+    anamed = pipelens.step("a___1")(body)
+
+    @pipelens.step
+    async def root() -> None:
+        for call in (auto, auto, named, auto, auto):
+            call()
+        for acall in (aauto, aauto, anamed, aauto):
+            await acall()
+
+    asyncio.run(root())
+    keys = [s.key for s in events.steps() if s.key != "root"]
+    assert len(keys) == len(set(keys)) == 9
+    assert keys[:2] == ["root.c", "root.c___1"]
+    assert keys[5:7] == ["root.a", "root.a___1"]
+
+
 def test_thread_pool_workers_do_not_carry_one_run_into_later_tasks(
     events: CapturedEvents,
 ) -> None:
