@@ -49,11 +49,14 @@ def check_value(value: object) -> ScoreValue:
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number, shown = float(value), repr(value)
+        except OverflowError:  # an int past a float's range (and maybe past repr's digits)
+            number, shown = math.inf, f"an int of {int(value).bit_length()} bits"
         if not (math.isfinite(number) and abs(number) <= MAX_SCORE_NUMBER):
             raise ValueError(
                 f"{_WHERE}: value must be a finite number within ±{MAX_SCORE_NUMBER:.0e}, "
-                f"not {value!r}"
+                f"not {shown}"
             )
         return number
     if isinstance(value, str) and value:

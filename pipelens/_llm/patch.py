@@ -72,11 +72,11 @@ _patched: dict[str, list[tuple[type, str, Any]]] = {}
 _pending: set[str] = set()
 
 
-def _library_name(library: types.ModuleType | str) -> str:
+def _library_name(library: types.ModuleType | str, caller: str = "auto_patch") -> str:
     name = library if isinstance(library, str) else getattr(library, "__name__", None)
     if name not in _PROVIDERS:
         raise ConfigurationError(
-            f"auto_patch({library!r}): PipeLens patches {sorted(_PROVIDERS)}; "
+            f"{caller}({library!r}): PipeLens patches {sorted(_PROVIDERS)}; "
             "record other clients with pipelens.llm_call(...)"
         )
     return name
@@ -167,7 +167,7 @@ def _imported(module: types.ModuleType) -> None:
 def unpatch(*libraries: types.ModuleType | str) -> None:
     """Restore the original methods (default: of every patched library, and patch no library
     on its import any more)."""
-    names = [_library_name(lib) for lib in libraries] if libraries else list(_patched)
+    names = [_library_name(lib, "unpatch") for lib in libraries] if libraries else list(_patched)
     with _lock:
         if not libraries:
             _pending.clear()
@@ -179,7 +179,7 @@ def unpatch(*libraries: types.ModuleType | str) -> None:
 
 def is_patched(library: types.ModuleType | str) -> bool:
     """Whether ``library`` is patched now."""
-    return _library_name(library) in _patched
+    return _library_name(library, "is_patched") in _patched
 
 
 def _installed_owner(endpoint: EndpointConfig) -> Any:

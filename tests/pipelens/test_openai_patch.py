@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -565,13 +565,15 @@ def test_an_endpoint_the_installed_library_lacks_is_skipped(
     assert [s.key for s in events.steps()] == ["openai_chat"]
 
 
-def test_unsupported_library_is_refused_by_name() -> None:
-    """auto_patch of a library PipeLens does not know names it and the supported ones."""
+@pytest.mark.parametrize("function", [pipelens.auto_patch, pipelens.unpatch])
+def test_unsupported_library_is_refused_by_name(function: Callable[[str], object]) -> None:
+    """auto_patch (or unpatch) of a library PipeLens does not know names the function called,
+    the library and the supported ones."""
     with pytest.raises(
         pipelens.ConfigurationError,
-        match=r"auto_patch\('json'\): PipeLens patches \[.*'openai'.*\]",
+        match=rf"{function.__name__}\('json'\): PipeLens patches \[.*'openai'.*\]",
     ):
-        pipelens.auto_patch("json")
+        function("json")
 
 
 @pytest.mark.usefixtures("patched")

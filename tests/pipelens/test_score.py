@@ -66,6 +66,7 @@ def test_outside_a_run_a_run_id_scores_that_run(events: CapturedEvents) -> None:
         ([1], TypeError),
         (float("nan"), ValueError),
         (1e200, ValueError),  # the server refuses past ±1e15: its batch would be refused
+        pytest.param(10**5000, ValueError, id="an int past a float's range"),
     ],
 )
 def test_a_bad_value_is_refused_naming_it(value: object, error: type[Exception]) -> None:

@@ -40,6 +40,8 @@ KEY = "bulk.work"
 ROLLED = {"exact_below": 0}
 #: Every answer from raw rows.
 RAW = {"exact_below": 10**12}
+#: When the transaction that runs it began, in ns.
+_BEGAN = "SELECT (extract(epoch FROM now()) * 1000000000)::bigint"
 
 
 def _load(database_url: str, first: int, count: int, now: int) -> None:
@@ -334,10 +336,12 @@ async def test_an_hour_is_sealed_only_once_no_transaction_begun_before_its_end_i
         assert row is not None
         return int(row[0])
 
-    now = time.time_ns()
-    hour = now - now % HOUR_NS
     with psycopg.connect(database_url) as open_conn:
-        open_conn.execute("SELECT 1")  # a transaction begun now, in the current hour
+        # A transaction begun now, its hour read from it (a clock read before it may be in the
+        # hour before).
+        began = open_conn.execute(_BEGAN).fetchone()
+        assert began is not None
+        hour = began[0] - began[0] % HOUR_NS
         await roll_up(pool, now_ns=hour + 3 * HOUR_NS)
         assert sealed() <= hour
     await roll_up(pool, now_ns=hour + 3 * HOUR_NS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -75,9 +75,12 @@ def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, p
     expect(page).to_have_url(re.compile(r"step=embed&record_key=doc&record_value=d1(&|$)"))
     page.select_option("#range", "custom")
     expect(page.locator("#from")).to_be_visible()
-    now = datetime.now(PARIS)
+    # Hours counted in UTC, shown in Paris: a day of a DST change has an hour that is not there
+    # (Paris's now - 1 h of wall time may be now) and one that is there twice (read as the
+    # first, so up to an hour early: ``to`` has an hour to spare, the inverted ``to`` too).
+    now = datetime.now(UTC)
     page.fill("#from", _paris(now - timedelta(hours=1)))
-    page.fill("#to", _paris(now + timedelta(hours=1)))
+    page.fill("#to", _paris(now + timedelta(hours=2)))
     expect(rows).to_have_text(["embed-a"])  # the 3-hour-old run is out of range
     expect(page).to_have_url(re.compile(r"range=custom&from=.+&to=.+&step=embed"))
     _ingest(site, _run("embed-c", 2, "embed", '{"doc": "d1"}'))
@@ -90,7 +93,7 @@ def test_custom_range_and_searches_filter_live_and_survive_a_reload(site: str, p
     expect(page.locator("#from")).to_have_value(_paris(now - timedelta(hours=1)))
     expect(page.locator("#record_value")).to_have_value("d1")
     expect(rows).to_have_text(["embed-c", "embed-a"])
-    page.fill("#to", _paris(now - timedelta(hours=2)))
+    page.fill("#to", _paris(now - timedelta(hours=3)))
     expect(page.locator("#runs_table [role=alert]")).to_contain_text("is not before to=")
     page.screenshot(path=SCREENSHOTS / "runs-search-inverted.png", full_page=True)
 
