@@ -19,7 +19,15 @@ from typing import Any
 import msgspec
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai_compat import as_int, fields_of, get, given, raw_mode, request_id_of
+from pipelens._llm.openai_compat import (
+    as_int,
+    fields_of,
+    get,
+    given,
+    raw_mode,
+    reader,
+    request_id_of,
+)
 from pipelens._llm.provider import EndpointConfig, StreamState
 
 __all__ = [
@@ -104,17 +112,18 @@ def _tool_call(block: Any, kind: str, arguments: str | None = None) -> ToolCall:
 
 def read_response(call: LLMCall, message: Any) -> None:
     """Fill ``call`` from a complete (non-streamed) message."""
-    call.response_model = get(message, "model") or call.response_model
-    call.response_id = get(message, "id") or call.response_id
+    field = reader(message)
+    call.response_model = field("model") or call.response_model
+    call.response_id = field("id") or call.response_id
     request_id = request_id_of(message)
     if request_id is not None:
         call.request_id = request_id
-    usage = usage_from_anthropic(get(message, "usage"))
+    usage = usage_from_anthropic(field("usage"))
     if usage is not None:
         call.usage = usage
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
-    for block in get(message, "content") or []:
+    for block in field("content") or []:
         kind = get(block, "type")
         if kind == "text":
             texts.append(get(block, "text") or "")
@@ -123,7 +132,7 @@ def read_response(call: LLMCall, message: Any) -> None:
     call.output = LLMOutput(
         text="".join(texts) if texts else None,
         tool_calls=tool_calls,
-        finish_reason=get(message, "stop_reason"),
+        finish_reason=field("stop_reason"),
     )
 
 

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
-from pipelens._llm.openai_compat import as_int, fields_of, get
+from pipelens._llm.openai_compat import as_int, fields_of, get, reader
 from pipelens._llm.provider import EndpointConfig, StreamState, Watch
 
 __all__ = [
@@ -101,9 +101,10 @@ def _reason(value: Any) -> str | None:
 
 
 def _read_meta(call: LLMCall, response: Any) -> None:
-    call.response_model = get(response, "model_version") or call.response_model
-    call.response_id = get(response, "response_id") or call.response_id
-    usage = usage_from_gemini(get(response, "usage_metadata"))
+    field = reader(response)
+    call.response_model = field("model_version") or call.response_model
+    call.response_id = field("response_id") or call.response_id
+    usage = usage_from_gemini(field("usage_metadata"))
     if usage is not None:
         call.usage = usage
 

@@ -7,6 +7,8 @@ are read by the same code. Used by the provider module and by ``llm_call``; it i
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pipelens._core.llm_record import LLMCall, LLMOutput, TokenUsage, ToolCall
@@ -48,6 +50,26 @@ def get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+#: The fields of ``None``: none (never written).
+_NO_FIELDS: dict[str, Any] = {}
+
+
+def reader(obj: Any) -> Callable[[str], Any]:
+    """:func:`get` for ``obj``, made once where a response is read field by field: a dict's own
+    ``get`` over its fields where that answers as :func:`get` would (a dict, an SDK's pydantic
+    model with its extras), saving each field's checks (a response's reading is on the caller's
+    thread); else :func:`get` bound to ``obj``."""
+    if obj is None:
+        return _NO_FIELDS.get
+    if isinstance(obj, dict):
+        return obj.get
+    fields = getattr(obj, "__dict__", None)
+    if isinstance(fields, dict) and hasattr(type(obj), "__pydantic_fields__"):
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return {**extra, **fields}.get if extra else fields.get
+    return functools.partial(get, obj)
+
+
 def fields_of(obj: Any) -> dict[str, Any]:
     """``obj``'s fields as a dict, read once and looked up fast (a stream's hot path): a dict is
     itself, an SDK object (a pydantic model) keeps its fields in ``__dict__``; ``None`` has
@@ -82,17 +104,18 @@ def usage_from_openai(usage: Any) -> TokenUsage | None:
     """Token counts of a chat, responses or embeddings ``usage`` (object or dict)."""
     if usage is None:
         return None
-    input_tokens = get(usage, "input_tokens")
+    field = reader(usage)
+    input_tokens = field("input_tokens")
     if input_tokens is None:  # chat completions and embeddings
-        input_tokens = get(usage, "prompt_tokens")
-        output_tokens = get(usage, "completion_tokens")
-        in_details = get(usage, "prompt_tokens_details")
-        out_details = get(usage, "completion_tokens_details")
+        input_tokens = field("prompt_tokens")
+        output_tokens = field("completion_tokens")
+        in_details = field("prompt_tokens_details")
+        out_details = field("completion_tokens_details")
     else:
-        output_tokens = get(usage, "output_tokens")
-        in_details = get(usage, "input_tokens_details")
-        out_details = get(usage, "output_tokens_details")
-    total = get(usage, "total_tokens")
+        output_tokens = field("output_tokens")
+        in_details = field("input_tokens_details")
+        out_details = field("output_tokens_details")
+    total = field("total_tokens")
     return TokenUsage(
         input_tokens=as_int(input_tokens),
         output_tokens=as_int(output_tokens),
@@ -104,32 +127,33 @@ def usage_from_openai(usage: Any) -> TokenUsage | None:
 
 def read_response(call: LLMCall, response: Any) -> None:
     """Fill ``call`` from a complete (non-streamed) response of its operation."""
-    call.response_model = get(response, "model") or call.response_model
-    call.response_id = get(response, "id") or call.response_id
+    field = reader(response)
+    call.response_model = field("model") or call.response_model
+    call.response_id = field("id") or call.response_id
     request_id = request_id_of(response)
     if request_id is not None:
         call.request_id = request_id
-    usage = usage_from_openai(get(response, "usage"))
+    usage = usage_from_openai(field("usage"))
     if usage is not None:
         call.usage = usage
-    if call.operation == "embeddings" or get(response, "object") == "list":
-        data = get(response, "data") or []
+    kind = field("object")
+    if call.operation == "embeddings" or kind == "list":
+        data = field("data") or []
         first = get(data[0], "embedding") if data else None
         call.output = LLMOutput(
             embeddings=len(data), dimensions=len(first) if isinstance(first, list) else None
         )
-    elif call.operation == "responses" or get(response, "object") == "response":
+    elif call.operation == "responses" or kind == "response":
         call.output = _responses_output(response)
     else:
-        call.output = _chat_output(response)
+        call.output = _chat_output(field("choices"))
 
 
-def _chat_output(response: Any) -> LLMOutput:
-    choices = get(response, "choices") or []
+def _chat_output(choices: Any) -> LLMOutput:
     if not choices:
         return LLMOutput()
-    first = choices[0]
-    message = get(first, "message")
+    first = reader(choices[0])
+    message = reader(first("message"))
     tool_calls = [
         ToolCall(
             id=get(tc, "id"),
@@ -137,12 +161,12 @@ def _chat_output(response: Any) -> LLMOutput:
             arguments=get(get(tc, "function"), "arguments") or "",
             type=get(tc, "type") or "function",
         )
-        for tc in get(message, "tool_calls") or []
+        for tc in message("tool_calls") or []
     ]
     return LLMOutput(
-        text=get(message, "content"),
+        text=message("content"),
         tool_calls=tool_calls,
-        finish_reason=get(first, "finish_reason"),
+        finish_reason=first("finish_reason"),
     )
 
 

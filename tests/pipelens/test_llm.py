@@ -282,3 +282,38 @@ def test_bad_prices_are_refused_with_the_fault_named(value: Any, message: str) -
     """A bad price table raises ConfigurationError naming the field or file."""
     with pytest.raises(pipelens.ConfigurationError, match=message):
         pipelens.configure(prices=value)
+
+
+# --- reading responses -------------------------------------------------------------------------
+
+
+def test_reader_answers_every_field_as_get_does() -> None:
+    """``reader(obj)(name) == get(obj, name)`` for a dict, an SDK model with extras, an object
+    with a property, and ``None``: the fast reading of a response loses no field."""
+    import pydantic
+
+    from pipelens._llm.openai_compat import get, reader
+
+    class Usage(pydantic.BaseModel, extra="allow"):
+        prompt_tokens: int = 0
+        completion_tokens: int | None = None
+
+    class Plain:
+        def __init__(self) -> None:
+            self.id = "x"
+
+        @property
+        def model(self) -> str:
+            return "m"
+
+    objects: list[Any] = [
+        {"id": "x", "model": "m"},
+        Usage(prompt_tokens=3, usage={"total": 4}, completion_tokens=2),
+        Usage(),
+        Plain(),
+        None,
+    ]
+    names = ["id", "model", "usage", "prompt_tokens", "completion_tokens", "missing"]
+    expected = [[get(obj, name) for name in names] for obj in objects]
+    assert expected == [[reader(obj)(name) for name in names] for obj in objects]
+    assert expected[1][2:5] == [{"total": 4}, 3, 2]  # the extra field is read, as the model's
