@@ -192,13 +192,14 @@ _NAMES = sql.SQL(
     "WHERE names.name IS NOT NULL) SELECT name FROM names WHERE name ILIKE %s)"
 )
 #: An error message or a string record value holding the text (the JSON text's ILIKE narrows
-#: down what the JSON path then checks: values only, never keys).
+#: down what the JSON path then checks: values only, never keys), OTel's bookkeeping
+#: (``otel.span_kind``, ``otel.scope``) passed over as migration 0017's index does.
 _FOUND = sql.SQL(
     "(s.error_message IS NOT NULL OR s.records IS NOT NULL) AND (s.error_message ILIKE %s "
-    "OR (s.records::text ILIKE %s AND s.records @? %s::jsonpath))"
+    "OR (s.records::text ILIKE %s AND pipelens_searched_records(s.records) @? %s::jsonpath))"
 )
-#: The steps of migration 0015's index holding every trigram of the text in their error
-#: message and string record values, or too big to have their trigrams indexed; found.
+#: The steps of migration 0015's index (0017's function) holding every trigram of the text in
+#: their error message and string record values, or too big to have their trigrams indexed; found.
 _FROM_GRAMS = sql.SQL(
     "SELECT s.run_id FROM steps s "
     "WHERE (pipelens_search_grams(s.error_message, s.records) @> pipelens_grams(%s) "

@@ -308,3 +308,15 @@ def test_rare_text_search_reads_the_0015_index(database_url: str) -> None:
         conn.execute("SET enable_seqscan = off")  # the test's tables are all but empty
         plan = "\n".join(row[0] for row in conn.execute(query, params))
     assert "Bitmap Index Scan on steps_search_grams_idx" in plan, plan
+
+
+@pytest.mark.parametrize("q", ["grpc-instrument", "INTERNAL", "ab"])
+def test_text_search_passes_over_otels_bookkeeping(client: Client, q: str) -> None:
+    """``otel.span_kind`` and ``otel.scope``, which every OTLP span's records hold, are not text
+    the search (``q``) finds, by its trigrams (migration 0017) or read run by run (a text under
+    three characters); the span's own attributes are, and ``record_key`` still finds the key."""
+    bookkeeping = '{"otel.span_kind": "internal", "otel.scope": "grpc-instrumentation-ab"}'
+    ingest(client, _run_with("span", ago_s=20, records=bookkeeping))
+    ingest(client, _run_with("note", ago_s=10, records=f'{{"note": "{q} in a note"}}'))
+    assert _api_ids(client, q=q) == ["note"]
+    assert _api_ids(client, record_key="otel.scope") == ["span"]
