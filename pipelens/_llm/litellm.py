@@ -94,10 +94,20 @@ def request_call(operation: str, kwargs: dict[str, Any]) -> LLMCall:
     )
 
 
+def _hidden_params(answer: Any) -> Any:
+    """litellm's ``_hidden_params`` of a response or chunk: a pydantic private attribute, read
+    from pydantic's private dict (``getattr`` goes through ``BaseModel.__getattr__``, 1.7 µs a
+    read, once a call and once a streamed chunk); from the attribute on anything else."""
+    private = getattr(answer, "__pydantic_private__", None)
+    if isinstance(private, dict) and "_hidden_params" in private:
+        return private["_hidden_params"]
+    return getattr(answer, "_hidden_params", None)
+
+
 def read_response(call: LLMCall, response: Any) -> None:
     """Fill ``call`` from a complete response, and where litellm sent it."""
     read_openai_response(call, response)
-    hidden = getattr(response, "_hidden_params", None)
+    hidden = _hidden_params(response)
     if not isinstance(hidden, dict):
         return
     _read_provider(call, hidden.get("custom_llm_provider"))
@@ -140,7 +150,7 @@ class LiteLLMStream(openai.ChatStream):
         result = super().record_chunk(call, chunk)
         if call.usage is None:
             # On the last chunk litellm puts the usage the provider reported (or its zeros).
-            hidden = getattr(chunk, "_hidden_params", None)
+            hidden = _hidden_params(chunk)
             usage = hidden.get("usage") if isinstance(hidden, dict) else None
             if usage is not None and type(usage).__name__ != _UNREPORTED:
                 call.usage = usage_from_openai(usage)
