@@ -301,6 +301,7 @@ class Rows:
 
     __slots__ = (
         "_starts",
+        "copied",
         "events",
         "heartbeats",
         "partial",
@@ -324,6 +325,8 @@ class Rows:
         #: wins, as the stored one does (a score is never changed, only given again).
         self.scores: dict[tuple[str, str], Row] = {}
         self.events = 0
+        #: Of the steps, how many the store ``COPY``'d straight into ``steps`` (new ones).
+        self.copied = 0
         #: Runs a heartbeat says are alive, with the latest time it says so (they get no row of
         #: their own: heard of, no more).
         self.heartbeats: dict[str, int] = {}

@@ -1,6 +1,11 @@
 """Storing a batch's rows: ``COPY`` into session staging tables, then one upsert per table.
 
-The whole batch is one transaction; the caller answers 202 only after it committed. Rows are
+The whole batch is one transaction; the caller answers 202 only after it committed. Step rows
+the database does not hold yet (the common case: a run's steps arrive once, each start folded
+into its finish by the client) skip the staging table and the upsert: they are ``COPY``'d
+straight into ``steps``, about a third of the upsert's cost. Which ones are new is asked once the
+runs' upsert holds the batch's run rows locked (see :func:`_write_steps`); the others, and all of
+them should the ``COPY`` meet a stored key after all, take the staging path. Rows are
 inserted in key order so that two batches touching the same rows lock them in the same order;
 a deadlock or serialization failure that happens anyway is retried after a short random wait.
 Updates that would change nothing are skipped (the ``WHERE ... IS DISTINCT FROM``), so a resent
@@ -25,7 +30,7 @@ from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 from psycopg_pool import AsyncConnectionPool
 
-from pipelens_server._db._rollup import NOTE_DIRTY
+from pipelens_server._db._rollup import HOUR_NS, NOTE_DIRTY
 from pipelens_server._errors import InvalidBatchError, OverloadedError, RunIdReusedError
 from pipelens_server._ingest._rows import RUNS, STEPS, Row, Rows, Table
 from pipelens_server._ingest._scores import SCORE_COLUMNS
@@ -130,6 +135,26 @@ FILL_STEP_PATHS = (
     "WHERE (SELECT count(*) FROM steps s WHERE s.run_id = u.run_id) > u.n)"
     ") AS f(start_ns)) " + NOTE_DIRTY.format(rows="changed")
 )
+
+# The pipeline of each run of the batch as stored (after ``UPSERT_RUNS``: what an inserted step
+# takes, as ``UPSERT_STEPS`` gives it) and whether any step of it is stored: one index probe of
+# ``runs`` and one of ``steps`` per run. The upsert locked every one of these rows (ON CONFLICT
+# DO UPDATE locks the rows it does not change too), and every ingest upserts a step's run before
+# the step: no other ingest can store a step of these runs until this transaction ends, so what
+# this answers holds until then.
+RUN_PROBE = (
+    "SELECT r.run_id, r.pipeline, EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id) "
+    "FROM runs r WHERE r.run_id = ANY(%s::text[])"
+)
+# Of the batch's steps of runs that hold steps already, those stored: one probe each.
+STORED_KEYS = (
+    "SELECT u.run_id, u.key FROM unnest(%s::text[], %s::text[]) AS u(run_id, key) "
+    "WHERE EXISTS (SELECT 1 FROM steps s WHERE s.run_id = u.run_id AND s.key = u.key)"
+)
+COPY_STEPS = f"COPY steps ({', '.join([*STEPS.column_names, 'pipeline'])}) FROM STDIN"
+# The hours of the steps ``COPY``'d in, given as one start per hour: the upsert's ``NOTE_DIRTY``
+# over the rows it inserted.
+NOTE_COPIED_HOURS = NOTE_DIRTY.format(rows="unnest(%s::bigint[]) AS u(start_ns)")
 
 # The runs of the batch whose start is not the stored run's of that id: second runs (``Rows``
 # checks within the batch). A resend starts when the stored run did.
@@ -258,14 +283,20 @@ async def ingest(
     return result
 
 
-async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -> None:
-    """Write ``rows`` in one transaction (retried on deadlock); return once committed."""
+async def store(
+    pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float, copy_new_steps: bool = True
+) -> None:
+    """Write ``rows`` in one transaction (retried on deadlock); return once committed.
+
+    ``copy_new_steps=False`` sends every step through the staging upsert, the path the direct
+    ``COPY`` must match (the tests compare the two).
+    """
     if not rows.runs and not rows.heartbeats and not rows.scores:
         return
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             async with pool.connection(timeout=timeout) as conn, conn.transaction():
-                await _write(conn, rows)
+                await _write(conn, rows, copy_new_steps=copy_new_steps)
             return
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
             if attempt == _ATTEMPTS:
@@ -276,7 +307,9 @@ async def store(pool: AsyncConnectionPool[Any], rows: Rows, *, timeout: float) -
             await asyncio.sleep(random.uniform(0, _RETRY_SPREAD_S * attempt))
 
 
-async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
+async def _write(
+    conn: psycopg.AsyncConnection[Any], rows: Rows, *, copy_new_steps: bool = True
+) -> None:
     async with conn.cursor() as cur:
         if rows.runs:
             await _copy(cur, RUNS, rows.runs.values())
@@ -285,17 +318,15 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
                 if not rows.partial:
                     raise RunIdReusedError(run_id, stored_ns, new_ns)
                 rows.refused.setdefault(run_id, RunIdReusedError(run_id, stored_ns, new_ns))
-            steps: Iterable[Row] = rows.steps.values()
+            steps = rows.steps
             if rows.refused:  # a partial batch: the other runs are stored, these not at all
                 await cur.execute(DROP_STAGED_RUNS, (list(rows.refused),))
-                steps = [row for row in steps if row[0] not in rows.refused]
-            if steps:
-                await _copy(cur, STEPS, steps)
+                steps = {key: row for key, row in steps.items() if key[0] not in rows.refused}
             await cur.execute(INSERT_PIPELINES)
             await cur.execute(UPSERT_RUNS)
-            if rows.steps:
-                await cur.execute(NOTE_MOVED_STEP_STARTS)
-                await cur.execute(UPSERT_STEPS)
+            rows.copied = 0
+            if steps:
+                rows.copied = await _write_steps(cur, steps, copy_new=copy_new_steps)
             await cur.execute(FILL_STEP_PIPELINES)
             if rows.path_runs or rows.pathed_runs:
                 await cur.execute(FILL_STEP_PATHS, _path_runs(rows))
@@ -304,6 +335,67 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
             await cur.executemany(INSERT_SCORES, scores)
         run_ids, at_ns = rows.heard_of()
         await cur.execute(TOUCH_RUNS, {"run_ids": run_ids, "at_ns": at_ns})
+
+
+async def _write_steps(
+    cur: psycopg.AsyncCursor[Any], steps: dict[tuple[str, str], Row], *, copy_new: bool
+) -> int:
+    """Store the batch's step rows (after ``UPSERT_RUNS``); return how many were ``COPY``'d
+    straight into ``steps``.
+
+    The new ones go in by ``COPY`` with their run's stored pipeline, inside a savepoint: should
+    one be there after all (a writer that did not lock its run first), the savepoint is undone
+    and every row takes the staging path, which gives what it always gave.
+    """
+    merged: Iterable[Row] = steps.values()
+    copied = 0
+    if copy_new:
+        await cur.execute(RUN_PROBE, (list({run_id for run_id, _ in steps}),))
+        pipelines: dict[str, str | None] = {}
+        held: set[str] = set()
+        for run_id, pipeline, has_steps in await cur.fetchall():
+            pipelines[run_id] = pipeline
+            if has_steps:
+                held.add(run_id)
+        stored: set[tuple[str, str]] = set()
+        if held:
+            keys = [key for key in steps if key[0] in held]
+            await cur.execute(STORED_KEYS, ([k[0] for k in keys], [k[1] for k in keys]))
+            stored = {(run_id, key) for run_id, key in await cur.fetchall()}
+        # Key order, as the upsert inserts: two batches meet each other's keys in one order.
+        new = sorted(key for key in steps if key not in stored)
+        if new:
+            try:
+                async with cur.connection.transaction():
+                    hours = await _copy_new(cur, steps, new, pipelines)
+                await cur.execute(NOTE_COPIED_HOURS, (hours,))
+                copied = len(new)
+                merged = [steps[key] for key in stored]
+            except psycopg.errors.UniqueViolation:
+                log.info("steps stored meanwhile: the batch's steps take the upsert")
+    if copied < len(steps):
+        await _copy(cur, STEPS, merged)
+        await cur.execute(NOTE_MOVED_STEP_STARTS)
+        await cur.execute(UPSERT_STEPS)
+    return copied
+
+
+async def _copy_new(
+    cur: psycopg.AsyncCursor[Any],
+    steps: dict[tuple[str, str], Row],
+    new: list[tuple[str, str]],
+    pipelines: dict[str, str | None],
+) -> list[int]:
+    """``COPY`` the rows of ``new`` into ``steps``; return one start of each of their hours."""
+    hours = set()
+    start = STEPS.column_names.index("start_ns")
+    async with cur.copy(COPY_STEPS) as copy:
+        for key in new:
+            row = steps[key]
+            await copy.write_row((*row, pipelines.get(key[0])))
+            if row[start] is not None:
+                hours.add(row[start] // HOUR_NS)
+    return [hour * HOUR_NS for hour in sorted(hours)]
 
 
 def _path_runs(rows: Rows) -> dict[str, list[Any]]:

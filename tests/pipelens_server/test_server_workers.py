@@ -258,6 +258,47 @@ def test_two_processes_ingesting_the_same_runs_at_once_converge(database_url: st
     print(f"transactions retried on deadlock or serialization failure: {len(retried)}")
 
 
+@pytest.mark.timeout(400)
+def test_two_processes_given_the_same_new_steps_at_once_store_each_once(database_url: str) -> None:
+    """Two ``pipelens serve`` on one database each get the same batches, in emit order as a
+    client sends them (batches of new steps, the first ones of a run split from its root's
+    finish), at the same time: one process COPYs a batch's new steps, the other waits for the
+    run and merges; every request is stored and each run's rows are those of one delivery."""
+    runs, children = 6, 40
+    with serve_at_once(2, "--database-url", database_url) as servers:
+        (_, first, _), (_, second, _) = servers
+        t0 = time.time_ns() - 60 * SECOND
+        events = [e for n in range(runs) for e in _long_run(f"ref-{n:02d}", children, t0)]
+        reference = httpx.post(
+            f"{first}/api/v1/events", content=msgpack_body(events), headers=MSGPACK
+        )
+        assert reference.status_code == 202
+        twins = [e for n in range(runs) for e in _long_run(f"con-{n:02d}", children, t0)]
+        batches = [twins[i : i + 50] for i in range(0, len(twins), 50)]
+        answers: list[int] = []
+        ready = threading.Barrier(2)
+
+        def deliver(url: str) -> None:
+            with httpx.Client(timeout=60) as http:
+                for batch in batches:
+                    ready.wait(60)  # both processes get each batch at once
+                    response = http.post(
+                        f"{url}/api/v1/events", content=msgpack_body(batch), headers=MSGPACK
+                    )
+                    answers.append(response.status_code)
+
+        senders = [threading.Thread(target=deliver, args=(url,)) for url in (first, second)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+    assert answers == [202] * (2 * len(batches))
+    for n in range(runs):
+        expected = _rows_of(database_url, f"ref-{n:02d}")
+        assert len(expected["steps"]) == children + 1
+        assert _rows_of(database_url, f"con-{n:02d}") == expected
+
+
 def _children_of(pid: int) -> set[int]:
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
