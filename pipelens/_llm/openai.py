@@ -75,16 +75,36 @@ _USAGE_SAFE_HOSTS = frozenset(("api.openai.com",))
 def with_stream_usage(kwargs: dict[str, Any], resource: Any, always: bool) -> dict[str, Any] | None:
     """Request arguments asking for usage in a chat stream, or ``None``: the caller chose, the
     call is raw (its caller reads every chunk or byte), or — unless ``always`` — the client's
-    server is not one known to take the argument."""
+    server is not one known to take the argument.
+
+    The ask goes in ``extra_body``, which the SDK merges into the JSON body as is: the typed
+    ``stream_options`` argument runs the SDK's TypedDict transform, 26 µs a call against 8.6
+    (openai 3.57); the body sent is the same.
+    """
     if kwargs.get("stream") is not True or raw_mode(kwargs):
         return None
     if "stream_options" in kwargs and given(kwargs["stream_options"]):
         return None  # the caller chose (the stream helpers pass openai's ``omit`` when not)
-    if not always:
-        base_url = getattr(getattr(resource, "_client", None), "base_url", None)
-        if getattr(base_url, "host", None) not in _USAGE_SAFE_HOSTS:
-            return None
-    return {**kwargs, "stream_options": {"include_usage": True}}
+    extra = kwargs.get("extra_body")
+    if extra is not None and given(extra) and not isinstance(extra, dict):
+        return None  # a body of the caller's own making: left as it is
+    if isinstance(extra, dict) and "stream_options" in extra:
+        return None  # the caller chose, in the raw body
+    if not always and _host(resource) not in _USAGE_SAFE_HOSTS:
+        return None
+    base = extra if isinstance(extra, dict) else {}
+    return {**kwargs, "extra_body": {**base, "stream_options": {"include_usage": True}}}
+
+
+def _host(resource: Any) -> Any:
+    """The host of ``resource``'s client, read from its ``_base_url`` where it keeps one: the
+    ``base_url`` property of openai 3.x imports a module on every read (2 µs)."""
+    client = getattr(resource, "_client", None)
+    fields = getattr(client, "__dict__", None)
+    base_url = fields.get("_base_url") if isinstance(fields, dict) else None
+    if base_url is None:
+        base_url = getattr(client, "base_url", None)
+    return getattr(base_url, "host", None)
 
 
 def read_raw(call: LLMCall, raw: Any, mode: str | None) -> None:

@@ -323,7 +323,7 @@ def test_auto_stream_usage_asks_only_openais_own_api() -> None:
         ask = _openai.with_stream_usage
         assert ask(kwargs, official.chat.completions, False) == {
             **kwargs,
-            "stream_options": {"include_usage": True},
+            "extra_body": {"stream_options": {"include_usage": True}},
         }
         assert ask(kwargs, local.chat.completions, False) is None
         assert ask(kwargs, local.chat.completions, True) is not None
@@ -363,6 +363,30 @@ def test_stream_usage_opt_in_asks_for_it_and_hides_the_usage_chunk(
     llm = llm_of(events)
     assert llm["usage"] == CHAT_USAGE
     assert llm["tokens_per_second"] > 0
+
+
+@pytest.mark.usefixtures("patched")
+def test_stream_usage_ask_keeps_the_callers_extra_body(
+    client: openai.OpenAI, stub: StubServer, events: CapturedEvents
+) -> None:
+    """The ask joins the caller's own ``extra_body`` keys, and a ``stream_options`` the caller put
+    there is theirs: sent as given, its usage chunk handed to the caller."""
+    pipelens.configure(llm_stream_usage=True)
+    list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, extra_body={"tag": "x"}
+        )
+    )
+    body = stub.requests[-1][1]
+    assert (body["tag"], body["stream_options"]) == ("x", {"include_usage": True})
+    own = {"stream_options": {"include_usage": True, "note": 1}}
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, extra_body=own
+        )
+    )
+    assert stub.requests[-1][1]["stream_options"] == {"include_usage": True, "note": 1}
+    assert any(chunk.usage is not None for chunk in chunks)  # not swallowed: the caller asked
 
 
 @pytest.mark.usefixtures("patched")
