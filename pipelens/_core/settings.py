@@ -33,6 +33,8 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = _KEYS
 #: Values that look like credentials wherever they appear (API keys of OpenAI, Google, AWS,
 #: GitHub, Slack; bearer tokens, JWTs, URL passwords, ``api_key=...`` in text).
 SECRET_VALUE_PATTERN = "|".join(_VALUES)
+#: The same, one pattern each.
+SECRET_VALUES: tuple[str, ...] = _VALUES
 
 #: Lower-case substrings one of which every match of the default key and value patterns holds.
 SECRET_FRAGMENTS: tuple[str, ...] = _FRAGMENTS

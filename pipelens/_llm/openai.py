@@ -17,6 +17,7 @@ from pipelens._llm.openai_compat import (
     given,
     raw_mode,
     read_response,
+    reader,
     usage_from_openai,
 )
 from pipelens._llm.provider import EndpointConfig, StreamState
@@ -160,13 +161,18 @@ class ChatStream(StreamState):
         self.swallow_usage = swallow_usage
 
     def record_chunk(self, call: LLMCall, chunk: Any) -> tuple[bool, bool]:
-        """Read one chunk: (hand it to the caller?, did it carry output?)."""
-        model = get(chunk, "model")
+        """Read one chunk: (hand it to the caller?, did it carry output?).
+
+        Each object is read through one :func:`reader` (a dict lookup a field), not :func:`get`
+        a field: this runs for every chunk on the caller's thread.
+        """
+        field = reader(chunk)
+        model = field("model")
         if model:
             call.response_model = model
         if call.response_id is None:
-            call.response_id = get(chunk, "id")
-        usage = get(chunk, "usage")
+            call.response_id = field("id")
+        usage = field("usage")
         if usage is not None:
             call.usage = usage_from_openai(usage)
         elif self.swallow_usage:
@@ -176,19 +182,20 @@ class ChatStream(StreamState):
             fields_set = getattr(chunk, "__pydantic_fields_set__", None)
             if isinstance(fields_set, set):
                 fields_set.discard("usage")
-        choices = get(chunk, "choices") or []  # empty on usage and content-filter chunks
+        choices = field("choices") or []  # empty on usage and content-filter chunks
         if not choices:
             return not (usage is not None and self.swallow_usage), False
         content = False
         for choice in choices:
-            if get(choice, "index") not in (0, None):  # n > 1: the first choice is recorded
+            choice_field = reader(choice)
+            if choice_field("index") not in (0, None):  # n > 1: the first choice is recorded
                 continue
-            delta = get(choice, "delta")
-            text = get(delta, "content")
+            delta = reader(choice_field("delta"))
+            text = delta("content")
             if text:
                 self.parts.append(text)
                 content = True
-            for tc in get(delta, "tool_calls") or []:
+            for tc in delta("tool_calls") or []:
                 slot = self.tool_calls.get(as_int(get(tc, "index")))
                 if slot is None:
                     slot = self.tool_calls[as_int(get(tc, "index"))] = ToolCall()
@@ -197,7 +204,7 @@ class ChatStream(StreamState):
                 slot.name = get(function, "name") or slot.name
                 slot.arguments += get(function, "arguments") or ""
                 content = True
-            reason = get(choice, "finish_reason")
+            reason = choice_field("finish_reason")
             if reason:
                 self.finish_reason = reason
         return True, content
