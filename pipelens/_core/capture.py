@@ -11,7 +11,7 @@ import dataclasses
 import re
 import reprlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -204,19 +204,32 @@ _DEFAULT_FRAGMENTS = SECRET_FRAGMENTS  # from ``secrets.json``, as the server's 
 _DEFAULT_KEYS_SOURCE = _compile_default_source()
 
 
-def _gated(pattern: str) -> tuple[frozenset[str], re.Pattern[bytes]]:
-    """``pattern``'s hint and the fragments written in it: every match holds one of them
-    (tested), so a text holding none of them needs no search; none written: always searched."""
+class _Gated(NamedTuple):
+    """One default pattern's hint: the fragments written in it (every match holds one of them,
+    as tested; none written: always searched), and the pattern compiled twice: case-insensitive
+    over the text's bytes, and lower-cased, case-sensitive over an ASCII text's lower-cased
+    bytes. The same matches (ASCII case folding is lower-casing), and ``re`` skips to the
+    pattern's first letters there: 7-12x faster."""
+
+    gates: frozenset[str]
+    folded: re.Pattern[bytes]
+    lowered: re.Pattern[bytes]
+
+
+def _gated(pattern: str) -> _Gated:
     lowered = pattern.lower()
+    folded = re.compile(pattern.encode(), re.IGNORECASE)
     gates = frozenset(f for f in _DEFAULT_FRAGMENTS if f in lowered)
-    return gates, re.compile(pattern.encode(), re.IGNORECASE)
+    if re.search(r"\\[A-Z]", pattern):  # \S, \W, \D, \B mean something else lower-cased
+        return _Gated(gates, folded, folded)
+    return _Gated(gates, folded, re.compile(lowered.replace("(?i:", "(?:").encode()))
 
 
-#: The default patterns' hint, a regex each behind its own fragments. One case-insensitive regex
-#: of all 23 patterns has ``re`` try every pattern at every position: 76 µs for an LLM call's
-#: 279-byte record, whose ``"input_tokens"`` passes the fragment test, 2.6 ms for 10 KB of text
-#: holding "author". Gated: 32 µs and 0.42 ms (the patterns of ``token``, ``auth``, and the two
-#: with no fragment written in them).
+#: The default patterns' hints. One case-insensitive regex of all 23 patterns had ``re`` try
+#: every pattern at every position: 74 µs for an LLM call's 279-byte record, whose
+#: ``"input_tokens"`` passes the fragment test, 2.6 ms for 10 KB of text holding "author".
+#: Gated and lower-cased: 12.5 and 176 µs (the patterns of ``token``, of ``auth``, and the two
+#: with no fragment written in them; at 10 KB most of it is the fragment test itself).
 _DEFAULT_HINTS = tuple(_gated(p) for p in (*map(_loosen, DEFAULT_REDACT_KEYS), *SECRET_VALUES))
 
 
@@ -224,10 +237,10 @@ def _may_hold_secret(text: str) -> bool:
     if settings.redact_key_re.pattern != _DEFAULT_KEYS_SOURCE:
         return "\\" in text or _secret_hint().search(text.encode()) is not None
     lowered = text.lower()
-    # A loop, not any() over a generator: twice as fast for the 23 fragments, on every
-    # captured value; most hold none.
-    for fragment in _DEFAULT_FRAGMENTS:
-        if fragment in lowered:
+    # A loop, not a set or any() over a generator: the fastest way through the 23 fragments
+    # for most captured values, which hold none.
+    for first in _DEFAULT_FRAGMENTS:
+        if first in lowered:
             break
     else:
         return False
@@ -235,10 +248,16 @@ def _may_hold_secret(text: str) -> bool:
     # character a pattern's ``\s`` or ``$`` would match: such a text is decoded and walked.
     if "\\" in text:
         return True
-    present = {fragment for fragment in _DEFAULT_FRAGMENTS if fragment in lowered}
-    data = text.encode()
-    for gates, hint in _DEFAULT_HINTS:
-        if (not gates or not gates.isdisjoint(present)) and hint.search(data) is not None:
+    rest = _DEFAULT_FRAGMENTS[_DEFAULT_FRAGMENTS.index(first) + 1 :]  # those before are absent
+    present = {first, *(fragment for fragment in rest if fragment in lowered)}
+    # str.lower() folds more than ASCII (the Kelvin sign becomes "k"): only an ASCII text is
+    # searched lower-cased.
+    ascii_text = text.isascii()
+    data = lowered.encode() if ascii_text else text.encode()
+    for gates, folded, lower_form in _DEFAULT_HINTS:
+        if gates and gates.isdisjoint(present):
+            continue
+        if (lower_form if ascii_text else folded).search(data) is not None:
             return True
     return False
 

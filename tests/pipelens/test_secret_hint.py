@@ -31,7 +31,11 @@ def _whole_hint(text: str) -> bool:
 
 @pytest.mark.parametrize(
     ("gates", "hint"),
-    [pytest.param(g, h, id=h.pattern.decode()[:40]) for g, h in capture._DEFAULT_HINTS if g],
+    [
+        pytest.param(h.gates, h.folded, id=h.folded.pattern.decode()[:40])
+        for h in capture._DEFAULT_HINTS
+        if h.gates
+    ],
 )
 def test_every_text_a_default_pattern_matches_holds_one_of_its_fragments(
     gates: frozenset[str], hint: re.Pattern[bytes]
@@ -52,8 +56,8 @@ _pieces = st.one_of(
     st.sampled_from(['"', ":", "=", " ", "_", "-", "@", "/", "token", "Bearer ", "sk-", "AKIA"]),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789_-.", max_size=24),
     *(
-        st.from_regex(h).map(lambda b: b.decode("utf-8", "replace"))
-        for _, h in capture._DEFAULT_HINTS
+        st.from_regex(h.folded).map(lambda b: b.decode("utf-8", "replace"))
+        for h in capture._DEFAULT_HINTS
     ),
 )
 
@@ -71,6 +75,20 @@ def test_an_llm_calls_record_with_token_counts_is_not_walked_and_a_key_in_it_is(
     assert not capture._may_hold_secret(record)
     assert capture._may_hold_secret(record.replace('"stream"', '"api_key"'))
     assert capture._may_hold_secret(record.replace("true", '"Bearer abcdefgh12345678"'))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"clé": "x", "api_key": 1}',  # not ASCII: searched case-folded, not lower-cased
+        '{"\u212aey": "x", "Api_Key": 1}',
+        '{"note": "Authorization: BEARER abcdefgh12345678"}',
+        "AKIAABCDEFGHIJKLMNOP",
+    ],
+)
+def test_secret_looking_texts_pass_in_any_case_and_script(text: str) -> None:
+    assert capture._may_hold_secret(text)
+    assert capture._may_hold_secret(text.upper())
 
 
 def test_an_llm_steps_secret_is_redacted_and_its_token_counts_kept(
