@@ -312,3 +312,37 @@ def test_scale_too_few_steps_are_refused_with_the_least_named() -> None:
     )
     message = "--steps 1000: expected at least 2,368 (more than the small size)"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_payloads_quick_run_prints_a_row_per_kind_of_text_and_exits_0() -> None:
+    """``benchmarks.payloads --quick`` exits 0, which it does only if every event reached the
+    file and the secret did not, and prints a row of figures for each kind of text."""
+    from benchmarks.payloads import KINDS
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.payloads", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for kind in KINDS:
+        assert re.search(
+            rf"^{re.escape(kind)} +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x ", proc.stdout, re.M
+        )
+
+
+def test_payloads_bad_count_is_refused_with_its_option_named() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.payloads", "--steps", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--steps" in proc.stderr
