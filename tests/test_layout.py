@@ -162,12 +162,13 @@ def test_the_client_never_imports_the_server() -> None:
 
 
 def test_the_server_imports_only_the_wire_contract_of_the_client() -> None:
-    """``pipelens_server`` takes ``pipelens.events`` and the price lookup (``pipelens._pricing``,
-    a leaf), nothing else of the client."""
+    """``pipelens_server`` takes ``pipelens.events``, the price lookup (``pipelens._pricing``)
+    and the secret matcher (``pipelens._secrets``), leaves both, nothing else of the client."""
     taken = {e.target for e in EDGES if e.source.split(".")[0] == "pipelens_server"}
     assert {t for t in taken if t.split(".")[0] == "pipelens"} <= {
         "pipelens.events",
         "pipelens._pricing",
+        "pipelens._secrets",
     }
 
 
@@ -202,7 +203,7 @@ CLIENT = House(
             "pipelens._seed",
         },
     },
-    leaves={"pipelens.events", "pipelens._version", "pipelens._pricing"},
+    leaves={"pipelens.events", "pipelens._version", "pipelens._pricing", "pipelens._secrets"},
 )
 SERVER = House(
     package="pipelens_server",
@@ -227,6 +228,7 @@ SERVER = House(
     leaves={
         "pipelens.events",
         "pipelens._pricing",
+        "pipelens._secrets",
         "pipelens_server._errors",
         "pipelens_server._logging",
         "pipelens_server._settings",

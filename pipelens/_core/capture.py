@@ -11,15 +11,14 @@ import dataclasses
 import re
 import reprlib
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
+from pipelens import _secrets
 from pipelens._core import containment
 from pipelens._core.settings import (
     DEFAULT_REDACT_KEYS,
-    SECRET_FRAGMENTS,
     SECRET_VALUE_PATTERN,
     SECRET_VALUES,
     Settings,
@@ -40,7 +39,7 @@ from pipelens.events import (
     cut,
 )
 
-REDACTED = "[REDACTED]"
+REDACTED = _secrets.REDACTED
 TRUNCATED_KEY = "$truncated"
 #: A ``repr()`` slower than this marks its type: later objects of it get a placeholder.
 SLOW_REPR_SECONDS = 0.01
@@ -173,7 +172,6 @@ _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 #: (a value that encodes within ``max_value_bytes``; anything else takes ``capture`` itself).
 encode = _encoder.encode
 _decoder = msgspec.json.Decoder()
-_value_re = re.compile(SECRET_VALUE_PATTERN)
 _hint_cache: dict[str, re.Pattern[bytes]] = {}
 
 
@@ -199,140 +197,20 @@ def _secret_hint() -> re.Pattern[bytes]:
     return hint
 
 
-#: Lower-case fragments one of which every default key pattern and value pattern contains. A
-#: substring test is ~10x faster than the case-insensitive regex, and most values have none.
-_DEFAULT_FRAGMENTS = SECRET_FRAGMENTS  # from ``secrets.json``, as the server's pre-check
 _DEFAULT_KEYS_SOURCE = _compile_default_source()
-#: Letters from the most to the least common in English text. In a long text each fragment's
-#: rarest character is looked for first: finding one character is ``memchr`` (0.1 µs over
-#: 10 KB), so in most prose, which has no ``_``, ``-``, ``:``, ``j`` or ``z``, nine of the 23
-#: fragments cost next to nothing. The rest are searched from their rarest character on too
-#: (``ken(?<=token)``): ``re`` skips to a literal's first character faster than a substring
-#: test of a short fragment runs (3.4 against 6.5 µs for ``token`` over 10 KB).
-_LETTERS_BY_USE = "etaoinshrdlcumwfgypbvkjxqz"
-#: From this length on the rarest character is looked for first; below it each test is as cheap.
-_LONG_TEXT = 256
-_NONE: frozenset[str] = frozenset()
-
-
-def _rarest(fragment: str) -> int:
-    def rank(i: int) -> int:  # not a letter (``_``, ``-``, ``:``): rarer than any
-        c = fragment[i]
-        return _LETTERS_BY_USE.index(c) if c in _LETTERS_BY_USE else len(_LETTERS_BY_USE)
-
-    return max(range(len(fragment)), key=rank)
-
-
-def _from_rarest(fragment: str) -> tuple[str, str, Callable[[str], object]]:
-    at = _rarest(fragment)
-    behind = f"(?<={re.escape(fragment)})" if at else ""
-    return fragment, fragment[at], re.compile(re.escape(fragment[at:]) + behind).search
-
-
-_FROM_RAREST = tuple(map(_from_rarest, _DEFAULT_FRAGMENTS))
-
-
-def _fragments_in(lowered: str) -> frozenset[str]:
-    """The default fragments in a lower-cased text."""
-    if len(lowered) >= _LONG_TEXT:
-        return frozenset(
-            f for f, rare, search in _FROM_RAREST if rare in lowered and search(lowered)
-        )
-    for fragment in _DEFAULT_FRAGMENTS:  # most values hold none: a plain loop is the fastest
-        if fragment in lowered:
-            return frozenset(f for f in _DEFAULT_FRAGMENTS if f in lowered)
-    return _NONE
-
-
-#: Default patterns that ``re`` would try at every position of a text (a leading ``\b`` or
-#: lookbehind, an alternation of words), and the forms searched for them instead: each begins
-#: with letters ``re`` skips to, holds a fragment, and together they match wherever the pattern
-#: does (as tested). 150-190 µs over 10 KB each, as written; 7-12 µs so.
-_SEARCH_FORMS: dict[str, tuple[str, ...]] = {
-    r"\bjwt\b": (r"jwt\b(?<=\bjwt)",),
-    r"gh[pousr]_[A-Za-z0-9]{20,}": tuple(f"gh{c}_[A-Za-z0-9]{{20,}}" for c in "pousr"),
-    r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}": (r"bearer\s+[A-Za-z0-9._~+/=-]{8,}",),
-    "(?<=://)[^/\\s:@\"'<>]+:[^/\\s@\"'<>]+(?=@)": ("://[^/\\s:@\"'<>]+:[^/\\s@\"'<>]+(?=@)",),
-    SECRET_VALUES[-1]: tuple(
-        f"(?i:{word}\\s*[=:]\\s*['\"]?[^\\s'\"&,;)]+)"
-        for word in (
-            "api[_-]?key",
-            "passw(?:or)?d",
-            "passphrase",
-            "pwd",
-            "secret",
-            "token",
-            "access[_-]?key",
-        )
-    ),
-}
-
-
-class _Hint(NamedTuple):
-    """One search form of a default pattern: the fragments written in it (every match holds
-    one of them, as tested), and the form lower-cased, searched case-sensitively in a text
-    :func:`_folded`. It matches there wherever the form matches the text ignoring case, and
-    ``re`` skips to its first letters, which it cannot do ignoring case (7-12x faster)."""
-
-    gates: frozenset[str]
-    search: Callable[[str], object]
-
-
-def _hint(form: str) -> _Hint:
-    lowered = form.lower()
-    gates = frozenset(f for f in _DEFAULT_FRAGMENTS if f in lowered)
-    if re.search(r"\\[A-Z]", form):  # \S, \W, \D, \B mean something else lower-cased
-        return _Hint(gates, re.compile(form, re.IGNORECASE).search)
-    return _Hint(gates, re.compile(lowered.replace("(?i:", "(?:")).search)
-
-
-def _hints(patterns: Iterable[str]) -> tuple[_Hint, ...]:
-    return tuple(_hint(f) for p in patterns for f in _SEARCH_FORMS.get(p, (p,)))
-
-
-def _by_fragment(hints: tuple[_Hint, ...]) -> dict[str, tuple[_Hint, ...]]:
-    return {f: tuple(h for h in hints if f in h.gates) for f in _DEFAULT_FRAGMENTS}
-
-
-#: The hints of the default value patterns, and of them with the key patterns made to run over a
-#: whole JSON text, by fragment: a text's fragments name the few forms to search. One
-#: case-insensitive regex of all 23 patterns had ``re`` try every pattern at every position:
-#: 74 µs for an LLM call's 279-byte record, whose ``"input_tokens"`` passes the fragment test,
-#: 2.6 ms for 10 KB of text holding "author"; so, 3.5 and ~80 µs, most of it the fragment test.
-_VALUE_HINTS = _hints(SECRET_VALUES)
-_DEFAULT_HINTS = (*_hints(map(_loosen, DEFAULT_REDACT_KEYS)), *_VALUE_HINTS)
-_VALUE_HINTS_BY_FRAGMENT = _by_fragment(_VALUE_HINTS)
-_DEFAULT_HINTS_BY_FRAGMENT = _by_fragment(_DEFAULT_HINTS)
-
-#: The characters besides ASCII letters that ``re`` takes for one when it ignores case (the
-#: dotted and the dotless i, the long s, the Kelvin sign), and that letter.
-_TO_ASCII = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
-
-
-def _folded(text: str) -> str:
-    """``text`` lower-cased as ``re`` compares it with ASCII letters when it ignores case: a
-    pattern's match there holds the pattern's fragments."""
-    if not text.isascii():
-        for char, letter in _TO_ASCII:
-            if char in text:
-                text = text.replace(char, letter)
-    return text.lower()
-
-
-def _hinted(hints: dict[str, tuple[_Hint, ...]], lowered: str, present: frozenset[str]) -> bool:
-    """Whether one of the ``hints`` of the fragments ``present`` in ``lowered`` matches it."""
-    for fragment in present:
-        for hint in hints[fragment]:
-            if hint.search(lowered) is not None:
-                return True
-    return False
+#: The forms of the value patterns and of the key patterns made to run over a whole JSON text.
+#: One case-insensitive regex of all 23 patterns had ``re`` try every pattern at every
+#: position: 74 µs for an LLM call's 279-byte record, whose ``"input_tokens"`` passes the
+#: fragment test, 2.6 ms for 10 KB of text holding "author"; so, 3.5 and ~80 µs, most of it the
+#: fragment test.
+_DEFAULT_HINTS = _secrets.hints((*map(_loosen, DEFAULT_REDACT_KEYS), *SECRET_VALUES))
 
 
 def _suspect(text: str) -> frozenset[str] | None:
     """The default fragments JSON ``text`` holds if it may hold a secret (it is then walked),
     else ``None``."""
-    lowered = _folded(text)
-    present = _fragments_in(lowered)
+    lowered = _secrets.folded(text)
+    present = _secrets.fragments_in(lowered)
     custom = settings.redact_key_re.pattern != _DEFAULT_KEYS_SOURCE
     if not (present or custom):
         return None
@@ -342,7 +220,7 @@ def _suspect(text: str) -> frozenset[str] | None:
         return present
     if custom:
         return present if _secret_hint().search(text.encode()) is not None else None
-    return present if _hinted(_DEFAULT_HINTS_BY_FRAGMENT, lowered, present) else None
+    return present if _secrets.hinted(_DEFAULT_HINTS, lowered, present) else None
 
 
 def is_secret_key(key: str) -> bool:
@@ -362,25 +240,14 @@ def _scrub_preview(preview: str) -> str:
         if key_re.search(match.group(1)):
             preview = preview[: match.start()] + REDACTED
             break
-    return _value_re.sub(REDACTED, preview)
-
-
-def _scrub_string(text: str, present: frozenset[str]) -> str:
-    # A string holds a value pattern's match only if it holds one of its fragments, which the
-    # whole JSON text then holds too (``present``). The patterns' one regex costs ~0.2 ms a KB:
-    # it runs only where a hint matched.
-    lowered = _folded(text)
-    here = frozenset(f for f in present if f in lowered)
-    if here and _hinted(_VALUE_HINTS_BY_FRAGMENT, lowered, here):
-        return _value_re.sub(REDACTED, text)
-    return text
+    return _secrets.redact_values(preview)
 
 
 def _scrub(value: Any, present: frozenset[str]) -> Any:
     """``value`` with secrets redacted, the same object when nothing changed; ``present``: the
-    default fragments its JSON text holds."""
+    default fragments its JSON text holds (a string holds only those of them)."""
     if isinstance(value, str):
-        return _scrub_string(value, present)
+        return _secrets.redact_values(value, present)
     if isinstance(value, list):
         items = [_scrub(v, present) for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
@@ -488,8 +355,8 @@ def scrub_event(event: Event) -> Event:
             changes[field] = clean
     error = getattr(event, "error", None)
     if error is not None:
-        message = _value_re.sub(REDACTED, error.message)
-        tb = None if error.traceback is None else _value_re.sub(REDACTED, error.traceback)
+        message = _secrets.redact_values(error.message)
+        tb = None if error.traceback is None else _secrets.redact_values(error.traceback)
         if message != error.message or tb != error.traceback:
             changes["error"] = ErrorInfo(type=error.type, message=message, traceback=tb)
     return msgspec.structs.replace(event, **changes) if changes else event
@@ -502,18 +369,18 @@ def _scrub_who(event: RunStarted | RunFinished) -> RunStarted | RunFinished:
         return event
     key_re = settings.redact_key_re
     attributes = {
-        k: REDACTED if key_re.search(k) else _value_re.sub(REDACTED, v)
+        k: REDACTED if key_re.search(k) else _secrets.redact_values(v)
         for k, v in event.attributes.items()
     }
     changes: dict[str, Any] = {}
     if attributes != event.attributes:
         changes["attributes"] = attributes
-    tags = [_value_re.sub(REDACTED, t) for t in event.tags]
+    tags = [_secrets.redact_values(t) for t in event.tags]
     if tags != event.tags:
         changes["tags"] = tags
     for field in ("user_id", "session_id"):
         text = getattr(event, field)
-        if text is not None and (clean := _value_re.sub(REDACTED, text)) != text:
+        if text is not None and (clean := _secrets.redact_values(text)) != text:
             changes[field] = clean
     return msgspec.structs.replace(event, **changes) if changes else event
 
@@ -522,11 +389,11 @@ def _scrub_score(event: ScoreAdded) -> ScoreAdded:
     """Secret-looking texts in a score's comment and category, as in error texts."""
     changes: dict[str, Any] = {}
     if event.comment is not None:
-        comment = _value_re.sub(REDACTED, event.comment)
+        comment = _secrets.redact_values(event.comment)
         if comment != event.comment:
             changes["comment"] = comment
     if isinstance(event.value, str):
-        value = _value_re.sub(REDACTED, event.value)
+        value = _secrets.redact_values(event.value)
         if value != event.value:
             changes["value"] = value
     return msgspec.structs.replace(event, **changes) if changes else event

@@ -7,37 +7,22 @@ fields, and tells the settings (:func:`use_env_transport`) how to build the tran
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable
-from importlib import resources
 from typing import Any
 
 from pipelens._core.sink import Transport
+from pipelens._secrets import FRAGMENTS, KEYS, VALUE_RE, VALUES
 
-
-def _load_secret_patterns() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    # One list for the client and the server: ``pipelens/secrets.json`` (its "description"
-    # says the format); the server reads the same file by path.
-    data = json.loads(resources.files("pipelens").joinpath("secrets.json").read_bytes())
-    return tuple(data["keys"]), tuple(data["values"]), tuple(data["fragments"])
-
-
-_KEYS, _VALUES, _FRAGMENTS = _load_secret_patterns()
-
-#: Key names whose values are replaced by ``[REDACTED]`` before they leave the process.
-#: ``token`` matches only as a suffix so that ``max_tokens`` or ``total_tokens`` stay visible.
-DEFAULT_REDACT_KEYS: tuple[str, ...] = _KEYS
-
-#: Values that look like credentials wherever they appear (API keys of OpenAI, Google, AWS,
-#: GitHub, Slack; bearer tokens, JWTs, URL passwords, ``api_key=...`` in text).
-SECRET_VALUE_PATTERN = "|".join(_VALUES)
-#: The same, one pattern each.
-SECRET_VALUES: tuple[str, ...] = _VALUES
-
+#: Key names whose values are replaced by ``[REDACTED]`` before they leave the process
+#: (``pipelens/secrets.json``, one list for the client and the server).
+DEFAULT_REDACT_KEYS: tuple[str, ...] = KEYS
+#: Values that look like credentials wherever they appear, as one pattern and one each.
+SECRET_VALUE_PATTERN = VALUE_RE.pattern
+SECRET_VALUES: tuple[str, ...] = VALUES
 #: Lower-case substrings one of which every match of the default key and value patterns holds.
-SECRET_FRAGMENTS: tuple[str, ...] = _FRAGMENTS
+SECRET_FRAGMENTS: tuple[str, ...] = FRAGMENTS
 
 
 #: Seconds between two heartbeats of a transport that sends them (``HttpTransport``).

@@ -51,8 +51,9 @@ def get(obj: Any, name: str) -> Any:
 
 
 #: Whether a class is a pydantic model, by class: ``hasattr`` on a model class goes through
-#: pydantic's metaclass (134 ns against 30 for this lookup), and it is asked for every object
-#: a response or a stream chunk is read from, on the caller's thread.
+#: pydantic's metaclass (timeit: 145 ns a call against 87 for this lookup, 78 of each the timed
+#: call itself), and it is asked for every object a response or a stream chunk is read from, on
+#: the caller's thread.
 _MODEL_CLASSES: dict[type, bool] = {}
 
 

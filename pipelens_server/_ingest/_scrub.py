@@ -2,17 +2,16 @@
 
 The client scrubs before a value leaves the process; the raw API (any client, JSON or msgpack),
 the seed's endpoints and file import store what they are sent, so the server applies the same
-rules, from the same list: ``pipelens/secrets.json`` (read by path beside ``pipelens.events``, as
-``pipelens._pricing`` reads ``prices.json``; its ``description`` says the format). A value under a
-key matching a ``keys`` pattern becomes ``[REDACTED]``, and every match of a ``values`` pattern
-in a string too, the same output as ``pipelens._core.capture.scrub`` for the same text.
+rules with the same matcher: ``pipelens._secrets`` (a leaf of the client, as ``_pricing`` is),
+which reads ``pipelens/secrets.json``. A value under a key matching a ``keys`` pattern becomes
+``[REDACTED]``, and every match of a ``values`` pattern in a string too, the same output as
+``pipelens._core.capture.scrub`` for the same text.
 
 The common value holds nothing secret-looking, which is told without decoding it: its text,
-lower-cased, holds none of the list's ``fragments`` (a substring test, ten times faster than a
-case-insensitive search). The same test skips each key and string of a walked value. Escapes
-can hide a fragment (``\\u0061``, ``\\/``: such a text is walked), and a text that is not
-ASCII skips the test, since case-insensitive matching folds more than ``str.lower`` does (the
-long s matches ``s``). The raw API tests each distinct captured text of a batch once
+lower-cased, holds none of the list's ``fragments``. The same test skips each key and string of
+a walked value, and in a string only the value patterns' forms gated by the fragments it holds
+are searched (``_secrets.redact_values``). Escapes can hide a fragment (``\\u0061``, ``\\/``):
+such a text is walked. The raw API tests each distinct captured text of a batch once
 (``_decode``); OTLP tests a step's texts at once (:func:`may_hold_secret` of them all).
 """
 
@@ -25,38 +24,28 @@ from typing import Any
 
 import msgspec
 
-import pipelens.events
+from pipelens import _secrets
+from pipelens._secrets import REDACTED
 
-REDACTED = "[REDACTED]"
 #: How a client marks a value cut past its size limit (``pipelens._core.capture``).
 TRUNCATED_KEY = "$truncated"
 
-#: A key in JSON text: what a truncated value's ``preview`` (a cut JSON document) holds.
 #: How many keys' verdicts :meth:`Patterns.secret_key` keeps (then it starts afresh).
 _KEYS_REMEMBERED = 4096
-#: Below this many characters one regular expression of every fragment tells faster than a test
-#: of each in turn (0.7 against 1.4 µs at 8 characters, measured); from about 48 the loop wins.
-_SHORT_TEXT = 48
+#: A key in JSON text: what a truncated value's ``preview`` (a cut JSON document) holds.
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
-
-
-class _SecretsFile(msgspec.Struct):
-    keys: list[str]
-    values: list[str]
-    fragments: list[str]
 
 
 class Patterns:
     """The shared list, compiled: key names, secret-looking values, and the cheap pre-check."""
 
-    __slots__ = ("_any_fragment", "_keys_seen", "fragments", "key", "value")
+    __slots__ = ("_keys_seen", "fragments", "key", "value")
 
-    def __init__(self, keys: list[str], values: list[str], fragments: list[str]) -> None:
-        self.fragments = tuple(fragments)
-        self._any_fragment = re.compile("|".join(map(re.escape, self.fragments)))
+    def __init__(self) -> None:
+        self.fragments = _secrets.FRAGMENTS
         # As the client compiles them (``pipelens._core.settings``).
-        self.key = re.compile("|".join(f"(?:{p})" for p in keys), re.IGNORECASE)
-        self.value = re.compile("|".join(values))
+        self.key = re.compile("|".join(f"(?:{p})" for p in _secrets.KEYS), re.IGNORECASE)
+        self.value = _secrets.VALUE_RE
         # Whether a key is secret, by key: the same few keys come in every event.
         self._keys_seen: dict[str, bool] = {}
 
@@ -72,27 +61,18 @@ class Patterns:
 
     def suspect(self, text: str) -> bool:
         """Whether a key or value pattern may match in ``text`` (``False`` only when none can)."""
-        if not text.isascii():
-            return True
-        lowered = text.lower()
-        if len(lowered) < _SHORT_TEXT:  # most captured values: '{"i":57}', '58'
-            return self._any_fragment.search(lowered) is not None
-        for fragment in self.fragments:  # noqa: SIM110 - a loop is faster than any()
-            if fragment in lowered:
-                return True
-        return False
+        return bool(_secrets.fragments_in(_secrets.folded(text)))
 
 
 def secrets_file() -> Path:
     """The client's shipped list of what is redacted."""
-    return Path(pipelens.events.__file__).parent / "secrets.json"
+    return Path(_secrets.__file__).with_name("secrets.json")
 
 
 @functools.cache
 def patterns() -> Patterns:
-    """The shared list (read once per process)."""
-    data = msgspec.json.decode(secrets_file().read_bytes(), type=_SecretsFile)
-    return Patterns(data.keys, data.values, data.fragments)
+    """The shared list, compiled once per process."""
+    return Patterns()
 
 
 def may_hold_secret(*texts: str | None) -> bool:
@@ -102,9 +82,9 @@ def may_hold_secret(*texts: str | None) -> bool:
 
 
 def scrub_text(text: str) -> str:
-    """``text`` (a message, a traceback) with each secret-looking match replaced."""
-    secrets = patterns()
-    return secrets.value.sub(REDACTED, text) if secrets.suspect(text) else text
+    """``text`` (a message, a traceback, a string of a value) with each secret-looking match
+    replaced."""
+    return _secrets.redact_values(text)
 
 
 def scrub_opt_text(text: str | None) -> str | None:
@@ -188,4 +168,4 @@ def _scrub_preview(preview: str) -> str:
         if key.search(match.group(1)):
             preview = preview[: match.start()] + REDACTED
             break
-    return patterns().value.sub(REDACTED, preview)
+    return _secrets.redact_values(preview)

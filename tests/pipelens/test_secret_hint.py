@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipelens
+from pipelens import _secrets
 from pipelens._core import capture
 from pipelens._core.settings import DEFAULT_REDACT_KEYS, SECRET_FRAGMENTS, SECRET_VALUES
 from pipelens.testing import CapturedEvents
@@ -39,13 +40,13 @@ def test_every_text_a_default_pattern_matches_is_found_by_a_form_with_its_fragme
 ) -> None:
     """Each default pattern is searched as one or more forms (``_SEARCH_FORMS``): wherever it
     matches, one of them matches too, and the text holds one of that form's fragments."""
-    forms = capture._hints([pattern])
+    forms = _secrets.forms(pattern)
 
     @quick
     @given(st.from_regex(re.compile(pattern, re.IGNORECASE)))
     def check(text: str) -> None:
-        lowered = capture._folded(text)
-        found = [f for f in forms if f.search(lowered) is not None]
+        lowered = _secrets.folded(text)
+        found = [f for f in forms if f.pattern.search(lowered) is not None]
         assert found, (text, pattern)
         assert any(g in lowered for f in found for g in f.gates), (text, pattern)
 
@@ -53,8 +54,8 @@ def test_every_text_a_default_pattern_matches_is_found_by_a_form_with_its_fragme
 
 
 def test_every_search_form_holds_a_fragment_and_every_rewritten_pattern_is_a_default() -> None:
-    assert all(hint.gates for hint in capture._DEFAULT_HINTS)
-    assert set(capture._SEARCH_FORMS) <= set(_PATTERNS)
+    assert all(hint.gates for p in _PATTERNS for hint in _secrets.forms(p))
+    assert set(_secrets._SEARCH_FORMS) <= set(_PATTERNS)
 
 
 #: Pieces that make texts near and inside the patterns' matches.
@@ -82,7 +83,7 @@ def test_the_gated_test_answers_as_the_whole_regex_did(text: str) -> None:
     """The same answer for ASCII text. Not ASCII, the one regex over UTF-8 bytes passed over
     what ``re`` matches ignoring case in the text (a long s for an s, a no-break space); the
     gated test also passes what the regex passed."""
-    assert len(_FILLER) >= capture._LONG_TEXT
+    assert len(_FILLER) >= _secrets._LONG_TEXT
     suspect = capture._suspect(text) is not None
     if text.isascii():
         assert suspect == _whole_hint(text)
@@ -93,7 +94,7 @@ def test_the_gated_test_answers_as_the_whole_regex_did(text: str) -> None:
 def _walk_all(value: object) -> object:
     """Redaction as it was: every key tested, every string searched with the one regex."""
     if isinstance(value, str):
-        return capture._value_re.sub(capture.REDACTED, value)
+        return _secrets.VALUE_RE.sub(capture.REDACTED, value)
     if isinstance(value, list):
         return [_walk_all(v) for v in value]
     if isinstance(value, dict):
@@ -168,3 +169,10 @@ def test_a_secret_in_text_that_is_not_ascii_is_redacted(value: object, kept: str
     assert "hunter2" not in clean
     assert capture.REDACTED in clean
     assert kept in clean
+
+
+@quick
+@given(_texts)
+def test_values_are_replaced_where_and_as_the_one_regex_replaces_them(text: str) -> None:
+    """The one regex tried only where a value pattern's form matches: the same text out."""
+    assert _secrets.redact_values(text) == _secrets.VALUE_RE.sub(capture.REDACTED, text)

@@ -48,11 +48,13 @@ def _client_imports(package: Path) -> set[str]:
 
 
 def test_only_the_wire_contract_is_imported_from_the_client() -> None:
-    """The server takes nothing from ``pipelens`` but ``pipelens.events`` and the price lookup
-    both sides share (``pipelens._pricing``, a leaf)."""
+    """The server takes nothing from ``pipelens`` but ``pipelens.events`` and the leaves both
+    sides share: the price lookup (``pipelens._pricing``) and the secret matcher
+    (``pipelens._secrets``)."""
     assert _client_imports(Path(pipelens_server.__file__).parent) == {
         "pipelens.events",
         "pipelens._pricing",
+        "pipelens._secrets",
     }
 
 
