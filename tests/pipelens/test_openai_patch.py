@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -15,6 +18,7 @@ from _openai_stub import STRUCTURED, STRUCTURED_PARTS, TEXT, TEXT_PARTS, StubSer
 import pipelens
 from pipelens._core import containment
 from pipelens._llm import openai as _openai
+from pipelens._llm import patch
 from pipelens._llm.openai import ChatStream
 from pipelens._llm.provider import EndpointConfig
 from pipelens.events import StepFinished
@@ -470,6 +474,54 @@ def test_stream_abandoned_halfway_ends_when_collected(
     llm = llm_of(events)
     assert (llm["stream_closed_early"], llm["chunks"]) == (True, 2)
     assert cancelled_as_closed(events.step("openai_chat"))
+
+
+@pytest.mark.usefixtures("patched")
+def test_streams_read_to_their_end_or_dropped_leave_no_watch_behind(
+    client: openai.OpenAI, events: CapturedEvents
+) -> None:
+    """A stream's watch is kept until its step ends, then let go: ten streams read to their
+    end and one dropped half-read leave none, and eleven steps."""
+    for _ in range(10):
+        list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    next(stream)
+    assert len(patch._UNENDED) == 1
+    del stream
+    gc.collect()
+    assert patch._UNENDED == {}
+    assert len(events.steps()) == 11
+
+
+_HELD_AT_EXIT = """
+import openai
+import pipelens
+from pipelens._demo.openai_stub import StubServer
+
+pipelens.configure(transport=pipelens.FileTransport({path!r}))
+pipelens.auto_patch(openai)
+stub = StubServer().__enter__()
+client = openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0)
+ASK = [{{"role": "user", "content": "hi"}}]
+KEPT = client.chat.completions.create(model="gpt-4o", messages=ASK, stream=True)
+next(KEPT)
+"""
+
+
+def test_a_stream_still_held_at_exit_ends_its_step_cancelled(tmp_path: Path) -> None:
+    """A program that exits holding a half-read stream (a global) still sends its step, ended
+    ``cancelled`` as closed early: the exit ends every stream not yet ended."""
+    path = tmp_path / "events.jsonl"
+    program = _HELD_AT_EXIT.format(path=str(path))
+    command = [sys.executable, "-c", program]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (step,) = [
+        e for batch in pipelens.read_event_file(path) for e in batch.events
+        if isinstance(e, StepFinished) and e.name == "openai_chat"
+    ]  # fmt: skip
+    assert step.status == "cancelled"
+    assert json.loads(step.llm or "{}")["stream_closed_early"] is True
 
 
 @pytest.mark.usefixtures("patched")
