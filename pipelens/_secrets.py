@@ -233,12 +233,12 @@ def redact_values(text: str, present: Iterable[str] | None = None) -> str:
     if len(lowered) != len(text):  # pragma: no cover - folded() keeps every character's place
         return VALUE_RE.sub(REDACTED, text)
     here = fragments_in(lowered) if present is None else [f for f in present if f in lowered]
-    forms = {hint for fragment in here for hint in VALUE_HINTS[fragment]}
-    if not forms:
+    searched = {hint for fragment in here for hint in VALUE_HINTS[fragment]}
+    if not searched:
         return text
     parts: list[str] = []
     end = 0
-    for start in heapq.merge(*[_starts(hint, lowered) for hint in forms]):
+    for start in heapq.merge(*[_starts(hint, lowered) for hint in searched]):
         match = VALUE_RE.match(text, start) if start >= end else None
         if match is not None:
             parts += (text[end:start], REDACTED)

@@ -37,15 +37,14 @@ _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 
 
 class Patterns:
-    """The shared list, compiled: key names, secret-looking values, and the cheap pre-check."""
+    """The shared list, compiled: key names (each one's verdict kept), and the cheap pre-check."""
 
-    __slots__ = ("_keys_seen", "fragments", "key", "value")
+    __slots__ = ("_keys_seen", "fragments", "key")
 
     def __init__(self) -> None:
         self.fragments = _secrets.FRAGMENTS
         # As the client compiles them (``pipelens._core.settings``).
         self.key = re.compile("|".join(f"(?:{p})" for p in _secrets.KEYS), re.IGNORECASE)
-        self.value = _secrets.VALUE_RE
         # Whether a key is secret, by key: the same few keys come in every event.
         self._keys_seen: dict[str, bool] = {}
 
