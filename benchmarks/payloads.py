@@ -185,8 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed repeats (least is shown)")
     args = parser.parse_args(argv)
     steps, repeat = (200, 1) if args.quick else (args.steps, args.repeat)
-    if steps < RUN_SIZE or repeat < 1:
-        parser.error(f"--steps must be at least {RUN_SIZE} and --repeat at least 1")
+    if steps < RUN_SIZE:
+        parser.error(f"--steps {steps}: expected at least {RUN_SIZE} (one run of {RUN_SIZE} steps)")
+    if repeat < 1:
+        parser.error(f"--repeat {repeat}: expected at least 1")
     steps -= steps % RUN_SIZE
     argument, result = payload("prose")
     print("\n".join(machine_lines(("pipelens", "msgspec", "opentelemetry-sdk"))))

@@ -31,6 +31,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _refused(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<module> *args``, which is to refuse its options at once."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.timeout(340)
 def test_quick_run_prints_every_row_and_exits_0() -> None:
     """``--quick`` exits 0 and prints a row per contender and per LLM row (the SDK calls timed by
@@ -118,14 +130,7 @@ def test_ingest_otlp_quick_run_prints_otlp_beside_msgpack_and_exits_0() -> None:
 
 def test_ingest_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive producer count exits 2 with a message naming the option and the value."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest", "--producers", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _refused("ingest", "--producers", "0")
     assert (proc.returncode, "--producers 0: expected a positive integer" in proc.stderr) == (
         2,
         True,
@@ -183,14 +188,7 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
 
 def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive run count exits 2 with a message naming the option and the value."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.dashboard", "--runs", "0,10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _refused("dashboard", "--runs", "0,10")
     message = "--runs: 0,10: expected a positive integer"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
 
@@ -302,14 +300,7 @@ def test_scale_quick_run_measures_ingest_and_pages_on_one_history_and_exits_0() 
 
 def test_scale_too_few_steps_are_refused_with_the_least_named() -> None:
     """``--steps`` not above the small size exits 2 naming the value and the least it takes."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--quick", "--steps", "1000"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _refused("scale", "--quick", "--steps", "1000")
     message = "--steps 1000: expected at least 2,368 (more than the small size)"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
 
@@ -336,13 +327,11 @@ def test_payloads_quick_run_prints_a_row_per_kind_of_text_and_exits_0() -> None:
 
 
 def test_payloads_bad_count_is_refused_with_its_option_named() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.payloads", "--steps", "10"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Too few steps for one run, or no repeat, exits 2 naming the option, the value and the
+    least it takes."""
+    proc = _refused("payloads", "--steps", "10")
     assert proc.returncode == 2
-    assert "--steps" in proc.stderr
+    assert "--steps 10: expected at least 100 (one run of 100 steps)" in proc.stderr
+    proc = _refused("payloads", "--repeat", "0")
+    assert proc.returncode == 2
+    assert "--repeat 0: expected at least 1" in proc.stderr
