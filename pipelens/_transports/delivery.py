@@ -80,15 +80,22 @@ class TransportStats(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class _Item:
-    """One request body and how often it was tried; ``claim`` when it came from the spool."""
+    """One request body and how often it was tried; ``claim`` when it came from the spool.
 
-    __slots__ = ("attempts", "body", "claim", "events")
+    A body a flush spooled while it was being posted has two copies: ``spooled`` names the file
+    and ``settled`` says the post was answered for good, so whichever comes second, the answer
+    or the file, deletes the file instead of sending the body again.
+    """
+
+    __slots__ = ("attempts", "body", "claim", "events", "settled", "spooled")
 
     def __init__(self, body: bytes, events: int, claim: Claim | None = None) -> None:
         self.body = body
         self.events = events
         self.attempts = 0
         self.claim = claim
+        self.spooled: str | None = None
+        self.settled = False
 
 
 class Delivery:
@@ -215,8 +222,8 @@ class Delivery:
                 return not self._denied
             if self.spool is None or not self._outbox:
                 return False
-            # The body in flight goes too: if it does get through, the server's idempotency
-            # makes its replay a no-op.
+            # The body in flight goes too (it may never be answered); if it does get through,
+            # its spooled copy is deleted rather than sent again.
             left = list(self._outbox)
             self._outbox.clear()
             self._outbox_bytes = self._outbox_events = 0
@@ -257,6 +264,12 @@ class Delivery:
                     written = spool.write(item.body, item.events)
                 except OSError as exc:
                     self._warn("spool-error", f"cannot write to {spool!r}: {exc}")
+            with self._cond:
+                item.spooled = written
+                answered = item.settled
+            if written is not None and answered:  # the post it was taken from got through
+                self._unspool(written)
+                continue
             with self._cond:
                 if written is not None:
                     self._own_spooled.add(written)
@@ -387,6 +400,8 @@ class Delivery:
             if done and claim is not None:
                 self._own_spooled.discard(claim.name)
             queued = claim is None and item in self._outbox  # not moved to the spool by a flush
+            item.settled = verdict != "retry"
+            copy = item.spooled if item.settled and not queued else None
             if verdict == "delivered":
                 self.sent += item.events - refused_events
                 self.rejected += refused_events
@@ -417,6 +432,8 @@ class Delivery:
                     give_up.append(item)
                     self._spooling += 1  # flush() waits for it to reach the spool
             self._cond.notify_all()
+        if copy is not None:
+            self._unspool(copy)
         if denied:
             assert isinstance(outcome, Response)
             self._warn(
@@ -452,6 +469,17 @@ class Delivery:
                 f"{outcome.status} (not retried; further refusals are counted in "
                 f"pipelens.transport_stats().rejected): {detail}",
             )
+
+    def _unspool(self, name: str) -> None:
+        """Delete the spooled copy of a body the server has answered (unless another process
+        has claimed it already: then it is sent twice, which the server's idempotency allows)."""
+        assert self.spool is not None
+        claim = self.spool.claim(name)
+        if claim is not None:
+            self.spool.remove(claim)
+        with self._cond:
+            self._own_spooled.discard(name)
+            self._cond.notify_all()
 
     def _delay(self, outcome: Response | BaseException) -> float:
         if isinstance(outcome, Response) and outcome.retry_after is not None:

@@ -329,6 +329,23 @@ def test_server_down_then_up_every_event_arrives_once(
     assert len(expected) == transport.stats().sent
 
 
+def test_a_batch_spooled_by_a_flush_while_on_its_way_is_not_sent_again(
+    server: IngestServer, make_transport: MakeTransport
+) -> None:
+    """A flush that runs out of time spools the batch being posted too (it may never be
+    answered); when the server does answer it, the spooled copy is dropped, not replayed."""
+    server.delay = 1.0
+    transport = make_transport(server.url)
+    expected = run_pipeline(transport)
+    assert not transport.flush(0.2)  # posted, not answered yet: it goes to the spool
+    assert transport.stats().spooled == len(expected)
+    assert transport.flush(10)
+    assert Counter(expected) == arrived(server)
+    assert len(expected) == transport.stats().sent
+    assert len(server.requests) == 1
+    assert list((transport.spool_dir or Path()).iterdir()) == []
+
+
 def test_an_outage_longer_than_every_retry_is_still_delivered_by_this_process(
     server: IngestServer, make_transport: MakeTransport
 ) -> None:
