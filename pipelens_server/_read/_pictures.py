@@ -11,6 +11,7 @@ read before.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import msgspec
@@ -22,12 +23,14 @@ from pipelens_server._read._rollup import (
     DAY_NS,
     EXACT_BELOW,
     HOUR_NS,
-    SUMMED,
+    SUMMED_COUNTS,
     Merged,
     Plan,
     bucket_middle,
     combine,
     plan,
+    raw_source,
+    rolled_source,
     sources,
 )
 from pipelens_server._read._search import RunSearch, search_conditions
@@ -159,21 +162,16 @@ async def rolled_buckets(
     first = lo_ns - lo_ns % unit
     count = -(-(hi_ns - first) // width)
     if unit == HOUR_NS:  # a day would straddle buckets: its hours instead
-        the_plan = Plan(days=[], hours=the_plan.clean_hours(), raw=the_plan.raw)
-    params: list[Any] = [first, width]
-    runs = sources("run", sql.SQL("key = %s"), [""], the_plan, params)
-    # Summed per pipeline and bar in PostgreSQL (a bar's duration buckets as arrays): a row per
-    # bar instead of one per bar and duration bucket, which Python was most of the read merging.
-    query = sql.SQL(
-        "SELECT pipeline, ((start_ns - %s) / %s)::int AS bar, {} FROM ({}) r GROUP BY 1, 2"
-    ).format(sql.SQL(SUMMED), runs)
-    bars = sorted(await (await conn.execute(query, params)).fetchall(), key=lambda r: r[:2])
+        the_plan = msgspec.structs.replace(the_plan, days=[], hours=the_plan.clean_hours())
+    bars = await _rolled_bars(conn, the_plan, first, width)
+    bars = sorted([*bars, *await _raw_bars(conn, the_plan, first, width)], key=lambda r: r[:2])
     found = []
     by_pipeline: dict[str, list[tuple[Any, ...]]] = {}
-    for pipeline, index, *sums in bars:
-        by_pipeline.setdefault(pipeline, []).append(tuple(sums))
+    for (pipeline, index), group in itertools.groupby(bars, key=lambda r: r[:2]):
+        sums = [row[2:] for row in group]  # a bar's rollup rows and its raw rows
+        by_pipeline.setdefault(pipeline, []).extend(sums)
         if 0 <= index < count:  # the plan may reach past hi_ns
-            merged = combine([sums])
+            merged = combine(sums)
             p95 = merged.percentile(0.95)
             found.append(
                 RunBucket(
@@ -187,6 +185,55 @@ async def rolled_buckets(
     totals = {pipeline: combine(rows) for pipeline, rows in by_pipeline.items()}
     grid = RunBuckets(lo_ns=first, width_ns=width, count=count, rows=found)
     return grid, totals
+
+
+#: What :func:`_rolled_bars` read, by the plan's version and what the read covered: the
+#: rollups change when the rollup job writes (every ``_db._rollup.INTERVAL_S`` at most, mostly
+#: once an hour) while an open overview asks every few seconds.
+_ROLLED_BARS: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+#: Reads kept (ranges and sizes of bars), the oldest dropped first.
+_ROLLED_BARS_KEPT = 16
+_BARS = "SELECT pipeline, ((start_ns - %s) / %s)::int AS bar, {} FROM ({}) r GROUP BY 1, 2"
+
+
+async def _rolled_bars(
+    conn: psycopg.AsyncConnection[Any], the_plan: Plan, first: int, width: int
+) -> list[tuple[Any, ...]]:
+    """The rolled-up runs of ``the_plan`` summed per pipeline and bar (a bar's duration buckets
+    as arrays: a row per bar, not per bar and duration bucket), read once per version of the
+    rollups."""
+    key = (the_plan.version, tuple(the_plan.days), tuple(the_plan.hours), first, width)
+    kept = _ROLLED_BARS.get(key) if the_plan.version is not None else None
+    if kept is not None:
+        return kept
+    params: list[Any] = [first, width]
+    runs = rolled_source("run", sql.SQL("key = %s"), [""], the_plan, params)
+    query = sql.SQL(_BARS).format(sql.SQL(SUMMED_COUNTS), runs)
+    # The planner expects some 25 times fewer rows than ANY(days) matches, and sorts them to
+    # group them: hashing them is faster (30 days at 100k runs: ~5 ms of ~20).
+    await conn.execute("SELECT set_config('enable_sort', 'off', true)")
+    try:
+        rows = await (await conn.execute(query, params)).fetchall()
+    finally:
+        await conn.execute("SELECT set_config('enable_sort', 'on', true)")
+    if the_plan.version is not None:
+        while len(_ROLLED_BARS) >= _ROLLED_BARS_KEPT:
+            del _ROLLED_BARS[next(iter(_ROLLED_BARS))]
+        _ROLLED_BARS[key] = rows
+    return rows
+
+
+async def _raw_bars(
+    conn: psycopg.AsyncConnection[Any], the_plan: Plan, first: int, width: int
+) -> list[tuple[Any, ...]]:
+    """The raw runs of ``the_plan`` (its edges, the current hour, dirty hours) summed as
+    :func:`_rolled_bars`, read every time."""
+    if not the_plan.raw:
+        return []
+    params: list[Any] = [first, width]
+    runs = raw_source("run", sql.SQL("key = %s"), [""], the_plan, params)
+    query = sql.SQL(_BARS).format(sql.SQL(SUMMED_COUNTS), runs)
+    return await (await conn.execute(query, params)).fetchall()
 
 
 async def run_points(

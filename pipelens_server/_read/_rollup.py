@@ -44,6 +44,16 @@ SUMMED = (
     "min(first_ns), max(last_ns), "
     "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
 )
+#: :data:`SUMMED` without the sums that only the step statistics show (the mean's ``dur_sum``,
+#: the first and last start: NULL): what counts and percentiles need, for reads of many groups
+#: (the overview's bars), where the numeric sum was a fifth of the aggregation.
+SUMMED_COUNTS = (
+    "sum(n)::bigint, sum(failed)::bigint, sum(running)::bigint, sum(abandoned)::bigint, "
+    "(sum(n) FILTER (WHERE bucket >= 0))::bigint, NULL::float8, "
+    "min(dur_min) FILTER (WHERE bucket >= 0), max(dur_max) FILTER (WHERE bucket >= 0), "
+    "NULL::bigint, NULL::bigint, "
+    "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
+)
 
 
 class Plan(msgspec.Struct, kw_only=True, frozen=True):
@@ -53,6 +63,10 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
     days: list[int]
     hours: list[int]
     raw: list[tuple[int, int | None]]
+    #: Which rollups the plan was made on (the server's start, the database's oid and
+    #: ``rollup_state.generation``, migration 0018): what was read from them holds until it
+    #: changes.
+    version: tuple[str, ...] | None = None
 
     @property
     def rolled(self) -> bool:
@@ -66,7 +80,10 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
 
 _STATE = """
     SELECT (SELECT sealed_until_ns FROM rollup_state),
-           ARRAY(SELECT DISTINCT hour_ns FROM rollup_dirty WHERE hour_ns >= %s AND hour_ns < %s)
+           ARRAY(SELECT DISTINCT hour_ns FROM rollup_dirty WHERE hour_ns >= %s AND hour_ns < %s),
+           ARRAY[pg_postmaster_start_time()::text,
+                 (SELECT oid FROM pg_database WHERE datname = current_database())::text,
+                 (SELECT generation FROM rollup_state)::text]
 """
 
 
@@ -76,9 +93,10 @@ async def plan(conn: psycopg.AsyncConnection[Any], since_ns: int, until_ns: int 
     upper = 2**62 if until_ns is None else until_ns // HOUR_NS * HOUR_NS
     row = await (await conn.execute(_STATE, [first, upper])).fetchone()
     sealed, dirty = (row[0], set(row[1])) if row is not None else (first, set())
+    version = tuple(row[2]) if row is not None else None
     last = min(upper, sealed)
     if last <= first:
-        return Plan(days=[], hours=[], raw=[(since_ns, until_ns)])
+        return Plan(days=[], hours=[], raw=[(since_ns, until_ns)], version=version)
     days: list[int] = []
     hours: list[int] = []
     raw: list[tuple[int, int | None]] = [(since_ns, first)] if since_ns < first else []
@@ -97,7 +115,7 @@ async def plan(conn: psycopg.AsyncConnection[Any], since_ns: int, until_ns: int 
         hour += HOUR_NS
     if until_ns is None or last < until_ns:
         _extend(raw, last, until_ns)
-    return Plan(days=days, hours=hours, raw=raw)
+    return Plan(days=days, hours=hours, raw=raw, version=version)
 
 
 def _extend(raw: list[tuple[int, int | None]], lo: int, hi: int | None) -> None:
@@ -127,15 +145,32 @@ def sources(
     """The rollup rows (buckets -1 and up) and raw rows of ``the_plan`` matching ``where`` (on
     ``pipeline`` and ``key``), as one relation of rollup rows with ``pipeline`` and ``start_ns``
     columns (a rollup row's span's start, a raw row's own start)."""
-    params.extend([kind, *where_params, the_plan.days, the_plan.hours, kind, *where_params])
-    raw = raw_condition(the_plan.raw, params)
+    rolled = rolled_source(kind, where, where_params, the_plan, params)
+    raw = raw_source(kind, where, where_params, the_plan, params)
+    return sql.SQL("{} UNION ALL {}").format(rolled, raw)
+
+
+def rolled_source(
+    kind: str, where: sql.Composable, where_params: list[Any], the_plan: Plan, params: list[Any]
+) -> sql.Composable:
+    """The rollup rows of :func:`sources` alone."""
+    params.extend([kind, *where_params, the_plan.days, the_plan.hours])
     return sql.SQL(
         "SELECT pipeline, start_ns, {cols} FROM rollups "  # noqa: S608 - constants only
         "WHERE kind = %s AND {where} AND bucket >= -1 "
         f"AND ((span_ns = {DAY_NS} AND start_ns = ANY(%s)) "
-        f"OR (span_ns = {HOUR_NS} AND start_ns = ANY(%s))) "
-        "UNION ALL SELECT pipeline, start_ns, {cols} FROM rollup_source "
-        "WHERE kind = %s AND {where} AND {raw}"
+        f"OR (span_ns = {HOUR_NS} AND start_ns = ANY(%s)))"
+    ).format(cols=sql.SQL(COLUMNS), where=where)
+
+
+def raw_source(
+    kind: str, where: sql.Composable, where_params: list[Any], the_plan: Plan, params: list[Any]
+) -> sql.Composable:
+    """The raw rows of :func:`sources` alone."""
+    params.extend([kind, *where_params])
+    raw = raw_condition(the_plan.raw, params)
+    return sql.SQL(
+        "SELECT pipeline, start_ns, {cols} FROM rollup_source WHERE kind = %s AND {where} AND {raw}"
     ).format(cols=sql.SQL(COLUMNS), where=where, raw=raw)
 
 
@@ -188,7 +223,8 @@ def merge(rows: Iterable[tuple[Any, ...]]) -> Merged:
 def combine(rows: Iterable[Sequence[Any]]) -> Merged:
     """Sum rows of :data:`SUMMED` (n, failed, running, abandoned, finished, dur_sum, dur_min,
     dur_max, first_ns, last_ns, bucket numbers, their counts; ``finished`` is ``None`` where
-    none finished): what :func:`merge` gives for the rollup rows they sum."""
+    none finished): what :func:`merge` gives for the rollup rows they sum. Rows of
+    :data:`SUMMED_COUNTS` give no ``dur_sum``, ``first_ns`` nor ``last_ns``."""
     count = failed = running = abandoned = finished = 0
     dur_sum: float | None = None
     lows: list[int] = []
@@ -203,12 +239,14 @@ def combine(rows: Iterable[Sequence[Any]]) -> Merged:
             running + run,
             abandoned + gone,
         )
-        firsts.append(first)
-        lasts.append(last)
+        if first is not None:
+            firsts.append(first)
+            lasts.append(last)
         if done is None:  # no finished run in the group
             continue
         finished += done
-        dur_sum = (dur_sum or 0.0) + total
+        if total is not None:
+            dur_sum = (dur_sum or 0.0) + total
         lows.append(low)
         highs.append(high)
         for number, k in zip(numbers, counts, strict=True):

@@ -433,6 +433,31 @@ async def test_sparkline_buckets_come_from_the_rollups_and_agree_with_the_raw_ro
     assert sum(b.runs for b in emptied.rows) < RUNS / 10  # the raw edges alone
 
 
+async def test_the_overviews_bars_read_the_rollups_once_until_a_statement_changes_them(
+    database_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """The bars of the rolled-up days are read once and kept: with the trigger that counts the
+    rollups' changes (migration 0018) turned off, a change by hand is not seen; the next
+    statement on ``rollups`` with it on makes the next read see it."""
+    now = time.time_ns()
+    _load(database_url, 1, RUNS, now)
+    await roll_up(pool)
+    lo = now - 30 * DAY_NS + 12345
+    _, first = await overview_figures(pool, lo, lo, now + 1, 24, **ROLLED)
+    assert sum(b.runs for b in first.rows) == RUNS
+    with psycopg.connect(database_url) as conn:
+        conn.execute("ALTER TABLE rollups DISABLE TRIGGER rollups_changed")
+        conn.execute("UPDATE rollups SET n = n * 2 WHERE kind = 'run'")
+    _, kept = await overview_figures(pool, lo, lo, now + 1, 24, **ROLLED)
+    assert kept == first
+    with psycopg.connect(database_url) as conn:
+        conn.execute("ALTER TABLE rollups ENABLE TRIGGER rollups_changed")
+        conn.execute("UPDATE rollups SET n = n WHERE kind = 'run'")
+    _, read = await overview_figures(pool, lo, lo, now + 1, 24, **ROLLED)
+    # Doubled but for the raw edges (the hour in progress, the range's first partial hour).
+    assert sum(b.runs for b in read.rows) > 1.8 * RUNS
+
+
 async def test_an_overview_of_few_runs_reads_them_raw_exactly_though_rolled_up(
     database_url: str, pool: AsyncConnectionPool[Any]
 ) -> None:
