@@ -14,7 +14,7 @@ import pytest
 from _browser_kit import TIMEOUT_MS, serious_violations
 from _browser_kit import ingest as _ingest
 from _browser_kit import shot as _shot
-from _dashboard_kit import recent_run
+from _dashboard_kit import recent_run, with_who
 from _pg_testkit import live_server
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from test_server_llm_pages import llm_run
@@ -30,8 +30,8 @@ WIDTHS = {"laptop": 1024, "phone": 390}
 
 @pytest.fixture(scope="module")
 def seeded(module_database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """A server with a token, holding a good run, a failed run and a run with an LLM call; its
-    URL and the path of each page to audit, by name."""
+    """A server with a token, holding a good run, a failed run, a run with an LLM call and a
+    run of a session; its URL and the path of each page to audit, by name."""
     app = create_app(Settings(database_url=module_database_url, token=TOKEN))
     with live_server(app) as site:
         _ingest(site, recent_run("ok-run", ago_s=40), TOKEN)
@@ -39,6 +39,9 @@ def seeded(module_database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
         llm = llm_run("rag", [("gpt-4o", "gpt-4o-2024-08-06", 1_200, 0, 80)], ago_s=20)
         llm_key = next(e.key for e in llm if isinstance(e, StepStarted) and e.kind == "llm")
         _ingest(site, llm, TOKEN)
+        _ingest(
+            site, with_who(recent_run("talk-run", "chat", ago_s=10), session_id="conv-1"), TOKEN
+        )
         yield (
             site,
             {
@@ -49,6 +52,8 @@ def seeded(module_database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
                 "steps": "/pipelines/rag/steps",
                 "step-stats": "/pipelines/rag/steps/answer.retrieve",
                 "llm": "/llm",
+                "compare": "/compare?a=ok-run&b=failed-run",
+                "session": "/sessions/conv-1",
                 "import": "/import",
                 "settings": "/settings",
                 "error": "/runs/no-such-run",
@@ -108,6 +113,8 @@ PAGES = [
     "steps",
     "step-stats",
     "llm",
+    "compare",
+    "session",
     "import",
     "settings",
     "error",
