@@ -18,27 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^(?P<label>\S.*?)\s{2,}\d+\.\d+\s+\d+\.\d+\s")
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.overhead", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        # A process per contender (two dozen), the LLM SDKs slow to import: on a loaded shared
-        # machine (load 15 on 2 cores) a quick run took three minutes.
-        timeout=300,
-        check=False,
-    )
-
-
-def _refused(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m benchmarks.<module> *args``, which is to refuse its options at once."""
+def _benchmark(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<module> *args`` from the checkout, its output captured; the
+    default ``timeout`` is for a run that refuses its options at once."""
     return subprocess.run(
         [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -50,7 +38,9 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
     floor and a run per call among them), the memory line, the floor line, the run's share in
     each step and the five targets (@step sync, async and generator overhead, the @step overhead
     with the OTLP export, RSS growth)."""
-    proc = _run("--quick")
+    # A process per contender (two dozen), the LLM SDKs slow to import: on a loaded shared
+    # machine (load 15 on 2 cores) a quick run took three minutes.
+    proc = _benchmark("overhead", "--quick", timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     rows = [m["label"] for m in map(ROW.match, lines) if m is not None]
@@ -83,7 +73,7 @@ def test_quick_run_prints_every_row_and_exits_0() -> None:
 
 def test_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive count exits 2 with a message naming the option and the value."""
-    proc = _run("--number", "0")
+    proc = _benchmark("overhead", "--number", "0", timeout=300)
     assert proc.returncode == 2
     assert "--number 0: expected a positive integer" in proc.stderr
 
@@ -92,14 +82,7 @@ def test_bad_count_is_refused_with_its_option_named() -> None:
 def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
     """``benchmarks.ingest --quick`` exits 0 and prints the end-to-end, latency, COPY and target
     lines, with every step of the end-to-end run stored."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _benchmark("ingest", "--quick", timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert re.search(r"^  1 producers: 200 steps in [\d.]+ s = [\d,]+ steps/s", out, re.M), out
@@ -112,14 +95,7 @@ def test_ingest_quick_run_prints_every_figure_and_exits_0() -> None:
 def test_ingest_otlp_quick_run_prints_otlp_beside_msgpack_and_exits_0() -> None:
     """``benchmarks.ingest --otlp --quick`` exits 0 and prints msgpack's and OTLP's figures
     (every step stored), OTLP's ratio to msgpack and its target line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest", "--otlp", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _benchmark("ingest", "--otlp", "--quick", timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert re.search(r"^ +msgpack: 3,000 steps in [\d.]+ s = [\d,]+ steps/s \(1\.00x", out, re.M)
@@ -130,7 +106,7 @@ def test_ingest_otlp_quick_run_prints_otlp_beside_msgpack_and_exits_0() -> None:
 
 def test_ingest_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive producer count exits 2 with a message naming the option and the value."""
-    proc = _refused("ingest", "--producers", "0")
+    proc = _benchmark("ingest", "--producers", "0")
     assert (proc.returncode, "--producers 0: expected a positive integer" in proc.stderr) == (
         2,
         True,
@@ -141,14 +117,7 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
     """``benchmarks.dashboard --quick`` exits 0 and prints the data loaded at each of its two
     sizes, a row per page and API route with both times, the ratio, status and size, and a
     target line per page."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.dashboard", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _benchmark("dashboard", "--quick", timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     # 100 then 200 runs of 20 steps, three runs of 1 + 3 * (1 + 4) steps and one of 300 roots.
@@ -188,7 +157,7 @@ def test_dashboard_quick_run_times_every_page_and_exits_0() -> None:
 
 def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
     """A non-positive run count exits 2 with a message naming the option and the value."""
-    proc = _refused("dashboard", "--runs", "0,10")
+    proc = _benchmark("dashboard", "--runs", "0,10")
     message = "--runs: 0,10: expected a positive integer"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
 
@@ -196,14 +165,7 @@ def test_dashboard_bad_count_is_refused_with_its_option_named() -> None:
 def test_processes_quick_run_prints_both_rows_and_loses_nothing() -> None:
     """``benchmarks.processes`` with a few tasks exits 0 (every event received) and prints the
     baseline and the carried row."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.processes", "--tasks", "5", "--repeat", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-    )
+    proc = _benchmark("processes", "--tasks", "5", "--repeat", "1", timeout=200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     labels = [line.split("  ")[0] for line in proc.stdout.splitlines()]
     assert {"no transport (baseline)", "carried, HttpTransport"} <= set(labels)
@@ -239,14 +201,7 @@ def test_llm_patches_quick_run_prints_every_case_and_the_chunk_gaps() -> None:
 def test_search_quick_run_prints_ingest_and_every_search_row() -> None:
     """``benchmarks.search --quick`` exits 0 and prints the ingest rates with the index and
     without for both workloads, a row per searched text and the target line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.search", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _benchmark("search", "--quick", timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for workload in ("records", "no records"):
@@ -263,14 +218,7 @@ def test_scale_quick_run_measures_ingest_and_pages_on_one_history_and_exits_0() 
     """``benchmarks.scale --quick`` exits 0 and prints ingest on the empty history and at the
     large size (every step stored, none dropped), their ratio, the data loaded at both sizes
     and a row per page of the dashboard benchmark with both times."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _benchmark("scale", "--quick", timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert re.search(r"^PipeLens at scale: ingest and reads with 4,988 steps stored$", out, re.M)
@@ -300,7 +248,7 @@ def test_scale_quick_run_measures_ingest_and_pages_on_one_history_and_exits_0() 
 
 def test_scale_too_few_steps_are_refused_with_the_least_named() -> None:
     """``--steps`` not above the small size exits 2 naming the value and the least it takes."""
-    proc = _refused("scale", "--quick", "--steps", "1000")
+    proc = _benchmark("scale", "--quick", "--steps", "1000")
     message = "--steps 1000: expected at least 2,368 (more than the small size)"
     assert (proc.returncode, message in proc.stderr) == (2, True), proc.stderr
 
@@ -311,14 +259,7 @@ def test_payloads_quick_run_prints_a_row_per_kind_of_text_and_exits_0() -> None:
     file and the secret did not, and prints a row of figures for each kind of text."""
     from benchmarks.payloads import KINDS
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.payloads", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    proc = _benchmark("payloads", "--quick", timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for kind in KINDS:
         assert re.search(
@@ -329,9 +270,9 @@ def test_payloads_quick_run_prints_a_row_per_kind_of_text_and_exits_0() -> None:
 def test_payloads_bad_count_is_refused_with_its_option_named() -> None:
     """Too few steps for one run, or no repeat, exits 2 naming the option, the value and the
     least it takes."""
-    proc = _refused("payloads", "--steps", "10")
+    proc = _benchmark("payloads", "--steps", "10")
     assert proc.returncode == 2
     assert "--steps 10: expected at least 100 (one run of 100 steps)" in proc.stderr
-    proc = _refused("payloads", "--repeat", "0")
+    proc = _benchmark("payloads", "--repeat", "0")
     assert proc.returncode == 2
     assert "--repeat 0: expected at least 1" in proc.stderr

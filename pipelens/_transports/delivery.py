@@ -266,18 +266,21 @@ class Delivery:
                     self._warn("spool-error", f"cannot write to {spool!r}: {exc}")
             with self._cond:
                 item.spooled = written
+                # The post it was taken from got through meanwhile: nothing to keep or lose.
                 answered = item.settled
-            if written is not None and answered:  # the post it was taken from got through
-                self._unspool(written)
-                continue
-            with self._cond:
-                if written is not None:
+                if answered:
+                    pass
+                elif written is not None:
                     self._own_spooled.add(written)
                     self.spooled += item.events
                     self._rescan_at = 0.0  # replay it once the server is back
                     self._cond.notify_all()
                 elif count:
                     self.dropped += item.events
+            if answered:
+                if written is not None:
+                    self._unspool(written)
+                continue
             if written is None:
                 kept = False
                 self._warn(

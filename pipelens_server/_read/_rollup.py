@@ -33,27 +33,30 @@ MERGED = (
     "sum(dur_sum)::float8, min(dur_min), max(dur_max), min(first_ns), max(last_ns)"
 )
 COLUMNS = "bucket, n, failed, running, abandoned, dur_sum, dur_min, dur_max, first_ns, last_ns"
+
+
+def _summed(dur_sum: str, starts: str) -> str:
+    """The select list of rollup rows summed as one row of a group, with ``dur_sum`` and
+    ``starts`` (the first and the last) as given."""
+    return (
+        "sum(n)::bigint, sum(failed)::bigint, sum(running)::bigint, sum(abandoned)::bigint, "
+        f"(sum(n) FILTER (WHERE bucket >= 0))::bigint, {dur_sum}, "
+        "min(dur_min) FILTER (WHERE bucket >= 0), max(dur_max) FILTER (WHERE bucket >= 0), "
+        f"{starts}, "
+        "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
+    )
+
+
 #: What rollup rows sum to as one row of a group, its duration buckets' counts as two arrays
 #: (bucket numbers, their counts; a number may repeat): rows for :func:`combine`. One row per
 #: group instead of one per duration bucket, so that the merging in Python is over a few rows.
-SUMMED = (
-    "sum(n)::bigint, sum(failed)::bigint, sum(running)::bigint, sum(abandoned)::bigint, "
-    "(sum(n) FILTER (WHERE bucket >= 0))::bigint, "
-    "(sum(coalesce(dur_sum, 0)) FILTER (WHERE bucket >= 0))::float8, "
-    "min(dur_min) FILTER (WHERE bucket >= 0), max(dur_max) FILTER (WHERE bucket >= 0), "
-    "min(first_ns), max(last_ns), "
-    "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
+SUMMED = _summed(
+    "(sum(coalesce(dur_sum, 0)) FILTER (WHERE bucket >= 0))::float8", "min(first_ns), max(last_ns)"
 )
 #: :data:`SUMMED` without the sums that only the step statistics show (the mean's ``dur_sum``,
 #: the first and last start: NULL): what counts and percentiles need, for reads of many groups
 #: (the overview's bars), where the numeric sum was a fifth of the aggregation.
-SUMMED_COUNTS = (
-    "sum(n)::bigint, sum(failed)::bigint, sum(running)::bigint, sum(abandoned)::bigint, "
-    "(sum(n) FILTER (WHERE bucket >= 0))::bigint, NULL::float8, "
-    "min(dur_min) FILTER (WHERE bucket >= 0), max(dur_max) FILTER (WHERE bucket >= 0), "
-    "NULL::bigint, NULL::bigint, "
-    "array_agg(bucket) FILTER (WHERE bucket >= 0), array_agg(n) FILTER (WHERE bucket >= 0)"
-)
+SUMMED_COUNTS = _summed("NULL::float8", "NULL::bigint, NULL::bigint")
 
 
 class Plan(msgspec.Struct, kw_only=True, frozen=True):
