@@ -160,9 +160,12 @@ def _near(approx: float | None, exact: int) -> bool:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    # Both connections made and configured before the test: a connection the pool added while a
+    # test ran would hold its configure transaction open, and the rollup job waits for it.
     async with AsyncConnectionPool(
-        database_url, min_size=1, max_size=2, open=False, configure=create_staging_tables
+        database_url, min_size=2, max_size=2, open=False, configure=create_staging_tables
     ) as opened:
+        await opened.wait()
         yield opened
 
 
