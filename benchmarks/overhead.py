@@ -20,8 +20,9 @@ of µs on a shared machine): the median of each pair's difference is what PipeLe
 call outside network time. Its last row is PipeLens's own work with the SDK's cut out (its noise
 hides tens of µs). Three rows measure OpenTelemetry's side: a ``@step`` in a program that
 imported the OTel SDK (the bridge armed, no span current), and a ``@step`` with the OTLP export
-on — once on the caller's thread alone (the export's thread asleep, flushed outside the timing),
-once with the encoding and posting to a collector stand-in (another process) timed too.
+on — once for the caller's thread (its CPU time is the figure: the export's thread encodes
+each run once it ends, as in use, but the flush is outside the timing), once with the encoding
+and posting to a collector stand-in (another process) timed to the last span.
 
 The targets are printed as information, never as an exit status: timings belong here, and a
 noisy machine must not fail anything.
@@ -135,10 +136,12 @@ def _report(
         # Neither a target: the share of a run's opening and end in each step of the sync row.
         f"  (a run per call: {overhead['step_root']:.2f} µs over a bare call, "
         f"{overhead['step_root'] / RUN_SIZE:.3f} µs of each step in runs of {RUN_SIZE})",
+        # The calling thread's CPU: its wall time also holds the waits for the GIL while the
+        # export's thread encodes the runs that ended (the "+encode,post" row times that work).
         f"  @step + OTLP export <= {TARGET_OTLP_US:g} µs more than a bare call on the "
-        f"caller's thread: {'met' if overhead['step_otlp'] <= TARGET_OTLP_US else 'missed'} "
-        f"({overhead['step_otlp']:.2f} µs wall, {otlp_cpu:.2f} µs CPU; an OTel SDK span "
-        f"{best[BASELINE] - best['bare']:.2f} µs)",
+        f"caller's thread: {'met' if otlp_cpu <= TARGET_OTLP_US else 'missed'} "
+        f"({otlp_cpu:.2f} µs of its CPU, {overhead['step_otlp']:.2f} µs wall; an OTel SDK "
+        f"span {best[BASELINE] - best['bare']:.2f} µs)",
         f"  RSS growth < {TARGET_RSS_MB:g} MB for {memory['steps']:,.0f} steps: "
         f"{'met' if memory['growth_mb'] < TARGET_RSS_MB else 'missed'} "
         f"({memory['growth_mb']:.1f} MB)",

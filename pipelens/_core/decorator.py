@@ -605,7 +605,7 @@ def _plain_function(fn: F, spec: _Spec) -> F:
                     )
                     siblings.append(step)
                     run.step_count += 1
-                if not parent.run._quiet:
+                if parent.run._announces_children:
                     step._announce()
         except Exception as exc:
             containment.internal_error("step.open", exc)

@@ -31,8 +31,8 @@ class OtlpTransport(HttpTransport):
         endpoint: the OTLP/HTTP base URL (``http://localhost:4318``); one that ends in
             ``/v1/traces`` already is used as it is.
         headers: sent with every request (a backend's API key: ``{"x-api-key": "..."}``).
-        timeout, spool, spool_dir, max_queue, max_batch, interval, debug: as for
-            :class:`~pipelens.HttpTransport`.
+        timeout, spool, spool_dir, max_queue, max_batch, max_buffer_bytes, interval, debug: as
+            for :class:`~pipelens.HttpTransport`.
 
     Raises:
         ConfigurationError: a bad option, or ``opentelemetry-proto`` is not installed.
@@ -54,6 +54,7 @@ class OtlpTransport(HttpTransport):
         spool_dir: str | os.PathLike[str] | None = None,
         max_queue: int = 100_000,
         max_batch: int = 2000,
+        max_buffer_bytes: int | None = None,
         interval: float = 0.5,
         debug: bool = False,
     ) -> None:
@@ -84,6 +85,7 @@ class OtlpTransport(HttpTransport):
             max_queue=max_queue,
             max_batch=max_batch,
             max_batch_bytes=4 * _MiB,
+            max_buffer_bytes=max_buffer_bytes,
             interval=interval,
             debug=debug,
             heartbeat=None,
@@ -97,6 +99,7 @@ class OtlpTransport(HttpTransport):
             spool_dir=spool_dir,
             max_queue=max_queue,
             max_batch=max_batch,
+            max_buffer_bytes=max_buffer_bytes,
             interval=interval,
             debug=debug,
         )

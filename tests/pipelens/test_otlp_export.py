@@ -303,3 +303,26 @@ def test_a_root_sent_before_its_run_ends_still_names_its_pipeline(
     assert pipelens.flush(10) is True
     spans = {s.name: s for s in received.spans()}
     assert attributes(spans["job"])["pipelens.pipeline"] == "job"
+
+
+def test_the_export_takes_an_http_transports_memory_bound_and_its_workers_keep_it(
+    receiver: tuple[str, Received],
+) -> None:
+    """``OtlpTransport(max_buffer_bytes=...)`` bounds its memory as an ``HttpTransport``'s
+    does (a bound of a few events' weight: ``send`` waits for the thread, bodies that do not
+    fit go through the spool, nothing is lost), and a worker process's copy has the same bound."""
+    url, received = receiver
+    transport = pipelens.OtlpTransport(url, max_buffer_bytes=16 * 1024)
+    copy = transport.worker_recipe()
+    assert copy is not None
+    assert (transport.max_buffer_bytes, copy().max_buffer_bytes) == (16 * 1024, 16 * 1024)
+    pipelens.configure(transport=transport)
+
+    @pipelens.step
+    def many() -> None:
+        for i in range(200):
+            retrieve(str(i))
+
+    many()
+    assert transport.flush(10) is True
+    assert (len(received.spans()), pipelens.transport_stats(transport).dropped) == (201, 0)
