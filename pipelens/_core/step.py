@@ -325,6 +325,11 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     llm: LLMCall | None = None
     #: Made by ``Step(name)`` and not tracked yet.
     _unstarted: bool = False
+    #: ``id``, written once read: a parent's is every child's ``parent_id``.
+    _id: str | None = None
+    #: The OpenTelemetry context naming this step, with the context it was made from
+    #: (``pipelens._otel.bridge``): OTel-instrumented code asks for it several times a call.
+    _otel_context: tuple[Any, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -345,15 +350,18 @@ class Step(StepViews, msgspec.Struct, eq=False, weakref=True, metaclass=_StepTyp
     @property
     def id(self) -> str:
         """The step's id (unique within its run, and across processes in practice)."""
-        # Its 8 bytes in hex, as f"{n:016x}" writes them (ids stay below 2**64: they count up
-        # from a random 63-bit start), in 40 % of the time: this runs twice a step.
-        return self._n.to_bytes(8, "big").hex()
+        found = self._id
+        if found is None:
+            # Its 8 bytes in hex, as f"{n:016x}" writes them (ids stay below 2**64: they count
+            # up from a random 63-bit start), in 40 % of the time.
+            found = self._id = self._n.to_bytes(8, "big").hex()
+        return found
 
     @property
     def parent_id(self) -> str | None:
         """The parent step's id (for a run's root: the remote parent it continues, or ``None``)."""
         parent = self.parent
-        return self.run.remote_parent_id if parent is None else parent._n.to_bytes(8, "big").hex()
+        return self.run.remote_parent_id if parent is None else parent.id
 
     @property
     def _pipelens_key(self) -> str:

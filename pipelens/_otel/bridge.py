@@ -93,11 +93,16 @@ class _StepAwareContext:
         current = current_step_var.get()
         if current is None or context.get(_MARK) is current:
             return context
+        made = current._otel_context
+        if made is not None and made[0] is context:  # contexts are immutable: still true
+            return made[1]
         try:
-            return _spans_context(current, context)
+            spans = _spans_context(current, context)
         except Exception as exc:
             containment.internal_error("otel.bridge", exc)
             return context
+        current._otel_context = (context, spans)
+        return spans
 
 
 def install_context() -> None:

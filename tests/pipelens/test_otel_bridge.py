@@ -147,6 +147,42 @@ def test_otel_spans_started_inside_a_step_nest_under_it(
     }
 
 
+def test_the_context_naming_a_step_is_made_once_per_step_and_follows_the_current_span(
+    otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
+) -> None:
+    """OTel-instrumented code asks for the current context several times a call (anthropic's
+    SDK does on each request): within one step it is the same context each time, a child step
+    gets its own, and a span opened in the step is current inside it, the step again after."""
+    from opentelemetry import context, trace
+
+    tracer, _, _ = otel
+    seen: dict[str, object] = {}
+
+    @pipelens.step
+    def child() -> None:
+        seen["child"] = context.get_current()
+
+    @pipelens.step
+    def outer() -> None:
+        first = context.get_current()
+        assert context.get_current() is first
+        child()
+        with tracer.start_as_current_span("db") as span:
+            assert trace.get_current_span() is span
+        assert context.get_current() is first
+        seen["outer"] = first
+
+    outer()
+    ids = {
+        name: f"{trace.get_current_span(ctx).get_span_context().span_id:016x}"  # type: ignore[arg-type]
+        for name, ctx in seen.items()
+    }
+    assert ids == {
+        "outer": events.step("outer").step_id,
+        "child": events.step("outer.child").step_id,
+    }
+
+
 def test_the_otel_side_sees_no_step_outside_steps(
     otel: tuple[Tracer, InMemorySpanExporter, TracerProvider], events: CapturedEvents
 ) -> None:
