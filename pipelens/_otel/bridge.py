@@ -68,6 +68,8 @@ def _spans_context(step_: step.Step, base: Any) -> Any:
 def _state_pairs(run_id: str, key: str, others: tuple[str, ...]) -> list[tuple[str, str]]:
     """Our ``tracestate`` entry and the other vendors' the run received, as OTel's pairs."""
     name, value = tracestate_entry(run_id, key)
+    if not others:  # the common case: our entry alone, within the limits by construction
+        return [(name, value)] if value else []
     merged = merge_tracestate(f"{name}={value}" if value else None, others)
     if not merged:
         return []

@@ -24,6 +24,7 @@ out first, then the right-most). Malformed entries are not passed on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,8 @@ _MEMBER = re.compile(
     r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 )
 
+#: What ``quote(..., safe="")`` leaves as it is: its always-safe characters.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # version-traceid-parentid-flags; a later version may append fields after another "-".
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
@@ -56,6 +59,7 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
+@functools.lru_cache(maxsize=1024)  # asked for by each step of a run that OTel code sees
 def trace_id_of(run_id: str) -> str:
     """The 32 hex digits of the OTel trace id of run ``run_id``."""
     if len(run_id) == 36 and _UUID.fullmatch(run_id):
@@ -224,12 +228,17 @@ def step_headers(step: Step, tracestate: str | None) -> dict[str, str]:
     return headers
 
 
+def _quoted(text: str) -> str:
+    """``quote(text, safe="")``, and at once for the text it leaves as it is (a UUID, most keys)."""
+    return text if _UNQUOTED.fullmatch(text) else quote(text, safe="")
+
+
 def tracestate_entry(run_id: str, key: str) -> tuple[str, str]:
     """Our ``tracestate`` entry as ``(name, value)``: the run id and step key, percent-encoded;
     the key left out when the value would pass W3C's limit, the value empty when even the run
     id alone does."""
-    run_part = quote(run_id, safe="")
-    value = f"{run_part};{quote(key, safe='')}"
+    run_part = _quoted(run_id)
+    value = f"{run_part};{_quoted(key)}"
     if len(value) > _MAX_VALUE:
         value = run_part if len(run_part) <= _MAX_VALUE else ""
     return VENDOR, value

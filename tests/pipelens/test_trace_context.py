@@ -14,13 +14,21 @@ import pytest
 import requests
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar import Litestar, get
 from litestar.testing import TestClient as LitestarClient
 
 import pipelens
 import pipelens.fastapi
 import pipelens.litestar
-from pipelens._otel.trace_context import parent_from, parse_traceparent, run_id_of, trace_id_of
+from pipelens._otel.trace_context import (
+    parent_from,
+    parse_traceparent,
+    run_id_of,
+    trace_id_of,
+    tracestate_entry,
+)
 from pipelens.testing import CapturedEvents
 
 UUID_RUN = "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
@@ -40,6 +48,16 @@ def test_any_other_run_id_hashes_to_a_stable_trace_id() -> None:
     assert trace_id_of("nightly-2026-12-01") != trace_id_of("nightly-2026-12-02")
     assert len(trace_id_of("x")) == 32
     assert trace_id_of(UUID_RUN.upper()) != UUID_RUN.replace("-", "")  # not ours: hashed
+
+
+@given(st.text(max_size=10), st.text(max_size=10))  # within the 256-character limit
+def test_our_tracestate_entry_is_the_percent_encoded_run_id_and_key(run_id: str, key: str) -> None:
+    """Whatever the characters (the unencoded ones pass as they are, at once), the entry is
+    ``quote(run id);quote(key)``."""
+    assert tracestate_entry(run_id, key) == (
+        "pipelens",
+        f"{quote(run_id, safe='')};{quote(key, safe='')}",
+    )
 
 
 @pytest.mark.parametrize(
