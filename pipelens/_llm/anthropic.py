@@ -183,7 +183,7 @@ class MessagesStream(StreamState):
         self.counts: dict[str, Any] = {}
         self.finish_reason: str | None = None
 
-    def _add_usage(self, call: LLMCall, usage: Any) -> None:
+    def _add_usage(self, usage: Any) -> None:
         # message_start has the whole usage; message_delta the counts that changed (others null).
         for name in _USAGE_FIELDS:
             value = get(usage, name)
@@ -192,7 +192,6 @@ class MessagesStream(StreamState):
         details = get(usage, "output_tokens_details")
         if details is not None:
             self.counts["output_tokens_details"] = details
-        call.usage = usage_from_anthropic(self.counts)
 
     def record_chunk(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
         """Read one event: (hand it to the caller?, did it carry output?)."""
@@ -216,18 +215,20 @@ class MessagesStream(StreamState):
             self.finish_reason = get(fields.get("delta"), "stop_reason") or self.finish_reason
             usage = fields.get("usage")
             if usage is not None:
-                self._add_usage(call, usage)
+                self._add_usage(usage)
         elif kind == "message_start":
             message = fields.get("message")
             call.response_model = get(message, "model") or call.response_model
             call.response_id = get(message, "id") or call.response_id
             usage = get(message, "usage")
             if usage is not None:
-                self._add_usage(call, usage)
+                self._add_usage(usage)
         return True, False
 
     def finish(self, call: LLMCall) -> None:
-        """Put the assembled output on ``call``."""
+        """Put the assembled output and the usage the events counted on ``call``."""
+        if self.counts:  # read once, here: two events a stream carry usage
+            call.usage = usage_from_anthropic(self.counts)
         tool_calls = []
         for index in sorted(self.blocks):
             block, pieces = self.blocks[index]
