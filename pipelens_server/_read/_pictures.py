@@ -33,7 +33,7 @@ from pipelens_server._read._rollup import (
     rolled_source,
     sources,
 )
-from pipelens_server._read._search import RunSearch, search_conditions
+from pipelens_server._read._search import RunSearch, rare_text_runs, search_conditions
 
 #: The most runs the timeline draws one by one; past it, each of ``POINT_BUCKETS`` time buckets
 #: keeps its slowest run and its slowest failed run (the outliers stay, each still a real run).
@@ -261,7 +261,7 @@ async def run_points(
     if status is not None:
         conditions.append(sql.SQL("status = %s"))
         params.append(status)
-    search_conditions(search, conditions, params)
+    search_conditions(search, conditions, params, await rare_text_runs(pool, search))
     where = sql.SQL(" AND ").join(conditions)
     span = sql.SQL("SELECT count(*), min(start_ns), max(start_ns) FROM runs WHERE {}").format(where)
     async with pool.connection() as conn:

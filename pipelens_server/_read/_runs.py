@@ -36,6 +36,7 @@ from pipelens_server._read._search import (
     RunSearch,
     cursor_text,
     like_escaped,
+    rare_text_runs,
     search_conditions,
 )
 from pipelens_server._read._shapes import (
@@ -279,7 +280,7 @@ async def runs_page(
         conditions.append(sql.SQL("start_ns < %s"))
         params.append(until_ns)
     if search is not None:
-        search_conditions(search, conditions, params)
+        search_conditions(search, conditions, params, await rare_text_runs(pool, search))
     if status is not None:
         conditions.append(sql.SQL("status = %s"))
         params.append(status)
@@ -356,7 +357,7 @@ async def list_runs(
         conditions.append(sql.SQL("run_id LIKE %s"))
         params.append(like_escaped(run_id_prefix) + "%")
     if search is not None:
-        search_conditions(search, conditions, params)
+        search_conditions(search, conditions, params, await rare_text_runs(pool, search))
     if after is not None and after[0] is None:
         conditions.append(sql.SQL("start_ns IS NULL AND run_id > %s"))
         params.append(after[1])

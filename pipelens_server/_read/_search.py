@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from pipelens_server._read._scores import ScoreFilter, parse_score_filter, score_condition
 
@@ -135,7 +136,10 @@ def _finite(value: Any) -> bool:
 
 
 def search_conditions(
-    search: RunSearch, conditions: list[sql.Composable], params: list[Any]
+    search: RunSearch,
+    conditions: list[sql.Composable],
+    params: list[Any],
+    text_runs: list[str] | None = None,
 ) -> None:
     """Add to ``conditions`` (on table ``runs``) and ``params`` what ``search`` asks for.
 
@@ -143,10 +147,14 @@ def search_conditions(
     ``steps (name, run_id)`` either way the planner goes (run by run for a common name, from the
     few matching steps for a rare one). Record searches read each candidate run's steps by
     primary key, newest run first, within the page's range, until the page is full: records have
-    no index, since one would about double PostgreSQL's insert cost per step.
+    no index, since one would about double PostgreSQL's insert cost per step. ``text_runs``:
+    what :func:`rare_text_runs` found for ``search.text``, the runs the text condition is then.
     """
     _who_conditions(search, conditions, params)
-    if search.text:
+    if text_runs is not None:
+        conditions.append(sql.SQL("runs.run_id = ANY(%s)"))
+        params.append(text_runs)
+    elif search.text:
         _text_condition(search.text, conditions, params)
     if search.score is not None:
         score_condition(search.score, conditions, params)
@@ -211,38 +219,69 @@ _FROM_GRAMS = sql.SQL(
 COMMON_STEPS = 1000
 
 
-def _text_condition(text: str, conditions: list[sql.Composable], params: list[Any]) -> None:
-    """The substring search: a run id's start, or a step whose name (from the distinct names),
-    error message or string record value holds the text, case-insensitively. Those of a rare
-    text come from migration 0015's trigrams; a common text's (or one under three characters,
-    which has no trigram) are read run by run, newest first, until the page is full."""
+#: The three ways a text finds runs, each bounded: the step names holding it, then (none
+#: holding it) the steps of ``_FROM_GRAMS`` and the run ids it starts (``rare_text_runs``).
+_RARE = sql.SQL(
+    "SELECT n.names, "
+    "CASE WHEN cardinality(n.names) = 0 THEN ARRAY({grams} LIMIT {common}) END, "
+    "CASE WHEN cardinality(n.names) = 0 THEN "
+    "ARRAY(SELECT run_id FROM runs WHERE run_id LIKE %s LIMIT {common}) END "
+    "FROM (SELECT {names} AS names) n"
+).format(names=_NAMES, grams=_FROM_GRAMS, common=sql.Literal(COMMON_STEPS))
+
+
+async def rare_text_runs(
+    pool: AsyncConnectionPool[Any], search: RunSearch | None
+) -> list[str] | None:
+    """The runs ``search.text`` finds, when it is rare: no step name holds it, and fewer than
+    :data:`COMMON_STEPS` steps and run ids do. Looked up first (a few index probes, one
+    statement), they are what a run list reads then, by id; otherwise every run of the list's
+    range would be tested, newest first, until the page is full: all of them for a rare text.
+    ``None`` for a common text, one under three characters, or no text."""
+    text = "" if search is None else search.text
+    if len(text) < 3:
+        return None
+    pattern, found = _found_params(text)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_RARE, [text, *found, like_escaped(text) + "%", pattern])
+        row = await cursor.fetchone()
+    assert row is not None  # a SELECT of three arrays answers one row
+    names, steps, runs = row
+    if names or len(steps) >= COMMON_STEPS or len(runs) >= COMMON_STEPS:
+        return None
+    return sorted({*steps, *runs})
+
+
+def _found_params(text: str) -> tuple[str, list[str]]:
+    """The ILIKE pattern of ``text``, and ``_FOUND``'s three parameters."""
     pattern = f"%{like_escaped(text)}%"
     # The records' JSON text escapes '"', '\\' and control characters as JSON does.
     json_pattern = f"%{like_escaped(json.dumps(text, ensure_ascii=False)[1:-1])}%"
     regex = json.dumps(text)  # a JSON string literal is a jsonpath one; flag "q": taken literally
-    found = [pattern, json_pattern, f'$.** ? (@ like_regex {regex} flag "iq")']
-    params.extend([like_escaped(text) + "%", pattern])
-    steps: sql.Composable
+    return pattern, [pattern, json_pattern, f'$.** ? (@ like_regex {regex} flag "iq")']
+
+
+def _text_condition(text: str, conditions: list[sql.Composable], params: list[Any]) -> None:
+    """The substring search run by run, newest first, until the page is full: a run id's
+    start, or a step whose name (from the distinct names), error message or string record value
+    holds the text, case-insensitively. For a common text (a rare one's runs are listed by
+    :func:`rare_text_runs` instead), or one under three characters (no trigram)."""
+    pattern, found = _found_params(text)
+    params.extend([like_escaped(text) + "%", pattern, *found])
     if len(text) < 3:
-        # No trigram: PostgreSQL picks between the probe per run and one read of every step.
-        steps = sql.SQL(
-            "EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND {})"
-        ).format(_FOUND)
-        params.extend(found)
+        # PostgreSQL picks between the probe per run and one read of every step.
+        steps = sql.SQL("EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id AND {})")
     else:
-        # The probe per run is a scalar subquery, never an EXISTS: PostgreSQL may turn an
-        # EXISTS into one read of every matching step, hashed, where this stops at the LIMIT.
+        # A scalar subquery, never an EXISTS: PostgreSQL may turn an EXISTS into one read of
+        # every matching step, hashed, where this stops at the page's LIMIT.
         steps = sql.SQL(
-            "CASE WHEN (SELECT count(*) FROM ({grams} LIMIT {common}) c) < {common} "
-            "THEN runs.run_id IN ({grams}) ELSE (SELECT true FROM steps s "
-            "WHERE s.run_id = runs.run_id AND {found} LIMIT 1) IS NOT NULL END"
-        ).format(grams=_FROM_GRAMS, common=sql.Literal(COMMON_STEPS), found=_FOUND)
-        params.extend([text, *found, text, *found, *found])
+            "(SELECT true FROM steps s WHERE s.run_id = runs.run_id AND {} LIMIT 1) IS NOT NULL"
+        )
     conditions.append(
         sql.SQL(
             "(runs.run_id LIKE %s OR EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.run_id "
             "AND s.name = ANY({})) OR {})"
-        ).format(_NAMES, steps)
+        ).format(_NAMES, steps.format(_FOUND))
     )
 
 

@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 from pipelens.events import Event, StepFinished
-from pipelens_server._read import _search
+from pipelens_server._read import _pictures, _runs, _search
 from pipelens_server._read._search import RunSearch, search_conditions
 
 Client = TestClient[Litestar]
@@ -297,13 +297,55 @@ def test_common_text_is_read_run_by_run_with_the_same_answer(
     assert expected == [run["run_id"] for run in first["runs"] + rest["runs"]]
 
 
+def test_a_rare_texts_runs_are_looked_up_first_and_listed_as_run_by_run(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text no step name holds, in few steps and run ids, is looked up first and the list
+    reads its runs by id (the runs of a rare text are otherwise tested one by one, newest first,
+    across the whole range); the answer, in the list, the page and its timeline, is the one the
+    run-by-run condition gives. A text a step name holds takes that condition."""
+    ingest(client, _run_with("needle-run", ago_s=50))
+    ingest(client, _run_with("hay", ago_s=40, records='{"note": "a Needle here"}'))
+    ingest(client, _run_with("other", ago_s=30, records='{"note": "nothing"}'))
+    ingest(client, _run_with("named", ago_s=20, step_name="needle_finder"))
+    answered: dict[str, list[str] | None] = {}
+    looked_up = _search.rare_text_runs
+
+    async def spy(pool: Any, search: RunSearch | None) -> list[str] | None:
+        found = await looked_up(pool, search)
+        answered[search.text if search else ""] = found
+        return found
+
+    texts = {"EEDLE H": ["hay"], "needle-": ["needle-run"], "othing": ["other"], "zzz": []}
+    with monkeypatch.context() as patched:
+        patched.setattr(_runs, "rare_text_runs", spy)
+        patched.setattr(_pictures, "rare_text_runs", spy)
+        found = {q: _api_ids(client, q=q) for q in [*texts, "NEEDLE"]}
+        pages = {q: _ids(client, q=q) for q in [*texts, "NEEDLE"]}
+    assert answered == {
+        "EEDLE H": ["hay"],
+        "needle-": ["needle-run"],
+        "othing": ["other"],
+        "zzz": [],
+        "NEEDLE": None,
+    }
+    assert found == {**texts, "NEEDLE": ["named", "hay"]}  # a run id by its case-sensitive start
+
+    async def common(pool: Any, search: RunSearch | None) -> None:
+        return None
+
+    monkeypatch.setattr(_runs, "rare_text_runs", common)
+    monkeypatch.setattr(_pictures, "rare_text_runs", common)
+    assert {q: _api_ids(client, q=q) for q in found} == found
+    assert {q: _ids(client, q=q) for q in pages} == pages
+
+
 def test_rare_text_search_reads_the_0015_index(database_url: str) -> None:
-    """A text of three characters or more finds its error messages and record values from
-    migration 0015's GIN index (steps_search_grams_idx)."""
-    conditions: list[sql.Composable] = []
-    params: list[Any] = []
-    search_conditions(RunSearch(text="needle"), conditions, params)
-    query = sql.SQL("EXPLAIN SELECT run_id FROM runs WHERE {}").format(*conditions)
+    """A text of three characters or more is looked up first (``rare_text_runs``): its error
+    messages and record values from migration 0015's GIN index (steps_search_grams_idx)."""
+    pattern, found = _search._found_params("needle")
+    params = ["needle", *found, "needle%", pattern]
+    query = sql.SQL("EXPLAIN ") + _search._RARE
     with psycopg.connect(database_url) as conn:
         conn.execute("SET enable_seqscan = off")  # the test's tables are all but empty
         plan = "\n".join(row[0] for row in conn.execute(query, params))
