@@ -222,11 +222,12 @@ COMMON_STEPS = 1000
 #: The three ways a text finds runs, each bounded: the step names holding it, then (none
 #: holding it) the steps of ``_FROM_GRAMS`` and the run ids it starts (``rare_text_runs``).
 _RARE = sql.SQL(
+    "WITH n AS MATERIALIZED (SELECT {names} AS names) "  # read once, not at each mention
     "SELECT n.names, "
     "CASE WHEN cardinality(n.names) = 0 THEN ARRAY({grams} LIMIT {common}) END, "
     "CASE WHEN cardinality(n.names) = 0 THEN "
     "ARRAY(SELECT run_id FROM runs WHERE run_id LIKE %s LIMIT {common}) END "
-    "FROM (SELECT {names} AS names) n"
+    "FROM n"
 ).format(names=_NAMES, grams=_FROM_GRAMS, common=sql.Literal(COMMON_STEPS))
 
 
@@ -243,7 +244,7 @@ async def rare_text_runs(
         return None
     pattern, found = _found_params(text)
     async with pool.connection() as conn:
-        cursor = await conn.execute(_RARE, [text, *found, like_escaped(text) + "%", pattern])
+        cursor = await conn.execute(_RARE, [pattern, text, *found, like_escaped(text) + "%"])
         row = await cursor.fetchone()
     assert row is not None  # a SELECT of three arrays answers one row
     names, steps, runs = row

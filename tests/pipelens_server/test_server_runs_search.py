@@ -344,7 +344,7 @@ def test_rare_text_search_reads_the_0015_index(database_url: str) -> None:
     """A text of three characters or more is looked up first (``rare_text_runs``): its error
     messages and record values from migration 0015's GIN index (steps_search_grams_idx)."""
     pattern, found = _search._found_params("needle")
-    params = ["needle", *found, "needle%", pattern]
+    params = [pattern, "needle", *found, "needle%"]
     query = sql.SQL("EXPLAIN ") + _search._RARE
     with psycopg.connect(database_url) as conn:
         conn.execute("SET enable_seqscan = off")  # the test's tables are all but empty
