@@ -152,7 +152,7 @@ def carrying(fn: Callable[..., Any]) -> Callable[..., Any]:
         if not recipe:
             return fn
         carried = tuple(getattr(settings, name) for name in _CARRIED)
-        parent = (step.run.id, f"{step._n:016x}", step.key)
+        parent = (step.run.id, step.id, step.key)
         return Task(fn, parent, recipe, carried, step.run.remote_tracestate)
     except Exception as exc:
         containment.internal_error("processes.wrap", exc)

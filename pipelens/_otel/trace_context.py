@@ -216,7 +216,7 @@ def step_headers(step: Step, tracestate: str | None) -> dict[str, str]:
     """The ``traceparent`` and ``tracestate`` naming ``step``: our entry, then the other
     vendors' entries of ``tracestate`` (a request's own) and of those the run received."""
     run = step.run
-    headers = {TRACEPARENT: format_traceparent(trace_id_of(run.id), f"{step._n:016x}")}
+    headers = {TRACEPARENT: format_traceparent(trace_id_of(run.id), step.id)}
     name, value = tracestate_entry(run.id, step.key)
     others = foreign_entries(tracestate)
     if run.remote_tracestate:

@@ -302,7 +302,7 @@ def test_a_rare_texts_runs_are_looked_up_first_and_listed_as_run_by_run(
 ) -> None:
     """A text no step name holds, in few steps and run ids, is looked up first and the list
     reads its runs by id (the runs of a rare text are otherwise tested one by one, newest first,
-    across the whole range); the answer, in the list, the page and its timeline, is the one the
+    across the whole range); the answer, in the API's list and the runs page, is the one the
     run-by-run condition gives. A text a step name holds takes that condition."""
     ingest(client, _run_with("needle-run", ago_s=50))
     ingest(client, _run_with("hay", ago_s=40, records='{"note": "a Needle here"}'))
