@@ -177,13 +177,18 @@ def cost_usd(
     """
     if price is None:
         return None
-    if calls == 1:
+    if calls == 1 and price.tiers:
         for above, tier in reversed(price.tiers):
             if input_tokens > above:
                 price = tier
                 break
-    cached = min(max(cached_tokens, 0), input_tokens)
-    written = min(max(cache_write_tokens, 0), input_tokens - cached)
+    # The common case of each bound tested first: a call is priced on the caller's thread.
+    cached = cached_tokens
+    if not 0 <= cached <= input_tokens:
+        cached = min(max(cached, 0), input_tokens)
+    written = cache_write_tokens
+    if not 0 <= written <= input_tokens - cached:
+        written = min(max(written, 0), input_tokens - cached)
     read_price = price.input if price.cached_input is None else price.cached_input
     write_price = price.input if price.cache_write_input is None else price.cache_write_input
     total = (

@@ -119,6 +119,7 @@ class Run:
         "_finished_sent",
         "_has_llm",
         "_listeners",
+        "_otel_ids",
         "_owned",
         "_quiet",
         "_scrub_inline",
@@ -155,6 +156,9 @@ class Run:
         self.remote_parent_id: str | None = None
         #: Other vendors' W3C ``tracestate`` entries received with that parent, passed on.
         self.remote_tracestate: tuple[str, ...] = ()
+        #: The run's trace id as an int and its id as our tracestate writes it (``pipelens._otel
+        #: .bridge``), made once for the contexts of all its steps.
+        self._otel_ids: tuple[int, str] | None = None
         #: False for a part of a run another process owns: its start and end are the owner's.
         self._owned = True
         self.root: Step

@@ -86,11 +86,12 @@ def usage_from_anthropic(usage: Any) -> TokenUsage | None:
     """Our token counts of an Anthropic ``usage`` (object or dict): input includes the cache."""
     if usage is None:
         return None
-    fields = fields_of(usage)
-    fresh, read, write, output = (
-        value if type(value) is int else 0 for value in map(fields.get, _USAGE_FIELDS)
-    )
-    details = fields.get("output_tokens_details")
+    field = fields_of(usage).get
+    fresh = value if type(value := field("input_tokens")) is int else 0
+    read = value if type(value := field("cache_read_input_tokens")) is int else 0
+    write = value if type(value := field("cache_creation_input_tokens")) is int else 0
+    output = value if type(value := field("output_tokens")) is int else 0
+    details = field("output_tokens_details")
     total_input = fresh + read + write
     return TokenUsage(
         input_tokens=total_input,
@@ -185,13 +186,15 @@ class MessagesStream(StreamState):
 
     def _add_usage(self, usage: Any) -> None:
         # message_start has the whole usage; message_delta the counts that changed (others null).
+        fields = fields_of(usage)
+        counts = self.counts
         for name in _USAGE_FIELDS:
-            value = get(usage, name)
-            if isinstance(value, int):
-                self.counts[name] = value
-        details = get(usage, "output_tokens_details")
+            value = fields.get(name)
+            if type(value) is int:
+                counts[name] = value
+        details = fields.get("output_tokens_details")
         if details is not None:
-            self.counts["output_tokens_details"] = details
+            counts["output_tokens_details"] = details
 
     def record_chunk(self, call: LLMCall, event: Any) -> tuple[bool, bool]:
         """Read one event: (hand it to the caller?, did it carry output?)."""
@@ -217,10 +220,10 @@ class MessagesStream(StreamState):
             if usage is not None:
                 self._add_usage(usage)
         elif kind == "message_start":
-            message = fields.get("message")
-            call.response_model = get(message, "model") or call.response_model
-            call.response_id = get(message, "id") or call.response_id
-            usage = get(message, "usage")
+            message = fields_of(fields.get("message"))
+            call.response_model = message.get("model") or call.response_model
+            call.response_id = message.get("id") or call.response_id
+            usage = message.get("usage")
             if usage is not None:
                 self._add_usage(usage)
         return True, False

@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pipelens import _pricing
 from pipelens._core import containment, llm_record
 from pipelens._core.capture import capture
 from pipelens._core.clock import perf_ns
@@ -21,7 +22,7 @@ from pipelens._core.llm_record import LLMCall
 from pipelens._core.settings import settings
 from pipelens._core.step import Step, StepScope, open_step, sanitize_name
 from pipelens._llm.openai_compat import read_response, usage_from_openai
-from pipelens._llm.prices import cost_usd
+from pipelens._llm.prices import price_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,13 +31,13 @@ def price(call: LLMCall) -> None:
     """Set ``call.cost_usd`` from its tokens, unless it has a cost (``None``: unknown model)."""
     usage = call.usage
     if call.cost_usd is None and usage is not None:
-        call.cost_usd = cost_usd(
-            call.model,
+        # ``prices.cost_usd`` without its own call: a call is priced on the caller's thread.
+        call.cost_usd = _pricing.cost_usd(
+            price_for(call.model, call.provider),
             usage.input_tokens,
             usage.output_tokens,
             usage.cached_tokens,
             usage.cache_write_tokens,
-            call.provider,
         )
 
 

@@ -554,14 +554,15 @@ class _Watch:
         """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
         try:
             deliver, content = self.assembler.record_chunk(self.call, item)
-            if deliver:
-                self.chunks += 1
-            if content and self.first_ns is None:
-                self.first_ns = perf_ns()
-            return bool(deliver)
         except Exception as exc:
             containment.internal_error("auto_patch.stream", exc)
             return True
+        if content and self.first_ns is None:
+            self.first_ns = perf_ns()
+        if deliver:
+            self.chunks += 1
+            return True
+        return False
 
     def end(self, early: bool, exc: BaseException | None = None) -> None:
         """End the step once: exhausted, closed early, abandoned, or failed with ``exc``."""

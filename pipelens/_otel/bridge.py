@@ -27,16 +27,18 @@ from __future__ import annotations
 import sys
 import threading
 from contextvars import Token
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pipelens._core import containment, step
 from pipelens._core.context import current_step_var
 from pipelens._otel.trace_context import (
+    VENDOR,
     foreign_entries,
     merge_tracestate,
+    quoted_run_id,
     run_id_of,
     trace_id_of,
-    tracestate_entry,
+    tracestate_value,
 )
 
 _lock = threading.Lock()
@@ -46,31 +48,78 @@ _wrapped: Any = None
 _MARK = "pipelens-step"
 
 
+class _Api(NamedTuple):
+    """What a step's context is made of, taken from OTel once (it is asked on every LLM step)."""
+
+    context: Any  #: ``opentelemetry.context.Context``
+    span_context: Any
+    span: Any  #: ``NonRecordingSpan``
+    trace_state: Any  #: ``(name, value)`` pairs → a ``TraceState``
+    sampled: Any
+    span_key: str  #: the key ``set_span_in_context`` stores the span under
+
+
+_api: _Api | None = None
+
+
+def _load_api() -> _Api:
+    global _api
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+
+    # The key of the current span, read from what OTel's own setter writes (it is private).
+    (span_key,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
+    _api = _Api(
+        Context,
+        trace.SpanContext,
+        trace.NonRecordingSpan,
+        _trusted_state(trace.TraceState),
+        trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        span_key,
+    )
+    return _api
+
+
+def _trusted_state(cls: Any) -> Any:
+    """A maker of ``TraceState`` from pairs valid by construction (ours, and those OTel parsed),
+    skipping the constructor's regular expressions (a microsecond a step, on the caller's thread)
+    where the class still keeps its entries in ``_dict``; else the constructor itself."""
+
+    def trusted(pairs: list[tuple[str, str]]) -> Any:
+        state = cls()
+        state._dict = dict(pairs)
+        return state
+
+    probe = trusted([("a", "b")])
+    if probe.get("a") == "b" and probe.to_header() == "a=b" and len(probe) == 1:
+        return trusted
+    return cls
+
+
 def _spans_context(step_: step.Step, base: Any) -> Any:
     """``base`` with ``step_`` as its current span (a non-recording span with our ids)."""
-    from opentelemetry import trace
-    from opentelemetry.context import set_value
-
+    api = _api or _load_api()
     run = step_.run
-    span_context = trace.SpanContext(
-        trace_id=int(trace_id_of(run.id), 16),
-        span_id=step_._n & 0xFFFFFFFFFFFFFFFF,
-        is_remote=False,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-        trace_state=trace.TraceState(_state_pairs(run.id, step_.key, run.remote_tracestate)),
+    ids = run._otel_ids
+    if ids is None:
+        ids = run._otel_ids = (int(trace_id_of(run.id), 16), quoted_run_id(run.id))
+    span_context = api.span_context(
+        ids[0],
+        step_._n & 0xFFFFFFFFFFFFFFFF,
+        False,
+        api.sampled,
+        api.trace_state(_state_pairs(ids[1], step_.key, run.remote_tracestate)),
     )
-    # Both given a context: neither asks the current one (which would be us again).
-    return set_value(
-        _MARK, step_, trace.set_span_in_context(trace.NonRecordingSpan(span_context), base)
-    )
+    # One copy of ``base`` holding both (neither asks the current context, which would be us).
+    return api.context({**base, api.span_key: api.span(span_context), _MARK: step_})
 
 
-def _state_pairs(run_id: str, key: str, others: tuple[str, ...]) -> list[tuple[str, str]]:
+def _state_pairs(run_part: str, key: str, others: tuple[str, ...]) -> list[tuple[str, str]]:
     """Our ``tracestate`` entry and the other vendors' the run received, as OTel's pairs."""
-    name, value = tracestate_entry(run_id, key)
+    value = tracestate_value(run_part, key)
     if not others:  # the common case: our entry alone, within the limits by construction
-        return [(name, value)] if value else []
-    merged = merge_tracestate(f"{name}={value}" if value else None, others)
+        return [(VENDOR, value)] if value else []
+    merged = merge_tracestate(f"{VENDOR}={value}" if value else None, others)
     if not merged:
         return []
     return [(name, value) for name, _, value in (m.partition("=") for m in merged.split(","))]

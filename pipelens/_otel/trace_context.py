@@ -237,8 +237,18 @@ def tracestate_entry(run_id: str, key: str) -> tuple[str, str]:
     """Our ``tracestate`` entry as ``(name, value)``: the run id and step key, percent-encoded;
     the key left out when the value would pass W3C's limit, the value empty when even the run
     id alone does."""
-    run_part = _quoted(run_id)
+    return VENDOR, tracestate_value(_quoted(run_id), key)
+
+
+def tracestate_value(run_part: str, key: str) -> str:
+    """The value of our entry from its run part, the run id as :func:`tracestate_entry` encodes
+    it (which a caller naming many steps of one run encodes once)."""
     value = f"{run_part};{_quoted(key)}"
     if len(value) > _MAX_VALUE:
         value = run_part if len(run_part) <= _MAX_VALUE else ""
-    return VENDOR, value
+    return value
+
+
+def quoted_run_id(run_id: str) -> str:
+    """The run part of our ``tracestate`` value."""
+    return _quoted(run_id)

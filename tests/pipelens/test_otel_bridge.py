@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -25,7 +27,7 @@ from opentelemetry.trace import (
 
 import pipelens
 from pipelens._otel import bridge
-from pipelens._otel.trace_context import run_id_of, trace_id_of
+from pipelens._otel.trace_context import foreign_entries, quoted_run_id, run_id_of, trace_id_of
 from pipelens.testing import CapturedEvents
 
 
@@ -325,3 +327,43 @@ def test_a_run_opened_under_an_otel_span_passes_its_other_vendors_entries_on(
         assert value.split(",")[1:] == ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"]
     db = _by_name(exporter)["db"]
     assert list(db.context.trace_state.keys()) == ["pipelens", "congo", "rojo"]
+
+
+_member_keys = st.from_regex(r"[a-z][_0-9a-z\-*/]{0,20}", fullmatch=True)
+_member_values = st.from_regex(r"[\x21-\x2b\x2d-\x3c\x3e-\x7e]{1,30}", fullmatch=True)
+
+
+@given(
+    run_id=st.text(max_size=40),
+    key=st.text(max_size=60),
+    others=st.lists(st.tuples(_member_keys, _member_values), max_size=4),
+)
+def test_a_steps_tracestate_is_the_one_otels_own_constructor_would_make(
+    run_id: str, key: str, others: list[tuple[str, str]]
+) -> None:
+    """The bridge makes each step's ``TraceState`` without OTel's per-entry checks (our entries
+    are valid by construction, the other vendors' were checked on arrival): whatever the run id,
+    key and other entries, it equals what ``TraceState(pairs)`` makes, entry by entry."""
+    received = foreign_entries(",".join(f"{k}={v}" for k, v in others))
+    pairs = bridge._state_pairs(quoted_run_id(run_id), key, received)
+    made = bridge._load_api().trace_state(pairs)
+    checked = TraceState(pairs)
+    assert list(made.items()) == list(checked.items())
+    assert made.to_header() == checked.to_header()
+
+
+def test_a_tracestate_class_that_keeps_its_entries_elsewhere_is_used_as_it_is() -> None:
+    """Should a later OTel keep its entries other than in ``_dict``, the bridge calls the
+    constructor (with its checks) rather than make states that would be empty."""
+
+    class Elsewhere(TraceState):
+        def __init__(self, entries: list[tuple[str, str]] | None = None) -> None:
+            super().__init__(entries)
+            self._entries = self._dict
+            self._dict = {}
+
+        def get(self, key: str, default: object = None) -> object:
+            return self._entries.get(key, default)
+
+    assert bridge._trusted_state(Elsewhere) is Elsewhere
+    assert bridge._trusted_state(TraceState) is not TraceState
