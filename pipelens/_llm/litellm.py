@@ -11,6 +11,7 @@ patched, the engine sees this module's LLM step current and does not record that
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -73,6 +74,7 @@ def raw_mode(kwargs: dict[str, Any]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # a program passes the same few names on every call
 def _is_param(name: str) -> bool:
     return name not in _NOT_PARAMS and not any(word in name for word in _SECRET_WORDS)
 

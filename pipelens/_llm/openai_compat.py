@@ -111,6 +111,8 @@ def request_id_of(response: Any) -> str | None:
 
 def as_int(value: Any) -> int:
     """``value`` when it is an int (not a bool), else 0."""
+    if type(value) is int:  # the common case, tested first: a response's counts
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
