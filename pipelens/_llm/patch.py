@@ -435,6 +435,7 @@ class _Watch:
         "held",
         "inner",
         "read_error",
+        "record_chunk",
         "request_id_header",
         "step",
         "watching",
@@ -444,6 +445,7 @@ class _Watch:
         self, assembler: StreamState, provider: Provider, endpoint: EndpointConfig
     ) -> None:
         self.assembler = assembler
+        self.record_chunk = assembler.record_chunk  # once: it is called for every item
         self.read_error = provider.read_error
         self.request_id_header = endpoint.request_id_header
         self.chunks = 0
@@ -553,7 +555,7 @@ class _Watch:
     def item(self, item: Any) -> bool:
         """Note one item; whether the caller gets it (only a requested usage chunk is kept)."""
         try:
-            deliver, content = self.assembler.record_chunk(self.call, item)
+            deliver, content = self.record_chunk(self.call, item)
         except Exception as exc:
             containment.internal_error("auto_patch.stream", exc)
             return True
@@ -606,9 +608,10 @@ class _Watch:
         return self._aiterate(inner)
 
     def _iterate(self, inner: Iterator[Any]) -> Iterator[Any]:
+        note = self.item  # bound once: a stream's items are the hot path of a streamed call
         try:
             for item in inner:
-                if self.item(item):
+                if note(item):
                     yield item
         except GeneratorExit:
             self.end(True)
@@ -624,8 +627,9 @@ class _Watch:
 
     async def _aiterate(self, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
         try:
+            note = self.item
             async for item in inner:
-                if self.item(item):
+                if note(item):
                     yield item
         except GeneratorExit:
             self.end(True)
