@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ import psycopg
 import pytest
 from _dashboard_kit import MS, at, ingest, recent_run, table_rows
 from _pg_testkit import run_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 from psycopg import sql
@@ -362,3 +365,47 @@ def test_text_search_passes_over_otels_bookkeeping(client: Client, q: str) -> No
     ingest(client, _run_with("note", ago_s=10, records=f'{{"note": "{q} in a note"}}'))
     assert _api_ids(client, q=q) == ["note"]
     assert _api_ids(client, record_key="otel.scope") == ["span"]
+
+
+#: Migration 0015's ``pipelens_grams``, a plpgsql statement per character: what 0019's must
+#: equal.
+_LOOP_GRAMS = """
+CREATE FUNCTION pg_temp.loop_grams(value text) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    folded text := lower(value);
+    grams text[] := '{}';
+BEGIN
+    FOR i IN 1 .. length(folded) - 2 LOOP
+        grams := grams || substr(folded, i, 3);
+    END LOOP;
+    RETURN grams;
+END
+$$
+"""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+    | st.sampled_from(["", "ab", "abc", "abcd", "a\x01bcd\x01", "Ünï\nCÖDÉ", "x.y*z?[q]\\1&"])
+)
+def test_the_trigrams_are_those_of_0015s_loop(
+    grams_conn: psycopg.Connection[Any], text: str
+) -> None:
+    """0019 makes a text's trigrams by cutting it into pieces, not a character at a time: for
+    any text (any script, newlines, regex characters, 0019's own mark U+0001, under three
+    characters) the set is 0015's, so the index built on 0015's stays right."""
+    found = grams_conn.execute(
+        "SELECT pipelens_grams(%s), pg_temp.loop_grams(%s)", [text, text]
+    ).fetchone()
+    assert found is not None
+    new, old = found
+    assert set(new) == set(old)
+    assert "" not in new  # '' marks a step too big to index: every search reads it
+
+
+@pytest.fixture(scope="module")
+def grams_conn(module_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(module_database_url, autocommit=True) as conn:
+        conn.execute(_LOOP_GRAMS)
+        yield conn
