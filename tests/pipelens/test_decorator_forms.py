@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -162,6 +163,29 @@ async def test_async_generator_methods_are_steps(events: CapturedEvents) -> None
     """An async generator method is one step over its whole iteration."""
     assert [i async for i in Service().agen_method(2)] == [0, 1]
     assert _inputs(events) == ['{"n":2}']
+
+
+def test_a_generator_step_set_on_a_class_binds_as_a_function_would(
+    events: CapturedEvents,
+) -> None:
+    """A generator function decorated outside a class body, then set on a class, is a method of
+    it: called on an object it gets the object first (as the plain function would), and each
+    call is one step; it says what it is in its repr and is no copy of itself."""
+
+    @pipelens.step
+    def numbers(owner: Any, n: int) -> Iterator[int]:
+        yield from range(owner.start, owner.start + n)
+
+    class Counter:
+        start = 10
+        count = numbers
+
+    assert list(Counter().count(2)) == [10, 11]
+    assert list(Counter.count(Counter(), 1)) == [10]
+    assert inspect.isgeneratorfunction(Counter().count)
+    assert [s.status for s in events.steps()] == ["completed", "completed"]
+    assert "numbers" in repr(numbers)
+    assert copy.copy(numbers) is numbers
 
 
 def test_methods_keep_their_metadata() -> None:
