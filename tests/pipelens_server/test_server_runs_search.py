@@ -21,6 +21,7 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 from pipelens.events import Event, StepFinished
+from pipelens_server._db._migrate import migrations
 from pipelens_server._read import _pictures, _runs, _search
 from pipelens_server._read._search import RunSearch, search_conditions
 
@@ -367,21 +368,14 @@ def test_text_search_passes_over_otels_bookkeeping(client: Client, q: str) -> No
     assert _api_ids(client, record_key="otel.scope") == ["span"]
 
 
-#: Migration 0015's ``pipelens_grams``, a plpgsql statement per character: what 0019's must
-#: equal.
-_LOOP_GRAMS = """
-CREATE FUNCTION pg_temp.loop_grams(value text) RETURNS text[] LANGUAGE plpgsql AS $$
-DECLARE
-    folded text := lower(value);
-    grams text[] := '{}';
-BEGIN
-    FOR i IN 1 .. length(folded) - 2 LOOP
-        grams := grams || substr(folded, i, 3);
-    END LOOP;
-    RETURN grams;
-END
-$$
-"""
+def _loop_grams() -> str:
+    """Migration 0015's own ``pipelens_grams`` (a plpgsql statement per character), read from
+    its file and made a temporary ``loop_grams``: what 0019's must equal."""
+    (sql_0015,) = [m.sql for m in migrations() if m.version == 15]
+    head = "CREATE FUNCTION pipelens_grams(value text)"
+    start = sql_0015.index(head)
+    end = sql_0015.index("$$;", start) + 3  # the body opens with "AS $$" and closes with "$$;"
+    return sql_0015[start:end].replace(head, "CREATE FUNCTION pg_temp.loop_grams(value text)")
 
 
 @settings(max_examples=300, deadline=None)
@@ -407,5 +401,5 @@ def test_the_trigrams_are_those_of_0015s_loop(
 @pytest.fixture(scope="module")
 def grams_conn(module_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(module_database_url, autocommit=True) as conn:
-        conn.execute(_LOOP_GRAMS)
+        conn.execute(_loop_grams())
         yield conn
